@@ -1,0 +1,131 @@
+"""The `heartjobs` command: a thin layer of argument parsing over the package's functions."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from heartjobs import __version__
+from heartjobs.errors import HeartjobsError
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def cmd_phantom(args: argparse.Namespace) -> None:
+    from heartjobs.data.phantom import PhantomParams, contact_sheet_path, generate
+
+    params = PhantomParams(slices=args.slices, size=args.size, seed=args.seed)
+    manifest, made = generate(args.out, params, workers=args.workers, force=args.force)
+    verb = "wrote" if made else "up to date:"
+    total = sum(f["bytes"] for f in manifest["files"])
+    out.print(
+        f"{verb} {args.out}: {len(manifest['files'])} slices {args.size}x{args.size} uint16 jp2 "
+        f"(seed {args.seed}, {total / 2**20:.1f} MiB); contact sheet {contact_sheet_path(Path(args.out))}"
+    )
+
+
+def cmd_prepare(args: argparse.Namespace) -> None:
+    from heartjobs.data.prepare import PrepareParams, prepare
+
+    params = PrepareParams(
+        size=args.size,
+        every=args.every,
+        window_percentiles=tuple(args.window_percentiles) if args.window_percentiles else None,
+        skip_bad=args.skip_bad,
+        export_png=args.export_png,
+    )
+    manifest, made = prepare(args.src, args.out, params, workers=args.workers, force=args.force)
+    out.print(f"{'prepared' if made else 'up to date:'} {args.out}")
+    _print_summary(Path(args.out), manifest)
+
+
+def cmd_info(args: argparse.Namespace) -> None:
+    from heartjobs.data.dataset import PreparedSet
+
+    prepared = PreparedSet.open(args.path)
+    _print_summary(prepared.path, prepared.manifest)
+
+
+def _print_summary(path: Path, manifest: dict) -> None:
+    window = manifest["window"]
+    pct = window["percentiles"]
+    table = Table(title=f"prepared set {path}", show_header=False)
+    table.add_row("images", f"{manifest['count']} x {manifest['shape'][1]} x {manifest['shape'][2]} x "
+                  f"{manifest['shape'][3]} {manifest['dtype']}")
+    table.add_row("source", f"{manifest['source']} ({len(manifest['sources'])} slices, "
+                  f"{manifest['source_shape'][0]}x{manifest['source_shape'][1]}, {window['source_bits']}-bit)")
+    table.add_row("every", str(manifest["parameters"]["every"]))
+    table.add_row("window", f"{window['low']:.1f} .. {window['high']:.1f}"
+                  + (f" (percentiles {pct[0]} / {pct[1]})" if pct else " (8-bit, as is)"))
+    table.add_row("skipped", ", ".join(s["name"] for s in manifest["skipped"]) or "none")
+    table.add_row("content hash", manifest["content_hash"][:16])
+    table.add_row("contact sheet", str(path / "contact_sheet.png"))
+    if manifest.get("png"):
+        table.add_row("png", str(path / manifest["png"]))
+    out.print(table)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="heartjobs", description=__doc__.split(":")[0])
+    parser.add_argument("--version", action="version", version=f"heartjobs {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    data = commands.add_parser("data", help="make and prepare CT slice data")
+    data_commands = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
+
+    p = data_commands.add_parser("phantom", help="write the synthetic heart-CT phantom as JPEG 2000 slices")
+    p.add_argument("--out", type=Path, default=Path("data/phantom"), help="output folder (default data/phantom)")
+    p.add_argument("--slices", type=_positive_int, default=200, help="number of slices (default 200)")
+    p.add_argument("--size", type=int, default=512, help="slice width and height in px (default 512)")
+    p.add_argument("--seed", type=int, default=0, help="anatomy and noise seed (default 0)")
+    p.add_argument("--workers", type=_positive_int, default=None, help="processes (default: all cores)")
+    p.add_argument("--force", action="store_true", help="replace an existing folder")
+    p.set_defaults(func=cmd_phantom)
+
+    p = data_commands.add_parser("prepare", help="turn a folder of slices into a training set")
+    p.add_argument("src", type=Path, help="folder of .jp2/.j2k/.jpx/.png/.tif slices")
+    p.add_argument("--out", type=Path, required=True, help="output folder, e.g. data/prepared/hipct")
+    p.add_argument("--size", type=int, default=256, help="output width and height in px (default 256)")
+    p.add_argument("--every", type=_positive_int, default=1, help="keep every K-th slice (default 1)")
+    p.add_argument("--window-percentiles", type=float, nargs=2, metavar=("LO", "HI"),
+                   help="intensity window for 16-bit data (default 0.5 99.5; 8-bit data is kept as is)")
+    p.add_argument("--export-png", action="store_true", help="also write the 8-bit PNGs to OUT/png")
+    p.add_argument("--skip-bad", action="store_true", help="skip corrupt slices and list them in the manifest")
+    p.add_argument("--workers", type=_positive_int, default=None, help="decoding processes (default: all cores)")
+    p.add_argument("--force", action="store_true", help="replace an existing set made differently")
+    p.set_defaults(func=cmd_prepare)
+
+    p = data_commands.add_parser("info", help="summarise a prepared set")
+    p.add_argument("path", type=Path)
+    p.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except HeartjobsError as exc:
+        err.print(Text.assemble(("error: ", "red"), str(exc)), soft_wrap=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
