@@ -1,0 +1,7 @@
+"""`python -m heartjobs` is the `heartjobs` command."""
+
+import sys
+
+from heartjobs.cli import main
+
+sys.exit(main())
