@@ -63,13 +63,22 @@ def _print_summary(path: Path, manifest: dict) -> None:
     window = manifest["window"]
     pct = window["percentiles"]
     table = Table(title=f"prepared set {path}", show_header=False)
-    table.add_row("images", f"{manifest['count']} x {manifest['shape'][1]} x {manifest['shape'][2]} x "
-                  f"{manifest['shape'][3]} {manifest['dtype']}")
-    table.add_row("source", f"{manifest['source']} ({len(manifest['sources'])} slices, "
-                  f"{manifest['source_shape'][0]}x{manifest['source_shape'][1]}, {window['source_bits']}-bit)")
+    table.add_row(
+        "images",
+        f"{manifest['count']} x {manifest['shape'][1]} x {manifest['shape'][2]} x "
+        f"{manifest['shape'][3]} {manifest['dtype']}",
+    )
+    table.add_row(
+        "source",
+        f"{manifest['source']} ({len(manifest['sources'])} slices, "
+        f"{manifest['source_shape'][0]}x{manifest['source_shape'][1]}, {window['source_bits']}-bit)",
+    )
     table.add_row("every", str(manifest["parameters"]["every"]))
-    table.add_row("window", f"{window['low']:.1f} .. {window['high']:.1f}"
-                  + (f" (percentiles {pct[0]} / {pct[1]})" if pct else " (8-bit, as is)"))
+    table.add_row(
+        "window",
+        f"{window['low']:.1f} .. {window['high']:.1f}"
+        + (f" (percentiles {pct[0]} / {pct[1]})" if pct else " (8-bit, as is)"),
+    )
     table.add_row("skipped", ", ".join(s["name"] for s in manifest["skipped"]) or "none")
     table.add_row("content hash", manifest["content_hash"][:16])
     table.add_row("contact sheet", str(path / "contact_sheet.png"))
@@ -87,7 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
 
     p = data_commands.add_parser("phantom", help="write the synthetic heart-CT phantom as JPEG 2000 slices")
-    p.add_argument("--out", type=Path, default=Path("data/phantom"), help="output folder (default data/phantom)")
+    p.add_argument(
+        "--out", type=Path, default=Path("data/phantom"), help="output folder (default data/phantom)"
+    )
     p.add_argument("--slices", type=_positive_int, default=200, help="number of slices (default 200)")
     p.add_argument("--size", type=int, default=512, help="slice width and height in px (default 512)")
     p.add_argument("--seed", type=int, default=0, help="anatomy and noise seed (default 0)")
@@ -100,11 +111,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="output folder, e.g. data/prepared/hipct")
     p.add_argument("--size", type=int, default=256, help="output width and height in px (default 256)")
     p.add_argument("--every", type=_positive_int, default=1, help="keep every K-th slice (default 1)")
-    p.add_argument("--window-percentiles", type=float, nargs=2, metavar=("LO", "HI"),
-                   help="intensity window for 16-bit data (default 0.5 99.5; 8-bit data is kept as is)")
+    p.add_argument(
+        "--window-percentiles",
+        type=float,
+        nargs=2,
+        metavar=("LO", "HI"),
+        help="intensity window for 16-bit data (default 0.5 99.5; 8-bit data is kept as is)",
+    )
     p.add_argument("--export-png", action="store_true", help="also write the 8-bit PNGs to OUT/png")
-    p.add_argument("--skip-bad", action="store_true", help="skip corrupt slices and list them in the manifest")
-    p.add_argument("--workers", type=_positive_int, default=None, help="decoding processes (default: all cores)")
+    p.add_argument(
+        "--skip-bad", action="store_true", help="skip corrupt slices and list them in the manifest"
+    )
+    p.add_argument(
+        "--workers", type=_positive_int, default=None, help="decoding processes (default: all cores)"
+    )
     p.add_argument("--force", action="store_true", help="replace an existing set made differently")
     p.set_defaults(func=cmd_prepare)
 

@@ -46,7 +46,14 @@ def test_reduced_resolution_decode_has_the_expected_size_and_content(tmp_path, r
 
 @pytest.mark.parametrize(
     ("side", "target", "levels", "expected"),
-    [(5792, 256, 10, 4), (2048, 256, 5, 3), (2048, 256, 2, 2), (256, 256, 5, 0), (300, 256, 5, 0), (1456, 256, 1, 1)],
+    [
+        (5792, 256, 10, 4),
+        (2048, 256, 5, 3),
+        (2048, 256, 2, 2),
+        (256, 256, 5, 0),
+        (300, 256, 5, 0),
+        (1456, 256, 1, 1),
+    ],
 )
 def test_reduction_picks_the_smallest_level_still_covering_the_target(side, target, levels, expected):
     r = jp2.reduction_for(side, target, levels)
