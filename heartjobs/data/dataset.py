@@ -1,0 +1,73 @@
+"""The trainer's view of a prepared set: its manifest and its images as a uint8 tensor N x 1 x H x W."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from heartjobs.data.prepare import IMAGES_FILE, MANIFEST_KIND, read_manifest
+from heartjobs.errors import HeartjobsError
+
+
+@dataclass(frozen=True)
+class PreparedSet:
+    path: Path
+    manifest: dict
+
+    @classmethod
+    def open(cls, path: Path) -> PreparedSet:
+        """Open a prepared set; a folder that is not one is reported by name and field."""
+        path = Path(path)
+        if not path.is_dir():
+            raise HeartjobsError(f"{path}: no prepared set here (run `heartjobs data prepare` first)")
+        manifest = read_manifest(path)
+        if manifest is None:
+            raise HeartjobsError(f"{path / 'manifest.json'}: missing or not valid JSON")
+        if manifest.get("kind") != MANIFEST_KIND:
+            raise HeartjobsError(f"{path / 'manifest.json'}: kind: expected {MANIFEST_KIND!r}")
+        if not (path / IMAGES_FILE).is_file():
+            raise HeartjobsError(f"{path / IMAGES_FILE}: missing")
+        return cls(path, manifest)
+
+    @cached_property
+    def images(self) -> np.ndarray:
+        """N x H x W uint8, memory-mapped copy-on-write: cheap to open, the file is never modified."""
+        array = np.load(self.path / IMAGES_FILE, mmap_mode="c")
+        expected = tuple(self.manifest["shape"][:1] + self.manifest["shape"][2:])
+        if array.dtype != np.uint8 or array.shape != expected:
+            raise HeartjobsError(
+                f"{self.path / IMAGES_FILE}: shape {array.shape} {array.dtype} does not match "
+                f"manifest shape {list(expected)} uint8"
+            )
+        return array
+
+    @property
+    def count(self) -> int:
+        return int(self.manifest["count"])
+
+    @property
+    def size(self) -> int:
+        return int(self.manifest["shape"][-1])
+
+    @property
+    def channels(self) -> int:
+        return int(self.manifest["shape"][1])
+
+    @property
+    def content_hash(self) -> str:
+        return str(self.manifest["content_hash"])
+
+    def tensor(self, device: str | None = None):
+        """The whole set as a uint8 torch tensor N x 1 x H x W, on `device` (default: CPU, no copy)."""
+        import torch
+
+        images = torch.from_numpy(self.images).unsqueeze(1)
+        return images if device is None else images.to(device)
+
+
+def load_prepared(path: Path, device: str | None = None):
+    """Shortcut: the prepared set at `path` as a uint8 tensor N x 1 x H x W."""
+    return PreparedSet.open(path).tensor(device)
