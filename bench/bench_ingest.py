@@ -55,9 +55,7 @@ def main() -> None:
     )
     print(f"  full decode + resize : {best['full']:.3f} s  ({args.slices / best['full']:.1f} slices/s)")
     print(f"  reduced-resolution   : {best['reduced']:.3f} s  ({args.slices / best['reduced']:.1f} slices/s)")
-    print(
-        f"  speed-up             : {ratio:.1f}x   (mean |difference| of the outputs: {diff:.2f} grey levels)"
-    )
+    print(f"  speed-up             : {ratio:.1f}x   (mean |difference| of the outputs: {diff:.2f} grey levels)")
     record = {
         "bench": "ingest",
         "slices": args.slices,

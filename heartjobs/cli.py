@@ -96,9 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
 
     p = data_commands.add_parser("phantom", help="write the synthetic heart-CT phantom as JPEG 2000 slices")
-    p.add_argument(
-        "--out", type=Path, default=Path("data/phantom"), help="output folder (default data/phantom)"
-    )
+    p.add_argument("--out", type=Path, default=Path("data/phantom"), help="output folder (default data/phantom)")
     p.add_argument("--slices", type=_positive_int, default=200, help="number of slices (default 200)")
     p.add_argument("--size", type=int, default=512, help="slice width and height in px (default 512)")
     p.add_argument("--seed", type=int, default=0, help="anatomy and noise seed (default 0)")
@@ -119,12 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="intensity window for 16-bit data (default 0.5 99.5; 8-bit data is kept as is)",
     )
     p.add_argument("--export-png", action="store_true", help="also write the 8-bit PNGs to OUT/png")
-    p.add_argument(
-        "--skip-bad", action="store_true", help="skip corrupt slices and list them in the manifest"
-    )
-    p.add_argument(
-        "--workers", type=_positive_int, default=None, help="decoding processes (default: all cores)"
-    )
+    p.add_argument("--skip-bad", action="store_true", help="skip corrupt slices and list them in the manifest")
+    p.add_argument("--workers", type=_positive_int, default=None, help="decoding processes (default: all cores)")
     p.add_argument("--force", action="store_true", help="replace an existing set made differently")
     p.set_defaults(func=cmd_prepare)
 

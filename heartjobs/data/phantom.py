@@ -30,9 +30,6 @@ MANIFEST_KIND = "heartjobs-phantom"
 
 # Tissue labels of the ground-truth map render_slice() returns (used by tests and for inspection).
 AIR, JAR, AGAR, FAT, MYOCARDIUM, LV, RV, ATRIUM, VESSEL_WALL, VESSEL_LUMEN, CORONARY = range(11)
-LABEL_NAMES = (
-    "air jar agar fat myocardium lv_cavity rv_cavity atrium vessel_wall vessel_lumen coronary".split()
-)
 
 # Mean 16-bit grey values per tissue (ethanol-filled cavities dark, myocardium bright, fat in between).
 VALUE = {
@@ -163,9 +160,7 @@ class Phantom:
         pos = z * _Z_PLANES
         k = min(int(pos), _Z_PLANES - 1)
         t = _smoothstep(0.0, 1.0, pos - k)
-        low = (1 - t) * self._noise_plane(channel, k, _MYO_GRID) + t * self._noise_plane(
-            channel, k + 1, _MYO_GRID
-        )
+        low = (1 - t) * self._noise_plane(channel, k, _MYO_GRID) + t * self._noise_plane(channel, k + 1, _MYO_GRID)
         low /= math.sqrt((1 - t) ** 2 + t**2)
         rows = np.clip(r, 0, 1) * (_MYO_GRID - 1) * 2.5
         cols = (phi / (2 * math.pi) + 0.5) * (_MYO_GRID - 1) * 0.6
@@ -289,9 +284,7 @@ def _read_manifest(out: Path) -> dict | None:
         return None
 
 
-def generate(
-    out: Path, params: PhantomParams, *, workers: int | None = None, force: bool = False
-) -> tuple[dict, bool]:
+def generate(out: Path, params: PhantomParams, *, workers: int | None = None, force: bool = False) -> tuple[dict, bool]:
     """Write the phantom's slices, manifest.json and contact sheet; returns (manifest, made_now).
 
     An existing phantom with the same parameters is kept as it is (made_now False); a folder holding

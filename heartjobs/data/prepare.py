@@ -53,9 +53,7 @@ class PrepareParams:
         if self.window_percentiles is not None:
             lo, hi = self.window_percentiles
             if not 0 <= lo < hi <= 100:
-                raise HeartjobsError(
-                    f"prepare: --window-percentiles must satisfy 0 <= LO < HI <= 100, got {lo} {hi}"
-                )
+                raise HeartjobsError(f"prepare: --window-percentiles must satisfy 0 <= LO < HI <= 100, got {lo} {hi}")
 
 
 # --- worker tasks: module-level so spawned processes can import them; errors come back as values ---
@@ -114,13 +112,10 @@ def _check_uniform(files: list[Path], infos: list[SliceInfo]) -> None:
     for path, info in zip(files, infos, strict=True):
         if (info.height, info.width) != (first.height, first.width):
             raise HeartjobsError(
-                f"{path}: mixed shapes: {info.height}x{info.width}, but {files[0].name} is "
-                f"{first.height}x{first.width}"
+                f"{path}: mixed shapes: {info.height}x{info.width}, but {files[0].name} is {first.height}x{first.width}"
             )
         if info.bits != first.bits:
-            raise HeartjobsError(
-                f"{path}: mixed bit depths: {info.bits}-bit, but {files[0].name} is {first.bits}-bit"
-            )
+            raise HeartjobsError(f"{path}: mixed bit depths: {info.bits}-bit, but {files[0].name} is {first.bits}-bit")
 
 
 def prepare(

@@ -117,9 +117,7 @@ def area_resize(image: np.ndarray, size: int) -> np.ndarray:
         return image.astype(np.float32, copy=False)
     from PIL import Image
 
-    resized = Image.fromarray(image.astype(np.float32, copy=False), mode="F").resize(
-        (size, size), Image.Resampling.BOX
-    )
+    resized = Image.fromarray(image.astype(np.float32, copy=False), mode="F").resize((size, size), Image.Resampling.BOX)
     return np.asarray(resized, dtype=np.float32)
 
 
