@@ -37,7 +37,6 @@ test: lint pytest ## lint, then the test suite
 demo: install ## the main job on the embedded phantom: generate it, prepare it, summarise the set
 	$(BIN)/heartjobs data phantom --out $(DATA)/phantom
 	$(BIN)/heartjobs data prepare $(DATA)/phantom --out $(DATA)/prepared/phantom --size 256
-	$(BIN)/heartjobs data info $(DATA)/prepared/phantom
 
 bench: install ## benchmarks: each prints the ratio of two ways of doing the same work
 	$(BIN)/python bench/bench_ingest.py
