@@ -59,6 +59,38 @@ def cmd_info(args: argparse.Namespace) -> None:
     _print_summary(prepared.path, prepared.manifest)
 
 
+def cmd_run(args: argparse.Namespace) -> None:
+    from heartjobs.training.run import run_job
+
+    run_dir = run_job(args.spec, resume=args.resume)
+    out.print(f"done: {run_dir}")
+
+
+def cmd_validate(args: argparse.Namespace) -> None:
+    from heartjobs.spec import load_spec
+
+    bad = 0
+    for path in args.specs:
+        try:
+            spec = load_spec(path)
+        except HeartjobsError as exc:
+            bad += 1
+            _print_error(exc)
+            continue
+        out.print(f"ok: {path} ({spec.model}, {spec.data.size} px, spec hash {spec.spec_hash})")
+    if bad:
+        raise HeartjobsError(f"{bad} of {len(args.specs)} specs are invalid", printed=True)
+
+
+def cmd_show(args: argparse.Namespace) -> None:
+    import json
+
+    from heartjobs.spec import load_spec
+
+    spec = load_spec(args.spec)
+    out.print_json(json.dumps({"spec_hash": spec.spec_hash, **spec.model_dump(mode="json")}))
+
+
 def _print_summary(path: Path, manifest: dict) -> None:
     window = manifest["window"]
     pct = window["percentiles"]
@@ -125,7 +157,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = data_commands.add_parser("info", help="summarise a prepared set")
     p.add_argument("path", type=Path)
     p.set_defaults(func=cmd_info)
+
+    p = commands.add_parser("run", help="train one job spec into a new versioned artifact folder")
+    p.add_argument("spec", type=Path, help="job spec (TOML)")
+    p.add_argument("--resume", action="store_true", help="continue the newest unfinished version of this job")
+    p.set_defaults(func=cmd_run)
+
+    p = commands.add_parser("validate", help="check job specs; report every bad one")
+    p.add_argument("specs", type=Path, nargs="+", metavar="SPEC")
+    p.set_defaults(func=cmd_validate)
+
+    p = commands.add_parser("show", help="print a job spec resolved with its defaults, and its hash")
+    p.add_argument("spec", type=Path)
+    p.set_defaults(func=cmd_show)
     return parser
+
+
+def _print_error(exc: HeartjobsError) -> None:
+    """One line per problem, each starting with "error:"."""
+    for line in str(exc).splitlines():
+        err.print(Text.assemble(("error: ", "red"), line), soft_wrap=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except HeartjobsError as exc:
-        err.print(Text.assemble(("error: ", "red"), str(exc)), soft_wrap=True)
+        if not exc.printed:
+            _print_error(exc)
         return exc.exit_code
     except KeyboardInterrupt:
         err.print("interrupted")

@@ -43,3 +43,46 @@ def track(description: str, total: int) -> Iterator[Callable[[int], None]]:
     with Progress(*columns, console=console, transient=False) as bar:
         task = bar.add_task(description, total=total)
         yield lambda n=1: bar.advance(task, n)
+
+
+class TrainingProgress:
+    """Training progress: on a terminal a rich bar for epochs and one for batches (with images/s and the
+    last epoch's losses); otherwise one plain line per epoch."""
+
+    def __init__(self, title: str, epochs: int, batches: int, done: int = 0):
+        self.title, self.epochs, self.batches, self.done = title, epochs, batches, done
+        self._bar: Progress | None = None
+
+    def __enter__(self) -> TrainingProgress:
+        if console.is_terminal:
+            self._bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[info]}"),
+                TimeRemainingColumn(),
+                console=console,
+            )
+            self._bar.__enter__()
+            self._epochs = self._bar.add_task(self.title, total=self.epochs, completed=self.done, info="")
+            self._batch = self._bar.add_task("  batch", total=self.batches, info="")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+
+    def batch(self, done: int, total: int) -> None:
+        if self._bar is not None:
+            self._bar.update(self._batch, completed=done, total=total)
+
+    def epoch(self, stats: dict) -> None:
+        text = (
+            f"d_loss {stats['d_loss']:.4f}  g_loss {stats['g_loss']:.4f}  "
+            f"{stats['images_per_s']:.1f} img/s  {stats['seconds']:.1f} s"
+        )
+        if self._bar is not None:
+            self._bar.update(self._epochs, completed=stats["epoch"], info=text)
+            self._bar.update(self._batch, completed=0, info=f"last epoch: {text}")
+        else:
+            print(f"{self.title}: epoch {stats['epoch']}/{self.epochs}  {text}", file=sys.stderr, flush=True)

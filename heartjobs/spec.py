@@ -1,0 +1,251 @@
+"""Job specs: a TOML file, validated strictly with pydantic, resolved against the model's thesis defaults.
+
+A spec names a job, a model and a prepared set; everything it leaves out comes from the defaults the
+thesis used for that model, and the image size and channels come from the prepared set itself. The
+resolved spec has every value filled in, and its hash identifies the job's configuration.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import tomli
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from heartjobs.errors import HeartjobsError
+from heartjobs.hashing import sha256_json
+
+ModelName = Literal["gan", "wgan", "dcgan"]
+MODELS: tuple[str, ...] = ("gan", "wgan", "dcgan")
+
+# The thesis' hyperparameters per model (the PyTorch-GAN reference implementations).
+THESIS_DEFAULTS: dict[str, dict[str, Any]] = {
+    "gan": {"optimizer": "adam", "lr": 2e-4, "betas": (0.5, 0.999)},
+    "dcgan": {"optimizer": "adam", "lr": 2e-4, "betas": (0.5, 0.999)},
+    "wgan": {"optimizer": "rmsprop", "lr": 5e-5, "n_critic": 5, "clip_value": 0.01},
+}
+COMMON_DEFAULTS: dict[str, Any] = {
+    "epochs": 200,
+    "batch_size": 64,
+    "latent_dim": 100,
+    "seed": 0,
+    "sample_every": 10,
+    "checkpoint_every": 10,
+    "keep_checkpoints": 3,
+    "device": "auto",
+    # The reference code passes 0.8 as BatchNorm's second positional argument, which is eps, not
+    # momentum; the thesis kept it. 1e-5 is PyTorch's standard value.
+    "batchnorm_eps": 0.8,
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSection(_Strict):
+    prepared: Path
+
+
+class TrainSection(_Strict):
+    """What a spec may say about training; None means "the model's default"."""
+
+    epochs: int | None = Field(None, ge=1)
+    batch_size: int | None = Field(None, ge=2)
+    lr: float | None = Field(None, gt=0)
+    betas: tuple[float, float] | None = None
+    latent_dim: int | None = Field(None, ge=1)
+    n_critic: int | None = Field(None, ge=1)
+    clip_value: float | None = Field(None, gt=0)
+    seed: int | None = Field(None, ge=0)
+    sample_every: int | None = Field(None, ge=1)
+    checkpoint_every: int | None = Field(None, ge=1)
+    keep_checkpoints: int | None = Field(None, ge=1)
+    device: Literal["auto", "cpu", "cuda"] | None = None
+    batchnorm_eps: float | None = Field(None, gt=0)
+
+    @field_validator("betas")
+    @classmethod
+    def _betas_in_range(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        if v is not None and not all(0 <= b < 1 for b in v):
+            raise ValueError("both betas must be in [0, 1)")
+        return v
+
+
+class OutputSection(_Strict):
+    root: Path = Path("artifacts")
+
+
+class JobSpec(_Strict):
+    """A job spec as written in TOML."""
+
+    name: str
+    model: ModelName
+    data: DataSection
+    train: TrainSection = TrainSection()
+    # Left open for the evaluation settings; accepted and kept as given.
+    eval: dict[str, Any] = Field(default_factory=dict)
+    output: OutputSection = OutputSection()
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", v):
+            raise ValueError("use letters, digits, '.', '_' and '-' (it names the artifact folder)")
+        return v
+
+    @model_validator(mode="after")
+    def _options_fit_the_model(self) -> JobSpec:
+        if self.model == "wgan" and self.train.betas is not None:
+            raise _FieldError(("train", "betas"), "applies to Adam (gan, dcgan); wgan uses RMSprop")
+        if self.model != "wgan":
+            for key in ("n_critic", "clip_value"):
+                if getattr(self.train, key) is not None:
+                    raise _FieldError(("train", key), f"applies to wgan only, not {self.model}")
+        return self
+
+
+class _FieldError(ValueError):
+    def __init__(self, loc: tuple[str, ...], msg: str):
+        super().__init__(msg)
+        self.loc = loc
+
+
+class ResolvedTrain(_Strict):
+    epochs: int
+    batch_size: int
+    optimizer: Literal["adam", "rmsprop"]
+    lr: float
+    betas: tuple[float, float] | None = None
+    latent_dim: int
+    n_critic: int | None = None
+    clip_value: float | None = None
+    seed: int
+    sample_every: int
+    checkpoint_every: int
+    keep_checkpoints: int
+    device: Literal["auto", "cpu", "cuda"]
+    batchnorm_eps: float
+
+
+class ResolvedData(_Strict):
+    prepared: Path
+    content_hash: str
+    count: int
+    size: int
+    channels: int
+
+
+class ResolvedSpec(_Strict):
+    """Every value filled in: the spec's own, the model's defaults, and facts about the data."""
+
+    name: str
+    model: ModelName
+    data: ResolvedData
+    train: ResolvedTrain
+    eval: dict[str, Any]
+    output: OutputSection
+
+    def hash_payload(self) -> dict:
+        """What the job's result depends on: not where the data or the outputs live, nor how many
+        checkpoints are kept."""
+        payload = self.model_dump(mode="json")
+        payload.pop("output")
+        payload["data"].pop("prepared")
+        payload["train"].pop("keep_checkpoints")
+        return payload
+
+    @property
+    def spec_hash(self) -> str:
+        return sha256_json(self.hash_payload())[:16]
+
+    @property
+    def run_root(self) -> Path:
+        return self.output.root / self.name
+
+
+def _suggest(key: str, allowed: list[str]) -> str:
+    close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _section_fields(loc: tuple) -> list[str]:
+    sections = {"train": TrainSection, "data": DataSection, "output": OutputSection}
+    model = sections.get(loc[0]) if len(loc) > 1 else JobSpec
+    return list(model.model_fields) if model else []
+
+
+def _describe(error: dict) -> str:
+    loc = tuple(str(p) for p in error["loc"])
+    field = ".".join(loc) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        return f"{field}: unknown key{_suggest(loc[-1], _section_fields(loc))}"
+    if error["type"] == "missing":
+        return f"{field}: required key is missing"
+    ctx_error = error.get("ctx", {}).get("error")
+    if isinstance(ctx_error, _FieldError):
+        return f"{'.'.join(ctx_error.loc)}: {ctx_error}"
+    msg = error["msg"].removeprefix("Value error, ")
+    return f"{field}: {msg} (got {error['input']!r})" if "input" in error and loc else f"{field}: {msg}"
+
+
+def parse_spec(path: Path) -> JobSpec:
+    """Read and validate one spec file; every problem becomes a one-line HeartjobsError."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise HeartjobsError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        raw = tomli.loads(text)
+    except tomli.TOMLDecodeError as exc:
+        raise HeartjobsError(f"{path}: TOML syntax error: {exc}") from None
+    try:
+        return JobSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise HeartjobsError("\n".join(f"{path}: {_describe(e)}" for e in exc.errors())) from None
+
+
+def _is_power_of_two(n: int) -> bool:
+    return n >= 1 and 2 ** int(math.log2(n)) == n
+
+
+def resolve(spec: JobSpec, path: Path) -> ResolvedSpec:
+    """Fill in the model's defaults and the prepared set's facts; check the combination."""
+    from heartjobs.data.dataset import PreparedSet
+
+    try:
+        prepared = PreparedSet.open(spec.data.prepared)
+    except HeartjobsError as exc:
+        raise HeartjobsError(f"{path}: data.prepared: {exc}") from None
+    size, channels = prepared.size, prepared.channels
+    if size < 16 or not _is_power_of_two(size):
+        raise HeartjobsError(f"{path}: data.prepared: image size {size} must be a power of two >= 16")
+    if spec.model == "dcgan" and size % 16:
+        raise HeartjobsError(f"{path}: data.prepared: dcgan needs an image size divisible by 16, got {size}")
+
+    given = spec.train.model_dump(exclude_none=True)
+    train = COMMON_DEFAULTS | THESIS_DEFAULTS[spec.model] | given
+    return ResolvedSpec(
+        name=spec.name,
+        model=spec.model,
+        data=ResolvedData(
+            prepared=spec.data.prepared,
+            content_hash=prepared.content_hash,
+            count=prepared.count,
+            size=size,
+            channels=channels,
+        ),
+        train=ResolvedTrain(**train),
+        eval=spec.eval,
+        output=spec.output,
+    )
+
+
+def load_spec(path: Path) -> ResolvedSpec:
+    """Parse, validate and resolve a spec file."""
+    return resolve(parse_spec(path), Path(path))

@@ -1,0 +1,94 @@
+"""Checkpoints: everything needed to continue a run, written atomically, the newest few kept.
+
+A checkpoint is named by how far training got: epoch_0004.pt after four whole epochs, and
+epoch_0004_batch_0012.pt when a run was stopped twelve batches into the fifth. It carries the spec
+hash, and a run refuses to continue from a checkpoint made under another configuration.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from pathlib import Path
+
+import torch
+
+from heartjobs import atomic
+from heartjobs.errors import HeartjobsError
+
+CHECKPOINT_FORMAT = 1
+_NAME = re.compile(r"epoch_(\d{4,})(?:_batch_(\d{4,}))?\.pt")
+
+
+def checkpoint_name(epoch: int, batch: int | None = None) -> str:
+    return f"epoch_{epoch:04d}.pt" if not batch else f"epoch_{epoch:04d}_batch_{batch:04d}.pt"
+
+
+def list_checkpoints(folder: Path) -> list[Path]:
+    """Checkpoints in training order (oldest first)."""
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in folder.iterdir():
+        if m := _NAME.fullmatch(path.name):
+            found.append(((int(m.group(1)), int(m.group(2) or 0)), path))
+    return [p for _, p in sorted(found)]
+
+
+def save_checkpoint(folder: Path, trainer_state: dict, spec_hash: str, keep: int) -> Path:
+    """Write a checkpoint atomically, then delete all but the newest `keep`."""
+    position = trainer_state["position"]
+    path = folder / checkpoint_name(trainer_state["epoch"], position["batch"] if position else None)
+    payload = {"format": CHECKPOINT_FORMAT, "spec_hash": spec_hash, **trainer_state}
+    with atomic.replacing(path) as tmp:
+        torch.save(payload, tmp)
+    for old in list_checkpoints(folder)[:-keep]:
+        with contextlib.suppress(FileNotFoundError):
+            old.unlink()
+    return path
+
+
+def load_checkpoint(path: Path, spec_hash: str, device: torch.device) -> dict:
+    """Load a checkpoint onto `device`, refusing one made under another configuration."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:
+        raise HeartjobsError(f"{path}: unreadable checkpoint ({' '.join(str(exc).split())[:200]})") from None
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise HeartjobsError(f"{path}: format: expected {CHECKPOINT_FORMAT}, got {state.get('format')}")
+    if state.get("spec_hash") != spec_hash:
+        raise HeartjobsError(
+            f"{path}: spec_hash: the checkpoint was made with spec {state.get('spec_hash')}, "
+            f"the spec now resolves to {spec_hash}; refusing to resume under a different configuration"
+        )
+    return state
+
+
+def save_generator(path: Path, generator: torch.nn.Module, spec: dict, epoch: int, spec_hash: str) -> None:
+    """The final generator alone, on CPU tensors, with what it takes to rebuild it."""
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "model": spec["model"],
+        "size": spec["data"]["size"],
+        "channels": spec["data"]["channels"],
+        "latent_dim": spec["train"]["latent_dim"],
+        "batchnorm_eps": spec["train"]["batchnorm_eps"],
+        "epoch": epoch,
+        "spec_hash": spec_hash,
+        "state_dict": {k: v.detach().cpu() for k, v in generator.state_dict().items()},
+    }
+    with atomic.replacing(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_generator(path: Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
+    """Rebuild a saved generator (in eval mode) on `device`; returns (generator, its metadata)."""
+    from heartjobs.models import build_models
+
+    payload = torch.load(path, map_location=device, weights_only=True)
+    generator, _ = build_models(
+        payload["model"], payload["size"], payload["channels"], payload["latent_dim"], payload["batchnorm_eps"]
+    )
+    generator.load_state_dict(payload["state_dict"])
+    meta = {k: v for k, v in payload.items() if k != "state_dict"}
+    return generator.to(device).eval(), meta

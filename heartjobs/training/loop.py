@@ -1,0 +1,287 @@
+"""The training loop of the thesis' GAN, WGAN and DCGAN, apart from artifacts and metrics.
+
+The whole prepared set sits on the device as uint8 and is shuffled there each epoch; batches become
+[-1, 1] floats on the fly. Losses are summed on the device and read once per epoch. Every random
+source has its own seeded generator, and the whole state (including the position inside an epoch)
+goes into a checkpoint, so a resumed run continues bit for bit where it stopped.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from heartjobs.models import build_models
+from heartjobs.spec import ResolvedSpec
+
+SAMPLE_GRID = 16  # a 4x4 grid of samples from one fixed noise batch
+
+
+class Interrupted(Exception):
+    """Training stopped between two batches because stop was requested (the state is consistent)."""
+
+
+@dataclass
+class EpochStats:
+    epoch: int
+    d_loss: float
+    g_loss: float
+    seconds: float
+    images_per_s: float
+
+    def as_dict(self) -> dict:
+        return {
+            "epoch": self.epoch,
+            "d_loss": self.d_loss,
+            "g_loss": self.g_loss,
+            "seconds": round(self.seconds, 4),
+            "images_per_s": round(self.images_per_s, 2),
+        }
+
+
+@dataclass
+class _Position:
+    """Where the trainer is inside the current epoch."""
+
+    perm: torch.Tensor
+    batch: int
+    d_sum: torch.Tensor
+    g_sum: torch.Tensor
+    g_count: int
+    seconds: float
+
+
+def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """Batch [start, end) ranges over n images. A last batch of one image is merged into the one before
+    it (BatchNorm can't normalise a single sample); every image is used every epoch."""
+    bounds = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
+        bounds[-2] = (bounds[-2][0], n)
+        bounds.pop()
+    return bounds
+
+
+def resolve_device(requested: str) -> torch.device:
+    from heartjobs.errors import HeartjobsError
+
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise HeartjobsError("train.device: cuda requested, but CUDA is not available on this machine")
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+class Trainer:
+    def __init__(self, spec: ResolvedSpec, images: torch.Tensor, device: torch.device):
+        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[0] < 2:
+            raise ValueError("images must be a uint8 tensor N x C x H x W with N >= 2")
+        t = spec.train
+        self.spec = spec
+        self.device = device
+        self.images = images.to(device)
+        seed_everything(t.seed)
+        self.G, self.D = build_models(spec.model, spec.data.size, spec.data.channels, t.latent_dim, t.batchnorm_eps)
+        self.G.to(device)
+        self.D.to(device)
+        if t.optimizer == "adam":
+            self.opt_G = torch.optim.Adam(self.G.parameters(), lr=t.lr, betas=t.betas)
+            self.opt_D = torch.optim.Adam(self.D.parameters(), lr=t.lr, betas=t.betas)
+        else:
+            self.opt_G = torch.optim.RMSprop(self.G.parameters(), lr=t.lr)
+            self.opt_D = torch.optim.RMSprop(self.D.parameters(), lr=t.lr)
+        # Separate streams: shuffling, training noise, and the fixed sample noise.
+        self.shuffle_gen = torch.Generator(device=device).manual_seed(t.seed + 1)
+        self.noise_gen = torch.Generator(device=device).manual_seed(t.seed + 2)
+        fixed_gen = torch.Generator(device=device).manual_seed(t.seed + 3)
+        self.fixed_noise = torch.randn(SAMPLE_GRID, t.latent_dim, generator=fixed_gen, device=device)
+        self.bce = nn.BCELoss()
+        self.bounds = batch_bounds(self.images.shape[0], t.batch_size)
+        self.epoch = 0  # epochs completed
+        self.position: _Position | None = None
+        self.history: list[dict] = []
+        self._targets: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    # --- one batch ---
+
+    def _noise(self, n: int) -> torch.Tensor:
+        return torch.randn(n, self.spec.train.latent_dim, generator=self.noise_gen, device=self.device)
+
+    def _labels(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if n not in self._targets:  # reused across steps: no per-step allocation
+            self._targets[n] = (torch.ones(n, 1, device=self.device), torch.zeros(n, 1, device=self.device))
+        return self._targets[n]
+
+    def _step_gan(self, real: torch.Tensor, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """GAN and DCGAN: generator first, BCE against "real"; then the discriminator on both."""
+        valid, fake = self._labels(real.shape[0])
+        z = self._noise(real.shape[0])
+        self.opt_G.zero_grad(set_to_none=True)
+        generated = self.G(z)
+        g_loss = self.bce(self.D(generated), valid)
+        g_loss.backward()
+        self.opt_G.step()
+
+        self.opt_D.zero_grad(set_to_none=True)
+        real_loss = self.bce(self.D(real), valid)
+        fake_loss = self.bce(self.D(generated.detach()), fake)
+        d_loss = (real_loss + fake_loss) / 2
+        d_loss.backward()
+        self.opt_D.step()
+        return d_loss.detach(), g_loss.detach()
+
+    def _step_wgan(self, real: torch.Tensor, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """WGAN: the critic every batch (then weight clipping); the generator every n_critic-th batch,
+        with that batch's noise."""
+        t = self.spec.train
+        z = self._noise(real.shape[0])
+        self.opt_D.zero_grad(set_to_none=True)
+        d_loss = -torch.mean(self.D(real)) + torch.mean(self.D(self.G(z).detach()))
+        d_loss.backward()
+        self.opt_D.step()
+        with torch.no_grad():
+            for p in self.D.parameters():
+                p.clamp_(-t.clip_value, t.clip_value)
+        if index % t.n_critic:
+            return d_loss.detach(), None
+        self.opt_G.zero_grad(set_to_none=True)
+        g_loss = -torch.mean(self.D(self.G(z)))
+        g_loss.backward()
+        self.opt_G.step()
+        return d_loss.detach(), g_loss.detach()
+
+    # --- one epoch ---
+
+    def train_epoch(
+        self, should_stop: Callable[[], bool] = lambda: False, on_batch: Callable[[int, int], None] | None = None
+    ) -> EpochStats:
+        """Train one epoch (or the rest of an interrupted one). Raises Interrupted between batches when
+        should_stop() says so; the trainer's state then holds the position for a checkpoint."""
+        step = self._step_wgan if self.spec.model == "wgan" else self._step_gan
+        if self.position is None:
+            zero = torch.zeros((), device=self.device)
+            perm = torch.randperm(self.images.shape[0], generator=self.shuffle_gen, device=self.device)
+            self.position = _Position(perm, 0, zero.clone(), zero.clone(), 0, 0.0)
+        pos = self.position
+        self.G.train()
+        self.D.train()
+        started = time.perf_counter()
+        try:
+            for index in range(pos.batch, len(self.bounds)):
+                if should_stop():
+                    raise Interrupted
+                start, end = self.bounds[index]
+                real = self.images[pos.perm[start:end]].float().div_(127.5).sub_(1.0)
+                d_loss, g_loss = step(real, index)
+                pos.d_sum += d_loss
+                if g_loss is not None:
+                    pos.g_sum += g_loss
+                    pos.g_count += 1
+                pos.batch = index + 1
+                if on_batch:
+                    on_batch(pos.batch, len(self.bounds))
+        finally:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            pos.seconds += time.perf_counter() - started
+        self.epoch += 1
+        stats = EpochStats(
+            epoch=self.epoch,
+            d_loss=(pos.d_sum / len(self.bounds)).item(),
+            g_loss=(pos.g_sum / max(1, pos.g_count)).item(),
+            seconds=pos.seconds,
+            images_per_s=self.images.shape[0] / pos.seconds if pos.seconds > 0 else 0.0,
+        )
+        self.history.append(stats.as_dict())
+        self.position = None
+        return stats
+
+    @torch.inference_mode()
+    def samples(self) -> torch.Tensor:
+        """The fixed-noise batch through the generator in eval mode, as uint8 N x C x H x W."""
+        self.G.eval()
+        try:
+            images = self.G(self.fixed_noise)
+        finally:
+            self.G.train()
+        return images.add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8).cpu()
+
+    # --- state ---
+
+    def state_dict(self) -> dict:
+        pos = self.position
+        return {
+            "epoch": self.epoch,
+            "position": None
+            if pos is None
+            else {
+                "perm": pos.perm.cpu(),
+                "batch": pos.batch,
+                "d_sum": pos.d_sum.cpu(),
+                "g_sum": pos.g_sum.cpu(),
+                "g_count": pos.g_count,
+                "seconds": pos.seconds,
+            },
+            "G": self.G.state_dict(),
+            "D": self.D.state_dict(),
+            "opt_G": self.opt_G.state_dict(),
+            "opt_D": self.opt_D.state_dict(),
+            "fixed_noise": self.fixed_noise.cpu(),
+            "history": list(self.history),
+            "rng": self._rng_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch = state["epoch"]
+        self.G.load_state_dict(state["G"])
+        self.D.load_state_dict(state["D"])
+        self.opt_G.load_state_dict(state["opt_G"])
+        self.opt_D.load_state_dict(state["opt_D"])
+        self.fixed_noise = state["fixed_noise"].to(self.device)
+        self.history = list(state["history"])
+        pos = state["position"]
+        self.position = (
+            None
+            if pos is None
+            else _Position(
+                pos["perm"].to(self.device),
+                pos["batch"],
+                pos["d_sum"].to(self.device),
+                pos["g_sum"].to(self.device),
+                pos["g_count"],
+                pos["seconds"],
+            )
+        )
+        self._load_rng_state(state["rng"])
+
+    def _rng_state(self) -> dict:
+        mt_name, keys, pos, has_gauss, cached = np.random.get_state()
+        return {
+            "python": random.getstate(),
+            "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos, "gauss": (has_gauss, cached)},
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "shuffle": self.shuffle_gen.get_state(),
+            "noise": self.noise_gen.get_state(),
+        }
+
+    def _load_rng_state(self, rng: dict) -> None:
+        random.setstate(rng["python"])
+        keys = rng["numpy"]["keys"].numpy().astype(np.uint32)
+        np.random.set_state(("MT19937", keys, rng["numpy"]["pos"], *rng["numpy"]["gauss"]))
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        self.shuffle_gen.set_state(rng["shuffle"])
+        self.noise_gen.set_state(rng["noise"])
