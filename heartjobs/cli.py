@@ -79,7 +79,7 @@ def cmd_validate(args: argparse.Namespace) -> None:
             continue
         out.print(f"ok: {path} ({spec.model}, {spec.data.size} px, spec hash {spec.spec_hash})")
     if bad:
-        raise HeartjobsError(f"{bad} of {len(args.specs)} specs are invalid", printed=True)
+        raise HeartjobsError(f"{bad} of {len(args.specs)} specs are invalid")
 
 
 def cmd_show(args: argparse.Namespace) -> None:
@@ -184,8 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except HeartjobsError as exc:
-        if not exc.printed:
-            _print_error(exc)
+        _print_error(exc)
         return exc.exit_code
     except KeyboardInterrupt:
         err.print("interrupted")

@@ -151,12 +151,13 @@ class ResolvedSpec(_Strict):
     output: OutputSection
 
     def hash_payload(self) -> dict:
-        """What the job's result depends on: not where the data or the outputs live, nor how many
-        checkpoints are kept."""
+        """What the job's result depends on: not where the data or the outputs live, nor how often
+        samples and checkpoints are written or how many are kept."""
         payload = self.model_dump(mode="json")
         payload.pop("output")
         payload["data"].pop("prepared")
-        payload["train"].pop("keep_checkpoints")
+        for bookkeeping in ("sample_every", "checkpoint_every", "keep_checkpoints"):
+            payload["train"].pop(bookkeeping)
         return payload
 
     @property

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,12 +22,35 @@ def phantom_dir(tmp_path_factory) -> Path:
     return out
 
 
-def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """Run `python -m heartjobs ARGS` as a real subprocess, capturing its output."""
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run `python -m heartjobs ARGS` as a real subprocess (extra environment variables in `env`)."""
     return subprocess.run(
         [sys.executable, "-m", "heartjobs", *map(str, args)],
         cwd=cwd,
+        env={**os.environ, **(env or {})},
         capture_output=True,
         text=True,
         timeout=300,
     )
+
+
+@pytest.fixture(scope="session")
+def prepared32(tmp_path_factory, phantom_dir) -> Path:
+    """The small phantom prepared at 32 px (12 images), shared by the training tests (read-only)."""
+    from heartjobs.data.prepare import PrepareParams, prepare
+
+    out = tmp_path_factory.mktemp("prepared") / "phantom32"
+    prepare(phantom_dir, out, PrepareParams(size=32), workers=1)
+    return out
+
+
+def write_spec(folder: Path, name: str, model: str, prepared: Path, **train) -> Path:
+    """A job spec TOML file with the given [train] values, its artifacts under folder/artifacts."""
+    lines = [f'name = "{name}"', f'model = "{model}"', "[data]", f'prepared = "{prepared}"', "[train]"]
+    lines += [
+        f"{key} = {value!r}" if not isinstance(value, str) else f'{key} = "{value}"' for key, value in train.items()
+    ]
+    lines += ["[output]", f'root = "{folder / "artifacts"}"']
+    path = folder / f"{name}.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path

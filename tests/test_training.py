@@ -1,0 +1,112 @@
+"""`heartjobs run`: full tiny runs of all three models at 32 px, artifacts, determinism, versions."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from heartjobs.models import build_models
+from heartjobs.training.checkpoint import list_checkpoints, load_generator
+from heartjobs.training.loop import seed_everything
+from heartjobs.training.run import run_job
+
+from .conftest import run_cli, write_spec
+
+TINY = {"epochs": 3, "batch_size": 4, "sample_every": 2, "checkpoint_every": 1, "keep_checkpoints": 2, "device": "cpu"}
+
+
+def _weights(run_dir):
+    generator, _ = load_generator(run_dir / "generator.pt")
+    return generator.state_dict()
+
+
+def _assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+@pytest.mark.parametrize("model", ["gan", "wgan", "dcgan"])
+def test_tiny_run_writes_a_complete_well_formed_version(tmp_path, prepared32, model):
+    spec = write_spec(tmp_path, f"{model}_tiny", model, prepared32, **TINY)
+    run_dir = run_job(spec)
+    assert run_dir == tmp_path / "artifacts" / f"{model}_tiny" / "v0001"
+    assert (run_dir.parent / "latest").resolve() == run_dir.resolve()
+    assert (run_dir / "job.toml").read_bytes() == spec.read_bytes()
+
+    resolved = json.loads((run_dir / "resolved.json").read_text())
+    assert resolved["spec"]["model"] == model and len(resolved["spec_hash"]) == 16
+    env = json.loads((run_dir / "env.json").read_text())
+    assert env["torch"] == torch.__version__ and env["device"] == "cpu" and env["command"]
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "done" and status["epochs_done"] == 3 and status["error"] is None
+    assert status["ended"] >= status["started"]
+
+    losses = [json.loads(line) for line in (run_dir / "losses.jsonl").read_text().splitlines()]
+    assert [entry["epoch"] for entry in losses] == [1, 2, 3]
+    for entry in losses:
+        assert math.isfinite(entry["d_loss"]) and math.isfinite(entry["g_loss"])
+        assert entry["seconds"] > 0 and entry["images_per_s"] > 0
+
+    # 4x4 grids of 32 px tiles with 2 px padding; the real grid shows all 12 images of this small set
+    for png in ("samples/epoch_0002.png", "samples/epoch_0003.png"):
+        with Image.open(run_dir / png) as img:
+            assert img.size == (4 * 34 + 2, 4 * 34 + 2), png
+    with Image.open(run_dir / "real.png") as img:
+        assert img.size == (4 * 34 + 2, 3 * 34 + 2)
+    assert sorted(p.name for p in (run_dir / "samples").iterdir()) == ["epoch_0002.png", "epoch_0003.png"]
+    assert (run_dir / "losses.png").stat().st_size > 1000
+
+    assert [p.name for p in list_checkpoints(run_dir / "checkpoints")] == ["epoch_0002.pt", "epoch_0003.pt"]
+    state = torch.load(run_dir / "checkpoints" / "epoch_0003.pt", weights_only=True)
+    assert state["spec_hash"] == resolved["spec_hash"] and state["epoch"] == 3
+    assert {"G", "D", "opt_G", "opt_D", "rng", "fixed_noise", "history"} <= state.keys()
+
+    generator, meta = load_generator(run_dir / "generator.pt")
+    assert meta["model"] == model and meta["epoch"] == 3 and not generator.training
+    _assert_same_weights(generator.state_dict(), state["G"])
+    # the saved generator reproduces the final sample grid from the stored fixed noise
+    with torch.no_grad():
+        images = generator(state["fixed_noise"]).add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8)
+    grid = np.asarray(Image.open(run_dir / "samples" / "epoch_0003.png"))
+    np.testing.assert_array_equal(grid[2:34, 2:34], images[0, 0].numpy())
+
+
+def test_same_spec_gives_bit_identical_weights_and_another_seed_does_not(tmp_path, prepared32):
+    first = run_job(write_spec(tmp_path, "det", "dcgan", prepared32, **TINY))
+    second = run_job(write_spec(tmp_path, "det", "dcgan", prepared32, **TINY))
+    assert (first.name, second.name) == ("v0001", "v0002")  # a new version, the first untouched
+    _assert_same_weights(_weights(first), _weights(second))
+    other = run_job(write_spec(tmp_path, "det_seed", "dcgan", prepared32, **TINY, seed=1))
+    assert any(not torch.equal(a, b) for a, b in zip(_weights(first).values(), _weights(other).values(), strict=True))
+
+
+def test_training_moves_the_generator_toward_the_data(tmp_path, prepared32):
+    # 60 epochs of the GAN on 12 images: the mean generated image approaches the mean real image.
+    spec = write_spec(tmp_path, "learn", "gan", prepared32, epochs=60, batch_size=4, sample_every=60, device="cpu")
+    run_dir = run_job(spec)
+    trained, _ = load_generator(run_dir / "generator.pt")
+    seed_everything(0)  # the trainer's initial generator, rebuilt
+    initial, _ = build_models("gan", 32, 1, 100)
+    initial.eval()
+    real_mean = torch.from_numpy(np.load(prepared32 / "images.npy")).float().mean(0)
+    z = torch.randn(64, 100, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        before, after = (F.l1_loss(g(z).add(1).mul(127.5).mean(0)[0], real_mean).item() for g in (initial, trained))
+    assert after < 0.5 * before, (before, after)
+
+
+def test_device_cuda_without_cuda_is_a_clear_error(tmp_path, prepared32):
+    spec = write_spec(tmp_path, "cuda_job", "gan", prepared32, epochs=1, device="cuda")
+    result = run_cli("run", spec, env={"CUDA_VISIBLE_DEVICES": ""})  # no GPU visible, as on CI
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "error: train.device: cuda requested, but CUDA is not available on this machine"
+    ]
+    assert not (tmp_path / "artifacts").exists()
