@@ -34,9 +34,15 @@ pytest: install ## the test suite alone
 
 test: lint pytest ## lint, then the test suite
 
-demo: install ## the main job on the embedded phantom: generate it, prepare it, summarise the set
+demo: install ## the main job on the embedded phantom: generate, prepare, train each model a few epochs at 64 px
 	$(BIN)/heartjobs data phantom --out $(DATA)/phantom
 	$(BIN)/heartjobs data prepare $(DATA)/phantom --out $(DATA)/prepared/phantom --size 256
+	$(BIN)/heartjobs data prepare $(DATA)/phantom --out $(DATA)/prepared/phantom64 --size 64
+	$(BIN)/heartjobs validate jobs/smoke/*.toml
+	for job in jobs/smoke/gan.toml jobs/smoke/wgan.toml jobs/smoke/dcgan.toml; do \
+		$(BIN)/heartjobs run $$job || exit $$?; done
+	@echo "artifacts (newest version of each job, via the latest link):"
+	@ls -d artifacts/smoke_*/latest/ | sed 's/^/  /'
 
 bench: install ## benchmarks: each prints the ratio of two ways of doing the same work
 	$(BIN)/python bench/bench_ingest.py

@@ -14,11 +14,13 @@ def plot_losses(history: list[dict], path: Path, title: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     epochs = [h["epoch"] for h in history]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
     ax.plot(epochs, [h["d_loss"] for h in history], label="D loss")
     ax.plot(epochs, [h["g_loss"] for h in history], label="G loss")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("average loss")
     ax.set_title(title)

@@ -1,0 +1,147 @@
+"""Interruption and resume in real subprocesses: SIGKILL, SIGTERM, and refusing a changed spec."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from heartjobs.errors import HeartjobsError
+from heartjobs.spec import load_spec
+from heartjobs.training.checkpoint import list_checkpoints, load_checkpoint, load_generator
+from heartjobs.training.run import run_job
+
+from .conftest import run_cli, write_spec
+
+# DCGAN (dropout: the global RNG matters too), many small batches so that signals land mid-run.
+SLOW = {"epochs": 30, "batch_size": 2, "sample_every": 10, "checkpoint_every": 2, "device": "cpu"}
+
+
+def _start(spec):
+    return subprocess.Popen(
+        [sys.executable, "-m", "heartjobs", "run", str(spec)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for(predicate, proc, timeout=120):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert proc.poll() is None, f"the run ended early: {proc.communicate()}"
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def _losses(run_dir):
+    return [json.loads(line) for line in (run_dir / "losses.jsonl").read_text().splitlines()]
+
+
+def _assert_same_run(resumed, reference):
+    a, b = (load_generator(d / "generator.pt")[0].state_dict() for d in (resumed, reference))
+    for key in b:
+        assert torch.equal(a[key], b[key]), key
+    final = [torch.load(list_checkpoints(d / "checkpoints")[-1], weights_only=True) for d in (resumed, reference)]
+    for key in final[1]["D"]:
+        assert torch.equal(final[0]["D"][key], final[1]["D"][key]), key
+    strip = [[(e["epoch"], e["d_loss"], e["g_loss"]) for e in _losses(d)] for d in (resumed, reference)]
+    assert strip[0] == strip[1]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, prepared32):
+    """The uninterrupted run that every interrupted-and-resumed run must match bit for bit."""
+    folder = tmp_path_factory.mktemp("reference")
+    return run_job(write_spec(folder, "resume_me", "dcgan", prepared32, **SLOW))
+
+
+def test_sigkill_after_a_checkpoint_then_resume_is_bit_identical(tmp_path, prepared32, reference):
+    spec = write_spec(tmp_path, "resume_me", "dcgan", prepared32, **SLOW)
+    run_dir = tmp_path / "artifacts" / "resume_me" / "v0001"
+    proc = _start(spec)
+    _wait_for(lambda: (run_dir / "checkpoints" / "epoch_0004.pt").exists(), proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "running" and status["epochs_done"] < SLOW["epochs"]  # died mid-run
+
+    result = run_cli("run", spec, "--resume")
+    assert result.returncode == 0, result.stderr
+    assert "resuming" in result.stderr and "v0001" in result.stdout
+    assert not (run_dir.parent / "v0002").exists()  # continued in place, no new version
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "done" and status["resumed"] == 1
+    _assert_same_run(run_dir, reference)
+
+
+def test_sigterm_writes_a_checkpoint_marks_interrupted_and_resumes_bit_identical(tmp_path, prepared32, reference):
+    spec = write_spec(tmp_path, "resume_me", "dcgan", prepared32, **SLOW)
+    run_dir = tmp_path / "artifacts" / "resume_me" / "v0001"
+    proc = _start(spec)
+    _wait_for(lambda: (run_dir / "losses.jsonl").exists() and len(_losses(run_dir)) >= 3, proc)
+    time.sleep(0.05)  # most likely inside an epoch now
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert "stopped by SIGTERM" in stderr and "--resume" in stderr and "Traceback" not in stderr
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "interrupted" and status["error"] == "stopped by SIGTERM"
+    newest = list_checkpoints(run_dir / "checkpoints")[-1]
+    state = torch.load(newest, weights_only=True)
+    assert state["epoch"] == status["epochs_done"] >= 3  # nothing finished was lost
+
+    result = run_cli("run", spec, "--resume")
+    assert result.returncode == 0, result.stderr
+    _assert_same_run(run_dir, reference)
+
+
+def test_sigint_also_checkpoints_and_exits_non_zero(tmp_path, prepared32):
+    spec = write_spec(tmp_path, "ctrl_c", "dcgan", prepared32, **SLOW)
+    run_dir = tmp_path / "artifacts" / "ctrl_c" / "v0001"
+    proc = _start(spec)
+    _wait_for(lambda: (run_dir / "losses.jsonl").exists() and len(_losses(run_dir)) >= 1, proc)
+    os.kill(proc.pid, signal.SIGINT)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGINT
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "interrupted"
+    assert list_checkpoints(run_dir / "checkpoints")
+
+
+def test_resume_refuses_a_changed_spec_and_never_touches_finished_versions(tmp_path, prepared32):
+    quick = {**SLOW, "epochs": 2}
+    spec = write_spec(tmp_path, "job", "gan", prepared32, **quick)
+    first = run_job(spec)
+    # finished: --resume has nothing to continue and starts a new version, leaving v0001 as it was
+    stamp = (first / "generator.pt").stat().st_mtime_ns
+    second = run_job(spec, resume=True)
+    assert second.name == "v0002" and (first / "generator.pt").stat().st_mtime_ns == stamp
+    # an unfinished version made under another configuration is not resumed
+    status = json.loads((second / "status.json").read_text())
+    (second / "status.json").write_text(json.dumps({**status, "state": "interrupted", "pid": None}))
+    changed = write_spec(tmp_path, "job", "gan", prepared32, **{**quick, "lr": 0.001})
+    with pytest.raises(HeartjobsError, match="spec_hash: .*v0002 was made with spec .*refusing to resume"):
+        run_job(changed, resume=True)
+    # and a checkpoint carries its spec hash too
+    checkpoint = list_checkpoints(second / "checkpoints")[-1]
+    with pytest.raises(HeartjobsError, match="spec_hash: the checkpoint was made with spec"):
+        load_checkpoint(checkpoint, load_spec(changed).spec_hash, torch.device("cpu"))
+
+
+def test_a_running_version_is_not_resumed_twice(tmp_path, prepared32):
+    spec = write_spec(tmp_path, "busy", "dcgan", prepared32, **SLOW)
+    run_dir = tmp_path / "artifacts" / "busy" / "v0001"
+    proc = _start(spec)
+    try:
+        _wait_for(lambda: (run_dir / "losses.jsonl").exists(), proc)
+        result = run_cli("run", spec, "--resume")
+        assert result.returncode == 2 and "still running" in result.stderr
+    finally:
+        proc.kill()
+        proc.wait()
