@@ -66,6 +66,29 @@ def cmd_run(args: argparse.Namespace) -> None:
     out.print(f"done: {run_dir}")
 
 
+def cmd_fid(args: argparse.Namespace) -> None:
+    from heartjobs.evaluation.fid import evaluate, read_resolved
+    from heartjobs.training.run import fid_line
+
+    spec = read_resolved(args.run_dir)
+    overrides = {
+        key: value
+        for key, value in {
+            "n_generated": args.n,
+            "repeats": args.repeats,
+            "dims": args.dims,
+            "batch_size": args.batch_size,
+            "weights": args.weights,
+            "normalize": args.normalize,
+            "n_real": args.n_real,
+        }.items()
+        if value is not None
+    }
+    settings = spec.eval.model_copy(update=overrides)
+    report = evaluate(args.run_dir, settings, checkpoint=args.checkpoint, device=args.device)
+    out.print(f"{args.run_dir} ({report['snapshot']['file']}, epoch {report['snapshot']['epoch']}): {fid_line(report)}")
+
+
 def cmd_validate(args: argparse.Namespace) -> None:
     from heartjobs.spec import load_spec
 
@@ -162,6 +185,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec", type=Path, help="job spec (TOML)")
     p.add_argument("--resume", action="store_true", help="continue the newest unfinished version of this job")
     p.set_defaults(func=cmd_run)
+
+    p = commands.add_parser("fid", help="evaluate FID/KID of a run (its final generator or a checkpoint)")
+    p.add_argument("run_dir", type=Path, help="a run folder, e.g. artifacts/wgan_ldim200/v0001")
+    p.add_argument("--checkpoint", type=Path, help="a checkpoint file of that run (default: generator.pt)")
+    p.add_argument("--n", type=_positive_int, help="generated images per repeat (default: the spec's)")
+    p.add_argument("--repeats", type=_positive_int)
+    p.add_argument("--dims", type=int, choices=(64, 192, 768, 2048))
+    p.add_argument("--batch-size", type=_positive_int)
+    p.add_argument("--weights", help="standard | untrained | /path/to/weights.pth")
+    p.add_argument("--normalize", choices=("fixed", "per_image_minmax"))
+    p.add_argument("--n-real", type=_positive_int, help="real images used (default: the whole prepared set)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    p.set_defaults(func=cmd_fid)
 
     p = commands.add_parser("validate", help="check job specs; report every bad one")
     p.add_argument("specs", type=Path, nargs="+", metavar="SPEC")

@@ -76,6 +76,30 @@ class TrainSection(_Strict):
         return v
 
 
+class EvalSection(_Strict):
+    """FID/KID settings; the defaults are the thesis' protocol (3 x 3000 generated vs the whole real set)."""
+
+    fid: bool = True
+    n_generated: int = Field(3000, ge=2)
+    repeats: int = Field(3, ge=1)
+    dims: Literal[64, 192, 768, 2048] = 2048
+    batch_size: int = Field(100, ge=1)
+    weights: str = "standard"  # standard | untrained | a path to an FID Inception state dict
+    normalize: Literal["fixed", "per_image_minmax"] = "fixed"
+    kid: bool = True
+    kid_subsets: int = Field(100, ge=1)
+    kid_subset_size: int = Field(1000, ge=2)
+    n_real: int | None = Field(None, ge=2)  # None: the whole prepared set
+    seed: int = Field(0, ge=0)  # repeat r uses seed + r
+
+    @field_validator("weights")
+    @classmethod
+    def _weights_value(cls, v: str) -> str:
+        if not v:
+            raise ValueError('use "standard", "untrained" or a path to a weights file')
+        return v
+
+
 class OutputSection(_Strict):
     root: Path = Path("artifacts")
 
@@ -87,8 +111,7 @@ class JobSpec(_Strict):
     model: ModelName
     data: DataSection
     train: TrainSection = TrainSection()
-    # Left open for the evaluation settings; accepted and kept as given.
-    eval: dict[str, Any] = Field(default_factory=dict)
+    eval: EvalSection = EvalSection()
     output: OutputSection = OutputSection()
 
     @field_validator("name")
@@ -147,7 +170,7 @@ class ResolvedSpec(_Strict):
     model: ModelName
     data: ResolvedData
     train: ResolvedTrain
-    eval: dict[str, Any]
+    eval: EvalSection
     output: OutputSection
 
     def hash_payload(self) -> dict:
@@ -175,7 +198,7 @@ def _suggest(key: str, allowed: list[str]) -> str:
 
 
 def _section_fields(loc: tuple) -> list[str]:
-    sections = {"train": TrainSection, "data": DataSection, "output": OutputSection}
+    sections = {"train": TrainSection, "data": DataSection, "eval": EvalSection, "output": OutputSection}
     model = sections.get(loc[0]) if len(loc) > 1 else JobSpec
     return list(model.model_fields) if model else []
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -44,12 +45,16 @@ def prepared32(tmp_path_factory, phantom_dir) -> Path:
     return out
 
 
-def write_spec(folder: Path, name: str, model: str, prepared: Path, **train) -> Path:
-    """A job spec TOML file with the given [train] values, its artifacts under folder/artifacts."""
+def _toml_table(values: dict) -> list[str]:
+    return [f"{key} = {json.dumps(value)}" for key, value in values.items()]
+
+
+def write_spec(folder: Path, name: str, model: str, prepared: Path, eval: dict | None = None, **train) -> Path:
+    """A job spec TOML file with the given [train] values and [eval] table (default: no FID), its
+    artifacts under folder/artifacts."""
     lines = [f'name = "{name}"', f'model = "{model}"', "[data]", f'prepared = "{prepared}"', "[train]"]
-    lines += [
-        f"{key} = {value!r}" if not isinstance(value, str) else f'{key} = "{value}"' for key, value in train.items()
-    ]
+    lines += _toml_table(train)
+    lines += ["[eval]", *_toml_table(eval if eval is not None else {"fid": False})]
     lines += ["[output]", f'root = "{folder / "artifacts"}"']
     path = folder / f"{name}.toml"
     path.write_text("\n".join(lines) + "\n")

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from heartjobs.imaging import to_uint8
 from heartjobs.models import build_models
 from heartjobs.training.checkpoint import list_checkpoints, load_generator
 from heartjobs.training.loop import seed_everything
@@ -73,7 +74,7 @@ def test_tiny_run_writes_a_complete_well_formed_version(tmp_path, prepared32, mo
     _assert_same_weights(generator.state_dict(), state["G"])
     # the saved generator reproduces the final sample grid from the stored fixed noise
     with torch.no_grad():
-        images = generator(state["fixed_noise"]).add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8)
+        images = to_uint8(generator(state["fixed_noise"]))
     grid = np.asarray(Image.open(run_dir / "samples" / "epoch_0003.png"))
     np.testing.assert_array_equal(grid[2:34, 2:34], images[0, 0].numpy())
 

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from heartjobs.imaging import to_uint8
 from heartjobs.models import build_models
 from heartjobs.spec import ResolvedSpec
 
@@ -215,7 +216,7 @@ class Trainer:
             images = self.G(self.fixed_noise)
         finally:
             self.G.train()
-        return images.add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8).cpu()
+        return to_uint8(images).cpu()
 
     # --- state ---
 

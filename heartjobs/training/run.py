@@ -116,6 +116,9 @@ def run_job(spec_path: Path, *, resume: bool = False) -> Path:
             save_grid(prepared.images[picks[:SAMPLE_GRID].numpy()], run_dir / "real.png")
         _train(spec, Path(spec_path), trainer, run_dir, status)
         save_generator(run_dir / "generator.pt", trainer.G, spec.model_dump(mode="json"), trainer.epoch, spec.spec_hash)
+        del trainer  # free the training state (GPU memory) before evaluating
+        if spec.eval.fid:
+            _evaluate(run_dir, status)
     except JobInterrupted:
         raise
     except BaseException as exc:
@@ -123,6 +126,33 @@ def run_job(spec_path: Path, *, resume: bool = False) -> Path:
         raise
     status.finish("done")
     return run_dir
+
+
+def _evaluate(run_dir: Path, status: artifacts.StatusFile) -> None:
+    """FID at the end of training; if it can't run, the training artifacts stay and say how to retry."""
+    from heartjobs.evaluation.fid import evaluate
+
+    status.beat(force=True, phase="evaluating")
+    try:
+        report = evaluate(run_dir, heartbeat=status.beat)
+    except HeartjobsError as exc:
+        raise HeartjobsError(
+            f"{exc} (training finished; its artifacts are intact in {run_dir}; "
+            f"evaluate later with: heartjobs fid {run_dir})"
+        ) from None
+    console.print(fid_line(report))
+
+
+def fid_line(report: dict) -> str:
+    text = (
+        f"FID {report['fid_mean']:.3f} +- {report['fid_std']:.3f} (n={report['n_generated']} x {len(report['repeats'])}"
+    )
+    text += f", real n={report['n_real']}, dims {report['dims']})"
+    if "kid_mean" in report:
+        text += f"  KID {report['kid_mean']:.5f} +- {report['kid_std']:.5f}"
+    if not report["standard_weights"]:
+        text += f"  [{report['weights']['kind']} weights: not comparable to published FID]"
+    return text
 
 
 def _train(spec: ResolvedSpec, spec_path: Path, trainer: Trainer, run_dir: Path, status: artifacts.StatusFile) -> None:
