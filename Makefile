@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 DATA := data
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint pytest demo bench clean
+.PHONY: help install test lint pytest demo bench fid-weights clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -46,6 +46,10 @@ demo: install ## the main job on the embedded phantom: generate, prepare, train 
 
 bench: install ## benchmarks: each prints the ratio of two ways of doing the same work
 	$(BIN)/python bench/bench_ingest.py
+	$(BIN)/python bench/bench_fid.py
+
+fid-weights: install ## download pytorch-fid's standard Inception weights (needs internet) and check their sha256
+	$(BIN)/python -c "from heartjobs.evaluation.weights import resolve_weights; w = resolve_weights('standard'); print(f'{w.path}  sha256 {w.sha256}')"
 
 clean: ## remove the venv and generated data (artifacts are kept)
 	rm -rf $(VENV) $(DATA) bench/results

@@ -86,7 +86,8 @@ def cmd_fid(args: argparse.Namespace) -> None:
     }
     settings = spec.eval.model_copy(update=overrides)
     report = evaluate(args.run_dir, settings, checkpoint=args.checkpoint, device=args.device)
-    out.print(f"{args.run_dir} ({report['snapshot']['file']}, epoch {report['snapshot']['epoch']}): {fid_line(report)}")
+    snapshot = report["snapshot"]
+    out.print(f"{args.run_dir} ({snapshot['file']}, epoch {snapshot['epoch']}): {fid_line(report)}", markup=False)
 
 
 def cmd_validate(args: argparse.Namespace) -> None:

@@ -59,3 +59,11 @@ def write_spec(folder: Path, name: str, model: str, prepared: Path, eval: dict |
     path = folder / f"{name}.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """heartjobs' cache (untrained Inception weights, real FID statistics) in a fresh folder per session,
+    shared with the subprocesses the tests start."""
+    os.environ["HEARTJOBS_CACHE"] = str(tmp_path_factory.mktemp("heartjobs_cache"))
+    yield

@@ -53,6 +53,9 @@ BAD_SPECS = [
     ("epochs = 'ten'", "train.epochs: Input should be a valid integer"),
     ("device = 'tpu'", "train.device: Input should be 'auto', 'cpu' or 'cuda'"),
     ("betas = [0.5, 1.5]", "train.betas: both betas must be in [0, 1)"),
+    ("[eval]\nn_generated = 1", "eval.n_generated: Input should be greater than or equal to 2"),
+    ("[eval]\ndims = 100", "eval.dims: Input should be 64, 192, 768 or 2048"),
+    ("[eval]\nnormalise = 'fixed'", "eval.normalise: unknown key (did you mean 'normalize'?)"),
     ("betas = [0.5, 0.9]", "train.betas: applies to Adam (gan, dcgan); wgan uses RMSprop"),
     (
         'name = "x"\nmodel = "gan"\n[data]\nprepared = "{prepared}"\n[train]\nn_critic = 2\n',

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from rich.text import Text
 
 from heartjobs import __version__, atomic
 from heartjobs.artifacts import now_iso
@@ -201,7 +202,7 @@ def evaluate(
             f"{weights.kind} Inception weights ({weights.path.name}): FID values are not comparable to published ones"
         )
     for text in warnings:
-        console.print(f"[yellow]warning:[/yellow] {text}")
+        console.print(Text.assemble(("warning: ", "bold yellow"), text))
 
     snapshot = load_snapshot(run_dir, spec, checkpoint, torch_device)
     extractor = FeatureExtractor(weights, settings.dims, torch_device, settings.batch_size)

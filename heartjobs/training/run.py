@@ -140,7 +140,7 @@ def _evaluate(run_dir: Path, status: artifacts.StatusFile) -> None:
             f"{exc} (training finished; its artifacts are intact in {run_dir}; "
             f"evaluate later with: heartjobs fid {run_dir})"
         ) from None
-    console.print(fid_line(report))
+    console.print(fid_line(report), markup=False)
 
 
 def fid_line(report: dict) -> str:

@@ -1,0 +1,129 @@
+"""FID benchmark: the thesis' route versus `heartjobs fid`, same generator, same n, same weights.
+
+Thesis route, per repeat: generate the images one at a time, save each with torchvision's
+save_image(normalize=True), then run pytorch-fid's CLI on the real PNG folder and the generated one
+(which recomputes the real statistics every time). heartjobs: `evaluate()` with the same n, repeats,
+dims, weights and per-image min-max quantization, starting from an empty statistics cache.
+Prints both times, both FID values and the ratio; appends a JSON line to bench/results/fid.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torchvision.utils import save_image
+
+from heartjobs.data.phantom import PhantomParams, generate
+from heartjobs.data.prepare import PrepareParams, prepare
+from heartjobs.evaluation.fid import evaluate
+from heartjobs.evaluation.weights import STANDARD_FILENAME, resolve_weights
+from heartjobs.spec import EvalSection
+from heartjobs.training.checkpoint import load_generator
+from heartjobs.training.run import run_job
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def thesis_route(run_dir: Path, real_png: Path, n: int, repeats: int, dims: int, torch_home: Path) -> list[float]:
+    generator, meta = load_generator(run_dir / "generator.pt")
+    values = []
+    for r in range(repeats):
+        with tempfile.TemporaryDirectory() as fakes:
+            torch.manual_seed(r)
+            with torch.no_grad():
+                for i in range(n):  # one image at a time, as the thesis' script did
+                    image = generator(torch.randn(1, meta["latent_dim"]))
+                    save_image(image, Path(fakes) / f"{i:05d}.png", normalize=True)
+            result = subprocess.run(
+                [sys.executable, "-m", "pytorch_fid", str(real_png), fakes, "--dims", str(dims), "--device", "cpu"],
+                capture_output=True,
+                text=True,
+                env={**os.environ, "TORCH_HOME": str(torch_home)},
+                check=True,
+            )
+            values.append(float(re.search(r"FID:\s+([0-9.eE+-]+)", result.stdout).group(1)))
+    return values
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=100, help="generated images per repeat")
+    parser.add_argument("--real", type=int, default=100, help="real images (phantom slices)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--dims", type=int, default=2048, choices=(64, 192, 768, 2048))
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--weights", default="untrained", help="standard | untrained | path (same for both routes)")
+    args = parser.parse_args()
+
+    RESULTS.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=RESULTS) as tmp:
+        tmp = Path(tmp)
+        os.environ["HEARTJOBS_CACHE"] = str(tmp / "cache")  # cold: heartjobs computes the real statistics too
+        generate(tmp / "phantom", PhantomParams(slices=args.real, size=args.size * 2, seed=5))
+        prepare(tmp / "phantom", tmp / "prepared", PrepareParams(size=args.size, export_png=True))
+        spec = tmp / "bench.toml"
+        spec.write_text(
+            f'name = "bench_fid"\nmodel = "gan"\n[data]\nprepared = "{tmp / "prepared"}"\n'
+            f'[train]\nepochs = 2\ndevice = "cpu"\n[eval]\nfid = false\n[output]\nroot = "{tmp / "artifacts"}"\n'
+        )
+        run_dir = run_job(spec)
+        weights = resolve_weights(args.weights)
+        hub = tmp / "torch_home" / "hub" / "checkpoints"  # pytorch-fid's CLI loads the same file from here
+        hub.mkdir(parents=True)
+        (hub / STANDARD_FILENAME).symlink_to(weights.path.resolve())
+
+        start = time.perf_counter()
+        thesis = thesis_route(run_dir, tmp / "prepared" / "png", args.n, args.repeats, args.dims, tmp / "torch_home")
+        thesis_s = time.perf_counter() - start
+
+        settings = EvalSection(
+            n_generated=args.n,
+            repeats=args.repeats,
+            dims=args.dims,
+            weights=str(weights.path),
+            normalize="per_image_minmax",
+            kid=False,
+        )
+        start = time.perf_counter()
+        report = evaluate(run_dir, settings, device="cpu")
+        ours_s = time.perf_counter() - start
+
+    mean = sum(thesis) / len(thesis)
+    print(
+        f"FID, {args.repeats} repeats x {args.n} generated vs {args.real} real, "
+        f"dims {args.dims}, {weights.kind} weights"
+    )
+    print(f"  thesis route (1-by-1 PNGs + pytorch-fid CLI) : {thesis_s:7.1f} s   FID {mean:.3f}  {thesis}")
+    print(f"  heartjobs fid (batched, cached real stats)   : {ours_s:7.1f} s   FID {report['fid_mean']:.3f}  "
+          f"{[round(r['fid'], 3) for r in report['repeats']]}")  # fmt: skip
+    print(f"  speed-up                                     : {thesis_s / ours_s:.2f}x")
+    record = {
+        "bench": "fid",
+        "n": args.n,
+        "real": args.real,
+        "repeats": args.repeats,
+        "dims": args.dims,
+        "weights": weights.kind,
+        "thesis_s": round(thesis_s, 2),
+        "heartjobs_s": round(ours_s, 2),
+        "ratio": round(thesis_s / ours_s, 2),
+        "thesis_fid": thesis,
+        "heartjobs_fid": [r["fid"] for r in report["repeats"]],
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    print(json.dumps(record))
+    with open(RESULTS / "fid.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+"""FID and KID with real pytorch-fid code: its Inception, its Fréchet distance and its CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from pytorch_fid.fid_score import calculate_frechet_distance
+
+from heartjobs.data.dataset import PreparedSet
+from heartjobs.data.phantom import PhantomParams, generate
+from heartjobs.data.prepare import PrepareParams, prepare
+from heartjobs.errors import HeartjobsError
+from heartjobs.evaluation.fid import FeatureExtractor, evaluate, generated_batches, load_snapshot, read_resolved
+from heartjobs.evaluation.statistics import frechet_distance, kernel_inception_distance, mean_and_covariance
+from heartjobs.evaluation.weights import STANDARD_FILENAME, resolve_weights
+from heartjobs.spec import EvalSection
+from heartjobs.training.run import run_job
+
+from .conftest import run_cli, write_spec
+
+# Small but not singular: 160 real images, dims 64 (Inception's first block), untrained weights.
+EVAL = {"n_generated": 100, "repeats": 2, "dims": 64, "batch_size": 50, "weights": "untrained", "kid_subset_size": 50}
+
+
+@pytest.fixture(scope="module")
+def prepared160(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("fid_data")
+    generate(folder / "phantom", PhantomParams(slices=160, size=64, seed=11))
+    prepare(folder / "phantom", folder / "prepared", PrepareParams(size=32, export_png=True))
+    return folder / "prepared"
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, prepared160):
+    folder = tmp_path_factory.mktemp("fid_run")
+    spec = write_spec(folder, "fid_gan", "gan", prepared160, eval={"fid": False, **EVAL}, epochs=2, device="cpu")
+    return run_job(spec)
+
+
+@pytest.fixture(scope="module")
+def extractor():
+    return FeatureExtractor(resolve_weights("untrained"), 64, torch.device("cpu"), 50)
+
+
+@pytest.mark.parametrize("dims", [64, 192])
+def test_frechet_distance_matches_pytorch_fid(dims):
+    rng = np.random.default_rng(dims)
+    a, b = rng.normal(size=(400, dims)), rng.normal(0.2, 1.3, size=(400, dims))
+    ours = frechet_distance(*mean_and_covariance(a), *mean_and_covariance(b))
+    theirs = calculate_frechet_distance(*mean_and_covariance(a), *mean_and_covariance(b))
+    assert ours == pytest.approx(theirs, rel=1e-9)
+    same = frechet_distance(*mean_and_covariance(a), *mean_and_covariance(a))
+    assert abs(same) < 1e-6 * np.trace(np.cov(a, rowvar=False))
+
+
+def test_kid_is_near_zero_for_one_distribution_and_large_for_another():
+    rng = np.random.default_rng(0)
+    a, b, c = rng.normal(size=(300, 32)), rng.normal(size=(300, 32)), rng.normal(0.5, 1, size=(300, 32))
+    same, _ = kernel_inception_distance(a, b, subsets=20, subset_size=100)
+    other, _ = kernel_inception_distance(a, c, subsets=20, subset_size=100)
+    assert abs(same) < 0.02 < other
+
+
+def test_fid_orders_self_halves_and_noise(prepared160, extractor):
+    images = PreparedSet.open(prepared160).tensor()
+    features = extractor(images)
+    halves = np.random.default_rng(0).permutation(len(features)).reshape(2, -1)  # two random halves
+    stats = [mean_and_covariance(f) for f in (features, features[halves[0]], features[halves[1]])]
+    noise = torch.randint(0, 256, images.shape, generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    noise_stats = mean_and_covariance(extractor(noise))
+    itself = frechet_distance(*stats[0], *stats[0])
+    halves = frechet_distance(*stats[1], *stats[2])
+    against_noise = frechet_distance(*stats[0], *noise_stats)
+    assert abs(itself) < 1e-6 * halves
+    assert against_noise > 100 * halves
+
+
+def test_report_is_complete_consistent_and_reproducible(trained_run):
+    settings = read_resolved(trained_run).eval
+    report = evaluate(trained_run)
+    assert json.loads((trained_run / "fid.json").read_text()) == report
+    lines = (trained_run / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(lines[-1]) == report
+    fids = [r["fid"] for r in report["repeats"]]
+    assert [r["seed"] for r in report["repeats"]] == [0, 1]
+    assert report["fid_mean"] == pytest.approx(np.mean(fids)) and report["fid_std"] == pytest.approx(np.std(fids))
+    assert report["kid_mean"] == pytest.approx(np.mean([r["kid"] for r in report["repeats"]]))
+    assert report["snapshot"] == {"file": "generator.pt", "epoch": 2}
+    assert (report["n_generated"], report["n_real"], report["dims"]) == (100, 160, 64)
+    assert report["normalize"] == "fixed" and report["standard_weights"] is False
+    assert report["weights"]["kind"] == "untrained" and len(report["weights"]["sha256"]) == 64
+    assert set(report["versions"]) == {"heartjobs", "torch", "pytorch_fid", "scipy", "numpy"}
+    assert any("not comparable" in w for w in report["warnings"])
+    assert report["seconds"] > 0 and report["device"] == "cpu"
+    # the same evaluation again: the same numbers
+    again = evaluate(trained_run, settings)
+    assert again["repeats"] == report["repeats"]
+
+
+def test_real_statistics_are_cached_and_reused(trained_run):
+    settings = EvalSection(**{**EVAL, "repeats": 1, "normalize": "per_image_minmax"})  # a fresh cache key
+    first = evaluate(trained_run, settings)
+    assert first["real_statistics"]["from_cache"] is False
+    cache = first["real_statistics"]["file"]
+    second = evaluate(trained_run, settings)
+    assert second["real_statistics"] == {"file": cache, "from_cache": True}
+    assert second["repeats"] == first["repeats"]
+    # prove the second evaluation read the cache rather than recomputing: shift the cached mean
+    with np.load(cache) as data:
+        arrays = dict(data)
+    np.savez(cache, **{**arrays, "mu": arrays["mu"] + 1.0})
+    shifted = evaluate(trained_run, settings)
+    assert shifted["repeats"][0]["fid"] > first["repeats"][0]["fid"] + 1.0
+    assert (trained_run / "evals").is_dir()  # not the spec's settings: not fid.json
+
+
+def test_equals_pytorch_fid_cli_on_the_same_png_files(tmp_path, trained_run, prepared160):
+    settings = EvalSection(**{**EVAL, "repeats": 1})
+    report = evaluate(trained_run, settings)
+    # The same generated images, written as PNG files, and the real set's PNGs (--export-png).
+    spec = read_resolved(trained_run)
+    snapshot = load_snapshot(trained_run, spec, None, torch.device("cpu"))
+    fakes = tmp_path / "fakes"
+    fakes.mkdir()
+    batches = generated_batches(snapshot, spec.train.latent_dim, 100, 0, settings, torch.device("cpu"))
+    for i, image in enumerate(torch.cat(list(batches))):
+        Image.fromarray(image[0].numpy()).save(fakes / f"{i:04d}.png")
+    # pytorch-fid finds "its" weights in TORCH_HOME: put the same untrained file there.
+    hub = tmp_path / "torch_home" / "hub" / "checkpoints"
+    hub.mkdir(parents=True)
+    (hub / STANDARD_FILENAME).symlink_to(report["weights"]["path"])
+    env = {**os.environ, "TORCH_HOME": str(tmp_path / "torch_home")}
+    for real in (prepared160 / "png", report["real_statistics"]["file"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "pytorch_fid", str(real), str(fakes), "--dims", "64", "--device", "cpu",
+             "--num-workers", "0", "--batch-size", "50"],
+            capture_output=True, text=True, env=env, timeout=600,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        cli_fid = float(re.search(r"FID:\s+([0-9.eE+-]+)", result.stdout).group(1))
+        assert report["fid_mean"] == pytest.approx(cli_fid, rel=1e-3), real
+
+
+def test_standard_weights_with_a_wrong_hash_are_refused(tmp_path, monkeypatch):
+    untrained = resolve_weights("untrained").path
+    monkeypatch.setenv("HEARTJOBS_FID_WEIGHTS", str(untrained))
+    with pytest.raises(HeartjobsError, match="does not match the standard file .*refusing it as 'standard'"):
+        resolve_weights("standard")
+    explicit = resolve_weights(str(untrained))  # accepted when named explicitly, and marked non-standard
+    assert explicit.kind == "path" and not explicit.standard
+    monkeypatch.delenv("HEARTJOBS_FID_WEIGHTS")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
+    with pytest.raises(HeartjobsError, match="make fid-weights"):
+        resolve_weights("standard", download=False)
+
+
+def test_missing_weights_fail_the_run_clearly_and_keep_training_artifacts(tmp_path, prepared160):
+    spec = write_spec(tmp_path, "no_weights", "gan", prepared160, eval={"n_generated": 10}, epochs=1, device="cpu")
+    result = run_cli("run", spec, env={"HEARTJOBS_FID_WEIGHTS": str(tmp_path / "missing.pth")})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    error = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "missing.pth: no such file" in error[0] and "heartjobs fid" in error[0]
+    run_dir = tmp_path / "artifacts" / "no_weights" / "v0001"
+    assert (run_dir / "generator.pt").is_file() and (run_dir / "checkpoints" / "epoch_0001.pt").is_file()
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "failed" and "no such file" in status["error"]
+    # later, with weights: `heartjobs fid` measures the intact run
+    fixed = run_cli("fid", run_dir, "--weights", "untrained", "--dims", "64", "--n", "20", "--repeats", "1")
+    assert fixed.returncode == 0, fixed.stderr
+    assert "FID" in fixed.stdout and "untrained weights: not comparable" in fixed.stdout
+    assert "warning:" in fixed.stderr
