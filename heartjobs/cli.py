@@ -90,6 +90,57 @@ def cmd_fid(args: argparse.Namespace) -> None:
     out.print(f"{args.run_dir} ({snapshot['file']}, epoch {snapshot['epoch']}): {fid_line(report)}", markup=False)
 
 
+def cmd_sweep(args: argparse.Namespace) -> None:
+    from heartjobs.sweep import write_jobs
+
+    paths = write_jobs(args.file, args.out, dry_run=args.dry_run)
+    for path in paths:
+        out.print(f"{'would write' if args.dry_run else 'wrote'} {path}")
+    out.print(f"{len(paths)} jobs")
+
+
+def cmd_enqueue(args: argparse.Namespace) -> None:
+    from heartjobs.queue import Queue
+    from heartjobs.spec import load_spec
+
+    queue, bad = Queue(args.queue), 0
+    for path in args.specs:
+        try:
+            load_spec(path)
+        except HeartjobsError as exc:
+            bad += 1
+            _print_error(exc)
+            continue
+        out.print(f"queued {path} -> {queue.add(path)}")
+    if bad:
+        raise HeartjobsError(f"{bad} of {len(args.specs)} specs refused; the others are queued")
+
+
+def cmd_worker(args: argparse.Namespace) -> None:
+    from heartjobs.queue import Queue, Worker
+
+    worker = Worker(Queue(args.queue), slot=args.slot, force=args.force, poll_s=args.poll)
+    counts = worker.serve(watch=args.watch)
+    out.print("worker: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
+    if worker.stop_signal is not None:
+        raise HeartjobsError(f"worker stopped by signal {worker.stop_signal}")
+
+
+def cmd_queue_status(args: argparse.Namespace) -> None:
+    from heartjobs.queue import Queue, status
+
+    table = Table(title=f"queue {args.queue}")
+    for column in ("state", "job", "details"):
+        table.add_column(column)
+    for state, rows in status(Queue(args.queue)).items():
+        for row in rows:
+            details = {k: v for k, v in row.items() if k not in ("job", "name")}
+            table.add_row(state, row["job"], ", ".join(f"{k} {v}" for k, v in details.items()))
+        if not rows:
+            table.add_row(state, "-", "")
+    out.print(table)
+
+
 def cmd_validate(args: argparse.Namespace) -> None:
     from heartjobs.spec import load_spec
 
@@ -199,6 +250,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-real", type=_positive_int, help="real images used (default: the whole prepared set)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"))
     p.set_defaults(func=cmd_fid)
+
+    p = commands.add_parser("sweep", help="expand a sweep file into job spec files")
+    p.add_argument("file", type=Path, help="sweep file, e.g. jobs/thesis.sweep.toml")
+    p.add_argument("--out", type=Path, required=True, help="folder for the job files")
+    p.add_argument("--dry-run", action="store_true", help="list the job files without writing them")
+    p.set_defaults(func=cmd_sweep)
+
+    p = commands.add_parser("enqueue", help="validate job specs and add the good ones to a queue")
+    p.add_argument("specs", type=Path, nargs="+", metavar="SPEC")
+    p.add_argument("--queue", type=Path, default=Path("queue"), help="queue folder (default queue/)")
+    p.set_defaults(func=cmd_enqueue)
+
+    p = commands.add_parser("worker", help="run queued jobs one at a time on this machine's device")
+    p.add_argument("--queue", type=Path, default=Path("queue"), help="queue folder (default queue/)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--until-empty", action="store_true", help="stop when nothing is pending (default)")
+    mode.add_argument("--watch", action="store_true", help="keep waiting for new jobs")
+    p.add_argument("--force", action="store_true", help="rerun jobs that already have a finished version")
+    p.add_argument("--slot", help="device lock name (default: cuda<N> by CUDA_VISIBLE_DEVICES, or cpu)")
+    p.add_argument("--poll", type=float, default=2.0, help="seconds between looks at pending/ with --watch")
+    p.set_defaults(func=cmd_worker)
+
+    p = commands.add_parser("queue", help="queue inspection")
+    queue_commands = p.add_subparsers(dest="queue_command", required=True, metavar="COMMAND")
+    p = queue_commands.add_parser("status", help="pending, running (progress, heartbeat age), done, failed")
+    p.add_argument("--queue", type=Path, default=Path("queue"))
+    p.set_defaults(func=cmd_queue_status)
 
     p = commands.add_parser("validate", help="check job specs; report every bad one")
     p.add_argument("specs", type=Path, nargs="+", metavar="SPEC")

@@ -140,7 +140,7 @@ def test_a_running_version_is_not_resumed_twice(tmp_path, prepared32):
     proc = _start(spec)
     try:
         _wait_for(lambda: (run_dir / "losses.jsonl").exists(), proc)
-        result = run_cli("run", spec, "--resume")
+        result = run_cli("run", spec, "--resume", env={"HEARTJOBS_RESUME_WAIT_S": "1"})
         assert result.returncode == 2 and "still running" in result.stderr
     finally:
         proc.kill()

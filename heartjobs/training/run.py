@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +27,7 @@ from heartjobs.training.checkpoint import list_checkpoints, load_checkpoint, sav
 from heartjobs.training.loop import SAMPLE_GRID, Interrupted, Trainer, resolve_device
 
 LOSSES = "losses.jsonl"
+RESUME_WAIT_S = float(os.environ.get("HEARTJOBS_RESUME_WAIT_S", "60"))
 
 
 class JobInterrupted(HeartjobsError):
@@ -66,7 +69,7 @@ def _open_run(spec: ResolvedSpec, spec_path: Path, resume: bool, device: torch.d
     if resume:
         run_dir = artifacts.newest_unfinished(job_root)
         if run_dir is not None:
-            status = artifacts.read_status(run_dir)
+            status = _wait_until_stopped(run_dir)
             if status.get("state") == "running" and artifacts.process_alive(status):
                 raise HeartjobsError(f"{run_dir}: still running (pid {status['pid']}); not resuming it twice")
             try:
@@ -88,6 +91,16 @@ def _open_run(spec: ResolvedSpec, spec_path: Path, resume: bool, device: torch.d
     atomic.write_json(run_dir / "resolved.json", _resolved_record(spec))
     atomic.write_json(run_dir / "env.json", artifacts.environment(str(device)))
     return run_dir, None
+
+
+def _wait_until_stopped(run_dir: Path, patience_s: float = RESUME_WAIT_S) -> dict:
+    """A job whose worker died gets SIGTERM and writes its checkpoint; give it time to finish that."""
+    deadline = time.monotonic() + patience_s
+    status = artifacts.read_status(run_dir)
+    while status.get("state") == "running" and artifacts.process_alive(status) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        status = artifacts.read_status(run_dir)
+    return status
 
 
 def _write_losses(run_dir: Path, history: list[dict]) -> None:

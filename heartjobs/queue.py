@@ -1,0 +1,388 @@
+"""A crash-safe directory queue of job specs, and the worker that runs them one at a time.
+
+A queue is a folder with pending/, running/, done/ and failed/. A job is claimed by renaming its file
+from pending/ into running/ (atomic: exactly one worker wins), run in a child process (`heartjobs run`,
+so a crash, an out-of-memory error or a segfault takes only that job down and frees its GPU memory), and
+renamed into done/ or failed/ beside its log. A worker's heartbeat file sits beside the job it runs; a job
+left in running/ by a dead worker goes back to pending/, marked to resume from its last checkpoint.
+A per-device lock (flock, released by the kernel when its holder dies) keeps two workers off one device.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from heartjobs import artifacts, atomic
+from heartjobs.errors import HeartjobsError
+from heartjobs.progress import console
+
+STATES = ("pending", "running", "done", "failed")
+HEARTBEAT_S = 5.0
+STALE_AFTER_S = 60.0
+_ENTRY = re.compile(r"(\d{6})_(.+?)(?:\.r(\d+))?\.toml")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A job file in the queue: NNNNNN_<name>[.rK].toml (K: times it was recovered after a crash)."""
+
+    path: Path
+
+    @property
+    def _match(self) -> re.Match:
+        return _ENTRY.fullmatch(self.path.name)
+
+    @property
+    def order(self) -> int:
+        return int(self._match.group(1))
+
+    @property
+    def name(self) -> str:
+        return self._match.group(2)
+
+    @property
+    def recovered(self) -> int:
+        return int(self._match.group(3) or 0)
+
+    @property
+    def stem(self) -> str:
+        return self.path.name.removesuffix(".toml")
+
+    def sidecar(self, suffix: str) -> Path:
+        return self.path.with_name(f"{self.stem}.{suffix}")
+
+
+class Queue:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def ensure(self) -> Queue:
+        for state in STATES:
+            (self.root / state).mkdir(parents=True, exist_ok=True)
+        return self
+
+    def entries(self, state: str) -> list[Entry]:
+        folder = self.root / state
+        if not folder.is_dir():
+            return []
+        found = [Entry(p) for p in folder.iterdir() if _ENTRY.fullmatch(p.name)]
+        return sorted(found, key=lambda e: (e.order, e.path.name))
+
+    def _next_order(self) -> int:
+        orders = [e.order for state in STATES for e in self.entries(state)]
+        return max(orders, default=0) + 1
+
+    def add(self, spec_path: Path) -> Path:
+        """Copy a spec into pending/ under the next order number (claimed without overwriting)."""
+        self.ensure()
+        incoming = self.root / ".incoming"
+        incoming.mkdir(exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=incoming, suffix=".toml")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(Path(spec_path).read_bytes())
+                f.flush()
+                os.fsync(f.fileno())
+            order = self._next_order()
+            while True:
+                target = self.root / "pending" / f"{order:06d}_{Path(spec_path).stem}.toml"
+                try:
+                    os.link(tmp, target)  # fails if the name exists: two enqueuers never collide
+                    return target
+                except FileExistsError:
+                    order += 1
+        finally:
+            os.unlink(tmp)
+
+    def claim(self) -> Entry | None:
+        """Move the oldest pending job into running/; None when nothing is pending."""
+        for entry in self.entries("pending"):
+            target = self.root / "running" / entry.path.name
+            try:
+                os.rename(entry.path, target)
+            except FileNotFoundError:
+                continue  # another worker was faster
+            return Entry(target)
+        return None
+
+    def recover_stale(self, stale_after: float = STALE_AFTER_S) -> list[Entry]:
+        """Put jobs whose worker is gone back into pending/, marked to resume."""
+        recovered = []
+        for entry in self.entries("running"):
+            beat = _read_json(entry.sidecar("worker.json"))
+            if beat and not _worker_gone(beat, stale_after):
+                continue
+            if not beat and time.time() - entry.path.stat().st_ctime < stale_after:
+                continue  # just claimed (the rename set ctime); its worker is about to write the heartbeat
+            with contextlib.suppress(FileNotFoundError):
+                recovered.append(self.requeue(entry))
+        return recovered
+
+    def requeue(self, entry: Entry) -> Entry:
+        """Back to pending/, counted as recovered so that it resumes from its checkpoint."""
+        target = self.root / "pending" / f"{entry.order:06d}_{entry.name}.r{entry.recovered + 1}.toml"
+        os.rename(entry.path, target)
+        _move_sidecars(entry, self.root / "pending", target.name.removesuffix(".toml"), keep=("log",))
+        with contextlib.suppress(FileNotFoundError):
+            entry.sidecar("worker.json").unlink()
+        return Entry(target)
+
+    def finish(self, entry: Entry, state: str, record: dict) -> Path:
+        """Move a running job into done/ or failed/ with its log and a record of how it ended."""
+        target = self.root / state / entry.path.name
+        atomic.write_json(self.root / state / f"{entry.stem}.json", record)
+        _move_sidecars(entry, self.root / state, entry.stem, keep=("log",))
+        os.rename(entry.path, target)
+        with contextlib.suppress(FileNotFoundError):
+            entry.sidecar("worker.json").unlink()
+        return target
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _worker_gone(beat: dict, stale_after: float) -> bool:
+    if beat.get("host") == socket.gethostname():
+        return not artifacts.process_alive(beat)
+    return time.time() - float(beat.get("heartbeat", 0)) > stale_after
+
+
+def _move_sidecars(entry: Entry, folder: Path, stem: str, keep: tuple[str, ...]) -> None:
+    for suffix in keep:
+        source = entry.sidecar(suffix)
+        if source.exists():
+            target = folder / f"{stem}.{suffix}"
+            if target.exists():  # a previous attempt's log: keep both
+                target = folder / f"{stem}.{int(time.time())}.{suffix}"
+            os.rename(source, target)
+
+
+# --- the device lock ---
+
+
+def default_slot() -> str:
+    """The device a worker drives: a CUDA device (by CUDA_VISIBLE_DEVICES) or the CPU."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible == "":
+        return "cpu"
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda{(visible or '0').split(',')[0]}"
+    return "cpu"
+
+
+@contextlib.contextmanager
+def device_lock(slot: str, wait: bool = True) -> Iterator[None]:
+    """Hold the machine-wide lock of one device (released by the kernel if this process dies)."""
+    folder = Path(tempfile.gettempdir()) / "heartjobs-locks"
+    folder.mkdir(exist_ok=True)
+    path = folder / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', slot)}.lock"
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not wait:
+                raise HeartjobsError(f"device {slot}: another worker holds {path}") from None
+            console.print(f"worker: device {slot} is busy with another worker; waiting for it")
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+# --- the worker ---
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the worker dies, so an orphaned job checkpoints and stops."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class _Heartbeat(threading.Thread):
+    """Rewrites the worker's heartbeat file beside the running job every few seconds."""
+
+    def __init__(self, path: Path, record: dict):
+        super().__init__(daemon=True)
+        self.path, self.record = path, record
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            atomic.write_json(self.path, {**self.record, "heartbeat": time.time()})
+            self.stopped.wait(HEARTBEAT_S)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join()
+
+
+def finished_version(spec_path: Path) -> Path | None:
+    """A finished (done) run of this spec's configuration, if one exists."""
+    from heartjobs.spec import load_spec
+
+    spec = load_spec(spec_path)
+    for run_dir in reversed(artifacts.versions(spec.run_root)):
+        resolved = _read_json(run_dir / "resolved.json") or {}
+        if resolved.get("spec_hash") == spec.spec_hash and artifacts.read_status(run_dir).get("state") == "done":
+            return run_dir
+    return None
+
+
+class Worker:
+    def __init__(self, queue: Queue, *, slot: str | None = None, force: bool = False, poll_s: float = 2.0):
+        self.queue = queue.ensure()
+        self.slot = slot or default_slot()
+        self.force, self.poll_s = force, poll_s
+        self.stop_signal: int | None = None
+        self.child: subprocess.Popen | None = None
+
+    def _on_signal(self, signum, frame) -> None:
+        self.stop_signal = signum
+        if self.child and self.child.poll() is None:
+            self.child.send_signal(signal.SIGTERM)  # the job checkpoints and stops
+
+    def serve(self, *, watch: bool = False) -> dict[str, int]:
+        """Run jobs until the queue is empty (or, with watch, until stopped); returns counts by outcome."""
+        counts = {"done": 0, "failed": 0, "skipped": 0, "requeued": 0}
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            with device_lock(self.slot):
+                while self.stop_signal is None:
+                    for entry in self.queue.recover_stale():
+                        console.print(f"worker: {entry.name}: its worker died; back in pending/ to resume")
+                    entry = self.queue.claim()
+                    if entry is None:
+                        if not watch:
+                            break
+                        time.sleep(self.poll_s)
+                        continue
+                    counts[self.run_one(entry)] += 1
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        return counts
+
+    def run_one(self, entry: Entry) -> str:
+        """Run one claimed job; the heartbeat stops before the job file moves on."""
+        started = time.time()
+        record = {"pid": os.getpid(), "host": socket.gethostname(), "slot": self.slot, "started": started}
+        beat = _Heartbeat(entry.sidecar("worker.json"), record)
+        beat.start()
+        try:
+            outcome, info = self._execute(entry)
+        finally:
+            beat.stop()
+        info["seconds"] = round(time.time() - started, 2)
+        return self._settle(entry, outcome, info)
+
+    def _execute(self, entry: Entry) -> tuple[str, dict]:
+        try:
+            done_before = None if self.force else finished_version(entry.path)
+        except HeartjobsError as exc:
+            return "failed", {"error": str(exc), "exit_code": 2}
+        if done_before is not None:
+            return "skipped", {"run_dir": str(done_before)}
+        command = [sys.executable, "-m", "heartjobs", "run", str(entry.path)]
+        if entry.recovered:
+            command.append("--resume")
+        console.print(f"worker: {entry.name}: {'resuming' if entry.recovered else 'running'} on {self.slot}")
+        with open(entry.sidecar("log"), "ab") as log:
+            self.child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+            code = self.child.wait()
+            self.child = None
+        info = {"exit_code": code, "run_dir": _run_dir_in(entry.sidecar("log"))}
+        if code == 0:
+            return "done", info
+        if self.stop_signal is not None and code in (128 + signal.SIGTERM, 128 + signal.SIGINT):
+            return "requeued", info  # the worker was asked to stop; the job checkpointed
+        error = _last_error_line(entry.sidecar("log")) or f"exit code {code}"
+        if code < 0:
+            error += f" (killed by signal {-code})"
+        return "failed", {**info, "error": error}
+
+    def _settle(self, entry: Entry, outcome: str, info: dict) -> str:
+        if outcome == "requeued":
+            self.queue.requeue(entry)
+            console.print(f"worker: {entry.name}: stopped; back in pending/ to resume")
+            return outcome
+        state = "done" if outcome in ("done", "skipped") else "failed"
+        self.queue.finish(entry, state, {"state": outcome, **info})
+        if outcome == "skipped":
+            console.print(f"worker: {entry.name}: already finished in {info['run_dir']}; skipped (--force reruns)")
+        elif outcome == "done":
+            console.print(f"worker: {entry.name}: done ({info['run_dir']})")
+        else:
+            console.print(f"worker: {entry.name}: failed: {info['error']}")
+        return outcome
+
+
+def _last_error_line(log: Path) -> str | None:
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    errors = [line for line in lines if line.startswith("error:") or "Error" in line.split(":")[0]]
+    return errors[-1][:500] if errors else None
+
+
+def _run_dir_in(log: Path) -> str | None:
+    """The run folder the child reported ("done: artifacts/x/v0001")."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        if line.startswith("done: "):
+            return line.removeprefix("done: ").strip()
+    return None
+
+
+def status(queue: Queue) -> dict[str, list[dict]]:
+    """What each folder holds; running jobs with their progress and heartbeat age."""
+    from heartjobs.spec import parse_spec
+
+    out: dict[str, list[dict]] = {}
+    for state in STATES:
+        rows = []
+        for entry in queue.entries(state):
+            row = {"job": entry.path.name, "name": entry.name}
+            if state == "running":
+                beat = _read_json(entry.sidecar("worker.json")) or {}
+                row["heartbeat_age_s"] = round(time.time() - beat["heartbeat"], 1) if "heartbeat" in beat else None
+                row["worker"] = beat.get("pid")
+                with contextlib.suppress(HeartjobsError):
+                    spec = parse_spec(entry.path)
+                    versions = artifacts.versions(spec.output.root / spec.name)
+                    if versions:
+                        run = artifacts.read_status(versions[-1])
+                        row["run_dir"] = str(versions[-1])
+                        row["progress"] = f"{run.get('epochs_done', 0)}/{run.get('epochs_total', '?')} epochs"
+            elif state in ("done", "failed"):
+                record = _read_json(entry.sidecar("json")) or {}
+                row.update({k: record.get(k) for k in ("state", "run_dir", "error", "seconds") if record.get(k)})
+            rows.append(row)
+        out[state] = rows
+    return out
