@@ -141,6 +141,36 @@ def cmd_queue_status(args: argparse.Namespace) -> None:
     out.print(table)
 
 
+def cmd_report(args: argparse.Namespace) -> None:
+    from heartjobs.report import markdown, write_report
+    from heartjobs.spec import parse_spec
+
+    expected = None
+    if args.jobs:
+        expected = []
+        for path in sorted(Path(args.jobs).glob("*.toml")):
+            if not path.name.endswith(".sweep.toml"):
+                try:
+                    expected.append(parse_spec(path).name)
+                except HeartjobsError:
+                    expected.append(path.stem)
+    rows, written = write_report(args.artifacts, expected)
+    if not out.is_terminal:  # plain text for logs: the markdown table
+        out.print(markdown(rows), markup=False)
+        for path in written:
+            out.print(f"wrote {path}")
+        return
+    table = Table(title=f"heartjobs summary ({args.artifacts})")
+    header, _, *body = markdown(rows).splitlines()
+    for column in header.strip("| ").split(" | "):
+        table.add_column(column)
+    for line in body:
+        table.add_row(*line.strip("| ").split(" | "))
+    out.print(table)
+    for path in written:
+        out.print(f"wrote {path}")
+
+
 def cmd_validate(args: argparse.Namespace) -> None:
     from heartjobs.spec import load_spec
 
@@ -277,6 +307,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = queue_commands.add_parser("status", help="pending, running (progress, heartbeat age), done, failed")
     p.add_argument("--queue", type=Path, default=Path("queue"))
     p.set_defaults(func=cmd_queue_status)
+
+    p = commands.add_parser("report", help="summarise the runs in an artifacts folder (tables and figures)")
+    p.add_argument("artifacts", type=Path, nargs="?", default=Path("artifacts"))
+    p.add_argument("--jobs", type=Path, help="a folder of job specs: jobs without runs show as missing")
+    p.set_defaults(func=cmd_report)
 
     p = commands.add_parser("validate", help="check job specs; report every bad one")
     p.add_argument("specs", type=Path, nargs="+", metavar="SPEC")

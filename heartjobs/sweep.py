@@ -37,7 +37,7 @@ class Sweep(BaseModel):
     group: list[SweepGroup]
 
 
-def _format_value(value: Any) -> str:
+def format_value(value: Any) -> str:
     if isinstance(value, float):
         return np.format_float_positional(value, trim="-")
     return str(value)
@@ -46,7 +46,7 @@ def _format_value(value: Any) -> str:
 def _label(changes: dict[str, Any]) -> str:
     if not changes:
         return "default"
-    return "_".join(f"{ABBREVIATIONS.get(k, k)}{_format_value(v)}" for k, v in changes.items())
+    return "_".join(f"{ABBREVIATIONS.get(k, k)}{format_value(v)}" for k, v in changes.items())
 
 
 def _variants(group: SweepGroup, mode: str) -> list[dict[str, Any]]:
