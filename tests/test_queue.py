@@ -1,0 +1,153 @@
+"""The directory queue and its worker, with real subprocesses and signals."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from heartjobs import artifacts
+from heartjobs.queue import Queue
+from heartjobs.sweep import write_jobs
+
+from .conftest import run_cli, write_spec
+
+QUICK = {"epochs": 2, "batch_size": 4, "device": "cpu"}
+# slow enough to be caught mid-run: DCGAN, batches of 2, many epochs
+SLOW = {"epochs": 25, "batch_size": 2, "checkpoint_every": 1, "device": "cpu"}
+
+
+def _worker(queue, *args):
+    return subprocess.Popen(
+        [sys.executable, "-m", "heartjobs", "worker", "--queue", str(queue), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _names(queue, state):
+    return [e.name for e in Queue(queue).entries(state)]
+
+
+def _wait_for(predicate, timeout=180):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_enqueue_refuses_bad_specs_and_queues_the_rest_in_order(tmp_path, prepared32):
+    good = [write_spec(tmp_path, f"job{i}", "gan", prepared32, **QUICK) for i in range(3)]
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "bad"\nmodel = "gan"\n[data]\nprepared = "/nowhere"\n')
+    result = run_cli("enqueue", good[0], bad, good[1], good[2], "--queue", tmp_path / "q")
+    assert result.returncode == 2
+    errors = result.stderr.strip().splitlines()
+    assert any("bad.toml: data.prepared" in line for line in errors)
+    assert errors[-1] == "error: 1 of 4 specs refused; the others are queued"
+    assert [e.path.name for e in Queue(tmp_path / "q").entries("pending")] == [
+        "000001_job0.toml",
+        "000002_job1.toml",
+        "000003_job2.toml",
+    ]
+
+
+def test_worker_runs_everything_once_and_a_failing_job_goes_to_failed(tmp_path, prepared32):
+    queue = tmp_path / "q"
+    jobs = [write_spec(tmp_path, name, model, prepared32, **QUICK) for name, model in (("a", "gan"), ("b", "wgan"))]
+    for job in jobs:
+        Queue(queue).add(job)
+    # valid when queued, broken when run: its prepared set is gone by then
+    doomed_data = tmp_path / "doomed_data"
+    shutil.copytree(prepared32, doomed_data)
+    Queue(queue).add(write_spec(tmp_path, "doomed", "gan", doomed_data, **QUICK))
+    shutil.rmtree(doomed_data)
+
+    result = run_cli("worker", "--queue", queue, "--until-empty", "--slot", "test-a")
+    assert result.returncode == 0, result.stderr
+    assert _names(queue, "done") == ["a", "b"] and _names(queue, "failed") == ["doomed"]
+    assert _names(queue, "pending") == _names(queue, "running") == []
+    failed = json.loads((queue / "failed" / "000003_doomed.json").read_text())
+    assert failed["state"] == "failed" and "doomed_data" in failed["error"]
+    done = json.loads((queue / "done" / "000001_a.json").read_text())
+    assert done["state"] == "done" and done["exit_code"] == 0 and done["run_dir"].endswith("a/v0001")
+    assert "epoch 2/2" in (queue / "done" / "000001_a.log").read_text()
+
+    # idempotent: the same job again is skipped, unless forced
+    Queue(queue).add(jobs[0])
+    again = run_cli("worker", "--queue", queue, "--slot", "test-a")
+    assert "already finished" in again.stderr
+    assert json.loads((queue / "done" / "000004_a.json").read_text())["state"] == "skipped"
+    Queue(queue).add(jobs[0])
+    forced = run_cli("worker", "--queue", queue, "--slot", "test-a", "--force")
+    assert forced.returncode == 0
+    assert [p.name for p in artifacts.versions(tmp_path / "artifacts" / "a")] == ["v0001", "v0002"]
+
+    status = run_cli("queue", "status", "--queue", queue)
+    assert status.returncode == 0 and "000003_doomed.toml" in status.stdout
+
+
+def test_sigkill_of_the_worker_mid_job_then_a_new_worker_resumes_it(tmp_path, prepared32):
+    queue = tmp_path / "q"
+    Queue(queue).add(write_spec(tmp_path, "long", "dcgan", prepared32, **SLOW))
+    Queue(queue).add(write_spec(tmp_path, "after", "gan", prepared32, **QUICK))
+    run_dir = tmp_path / "artifacts" / "long" / "v0001"
+    first = _worker(queue, "--slot", "test-kill")
+    _wait_for(lambda: (run_dir / "checkpoints" / "epoch_0003.pt").exists())
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    assert _names(queue, "running") == ["long"]  # left behind by the dead worker
+
+    second = run_cli("worker", "--queue", queue, "--slot", "test-kill")
+    assert second.returncode == 0, second.stderr
+    assert "its worker died" in second.stderr and "resuming" in second.stderr
+    assert sorted(_names(queue, "done")) == ["after", "long"]  # each exactly once
+    assert _names(queue, "pending") == _names(queue, "running") == _names(queue, "failed") == []
+    assert [p.name for p in artifacts.versions(tmp_path / "artifacts" / "long")] == ["v0001"]
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "done" and status["resumed"] >= 1 and status["epochs_done"] == SLOW["epochs"]
+
+
+def test_two_workers_on_one_queue_run_each_job_once(tmp_path, prepared32):
+    queue = tmp_path / "q"
+    names = [f"j{i}" for i in range(6)]
+    for name in names:
+        Queue(queue).add(write_spec(tmp_path, name, "gan", prepared32, **QUICK))
+    workers = [_worker(queue, "--slot", f"test-pair-{i}") for i in range(2)]
+    outputs = [w.communicate(timeout=300) for w in workers]
+    assert all(w.returncode == 0 for w in workers), outputs
+    assert sorted(_names(queue, "done")) == names
+    for name in names:  # one run per job: nobody ran a job twice
+        assert [p.name for p in artifacts.versions(tmp_path / "artifacts" / name)] == ["v0001"]
+    ran = [line for _, err in outputs for line in err.splitlines() if ": running on" in line]
+    assert len(ran) == len(names)
+
+
+def test_a_second_worker_on_the_same_device_waits_for_the_first(tmp_path, prepared32):
+    queue = tmp_path / "q"
+    Queue(queue).add(write_spec(tmp_path, "slow", "dcgan", prepared32, **{**SLOW, "epochs": 6}))
+    first = _worker(queue, "--slot", "test-shared")
+    _wait_for(lambda: _names(queue, "running") == ["slow"])
+    second = _worker(queue, "--slot", "test-shared")
+    _, err = second.communicate(timeout=300)
+    first.communicate(timeout=300)
+    assert "busy with another worker; waiting" in err
+    assert _names(queue, "done") == ["slow"]
+    assert [p.name for p in artifacts.versions(tmp_path / "artifacts" / "slow")] == ["v0001"]
+
+
+def test_sweep_generation_matches_the_committed_jobs(tmp_path, monkeypatch):
+    root = Path(__file__).resolve().parent.parent
+    monkeypatch.chdir(root)  # the job files name the sweep file by its path from the repository root
+    expected = sorted(p.name for p in (root / "jobs").glob("*.toml") if not p.name.endswith(".sweep.toml"))
+    written = write_jobs(Path("jobs/thesis.sweep.toml"), tmp_path)
+    assert sorted(p.name for p in written) == expected and len(expected) == 21
+    for path in written:
+        assert path.read_bytes() == (root / "jobs" / path.name).read_bytes(), path.name
+    dry = run_cli("sweep", "jobs/thesis.sweep.toml", "--out", tmp_path / "dry", "--dry-run", cwd=root)
+    assert dry.returncode == 0 and "21 jobs" in dry.stdout and not (tmp_path / "dry").exists()
