@@ -8,9 +8,13 @@ BIN := $(VENV)/bin
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 DATA := data
+JOBS ?= jobs
+QUEUE ?= queue/$(notdir $(JOBS))
+HIPCT_SRC ?= data/hipct
+ARTIFACTS ?= artifacts
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint pytest demo bench fid-weights clean
+.PHONY: help install test lint pytest demo run-all smoke report bench fid-weights clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -34,15 +38,22 @@ pytest: install ## the test suite alone
 
 test: lint pytest ## lint, then the test suite
 
-demo: install ## the main job on the embedded phantom: generate, prepare, train each model a few epochs at 64 px
+demo: install ## the main job on the embedded phantom: prepare it, run the smoke queue (3 models + FID), report
 	$(BIN)/heartjobs data phantom --out $(DATA)/phantom
 	$(BIN)/heartjobs data prepare $(DATA)/phantom --out $(DATA)/prepared/phantom --size 256
-	$(BIN)/heartjobs data prepare $(DATA)/phantom --out $(DATA)/prepared/phantom64 --size 64
-	$(BIN)/heartjobs validate jobs/smoke/*.toml
-	for job in jobs/smoke/gan.toml jobs/smoke/wgan.toml jobs/smoke/dcgan.toml; do \
-		$(BIN)/heartjobs run $$job || exit $$?; done
-	@echo "artifacts (newest version of each job, via the latest link):"
-	@ls -d artifacts/smoke_*/latest/ | sed 's/^/  /'
+	$(MAKE) --no-print-directory run-all JOBS=jobs/smoke
+
+run-all: install ## prepare data if needed, queue $(JOBS)/*.toml, run them one by one, write the report
+	BIN=$(BIN) HIPCT_SRC=$(HIPCT_SRC) bash scripts/prepare-data.sh $(JOBS)
+	$(BIN)/heartjobs enqueue $(filter-out %.sweep.toml,$(wildcard $(JOBS)/*.toml)) --queue $(QUEUE)
+	$(BIN)/heartjobs worker --queue $(QUEUE) --until-empty
+	$(BIN)/heartjobs report $(ARTIFACTS) --jobs $(JOBS)
+
+smoke: ## the smoke jobs end to end on the CPU (phantom, prepare, 3 models, FID with untrained weights, report)
+	$(MAKE) --no-print-directory run-all JOBS=jobs/smoke
+
+report: install ## summary tables and figures of everything in $(ARTIFACTS)
+	$(BIN)/heartjobs report $(ARTIFACTS)
 
 bench: install ## benchmarks: each prints the ratio of two ways of doing the same work
 	$(BIN)/python bench/bench_ingest.py
