@@ -7,7 +7,6 @@ job never share a folder. `latest` points at the newest version.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import platform
 import re
@@ -63,11 +62,7 @@ def point_latest(job_root: Path, version: Path) -> None:
 
 
 def read_status(run_dir: Path) -> dict:
-    try:
-        status = json.loads((run_dir / STATUS_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
-    return status if isinstance(status, dict) else {}
+    return atomic.read_json(run_dir / STATUS_FILE)
 
 
 class StatusFile:

@@ -99,21 +99,33 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     out.print(f"{len(paths)} jobs")
 
 
-def cmd_enqueue(args: argparse.Namespace) -> None:
-    from heartjobs.queue import Queue
+def _each_valid_spec(paths: list[Path], on_valid, verdict: str) -> None:
+    """Validate every spec, report each bad one on its own line, act on the good ones; then fail if
+    any was bad, saying how many ("N of M specs <verdict>")."""
     from heartjobs.spec import load_spec
 
-    queue, bad = Queue(args.queue), 0
-    for path in args.specs:
+    bad = 0
+    for path in paths:
         try:
-            load_spec(path)
+            spec = load_spec(path)
         except HeartjobsError as exc:
             bad += 1
             _print_error(exc)
             continue
-        out.print(f"queued {path} -> {queue.add(path)}")
+        on_valid(path, spec)
     if bad:
-        raise HeartjobsError(f"{bad} of {len(args.specs)} specs refused; the others are queued")
+        raise HeartjobsError(f"{bad} of {len(paths)} specs {verdict}")
+
+
+def cmd_enqueue(args: argparse.Namespace) -> None:
+    from heartjobs.queue import Queue
+
+    queue = Queue(args.queue)
+    _each_valid_spec(
+        args.specs,
+        lambda path, spec: out.print(f"queued {path} -> {queue.add(path)}"),
+        "refused; the others are queued",
+    )
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
@@ -172,19 +184,11 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> None:
-    from heartjobs.spec import load_spec
-
-    bad = 0
-    for path in args.specs:
-        try:
-            spec = load_spec(path)
-        except HeartjobsError as exc:
-            bad += 1
-            _print_error(exc)
-            continue
-        out.print(f"ok: {path} ({spec.model}, {spec.data.size} px, spec hash {spec.spec_hash})")
-    if bad:
-        raise HeartjobsError(f"{bad} of {len(args.specs)} specs are invalid")
+    _each_valid_spec(
+        args.specs,
+        lambda path, spec: out.print(f"ok: {path} ({spec.model}, {spec.data.size} px, spec hash {spec.spec_hash})"),
+        "are invalid",
+    )
 
 
 def cmd_show(args: argparse.Namespace) -> None:

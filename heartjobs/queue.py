@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import fcntl
-import json
 import os
 import re
 import signal
@@ -124,7 +123,7 @@ class Queue:
         """Put jobs whose worker is gone back into pending/, marked to resume."""
         recovered = []
         for entry in self.entries("running"):
-            beat = _read_json(entry.sidecar("worker.json"))
+            beat = atomic.read_json(entry.sidecar("worker.json"))
             if beat and not _worker_gone(beat, stale_after):
                 continue
             if not beat and time.time() - entry.path.stat().st_ctime < stale_after:
@@ -151,13 +150,6 @@ class Queue:
         with contextlib.suppress(FileNotFoundError):
             entry.sidecar("worker.json").unlink()
         return target
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def _worker_gone(beat: dict, stale_after: float) -> bool:
@@ -245,7 +237,7 @@ def finished_version(spec_path: Path) -> Path | None:
 
     spec = load_spec(spec_path)
     for run_dir in reversed(artifacts.versions(spec.run_root)):
-        resolved = _read_json(run_dir / "resolved.json") or {}
+        resolved = atomic.read_json(run_dir / "resolved.json")
         if resolved.get("spec_hash") == spec.spec_hash and artifacts.read_status(run_dir).get("state") == "done":
             return run_dir
     return None
@@ -370,7 +362,7 @@ def status(queue: Queue) -> dict[str, list[dict]]:
         for entry in queue.entries(state):
             row = {"job": entry.path.name, "name": entry.name}
             if state == "running":
-                beat = _read_json(entry.sidecar("worker.json")) or {}
+                beat = atomic.read_json(entry.sidecar("worker.json"))
                 row["heartbeat_age_s"] = round(time.time() - beat["heartbeat"], 1) if "heartbeat" in beat else None
                 row["worker"] = beat.get("pid")
                 with contextlib.suppress(HeartjobsError):
@@ -381,7 +373,7 @@ def status(queue: Queue) -> dict[str, list[dict]]:
                         row["run_dir"] = str(versions[-1])
                         row["progress"] = f"{run.get('epochs_done', 0)}/{run.get('epochs_total', '?')} epochs"
             elif state in ("done", "failed"):
-                record = _read_json(entry.sidecar("json")) or {}
+                record = atomic.read_json(entry.sidecar("json"))
                 row.update({k: record.get(k) for k in ("state", "run_dir", "error", "seconds") if record.get(k)})
             rows.append(row)
         out[state] = rows

@@ -72,21 +72,13 @@ def label(changes: dict) -> str:
     return ", ".join(f"{ABBREVIATIONS.get(k, k)} = {format_value(v)}" for k, v in changes.items())
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def _row(job: str, run_dir: Path | None) -> dict:
     row = dict.fromkeys(COLUMNS)
     row["job"] = job
     if run_dir is None:
         row["state"] = "missing"
         return row
-    spec = _read_json(run_dir / "resolved.json").get("spec", {})
+    spec = atomic.read_json(run_dir / "resolved.json").get("spec", {})
     status = artifacts.read_status(run_dir)
     model, train = spec.get("model"), spec.get("train", {})
     row.update(run_dir=str(run_dir), model=model, state=status.get("state", "unknown"))
@@ -102,7 +94,7 @@ def _row(job: str, run_dir: Path | None) -> dict:
         row["epochs"] = losses[-1]["epoch"]
         row["train_seconds"] = round(sum(e["seconds"] for e in losses), 2)
         row["images_per_s"] = round(sum(e["images_per_s"] for e in losses) / len(losses), 1)
-    fid = _read_json(run_dir / "fid.json")
+    fid = atomic.read_json(run_dir / "fid.json")
     if fid:
         row.update(
             fid_mean=round(fid["fid_mean"], 3),
@@ -211,7 +203,7 @@ def _figures(root: Path, rows: list[dict]) -> list[Path]:
             short = ABBREVIATIONS[key]
             points = []
             for r in runs:
-                spec = _read_json(Path(r["run_dir"]) / "resolved.json").get("spec", {})
+                spec = atomic.read_json(Path(r["run_dir"]) / "resolved.json").get("spec", {})
                 changes = differences(model, spec.get("train", {}))
                 if set(changes) <= {key, "epochs"}:
                     points.append((spec["train"][key], r["fid_mean"], r["fid_std"]))

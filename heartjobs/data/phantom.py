@@ -275,15 +275,6 @@ def contact_sheet_path(out: Path) -> Path:
     return out.with_name(out.name + "_contact_sheet.png")
 
 
-def _read_manifest(out: Path) -> dict | None:
-    import json
-
-    try:
-        return json.loads((out / "manifest.json").read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def generate(out: Path, params: PhantomParams, *, workers: int | None = None, force: bool = False) -> tuple[dict, bool]:
     """Write the phantom's slices, manifest.json and contact sheet; returns (manifest, made_now).
 
@@ -295,7 +286,7 @@ def generate(out: Path, params: PhantomParams, *, workers: int | None = None, fo
     out = Path(out)
     phantom = Phantom(params)
     if out.exists():
-        existing = _read_manifest(out)
+        existing = atomic.read_json(out / "manifest.json")
         if existing and existing.get("kind") == MANIFEST_KIND and existing.get("parameters") == asdict(params):
             return existing, False
         if not force:

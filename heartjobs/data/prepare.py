@@ -98,13 +98,8 @@ def _request_key(files: list[Path], params: PrepareParams) -> str:
 
 
 def read_manifest(out: Path) -> dict | None:
-    import json
 
-    try:
-        manifest = json.loads((Path(out) / "manifest.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return manifest if isinstance(manifest, dict) else None
+    return atomic.read_json(Path(out) / "manifest.json") or None
 
 
 def _check_uniform(files: list[Path], infos: list[SliceInfo]) -> None:

@@ -72,10 +72,7 @@ def _open_run(spec: ResolvedSpec, spec_path: Path, resume: bool, device: torch.d
             status = _wait_until_stopped(run_dir)
             if status.get("state") == "running" and artifacts.process_alive(status):
                 raise HeartjobsError(f"{run_dir}: still running (pid {status['pid']}); not resuming it twice")
-            try:
-                recorded = json.loads((run_dir / "resolved.json").read_text())["spec_hash"]
-            except (OSError, ValueError, KeyError):
-                recorded = None
+            recorded = atomic.read_json(run_dir / "resolved.json").get("spec_hash")
             if recorded != spec.spec_hash:
                 raise HeartjobsError(
                     f"{spec_path}: spec_hash: {run_dir} was made with spec {recorded}, this spec resolves to "
