@@ -98,7 +98,7 @@ def _request_key(files: list[Path], params: PrepareParams) -> str:
 
 
 def read_manifest(out: Path) -> dict | None:
-
+    """A set's manifest.json, or None where there is none (or it is not valid JSON)."""
     return atomic.read_json(Path(out) / "manifest.json") or None
 
 
