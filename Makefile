@@ -4,8 +4,6 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# torch is pinned here, installed before the project so pip never pulls another build.
-TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 DATA := data
 JOBS ?= jobs
@@ -14,24 +12,25 @@ HIPCT_SRC ?= data/hipct
 ARTIFACTS ?= artifacts
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint pytest demo run-all smoke report bench fid-weights clean
+.PHONY: help install test lint pytest demo run-all smoke report bench fid-weights docker-build docker-run-all gpu-check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
 install: $(STAMP) ## create .venv with torch, the project and its dev tools; install libopenjp2
-$(STAMP): pyproject.toml Makefile scripts/ensure-openjpeg.sh
+$(STAMP): pyproject.toml Makefile scripts/ensure-openjpeg.sh scripts/install.sh
 	bash scripts/ensure-openjpeg.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q $(TORCH_PINS)
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	bash scripts/install.sh $(BIN)/python --editable dev
 	$(BIN)/python -c "import glymur, sys; v = glymur.version.openjpeg_version_tuple; sys.exit(0 if v >= (2, 4, 0) else 'glymur finds no OpenJPEG >= 2.4 (found %s)' % glymur.version.openjpeg_version)"
 	touch $@
 
-lint: install ## ruff (lint and format check)
-	$(BIN)/ruff check heartjobs tests bench
-	$(BIN)/ruff format --check heartjobs tests bench
+lint: install ## ruff (lint, format), hadolint (Dockerfile), shellcheck (shell scripts)
+	$(BIN)/ruff check heartjobs tests bench scripts
+	$(BIN)/ruff format --check heartjobs tests bench scripts
+	$(BIN)/hadolint --no-color Dockerfile
+	$(BIN)/shellcheck scripts/*.sh .ci/run
 
 pytest: install ## the test suite alone
 	$(BIN)/python -m pytest -q
@@ -61,6 +60,18 @@ bench: install ## benchmarks: each prints the ratio of two ways of doing the sam
 
 fid-weights: install ## download pytorch-fid's standard Inception weights (needs internet) and check their sha256
 	$(BIN)/python -c "from heartjobs.evaluation.weights import resolve_weights; w = resolve_weights('standard'); print(f'{w.path}  sha256 {w.sha256}')"
+
+gpu-check: install ## GPU smoke: each model a few hundred steps at 256 px, FID with real-sized batches; images/s, FID s
+	$(BIN)/python bench/gpu_check.py
+
+docker-build: ## build the CUDA image (FID weights built in; FID_WEIGHTS=skip without network)
+	docker compose build --build-arg FID_WEIGHTS=$(or $(FID_WEIGHTS),download)
+
+docker-run-all: ## the whole matrix through compose: queue $(JOBS)/*.toml, run the GPU worker until empty, report
+	BIN=$(BIN) HIPCT_SRC=$(HIPCT_SRC) bash scripts/prepare-data.sh $(JOBS)
+	docker compose run --rm --entrypoint heartjobs worker enqueue $(filter-out %.sweep.toml,$(wildcard $(JOBS)/*.toml)) --queue /app/queue
+	docker compose run --rm --entrypoint heartjobs worker worker --queue /app/queue --until-empty
+	docker compose run --rm --entrypoint heartjobs cpu-job report /app/artifacts --jobs /app/$(JOBS)
 
 clean: ## remove the venv and generated data (artifacts are kept)
 	rm -rf $(VENV) $(DATA) bench/results
