@@ -20,7 +20,8 @@ help: ## list the targets
 install: $(STAMP) ## create .venv with torch, the project and its dev tools; install libopenjp2
 $(STAMP): pyproject.toml Makefile scripts/ensure-openjpeg.sh scripts/install.sh
 	bash scripts/ensure-openjpeg.sh
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip --version >/dev/null 2>&1 || { rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); } \
+		|| { echo "error: '$(PYTHON) -m venv' failed; install your Python's venv module (Debian: apt-get install python3-venv)" >&2; exit 1; }
 	$(BIN)/python -m pip install -q --upgrade pip
 	bash scripts/install.sh $(BIN)/python --editable dev
 	$(BIN)/python -c "import glymur, sys; v = glymur.version.openjpeg_version_tuple; sys.exit(0 if v >= (2, 4, 0) else 'glymur finds no OpenJPEG >= 2.4 (found %s)' % glymur.version.openjpeg_version)"
@@ -67,7 +68,8 @@ gpu-check: install ## GPU smoke: each model a few hundred steps at 256 px, FID w
 docker-build: ## build the CUDA image (FID weights built in; FID_WEIGHTS=skip without network)
 	docker compose build --build-arg FID_WEIGHTS=$(or $(FID_WEIGHTS),download)
 
-docker-run-all: ## the whole matrix through compose: queue $(JOBS)/*.toml, run the GPU worker until empty, report
+docker-run-all: install ## the whole matrix through compose: queue $(JOBS)/*.toml, run the GPU worker until empty, report
+	mkdir -p queue $(ARTIFACTS)
 	BIN=$(BIN) HIPCT_SRC=$(HIPCT_SRC) bash scripts/prepare-data.sh $(JOBS)
 	docker compose run --rm --entrypoint heartjobs worker enqueue $(filter-out %.sweep.toml,$(wildcard $(JOBS)/*.toml)) --queue /app/queue
 	docker compose run --rm --entrypoint heartjobs worker worker --queue /app/queue --until-empty

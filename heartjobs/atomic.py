@@ -11,6 +11,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _usual_mode(path: str | Path, directory: bool) -> None:
+    """mkstemp and mkdtemp create owner-only entries; give them what open() and mkdir() would."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
 @contextlib.contextmanager
 def replacing(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; whatever is written there replaces `path` in one rename
@@ -19,6 +30,7 @@ def replacing(path: Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    _usual_mode(tmp, directory=False)
     try:
         yield Path(tmp)
         with open(tmp, "rb") as f:
@@ -59,6 +71,7 @@ def staged_dir(final: Path, *, replace: bool = False) -> Iterator[Path]:
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
+    _usual_mode(tmp, directory=True)
     try:
         yield tmp
         if replace and final.exists():

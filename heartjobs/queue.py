@@ -116,6 +116,7 @@ class Queue:
                 os.rename(entry.path, target)
             except FileNotFoundError:
                 continue  # another worker was faster
+            _move_sidecars(entry, self.root / "running", entry.stem, keep=("log",))  # an earlier attempt's log
             return Entry(target)
         return None
 
@@ -126,7 +127,11 @@ class Queue:
             beat = atomic.read_json(entry.sidecar("worker.json"))
             if beat and not _worker_gone(beat, stale_after):
                 continue
-            if not beat and time.time() - entry.path.stat().st_ctime < stale_after:
+            try:
+                claimed_ago = time.time() - entry.path.stat().st_ctime
+            except FileNotFoundError:
+                continue  # finished meanwhile
+            if not beat and claimed_ago < stale_after:
                 continue  # just claimed (the rename set ctime); its worker is about to write the heartbeat
             with contextlib.suppress(FileNotFoundError):
                 recovered.append(self.requeue(entry))
@@ -184,21 +189,28 @@ def default_slot() -> str:
 
 
 @contextlib.contextmanager
-def device_lock(slot: str, wait: bool = True) -> Iterator[None]:
-    """Hold the machine-wide lock of one device (released by the kernel if this process dies)."""
+def device_lock(slot: str, should_stop=lambda: False) -> Iterator[bool]:
+    """Hold the machine-wide lock of one device (released by the kernel if this process dies). Waits
+    while another worker holds it; yields False if should_stop() said so before the lock came free."""
     folder = Path(tempfile.gettempdir()) / "heartjobs-locks"
     folder.mkdir(exist_ok=True)
     path = folder / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', slot)}.lock"
     with open(path, "a+") as f:
+        told = False
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if should_stop():
+                    yield False
+                    return
+                if not told:
+                    console.print(f"worker: device {slot} is busy with another worker; waiting for it", markup=False)
+                    told = True
+                time.sleep(0.5)
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if not wait:
-                raise HeartjobsError(f"device {slot}: another worker holds {path}") from None
-            console.print(f"worker: device {slot} is busy with another worker; waiting for it")
-            fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
+            yield True
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
 
@@ -223,7 +235,10 @@ class _Heartbeat(threading.Thread):
 
     def run(self) -> None:
         while not self.stopped.is_set():
-            atomic.write_json(self.path, {**self.record, "heartbeat": time.time()})
+            try:
+                atomic.write_json(self.path, {**self.record, "heartbeat": time.time()})
+            except OSError as exc:  # keep beating: a missed beat is better than a dead heartbeat thread
+                console.print(f"worker: heartbeat not written ({exc})", markup=False)
             self.stopped.wait(HEARTBEAT_S)
 
     def stop(self) -> None:
@@ -261,10 +276,12 @@ class Worker:
         counts = {"done": 0, "failed": 0, "skipped": 0, "requeued": 0}
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
-            with device_lock(self.slot):
-                while self.stop_signal is None:
+            with device_lock(self.slot, lambda: self.stop_signal is not None) as locked:
+                while locked and self.stop_signal is None:
                     for entry in self.queue.recover_stale():
-                        console.print(f"worker: {entry.name}: its worker died; back in pending/ to resume")
+                        console.print(
+                            f"worker: {entry.name}: its worker died; back in pending/ to resume", markup=False
+                        )
                     entry = self.queue.claim()
                     if entry is None:
                         if not watch:
@@ -297,10 +314,14 @@ class Worker:
             return "failed", {"error": str(exc), "exit_code": 2}
         if done_before is not None:
             return "skipped", {"run_dir": str(done_before)}
+        if self.stop_signal is not None:
+            return "requeued", {}
         command = [sys.executable, "-m", "heartjobs", "run", str(entry.path)]
         if entry.recovered:
             command.append("--resume")
-        console.print(f"worker: {entry.name}: {'resuming' if entry.recovered else 'running'} on {self.slot}")
+        console.print(
+            f"worker: {entry.name}: {'resuming' if entry.recovered else 'running'} on {self.slot}", markup=False
+        )
         with open(entry.sidecar("log"), "ab") as log:
             self.child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
             code = self.child.wait()
@@ -308,7 +329,8 @@ class Worker:
         info = {"exit_code": code, "run_dir": _run_dir_in(entry.sidecar("log"))}
         if code == 0:
             return "done", info
-        if self.stop_signal is not None and code in (128 + signal.SIGTERM, 128 + signal.SIGINT):
+        stopped_codes = (128 + signal.SIGTERM, 128 + signal.SIGINT, -signal.SIGTERM, -signal.SIGINT)
+        if self.stop_signal is not None and code in stopped_codes:
             return "requeued", info  # the worker was asked to stop; the job checkpointed
         error = _last_error_line(entry.sidecar("log")) or f"exit code {code}"
         if code < 0:
@@ -318,16 +340,18 @@ class Worker:
     def _settle(self, entry: Entry, outcome: str, info: dict) -> str:
         if outcome == "requeued":
             self.queue.requeue(entry)
-            console.print(f"worker: {entry.name}: stopped; back in pending/ to resume")
+            console.print(f"worker: {entry.name}: stopped; back in pending/ to resume", markup=False)
             return outcome
         state = "done" if outcome in ("done", "skipped") else "failed"
         self.queue.finish(entry, state, {"state": outcome, **info})
         if outcome == "skipped":
-            console.print(f"worker: {entry.name}: already finished in {info['run_dir']}; skipped (--force reruns)")
+            console.print(
+                f"worker: {entry.name}: already finished in {info['run_dir']}; skipped (--force reruns)", markup=False
+            )
         elif outcome == "done":
-            console.print(f"worker: {entry.name}: done ({info['run_dir']})")
+            console.print(f"worker: {entry.name}: done ({info['run_dir']})", markup=False)
         else:
-            console.print(f"worker: {entry.name}: failed: {info['error']}")
+            console.print(f"worker: {entry.name}: failed: {info['error']}", markup=False)
         return outcome
 
 

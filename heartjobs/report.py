@@ -7,6 +7,7 @@ against each varied hyperparameter per model.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -89,7 +90,10 @@ def _row(job: str, run_dir: Path | None) -> dict:
         thesis = THESIS_TABLE1.get((model, row["configuration"])) if set(changes) <= set(THESIS_KEYS) else None
         if thesis:
             row["thesis_fid"], row["thesis_fid_std"] = thesis
-    losses = [json.loads(line) for line in _lines(run_dir / "losses.jsonl")]
+    losses = []
+    for line in _lines(run_dir / "losses.jsonl"):
+        with contextlib.suppress(ValueError):  # a line cut short by a crash
+            losses.append(json.loads(line))
     if losses:
         row["epochs"] = losses[-1]["epoch"]
         row["train_seconds"] = round(sum(e["seconds"] for e in losses), 2)

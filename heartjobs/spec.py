@@ -221,9 +221,11 @@ def parse_spec(path: Path) -> JobSpec:
     """Read and validate one spec file; every problem becomes a one-line HeartjobsError."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise HeartjobsError(f"{path}: cannot read ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise HeartjobsError(f"{path}: not a UTF-8 text file (TOML must be UTF-8)") from None
     try:
         raw = tomli.loads(text)
     except tomli.TOMLDecodeError as exc:
@@ -247,6 +249,8 @@ def resolve(spec: JobSpec, path: Path) -> ResolvedSpec:
     except HeartjobsError as exc:
         raise HeartjobsError(f"{path}: data.prepared: {exc}") from None
     size, channels = prepared.size, prepared.channels
+    if prepared.count < 2:
+        raise HeartjobsError(f"{path}: data.prepared: {prepared.count} image; training needs at least 2")
     if size < 16 or not _is_power_of_two(size):
         raise HeartjobsError(f"{path}: data.prepared: image size {size} must be a power of two >= 16")
     if spec.model == "dcgan" and size % 16:

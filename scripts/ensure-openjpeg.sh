@@ -3,7 +3,8 @@
 # As root it installs Debian's libopenjp2-7; otherwise it says what to install and fails.
 set -euo pipefail
 
-if ldconfig -p 2>/dev/null | grep -q 'libopenjp2\.so\.7'; then
+# grep reads the whole list (no -q): an early exit would break the pipe and, with pipefail, fail the test.
+if ldconfig -p 2>/dev/null | grep 'libopenjp2\.so\.7' >/dev/null; then
     exit 0
 fi
 if [ "$(id -u)" -ne 0 ]; then

@@ -41,7 +41,7 @@ def test_compose_has_the_three_services_from_one_image():
     for service in services.values():
         assert service["working_dir"] == "/app"
         assert service.get("shm_size") or service.get("ipc") == "host"
-        assert "${UID" in service["user"] and "${GID" in service["user"]  # artifacts belong to the host user
+        assert "${HOST_UID" in service["user"] and "${HOST_GID" in service["user"]  # artifacts: the host user's
 
 
 @pytest.mark.parametrize("service", ["gpu-job", "worker"])

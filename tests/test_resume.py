@@ -131,7 +131,7 @@ def test_resume_refuses_a_changed_spec_and_never_touches_finished_versions(tmp_p
     # and a checkpoint carries its spec hash too
     checkpoint = list_checkpoints(second / "checkpoints")[-1]
     with pytest.raises(HeartjobsError, match="spec_hash: the checkpoint was made with spec"):
-        load_checkpoint(checkpoint, load_spec(changed).spec_hash, torch.device("cpu"))
+        load_checkpoint(checkpoint, load_spec(changed).spec_hash)
 
 
 def test_a_running_version_is_not_resumed_twice(tmp_path, prepared32):

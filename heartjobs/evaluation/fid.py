@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from rich.text import Text
 
-from heartjobs import __version__, atomic
+from heartjobs import __version__, artifacts, atomic
 from heartjobs.artifacts import now_iso
 from heartjobs.data.dataset import PreparedSet
 from heartjobs.errors import HeartjobsError
@@ -119,7 +119,9 @@ def load_snapshot(run_dir: Path, spec: ResolvedSpec, checkpoint: Path | None, de
         return Snapshot(generator, "generator.pt", int(meta["epoch"]))
     from heartjobs.models import build_models
 
-    state = load_checkpoint(Path(checkpoint), spec.spec_hash, device)
+    state = load_checkpoint(Path(checkpoint), spec.spec_hash)
+    if "G" not in state:
+        raise HeartjobsError(f"{checkpoint}: not a training checkpoint (use it without --checkpoint)")
     t = spec.train
     generator, _ = build_models(spec.model, spec.data.size, spec.data.channels, t.latent_dim, t.batchnorm_eps)
     generator.load_state_dict(state["G"])
@@ -260,6 +262,12 @@ def evaluate(
 def _write_report(run_dir: Path, report: dict, settings: EvalSection, spec: ResolvedSpec, final: bool) -> None:
     if final and settings == spec.eval:
         atomic.write_json(run_dir / REPORT, report)
+        status = artifacts.read_status(run_dir)
+        if status.get("state") == "failed" and status.get("phase") == "evaluating":
+            # training had finished and only its FID failed (e.g. missing weights): now the run is done
+            atomic.write_json(
+                run_dir / artifacts.STATUS_FILE, {**status, "state": "done", "error": None, "ended": now_iso()}
+            )
     else:
         tag = sha256_json(settings.model_dump(mode="json"))[:8]
         name = report["snapshot"]["file"].replace("/", "_").removesuffix(".pt")

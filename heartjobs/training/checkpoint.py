@@ -48,10 +48,11 @@ def save_checkpoint(folder: Path, trainer_state: dict, spec_hash: str, keep: int
     return path
 
 
-def load_checkpoint(path: Path, spec_hash: str, device: torch.device) -> dict:
-    """Load a checkpoint onto `device`, refusing one made under another configuration."""
+def load_checkpoint(path: Path, spec_hash: str) -> dict:
+    """Load a checkpoint (on the CPU: RNG states must stay there; the trainer moves the rest to its
+    device), refusing one made under another configuration."""
     try:
-        state = torch.load(path, map_location=device, weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise HeartjobsError(f"{path}: unreadable checkpoint ({' '.join(str(exc).split())[:200]})") from None
     if state.get("format") != CHECKPOINT_FORMAT:
@@ -85,7 +86,12 @@ def load_generator(path: Path, device: str | torch.device = "cpu") -> tuple[torc
     """Rebuild a saved generator (in eval mode) on `device`; returns (generator, its metadata)."""
     from heartjobs.models import build_models
 
-    payload = torch.load(path, map_location=device, weights_only=True)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise HeartjobsError(f"{path}: unreadable generator file ({' '.join(str(exc).split())[:200]})") from None
+    if "state_dict" not in payload:
+        raise HeartjobsError(f"{path}: not a heartjobs generator.pt (no state_dict)")
     generator, _ = build_models(
         payload["model"], payload["size"], payload["channels"], payload["latent_dim"], payload["batchnorm_eps"]
     )

@@ -115,37 +115,66 @@ def run_job(spec_path: Path, *, resume: bool = False) -> Path:
     run_dir, checkpoint = _open_run(spec, Path(spec_path), resume, device)
     prepared = PreparedSet.open(spec.data.prepared)
     status = artifacts.StatusFile(run_dir, t.epochs)
-    try:
-        trainer = Trainer(spec, prepared.tensor(), device)
-        if checkpoint is not None:
-            trainer.load_state_dict(load_checkpoint(checkpoint, spec.spec_hash, device))
-            console.print(f"{spec.name}: resuming {run_dir} from {checkpoint.name}")
-        _write_losses(run_dir, trainer.history)  # drops epochs logged after the checkpoint
-        if not (run_dir / "real.png").exists():
-            picks = torch.randperm(prepared.count, generator=torch.Generator().manual_seed(t.seed + 4))
-            save_grid(prepared.images[picks[:SAMPLE_GRID].numpy()], run_dir / "real.png")
-        _train(spec, Path(spec_path), trainer, run_dir, status)
-        save_generator(run_dir / "generator.pt", trainer.G, spec.model_dump(mode="json"), trainer.epoch, spec.spec_hash)
-        del trainer  # free the training state (GPU memory) before evaluating
-        if spec.eval.fid:
-            _evaluate(run_dir, status)
-    except JobInterrupted:
-        raise
-    except BaseException as exc:
-        status.finish("failed", error=" ".join(f"{type(exc).__name__}: {exc}".split())[:500])
-        raise
+    # Signals are turned into a stop request for the whole job: training stops between batches,
+    # evaluation between repeats; either way the run is left resumable.
+    with _stop_on_signals() as stop:
+
+        def stop_if_requested(what: str) -> None:
+            if stop["signal"] is not None:
+                name = signal.Signals(stop["signal"]).name
+                status.finish("interrupted", error=f"stopped by {name}")
+                raise JobInterrupted(
+                    f"{run_dir}: stopped by {name} {what}; continue with: heartjobs run {spec_path} --resume",
+                    stop["signal"],
+                )
+
+        try:
+            trainer = Trainer(spec, prepared.tensor(), device)
+            if checkpoint is not None:
+                trainer.load_state_dict(load_checkpoint(checkpoint, spec.spec_hash))
+                console.print(f"{spec.name}: resuming {run_dir} from {checkpoint.name}", markup=False)
+            _write_losses(run_dir, trainer.history)  # drops epochs logged after the checkpoint
+            if not (run_dir / "real.png").exists():
+                picks = torch.randperm(prepared.count, generator=torch.Generator().manual_seed(t.seed + 4))
+                save_grid(prepared.images[picks[:SAMPLE_GRID].numpy()], run_dir / "real.png")
+            try:
+                _train(spec, trainer, run_dir, status, stop)
+            except Interrupted:
+                path = save_checkpoint(
+                    run_dir / "checkpoints", trainer.state_dict(), spec.spec_hash, t.keep_checkpoints
+                )
+                stop_if_requested(f"after {trainer.epoch} epochs; checkpoint {path.name} written")
+            save_generator(
+                run_dir / "generator.pt", trainer.G, spec.model_dump(mode="json"), trainer.epoch, spec.spec_hash
+            )
+            del trainer  # free the training state (GPU memory) before evaluating
+            stop_if_requested("after training, before evaluation")
+            if spec.eval.fid:
+                _evaluate(run_dir, status, lambda: stop_if_requested("during evaluation"))
+        except JobInterrupted:
+            raise
+        except BaseException as exc:
+            status.finish("failed", error=" ".join(f"{type(exc).__name__}: {exc}".split())[:500])
+            raise
     status.finish("done")
     return run_dir
 
 
-def _evaluate(run_dir: Path, status: artifacts.StatusFile) -> None:
+def _evaluate(run_dir: Path, status: artifacts.StatusFile, stop_if_requested) -> None:
     """FID at the end of training; if it can't run, the training artifacts stay and say how to retry."""
     from heartjobs.evaluation.fid import evaluate
 
     status.beat(force=True, phase="evaluating")
+
+    def between_repeats() -> None:
+        status.beat()
+        stop_if_requested()
+
     try:
-        report = evaluate(run_dir, heartbeat=status.beat)
+        report = evaluate(run_dir, heartbeat=between_repeats)
     except HeartjobsError as exc:
+        if isinstance(exc, JobInterrupted):
+            raise
         raise HeartjobsError(
             f"{exc} (training finished; its artifacts are intact in {run_dir}; "
             f"evaluate later with: heartjobs fid {run_dir})"
@@ -165,38 +194,28 @@ def fid_line(report: dict) -> str:
     return text
 
 
-def _train(spec: ResolvedSpec, spec_path: Path, trainer: Trainer, run_dir: Path, status: artifacts.StatusFile) -> None:
+def _train(spec: ResolvedSpec, trainer: Trainer, run_dir: Path, status: artifacts.StatusFile, stop: dict) -> None:
+    """Epochs until the spec's count; raises Interrupted (state consistent, not yet saved) on a stop."""
     t = spec.train
     checkpoints = run_dir / "checkpoints"
     title = f"{spec.name} {run_dir.name}"
-    with _stop_on_signals() as stop, TrainingProgress(title, t.epochs, len(trainer.bounds), trainer.epoch) as progress:
+    with TrainingProgress(title, t.epochs, len(trainer.bounds), trainer.epoch) as progress:
 
         def on_batch(done: int, total: int) -> None:
             progress.batch(done, total)
             status.beat()
 
-        try:
-            while trainer.epoch < t.epochs:
-                stats = trainer.train_epoch(lambda: stop["signal"] is not None, on_batch).as_dict()
-                with open(run_dir / LOSSES, "a") as f:  # one short line per epoch, appended
-                    f.write(json.dumps(stats) + "\n")
-                progress.epoch(stats)
-                status.beat(epochs_done=trainer.epoch)
-                last = trainer.epoch == t.epochs
-                if trainer.epoch % t.sample_every == 0 or last:
-                    save_grid(trainer.samples().numpy(), run_dir / "samples" / f"epoch_{trainer.epoch:04d}.png")
-                    plot_losses(trainer.history, run_dir / "losses.png", title)
-                if trainer.epoch % t.checkpoint_every == 0 or last:
-                    save_checkpoint(checkpoints, trainer.state_dict(), spec.spec_hash, t.keep_checkpoints)
-        except Interrupted:
-            signum = stop["signal"]
-            path = save_checkpoint(checkpoints, trainer.state_dict(), spec.spec_hash, t.keep_checkpoints)
-            name = signal.Signals(signum).name
-            status.finish("interrupted", error=f"stopped by {name}")
-            raise JobInterrupted(
-                f"{run_dir}: stopped by {name} after {trainer.epoch} epochs; checkpoint {path.name} written; "
-                f"continue with: heartjobs run {spec_path} --resume",
-                signum,
-            ) from None
+        while trainer.epoch < t.epochs:
+            stats = trainer.train_epoch(lambda: stop["signal"] is not None, on_batch).as_dict()
+            with open(run_dir / LOSSES, "a") as f:  # one short line per epoch, appended
+                f.write(json.dumps(stats) + "\n")
+            progress.epoch(stats)
+            status.beat(epochs_done=trainer.epoch)
+            last = trainer.epoch == t.epochs
+            if trainer.epoch % t.sample_every == 0 or last:
+                save_grid(trainer.samples().numpy(), run_dir / "samples" / f"epoch_{trainer.epoch:04d}.png")
+                plot_losses(trainer.history, run_dir / "losses.png", title)
+            if trainer.epoch % t.checkpoint_every == 0 or last:
+                save_checkpoint(checkpoints, trainer.state_dict(), spec.spec_hash, t.keep_checkpoints)
     if trainer.history and not (run_dir / "losses.png").exists():
         plot_losses(trainer.history, run_dir / "losses.png", title)
