@@ -151,3 +151,23 @@ def test_sweep_generation_matches_the_committed_jobs(tmp_path, monkeypatch):
         assert path.read_bytes() == (root / "jobs" / path.name).read_bytes(), path.name
     dry = run_cli("sweep", "jobs/thesis.sweep.toml", "--out", tmp_path / "dry", "--dry-run", cwd=root)
     assert dry.returncode == 0 and "21 jobs" in dry.stdout and not (tmp_path / "dry").exists()
+
+
+def test_sigterm_to_the_worker_checkpoints_the_job_and_puts_it_back_to_resume(tmp_path, prepared32):
+    queue = tmp_path / "q"
+    Queue(queue).add(write_spec(tmp_path, "stopped", "dcgan", prepared32, **SLOW))
+    run_dir = tmp_path / "artifacts" / "stopped" / "v0001"
+    worker = _worker(queue, "--slot", "test-term")
+    _wait_for(lambda: (run_dir / "checkpoints" / "epoch_0002.pt").exists())
+    worker.send_signal(signal.SIGTERM)
+    _, err = worker.communicate(timeout=120)
+    assert worker.returncode == 2 and "back in pending/ to resume" in err
+    assert [e.path.name for e in Queue(queue).entries("pending")] == ["000001_stopped.r1.toml"]
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "interrupted"
+
+    again = run_cli("worker", "--queue", queue, "--slot", "test-term")
+    assert again.returncode == 0 and "resuming" in again.stderr
+    assert _names(queue, "done") == ["stopped"] and _names(queue, "pending") == []
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "done" and status["resumed"] == 1
+    assert [p.name for p in artifacts.versions(tmp_path / "artifacts" / "stopped")] == ["v0001"]

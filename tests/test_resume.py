@@ -145,3 +145,24 @@ def test_a_running_version_is_not_resumed_twice(tmp_path, prepared32):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_sigterm_during_fid_interrupts_and_resume_only_evaluates(tmp_path, prepared32):
+    fid = {"n_generated": 200, "repeats": 4, "dims": 64, "batch_size": 50, "weights": "untrained", "kid": False}
+    spec = write_spec(tmp_path, "fid_stop", "gan", prepared32, eval=fid, epochs=2, batch_size=4, device="cpu")
+    run_dir = tmp_path / "artifacts" / "fid_stop" / "v0001"
+    proc = _start(spec)
+    status_file = run_dir / "status.json"
+    _wait_for(lambda: status_file.exists() and json.loads(status_file.read_text()).get("phase") == "evaluating", proc)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM and "during evaluation" in stderr
+    assert json.loads(status_file.read_text())["state"] == "interrupted" and not (run_dir / "fid.json").exists()
+    trained = load_generator(run_dir / "generator.pt")[0].state_dict()
+
+    result = run_cli("run", spec, "--resume")
+    assert result.returncode == 0, result.stderr
+    assert "epoch" not in result.stderr.replace("epoch_", "")  # no training: only the evaluation ran
+    assert json.loads(status_file.read_text())["state"] == "done" and (run_dir / "fid.json").is_file()
+    resumed = load_generator(run_dir / "generator.pt")[0].state_dict()
+    assert all(torch.equal(resumed[k], trained[k]) for k in trained)  # the same weights, not retrained
