@@ -58,6 +58,8 @@ report: install ## summary tables and figures of everything in $(ARTIFACTS)
 bench: install ## benchmarks: each prints the ratio of two ways of doing the same work
 	$(BIN)/python bench/bench_ingest.py
 	$(BIN)/python bench/bench_fid.py
+	$(BIN)/python bench/bench_train.py
+	$(BIN)/python bench/bench_flops.py
 
 fid-weights: install ## download pytorch-fid's standard Inception weights (needs internet) and check their sha256
 	$(BIN)/python -c "from heartjobs.evaluation.weights import resolve_weights; w = resolve_weights('standard'); print(f'{w.path}  sha256 {w.sha256}')"

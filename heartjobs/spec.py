@@ -40,6 +40,10 @@ COMMON_DEFAULTS: dict[str, Any] = {
     # The reference code passes 0.8 as BatchNorm's second positional argument, which is eps, not
     # momentum; the thesis kept it. 1e-5 is PyTorch's standard value.
     "batchnorm_eps": 0.8,
+    # Speed switches (see the README's Performance section). TF32 only matters on CUDA.
+    "tf32": True,
+    "compile": False,
+    "bf16": False,
 }
 
 
@@ -67,6 +71,9 @@ class TrainSection(_Strict):
     keep_checkpoints: int | None = Field(None, ge=1)
     device: Literal["auto", "cpu", "cuda"] | None = None
     batchnorm_eps: float | None = Field(None, gt=0)
+    tf32: bool | None = None
+    compile: bool | None = None
+    bf16: bool | None = None
 
     @field_validator("betas")
     @classmethod
@@ -153,6 +160,9 @@ class ResolvedTrain(_Strict):
     keep_checkpoints: int
     device: Literal["auto", "cpu", "cuda"]
     batchnorm_eps: float
+    tf32: bool
+    compile: bool
+    bf16: bool
 
 
 class ResolvedData(_Strict):

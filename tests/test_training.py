@@ -111,3 +111,18 @@ def test_device_cuda_without_cuda_is_a_clear_error(tmp_path, prepared32):
         "error: train.device: cuda requested, but CUDA is not available on this machine"
     ]
     assert not (tmp_path / "artifacts").exists()
+
+
+@pytest.mark.parametrize("switch", ["compile", "bf16"])
+def test_speed_switches_train_the_same_model(tmp_path, prepared32, switch):
+    # torch.compile must compute what eager mode computes; bf16 autocast only approximately so.
+    base = {"epochs": 1, "batch_size": 4, "device": "cpu", "sample_every": 1}
+    plain = run_job(write_spec(tmp_path, "plain", "gan", prepared32, **base))
+    switched = run_job(write_spec(tmp_path, f"with_{switch}", "gan", prepared32, **base, **{switch: True}))
+    resolved = json.loads((switched / "resolved.json").read_text())
+    assert resolved["spec"]["train"][switch] is True
+    a, b = _weights(plain), _weights(switched)
+    tolerance = 1e-5 if switch == "compile" else 5e-3
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=tolerance), key
+    assert any(not torch.equal(a[k], b[k]) for k in a) or switch == "compile"

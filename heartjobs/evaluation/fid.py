@@ -41,7 +41,8 @@ class FeatureExtractor:
     """uint8 images N x C x H x W -> Inception features N x dims (float64), batch by batch."""
 
     def __init__(self, weights: InceptionWeights, dims: int, device: torch.device, batch_size: int):
-        self.model = build_inception(weights, dims, device)
+        # NHWC: Inception's convolutions run about 1.7x faster so on this project's CPU (bench_fid.py)
+        self.model = build_inception(weights, dims, device).to(memory_format=torch.channels_last)
         self.device, self.batch_size = device, batch_size
 
     @torch.inference_mode()
@@ -50,7 +51,7 @@ class FeatureExtractor:
         x = images.to(self.device, non_blocking=True).float().div_(255.0)
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
-        features = self.model(x)[0]
+        features = self.model(x.contiguous(memory_format=torch.channels_last))[0]
         if features.shape[2:] != (1, 1):  # blocks below 2048 dims: global average pool, as pytorch-fid does
             features = F.adaptive_avg_pool2d(features, (1, 1))
         return features.flatten(1).double().cpu().numpy()

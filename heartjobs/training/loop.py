@@ -96,12 +96,23 @@ class Trainer:
         self.G, self.D = build_models(spec.model, spec.data.size, spec.data.channels, t.latent_dim, t.batchnorm_eps)
         self.G.to(device)
         self.D.to(device)
+        cuda = device.type == "cuda"
+        if cuda:  # TF32 tensor-core matmuls and convolutions (a spec switch; off = full float32)
+            torch.backends.cuda.matmul.allow_tf32 = t.tf32
+            torch.backends.cudnn.allow_tf32 = t.tf32
+        if spec.model == "dcgan" and cuda:  # convolutions run faster in NHWC on tensor cores
+            self.G.to(memory_format=torch.channels_last)
+            self.D.to(memory_format=torch.channels_last)
         if t.optimizer == "adam":
-            self.opt_G = torch.optim.Adam(self.G.parameters(), lr=t.lr, betas=t.betas)
-            self.opt_D = torch.optim.Adam(self.D.parameters(), lr=t.lr, betas=t.betas)
+            fused = {"fused": True} if cuda else {}  # one kernel per step instead of one per tensor
+            self.opt_G = torch.optim.Adam(self.G.parameters(), lr=t.lr, betas=t.betas, **fused)
+            self.opt_D = torch.optim.Adam(self.D.parameters(), lr=t.lr, betas=t.betas, **fused)
         else:
             self.opt_G = torch.optim.RMSprop(self.G.parameters(), lr=t.lr)
             self.opt_D = torch.optim.RMSprop(self.D.parameters(), lr=t.lr)
+        # What the steps call: the modules themselves, or their torch.compile'd versions (same weights).
+        self.gen, self.disc = (torch.compile(self.G), torch.compile(self.D)) if t.compile else (self.G, self.D)
+        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.bf16)
         # Separate streams: shuffling, training noise, and the fixed sample noise.
         self.shuffle_gen = torch.Generator(device=device).manual_seed(t.seed + 1)
         self.noise_gen = torch.Generator(device=device).manual_seed(t.seed + 2)
@@ -119,6 +130,15 @@ class Trainer:
     def _noise(self, n: int) -> torch.Tensor:
         return torch.randn(n, self.spec.train.latent_dim, generator=self.noise_gen, device=self.device)
 
+    def _generate(self, z: torch.Tensor) -> torch.Tensor:
+        with self.autocast:
+            return self.gen(z)
+
+    def _score(self, images: torch.Tensor) -> torch.Tensor:
+        """D's output in float32: losses (BCE above all) are computed outside bf16 autocast."""
+        with self.autocast:
+            return self.disc(images).float()
+
     def _labels(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         if n not in self._targets:  # reused across steps: no per-step allocation
             self._targets[n] = (torch.ones(n, 1, device=self.device), torch.zeros(n, 1, device=self.device))
@@ -129,14 +149,14 @@ class Trainer:
         valid, fake = self._labels(real.shape[0])
         z = self._noise(real.shape[0])
         self.opt_G.zero_grad(set_to_none=True)
-        generated = self.G(z)
-        g_loss = self.bce(self.D(generated), valid)
+        generated = self._generate(z)
+        g_loss = self.bce(self._score(generated), valid)
         g_loss.backward()
         self.opt_G.step()
 
         self.opt_D.zero_grad(set_to_none=True)
-        real_loss = self.bce(self.D(real), valid)
-        fake_loss = self.bce(self.D(generated.detach()), fake)
+        real_loss = self.bce(self._score(real), valid)
+        fake_loss = self.bce(self._score(generated.detach()), fake)
         d_loss = (real_loss + fake_loss) / 2
         d_loss.backward()
         self.opt_D.step()
@@ -148,7 +168,7 @@ class Trainer:
         t = self.spec.train
         z = self._noise(real.shape[0])
         self.opt_D.zero_grad(set_to_none=True)
-        d_loss = -torch.mean(self.D(real)) + torch.mean(self.D(self.G(z).detach()))
+        d_loss = -torch.mean(self._score(real)) + torch.mean(self._score(self._generate(z).detach()))
         d_loss.backward()
         self.opt_D.step()
         with torch.no_grad():
@@ -157,7 +177,7 @@ class Trainer:
         if index % t.n_critic:
             return d_loss.detach(), None
         self.opt_G.zero_grad(set_to_none=True)
-        g_loss = -torch.mean(self.D(self.G(z)))
+        g_loss = -torch.mean(self._score(self._generate(z)))
         g_loss.backward()
         self.opt_G.step()
         return d_loss.detach(), g_loss.detach()
@@ -184,6 +204,8 @@ class Trainer:
                     raise Interrupted
                 start, end = self.bounds[index]
                 real = self.images[pos.perm[start:end]].float().div_(127.5).sub_(1.0)
+                if self.spec.model == "dcgan" and self.device.type == "cuda":
+                    real = real.contiguous(memory_format=torch.channels_last)
                 d_loss, g_loss = step(real, index)
                 pos.d_sum += d_loss
                 if g_loss is not None:
