@@ -100,11 +100,16 @@ class Trainer:
         if cuda:  # TF32 tensor-core matmuls and convolutions (a spec switch; off = full float32)
             torch.backends.cuda.matmul.allow_tf32 = t.tf32
             torch.backends.cudnn.allow_tf32 = t.tf32
-        if spec.model == "dcgan" and cuda:  # convolutions run faster in NHWC on tensor cores
+        # DCGAN's convolutions run faster in NHWC: on tensor cores, and with oneDNN on the CPU (a 64 px
+        # step with batch 64 took 2.1 s in NCHW and 1.36 s in NHWC on this project's 2-core machine).
+        self.channels_last = spec.model == "dcgan"
+        if self.channels_last:
             self.G.to(memory_format=torch.channels_last)
             self.D.to(memory_format=torch.channels_last)
         if t.optimizer == "adam":
-            fused = {"fused": True} if cuda else {}  # one kernel per step instead of one per tensor
+            # Fused Adam: one kernel per step instead of one per tensor, on CUDA and on the CPU (a 64 px
+            # GAN step with batch 64 took 57 ms with the default and 40 ms fused here).
+            fused = {"fused": True} if device.type in ("cuda", "cpu") else {}
             self.opt_G = torch.optim.Adam(self.G.parameters(), lr=t.lr, betas=t.betas, **fused)
             self.opt_D = torch.optim.Adam(self.D.parameters(), lr=t.lr, betas=t.betas, **fused)
         else:
@@ -204,7 +209,7 @@ class Trainer:
                     raise Interrupted
                 start, end = self.bounds[index]
                 real = self.images[pos.perm[start:end]].float().div_(127.5).sub_(1.0)
-                if self.spec.model == "dcgan" and self.device.type == "cuda":
+                if self.channels_last:
                     real = real.contiguous(memory_format=torch.channels_last)
                 d_loss, g_loss = step(real, index)
                 pos.d_sum += d_loss
