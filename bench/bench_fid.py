@@ -10,7 +10,6 @@ Prints both times, both FID values and the ratio; appends a JSON line to bench/r
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import subprocess
@@ -20,6 +19,7 @@ import time
 from pathlib import Path
 
 import torch
+from results_log import RESULTS, record
 from torchvision.utils import save_image
 
 from heartjobs.data.phantom import PhantomParams, generate
@@ -29,8 +29,6 @@ from heartjobs.evaluation.weights import STANDARD_FILENAME, resolve_weights
 from heartjobs.spec import EvalSection
 from heartjobs.training.checkpoint import load_generator
 from heartjobs.training.run import run_job
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def thesis_route(
@@ -116,23 +114,21 @@ def main() -> None:
     print(f"  heartjobs fid (batched, cached real stats)   : {ours_s:7.1f} s   FID {report['fid_mean']:.3f}  "
           f"{[round(r['fid'], 3) for r in report['repeats']]}")  # fmt: skip
     print(f"  speed-up                                     : {thesis_s / ours_s:.2f}x")
-    record = {
-        "bench": "fid",
-        "n": args.n,
-        "real": args.real,
-        "repeats": args.repeats,
-        "dims": args.dims,
-        "weights": weights.kind,
-        "thesis_s": round(thesis_s, 2),
-        "heartjobs_s": round(ours_s, 2),
-        "ratio": round(thesis_s / ours_s, 2),
-        "thesis_fid": thesis,
-        "heartjobs_fid": [r["fid"] for r in report["repeats"]],
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
-    print(json.dumps(record))
-    with open(RESULTS / "fid.jsonl", "a") as f:
-        f.write(json.dumps(record) + "\n")
+    record(
+        "fid",
+        {
+            "n": args.n,
+            "real": args.real,
+            "repeats": args.repeats,
+            "dims": args.dims,
+            "weights": weights.kind,
+            "thesis_s": round(thesis_s, 2),
+            "heartjobs_s": round(ours_s, 2),
+            "ratio": round(thesis_s / ours_s, 2),
+            "thesis_fid": thesis,
+            "heartjobs_fid": [r["fid"] for r in report["repeats"]],
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -9,20 +9,18 @@ ratio ("how close to the limit"); appends a JSON line to bench/results/flops.jso
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from results_log import RESULTS, record
 from torch.utils.flop_counter import FlopCounterMode
 
 from heartjobs.data.phantom import PhantomParams, generate
 from heartjobs.data.prepare import PrepareParams, prepare
 from heartjobs.spec import load_spec
 from heartjobs.training.loop import Trainer
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def dense_matmul_flops(n: int, device: torch.device, repeats: int = 10) -> float:
@@ -90,13 +88,9 @@ def main() -> None:
                 f"{model:5s} {size}px batch {args.batch_size}: step {achieved / 1e9:8.1f} GFLOP/s, dense mm "
                 f"{args.mm_size}^2 {peak / 1e9:8.1f} GFLOP/s, ratio {achieved / peak:.2f}"
             )
-            record = {"bench": "flops", "model": model, "size": size, "batch_size": args.batch_size,
+            record("flops", {"model": model, "size": size, "batch_size": args.batch_size,
                       "device": device.type, "step_flops": flops, "achieved_flops_per_s": achieved,
-                      "dense_mm_flops_per_s": peak, "ratio": round(achieved / peak, 3),
-                      "time": time.strftime("%Y-%m-%dT%H:%M:%S")}  # fmt: skip
-            print(json.dumps(record))
-            with open(RESULTS / "flops.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
+                      "dense_mm_flops_per_s": peak, "ratio": round(achieved / peak, 3)})  # fmt: skip
 
 
 if __name__ == "__main__":

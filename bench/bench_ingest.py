@@ -8,18 +8,16 @@ how far the two outputs differ, and appends a JSON line to bench/results/ingest.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from results_log import RESULTS, record
 
 from heartjobs.data.phantom import PhantomParams, generate
 from heartjobs.data.prepare import PrepareParams, prepare
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def main() -> None:
@@ -56,22 +54,19 @@ def main() -> None:
     print(f"  full decode + resize : {best['full']:.3f} s  ({args.slices / best['full']:.1f} slices/s)")
     print(f"  reduced-resolution   : {best['reduced']:.3f} s  ({args.slices / best['reduced']:.1f} slices/s)")
     print(f"  speed-up             : {ratio:.1f}x   (mean |difference| of the outputs: {diff:.2f} grey levels)")
-    record = {
-        "bench": "ingest",
-        "slices": args.slices,
-        "source_size": args.source_size,
-        "size": args.size,
-        "workers": args.workers,
-        "full_s": round(best["full"], 4),
-        "reduced_s": round(best["reduced"], 4),
-        "ratio": round(ratio, 2),
-        "mean_abs_diff": round(float(diff), 3),
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
-    print(json.dumps(record))
-    RESULTS.mkdir(exist_ok=True)
-    with open(RESULTS / "ingest.jsonl", "a") as f:
-        f.write(json.dumps(record) + "\n")
+    record(
+        "ingest",
+        {
+            "slices": args.slices,
+            "source_size": args.source_size,
+            "size": args.size,
+            "workers": args.workers,
+            "full_s": round(best["full"], 4),
+            "reduced_s": round(best["reduced"], 4),
+            "ratio": round(ratio, 2),
+            "mean_abs_diff": round(float(diff), 3),
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -22,8 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-RESULTS = Path(__file__).parent / "results"
+from results_log import RESULTS, record
 
 
 def _peak_memory(device: str) -> dict:
@@ -181,13 +180,9 @@ def main() -> None:
                 f"{model:5s} {size}px batch {args.batch_size} {args.device}: thesis {thesis_ips:8.1f} img/s  "
                 f"heartjobs {ours_ips:8.1f} img/s  ratio {ratio:.2f}x  | peak {memory}"
             )
-            record = {"bench": "train", "model": model, "size": size, "batch_size": args.batch_size,
+            record("train", {"model": model, "size": size, "batch_size": args.batch_size,
                       "device": args.device, "images": args.images, "epochs": epochs,
-                      "thesis": out["thesis"], "heartjobs": out["heartjobs"], "ratio": round(ratio, 3),
-                      "time": time.strftime("%Y-%m-%dT%H:%M:%S")}  # fmt: skip
-            print(json.dumps(record))
-            with open(RESULTS / "train.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
+                      "thesis": out["thesis"], "heartjobs": out["heartjobs"], "ratio": round(ratio, 3)})  # fmt: skip
 
 
 if __name__ == "__main__":

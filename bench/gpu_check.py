@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import torch
+from results_log import RESULTS, record
 
 from heartjobs.data.phantom import PhantomParams, generate
 from heartjobs.data.prepare import PrepareParams, prepare
@@ -23,8 +24,6 @@ from heartjobs.evaluation.fid import evaluate
 from heartjobs.evaluation.weights import resolve_weights
 from heartjobs.spec import EvalSection
 from heartjobs.training.run import run_job
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def main() -> None:
@@ -47,7 +46,7 @@ def main() -> None:
     batches_per_epoch = max(1, args.images // args.batch_size)
     epochs = max(2, args.steps // batches_per_epoch)
 
-    results: dict = {"bench": "gpu_check", "gpu": gpu, "size": args.size, "batch_size": args.batch_size}
+    results: dict = {"gpu": gpu, "size": args.size, "batch_size": args.batch_size}
     RESULTS.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(dir=RESULTS) as tmp:
         tmp = Path(tmp)
@@ -84,9 +83,7 @@ def main() -> None:
         f"FID (dcgan, {args.fid_n} generated vs {args.images} real, {results['fid_weights']} weights): "
         f"{results['fid_seconds_cold']} s with real statistics computed, {results['fid_seconds_cached']} s cached"
     )
-    print(json.dumps(results))
-    with open(RESULTS / "gpu_check.jsonl", "a") as f:
-        f.write(json.dumps(results) + "\n")
+    record("gpu_check", results)
 
 
 if __name__ == "__main__":
