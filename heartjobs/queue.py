@@ -326,13 +326,14 @@ class Worker:
             self.child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
             code = self.child.wait()
             self.child = None
-        info = {"exit_code": code, "run_dir": _run_dir_in(entry.sidecar("log"))}
+        run_dir, last_error = _read_log(entry.sidecar("log"))
+        info = {"exit_code": code, "run_dir": run_dir}
         if code == 0:
             return "done", info
         stopped_codes = (128 + signal.SIGTERM, 128 + signal.SIGINT, -signal.SIGTERM, -signal.SIGINT)
         if self.stop_signal is not None and code in stopped_codes:
             return "requeued", info  # the worker was asked to stop; the job checkpointed
-        error = _last_error_line(entry.sidecar("log")) or f"exit code {code}"
+        error = last_error or f"exit code {code}"
         if code < 0:
             error += f" (killed by signal {-code})"
         return "failed", {**info, "error": error}
@@ -355,25 +356,16 @@ class Worker:
         return outcome
 
 
-def _last_error_line(log: Path) -> str | None:
+def _read_log(log: Path) -> tuple[str | None, str | None]:
+    """From a job's log, read once: the run folder the child reported ("done: artifacts/x/v0001") and
+    its last error line."""
     try:
         lines = log.read_text(errors="replace").splitlines()
     except OSError:
-        return None
+        return None, None
+    run_dir = next((line.removeprefix("done: ").strip() for line in reversed(lines) if line.startswith("done: ")), None)
     errors = [line for line in lines if line.startswith("error:") or "Error" in line.split(":")[0]]
-    return errors[-1][:500] if errors else None
-
-
-def _run_dir_in(log: Path) -> str | None:
-    """The run folder the child reported ("done: artifacts/x/v0001")."""
-    try:
-        lines = log.read_text(errors="replace").splitlines()
-    except OSError:
-        return None
-    for line in reversed(lines):
-        if line.startswith("done: "):
-            return line.removeprefix("done: ").strip()
-    return None
+    return run_dir, errors[-1][:500] if errors else None
 
 
 def status(queue: Queue) -> dict[str, list[dict]]:

@@ -93,7 +93,7 @@ def _mapper(workers: int) -> Iterator[Callable[[Callable, Iterable], Iterator]]:
 
 def _request_key(files: list[Path], params: PrepareParams) -> str:
     """What the output depends on: each source's name, size and mtime, and the parameters."""
-    stats = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    stats = [(p.name, st.st_size, st.st_mtime_ns) for p in files for st in (p.stat(),)]
     return sha256_json({"format": FORMAT_VERSION, "sources": stats, "params": asdict(params)})
 
 
