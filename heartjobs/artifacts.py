@@ -110,16 +110,36 @@ def newest_unfinished(job_root: Path) -> Path | None:
     return None
 
 
+def finished_version(spec) -> Path | None:
+    """The newest finished (done) version made with this ResolvedSpec's configuration (its spec hash)."""
+    for run_dir in reversed(versions(spec.run_root)):
+        if spec_hash_of(run_dir) == spec.spec_hash and read_status(run_dir).get("state") == "done":
+            return run_dir
+    return None
+
+
+def spec_hash_of(run_dir: Path) -> str | None:
+    return atomic.read_json(run_dir / "resolved.json").get("spec_hash")
+
+
 def process_alive(status: dict) -> bool:
     """Whether the process that wrote `status` still runs (only knowable on the same host)."""
     if status.get("host") != socket.gethostname() or not status.get("pid"):
         return False
+    return pid_running(int(status["pid"]))
+
+
+def pid_running(pid: int) -> bool:
+    """Whether process `pid` exists on this machine and is not a zombie (exited, not yet reaped)."""
     try:
-        os.kill(int(status["pid"]), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
+    with contextlib.suppress(OSError, IndexError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat[stat.rindex(")") + 2] != "Z"  # the state field follows "(comm) "
     return True
 
 

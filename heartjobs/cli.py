@@ -99,33 +99,116 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     out.print(f"{len(paths)} jobs")
 
 
-def _each_valid_spec(paths: list[Path], on_valid, verdict: str) -> None:
-    """Validate every spec, report each bad one on its own line, act on the good ones; then fail if
-    any was bad, saying how many ("N of M specs <verdict>")."""
+def _valid_specs(paths: list[Path]) -> tuple[list[tuple[Path, object]], int]:
+    """Validate every spec and report each bad one on its own line; (the good ones, how many were bad)."""
     from heartjobs.spec import load_spec
 
-    bad = 0
+    good, bad = [], 0
     for path in paths:
         try:
-            spec = load_spec(path)
+            good.append((path, load_spec(path)))
         except HeartjobsError as exc:
             bad += 1
             _print_error(exc)
-            continue
-        on_valid(path, spec)
+    return good, bad
+
+
+def _fail_if_bad(bad: int, total: int, verdict: str) -> None:
     if bad:
-        raise HeartjobsError(f"{bad} of {len(paths)} specs {verdict}")
+        raise HeartjobsError(f"{bad} of {total} specs {verdict}")
 
 
 def cmd_enqueue(args: argparse.Namespace) -> None:
     from heartjobs.queue import Queue
 
     queue = Queue(args.queue)
-    _each_valid_spec(
-        args.specs,
-        lambda path, spec: out.print(f"queued {path} -> {queue.add(path)}"),
-        "refused; the others are queued",
+    good, bad = _valid_specs(args.specs)
+    for path, _ in good:
+        out.print(f"queued {path} -> {queue.add(path)}")
+    _fail_if_bad(bad, len(args.specs), "refused; the others are queued")
+
+
+def cmd_submit(args: argparse.Namespace) -> None:
+    from heartjobs import cluster
+
+    if args.status is not None:
+        _print_submission_status(cluster.read_submission(args.folder if args.status is True else args.status))
+        return
+    if not args.specs:
+        raise HeartjobsError("submit: give job spec files, or --status to see a submission")
+    options = cluster.SubmitOptions(
+        executor=args.executor,
+        partition=args.partition,
+        gpus_per_job=args.gpus_per_job,
+        cpus_per_task=args.cpus_per_task,
+        mem_gb=args.mem_gb,
+        time=args.time,
+        array_parallelism=args.array_parallelism,
+        container=args.container.resolve() if args.container else None,
+        account=args.account,
+        qos=args.qos,
+        setup=tuple(args.setup),
+        signal_delay_s=args.signal_delay,
+        max_timeouts=args.max_timeouts,
+        force=args.force,
+        extra=dict(_key_value(text) for text in args.sbatch),
     )
+    cluster.check_available(options)
+    good, bad = _valid_specs(args.specs)
+    plan = cluster.plan(good, force=args.force)
+    for skipped in plan.skipped:
+        out.print(f"skipped {skipped['spec']}: {skipped['reason']}", markup=False)
+    if plan.submit:
+        record, jobs = cluster.submit(plan.submit, options, args.folder)
+        kind = "Slurm job array" if options.executor == "slurm" else "local submitit jobs"
+        out.print(f"submitted {len(jobs)} tasks as {kind} ({record['folder']})", markup=False)
+        for task in record["tasks"]:
+            out.print(f"  {task['index']:3d} {task['job']} -> {task['job_id']}  log {task['stdout']}", markup=False)
+        out.print(f"status: heartjobs submit --status {record['folder']}", markup=False)
+        if args.wait:
+            rows = cluster.wait(record, jobs, lambda row: out.print(_status_line(row), markup=False))
+            failed = [row for row in rows if row["state"] != "COMPLETED"]
+            for row in failed:
+                err.print(f"error: {row['job']} ({row['job_id']}): {row['state']}; log {row['log']}", markup=False)
+            if failed:
+                raise HeartjobsError(f"{len(failed)} of {len(rows)} tasks did not complete")
+    else:
+        out.print("nothing to submit")
+    _fail_if_bad(bad, len(args.specs), "refused; the others are submitted" if plan.submit else "refused")
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise HeartjobsError(f"--sbatch: {text!r} is not KEY=VALUE (e.g. constraint=a100)")
+    return key.strip().removeprefix("--"), value.strip()
+
+
+def _status_line(row: dict) -> str:
+    return f"{row['index']:3d} {row['job']} {row['job_id']}: {row['state']}  run {row['run']}"
+
+
+def _print_submission_status(record: dict) -> None:
+    from heartjobs.cluster import status
+
+    rows = status(record)
+    title = f"submission {record['folder']} ({record['executor']}, {record['created']})"
+    _print_rows(title, ["index", "job", "job_id", "state", "run", "log"], rows)
+
+
+def _print_rows(title: str, columns: list[str], rows: list[dict]) -> None:
+    """A table on a terminal; otherwise a title line and one tab-separated line per row (for logs, grep)."""
+    if not out.is_terminal:
+        print(title)  # plain print: rich would expand the tabs
+        for row in rows:
+            print("\t".join(str(row.get(c, "")) for c in columns))
+        return
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(str(row.get(c, "")) for c in columns))
+    out.print(table)
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
@@ -141,16 +224,14 @@ def cmd_worker(args: argparse.Namespace) -> None:
 def cmd_queue_status(args: argparse.Namespace) -> None:
     from heartjobs.queue import Queue, status
 
-    table = Table(title=f"queue {args.queue}")
-    for column in ("state", "job", "details"):
-        table.add_column(column)
-    for state, rows in status(Queue(args.queue)).items():
-        for row in rows:
-            details = {k: v for k, v in row.items() if k not in ("job", "name")}
-            table.add_row(state, row["job"], ", ".join(f"{k} {v}" for k, v in details.items()))
-        if not rows:
-            table.add_row(state, "-", "")
-    out.print(table)
+    rows = []
+    for state, entries in status(Queue(args.queue)).items():
+        for row in entries:
+            details = ", ".join(f"{k} {v}" for k, v in row.items() if k not in ("job", "name"))
+            rows.append({"state": state, "job": row["job"], "details": details})
+        if not entries:
+            rows.append({"state": state, "job": "-", "details": ""})
+    _print_rows(f"queue {args.queue}", ["state", "job", "details"], rows)
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -184,11 +265,10 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> None:
-    _each_valid_spec(
-        args.specs,
-        lambda path, spec: out.print(f"ok: {path} ({spec.model}, {spec.data.size} px, spec hash {spec.spec_hash})"),
-        "are invalid",
-    )
+    good, bad = _valid_specs(args.specs)
+    for path, spec in good:
+        out.print(f"ok: {path} ({spec.model}, {spec.data.size} px, spec hash {spec.spec_hash})")
+    _fail_if_bad(bad, len(args.specs), "are invalid")
 
 
 def cmd_show(args: argparse.Namespace) -> None:
@@ -311,6 +391,40 @@ def build_parser() -> argparse.ArgumentParser:
     p = queue_commands.add_parser("status", help="pending, running (progress, heartbeat age), done, failed")
     p.add_argument("--queue", type=Path, default=Path("queue"))
     p.set_defaults(func=cmd_queue_status)
+
+    p = commands.add_parser(
+        "submit", help="run job specs as one Slurm job array through submitit (or its local executor)"
+    )
+    p.add_argument("specs", type=Path, nargs="*", metavar="SPEC", help="job specs (bad ones are reported, left out)")
+    p.add_argument("--executor", choices=("slurm", "local"), default="slurm", help="slurm (default) or local")
+    p.add_argument("--partition", help="sbatch --partition")
+    p.add_argument("--gpus-per-job", type=int, default=1, help="sbatch --gres=gpu:N (default 1; 0: CPU)")
+    p.add_argument("--cpus-per-task", type=_positive_int, help="sbatch --cpus-per-task")
+    p.add_argument("--mem-gb", type=_positive_int, help="sbatch --mem=<N>GB")
+    p.add_argument("--time", help="time limit per task (sbatch --time; default 24:00:00, local 30 days)")
+    p.add_argument(
+        "--array-parallelism", type=_positive_int, help="tasks at once (sbatch --array=0-N%%P; default all; local 1)"
+    )
+    p.add_argument("--container", type=Path, metavar="IMAGE.sif", help="run each task in this Apptainer image, --nv")
+    p.add_argument("--account", help="sbatch --account")
+    p.add_argument("--qos", help="sbatch --qos")
+    p.add_argument("--setup", action="append", default=[], metavar="CMD", help="shell line before each task")
+    p.add_argument("--sbatch", action="append", default=[], metavar="KEY=VALUE", help="any other sbatch option")
+    p.add_argument(
+        "--signal-delay", type=_positive_int, default=120, help="seconds before the time limit to checkpoint (120)"
+    )
+    p.add_argument("--max-timeouts", type=int, default=10, help="time-limit requeues per task (default 10)")
+    p.add_argument("--force", action="store_true", help="rerun jobs that already have a finished version")
+    p.add_argument("--folder", type=Path, default=Path("submissions"), help="submissions folder (submissions/)")
+    p.add_argument("--wait", action="store_true", help="wait for every task; exit non-zero if one did not complete")
+    p.add_argument(
+        "--status",
+        nargs="?",
+        const=True,
+        metavar="SUBMISSION",
+        help="show each task's state and log (default: the newest submission)",
+    )
+    p.set_defaults(func=cmd_submit)
 
     p = commands.add_parser("report", help="summarise the runs in an artifacts folder (tables and figures)")
     p.add_argument("artifacts", type=Path, nargs="?", default=Path("artifacts"))

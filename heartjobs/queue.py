@@ -1,9 +1,8 @@
 """A crash-safe directory queue of job specs, and the worker that runs them one at a time.
 
 A queue is a folder with pending/, running/, done/ and failed/. A job is claimed by renaming its file
-from pending/ into running/ (atomic: exactly one worker wins), run in a child process (`heartjobs run`,
-so a crash, an out-of-memory error or a segfault takes only that job down and frees its GPU memory), and
-renamed into done/ or failed/ beside its log. A worker's heartbeat file sits beside the job it runs; a job
+from pending/ into running/ (atomic: exactly one worker wins), run in a child process (heartjobs.child),
+and renamed into done/ or failed/ beside its log. A worker's heartbeat file sits beside the job it runs; a job
 left in running/ by a dead worker goes back to pending/, marked to resume from its last checkpoint.
 A per-device lock (flock, released by the kernel when its holder dies) keeps two workers off one device.
 """
@@ -11,14 +10,12 @@ A per-device lock (flock, released by the kernel when its holder dies) keeps two
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fcntl
 import os
 import re
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -26,9 +23,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from heartjobs import artifacts, atomic
+from heartjobs import artifacts, atomic, child
 from heartjobs.errors import HeartjobsError
 from heartjobs.progress import console
+from heartjobs.spec import load_spec
 
 STATES = ("pending", "running", "done", "failed")
 HEARTBEAT_S = 5.0
@@ -206,7 +204,7 @@ def device_lock(slot: str, should_stop=lambda: False) -> Iterator[bool]:
                     yield False
                     return
                 if not told:
-                    console.print(f"worker: device {slot} is busy with another worker; waiting for it", markup=False)
+                    console.print(f"device {slot} is busy with another job; waiting for it", markup=False)
                     told = True
                 time.sleep(0.5)
         try:
@@ -216,13 +214,6 @@ def device_lock(slot: str, should_stop=lambda: False) -> Iterator[bool]:
 
 
 # --- the worker ---
-
-
-def _die_with_parent() -> None:
-    """In the child: get SIGTERM when the worker dies, so an orphaned job checkpoints and stops."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 class _Heartbeat(threading.Thread):
@@ -246,30 +237,18 @@ class _Heartbeat(threading.Thread):
         self.join()
 
 
-def finished_version(spec_path: Path) -> Path | None:
-    """A finished (done) run of this spec's configuration, if one exists."""
-    from heartjobs.spec import load_spec
-
-    spec = load_spec(spec_path)
-    for run_dir in reversed(artifacts.versions(spec.run_root)):
-        resolved = atomic.read_json(run_dir / "resolved.json")
-        if resolved.get("spec_hash") == spec.spec_hash and artifacts.read_status(run_dir).get("state") == "done":
-            return run_dir
-    return None
-
-
 class Worker:
     def __init__(self, queue: Queue, *, slot: str | None = None, force: bool = False, poll_s: float = 2.0):
         self.queue = queue.ensure()
         self.slot = slot or default_slot()
         self.force, self.poll_s = force, poll_s
         self.stop_signal: int | None = None
-        self.child: subprocess.Popen | None = None
+        self.process: subprocess.Popen | None = None
 
     def _on_signal(self, signum, frame) -> None:
         self.stop_signal = signum
-        if self.child and self.child.poll() is None:
-            self.child.send_signal(signal.SIGTERM)  # the job checkpoints and stops
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)  # the job checkpoints and stops
 
     def serve(self, *, watch: bool = False) -> dict[str, int]:
         """Run jobs until the queue is empty (or, with watch, until stopped); returns counts by outcome."""
@@ -309,29 +288,25 @@ class Worker:
 
     def _execute(self, entry: Entry) -> tuple[str, dict]:
         try:
-            done_before = None if self.force else finished_version(entry.path)
+            done_before = None if self.force else artifacts.finished_version(load_spec(entry.path))
         except HeartjobsError as exc:
             return "failed", {"error": str(exc), "exit_code": 2}
         if done_before is not None:
             return "skipped", {"run_dir": str(done_before)}
         if self.stop_signal is not None:
             return "requeued", {}
-        command = [sys.executable, "-m", "heartjobs", "run", str(entry.path)]
-        if entry.recovered:
-            command.append("--resume")
         console.print(
             f"worker: {entry.name}: {'resuming' if entry.recovered else 'running'} on {self.slot}", markup=False
         )
         with open(entry.sidecar("log"), "ab") as log:
-            self.child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
-            code = self.child.wait()
-            self.child = None
+            self.process = child.start(entry.path, resume=bool(entry.recovered), stdout=log, stderr=subprocess.STDOUT)
+            code = self.process.wait()
+            self.process = None
         run_dir, last_error = _read_log(entry.sidecar("log"))
         info = {"exit_code": code, "run_dir": run_dir}
         if code == 0:
             return "done", info
-        stopped_codes = (128 + signal.SIGTERM, 128 + signal.SIGINT, -signal.SIGTERM, -signal.SIGINT)
-        if self.stop_signal is not None and code in stopped_codes:
+        if self.stop_signal is not None and (child.stopped_by_signal(code) or -code in child.STOP_SIGNALS):
             return "requeued", info  # the worker was asked to stop; the job checkpointed
         error = last_error or f"exit code {code}"
         if code < 0:

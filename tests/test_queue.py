@@ -136,7 +136,7 @@ def test_a_second_worker_on_the_same_device_waits_for_the_first(tmp_path, prepar
     second = _worker(queue, "--slot", "test-shared")
     _, err = second.communicate(timeout=300)
     first.communicate(timeout=300)
-    assert "busy with another worker; waiting" in err
+    assert "busy with another job; waiting" in err
     assert _names(queue, "done") == ["slow"]
     assert [p.name for p in artifacts.versions(tmp_path / "artifacts" / "slow")] == ["v0001"]
 

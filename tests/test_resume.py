@@ -102,14 +102,15 @@ def test_sigterm_writes_a_checkpoint_marks_interrupted_and_resumes_bit_identical
     _assert_same_run(run_dir, reference)
 
 
-def test_sigint_also_checkpoints_and_exits_non_zero(tmp_path, prepared32):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGUSR2])  # Ctrl-C; Slurm's time-limit signal
+def test_sigint_and_sigusr2_also_checkpoint_and_exit_non_zero(tmp_path, prepared32, sig):
     spec = write_spec(tmp_path, "ctrl_c", "dcgan", prepared32, **SLOW)
     run_dir = tmp_path / "artifacts" / "ctrl_c" / "v0001"
     proc = _start(spec)
     _wait_for(lambda: (run_dir / "losses.jsonl").exists() and len(_losses(run_dir)) >= 1, proc)
-    os.kill(proc.pid, signal.SIGINT)
+    os.kill(proc.pid, sig)
     proc.communicate(timeout=60)
-    assert proc.returncode == 128 + signal.SIGINT
+    assert proc.returncode == 128 + sig
     assert json.loads((run_dir / "status.json").read_text())["state"] == "interrupted"
     assert list_checkpoints(run_dir / "checkpoints")
 

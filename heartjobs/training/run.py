@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from heartjobs import artifacts, atomic
+from heartjobs.child import STOP_SIGNALS
 from heartjobs.data.dataset import PreparedSet
 from heartjobs.errors import HeartjobsError
 from heartjobs.grids import save_grid
@@ -40,7 +41,8 @@ class JobInterrupted(HeartjobsError):
 
 @contextlib.contextmanager
 def _stop_on_signals() -> Iterator[dict]:
-    """Turn SIGTERM and SIGINT into a stop request that the loop honours between batches."""
+    """Turn the stop signals (SIGTERM, SIGINT, and SIGUSR2, which Slurm sends before a time limit) into a
+    stop request that the loop honours between batches."""
     requested: dict = {"signal": None}
 
     def handler(signum, frame):
@@ -48,7 +50,7 @@ def _stop_on_signals() -> Iterator[dict]:
 
     previous = {}
     try:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in STOP_SIGNALS:
             previous[sig] = signal.signal(sig, handler)
     except ValueError:  # not the main thread: leave signals alone
         pass
@@ -72,7 +74,7 @@ def _open_run(spec: ResolvedSpec, spec_path: Path, resume: bool, device: torch.d
             status = _wait_until_stopped(run_dir)
             if status.get("state") == "running" and artifacts.process_alive(status):
                 raise HeartjobsError(f"{run_dir}: still running (pid {status['pid']}); not resuming it twice")
-            recorded = atomic.read_json(run_dir / "resolved.json").get("spec_hash")
+            recorded = artifacts.spec_hash_of(run_dir)
             if recorded != spec.spec_hash:
                 raise HeartjobsError(
                     f"{spec_path}: spec_hash: {run_dir} was made with spec {recorded}, this spec resolves to "
@@ -107,7 +109,7 @@ def _write_losses(run_dir: Path, history: list[dict]) -> None:
 def run_job(spec_path: Path, *, resume: bool = False) -> Path:
     """Train the job in `spec_path` to the end; returns its run folder.
 
-    Raises JobInterrupted (after writing a checkpoint) when SIGTERM or SIGINT arrives.
+    Raises JobInterrupted (after writing a checkpoint) when a stop signal arrives.
     """
     spec = load_spec(spec_path)
     t = spec.train

@@ -1,0 +1,201 @@
+"""`heartjobs submit`: real submitit (its local executor: controller and task processes, pickles, the
+requeue signal and requeue), and the sbatch script submitit writes for Slurm, read from a fake sbatch."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import time
+from pathlib import Path
+
+import pytest
+from submitit.core.utils import DelayedSubmission
+
+from heartjobs import artifacts
+from heartjobs.cluster import SpecTask, parse_time
+from heartjobs.training.run import run_job
+
+from .conftest import run_cli, write_spec
+from .test_resume import SLOW, _assert_same_run, _losses
+
+QUICK = {"epochs": 2, "batch_size": 4, "device": "cpu"}
+LOCAL = ("--executor", "local", "--gpus-per-job", "0")
+
+
+def _submission(folder: Path) -> dict:
+    return json.loads((folder / "latest" / "submission.json").read_text())
+
+
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is `pid` (read from /proc, which every Linux has)."""
+    found = []
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat_file.read_text()
+        except OSError:
+            continue
+        if int(text[text.rindex(")") + 2 :].split()[1]) == pid:
+            found.append(int(stat_file.parent.name))
+    return found
+
+
+def _wait_for(predicate, timeout=180):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def test_an_array_of_three_jobs_runs_to_the_end_and_a_bad_spec_is_left_out(tmp_path, prepared32):
+    specs = [write_spec(tmp_path, name, name.split("_")[0], prepared32, **QUICK) for name in ("gan_a", "wgan_a")]
+    specs.append(write_spec(tmp_path, "dcgan_a", "dcgan", prepared32, **QUICK))
+    bad = tmp_path / "bad.toml"
+    bad.write_text(f'name = "bad"\nmodel = "gan"\n[data]\nprepared = "{prepared32}"\n[train]\nepochz = 3\n')
+    folder = tmp_path / "submissions"
+
+    result = run_cli("submit", specs[0], bad, *specs[1:], *LOCAL, "--folder", folder, "--wait", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    errors = result.stderr.strip().splitlines()
+    assert any("bad.toml: train.epochz" in line for line in errors)
+    assert errors[-1] == "error: 1 of 4 specs refused; the others are submitted"
+    assert "Traceback" not in result.stderr
+    record = _submission(folder)
+    assert [t["job"] for t in record["tasks"]] == ["gan_a", "wgan_a", "dcgan_a"]  # the bad one never went
+    for task in record["tasks"]:
+        run_dir = tmp_path / "artifacts" / task["job"] / "v0001"
+        assert artifacts.read_status(run_dir)["state"] == "done"
+        assert (run_dir / "generator.pt").exists() and (run_dir / "samples" / "epoch_0002.png").exists()
+        assert f"done: {run_dir}" in Path(task["stdout"]).read_text()  # the task ran `heartjobs run`
+        assert Path(task["snapshot"]).read_bytes() == Path(task["spec"]).read_bytes()
+        assert f"{task['job_id']}: COMPLETED" in result.stdout
+
+    status = run_cli("submit", "--status", "--folder", folder)
+    assert status.returncode == 0, status.stderr
+    lines = [line.split("\t") for line in status.stdout.strip().splitlines()[1:]]
+    assert [(row[1], row[3]) for row in lines] == [(t, "COMPLETED") for t in ("gan_a", "wgan_a", "dcgan_a")]
+    assert all(Path(row[5]).exists() for row in lines)  # where each task's log is
+
+    again = run_cli("submit", *specs, *LOCAL, "--folder", folder, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count("already finished in") == 3 and "nothing to submit" in again.stdout
+    assert artifacts.versions(folder) == [folder / "v0001"]  # no new submission
+    assert not any((tmp_path / "artifacts" / t["job"] / "v0002").exists() for t in record["tasks"])
+
+
+def test_a_task_told_to_stop_is_requeued_and_resumes_bit_identical(tmp_path, prepared32):
+    (tmp_path / "reference").mkdir()
+    reference = run_job(write_spec(tmp_path / "reference", "resume_me", "dcgan", prepared32, **SLOW))
+    spec = write_spec(tmp_path, "resume_me", "dcgan", prepared32, **SLOW)
+    folder = tmp_path / "submissions"
+    run_dir = tmp_path / "artifacts" / "resume_me" / "v0001"
+
+    result = run_cli("submit", spec, *LOCAL, "--folder", folder, cwd=tmp_path)  # returns; the task runs on
+    assert result.returncode == 0, result.stderr
+    task = _submission(folder)["tasks"][0]
+    controller = int(task["job_id"])
+    _wait_for(lambda: (run_dir / "losses.jsonl").exists() and len(_losses(run_dir)) >= 3)
+    (task_pid,) = _children(controller)  # the submitit task; its own child is `heartjobs run`
+    os.kill(task_pid, signal.SIGUSR2)  # what Slurm sends --signal-delay seconds before the time limit
+    _wait_for(lambda: artifacts.read_status(run_dir).get("state") == "done")
+
+    log = Path(task["stdout"]).read_text() + Path(task["stderr"]).read_text()
+    assert "Caught signal SIGUSR2" in log and "Requeued job" in log
+    assert "stopped by SIGTERM" in log and "resuming" in log  # the run checkpointed, then continued
+    status = artifacts.read_status(run_dir)
+    assert status["resumed"] == 1 and not (run_dir.parent / "v0002").exists()
+    _assert_same_run(run_dir, reference)
+    _wait_for(lambda: "COMPLETED" in run_cli("submit", "--status", folder).stdout, timeout=30)
+
+
+FAKE_SBATCH = """#!/bin/sh
+cp "$1" "$FAKE_SLURM/sbatch_script.sh"
+echo "Submitted batch job 4242"
+"""
+FAKE_SACCT = """#!/bin/sh
+echo "$@" > "$FAKE_SLURM/sacct_args"
+printf 'JobID|State|NodeList\\n4242_0|COMPLETED|n1\\n4242_0.batch|COMPLETED|n1\\n'
+printf '4242_1|RUNNING|n2\\n4242_[2]|PENDING|None\\n'
+"""
+
+
+def _fake_slurm(folder: Path) -> dict:
+    """sbatch, srun and sacct on PATH: sbatch keeps the script submitit wrote and answers with a job id."""
+    bin_dir = folder / "bin"
+    bin_dir.mkdir()
+    for name, text in (("sbatch", FAKE_SBATCH), ("sacct", FAKE_SACCT), ("srun", "#!/bin/sh\nexit 1\n")):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(stat.S_IRWXU)
+    return {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "FAKE_SLURM": str(folder)}
+
+
+def test_slurm_parameters_submitit_passes_to_sbatch(tmp_path, prepared32):
+    specs = [write_spec(tmp_path, f"job{i}", "gan", prepared32, **QUICK) for i in range(3)]
+    image = tmp_path / "heartjobs.sif"
+    image.write_bytes(b"")
+    env = _fake_slurm(tmp_path)
+    options = ["--partition", "gpu", "--gpus-per-job", "2", "--time", "1-02:30:00", "--array-parallelism", "2"]
+    options += ["--cpus-per-task", "8", "--mem-gb", "32", "--container", image, "--setup", "module load apptainer"]
+    options += ["--sbatch", "constraint=a100", "--folder", tmp_path / "submissions"]
+    result = run_cli("submit", *specs, "--executor", "slurm", *options, cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+
+    script = (tmp_path / "sbatch_script.sh").read_text()
+    for line in (
+        "#SBATCH --partition=gpu",
+        "#SBATCH --gres=gpu:2",
+        "#SBATCH --time=1590",  # minutes
+        "#SBATCH --array=0-2%2",  # one array task per job file, two at a time
+        "#SBATCH --cpus-per-task=8",
+        "#SBATCH --mem=32GB",
+        "#SBATCH --signal=USR2@120",  # the checkpoint signal, 120 s before the limit
+        "#SBATCH --requeue",
+        "#SBATCH --constraint=a100",
+        "module load apptainer",
+    ):
+        assert line in script.splitlines(), line
+    container = f"apptainer exec --nv --bind {tmp_path} --pwd {tmp_path} {image} python"
+    assert f"{container} -u -m submitit.core._submit" in script  # every task runs in the image
+
+    record = _submission(tmp_path / "submissions")
+    assert [t["job_id"] for t in record["tasks"]] == ["4242_0", "4242_1", "4242_2"]
+    for i, task in enumerate(record["tasks"]):
+        pickle = Path(task["stdout"]).parent / f"{task['job_id']}_submitted.pkl"
+        submitted = DelayedSubmission.load(pickle)  # what the array task will run
+        assert isinstance(submitted.function, SpecTask)
+        assert Path(submitted.function.spec_path).read_bytes() == specs[i].read_bytes()
+        assert submitted.function.mode == "auto" and submitted.function.lock is None
+        assert task["stdout"].endswith(f"logs/4242_{i}_0_log.out")
+
+    status = run_cli("submit", "--status", "--folder", tmp_path / "submissions", env=env)
+    assert status.returncode == 0, status.stderr
+    states = [line.split("\t")[3] for line in status.stdout.strip().splitlines()[1:]]
+    assert states == ["COMPLETED", "RUNNING", "PENDING"]
+    assert "-j 4242" in (tmp_path / "sacct_args").read_text()
+
+
+def test_bad_submit_options_fail_in_one_line_before_anything_is_written(tmp_path, prepared32):
+    spec = write_spec(tmp_path, "job", "gan", prepared32, **QUICK)
+    folder = tmp_path / "submissions"
+    no_slurm = {"PATH": str(tmp_path / "empty")}  # no sbatch, no srun
+    cases = [
+        (["--executor", "slurm"], no_slurm, "error: --executor slurm: sbatch and srun not found on PATH"),
+        ([*LOCAL, "--time", "soon"], {}, "error: --time: 'soon' is not a Slurm time"),
+        ([*LOCAL, "--container", tmp_path / "none.sif"], {}, "none.sif: no such image file"),
+    ]
+    for args, env, message in cases:
+        result = run_cli("submit", spec, *args, "--folder", folder, cwd=tmp_path, env=env)
+        assert result.returncode == 2 and message in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert not folder.exists()
+    missing = run_cli("submit", "--status", "--folder", folder)
+    assert missing.returncode == 2 and "not a submission folder" in missing.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "minutes"),
+    [("90", 90), ("90:30", 90.5), ("1:00:00", 60), ("24:00:00", 1440), ("2-0", 2880), ("1-02:30:00", 1590)],
+)
+def test_slurm_time_formats(text, minutes):
+    assert parse_time(text) == minutes
