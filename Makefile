@@ -10,12 +10,16 @@ JOBS ?= jobs
 QUEUE ?= queue/$(notdir $(JOBS))
 HIPCT_SRC ?= data/hipct
 ARTIFACTS ?= artifacts
+IMAGE ?= heartjobs:latest
+SIF ?= heartjobs.sif
+SUBMIT_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint pytest demo run-all smoke report bench fid-weights docker-build docker-run-all gpu-check clean
+.PHONY: help install test lint pytest demo run-all submit-all smoke report bench fid-weights docker-build docker-run-all \
+	sif gpu-check clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 install: $(STAMP) ## create .venv with torch, the project and its dev tools; install libopenjp2
 $(STAMP): pyproject.toml Makefile scripts/ensure-openjpeg.sh scripts/install.sh
@@ -49,6 +53,10 @@ run-all: install ## prepare data if needed, queue $(JOBS)/*.toml, run them one b
 	$(BIN)/heartjobs worker --queue $(QUEUE) --until-empty
 	$(BIN)/heartjobs report $(ARTIFACTS) --jobs $(JOBS)
 
+submit-all: install ## on a Slurm login node: prepare data if needed, submit $(JOBS)/*.toml as one job array
+	BIN=$(BIN) HIPCT_SRC=$(HIPCT_SRC) bash scripts/prepare-data.sh $(JOBS)
+	$(BIN)/heartjobs submit $(filter-out %.sweep.toml,$(wildcard $(JOBS)/*.toml)) $(SUBMIT_ARGS)
+
 smoke: ## the smoke jobs end to end on the CPU (phantom, prepare, 3 models, FID with untrained weights, report)
 	$(MAKE) --no-print-directory run-all JOBS=jobs/smoke
 
@@ -76,6 +84,9 @@ docker-run-all: install ## the whole matrix through compose: queue $(JOBS)/*.tom
 	docker compose run --rm --entrypoint heartjobs worker enqueue $(filter-out %.sweep.toml,$(wildcard $(JOBS)/*.toml)) --queue /app/queue
 	docker compose run --rm --entrypoint heartjobs worker worker --queue /app/queue --until-empty
 	docker compose run --rm --entrypoint heartjobs cpu-job report /app/artifacts --jobs /app/$(JOBS)
+
+sif: ## the Apptainer image $(SIF) from the Docker image $(IMAGE) (after make docker-build; not run in CI)
+	apptainer build $(SIF) docker-daemon://$(IMAGE)
 
 clean: ## remove the venv and generated data (artifacts are kept)
 	rm -rf $(VENV) $(DATA) bench/results

@@ -160,6 +160,7 @@ def test_slurm_parameters_submitit_passes_to_sbatch(tmp_path, prepared32):
 
     record = _submission(tmp_path / "submissions")
     assert [t["job_id"] for t in record["tasks"]] == ["4242_0", "4242_1", "4242_2"]
+    assert (tmp_path / "submissions" / "v0001" / "logs" / "4242_submission.sh").read_text() == script
     for i, task in enumerate(record["tasks"]):
         pickle = Path(task["stdout"]).parent / f"{task['job_id']}_submitted.pkl"
         submitted = DelayedSubmission.load(pickle)  # what the array task will run

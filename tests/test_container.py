@@ -120,3 +120,11 @@ def test_hadolint_passes_on_the_dockerfile():
     hadolint = Path(sys.executable).parent / "hadolint"  # from the dev extras, beside this Python
     result = subprocess.run([str(hadolint), "--no-color", str(ROOT / "Dockerfile")], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_make_sif_builds_from_the_image_compose_uses():
+    makefile = (ROOT / "Makefile").read_text()
+    image = re.search(r"^IMAGE \?= (\S+)$", makefile, re.M).group(1)
+    assert image == COMPOSE["services"]["gpu-job"]["image"]
+    recipe = makefile.split("\nsif:", 1)[1].split("\n\n", 1)[0]
+    assert "apptainer build $(SIF) docker-daemon://$(IMAGE)" in recipe
