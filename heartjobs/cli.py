@@ -24,6 +24,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def cmd_phantom(args: argparse.Namespace) -> None:
     from heartjobs.data.phantom import PhantomParams, contact_sheet_path, generate
 
@@ -398,7 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("specs", type=Path, nargs="*", metavar="SPEC", help="job specs (bad ones are reported, left out)")
     p.add_argument("--executor", choices=("slurm", "local"), default="slurm", help="slurm (default) or local")
     p.add_argument("--partition", help="sbatch --partition")
-    p.add_argument("--gpus-per-job", type=int, default=1, help="sbatch --gres=gpu:N (default 1; 0: CPU)")
+    p.add_argument("--gpus-per-job", type=_count, default=1, help="sbatch --gres=gpu:N (default 1; 0: CPU)")
     p.add_argument("--cpus-per-task", type=_positive_int, help="sbatch --cpus-per-task")
     p.add_argument("--mem-gb", type=_positive_int, help="sbatch --mem=<N>GB")
     p.add_argument("--time", help="time limit per task (sbatch --time; default 24:00:00, local 30 days)")
@@ -413,7 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--signal-delay", type=_positive_int, default=120, help="seconds before the time limit to checkpoint (120)"
     )
-    p.add_argument("--max-timeouts", type=int, default=10, help="time-limit requeues per task (default 10)")
+    p.add_argument("--max-timeouts", type=_count, default=10, help="time-limit requeues per task (default 10)")
     p.add_argument("--force", action="store_true", help="rerun jobs that already have a finished version")
     p.add_argument("--folder", type=Path, default=Path("submissions"), help="submissions folder (submissions/)")
     p.add_argument("--wait", action="store_true", help="wait for every task; exit non-zero if one did not complete")

@@ -13,6 +13,7 @@ then resumes from that checkpoint.
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 import os
 import re
@@ -236,7 +237,12 @@ class Plan:
 def plan(specs: list[tuple[Path, object]], force: bool = False) -> Plan:
     """Leave out what is finished or running elsewhere (unless force), so resubmitting runs what is missing."""
     result = Plan()
+    first: dict[str, Path] = {}
     for path, spec in specs:
+        if spec.spec_hash in first:  # two tasks of one configuration would race for its version
+            result.skipped.append({"spec": str(path), "reason": f"the same configuration as {first[spec.spec_hash]}"})
+            continue
+        first[spec.spec_hash] = path
         if not force and (done := artifacts.finished_version(spec)) is not None:
             result.skipped.append({"spec": str(path), "reason": f"already finished in {done} (--force reruns it)"})
         elif (busy := running_elsewhere(spec)) is not None:
@@ -281,14 +287,6 @@ def submit(specs: list[tuple[Path, object]], options: SubmitOptions, root: Path)
         run_root = spec.run_root if spec.run_root.is_absolute() else cwd / spec.run_root
         rows.append({"index": index, "job": spec.name, "spec": str(path), "snapshot": str(snapshot)})
         rows[-1].update(spec_hash=spec.spec_hash, run_root=str(run_root))
-    if options.executor == "local":
-        logs.mkdir(parents=True, exist_ok=True)
-        with _stdio_to(logs / "controllers.log"):
-            jobs = executor.submit_array(tasks)
-    else:
-        jobs = executor.submit_array(tasks)
-    for row, job in zip(rows, jobs, strict=True):
-        row.update(job_id=job.job_id, stdout=str(job.paths.stdout), stderr=str(job.paths.stderr))
     options_record = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()}
     record = {
         "executor": options.executor,
@@ -298,6 +296,20 @@ def submit(specs: list[tuple[Path, object]], options: SubmitOptions, root: Path)
         "options": options_record,
         "tasks": rows,
     }
+    try:
+        if options.executor == "local":
+            logs.mkdir(parents=True, exist_ok=True)
+            with _stdio_to(logs / "controllers.log"):
+                jobs = executor.submit_array(tasks)
+        else:  # submitit prints sbatch's complaint itself; say it once, in the error below
+            with contextlib.redirect_stderr(io.StringIO()):
+                jobs = executor.submit_array(tasks)
+    except (submitit.core.utils.FailedJobError, submitit.core.utils.FailedSubmissionError, OSError) as exc:
+        error = " ".join(str(exc).split())[:500]
+        atomic.write_json(folder / SUBMISSION, {**record, "tasks": [], "error": error})
+        raise HeartjobsError(f"{folder}: nothing was submitted: {error}") from None
+    for row, job in zip(rows, jobs, strict=True):
+        row.update(job_id=job.job_id, stdout=str(job.paths.stdout), stderr=str(job.paths.stderr))
     atomic.write_json(folder / SUBMISSION, record)
     return {**record, "folder": str(folder)}, jobs
 
@@ -313,6 +325,8 @@ def read_submission(path: Path) -> dict:
     record = atomic.read_json(folder / SUBMISSION)
     if not record:
         raise HeartjobsError(f"{path}: no {SUBMISSION} here; not a submission folder (see submissions/)")
+    if record.get("error"):
+        raise HeartjobsError(f"{folder}: this submission failed, nothing was submitted: {record['error']}")
     return {**record, "folder": str(folder.resolve())}
 
 

@@ -138,8 +138,11 @@ def test_slurm_parameters_submitit_passes_to_sbatch(tmp_path, prepared32):
     options = ["--partition", "gpu", "--gpus-per-job", "2", "--time", "1-02:30:00", "--array-parallelism", "2"]
     options += ["--cpus-per-task", "8", "--mem-gb", "32", "--container", image, "--setup", "module load apptainer"]
     options += ["--sbatch", "constraint=a100", "--folder", tmp_path / "submissions"]
-    result = run_cli("submit", *specs, "--executor", "slurm", *options, cwd=tmp_path, env=env)
+    twin = tmp_path / "twin.toml"  # another file, the same configuration
+    twin.write_bytes(specs[0].read_bytes())
+    result = run_cli("submit", *specs, twin, "--executor", "slurm", *options, cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr
+    assert f"skipped {twin}: the same configuration as {specs[0]}" in result.stdout
 
     script = (tmp_path / "sbatch_script.sh").read_text()
     for line in (
@@ -174,6 +177,21 @@ def test_slurm_parameters_submitit_passes_to_sbatch(tmp_path, prepared32):
     states = [line.split("\t")[3] for line in status.stdout.strip().splitlines()[1:]]
     assert states == ["COMPLETED", "RUNNING", "PENDING"]
     assert "-j 4242" in (tmp_path / "sacct_args").read_text()
+
+
+def test_sbatch_refusing_the_array_is_one_line_error_and_recorded(tmp_path, prepared32):
+    spec = write_spec(tmp_path, "job", "gan", prepared32, **QUICK)
+    env = _fake_slurm(tmp_path)
+    sbatch = Path(env["PATH"].split(os.pathsep)[0]) / "sbatch"
+    sbatch.write_text("#!/bin/sh\necho 'sbatch: error: invalid partition specified: nope' >&2\nexit 1\n")
+    folder = tmp_path / "submissions"
+    result = run_cli("submit", spec, "--partition", "nope", "--folder", folder, cwd=tmp_path, env=env)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: {folder / 'v0001'}: nothing was submitted: sbatch: error: invalid partition specified: nope"
+    ]
+    status = run_cli("submit", "--status", "--folder", folder)
+    assert status.returncode == 2 and "this submission failed" in status.stderr
 
 
 def test_bad_submit_options_fail_in_one_line_before_anything_is_written(tmp_path, prepared32):
