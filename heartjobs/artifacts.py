@@ -40,7 +40,7 @@ def claim_version(job_root: Path) -> Path:
     """Create and return the next free vNNNN folder; safe against concurrent claims."""
     job_root.mkdir(parents=True, exist_ok=True)
     existing = versions(job_root)
-    number = int(existing[-1].name[1:]) + 1 if existing else 1
+    number = version_number(existing[-1]) + 1 if existing else 1
     while True:
         candidate = job_root / f"v{number:04d}"
         try:
@@ -110,9 +110,16 @@ def newest_unfinished(job_root: Path) -> Path | None:
     return None
 
 
-def finished_version(spec) -> Path | None:
-    """The newest finished (done) version made with this ResolvedSpec's configuration (its spec hash)."""
+def version_number(run_dir: Path) -> int:
+    return int(run_dir.name[1:])
+
+
+def finished_version(spec, after: int = 0) -> Path | None:
+    """The newest finished (done) version, numbered above `after`, made with this ResolvedSpec's
+    configuration (its spec hash)."""
     for run_dir in reversed(versions(spec.run_root)):
+        if version_number(run_dir) <= after:
+            break
         if spec_hash_of(run_dir) == spec.spec_hash and read_status(run_dir).get("state") == "done":
             return run_dir
     return None
@@ -141,6 +148,15 @@ def pid_running(pid: int) -> bool:
         stat = Path(f"/proc/{pid}/stat").read_text()
         return stat[stat.rindex(")") + 2] != "Z"  # the state field follows "(comm) "
     return True
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """When process `pid` started (clock ticks since boot), to tell it from a later process given the
+    same pid; None where /proc can't say."""
+    with contextlib.suppress(OSError, IndexError, ValueError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat[stat.rindex(")") + 2 :].split()[19])  # field 22, starttime
+    return None
 
 
 def environment(device: str) -> dict:

@@ -162,7 +162,9 @@ def cmd_submit(args: argparse.Namespace) -> None:
     )
     cluster.check_available(options)
     good, bad = _valid_specs(args.specs)
-    plan = cluster.plan(good, force=args.force)
+    plan = cluster.plan(good, args.folder, force=args.force)
+    for note in plan.notes:
+        err.print(f"note: {note}", markup=False)
     for skipped in plan.skipped:
         out.print(f"skipped {skipped['spec']}: {skipped['reason']}", markup=False)
     if plan.submit:

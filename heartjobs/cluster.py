@@ -40,10 +40,9 @@ SUBMISSION = "submission.json"
 EXECUTORS = ("slurm", "local")
 DEFAULT_TIME = {"slurm": "24:00:00", "local": "30-00:00:00"}
 RUNNING_ELSEWHERE_S = 300  # a run whose heartbeat is younger than this is running in another task
-STOP_WAIT_S = 120  # how long a task gives its run to write the checkpoint once told to stop
-STOPPED_GRACE_S = 60  # a run stopped from outside: how long the task waits for the requeue signal
+STOP_MARGIN_S = 30  # of --signal-delay, left for submitit's requeue after the run has stopped
 ACTIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING"}
-ACTIVE_STATES |= {"RESIZING", "SUSPENDED", "SIGNALING", "STAGE_OUT", "UNKNOWN"}
+ACTIVE_STATES |= {"RESIZING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT", "UNKNOWN"}
 
 
 @dataclass(frozen=True)
@@ -94,13 +93,22 @@ def parse_time(text: str) -> float:
 class SpecTask(submitit.helpers.Checkpointable):
     """One array task: run one job spec to the end with `heartjobs run` in a child process.
 
-    mode: "auto" (skip if finished, resume its unfinished version, else start one), "fresh" (a new
-    version: --force), "resume" (after a requeue). lock: (k, n) to take device slot k of n, so that
-    local tasks share the machine's device with each other and with queue workers; None on Slurm.
+    Every start of the task (the first, a requeue after its checkpoint, a restart by Slurm after a
+    preemption or node failure) does the same: skip if a version of this configuration numbered above
+    `after` is finished, resume it if one is unfinished, else start a new version. `after` is 0, or with
+    --force the newest version at submit time. lock: (k, n) to take device slot k of n (local tasks);
+    None on Slurm, which allocates the devices.
     """
 
-    def __init__(self, spec_path: str, cwd: str, mode: str = "auto", lock: tuple[int, int] | None = None):
-        self.spec_path, self.cwd, self.mode, self.lock = spec_path, cwd, mode, lock
+    def __init__(
+        self,
+        spec_path: str,
+        cwd: str,
+        after: int = 0,
+        lock: tuple[int, int] | None = None,
+        stop_wait_s: float = 90.0,
+    ):
+        self.spec_path, self.cwd, self.after, self.lock, self.stop_wait_s = spec_path, cwd, after, lock, stop_wait_s
         self._process: subprocess.Popen | None = None
 
     def __getstate__(self) -> dict:
@@ -111,22 +119,28 @@ class SpecTask(submitit.helpers.Checkpointable):
 
         os.chdir(self.cwd)  # the specs' relative paths (data, artifacts) are the project folder's
         spec = load_spec(Path(self.spec_path))
-        if self.mode == "auto" and (done := artifacts.finished_version(spec)) is not None:
-            print(f"{spec.name}: already finished in {done}; nothing to do", flush=True)
+        told = False
+        while (busy := running_elsewhere(spec, self.after)) is not None:
+            if not told:  # e.g. a node that failed: its heartbeat goes stale within RUNNING_ELSEWHERE_S
+                print(f"{spec.name}: {busy} is running in another process; waiting for it", flush=True)
+                told = True
+            time.sleep(10)
+        if (done := artifacts.finished_version(spec, self.after)) is not None:
+            print(f"{spec.name}: finished in {done}; nothing to do", flush=True)
             return str(done)
-        resume = self.mode == "resume" or (self.mode == "auto" and resumable(spec) is not None)
+        resume = resumable(spec, self.after) is not None
         with self._device():
             self._process = child.start(Path(self.spec_path), resume=resume, cwd=self.cwd)
-            # poll rather than wait(): the requeue signal's handler (checkpoint below) waits on it too
+            # poll() rather than wait(): the requeue signal's handler (checkpoint below) looks at it too
             while (code := self._process.poll()) is None:
                 time.sleep(0.5)
         if code == 0:
-            return str(artifacts.finished_version(spec))
-        if child.stopped_by_signal(code):
-            # Stopped from outside: Slurm signals every process of the step, so the requeue signal that
-            # reaches this process next runs checkpoint() and requeues the task.
-            time.sleep(STOPPED_GRACE_S)
-            raise HeartjobsError(f"{self.spec_path}: stopped by signal {code - 128}; resubmit to resume it")
+            return str(artifacts.finished_version(spec, self.after))
+        if child.stopped_by_signal(code):  # stopped from outside: a preemption (SIGTERM), scancel, Ctrl-C
+            raise HeartjobsError(
+                f"{self.spec_path}: stopped by signal {code - 128} after a checkpoint; a requeue or a resubmission "
+                "resumes it"
+            )
         raise HeartjobsError(f"{self.spec_path}: heartjobs run exited with code {code}; its error is above")
 
     @contextlib.contextmanager
@@ -141,25 +155,41 @@ class SpecTask(submitit.helpers.Checkpointable):
             yield
 
     def checkpoint(self) -> submitit.helpers.DelayedSubmission:
-        """Called by submitit on the requeue signal: stop the run (it checkpoints), requeue to resume."""
+        """Called by submitit on the requeue signal: stop the run (it writes a checkpoint at the current
+        batch), then hand submitit this same task to requeue; its next start resumes the run."""
         process = self._process
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):  # else the requeued run waits for it
-                process.wait(timeout=STOP_WAIT_S)
-        mode = "resume" if process is not None else self.mode
-        return submitit.helpers.DelayedSubmission(SpecTask(self.spec_path, self.cwd, mode, self.lock))
+        if process is not None and not _exited(process):
+            os.kill(process.pid, signal.SIGTERM)
+            deadline = time.monotonic() + self.stop_wait_s  # the requeue must happen before Slurm's kill
+            while not _exited(process) and time.monotonic() < deadline:
+                time.sleep(0.2)
+        return submitit.helpers.DelayedSubmission(self)
 
 
-def resumable(spec) -> Path | None:
-    """The version `heartjobs run --resume` would continue, if it was made with this configuration."""
+def _exited(process: subprocess.Popen) -> bool:
+    """Whether the child has exited, without reaping it and without Popen's lock, which the code this
+    signal handler interrupted may hold."""
+    if process.returncode is not None:
+        return True
+    try:
+        return os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
+
+
+def resumable(spec, after: int = 0) -> Path | None:
+    """The version `heartjobs run --resume` would continue, if it was made with this configuration
+    (and is numbered above `after`)."""
     run_dir = artifacts.newest_unfinished(spec.run_root)
-    return run_dir if run_dir is not None and artifacts.spec_hash_of(run_dir) == spec.spec_hash else None
+    if run_dir is None or artifacts.version_number(run_dir) <= after:
+        return None
+    return run_dir if artifacts.spec_hash_of(run_dir) == spec.spec_hash else None
 
 
-def running_elsewhere(spec) -> Path | None:
-    """A version of this configuration whose run is alive (heartbeat within RUNNING_ELSEWHERE_S)."""
-    run_dir = resumable(spec)
+def running_elsewhere(spec, after: int = 0) -> Path | None:
+    """A version of this configuration whose run is alive: its process, on this host; its heartbeat
+    younger than RUNNING_ELSEWHERE_S, on another."""
+    run_dir = resumable(spec, after)
     if run_dir is None:
         return None
     status = artifacts.read_status(run_dir)
@@ -176,10 +206,20 @@ def running_elsewhere(spec) -> Path | None:
 # --- submitting ---
 
 
-def container_python(image: Path, cwd: Path) -> str:
-    """The python command of the array tasks inside the Apptainer image, with the GPUs (--nv) and
-    the project folder at the same path."""
-    return shlex.join(["apptainer", "exec", "--nv", "--bind", str(cwd), "--pwd", str(cwd), str(image), "python"])
+def container_python(image: Path, cwd: Path, binds: list[Path]) -> str:
+    """The python command of the array tasks inside the Apptainer image: the GPUs (--nv), and the
+    project folder and every folder the tasks read or write (binds) at the same paths."""
+    bind = ",".join(str(p) for p in binds)
+    return shlex.join(["apptainer", "exec", "--nv", "--bind", bind, "--pwd", str(cwd), str(image), "python"])
+
+
+def bind_paths(cwd: Path, folders: list[Path]) -> list[Path]:
+    """cwd and the folders outside it (resolved), with none inside another."""
+    chosen: list[Path] = []
+    for folder in sorted({cwd.resolve(), *(f.resolve() for f in folders)}, key=lambda p: len(p.parts)):
+        if not any(folder.is_relative_to(c) for c in chosen):
+            chosen.append(folder)
+    return chosen
 
 
 def check_available(options: SubmitOptions) -> None:
@@ -193,12 +233,18 @@ def check_available(options: SubmitOptions) -> None:
             )
     if options.container and not options.container.is_file():
         raise HeartjobsError(f"--container: {options.container}: no such image file (build it with: make sif)")
-    options.minutes  # noqa: B018  (parses --time)
+    if options.signal_delay_s >= options.minutes * 60:
+        raise HeartjobsError(
+            f"--signal-delay: {options.signal_delay_s} s is not shorter than the time limit "
+            f"({options.minutes:g} min); the task would be told to stop as it starts"
+        )
 
 
-def make_executor(options: SubmitOptions, folder: Path, count: int, cwd: Path) -> submitit.core.core.Executor:
+def make_executor(
+    options: SubmitOptions, folder: Path, count: int, cwd: Path, binds: list[Path]
+) -> submitit.core.core.Executor:
     check_available(options)
-    python = container_python(options.container, cwd) if options.container else None
+    python = container_python(options.container, cwd, binds) if options.container else None
     if options.executor == "local":
         executor = submitit.LocalExecutor(folder, max_num_timeout=options.max_timeouts, python=python)
         executor.update_parameters(
@@ -232,11 +278,14 @@ class Plan:
 
     submit: list[tuple[Path, object]] = field(default_factory=list)  # (path, ResolvedSpec)
     skipped: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
-def plan(specs: list[tuple[Path, object]], force: bool = False) -> Plan:
-    """Leave out what is finished or running elsewhere (unless force), so resubmitting runs what is missing."""
+def plan(specs: list[tuple[Path, object]], root: Path, force: bool = False) -> Plan:
+    """Leave out what is finished (unless force), running, or waiting in an earlier submission under
+    `root`, so that submitting the same files again runs only what is missing."""
     result = Plan()
+    queued = queued_elsewhere(root, {spec.spec_hash for _, spec in specs}, result.notes)
     first: dict[str, Path] = {}
     for path, spec in specs:
         if spec.spec_hash in first:  # two tasks of one configuration would race for its version
@@ -247,9 +296,32 @@ def plan(specs: list[tuple[Path, object]], force: bool = False) -> Plan:
             result.skipped.append({"spec": str(path), "reason": f"already finished in {done} (--force reruns it)"})
         elif (busy := running_elsewhere(spec)) is not None:
             result.skipped.append({"spec": str(path), "reason": f"running now in {busy}"})
+        elif spec.spec_hash in queued:
+            result.skipped.append({"spec": str(path), "reason": queued[spec.spec_hash]})
         else:
             result.submit.append((path, spec))
     return result
+
+
+def queued_elsewhere(root: Path, hashes: set[str], notes: list[str]) -> dict[str, str]:
+    """Configurations (spec hashes) that a task of an earlier submission still holds (pending, running,
+    requeued), each with a note saying where; a submission whose states can't be read adds to notes."""
+    held: dict[str, str] = {}
+    for folder in artifacts.versions(root):
+        record = atomic.read_json(folder / SUBMISSION)
+        tasks = [t for t in record.get("tasks", []) if t.get("spec_hash") in hashes]
+        if not tasks or (record["executor"] == "local" and record.get("host") != socket.gethostname()):
+            continue
+        try:
+            states = scheduler_states({**record, "tasks": tasks})
+        except HeartjobsError as exc:
+            notes.append(f"{folder}: not checked for jobs it still holds: {exc}")
+            continue
+        for task in tasks:
+            state = states[task["job_id"]]
+            if not finished(state):
+                held[task["spec_hash"]] = f"waiting or running in {folder} (task {task['job_id']}: {state})"
+    return held
 
 
 @contextlib.contextmanager
@@ -274,19 +346,28 @@ def _stdio_to(path: Path) -> Iterator[None]:
 def submit(specs: list[tuple[Path, object]], options: SubmitOptions, root: Path) -> tuple[dict, list]:
     """Submit the specs as one array; returns the submission record and submitit's job objects."""
     cwd = Path.cwd()
-    folder = artifacts.claim_version(root)
+    try:
+        folder = artifacts.claim_version(root)
+        for _, spec in specs:  # bound into the container, so they must exist
+            spec.output.root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise HeartjobsError(f"--folder {root}: cannot make a submission folder there ({exc})") from None
     logs = folder / "logs"
-    executor = make_executor(options, logs, len(specs), cwd)
+    binds = bind_paths(cwd, [root, *(Path(s.data.prepared) for _, s in specs), *(s.output.root for _, s in specs)])
+    executor = make_executor(options, logs, len(specs), cwd, binds)
     parallel = options.array_parallelism or 1
+    stop_wait_s = max(5, options.signal_delay_s - STOP_MARGIN_S)
     tasks, rows = [], []
     for index, (path, spec) in enumerate(specs):
         snapshot = folder / "specs" / f"{index:03d}_{Path(path).name}"
         atomic.write_bytes(snapshot, Path(path).read_bytes())
+        existing = artifacts.versions(spec.run_root)
+        after = artifacts.version_number(existing[-1]) if options.force and existing else 0
         lock = (index % parallel, parallel) if options.executor == "local" else None
-        tasks.append(SpecTask(str(snapshot.resolve()), str(cwd), "fresh" if options.force else "auto", lock))
+        tasks.append(SpecTask(str(snapshot.resolve()), str(cwd), after, lock, stop_wait_s))
         run_root = spec.run_root if spec.run_root.is_absolute() else cwd / spec.run_root
         rows.append({"index": index, "job": spec.name, "spec": str(path), "snapshot": str(snapshot)})
-        rows[-1].update(spec_hash=spec.spec_hash, run_root=str(run_root))
+        rows[-1].update(spec_hash=spec.spec_hash, run_root=str(run_root), after=after)
     options_record = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()}
     record = {
         "executor": options.executor,
@@ -310,6 +391,8 @@ def submit(specs: list[tuple[Path, object]], options: SubmitOptions, root: Path)
         raise HeartjobsError(f"{folder}: nothing was submitted: {error}") from None
     for row, job in zip(rows, jobs, strict=True):
         row.update(job_id=job.job_id, stdout=str(job.paths.stdout), stderr=str(job.paths.stderr))
+        if options.executor == "local":  # tells the controller from a later process given its pid
+            row["started_ticks"] = artifacts.process_start_ticks(int(job.job_id))
     atomic.write_json(folder / SUBMISSION, record)
     return {**record, "folder": str(folder)}, jobs
 
@@ -336,15 +419,18 @@ def scheduler_states(record: dict) -> dict[str, str]:
     tasks = record["tasks"]
     if record["executor"] == "local":
         states = {}
+        here = record.get("host") == socket.gethostname()
         for task in tasks:
-            result = JobPaths(Path(task["stdout"]).parent, task["job_id"], 0).result_pickle
-            if result.exists():
-                outcome = pickle_load(result)[0]
-                states[task["job_id"]] = "COMPLETED" if outcome == "success" else "FAILED"
-            elif record.get("host") == socket.gethostname() and artifacts.pid_running(int(task["job_id"])):
-                states[task["job_id"]] = "RUNNING"
+            pid, result = int(task["job_id"]), JobPaths(Path(task["stdout"]).parent, task["job_id"], 0).result_pickle
+            if not here:
+                state = "UNKNOWN"
+            elif artifacts.pid_running(pid) and artifacts.process_start_ticks(pid) == task.get("started_ticks"):
+                state = "RUNNING"  # (the controller first: it exits only after the result file is written)
+            elif result.exists():
+                state = "COMPLETED" if pickle_load(result)[0] == "success" else "FAILED"
             else:
-                states[task["job_id"]] = "INTERRUPTED" if record.get("host") == socket.gethostname() else "UNKNOWN"
+                state = "INTERRUPTED"
+            states[task["job_id"]] = state
         return states
     arrays = sorted({task["job_id"].split("_")[0] for task in tasks})
     command = ["sacct", "-o", "JobID,State,NodeList", "--parsable2", *[a for j in arrays for a in ("-j", j)]]
@@ -362,7 +448,11 @@ def status(record: dict) -> list[dict]:
     rows = []
     for task in record["tasks"]:
         row = {"index": task["index"], "job": task["job"], "job_id": task["job_id"], "state": states[task["job_id"]]}
-        runs = [v for v in artifacts.versions(Path(task["run_root"])) if artifacts.spec_hash_of(v) == task["spec_hash"]]
+        runs = [
+            v
+            for v in artifacts.versions(Path(task["run_root"]))
+            if artifacts.version_number(v) > task.get("after", 0) and artifacts.spec_hash_of(v) == task["spec_hash"]
+        ]
         if runs:
             run = artifacts.read_status(runs[-1])
             progress = f"{run.get('epochs_done', 0)}/{run.get('epochs_total', '?')}"

@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import stat
-import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from heartjobs.cluster import SpecTask, parse_time
 from heartjobs.training.run import run_job
 
 from .conftest import run_cli, write_spec
+from .test_queue import _wait_for
 from .test_resume import SLOW, _assert_same_run, _losses
 
 QUICK = {"epochs": 2, "batch_size": 4, "device": "cpu"}
@@ -39,13 +39,6 @@ def _children(pid: int) -> list[int]:
         if int(text[text.rindex(")") + 2 :].split()[1]) == pid:
             found.append(int(stat_file.parent.name))
     return found
-
-
-def _wait_for(predicate, timeout=180):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
 
 
 def test_an_array_of_three_jobs_runs_to_the_end_and_a_bad_spec_is_left_out(tmp_path, prepared32):
@@ -84,20 +77,28 @@ def test_an_array_of_three_jobs_runs_to_the_end_and_a_bad_spec_is_left_out(tmp_p
     assert not any((tmp_path / "artifacts" / t["job"] / "v0002").exists() for t in record["tasks"])
 
 
-def test_a_task_told_to_stop_is_requeued_and_resumes_bit_identical(tmp_path, prepared32):
-    (tmp_path / "reference").mkdir()
-    reference = run_job(write_spec(tmp_path / "reference", "resume_me", "dcgan", prepared32, **SLOW))
-    spec = write_spec(tmp_path, "resume_me", "dcgan", prepared32, **SLOW)
+# long enough that a signal sent after the first epochs lands well before the end, even on a fast machine
+LONG = {**SLOW, "epochs": 60}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, prepared32):
+    """The uninterrupted run that a stopped, requeued and resumed task must match bit for bit."""
+    folder = tmp_path_factory.mktemp("reference")
+    return run_job(write_spec(folder, "resume_me", "dcgan", prepared32, **LONG))
+
+
+def test_a_local_task_told_to_stop_is_requeued_and_resumes_bit_identical(tmp_path, prepared32, reference):
+    spec = write_spec(tmp_path, "resume_me", "dcgan", prepared32, **LONG)
     folder = tmp_path / "submissions"
     run_dir = tmp_path / "artifacts" / "resume_me" / "v0001"
 
     result = run_cli("submit", spec, *LOCAL, "--folder", folder, cwd=tmp_path)  # returns; the task runs on
     assert result.returncode == 0, result.stderr
     task = _submission(folder)["tasks"][0]
-    controller = int(task["job_id"])
-    _wait_for(lambda: (run_dir / "losses.jsonl").exists() and len(_losses(run_dir)) >= 3)
-    (task_pid,) = _children(controller)  # the submitit task; its own child is `heartjobs run`
-    os.kill(task_pid, signal.SIGUSR2)  # what Slurm sends --signal-delay seconds before the time limit
+    _wait_for(lambda: (run_dir / "losses.jsonl").exists() and len(_losses(run_dir)) >= 2)
+    (task_pid,) = _children(int(task["job_id"]))  # the controller's task; its own child is `heartjobs run`
+    os.kill(task_pid, signal.SIGUSR2)  # what the local controller sends --signal-delay s before the limit
     _wait_for(lambda: artifacts.read_status(run_dir).get("state") == "done")
 
     log = Path(task["stdout"]).read_text() + Path(task["stderr"]).read_text()
@@ -105,8 +106,25 @@ def test_a_task_told_to_stop_is_requeued_and_resumes_bit_identical(tmp_path, pre
     assert "stopped by SIGTERM" in log and "resuming" in log  # the run checkpointed, then continued
     status = artifacts.read_status(run_dir)
     assert status["resumed"] == 1 and not (run_dir.parent / "v0002").exists()
+    assert [e["epoch"] for e in _losses(run_dir)] == list(range(1, LONG["epochs"] + 1))
     _assert_same_run(run_dir, reference)
     _wait_for(lambda: "COMPLETED" in run_cli("submit", "--status", folder).stdout, timeout=30)
+
+
+def test_a_restarted_task_never_trains_a_finished_job_again(tmp_path, prepared32, monkeypatch):
+    """However often a task starts (a requeue after its checkpoint, Slurm restarting it after a preemption
+    or a node failure, a signal that came after its run had finished), it runs its job once."""
+    monkeypatch.chdir(tmp_path)
+    spec = write_spec(tmp_path, "once", "gan", prepared32, **QUICK)
+    runs = tmp_path / "artifacts" / "once"
+    task = SpecTask(str(spec), str(tmp_path))
+    assert task() == str(runs / "v0001")
+    again = task.checkpoint()  # the requeue signal, arriving after the run finished
+    assert again.result() == str(runs / "v0001") and artifacts.versions(runs) == [runs / "v0001"]
+
+    forced = SpecTask(str(spec), str(tmp_path), after=1)  # --force with v0001 there: a new version, once
+    assert forced() == str(runs / "v0002")
+    assert forced() == str(runs / "v0002") and artifacts.versions(runs) == [runs / "v0001", runs / "v0002"]
 
 
 FAKE_SBATCH = """#!/bin/sh
@@ -158,7 +176,7 @@ def test_slurm_parameters_submitit_passes_to_sbatch(tmp_path, prepared32):
         "module load apptainer",
     ):
         assert line in script.splitlines(), line
-    container = f"apptainer exec --nv --bind {tmp_path} --pwd {tmp_path} {image} python"
+    container = f"apptainer exec --nv --bind {tmp_path},{prepared32} --pwd {tmp_path} {image} python"
     assert f"{container} -u -m submitit.core._submit" in script  # every task runs in the image
 
     record = _submission(tmp_path / "submissions")
@@ -169,7 +187,7 @@ def test_slurm_parameters_submitit_passes_to_sbatch(tmp_path, prepared32):
         submitted = DelayedSubmission.load(pickle)  # what the array task will run
         assert isinstance(submitted.function, SpecTask)
         assert Path(submitted.function.spec_path).read_bytes() == specs[i].read_bytes()
-        assert submitted.function.mode == "auto" and submitted.function.lock is None
+        assert submitted.function.after == 0 and submitted.function.lock is None
         assert task["stdout"].endswith(f"logs/4242_{i}_0_log.out")
 
     status = run_cli("submit", "--status", "--folder", tmp_path / "submissions", env=env)
