@@ -7,6 +7,8 @@ import json
 import os
 import signal
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -138,11 +140,18 @@ printf '4242_1|RUNNING|n2\\n4242_[2]|PENDING|None\\n'
 """
 
 
+FAKE_SCONTROL = """#!/bin/sh
+echo "$@" >> "$FAKE_SLURM/scontrol_calls"
+"""
+
+
 def _fake_slurm(folder: Path) -> dict:
-    """sbatch, srun and sacct on PATH: sbatch keeps the script submitit wrote and answers with a job id."""
+    """sbatch, srun, sacct and scontrol on PATH: sbatch keeps the script submitit wrote and answers with a
+    job id; scontrol notes its arguments."""
     bin_dir = folder / "bin"
     bin_dir.mkdir()
-    for name, text in (("sbatch", FAKE_SBATCH), ("sacct", FAKE_SACCT), ("srun", "#!/bin/sh\nexit 1\n")):
+    fakes = (("sbatch", FAKE_SBATCH), ("sacct", FAKE_SACCT), ("scontrol", FAKE_SCONTROL), ("srun", "#!/bin/sh\n"))
+    for name, text in fakes:
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(stat.S_IRWXU)
     return {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "FAKE_SLURM": str(folder)}
@@ -196,6 +205,52 @@ def test_slurm_parameters_submitit_passes_to_sbatch(tmp_path, prepared32):
     assert states == ["COMPLETED", "RUNNING", "PENDING"]
     assert "-j 4242" in (tmp_path / "sacct_args").read_text()
 
+    # Submitting again: the tasks Slurm still runs or holds are not submitted twice; the one it ended
+    # (COMPLETED by sacct, though its run never finished here) is.
+    again = run_cli("submit", *specs, "--executor", "slurm", *options, cwd=tmp_path, env=env)
+    assert again.returncode == 0, again.stderr
+    assert f"skipped {specs[1]}: waiting or running in {tmp_path / 'submissions' / 'v0001'} (task 4242_1: RUNNING)" in (
+        again.stdout
+    )
+    assert "(task 4242_2: PENDING)" in again.stdout
+    assert [t["spec"] for t in _submission(tmp_path / "submissions")["tasks"]] == [str(specs[0])]
+
+
+def _start_as_slurm_would(task: dict, cwd: Path, env: dict) -> subprocess.Popen:
+    """Start one array task the way the sbatch script's srun line does on a compute node."""
+    array_id, index = task["job_id"].split("_")
+    slurm = {"SLURM_JOB_ID": f"5{index}", "SLURM_ARRAY_JOB_ID": array_id, "SLURM_ARRAY_TASK_ID": index}
+    slurm.update(SLURM_PROCID="0", SLURM_LOCALID="0", SLURM_NODEID="0", SLURM_NTASKS="1", SUBMITIT_EXECUTOR="slurm")
+    with open(task["stdout"], "a") as out, open(task["stderr"], "a") as err:
+        command = [sys.executable, "-u", "-m", "submitit.core._submit", str(Path(task["stdout"]).parent)]
+        return subprocess.Popen(command, cwd=cwd, env={**os.environ, **env, **slurm}, stdout=out, stderr=err)
+
+
+def test_a_slurm_array_task_checkpoints_on_usr2_is_requeued_by_scontrol_and_resumes(tmp_path, prepared32, reference):
+    specs = [write_spec(tmp_path, "first", "gan", prepared32, **QUICK)]
+    specs.append(write_spec(tmp_path, "resume_me", "dcgan", prepared32, **LONG))
+    env = _fake_slurm(tmp_path)
+    result = run_cli("submit", *specs, "--folder", tmp_path / "submissions", cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    task = _submission(tmp_path / "submissions")["tasks"][1]
+    assert task["job_id"] == "4242_1"
+    run_dir = tmp_path / "artifacts" / "resume_me" / "v0001"
+
+    first = _start_as_slurm_would(task, tmp_path, env)
+    _wait_for(lambda: (run_dir / "losses.jsonl").exists() and len(_losses(run_dir)) >= 2)
+    for pid in [first.pid, *_children(first.pid)]:  # Slurm signals every process of the job step
+        os.kill(pid, signal.SIGUSR2)
+    first.wait(timeout=120)
+    assert (tmp_path / "scontrol_calls").read_text().split() == ["requeue", "4242_1"]
+    assert artifacts.read_status(run_dir)["state"] == "interrupted"
+
+    second = _start_as_slurm_would(task, tmp_path, env)  # Slurm starts the requeued task again
+    assert second.wait(timeout=300) == 0
+    log = Path(task["stdout"]).read_text() + Path(task["stderr"]).read_text()
+    assert "this job is preempted" in log and "resuming" in log and "Job completed successfully" in log
+    assert artifacts.read_status(run_dir)["resumed"] == 1 and not (run_dir.parent / "v0002").exists()
+    _assert_same_run(run_dir, reference)
+
 
 def test_sbatch_refusing_the_array_is_one_line_error_and_recorded(tmp_path, prepared32):
     spec = write_spec(tmp_path, "job", "gan", prepared32, **QUICK)
@@ -220,12 +275,17 @@ def test_bad_submit_options_fail_in_one_line_before_anything_is_written(tmp_path
         (["--executor", "slurm"], no_slurm, "error: --executor slurm: sbatch and srun not found on PATH"),
         ([*LOCAL, "--time", "soon"], {}, "error: --time: 'soon' is not a Slurm time"),
         ([*LOCAL, "--container", tmp_path / "none.sif"], {}, "none.sif: no such image file"),
+        ([*LOCAL, "--time", "1"], {}, "error: --signal-delay: 120 s is not shorter than the time limit (1 min)"),
     ]
     for args, env, message in cases:
         result = run_cli("submit", spec, *args, "--folder", folder, cwd=tmp_path, env=env)
         assert result.returncode == 2 and message in result.stderr, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
     assert not folder.exists()
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    result = run_cli("submit", spec, *LOCAL, "--folder", a_file, cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.startswith(f"error: --folder {a_file}: cannot make"), result.stderr
     missing = run_cli("submit", "--status", "--folder", folder)
     assert missing.returncode == 2 and "not a submission folder" in missing.stderr
 
