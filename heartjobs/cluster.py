@@ -5,9 +5,9 @@ versioned artifact folders.
 A submission is a numbered folder, submissions/vNNNN: submission.json (what went where), specs/ (a
 snapshot of each job file, so that editing jobs/ later can't change a queued task), and logs/
 (submitit's pickles and each task's log, named by job id). A task is a submitit Checkpointable: on the
-signal Slurm sends before a time limit or a preemption (USR2, --signal-delay seconds ahead) it stops its
-`heartjobs run`, which writes a checkpoint at the exact batch, and submitit requeues the task, which
-then resumes from that checkpoint.
+signal Slurm sends before a time limit (USR2, --signal-delay seconds ahead) it stops its `heartjobs run`,
+which writes a checkpoint at the exact batch, and submitit requeues the task, which then resumes from
+that checkpoint.
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ from heartjobs import artifacts, atomic, child
 from heartjobs.errors import HeartjobsError
 
 SUBMISSION = "submission.json"
-EXECUTORS = ("slurm", "local")
 DEFAULT_TIME = {"slurm": "24:00:00", "local": "30-00:00:00"}
 RUNNING_ELSEWHERE_S = 300  # a run whose heartbeat is younger than this is running in another task
 STOP_MARGIN_S = 30  # of --signal-delay, left for submitit's requeue after the run has stopped
