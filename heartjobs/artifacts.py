@@ -79,8 +79,7 @@ class StatusFile:
             "epochs_done": previous.get("epochs_done", 0),
             "epochs_total": epochs_total,
             "error": None,
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
+            **this_process(),
             "resumed": previous.get("resumed", 0) + (1 if previous else 0),
         }
         self._last_beat = 0.0
@@ -129,11 +128,19 @@ def spec_hash_of(run_dir: Path) -> str | None:
     return atomic.read_json(run_dir / "resolved.json").get("spec_hash")
 
 
-def process_alive(status: dict) -> bool:
-    """Whether the process that wrote `status` still runs (only knowable on the same host)."""
-    if status.get("host") != socket.gethostname() or not status.get("pid"):
+def this_process() -> dict:
+    """Who is writing: pid, host, and the pid's start time, which tells this process from a later one
+    given the same pid (after a container restart, say)."""
+    return {"pid": os.getpid(), "host": socket.gethostname(), "pid_started": process_start_ticks(os.getpid())}
+
+
+def process_alive(record: dict) -> bool:
+    """Whether the process a this_process() record names still runs (only knowable on the same host)."""
+    if record.get("host") != socket.gethostname() or not record.get("pid"):
         return False
-    return pid_running(int(status["pid"]))
+    pid = int(record["pid"])
+    started = record.get("pid_started")
+    return pid_running(pid) and (started is None or process_start_ticks(pid) == started)
 
 
 def pid_running(pid: int) -> bool:

@@ -39,6 +39,7 @@ from heartjobs.errors import HeartjobsError
 SUBMISSION = "submission.json"
 DEFAULT_TIME = {"slurm": "24:00:00", "local": "30-00:00:00"}
 RUNNING_ELSEWHERE_S = 300  # a run whose heartbeat is younger than this is running in another task
+RUNNING_POLL_S = 10.0  # how often a task waiting for a run alive elsewhere looks again
 STOP_MARGIN_S = 30  # of --signal-delay, left for submitit's requeue after the run has stopped
 ACTIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING"}
 ACTIVE_STATES |= {"RESIZING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT", "UNKNOWN"}
@@ -123,7 +124,7 @@ class SpecTask(submitit.helpers.Checkpointable):
             if not told:  # e.g. a node that failed: its heartbeat goes stale within RUNNING_ELSEWHERE_S
                 print(f"{spec.name}: {busy} is running in another process; waiting for it", flush=True)
                 told = True
-            time.sleep(10)
+            time.sleep(RUNNING_POLL_S)
         if (done := artifacts.finished_version(spec, self.after)) is not None:
             print(f"{spec.name}: finished in {done}; nothing to do", flush=True)
             return str(done)
@@ -162,6 +163,8 @@ class SpecTask(submitit.helpers.Checkpointable):
             deadline = time.monotonic() + self.stop_wait_s  # the requeue must happen before Slurm's kill
             while not _exited(process) and time.monotonic() < deadline:
                 time.sleep(0.2)
+            if not _exited(process):  # as Slurm would at the limit: the requeued task must not wait on it
+                os.kill(process.pid, signal.SIGKILL)
         return submitit.helpers.DelayedSubmission(self)
 
 
@@ -215,7 +218,7 @@ def container_python(image: Path, cwd: Path, binds: list[Path]) -> str:
 def bind_paths(cwd: Path, folders: list[Path]) -> list[Path]:
     """cwd and the folders outside it (resolved), with none inside another."""
     chosen: list[Path] = []
-    for folder in sorted({cwd.resolve(), *(f.resolve() for f in folders)}, key=lambda p: len(p.parts)):
+    for folder in sorted({cwd.resolve(), *(f.resolve() for f in folders)}, key=lambda p: (len(p.parts), str(p))):
         if not any(folder.is_relative_to(c) for c in chosen):
             chosen.append(folder)
     return chosen
@@ -286,11 +289,18 @@ def plan(specs: list[tuple[Path, object]], root: Path, force: bool = False) -> P
     result = Plan()
     queued = queued_elsewhere(root, {spec.spec_hash for _, spec in specs}, result.notes)
     first: dict[str, Path] = {}
+    roots: dict[Path, tuple[str, Path]] = {}
     for path, spec in specs:
         if spec.spec_hash in first:  # two tasks of one configuration would race for its version
             result.skipped.append({"spec": str(path), "reason": f"the same configuration as {first[spec.spec_hash]}"})
             continue
+        other_hash, other = roots.get(spec.run_root.resolve(), (spec.spec_hash, path))
+        if other_hash != spec.spec_hash:  # resuming takes a job's newest unfinished version: one config a name
+            reason = f"the job name {spec.name!r} is {other}'s too, with another configuration; rename one"
+            result.skipped.append({"spec": str(path), "reason": reason})
+            continue
         first[spec.spec_hash] = path
+        roots[spec.run_root.resolve()] = (spec.spec_hash, path)
         if not force and (done := artifacts.finished_version(spec)) is not None:
             result.skipped.append({"spec": str(path), "reason": f"already finished in {done} (--force reruns it)"})
         elif (busy := running_elsewhere(spec)) is not None:
@@ -318,7 +328,9 @@ def queued_elsewhere(root: Path, hashes: set[str], notes: list[str]) -> dict[str
             continue
         for task in tasks:
             state = states[task["job_id"]]
-            if not finished(state):
+            if state == "UNKNOWN":  # e.g. accounting purged: can't tell, so don't block the job forever
+                notes.append(f"{folder}: task {task['job_id']} ({task['job']}): state unknown; not counted")
+            elif not finished(state):
                 held[task["spec_hash"]] = f"waiting or running in {folder} (task {task['job_id']}: {state})"
     return held
 
@@ -345,17 +357,20 @@ def _stdio_to(path: Path) -> Iterator[None]:
 def submit(specs: list[tuple[Path, object]], options: SubmitOptions, root: Path) -> tuple[dict, list]:
     """Submit the specs as one array; returns the submission record and submitit's job objects."""
     cwd = Path.cwd()
+    for path, spec in specs:  # bound into the container, so they must exist
+        try:
+            spec.output.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise HeartjobsError(f"{path}: output.root: cannot make {spec.output.root} ({exc.strerror})") from None
     try:
         folder = artifacts.claim_version(root)
-        for _, spec in specs:  # bound into the container, so they must exist
-            spec.output.root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise HeartjobsError(f"--folder {root}: cannot make a submission folder there ({exc})") from None
+        raise HeartjobsError(f"--folder {root}: cannot make a submission folder there ({exc.strerror})") from None
     logs = folder / "logs"
     binds = bind_paths(cwd, [root, *(Path(s.data.prepared) for _, s in specs), *(s.output.root for _, s in specs)])
     executor = make_executor(options, logs, len(specs), cwd, binds)
     parallel = options.array_parallelism or 1
-    stop_wait_s = max(5, options.signal_delay_s - STOP_MARGIN_S)
+    stop_wait_s = options.signal_delay_s - min(STOP_MARGIN_S, options.signal_delay_s / 2)
     tasks, rows = [], []
     for index, (path, spec) in enumerate(specs):
         snapshot = folder / "specs" / f"{index:03d}_{Path(path).name}"
@@ -391,7 +406,7 @@ def submit(specs: list[tuple[Path, object]], options: SubmitOptions, root: Path)
     for row, job in zip(rows, jobs, strict=True):
         row.update(job_id=job.job_id, stdout=str(job.paths.stdout), stderr=str(job.paths.stderr))
         if options.executor == "local":  # tells the controller from a later process given its pid
-            row["started_ticks"] = artifacts.process_start_ticks(int(job.job_id))
+            row["pid_started"] = artifacts.process_start_ticks(int(job.job_id))
     atomic.write_json(folder / SUBMISSION, record)
     return {**record, "folder": str(folder)}, jobs
 
@@ -420,10 +435,11 @@ def scheduler_states(record: dict) -> dict[str, str]:
         states = {}
         here = record.get("host") == socket.gethostname()
         for task in tasks:
-            pid, result = int(task["job_id"]), JobPaths(Path(task["stdout"]).parent, task["job_id"], 0).result_pickle
+            result = JobPaths(Path(task["stdout"]).parent, task["job_id"], 0).result_pickle
+            controller = {"pid": task["job_id"], "host": record.get("host"), "pid_started": task.get("pid_started")}
             if not here:
                 state = "UNKNOWN"
-            elif artifacts.pid_running(pid) and artifacts.process_start_ticks(pid) == task.get("started_ticks"):
+            elif artifacts.process_alive(controller):
                 state = "RUNNING"  # (the controller first: it exits only after the result file is written)
             elif result.exists():
                 state = "COMPLETED" if pickle_load(result)[0] == "success" else "FAILED"

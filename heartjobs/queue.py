@@ -276,7 +276,7 @@ class Worker:
     def run_one(self, entry: Entry) -> str:
         """Run one claimed job; the heartbeat stops before the job file moves on."""
         started = time.time()
-        record = {"pid": os.getpid(), "host": socket.gethostname(), "slot": self.slot, "started": started}
+        record = {**artifacts.this_process(), "slot": self.slot, "started": started}
         beat = _Heartbeat(entry.sidecar("worker.json"), record)
         beat.start()
         try:

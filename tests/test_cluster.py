@@ -6,16 +6,29 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
+import threading
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from submitit.core.utils import DelayedSubmission
 
-from heartjobs import artifacts
-from heartjobs.cluster import SpecTask, parse_time
+from heartjobs import artifacts, atomic, cluster
+from heartjobs.cluster import (
+    RUNNING_ELSEWHERE_S,
+    SpecTask,
+    _exited,
+    parse_time,
+    queued_elsewhere,
+    resumable,
+    running_elsewhere,
+)
+from heartjobs.spec import load_spec
 from heartjobs.training.run import run_job
 
 from .conftest import run_cli, write_spec
@@ -167,9 +180,12 @@ def test_slurm_parameters_submitit_passes_to_sbatch(tmp_path, prepared32):
     options += ["--sbatch", "constraint=a100", "--folder", tmp_path / "submissions"]
     twin = tmp_path / "twin.toml"  # another file, the same configuration
     twin.write_bytes(specs[0].read_bytes())
-    result = run_cli("submit", *specs, twin, "--executor", "slurm", *options, cwd=tmp_path, env=env)
+    namesake = tmp_path / "namesake.toml"  # the same job name (run folder), another configuration
+    namesake.write_text(specs[0].read_text().replace("epochs = 2", "epochs = 3"))
+    result = run_cli("submit", *specs, twin, namesake, "--executor", "slurm", *options, cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr
     assert f"skipped {twin}: the same configuration as {specs[0]}" in result.stdout
+    assert f"skipped {namesake}: the job name 'job0' is {specs[0]}'s too, with another configuration" in result.stdout
 
     script = (tmp_path / "sbatch_script.sh").read_text()
     for line in (
@@ -197,6 +213,7 @@ def test_slurm_parameters_submitit_passes_to_sbatch(tmp_path, prepared32):
         assert isinstance(submitted.function, SpecTask)
         assert Path(submitted.function.spec_path).read_bytes() == specs[i].read_bytes()
         assert submitted.function.after == 0 and submitted.function.lock is None
+        assert submitted.function.stop_wait_s == 90  # --signal-delay 120 less 30 s for the requeue
         assert task["stdout"].endswith(f"logs/4242_{i}_0_log.out")
 
     status = run_cli("submit", "--status", "--folder", tmp_path / "submissions", env=env)
@@ -286,6 +303,11 @@ def test_bad_submit_options_fail_in_one_line_before_anything_is_written(tmp_path
     a_file.write_text("")
     result = run_cli("submit", spec, *LOCAL, "--folder", a_file, cwd=tmp_path)
     assert result.returncode == 2 and result.stderr.startswith(f"error: --folder {a_file}: cannot make"), result.stderr
+    unwritable = tmp_path / "unwritable.toml"
+    unwritable.write_text(spec.read_text().replace(str(tmp_path / "artifacts"), str(a_file / "artifacts")))
+    result = run_cli("submit", unwritable, *LOCAL, "--folder", folder, cwd=tmp_path)
+    assert result.returncode == 2 and f"unwritable.toml: output.root: cannot make {a_file}" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not folder.exists()
     missing = run_cli("submit", "--status", "--folder", folder)
     assert missing.returncode == 2 and "not a submission folder" in missing.stderr
 
@@ -296,3 +318,97 @@ def test_bad_submit_options_fail_in_one_line_before_anything_is_written(tmp_path
 )
 def test_slurm_time_formats(text, minutes):
     assert parse_time(text) == minutes
+
+
+def test_exited_tells_a_running_child_from_an_exited_one_without_reaping_it():
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    assert not _exited(proc)
+    proc.kill()
+    os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)  # wait until it has exited, leaving it unreaped
+    assert _exited(proc) and proc.returncode is None
+    assert proc.wait() == -signal.SIGKILL  # still Popen's to reap
+    other = subprocess.Popen([sys.executable, "-c", "pass"])
+    os.waitpid(other.pid, 0)  # reaped behind Popen's back, as a poll() the signal interrupted may have done
+    assert _exited(other)
+
+
+def test_checkpoint_stops_the_run_and_kills_one_that_outlasts_the_stop_wait(tmp_path):
+    obedient = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    task = SpecTask("job.toml", str(tmp_path), stop_wait_s=2.0)
+    task._process = obedient
+    started = time.monotonic()
+    again = task.checkpoint()
+    assert time.monotonic() - started < 2.0 and obedient.wait(timeout=5) == -signal.SIGTERM
+    assert isinstance(again.function, SpecTask) and again.function.spec_path == "job.toml"
+
+    ignores_term = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print(1, flush=True)"
+    ignores_term += "; time.sleep(60)"
+    stubborn = subprocess.Popen([sys.executable, "-c", ignores_term], stdout=subprocess.PIPE)
+    stubborn.stdout.readline()  # its handler is in place
+    task._process = stubborn
+    started = time.monotonic()
+    task.checkpoint()
+    assert 2.0 <= time.monotonic() - started < 5.0
+    assert stubborn.wait(timeout=5) == -signal.SIGKILL
+    stubborn.stdout.close()
+
+
+def _write_status(run_dir: Path, **fields) -> None:
+    atomic.write_json(run_dir / "status.json", {"state": "running", "heartbeat": artifacts.now_iso(), **fields})
+
+
+def test_a_run_counts_as_running_only_while_its_own_process_lives(tmp_path, prepared32, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    spec_path = write_spec(tmp_path, "alive", "gan", prepared32, **QUICK)
+    spec = load_spec(spec_path)
+    run_dir = artifacts.claim_version(spec.run_root)
+    atomic.write_json(run_dir / "resolved.json", {"spec_hash": spec.spec_hash})
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    live = {"pid": sleeper.pid, "host": socket.gethostname(), "pid_started": artifacts.process_start_ticks(sleeper.pid)}
+    _write_status(run_dir, **live)
+    assert resumable(spec) == run_dir and resumable(spec, after=1) is None  # --force: only newer versions
+    assert running_elsewhere(spec) == run_dir
+    _write_status(run_dir, **{**live, "pid_started": live["pid_started"] + 1})  # its pid, another process
+    assert running_elsewhere(spec) is None
+    _write_status(run_dir, pid=1, host="elsewhere")  # another host: its heartbeat decides
+    assert running_elsewhere(spec) == run_dir
+    old = datetime.fromtimestamp(time.time() - RUNNING_ELSEWHERE_S - 60, UTC).isoformat(timespec="seconds")
+    _write_status(run_dir, pid=1, host="elsewhere", heartbeat=old)  # a node that failed
+    assert running_elsewhere(spec) is None
+
+    # A task waits while the run is alive, then takes the version over and finishes it.
+    _write_status(run_dir, **live)
+    monkeypatch.setattr(cluster, "RUNNING_POLL_S", 0.2)
+    outcome = {}
+    waiting = threading.Thread(target=lambda: outcome.update(run=SpecTask(str(spec_path), str(tmp_path))()))
+    waiting.start()
+    time.sleep(2)
+    assert waiting.is_alive() and not (run_dir / "generator.pt").exists()
+    sleeper.kill()
+    sleeper.wait()
+    waiting.join(timeout=120)
+    assert outcome["run"] == str(run_dir) and artifacts.read_status(run_dir)["state"] == "done"
+    assert artifacts.versions(spec.run_root) == [run_dir]
+
+
+def test_earlier_submissions_hold_their_jobs_unless_their_state_is_unknown(tmp_path, prepared32, monkeypatch):
+    env = _fake_slurm(tmp_path)
+    (tmp_path / "bin" / "sacct").write_text("#!/bin/sh\necho 'JobID|State|NodeList'\n")  # accounting purged
+    monkeypatch.setenv("PATH", env["PATH"])
+    root = tmp_path / "submissions"
+    slurm = {"executor": "slurm", "tasks": [{"job_id": "77_0", "job": "a", "spec_hash": "h1"}]}
+    atomic.write_json(artifacts.claim_version(root) / "submission.json", slurm)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        log = str(tmp_path / "logs" / f"{sleeper.pid}_0_log.out")  # a record without pid_started
+        task = {"job_id": str(sleeper.pid), "job": "b", "spec_hash": "h2", "stdout": log}
+        local = {"executor": "local", "host": socket.gethostname(), "tasks": [task]}
+        atomic.write_json(artifacts.claim_version(root) / "submission.json", local)
+        atomic.write_json(artifacts.claim_version(root) / "submission.json", {**slurm, "tasks": [], "error": "x"})
+        notes: list[str] = []
+        held = queued_elsewhere(root, {"h1", "h2"}, notes)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert held == {"h2": f"waiting or running in {root / 'v0002'} (task {sleeper.pid}: RUNNING)"}
+    assert notes == [f"{root / 'v0001'}: task 77_0 (a): state unknown; not counted"]
