@@ -61,6 +61,14 @@ def write_spec(folder: Path, name: str, model: str, prepared: Path, eval: dict |
     return path
 
 
+def uninterrupted_run(tmp_path_factory, prepared: Path, **train) -> Path:
+    """Job "resume_me" (DCGAN) trained start to end: what an interrupted-and-resumed run of the same
+    spec must match bit for bit."""
+    from heartjobs.training.run import run_job
+
+    return run_job(write_spec(tmp_path_factory.mktemp("reference"), "resume_me", "dcgan", prepared, **train))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def private_cache(tmp_path_factory):
     """heartjobs' cache (untrained Inception weights, real FID statistics) in a fresh folder per session,

@@ -29,9 +29,8 @@ from heartjobs.cluster import (
     running_elsewhere,
 )
 from heartjobs.spec import load_spec
-from heartjobs.training.run import run_job
 
-from .conftest import run_cli, write_spec
+from .conftest import run_cli, uninterrupted_run, write_spec
 from .test_queue import _wait_for
 from .test_resume import SLOW, _assert_same_run, _losses
 
@@ -98,9 +97,7 @@ LONG = {**SLOW, "epochs": 60}
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, prepared32):
-    """The uninterrupted run that a stopped, requeued and resumed task must match bit for bit."""
-    folder = tmp_path_factory.mktemp("reference")
-    return run_job(write_spec(folder, "resume_me", "dcgan", prepared32, **LONG))
+    return uninterrupted_run(tmp_path_factory, prepared32, **LONG)
 
 
 def test_a_local_task_told_to_stop_is_requeued_and_resumes_bit_identical(tmp_path, prepared32, reference):

@@ -17,7 +17,7 @@ from heartjobs.spec import load_spec
 from heartjobs.training.checkpoint import list_checkpoints, load_checkpoint, load_generator
 from heartjobs.training.run import run_job
 
-from .conftest import run_cli, write_spec
+from .conftest import run_cli, uninterrupted_run, write_spec
 
 # DCGAN (dropout: the global RNG matters too), many small batches so that signals land mid-run.
 SLOW = {"epochs": 30, "batch_size": 2, "sample_every": 10, "checkpoint_every": 2, "device": "cpu"}
@@ -57,9 +57,7 @@ def _assert_same_run(resumed, reference):
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, prepared32):
-    """The uninterrupted run that every interrupted-and-resumed run must match bit for bit."""
-    folder = tmp_path_factory.mktemp("reference")
-    return run_job(write_spec(folder, "resume_me", "dcgan", prepared32, **SLOW))
+    return uninterrupted_run(tmp_path_factory, prepared32, **SLOW)
 
 
 def test_sigkill_after_a_checkpoint_then_resume_is_bit_identical(tmp_path, prepared32, reference):
