@@ -143,6 +143,14 @@ def process_alive(record: dict) -> bool:
     return pid_running(pid) and (started is None or process_start_ticks(pid) == started)
 
 
+def alive(record: dict, heartbeat: float | None, stale_after: float) -> bool:
+    """Whether the process a this_process() record names is alive: on this host, by its pid and start
+    time; on another, by its heartbeat (seconds since the epoch) being younger than stale_after."""
+    if record.get("host") == socket.gethostname():
+        return process_alive(record)
+    return heartbeat is not None and time.time() - heartbeat < stale_after
+
+
 def pid_running(pid: int) -> bool:
     """Whether process `pid` exists on this machine and is not a zombie (exited, not yet reaped)."""
     try:
@@ -151,18 +159,22 @@ def pid_running(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    with contextlib.suppress(OSError, IndexError):
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat[stat.rindex(")") + 2] != "Z"  # the state field follows "(comm) "
-    return True
+    fields = proc_stat(pid)
+    return fields is None or fields[0] != "Z"
 
 
 def process_start_ticks(pid: int) -> int | None:
     """When process `pid` started (clock ticks since boot), to tell it from a later process given the
     same pid; None where /proc can't say."""
-    with contextlib.suppress(OSError, IndexError, ValueError):
+    fields = proc_stat(pid)
+    return int(fields[19]) if fields else None  # field 22 of the file, starttime
+
+
+def proc_stat(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after "(comm)": state, ppid, ...; None where /proc can't say."""
+    with contextlib.suppress(OSError, ValueError):
         stat = Path(f"/proc/{pid}/stat").read_text()
-        return int(stat[stat.rindex(")") + 2 :].split()[19])  # field 22, starttime
+        return stat[stat.rindex(")") + 2 :].split()
     return None
 
 

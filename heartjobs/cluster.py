@@ -197,12 +197,10 @@ def running_elsewhere(spec, after: int = 0) -> Path | None:
     status = artifacts.read_status(run_dir)
     if status.get("state") != "running":
         return None
-    if status.get("host") == socket.gethostname():
-        return run_dir if artifacts.process_alive(status) else None
-    with contextlib.suppress(KeyError, ValueError):
-        beat = datetime.fromisoformat(status["heartbeat"]).timestamp()
-        return run_dir if time.time() - beat < RUNNING_ELSEWHERE_S else None
-    return None
+    beat = None
+    with contextlib.suppress(TypeError, ValueError):
+        beat = datetime.fromisoformat(status.get("heartbeat")).timestamp()
+    return run_dir if artifacts.alive(status, beat, RUNNING_ELSEWHERE_S) else None
 
 
 # --- submitting ---

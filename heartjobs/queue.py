@@ -14,7 +14,6 @@ import fcntl
 import os
 import re
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -156,9 +155,7 @@ class Queue:
 
 
 def _worker_gone(beat: dict, stale_after: float) -> bool:
-    if beat.get("host") == socket.gethostname():
-        return not artifacts.process_alive(beat)
-    return time.time() - float(beat.get("heartbeat", 0)) > stale_after
+    return not artifacts.alive(beat, float(beat.get("heartbeat", 0)), stale_after)
 
 
 def _move_sidecars(entry: Entry, folder: Path, stem: str, keep: tuple[str, ...]) -> None:

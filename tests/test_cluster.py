@@ -45,13 +45,10 @@ def _submission(folder: Path) -> dict:
 def _children(pid: int) -> list[int]:
     """Processes whose parent is `pid` (read from /proc, which every Linux has)."""
     found = []
-    for stat_file in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat_file.read_text()
-        except OSError:
-            continue
-        if int(text[text.rindex(")") + 2 :].split()[1]) == pid:
-            found.append(int(stat_file.parent.name))
+    for proc in Path("/proc").glob("[0-9]*"):
+        fields = artifacts.proc_stat(int(proc.name))
+        if fields and int(fields[1]) == pid:
+            found.append(int(proc.name))
     return found
 
 
