@@ -227,19 +227,24 @@ def _describe(error: dict) -> str:
     return f"{field}: {msg} (got {error['input']!r})" if "input" in error and loc else f"{field}: {msg}"
 
 
-def parse_spec(path: Path) -> JobSpec:
-    """Read and validate one spec file; every problem becomes a one-line HeartjobsError."""
-    path = Path(path)
+def read_toml(path: Path) -> dict:
+    """A TOML file's table; unreadable, non-UTF-8 or malformed files become a one-line HeartjobsError."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise HeartjobsError(f"{path}: cannot read ({exc.strerror})") from None
     except UnicodeDecodeError:
         raise HeartjobsError(f"{path}: not a UTF-8 text file (TOML must be UTF-8)") from None
     try:
-        raw = tomli.loads(text)
+        return tomli.loads(text)
     except tomli.TOMLDecodeError as exc:
         raise HeartjobsError(f"{path}: TOML syntax error: {exc}") from None
+
+
+def parse_spec(path: Path) -> JobSpec:
+    """Read and validate one spec file; every problem becomes a one-line HeartjobsError."""
+    path = Path(path)
+    raw = read_toml(path)
     try:
         return JobSpec.model_validate(raw)
     except ValidationError as exc:

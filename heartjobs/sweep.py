@@ -12,13 +12,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import tomli
 import tomli_w
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from heartjobs import atomic
 from heartjobs.errors import HeartjobsError
-from heartjobs.spec import JobSpec, ModelName, TrainSection
+from heartjobs.spec import JobSpec, ModelName, TrainSection, read_toml
 
 # Short names the thesis uses for the varied hyperparameters.
 ABBREVIATIONS = {"lr": "lr", "latent_dim": "ldim", "batch_size": "bsize"}
@@ -57,12 +56,7 @@ def _variants(group: SweepGroup, mode: str) -> list[dict[str, Any]]:
 
 
 def load_sweep(path: Path) -> Sweep:
-    try:
-        raw = tomli.loads(Path(path).read_text())
-    except OSError as exc:
-        raise HeartjobsError(f"{path}: cannot read ({exc.strerror})") from None
-    except tomli.TOMLDecodeError as exc:
-        raise HeartjobsError(f"{path}: TOML syntax error: {exc}") from None
+    raw = read_toml(path)
     try:
         sweep = Sweep.model_validate(raw)
     except ValidationError as exc:

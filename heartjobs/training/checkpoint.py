@@ -48,13 +48,18 @@ def save_checkpoint(folder: Path, trainer_state: dict, spec_hash: str, keep: int
     return path
 
 
+def _load(path: Path, what: str) -> dict:
+    """torch.load on the CPU, tensors and plain types only; a file it can't read is a one-line error."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise HeartjobsError(f"{path}: unreadable {what} ({' '.join(str(exc).split())[:200]})") from None
+
+
 def load_checkpoint(path: Path, spec_hash: str) -> dict:
     """Load a checkpoint (on the CPU: RNG states must stay there; the trainer moves the rest to its
     device), refusing one made under another configuration."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise HeartjobsError(f"{path}: unreadable checkpoint ({' '.join(str(exc).split())[:200]})") from None
+    state = _load(path, "checkpoint")
     if state.get("format") != CHECKPOINT_FORMAT:
         raise HeartjobsError(f"{path}: format: expected {CHECKPOINT_FORMAT}, got {state.get('format')}")
     if state.get("spec_hash") != spec_hash:
@@ -86,10 +91,7 @@ def load_generator(path: Path, device: str | torch.device = "cpu") -> tuple[torc
     """Rebuild a saved generator (in eval mode) on `device`; returns (generator, its metadata)."""
     from heartjobs.models import build_models
 
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise HeartjobsError(f"{path}: unreadable generator file ({' '.join(str(exc).split())[:200]})") from None
+    payload = _load(path, "generator file")
     if "state_dict" not in payload:
         raise HeartjobsError(f"{path}: not a heartjobs generator.pt (no state_dict)")
     generator, _ = build_models(
