@@ -377,9 +377,17 @@ def submit(specs: list[tuple[Path, object]], options: SubmitOptions, root: Path)
         after = artifacts.version_number(existing[-1]) if options.force and existing else 0
         lock = (index % parallel, parallel) if options.executor == "local" else None
         tasks.append(SpecTask(str(snapshot.resolve()), str(cwd), after, lock, stop_wait_s))
-        run_root = spec.run_root if spec.run_root.is_absolute() else cwd / spec.run_root
-        rows.append({"index": index, "job": spec.name, "spec": str(path), "snapshot": str(snapshot)})
-        rows[-1].update(spec_hash=spec.spec_hash, run_root=str(run_root), after=after)
+        rows.append(
+            {
+                "index": index,
+                "job": spec.name,
+                "spec": str(path),
+                "snapshot": str(snapshot),
+                "spec_hash": spec.spec_hash,
+                "run_root": str(spec.run_root.absolute()),
+                "after": after,
+            }
+        )
     options_record = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()}
     record = {
         "executor": options.executor,
