@@ -2,7 +2,7 @@
 
 Thesis route, per repeat: generate the images one at a time, save each with torchvision's
 save_image(normalize=True), then run pytorch-fid's CLI on the real PNG folder and the generated one
-(which recomputes the real statistics every time). heartjobs: `evaluate()` with the same n, repeats,
+(which recomputes the real statistics every time). heartjobs: `evaluate_run()` with the same n, repeats,
 dims, weights and per-image min-max quantization, starting from an empty statistics cache.
 Prints both times, both FID values and the ratio; appends a JSON line to bench/results/fid.jsonl.
 """
@@ -22,13 +22,12 @@ import torch
 from results_log import RESULTS, record
 from torchvision.utils import save_image
 
+from heartjobs.checkpoint import load_generator
 from heartjobs.data.phantom import PhantomParams, generate
 from heartjobs.data.prepare import PrepareParams, prepare
-from heartjobs.evaluation.fid import evaluate
 from heartjobs.evaluation.weights import STANDARD_FILENAME, resolve_weights
+from heartjobs.job import evaluate_run, run_job
 from heartjobs.spec import EvalSection
-from heartjobs.training.checkpoint import load_generator
-from heartjobs.training.run import run_job
 
 
 def thesis_route(
@@ -102,7 +101,7 @@ def main() -> None:
             kid=False,
         )
         start = time.perf_counter()
-        report = evaluate(run_dir, settings, device="cpu")
+        report = evaluate_run(run_dir, settings, device="cpu")
         ours_s = time.perf_counter() - start
 
     mean = sum(thesis) / len(thesis)

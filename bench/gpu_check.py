@@ -20,10 +20,9 @@ from results_log import RESULTS, record
 from heartjobs.data.phantom import PhantomParams, generate
 from heartjobs.data.prepare import PrepareParams, prepare
 from heartjobs.errors import HeartjobsError
-from heartjobs.evaluation.fid import evaluate
 from heartjobs.evaluation.weights import resolve_weights
+from heartjobs.job import evaluate_run, run_job
 from heartjobs.spec import EvalSection
-from heartjobs.training.run import run_job
 
 
 def main() -> None:
@@ -69,10 +68,10 @@ def main() -> None:
             if model == "dcgan":
                 settings = EvalSection(n_generated=args.fid_n, repeats=1, weights=str(weights.path), kid=False)
                 start = time.perf_counter()
-                report = evaluate(run_dir, settings, device=device)
+                report = evaluate_run(run_dir, settings, device=device)
                 results["fid_seconds_cold"] = round(time.perf_counter() - start, 2)
                 start = time.perf_counter()
-                evaluate(run_dir, settings, device=device)  # real statistics now cached
+                evaluate_run(run_dir, settings, device=device)  # real statistics now cached
                 results["fid_seconds_cached"] = round(time.perf_counter() - start, 2)
                 results["fid"] = round(report["fid_mean"], 3)
                 results["fid_n"] = args.fid_n

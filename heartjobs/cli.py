@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
 from pathlib import Path
 
 from rich.console import Console
@@ -13,6 +15,7 @@ from rich.text import Text
 from heartjobs import __version__
 from heartjobs.errors import HeartjobsError
 
+DEBUG_ENV = "HEARTJOBS_DEBUG"
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False)
 
@@ -67,17 +70,18 @@ def cmd_info(args: argparse.Namespace) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    from heartjobs.training.run import run_job
+    from heartjobs.job import run_job
 
-    run_dir = run_job(args.spec, resume=args.resume)
+    run_dir = run_job(args.spec, resume=args.resume, result_file=args.result)
     out.print(f"done: {run_dir}")
 
 
 def cmd_fid(args: argparse.Namespace) -> None:
-    from heartjobs.evaluation.fid import evaluate, read_resolved
-    from heartjobs.training.run import fid_line
+    from heartjobs.evaluation.records import summary_line
+    from heartjobs.job import evaluate_run
+    from heartjobs.rundir import RunDir
 
-    spec = read_resolved(args.run_dir)
+    spec = RunDir(args.run_dir).spec()
     overrides = {
         key: value
         for key, value in {
@@ -92,9 +96,9 @@ def cmd_fid(args: argparse.Namespace) -> None:
         if value is not None
     }
     settings = spec.eval.model_copy(update=overrides)
-    report = evaluate(args.run_dir, settings, checkpoint=args.checkpoint, device=args.device)
+    report = evaluate_run(args.run_dir, settings, checkpoint=args.checkpoint, device=args.device)
     snapshot = report["snapshot"]
-    out.print(f"{args.run_dir} ({snapshot['file']}, epoch {snapshot['epoch']}): {fid_line(report)}", markup=False)
+    out.print(f"{args.run_dir} ({snapshot['file']}, epoch {snapshot['epoch']}): {summary_line(report)}", markup=False)
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
@@ -126,7 +130,7 @@ def _fail_if_bad(bad: int, total: int, verdict: str) -> None:
 
 
 def cmd_enqueue(args: argparse.Namespace) -> None:
-    from heartjobs.queue import Queue
+    from heartjobs.jobqueue import Queue
 
     queue = Queue(args.queue)
     good, bad = _valid_specs(args.specs)
@@ -143,7 +147,28 @@ def cmd_submit(args: argparse.Namespace) -> None:
         return
     if not args.specs:
         raise HeartjobsError("submit: give job spec files, or --status to see a submission")
-    options = cluster.SubmitOptions(
+    options = _submit_options(args)
+    cluster.check_available(options)
+    good, bad = _valid_specs(args.specs)
+    plan = cluster.plan(good, args.folder, force=args.force)
+    for note in plan.notes:
+        err.print(f"note: {note}", markup=False)
+    for skipped in plan.skipped:
+        out.print(f"skipped {skipped['spec']}: {skipped['reason']}", markup=False)
+    if plan.submit:
+        record, jobs = cluster.submit(plan.submit, options, args.folder)
+        _print_submitted(record, options.executor)
+        if args.wait:
+            _wait_for_submission(record, jobs)
+    else:
+        out.print("nothing to submit")
+    _fail_if_bad(bad, len(args.specs), "refused; the others are submitted" if plan.submit else "refused")
+
+
+def _submit_options(args: argparse.Namespace):
+    from heartjobs.cluster import SubmitOptions
+
+    return SubmitOptions(
         executor=args.executor,
         partition=args.partition,
         gpus_per_job=args.gpus_per_job,
@@ -160,30 +185,26 @@ def cmd_submit(args: argparse.Namespace) -> None:
         force=args.force,
         extra=dict(_key_value(text) for text in args.sbatch),
     )
-    cluster.check_available(options)
-    good, bad = _valid_specs(args.specs)
-    plan = cluster.plan(good, args.folder, force=args.force)
-    for note in plan.notes:
-        err.print(f"note: {note}", markup=False)
-    for skipped in plan.skipped:
-        out.print(f"skipped {skipped['spec']}: {skipped['reason']}", markup=False)
-    if plan.submit:
-        record, jobs = cluster.submit(plan.submit, options, args.folder)
-        kind = "Slurm job array" if options.executor == "slurm" else "local submitit jobs"
-        out.print(f"submitted {len(jobs)} tasks as {kind} ({record['folder']})", markup=False)
-        for task in record["tasks"]:
-            out.print(f"  {task['index']:3d} {task['job']} -> {task['job_id']}  log {task['stdout']}", markup=False)
-        out.print(f"status: heartjobs submit --status {record['folder']}", markup=False)
-        if args.wait:
-            rows = cluster.wait(record, jobs, lambda row: out.print(_status_line(row), markup=False))
-            failed = [row for row in rows if row["state"] != "COMPLETED"]
-            for row in failed:
-                err.print(f"error: {row['job']} ({row['job_id']}): {row['state']}; log {row['log']}", markup=False)
-            if failed:
-                raise HeartjobsError(f"{len(failed)} of {len(rows)} tasks did not complete")
-    else:
-        out.print("nothing to submit")
-    _fail_if_bad(bad, len(args.specs), "refused; the others are submitted" if plan.submit else "refused")
+
+
+def _print_submitted(record: dict, executor: str) -> None:
+    kind = "Slurm job array" if executor == "slurm" else "local submitit jobs"
+    out.print(f"submitted {len(record['tasks'])} tasks as {kind} ({record['folder']})", markup=False)
+    for task in record["tasks"]:
+        out.print(f"  {task['index']:3d} {task['job']} -> {task['job_id']}  log {task['stdout']}", markup=False)
+    out.print(f"status: heartjobs submit --status {record['folder']}", markup=False)
+
+
+def _wait_for_submission(record: dict, jobs: list) -> None:
+    """--wait: a line per state change; an error line per task that did not complete."""
+    from heartjobs import cluster
+
+    rows = cluster.wait(record, jobs, lambda row: out.print(_status_line(row), markup=False))
+    failed = [row for row in rows if row["state"] != "COMPLETED"]
+    for row in failed:
+        err.print(f"error: {row['job']} ({row['job_id']}): {row['state']}; log {row['log']}", markup=False)
+    if failed:
+        raise HeartjobsError(f"{len(failed)} of {len(rows)} tasks did not complete")
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -221,7 +242,7 @@ def _print_rows(title: str, columns: list[str], rows: list[dict]) -> None:
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
-    from heartjobs.queue import Queue, Worker
+    from heartjobs.jobqueue import Queue, Worker
 
     worker = Worker(Queue(args.queue), slot=args.slot, force=args.force, poll_s=args.poll)
     counts = worker.serve(watch=args.watch)
@@ -231,7 +252,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
 
 
 def cmd_queue_status(args: argparse.Namespace) -> None:
-    from heartjobs.queue import Queue, status
+    from heartjobs.jobqueue import Queue, status
 
     rows = []
     for state, entries in status(Queue(args.queue)).items():
@@ -244,33 +265,34 @@ def cmd_queue_status(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from heartjobs.report import markdown, write_report
-    from heartjobs.spec import parse_spec
+    from heartjobs.report import HEADER, cells, markdown, write_report
 
-    expected = None
-    if args.jobs:
-        expected = []
-        for path in sorted(Path(args.jobs).glob("*.toml")):
-            if not path.name.endswith(".sweep.toml"):
-                try:
-                    expected.append(parse_spec(path).name)
-                except HeartjobsError:
-                    expected.append(path.stem)
-    rows, written = write_report(args.artifacts, expected)
-    if not out.is_terminal:  # plain text for logs: the markdown table
+    rows, written = write_report(args.artifacts, _expected_jobs(args.jobs) if args.jobs else None)
+    if out.is_terminal:
+        table = Table(title=f"heartjobs summary ({args.artifacts})")
+        for column in HEADER:
+            table.add_column(column)
+        for row in rows:
+            table.add_row(*cells(row))
+        out.print(table)
+    else:  # plain text for logs: the markdown table
         out.print(markdown(rows), markup=False)
-        for path in written:
-            out.print(f"wrote {path}")
-        return
-    table = Table(title=f"heartjobs summary ({args.artifacts})")
-    header, _, *body = markdown(rows).splitlines()
-    for column in header.strip("| ").split(" | "):
-        table.add_column(column)
-    for line in body:
-        table.add_row(*line.strip("| ").split(" | "))
-    out.print(table)
     for path in written:
         out.print(f"wrote {path}")
+
+
+def _expected_jobs(folder: Path) -> list[str]:
+    """The job names of a folder of specs (a spec that can't be read counts by its file name)."""
+    from heartjobs.spec import parse_spec
+
+    names = []
+    for path in sorted(Path(folder).glob("*.toml")):
+        if not path.name.endswith(".sweep.toml"):
+            try:
+                names.append(parse_spec(path).name)
+            except HeartjobsError:
+                names.append(path.stem)
+    return names
 
 
 def cmd_validate(args: argparse.Namespace) -> None:
@@ -320,6 +342,12 @@ def _print_summary(path: Path, manifest: dict) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="heartjobs", description=__doc__.split(":")[0])
     parser.add_argument("--version", action="version", version=f"heartjobs {__version__}")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=os.environ.get(DEBUG_ENV, "") not in ("", "0"),
+        help=f"on an error, print the traceback with its causes too (or set {DEBUG_ENV}=1)",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     data = commands.add_parser("data", help="make and prepare CT slice data")
@@ -359,6 +387,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("run", help="train one job spec into a new versioned artifact folder")
     p.add_argument("spec", type=Path, help="job spec (TOML)")
     p.add_argument("--resume", action="store_true", help="continue the newest unfinished version of this job")
+    p.add_argument(
+        "--result", type=Path, metavar="FILE", help="write how the run ended here as JSON (what the queue reads)"
+    )
     p.set_defaults(func=cmd_run)
 
     p = commands.add_parser("fid", help="evaluate FID/KID of a run (its final generator or a checkpoint)")
@@ -456,11 +487,24 @@ def _print_error(exc: HeartjobsError) -> None:
         err.print(Text.assemble(("error: ", "red"), line), soft_wrap=True)
 
 
+def _print_traceback(exc: BaseException) -> None:
+    """The whole story of an error, causes included: the one-line errors hide them (raise ... from None)
+    and this brings them back."""
+    seen, link = set(), exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        link.__suppress_context__ = False
+        link = link.__cause__ or link.__context__
+    traceback.print_exception(exc, file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
     except HeartjobsError as exc:
+        if args.debug:
+            _print_traceback(exc)
         _print_error(exc)
         return exc.exit_code
     except KeyboardInterrupt:

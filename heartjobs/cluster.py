@@ -26,15 +26,24 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 import submitit
 from submitit.core.utils import JobPaths, pickle_load
 from submitit.slurm.slurm import SlurmInfoWatcher
 
-from heartjobs import artifacts, atomic, child
-from heartjobs.errors import HeartjobsError
+from heartjobs import atomic, procs
+from heartjobs.errors import HeartjobsError, one_line
+from heartjobs.rundir import (
+    LATEST,
+    RunDir,
+    claim_version,
+    finished_version,
+    newest_unfinished,
+    version_number,
+    versions,
+)
+from heartjobs.status import now_iso, progress_text
 
 SUBMISSION = "submission.json"
 DEFAULT_TIME = {"slurm": "24:00:00", "local": "30-00:00:00"}
@@ -125,18 +134,18 @@ class SpecTask(submitit.helpers.Checkpointable):
                 print(f"{spec.name}: {busy} is running in another process; waiting for it", flush=True)
                 told = True
             time.sleep(RUNNING_POLL_S)
-        if (done := artifacts.finished_version(spec, self.after)) is not None:
+        if (done := finished_version(spec, self.after)) is not None:
             print(f"{spec.name}: finished in {done}; nothing to do", flush=True)
             return str(done)
         resume = resumable(spec, self.after) is not None
         with self._device():
-            self._process = child.start(Path(self.spec_path), resume=resume, cwd=self.cwd)
+            self._process = procs.start_run(Path(self.spec_path), resume=resume, cwd=self.cwd)
             # poll() rather than wait(): the requeue signal's handler (checkpoint below) looks at it too
             while (code := self._process.poll()) is None:
                 time.sleep(0.5)
         if code == 0:
-            return str(artifacts.finished_version(spec, self.after))
-        if child.stopped_by_signal(code):  # stopped from outside: a preemption (SIGTERM), scancel, Ctrl-C
+            return str(finished_version(spec, self.after))
+        if procs.stopped_by_signal(code):  # stopped from outside: a preemption (SIGTERM), scancel, Ctrl-C
             raise HeartjobsError(
                 f"{self.spec_path}: stopped by signal {code - 128} after a checkpoint; a requeue or a resubmission "
                 "resumes it"
@@ -148,44 +157,31 @@ class SpecTask(submitit.helpers.Checkpointable):
         if self.lock is None:
             yield
             return
-        from heartjobs.queue import default_slot, device_lock
-
         k, n = self.lock
-        with device_lock(default_slot() + (f".{k}" if n > 1 else "")):
+        with procs.device_lock(procs.default_slot() + (f".{k}" if n > 1 else "")):
             yield
 
     def checkpoint(self) -> submitit.helpers.DelayedSubmission:
         """Called by submitit on the requeue signal: stop the run (it writes a checkpoint at the current
         batch), then hand submitit this same task to requeue; its next start resumes the run."""
         process = self._process
-        if process is not None and not _exited(process):
+        if process is not None and not procs.exited(process):
             os.kill(process.pid, signal.SIGTERM)
             deadline = time.monotonic() + self.stop_wait_s  # the requeue must happen before Slurm's kill
-            while not _exited(process) and time.monotonic() < deadline:
+            while not procs.exited(process) and time.monotonic() < deadline:
                 time.sleep(0.2)
-            if not _exited(process):  # as Slurm would at the limit: the requeued task must not wait on it
+            if not procs.exited(process):  # as Slurm would at the limit: the requeued task must not wait on it
                 os.kill(process.pid, signal.SIGKILL)
         return submitit.helpers.DelayedSubmission(self)
-
-
-def _exited(process: subprocess.Popen) -> bool:
-    """Whether the child has exited, without reaping it and without Popen's lock, which the code this
-    signal handler interrupted may hold."""
-    if process.returncode is not None:
-        return True
-    try:
-        return os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
-    except ChildProcessError:
-        return True
 
 
 def resumable(spec, after: int = 0) -> Path | None:
     """The version `heartjobs run --resume` would continue, if it was made with this configuration
     (and is numbered above `after`)."""
-    run_dir = artifacts.newest_unfinished(spec.run_root)
-    if run_dir is None or artifacts.version_number(run_dir) <= after:
+    run_dir = newest_unfinished(spec.run_root)
+    if run_dir is None or version_number(run_dir) <= after:
         return None
-    return run_dir if artifacts.spec_hash_of(run_dir) == spec.spec_hash else None
+    return run_dir if RunDir(run_dir).spec_hash() == spec.spec_hash else None
 
 
 def running_elsewhere(spec, after: int = 0) -> Path | None:
@@ -194,13 +190,10 @@ def running_elsewhere(spec, after: int = 0) -> Path | None:
     run_dir = resumable(spec, after)
     if run_dir is None:
         return None
-    status = artifacts.read_status(run_dir)
+    status = RunDir(run_dir).status()
     if status.get("state") != "running":
         return None
-    beat = None
-    with contextlib.suppress(TypeError, ValueError):
-        beat = datetime.fromisoformat(status.get("heartbeat")).timestamp()
-    return run_dir if artifacts.alive(status, beat, RUNNING_ELSEWHERE_S) else None
+    return run_dir if procs.alive(status, RUNNING_ELSEWHERE_S) else None
 
 
 # --- submitting ---
@@ -299,7 +292,7 @@ def plan(specs: list[tuple[Path, object]], root: Path, force: bool = False) -> P
             continue
         first[spec.spec_hash] = path
         roots[spec.run_root.resolve()] = (spec.spec_hash, path)
-        if not force and (done := artifacts.finished_version(spec)) is not None:
+        if not force and (done := finished_version(spec)) is not None:
             result.skipped.append({"spec": str(path), "reason": f"already finished in {done} (--force reruns it)"})
         elif (busy := running_elsewhere(spec)) is not None:
             result.skipped.append({"spec": str(path), "reason": f"running now in {busy}"})
@@ -314,7 +307,7 @@ def queued_elsewhere(root: Path, hashes: set[str], notes: list[str]) -> dict[str
     """Configurations (spec hashes) that a task of an earlier submission still holds (pending, running,
     requeued), each with a note saying where; a submission whose states can't be read adds to notes."""
     held: dict[str, str] = {}
-    for folder in artifacts.versions(root):
+    for folder in versions(root):
         record = atomic.read_json(folder / SUBMISSION)
         tasks = [t for t in record.get("tasks", []) if t.get("spec_hash") in hashes]
         if not tasks or (record["executor"] == "local" and record.get("host") != socket.gethostname()):
@@ -361,7 +354,7 @@ def submit(specs: list[tuple[Path, object]], options: SubmitOptions, root: Path)
         except OSError as exc:
             raise HeartjobsError(f"{path}: output.root: cannot make {spec.output.root} ({exc.strerror})") from None
     try:
-        folder = artifacts.claim_version(root)
+        folder = claim_version(root)
     except OSError as exc:
         raise HeartjobsError(f"--folder {root}: cannot make a submission folder there ({exc.strerror})") from None
     logs = folder / "logs"
@@ -373,8 +366,8 @@ def submit(specs: list[tuple[Path, object]], options: SubmitOptions, root: Path)
     for index, (path, spec) in enumerate(specs):
         snapshot = folder / "specs" / f"{index:03d}_{Path(path).name}"
         atomic.write_bytes(snapshot, Path(path).read_bytes())
-        existing = artifacts.versions(spec.run_root)
-        after = artifacts.version_number(existing[-1]) if options.force and existing else 0
+        existing = versions(spec.run_root)
+        after = version_number(existing[-1]) if options.force and existing else 0
         lock = (index % parallel, parallel) if options.executor == "local" else None
         tasks.append(SpecTask(str(snapshot.resolve()), str(cwd), after, lock, stop_wait_s))
         rows.append(
@@ -391,7 +384,7 @@ def submit(specs: list[tuple[Path, object]], options: SubmitOptions, root: Path)
     options_record = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()}
     record = {
         "executor": options.executor,
-        "created": artifacts.now_iso(),
+        "created": now_iso(),
         "host": socket.gethostname(),
         "cwd": str(cwd),
         "options": options_record,
@@ -406,13 +399,13 @@ def submit(specs: list[tuple[Path, object]], options: SubmitOptions, root: Path)
             with contextlib.redirect_stderr(io.StringIO()):
                 jobs = executor.submit_array(tasks)
     except (submitit.core.utils.FailedJobError, submitit.core.utils.FailedSubmissionError, OSError) as exc:
-        error = " ".join(str(exc).split())[:500]
+        error = one_line(exc)
         atomic.write_json(folder / SUBMISSION, {**record, "tasks": [], "error": error})
         raise HeartjobsError(f"{folder}: nothing was submitted: {error}") from None
     for row, job in zip(rows, jobs, strict=True):
         row.update(job_id=job.job_id, stdout=str(job.paths.stdout), stderr=str(job.paths.stderr))
         if options.executor == "local":  # tells the controller from a later process given its pid
-            row["pid_started"] = artifacts.process_start_ticks(int(job.job_id))
+            row["pid_started"] = procs.process_start_ticks(int(job.job_id))
     atomic.write_json(folder / SUBMISSION, record)
     return {**record, "folder": str(folder)}, jobs
 
@@ -423,8 +416,8 @@ def submit(specs: list[tuple[Path, object]], options: SubmitOptions, root: Path)
 def read_submission(path: Path) -> dict:
     """A submission's record; `path` is a submission folder or the root that holds them (its newest)."""
     folder = Path(path)
-    if not (folder / SUBMISSION).exists() and (folder / artifacts.LATEST).exists():
-        folder = folder / artifacts.LATEST
+    if not (folder / SUBMISSION).exists() and (folder / LATEST).exists():
+        folder = folder / LATEST
     record = atomic.read_json(folder / SUBMISSION)
     if not record:
         raise HeartjobsError(f"{path}: no {SUBMISSION} here; not a submission folder (see submissions/)")
@@ -436,23 +429,32 @@ def read_submission(path: Path) -> dict:
 def scheduler_states(record: dict) -> dict[str, str]:
     """Each task's state by job id: from sacct on Slurm; from the controller process and submitit's
     result file with the local executor."""
-    tasks = record["tasks"]
     if record["executor"] == "local":
-        states = {}
-        here = record.get("host") == socket.gethostname()
-        for task in tasks:
-            result = JobPaths(Path(task["stdout"]).parent, task["job_id"], 0).result_pickle
-            controller = {"pid": task["job_id"], "host": record.get("host"), "pid_started": task.get("pid_started")}
-            if not here:
-                state = "UNKNOWN"
-            elif artifacts.process_alive(controller):
-                state = "RUNNING"  # (the controller first: it exits only after the result file is written)
-            elif result.exists():
-                state = "COMPLETED" if pickle_load(result)[0] == "success" else "FAILED"
-            else:
-                state = "INTERRUPTED"
-            states[task["job_id"]] = state
-        return states
+        return _local_states(record)
+    return _slurm_states(record["tasks"])
+
+
+def _local_states(record: dict) -> dict[str, str]:
+    """A local task runs while its controller process lives (it exits only after writing the result
+    file); then the result file says how it ended. Another host's controllers can't be seen."""
+    here = record.get("host") == socket.gethostname()
+    states = {}
+    for task in record["tasks"]:
+        result = JobPaths(Path(task["stdout"]).parent, task["job_id"], 0).result_pickle
+        controller = {"pid": task["job_id"], "host": record.get("host"), "pid_started": task.get("pid_started")}
+        if not here:
+            state = "UNKNOWN"
+        elif procs.process_alive(controller):
+            state = "RUNNING"
+        elif result.exists():
+            state = "COMPLETED" if pickle_load(result)[0] == "success" else "FAILED"
+        else:
+            state = "INTERRUPTED"
+        states[task["job_id"]] = state
+    return states
+
+
+def _slurm_states(tasks: list[dict]) -> dict[str, str]:
     arrays = sorted({task["job_id"].split("_")[0] for task in tasks})
     command = ["sacct", "-o", "JobID,State,NodeList", "--parsable2", *[a for j in arrays for a in ("-j", j)]]
     try:
@@ -471,13 +473,12 @@ def status(record: dict) -> list[dict]:
         row = {"index": task["index"], "job": task["job"], "job_id": task["job_id"], "state": states[task["job_id"]]}
         runs = [
             v
-            for v in artifacts.versions(Path(task["run_root"]))
-            if artifacts.version_number(v) > task.get("after", 0) and artifacts.spec_hash_of(v) == task["spec_hash"]
+            for v in versions(Path(task["run_root"]))
+            if version_number(v) > task.get("after", 0) and RunDir(v).spec_hash() == task["spec_hash"]
         ]
         if runs:
-            run = artifacts.read_status(runs[-1])
-            progress = f"{run.get('epochs_done', 0)}/{run.get('epochs_total', '?')}"
-            row["run"] = f"{runs[-1]} {run.get('state', '?')} {progress}"
+            run = RunDir(runs[-1]).status()
+            row["run"] = f"{runs[-1]} {run.get('state', '?')} {progress_text(run)}"
             if run.get("resumed"):
                 row["run"] += f" (resumed {run['resumed']}x)"
         else:

@@ -1,4 +1,7 @@
-"""The one exception type users see: one line per problem, printed without a traceback, exit code 2."""
+"""The one exception type users see: one line per problem, printed without a traceback, exit code 2;
+and the one way to turn any exception into such a line."""
+
+from __future__ import annotations
 
 
 class HeartjobsError(Exception):
@@ -6,3 +9,10 @@ class HeartjobsError(Exception):
     (a message may hold several lines, one per problem)."""
 
     exit_code = 2
+
+
+def one_line(exc: BaseException | str, limit: int = 500, *, with_type: bool = False) -> str:
+    """An exception's text (or any text) on one line, whitespace collapsed, at most `limit` characters;
+    with_type puts the exception's class name first ("OSError: ...")."""
+    text = f"{type(exc).__name__}: {exc}" if with_type and isinstance(exc, BaseException) else str(exc)
+    return " ".join(text.split())[:limit]

@@ -7,14 +7,13 @@ against each varied hyperparameter per model.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
-import json
 from pathlib import Path
 
-from heartjobs import artifacts, atomic
-from heartjobs.spec import COMMON_DEFAULTS, THESIS_DEFAULTS
+from heartjobs import atomic
+from heartjobs.rundir import RunDir, versions
+from heartjobs.spec import BOOKKEEPING_KEYS, COMMON_DEFAULTS, THESIS_DEFAULTS
 from heartjobs.sweep import ABBREVIATIONS, format_value
 
 # Thesis Table 1: FID mean and std (3 x 3000 generated vs 3307 real, pytorch-fid 0.3.0, 2048-d).
@@ -42,8 +41,9 @@ THESIS_TABLE1: dict[tuple[str, str], tuple[float, float]] = {
     ("dcgan", "bsize = 32"): (370.87, 0.74),
 }
 THESIS_KEYS = ("lr", "latent_dim", "batch_size")
-# Values that say how a run is bookkept, not what it trains.
-_NOT_CONFIGURATION = {"sample_every", "checkpoint_every", "keep_checkpoints", "device", "optimizer"}
+# Values that don't name a configuration: how a run is bookkept, where it ran, and the optimizer (which
+# the model's defaults fix).
+_NOT_CONFIGURATION = {*BOOKKEEPING_KEYS, "device", "optimizer"}
 COLUMNS = [
     "job", "model", "configuration", "state", "fid_mean", "fid_std", "kid_mean", "epochs",
     "train_seconds", "images_per_s", "standard_weights", "n_generated", "thesis_fid", "thesis_fid_std", "run_dir",
@@ -79,10 +79,10 @@ def _row(job: str, run_dir: Path | None) -> dict:
     if run_dir is None:
         row["state"] = "missing"
         return row
-    spec = atomic.read_json(run_dir / "resolved.json").get("spec", {})
-    status = artifacts.read_status(run_dir)
+    run = RunDir(run_dir)
+    spec = run.spec_dict()
     model, train = spec.get("model"), spec.get("train", {})
-    row.update(run_dir=str(run_dir), model=model, state=status.get("state", "unknown"))
+    row.update(run_dir=str(run_dir), model=model, state=run.status().get("state", "unknown"))
     if model in THESIS_DEFAULTS:
         changes = differences(model, train)
         row["configuration"] = label(changes)
@@ -90,15 +90,12 @@ def _row(job: str, run_dir: Path | None) -> dict:
         thesis = THESIS_TABLE1.get((model, row["configuration"])) if set(changes) <= set(THESIS_KEYS) else None
         if thesis:
             row["thesis_fid"], row["thesis_fid_std"] = thesis
-    losses = []
-    for line in _lines(run_dir / "losses.jsonl"):
-        with contextlib.suppress(ValueError):  # a line cut short by a crash
-            losses.append(json.loads(line))
+    losses = run.losses()
     if losses:
         row["epochs"] = losses[-1]["epoch"]
         row["train_seconds"] = round(sum(e["seconds"] for e in losses), 2)
         row["images_per_s"] = round(sum(e["images_per_s"] for e in losses) / len(losses), 1)
-    fid = atomic.read_json(run_dir / "fid.json")
+    fid = run.fid_report()
     if fid:
         row.update(
             fid_mean=round(fid["fid_mean"], 3),
@@ -110,22 +107,15 @@ def _row(job: str, run_dir: Path | None) -> dict:
     return row
 
 
-def _lines(path: Path) -> list[str]:
-    try:
-        return [line for line in path.read_text().splitlines() if line.strip()]
-    except OSError:
-        return []
-
-
 def collect(root: Path, expected: list[str] | None = None) -> list[dict]:
     """One row per job: its newest run folder; jobs in `expected` without one show as missing."""
     root = Path(root)
-    jobs = sorted(p.name for p in root.iterdir() if p.is_dir() and artifacts.versions(p)) if root.is_dir() else []
+    jobs = sorted(p.name for p in root.iterdir() if p.is_dir() and versions(p)) if root.is_dir() else []
     names = list(expected or []) + [j for j in jobs if j not in (expected or [])]
     rows = []
     for name in names:
-        versions = artifacts.versions(root / name)
-        rows.append(_row(name, versions[-1] if versions else None))
+        found = versions(root / name)
+        rows.append(_row(name, found[-1] if found else None))
     return rows
 
 
@@ -133,19 +123,25 @@ def _fmt_fid(mean, std) -> str:
     return "-" if mean is None else f"{mean:.2f} ± {std:.2f}"
 
 
+HEADER = ["job", "model", "configuration", "state", "FID", "KID", "epochs", "train s", "img/s", "standard weights"]
+HEADER += ["thesis FID"]
+
+
+def cells(row: dict) -> list[str]:
+    """One row of the summary table as text, in HEADER's order."""
+    r = row
+    values = [
+        r["job"], r["model"] or "-", r["configuration"] or "-", r["state"], _fmt_fid(r["fid_mean"], r["fid_std"]),
+        "-" if r["kid_mean"] is None else f"{r['kid_mean']:.4f}", r["epochs"] or "-", r["train_seconds"] or "-",
+        r["images_per_s"] or "-", {True: "yes", False: "no", None: "-"}[r["standard_weights"]],
+        _fmt_fid(r["thesis_fid"], r["thesis_fid_std"]),
+    ]  # fmt: skip
+    return [str(v) for v in values]
+
+
 def markdown(rows: list[dict]) -> str:
-    head = (
-        "| job | model | configuration | state | FID | KID | epochs | train s | img/s | standard weights | thesis FID |"
-    )
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for r in rows:
-        cells = [
-            r["job"], r["model"] or "-", r["configuration"] or "-", r["state"], _fmt_fid(r["fid_mean"], r["fid_std"]),
-            "-" if r["kid_mean"] is None else f"{r['kid_mean']:.4f}", r["epochs"] or "-", r["train_seconds"] or "-",
-            r["images_per_s"] or "-", {True: "yes", False: "no", None: "-"}[r["standard_weights"]],
-            _fmt_fid(r["thesis_fid"], r["thesis_fid_std"]),
-        ]  # fmt: skip
-        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    lines += ["| " + " | ".join(cells(r)) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
 
@@ -173,61 +169,77 @@ def _figures(root: Path, rows: list[dict]) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
+    measured = [r for r in rows if r["fid_mean"] is not None]
+    made = [
+        _best_grids(root / "report_best_grids.png", measured),
+        _fid_vs_hyperparameters(root / "report_fid_vs_hyperparameters.png", measured),
+    ]
+    return [path for path in made if path is not None]
+
+
+def _best_grids(path: Path, measured: list[dict]) -> Path | None:
+    """Each model's best (lowest-FID) run: its last sample grid beside the real grid (the thesis'
+    Figure 2)."""
     import matplotlib.pyplot as plt
     from PIL import Image
 
-    written = []
-    measured = [r for r in rows if r["fid_mean"] is not None]
-    best = {}
+    best: dict[str, dict] = {}
     for r in measured:
         if r["model"] not in best or r["fid_mean"] < best[r["model"]]["fid_mean"]:
             best[r["model"]] = r
-    if best:
-        fig, axes = plt.subplots(len(best), 2, figsize=(8, 4 * len(best)), squeeze=False)
-        for ax_row, (model, r) in zip(axes, sorted(best.items()), strict=True):
-            run_dir = Path(r["run_dir"])
-            samples = sorted((run_dir / "samples").glob("epoch_*.png"))
-            title = f"{model} best: {r['configuration']}, FID {r['fid_mean']:.1f}"
-            for ax, path, text in (
-                (ax_row[0], samples[-1] if samples else None, title),
-                (ax_row[1], run_dir / "real.png", "real"),
-            ):
-                ax.axis("off")
-                ax.set_title(text, fontsize=9)
-                if path and path.is_file():
-                    ax.imshow(Image.open(path), cmap="gray", vmin=0, vmax=255)
-        fig.tight_layout()
-        written.append(_save(fig, root / "report_best_grids.png"))
-        plt.close(fig)
+    if not best:
+        return None
+    fig, axes = plt.subplots(len(best), 2, figsize=(8, 4 * len(best)), squeeze=False)
+    for ax_row, (model, r) in zip(axes, sorted(best.items()), strict=True):
+        run = RunDir(r["run_dir"])
+        samples = run.sample_grids()
+        title = f"{model} best: {r['configuration']}, FID {r['fid_mean']:.1f}"
+        for ax, image, text in (
+            (ax_row[0], samples[-1] if samples else None, title),
+            (ax_row[1], run / RunDir.REAL_GRID, "real"),
+        ):
+            ax.axis("off")
+            ax.set_title(text, fontsize=9)
+            if image and image.is_file():
+                ax.imshow(Image.open(image), cmap="gray", vmin=0, vmax=255)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def _fid_vs_hyperparameters(path: Path, measured: list[dict]) -> Path | None:
+    """Per model, FID against each thesis hyperparameter, over the runs that differ from the defaults
+    in that one alone."""
+    import matplotlib.pyplot as plt
 
     panels = []
     for model in sorted({r["model"] for r in measured}):
         runs = [r for r in measured if r["model"] == model]
         for key in THESIS_KEYS:
-            short = ABBREVIATIONS[key]
             points = []
             for r in runs:
-                spec = atomic.read_json(Path(r["run_dir"]) / "resolved.json").get("spec", {})
-                changes = differences(model, spec.get("train", {}))
-                if set(changes) <= {key, "epochs"}:
-                    points.append((spec["train"][key], r["fid_mean"], r["fid_std"]))
+                train = RunDir(r["run_dir"]).spec_dict().get("train", {})
+                if set(differences(model, train)) <= {key, "epochs"}:
+                    points.append((train[key], r["fid_mean"], r["fid_std"]))
             if len(points) > 1:
-                panels.append((model, short, key, sorted(points)))
-    if panels:
-        fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3), squeeze=False)
-        for ax, (model, short, key, points) in zip(axes[0], panels, strict=True):
-            xs, ys, es = zip(*points, strict=True)
-            ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3)
-            if key == "lr":
-                ax.set_xscale("log")
-            ax.set_title(f"{model}: FID vs {short}", fontsize=9)
-            ax.set_xlabel(key)
-            ax.set_ylabel("FID")
-            ax.grid(alpha=0.3)
-        fig.tight_layout()
-        written.append(_save(fig, root / "report_fid_vs_hyperparameters.png"))
-        plt.close(fig)
-    return written
+                panels.append((model, key, sorted(points)))
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3), squeeze=False)
+    for ax, (model, key, points) in zip(axes[0], panels, strict=True):
+        xs, ys, es = zip(*points, strict=True)
+        ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3)
+        if key == "lr":
+            ax.set_xscale("log")
+        ax.set_title(f"{model}: FID vs {ABBREVIATIONS[key]}", fontsize=9)
+        ax.set_xlabel(key)
+        ax.set_ylabel("FID")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+    return path
 
 
 def _save(fig, path: Path) -> Path:

@@ -47,6 +47,10 @@ COMMON_DEFAULTS: dict[str, Any] = {
 }
 
 
+# How a run is bookkept, not what it computes: left out of the spec hash (and of a configuration's label).
+BOOKKEEPING_KEYS: tuple[str, ...] = ("sample_every", "checkpoint_every", "keep_checkpoints")
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -189,7 +193,7 @@ class ResolvedSpec(_Strict):
         payload = self.model_dump(mode="json")
         payload.pop("output")
         payload["data"].pop("prepared")
-        for bookkeeping in ("sample_every", "checkpoint_every", "keep_checkpoints"):
+        for bookkeeping in BOOKKEEPING_KEYS:
             payload["train"].pop(bookkeeping)
         return payload
 
@@ -200,6 +204,31 @@ class ResolvedSpec(_Strict):
     @property
     def run_root(self) -> Path:
         return self.output.root / self.name
+
+
+def configuration_differences(recorded: dict, spec: ResolvedSpec) -> list[str]:
+    """The values behind two spec hashes that differ ("train.lr: 0.0002 -> 0.001"), between a resolved
+    spec as recorded (a dict) and `spec`; what a refused resume names."""
+    try:
+        old = ResolvedSpec.model_validate(recorded).hash_payload()
+    except ValidationError:
+        old = recorded
+    old_flat, new_flat = _flatten(old), _flatten(spec.hash_payload())
+    return [
+        f"{key}: {old_flat.get(key, '(none)')} -> {new_flat.get(key, '(none)')}"
+        for key in sorted(old_flat.keys() | new_flat.keys())
+        if old_flat.get(key) != new_flat.get(key)
+    ]
+
+
+def _flatten(table: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            flat |= _flatten(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def _suggest(key: str, allowed: list[str]) -> str:

@@ -2,42 +2,41 @@
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from pathlib import Path
 
-from heartjobs import artifacts
+from heartjobs.rundir import RunDir, versions
 from heartjobs.spec import parse_spec
 
-REQUIRED = ["job.toml", "resolved.json", "env.json", "status.json", "losses.jsonl", "losses.png", "real.png",
-            "generator.pt", "fid.json", "metrics.jsonl"]  # fmt: skip
+REQUIRED = [RunDir.JOB_TOML, RunDir.RESOLVED, RunDir.ENV, RunDir.STATUS, RunDir.LOSSES, RunDir.LOSSES_PLOT,
+            RunDir.REAL_GRID, RunDir.GENERATOR, RunDir.FID_REPORT, RunDir.METRICS]  # fmt: skip
 
 
 def check(root: Path, jobs: Path) -> list[str]:
     problems = []
     for spec_file in sorted(jobs.glob("*.toml")):
         spec = parse_spec(spec_file)
-        versions = artifacts.versions(root / spec.name)
-        if not versions:
+        found = versions(root / spec.name)
+        if not found:
             problems.append(f"{spec.name}: no run folder under {root}")
             continue
-        run = versions[-1]
+        run = RunDir(found[-1])
         missing = [name for name in REQUIRED if not (run / name).is_file()]
         if missing:
             problems.append(f"{run}: missing {', '.join(missing)}")
             continue
-        if artifacts.read_status(run).get("state") != "done":
+        if run.status().get("state") != "done":
             problems.append(f"{run}: status is not done")
-        losses = [json.loads(line) for line in (run / "losses.jsonl").read_text().splitlines()]
+        losses = run.losses()
         if len(losses) != spec.train.epochs or not all(math.isfinite(e["d_loss"] + e["g_loss"]) for e in losses):
             problems.append(f"{run}: losses.jsonl has {len(losses)} epochs or non-finite losses")
-        fid = json.loads((run / "fid.json").read_text())
+        fid = run.fid_report()
         if not math.isfinite(fid["fid_mean"]) or fid["standard_weights"]:
             problems.append(
                 f"{run}: fid.json: unexpected {fid['fid_mean']} / standard_weights {fid['standard_weights']}"
             )
-        if not list((run / "samples").glob("epoch_*.png")) or not list((run / "checkpoints").glob("*.pt")):
+        if not run.sample_grids() or not list(run.checkpoints.glob("*.pt")):
             problems.append(f"{run}: no sample grids or checkpoints")
     for name in ("summary.md", "summary.csv", "summary.json"):
         if not (root / name).is_file():

@@ -1,4 +1,5 @@
-"""Shared fixtures: a small real phantom (JPEG 2000 on disk) and a helper that runs the real CLI."""
+"""Shared fixtures and helpers: a small real phantom (JPEG 2000 on disk), the real CLI as a subprocess,
+job spec files, waiting for a condition, and comparing a resumed run with an uninterrupted one."""
 
 from __future__ import annotations
 
@@ -6,9 +7,12 @@ import json
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 
 from heartjobs.data.phantom import PhantomParams, generate
 
@@ -64,9 +68,40 @@ def write_spec(folder: Path, name: str, model: str, prepared: Path, eval: dict |
 def uninterrupted_run(tmp_path_factory, prepared: Path, **train) -> Path:
     """Job "resume_me" (DCGAN) trained start to end: what an interrupted-and-resumed run of the same
     spec must match bit for bit."""
-    from heartjobs.training.run import run_job
+    from heartjobs.job import run_job
 
     return run_job(write_spec(tmp_path_factory.mktemp("reference"), "resume_me", "dcgan", prepared, **train))
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 180, proc: subprocess.Popen | None = None) -> None:
+    """Poll until predicate() holds; fail on timeout, or as soon as `proc` (if given) has exited."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert proc is None or proc.poll() is None, f"the process ended early: {proc.communicate()}"
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def losses(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "losses.jsonl").read_text().splitlines()]
+
+
+def assert_same_run(resumed: Path, reference: Path) -> None:
+    """Bit for bit: the final generator, the last checkpoint's discriminator, and every epoch's losses."""
+    from heartjobs.checkpoint import list_checkpoints, load_generator
+
+    a, b = (load_generator(d / "generator.pt")[0].state_dict() for d in (resumed, reference))
+    for key in b:
+        assert torch.equal(a[key], b[key]), key
+    final = [torch.load(list_checkpoints(d / "checkpoints")[-1], weights_only=True) for d in (resumed, reference)]
+    for key in final[1]["D"]:
+        assert torch.equal(final[0]["D"][key], final[1]["D"][key]), key
+    strip = [[(e["epoch"], e["d_loss"], e["g_loss"]) for e in losses(d)] for d in (resumed, reference)]
+    assert strip[0] == strip[1]
+
+
+# DCGAN (dropout: the global RNG matters too), many small batches so that signals land mid-run.
+SLOW_DCGAN = {"epochs": 30, "batch_size": 2, "sample_every": 10, "checkpoint_every": 2, "device": "cpu"}
 
 
 @pytest.fixture(scope="session", autouse=True)

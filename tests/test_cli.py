@@ -39,3 +39,15 @@ def test_info_on_a_missing_set_is_a_one_line_error(tmp_path):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "nothing" in lines[0] and "heartjobs data prepare" in lines[0]
+
+
+def test_debug_prints_the_traceback_with_its_cause_and_still_ends_with_the_one_line_error(tmp_path):
+    spec = tmp_path / "latin1.toml"
+    spec.write_bytes('name = "caf\xe9"\n'.encode("latin-1"))  # not UTF-8: the error hides a UnicodeDecodeError
+    expected = f"error: {spec}: not a UTF-8 text file (TOML must be UTF-8)"
+    plain = run_cli("show", spec)
+    assert plain.returncode == 2 and plain.stderr.strip().splitlines() == [expected]
+    for result in (run_cli("--debug", "show", spec), run_cli("show", spec, env={"HEARTJOBS_DEBUG": "1"})):
+        assert result.returncode == 2
+        assert "Traceback" in result.stderr and "UnicodeDecodeError" in result.stderr  # the cause, kept
+        assert result.stderr.strip().splitlines()[-1] == expected

@@ -18,21 +18,21 @@ from pathlib import Path
 import pytest
 from submitit.core.utils import DelayedSubmission
 
-from heartjobs import artifacts, atomic, cluster
+from heartjobs import atomic, cluster, procs
 from heartjobs.cluster import (
     RUNNING_ELSEWHERE_S,
     SpecTask,
-    _exited,
     parse_time,
     queued_elsewhere,
     resumable,
     running_elsewhere,
 )
+from heartjobs.rundir import RunDir, claim_version, versions
 from heartjobs.spec import load_spec
+from heartjobs.status import now_iso
 
-from .conftest import run_cli, uninterrupted_run, write_spec
-from .test_queue import _wait_for
-from .test_resume import SLOW, _assert_same_run, _losses
+from .conftest import SLOW_DCGAN as SLOW
+from .conftest import assert_same_run, losses, run_cli, uninterrupted_run, wait_for, write_spec
 
 QUICK = {"epochs": 2, "batch_size": 4, "device": "cpu"}
 LOCAL = ("--executor", "local", "--gpus-per-job", "0")
@@ -46,7 +46,7 @@ def _children(pid: int) -> list[int]:
     """Processes whose parent is `pid` (read from /proc, which every Linux has)."""
     found = []
     for proc in Path("/proc").glob("[0-9]*"):
-        fields = artifacts.proc_stat(int(proc.name))
+        fields = procs.proc_stat(int(proc.name))
         if fields and int(fields[1]) == pid:
             found.append(int(proc.name))
     return found
@@ -69,7 +69,7 @@ def test_an_array_of_three_jobs_runs_to_the_end_and_a_bad_spec_is_left_out(tmp_p
     assert [t["job"] for t in record["tasks"]] == ["gan_a", "wgan_a", "dcgan_a"]  # the bad one never went
     for task in record["tasks"]:
         run_dir = tmp_path / "artifacts" / task["job"] / "v0001"
-        assert artifacts.read_status(run_dir)["state"] == "done"
+        assert RunDir(run_dir).status()["state"] == "done"
         assert (run_dir / "generator.pt").exists() and (run_dir / "samples" / "epoch_0002.png").exists()
         assert f"done: {run_dir}" in Path(task["stdout"]).read_text()  # the task ran `heartjobs run`
         assert Path(task["snapshot"]).read_bytes() == Path(task["spec"]).read_bytes()
@@ -84,7 +84,7 @@ def test_an_array_of_three_jobs_runs_to_the_end_and_a_bad_spec_is_left_out(tmp_p
     again = run_cli("submit", *specs, *LOCAL, "--folder", folder, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert again.stdout.count("already finished in") == 3 and "nothing to submit" in again.stdout
-    assert artifacts.versions(folder) == [folder / "v0001"]  # no new submission
+    assert versions(folder) == [folder / "v0001"]  # no new submission
     assert not any((tmp_path / "artifacts" / t["job"] / "v0002").exists() for t in record["tasks"])
 
 
@@ -105,19 +105,19 @@ def test_a_local_task_told_to_stop_is_requeued_and_resumes_bit_identical(tmp_pat
     result = run_cli("submit", spec, *LOCAL, "--folder", folder, cwd=tmp_path)  # returns; the task runs on
     assert result.returncode == 0, result.stderr
     task = _submission(folder)["tasks"][0]
-    _wait_for(lambda: (run_dir / "losses.jsonl").exists() and len(_losses(run_dir)) >= 2)
+    wait_for(lambda: (run_dir / "losses.jsonl").exists() and len(losses(run_dir)) >= 2)
     (task_pid,) = _children(int(task["job_id"]))  # the controller's task; its own child is `heartjobs run`
     os.kill(task_pid, signal.SIGUSR2)  # what the local controller sends --signal-delay s before the limit
-    _wait_for(lambda: artifacts.read_status(run_dir).get("state") == "done")
+    wait_for(lambda: RunDir(run_dir).status().get("state") == "done")
 
     log = Path(task["stdout"]).read_text() + Path(task["stderr"]).read_text()
     assert "Caught signal SIGUSR2" in log and "Requeued job" in log
     assert "stopped by SIGTERM" in log and "resuming" in log  # the run checkpointed, then continued
-    status = artifacts.read_status(run_dir)
+    status = RunDir(run_dir).status()
     assert status["resumed"] == 1 and not (run_dir.parent / "v0002").exists()
-    assert [e["epoch"] for e in _losses(run_dir)] == list(range(1, LONG["epochs"] + 1))
-    _assert_same_run(run_dir, reference)
-    _wait_for(lambda: "COMPLETED" in run_cli("submit", "--status", folder).stdout, timeout=30)
+    assert [e["epoch"] for e in losses(run_dir)] == list(range(1, LONG["epochs"] + 1))
+    assert_same_run(run_dir, reference)
+    wait_for(lambda: "COMPLETED" in run_cli("submit", "--status", folder).stdout, timeout=30)
 
 
 def test_a_restarted_task_never_trains_a_finished_job_again(tmp_path, prepared32, monkeypatch):
@@ -129,11 +129,11 @@ def test_a_restarted_task_never_trains_a_finished_job_again(tmp_path, prepared32
     task = SpecTask(str(spec), str(tmp_path))
     assert task() == str(runs / "v0001")
     again = task.checkpoint()  # the requeue signal, arriving after the run finished
-    assert again.result() == str(runs / "v0001") and artifacts.versions(runs) == [runs / "v0001"]
+    assert again.result() == str(runs / "v0001") and versions(runs) == [runs / "v0001"]
 
     forced = SpecTask(str(spec), str(tmp_path), after=1)  # --force with v0001 there: a new version, once
     assert forced() == str(runs / "v0002")
-    assert forced() == str(runs / "v0002") and artifacts.versions(runs) == [runs / "v0001", runs / "v0002"]
+    assert forced() == str(runs / "v0002") and versions(runs) == [runs / "v0001", runs / "v0002"]
 
 
 FAKE_SBATCH = """#!/bin/sh
@@ -248,19 +248,19 @@ def test_a_slurm_array_task_checkpoints_on_usr2_is_requeued_by_scontrol_and_resu
     run_dir = tmp_path / "artifacts" / "resume_me" / "v0001"
 
     first = _start_as_slurm_would(task, tmp_path, env)
-    _wait_for(lambda: (run_dir / "losses.jsonl").exists() and len(_losses(run_dir)) >= 2)
+    wait_for(lambda: (run_dir / "losses.jsonl").exists() and len(losses(run_dir)) >= 2)
     for pid in [first.pid, *_children(first.pid)]:  # Slurm signals every process of the job step
         os.kill(pid, signal.SIGUSR2)
     first.wait(timeout=120)
     assert (tmp_path / "scontrol_calls").read_text().split() == ["requeue", "4242_1"]
-    assert artifacts.read_status(run_dir)["state"] == "interrupted"
+    assert RunDir(run_dir).status()["state"] == "interrupted"
 
     second = _start_as_slurm_would(task, tmp_path, env)  # Slurm starts the requeued task again
     assert second.wait(timeout=300) == 0
     log = Path(task["stdout"]).read_text() + Path(task["stderr"]).read_text()
     assert "this job is preempted" in log and "resuming" in log and "Job completed successfully" in log
-    assert artifacts.read_status(run_dir)["resumed"] == 1 and not (run_dir.parent / "v0002").exists()
-    _assert_same_run(run_dir, reference)
+    assert RunDir(run_dir).status()["resumed"] == 1 and not (run_dir.parent / "v0002").exists()
+    assert_same_run(run_dir, reference)
 
 
 def test_sbatch_refusing_the_array_is_one_line_error_and_recorded(tmp_path, prepared32):
@@ -316,14 +316,14 @@ def test_slurm_time_formats(text, minutes):
 
 def test_exited_tells_a_running_child_from_an_exited_one_without_reaping_it():
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    assert not _exited(proc)
+    assert not procs.exited(proc)
     proc.kill()
     os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)  # wait until it has exited, leaving it unreaped
-    assert _exited(proc) and proc.returncode is None
+    assert procs.exited(proc) and proc.returncode is None
     assert proc.wait() == -signal.SIGKILL  # still Popen's to reap
     other = subprocess.Popen([sys.executable, "-c", "pass"])
     os.waitpid(other.pid, 0)  # reaped behind Popen's back, as a poll() the signal interrupted may have done
-    assert _exited(other)
+    assert procs.exited(other)
 
 
 def test_checkpoint_stops_the_run_and_kills_one_that_outlasts_the_stop_wait(tmp_path):
@@ -348,17 +348,17 @@ def test_checkpoint_stops_the_run_and_kills_one_that_outlasts_the_stop_wait(tmp_
 
 
 def _write_status(run_dir: Path, **fields) -> None:
-    atomic.write_json(run_dir / "status.json", {"state": "running", "heartbeat": artifacts.now_iso(), **fields})
+    atomic.write_json(run_dir / "status.json", {"state": "running", "heartbeat": now_iso(), **fields})
 
 
 def test_a_run_counts_as_running_only_while_its_own_process_lives(tmp_path, prepared32, monkeypatch):
     monkeypatch.chdir(tmp_path)
     spec_path = write_spec(tmp_path, "alive", "gan", prepared32, **QUICK)
     spec = load_spec(spec_path)
-    run_dir = artifacts.claim_version(spec.run_root)
+    run_dir = claim_version(spec.run_root)
     atomic.write_json(run_dir / "resolved.json", {"spec_hash": spec.spec_hash})
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
-    live = {"pid": sleeper.pid, "host": socket.gethostname(), "pid_started": artifacts.process_start_ticks(sleeper.pid)}
+    live = {"pid": sleeper.pid, "host": socket.gethostname(), "pid_started": procs.process_start_ticks(sleeper.pid)}
     _write_status(run_dir, **live)
     assert resumable(spec) == run_dir and resumable(spec, after=1) is None  # --force: only newer versions
     assert running_elsewhere(spec) == run_dir
@@ -381,8 +381,8 @@ def test_a_run_counts_as_running_only_while_its_own_process_lives(tmp_path, prep
     sleeper.kill()
     sleeper.wait()
     waiting.join(timeout=120)
-    assert outcome["run"] == str(run_dir) and artifacts.read_status(run_dir)["state"] == "done"
-    assert artifacts.versions(spec.run_root) == [run_dir]
+    assert outcome["run"] == str(run_dir) and RunDir(run_dir).status()["state"] == "done"
+    assert versions(spec.run_root) == [run_dir]
 
 
 def test_earlier_submissions_hold_their_jobs_unless_their_state_is_unknown(tmp_path, prepared32, monkeypatch):
@@ -391,14 +391,14 @@ def test_earlier_submissions_hold_their_jobs_unless_their_state_is_unknown(tmp_p
     monkeypatch.setenv("PATH", env["PATH"])
     root = tmp_path / "submissions"
     slurm = {"executor": "slurm", "tasks": [{"job_id": "77_0", "job": "a", "spec_hash": "h1"}]}
-    atomic.write_json(artifacts.claim_version(root) / "submission.json", slurm)
+    atomic.write_json(claim_version(root) / "submission.json", slurm)
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         log = str(tmp_path / "logs" / f"{sleeper.pid}_0_log.out")  # a record without pid_started
         task = {"job_id": str(sleeper.pid), "job": "b", "spec_hash": "h2", "stdout": log}
         local = {"executor": "local", "host": socket.gethostname(), "tasks": [task]}
-        atomic.write_json(artifacts.claim_version(root) / "submission.json", local)
-        atomic.write_json(artifacts.claim_version(root) / "submission.json", {**slurm, "tasks": [], "error": "x"})
+        atomic.write_json(claim_version(root) / "submission.json", local)
+        atomic.write_json(claim_version(root) / "submission.json", {**slurm, "tasks": [], "error": "x"})
         notes: list[str] = []
         held = queued_elsewhere(root, {"h1", "h2"}, notes)
     finally:

@@ -7,14 +7,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from heartjobs import artifacts
-from heartjobs.queue import Queue
+from heartjobs.jobqueue import Queue
+from heartjobs.rundir import versions
 from heartjobs.sweep import write_jobs
 
-from .conftest import run_cli, write_spec
+from .conftest import run_cli, wait_for, write_spec
 
 QUICK = {"epochs": 2, "batch_size": 4, "device": "cpu"}
 # slow enough to be caught mid-run: DCGAN, batches of 2, many epochs
@@ -32,13 +31,6 @@ def _worker(queue, *args):
 
 def _names(queue, state):
     return [e.name for e in Queue(queue).entries(state)]
-
-
-def _wait_for(predicate, timeout=180):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def test_enqueue_refuses_bad_specs_and_queues_the_rest_in_order(tmp_path, prepared32):
@@ -86,7 +78,7 @@ def test_worker_runs_everything_once_and_a_failing_job_goes_to_failed(tmp_path, 
     Queue(queue).add(jobs[0])
     forced = run_cli("worker", "--queue", queue, "--slot", "test-a", "--force")
     assert forced.returncode == 0
-    assert [p.name for p in artifacts.versions(tmp_path / "artifacts" / "a")] == ["v0001", "v0002"]
+    assert [p.name for p in versions(tmp_path / "artifacts" / "a")] == ["v0001", "v0002"]
 
     status = run_cli("queue", "status", "--queue", queue)
     assert status.returncode == 0 and "000003_doomed.toml" in status.stdout
@@ -98,7 +90,7 @@ def test_sigkill_of_the_worker_mid_job_then_a_new_worker_resumes_it(tmp_path, pr
     Queue(queue).add(write_spec(tmp_path, "after", "gan", prepared32, **QUICK))
     run_dir = tmp_path / "artifacts" / "long" / "v0001"
     first = _worker(queue, "--slot", "test-kill")
-    _wait_for(lambda: (run_dir / "checkpoints" / "epoch_0003.pt").exists())
+    wait_for(lambda: (run_dir / "checkpoints" / "epoch_0003.pt").exists())
     first.send_signal(signal.SIGKILL)
     first.wait()
     assert _names(queue, "running") == ["long"]  # left behind by the dead worker
@@ -108,7 +100,7 @@ def test_sigkill_of_the_worker_mid_job_then_a_new_worker_resumes_it(tmp_path, pr
     assert "its worker died" in second.stderr and "resuming" in second.stderr
     assert sorted(_names(queue, "done")) == ["after", "long"]  # each exactly once
     assert _names(queue, "pending") == _names(queue, "running") == _names(queue, "failed") == []
-    assert [p.name for p in artifacts.versions(tmp_path / "artifacts" / "long")] == ["v0001"]
+    assert [p.name for p in versions(tmp_path / "artifacts" / "long")] == ["v0001"]
     status = json.loads((run_dir / "status.json").read_text())
     assert status["state"] == "done" and status["resumed"] >= 1 and status["epochs_done"] == SLOW["epochs"]
 
@@ -123,7 +115,7 @@ def test_two_workers_on_one_queue_run_each_job_once(tmp_path, prepared32):
     assert all(w.returncode == 0 for w in workers), outputs
     assert sorted(_names(queue, "done")) == names
     for name in names:  # one run per job: nobody ran a job twice
-        assert [p.name for p in artifacts.versions(tmp_path / "artifacts" / name)] == ["v0001"]
+        assert [p.name for p in versions(tmp_path / "artifacts" / name)] == ["v0001"]
     ran = [line for _, err in outputs for line in err.splitlines() if ": running on" in line]
     assert len(ran) == len(names)
 
@@ -132,13 +124,13 @@ def test_a_second_worker_on_the_same_device_waits_for_the_first(tmp_path, prepar
     queue = tmp_path / "q"
     Queue(queue).add(write_spec(tmp_path, "slow", "dcgan", prepared32, **{**SLOW, "epochs": 6}))
     first = _worker(queue, "--slot", "test-shared")
-    _wait_for(lambda: _names(queue, "running") == ["slow"])
+    wait_for(lambda: _names(queue, "running") == ["slow"])
     second = _worker(queue, "--slot", "test-shared")
     _, err = second.communicate(timeout=300)
     first.communicate(timeout=300)
     assert "busy with another job; waiting" in err
     assert _names(queue, "done") == ["slow"]
-    assert [p.name for p in artifacts.versions(tmp_path / "artifacts" / "slow")] == ["v0001"]
+    assert [p.name for p in versions(tmp_path / "artifacts" / "slow")] == ["v0001"]
 
 
 def test_sweep_generation_matches_the_committed_jobs(tmp_path, monkeypatch):
@@ -158,7 +150,7 @@ def test_sigterm_to_the_worker_checkpoints_the_job_and_puts_it_back_to_resume(tm
     Queue(queue).add(write_spec(tmp_path, "stopped", "dcgan", prepared32, **SLOW))
     run_dir = tmp_path / "artifacts" / "stopped" / "v0001"
     worker = _worker(queue, "--slot", "test-term")
-    _wait_for(lambda: (run_dir / "checkpoints" / "epoch_0002.pt").exists())
+    wait_for(lambda: (run_dir / "checkpoints" / "epoch_0002.pt").exists())
     worker.send_signal(signal.SIGTERM)
     _, err = worker.communicate(timeout=120)
     assert worker.returncode == 2 and "back in pending/ to resume" in err
@@ -170,4 +162,4 @@ def test_sigterm_to_the_worker_checkpoints_the_job_and_puts_it_back_to_resume(tm
     assert _names(queue, "done") == ["stopped"] and _names(queue, "pending") == []
     status = json.loads((run_dir / "status.json").read_text())
     assert status["state"] == "done" and status["resumed"] == 1
-    assert [p.name for p in artifacts.versions(tmp_path / "artifacts" / "stopped")] == ["v0001"]
+    assert [p.name for p in versions(tmp_path / "artifacts" / "stopped")] == ["v0001"]

@@ -7,20 +7,18 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 
+from heartjobs.checkpoint import list_checkpoints, load_checkpoint, load_generator
 from heartjobs.errors import HeartjobsError
+from heartjobs.job import run_job
 from heartjobs.spec import load_spec
-from heartjobs.training.checkpoint import list_checkpoints, load_checkpoint, load_generator
-from heartjobs.training.run import run_job
 
-from .conftest import run_cli, uninterrupted_run, write_spec
+from .conftest import SLOW_DCGAN, assert_same_run, losses, run_cli, uninterrupted_run, wait_for, write_spec
 
-# DCGAN (dropout: the global RNG matters too), many small batches so that signals land mid-run.
-SLOW = {"epochs": 30, "batch_size": 2, "sample_every": 10, "checkpoint_every": 2, "device": "cpu"}
+SLOW = SLOW_DCGAN
 
 
 def _start(spec):
@@ -32,29 +30,6 @@ def _start(spec):
     )
 
 
-def _wait_for(predicate, proc, timeout=120):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert proc.poll() is None, f"the run ended early: {proc.communicate()}"
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-
-
-def _losses(run_dir):
-    return [json.loads(line) for line in (run_dir / "losses.jsonl").read_text().splitlines()]
-
-
-def _assert_same_run(resumed, reference):
-    a, b = (load_generator(d / "generator.pt")[0].state_dict() for d in (resumed, reference))
-    for key in b:
-        assert torch.equal(a[key], b[key]), key
-    final = [torch.load(list_checkpoints(d / "checkpoints")[-1], weights_only=True) for d in (resumed, reference)]
-    for key in final[1]["D"]:
-        assert torch.equal(final[0]["D"][key], final[1]["D"][key]), key
-    strip = [[(e["epoch"], e["d_loss"], e["g_loss"]) for e in _losses(d)] for d in (resumed, reference)]
-    assert strip[0] == strip[1]
-
-
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, prepared32):
     return uninterrupted_run(tmp_path_factory, prepared32, **SLOW)
@@ -64,7 +39,7 @@ def test_sigkill_after_a_checkpoint_then_resume_is_bit_identical(tmp_path, prepa
     spec = write_spec(tmp_path, "resume_me", "dcgan", prepared32, **SLOW)
     run_dir = tmp_path / "artifacts" / "resume_me" / "v0001"
     proc = _start(spec)
-    _wait_for(lambda: (run_dir / "checkpoints" / "epoch_0004.pt").exists(), proc)
+    wait_for(lambda: (run_dir / "checkpoints" / "epoch_0004.pt").exists(), proc=proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     status = json.loads((run_dir / "status.json").read_text())
@@ -76,16 +51,15 @@ def test_sigkill_after_a_checkpoint_then_resume_is_bit_identical(tmp_path, prepa
     assert not (run_dir.parent / "v0002").exists()  # continued in place, no new version
     status = json.loads((run_dir / "status.json").read_text())
     assert status["state"] == "done" and status["resumed"] == 1
-    _assert_same_run(run_dir, reference)
+    assert_same_run(run_dir, reference)
 
 
 def test_sigterm_writes_a_checkpoint_marks_interrupted_and_resumes_bit_identical(tmp_path, prepared32, reference):
     spec = write_spec(tmp_path, "resume_me", "dcgan", prepared32, **SLOW)
     run_dir = tmp_path / "artifacts" / "resume_me" / "v0001"
     proc = _start(spec)
-    _wait_for(lambda: (run_dir / "losses.jsonl").exists() and len(_losses(run_dir)) >= 3, proc)
-    time.sleep(0.05)  # most likely inside an epoch now
-    proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: (run_dir / "losses.jsonl").exists() and len(losses(run_dir)) >= 3, proc=proc)
+    proc.send_signal(signal.SIGTERM)  # wherever it lands; the mid-epoch state itself: test_training.py
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM
     assert "stopped by SIGTERM" in stderr and "--resume" in stderr and "Traceback" not in stderr
@@ -97,7 +71,7 @@ def test_sigterm_writes_a_checkpoint_marks_interrupted_and_resumes_bit_identical
 
     result = run_cli("run", spec, "--resume")
     assert result.returncode == 0, result.stderr
-    _assert_same_run(run_dir, reference)
+    assert_same_run(run_dir, reference)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGUSR2])  # Ctrl-C; Slurm's time-limit signal
@@ -105,7 +79,7 @@ def test_sigint_and_sigusr2_also_checkpoint_and_exit_non_zero(tmp_path, prepared
     spec = write_spec(tmp_path, "ctrl_c", "dcgan", prepared32, **SLOW)
     run_dir = tmp_path / "artifacts" / "ctrl_c" / "v0001"
     proc = _start(spec)
-    _wait_for(lambda: (run_dir / "losses.jsonl").exists() and len(_losses(run_dir)) >= 1, proc)
+    wait_for(lambda: (run_dir / "losses.jsonl").exists() and len(losses(run_dir)) >= 1, proc=proc)
     os.kill(proc.pid, sig)
     proc.communicate(timeout=60)
     assert proc.returncode == 128 + sig
@@ -125,8 +99,9 @@ def test_resume_refuses_a_changed_spec_and_never_touches_finished_versions(tmp_p
     status = json.loads((second / "status.json").read_text())
     (second / "status.json").write_text(json.dumps({**status, "state": "interrupted", "pid": None}))
     changed = write_spec(tmp_path, "job", "gan", prepared32, **{**quick, "lr": 0.001})
-    with pytest.raises(HeartjobsError, match="spec_hash: .*v0002 was made with spec .*refusing to resume"):
+    with pytest.raises(HeartjobsError, match="spec_hash: .*v0002 was made with spec .*refusing to resume") as refused:
         run_job(changed, resume=True)
+    assert "(train.lr: 0.0002 -> 0.001)" in str(refused.value)  # names the values that differ
     # and a checkpoint carries its spec hash too
     checkpoint = list_checkpoints(second / "checkpoints")[-1]
     with pytest.raises(HeartjobsError, match="spec_hash: the checkpoint was made with spec"):
@@ -138,7 +113,7 @@ def test_a_running_version_is_not_resumed_twice(tmp_path, prepared32):
     run_dir = tmp_path / "artifacts" / "busy" / "v0001"
     proc = _start(spec)
     try:
-        _wait_for(lambda: (run_dir / "losses.jsonl").exists(), proc)
+        wait_for(lambda: (run_dir / "losses.jsonl").exists(), proc=proc)
         result = run_cli("run", spec, "--resume", env={"HEARTJOBS_RESUME_WAIT_S": "1"})
         assert result.returncode == 2 and "still running" in result.stderr
     finally:
@@ -152,7 +127,9 @@ def test_sigterm_during_fid_interrupts_and_resume_only_evaluates(tmp_path, prepa
     run_dir = tmp_path / "artifacts" / "fid_stop" / "v0001"
     proc = _start(spec)
     status_file = run_dir / "status.json"
-    _wait_for(lambda: status_file.exists() and json.loads(status_file.read_text()).get("phase") == "evaluating", proc)
+    wait_for(
+        lambda: status_file.exists() and json.loads(status_file.read_text()).get("phase") == "evaluating", proc=proc
+    )
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM and "during evaluation" in stderr

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from heartjobs import atomic
-from heartjobs.errors import HeartjobsError
+from heartjobs.errors import HeartjobsError, one_line
 from heartjobs.hashing import sha256_file
 
 STANDARD_FILENAME = "pt_inception-2015-12-05-6726825d.pth"
@@ -61,7 +61,7 @@ def _download_standard() -> Path:
     try:
         pfi.load_state_dict_from_url(pfi.FID_WEIGHTS_URL, progress=True)
     except Exception as exc:
-        reason = " ".join(str(exc).split())[:160]
+        reason = one_line(exc, 160)
         raise HeartjobsError(
             f"FID weights: the standard Inception file was not found and could not be downloaded "
             f"({reason}); {HOW_TO_GET}"
@@ -105,7 +105,8 @@ def resolve_weights(spec_value: str, *, download: bool = True) -> InceptionWeigh
 @contextlib.contextmanager
 def _pytorch_fid_loading(state_dict: dict) -> Iterator[None]:
     """Make pytorch-fid's loader return `state_dict` while its InceptionV3 is built (it loads strictly,
-    so a file of another architecture fails loudly)."""
+    so a file of another architecture fails loudly). It replaces a module attribute of pytorch-fid
+    0.3.0 (the pinned version; see _fid_inception_skeleton)."""
     from pytorch_fid import inception as pfi
 
     original = pfi.load_state_dict_from_url
@@ -123,20 +124,24 @@ def build_inception(weights: InceptionWeights, dims: int, device: torch.device) 
     try:
         state_dict = torch.load(weights.path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise HeartjobsError(f"FID weights: {weights.path}: unreadable ({' '.join(str(exc).split())[:160]})") from None
+        raise HeartjobsError(f"FID weights: {weights.path}: unreadable ({one_line(exc, 160)})") from None
     try:
         with _pytorch_fid_loading(state_dict):
             model = InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[dims]])
     except RuntimeError as exc:
         raise HeartjobsError(
-            f"FID weights: {weights.path}: not an FID Inception state dict ({str(exc)[:120]})"
+            f"FID weights: {weights.path}: not an FID Inception state dict ({one_line(exc, 120)})"
         ) from None
     return model.to(device).eval()
 
 
 def _fid_inception_skeleton() -> torch.nn.Module:
     """The FID Inception architecture with no weights loaded: pytorch-fid's fid_inception_v3() minus its
-    download (torchvision's inception_v3 with pytorch-fid's patched blocks)."""
+    download (torchvision's inception_v3 with pytorch-fid's patched blocks).
+
+    This copies fid_inception_v3's body and calls pytorch-fid's private _inception_v3, and the loaders
+    above patch its module-level load_state_dict_from_url: only the pyproject pin pytorch-fid==0.3.0
+    makes that safe. tests/test_fid.py checks that the pin and this copy still agree."""
     from pytorch_fid import inception as pfi
 
     net = pfi._inception_v3(num_classes=1008, aux_logits=False, weights=None)

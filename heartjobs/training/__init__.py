@@ -1,1 +1,2 @@
-"""Training: the loop (loop.py), checkpoints (checkpoint.py) and the run lifecycle (run.py)."""
+"""Training: the Trainer loop and device resolution (loop.py). The run around it (folders, status,
+signals, resume, evaluation) is heartjobs.job's; training never imports evaluation."""

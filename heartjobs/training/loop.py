@@ -100,15 +100,15 @@ class Trainer:
         if cuda:  # TF32 tensor-core matmuls and convolutions (a spec switch; off = full float32)
             torch.backends.cuda.matmul.allow_tf32 = t.tf32
             torch.backends.cudnn.allow_tf32 = t.tf32
-        # DCGAN's convolutions run faster in NHWC: on tensor cores, and with oneDNN on the CPU (a 64 px
-        # step with batch 64 took 2.1 s in NCHW and 1.36 s in NHWC on this project's 2-core machine).
+        # DCGAN's convolutions run faster in NHWC: on tensor cores, and with oneDNN on the CPU
+        # (bench/bench_train.py measures it; docs/performance.md has the figures).
         self.channels_last = spec.model == "dcgan"
         if self.channels_last:
             self.G.to(memory_format=torch.channels_last)
             self.D.to(memory_format=torch.channels_last)
         if t.optimizer == "adam":
-            # Fused Adam: one kernel per step instead of one per tensor, on CUDA and on the CPU (a 64 px
-            # GAN step with batch 64 took 57 ms with the default and 40 ms fused here).
+            # Fused Adam: one kernel per step instead of one per tensor, on CUDA and on the CPU
+            # (bench/bench_train.py measures it).
             fused = {"fused": True} if device.type in ("cuda", "cpu") else {}
             self.opt_G = torch.optim.Adam(self.G.parameters(), lr=t.lr, betas=t.betas, **fused)
             self.opt_D = torch.optim.Adam(self.D.parameters(), lr=t.lr, betas=t.betas, **fused)

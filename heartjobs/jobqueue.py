@@ -1,16 +1,17 @@
 """A crash-safe directory queue of job specs, and the worker that runs them one at a time.
 
 A queue is a folder with pending/, running/, done/ and failed/. A job is claimed by renaming its file
-from pending/ into running/ (atomic: exactly one worker wins), run in a child process (heartjobs.child),
+from pending/ into running/ (atomic: exactly one worker wins), run in a child process (heartjobs.procs),
 and renamed into done/ or failed/ beside its log. A worker's heartbeat file sits beside the job it runs; a job
 left in running/ by a dead worker goes back to pending/, marked to resume from its last checkpoint.
 A per-device lock (flock, released by the kernel when its holder dies) keeps two workers off one device.
+The worker learns how a job ended from the result record its `heartjobs run` writes (heartjobs.job),
+and from the exit code where the child died without writing one.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import re
 import signal
@@ -18,14 +19,15 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from heartjobs import artifacts, atomic, child
-from heartjobs.errors import HeartjobsError
+from heartjobs import atomic, procs
+from heartjobs.errors import HeartjobsError, one_line
 from heartjobs.progress import console
-from heartjobs.spec import load_spec
+from heartjobs.rundir import RunDir, finished_version, versions
+from heartjobs.spec import load_spec, parse_spec
+from heartjobs.status import heartbeat_age, now_iso, progress_text
 
 STATES = ("pending", "running", "done", "failed")
 HEARTBEAT_S = 5.0
@@ -155,7 +157,7 @@ class Queue:
 
 
 def _worker_gone(beat: dict, stale_after: float) -> bool:
-    return not artifacts.alive(beat, float(beat.get("heartbeat", 0)), stale_after)
+    return not procs.alive(beat, stale_after)
 
 
 def _move_sidecars(entry: Entry, folder: Path, stem: str, keep: tuple[str, ...]) -> None:
@@ -166,48 +168,6 @@ def _move_sidecars(entry: Entry, folder: Path, stem: str, keep: tuple[str, ...])
             if target.exists():  # a previous attempt's log: keep both
                 target = folder / f"{stem}.{int(time.time())}.{suffix}"
             os.rename(source, target)
-
-
-# --- the device lock ---
-
-
-def default_slot() -> str:
-    """The device a worker drives: a CUDA device (by CUDA_VISIBLE_DEVICES) or the CPU."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible == "":
-        return "cpu"
-    import torch
-
-    if torch.cuda.is_available():
-        return f"cuda{(visible or '0').split(',')[0]}"
-    return "cpu"
-
-
-@contextlib.contextmanager
-def device_lock(slot: str, should_stop=lambda: False) -> Iterator[bool]:
-    """Hold the machine-wide lock of one device (released by the kernel if this process dies). Waits
-    while another worker holds it; yields False if should_stop() said so before the lock came free."""
-    folder = Path(tempfile.gettempdir()) / "heartjobs-locks"
-    folder.mkdir(exist_ok=True)
-    path = folder / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', slot)}.lock"
-    with open(path, "a+") as f:
-        told = False
-        while True:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if should_stop():
-                    yield False
-                    return
-                if not told:
-                    console.print(f"device {slot} is busy with another job; waiting for it", markup=False)
-                    told = True
-                time.sleep(0.5)
-        try:
-            yield True
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 # --- the worker ---
@@ -224,7 +184,7 @@ class _Heartbeat(threading.Thread):
     def run(self) -> None:
         while not self.stopped.is_set():
             try:
-                atomic.write_json(self.path, {**self.record, "heartbeat": time.time()})
+                atomic.write_json(self.path, {**self.record, "heartbeat": now_iso()})
             except OSError as exc:  # keep beating: a missed beat is better than a dead heartbeat thread
                 console.print(f"worker: heartbeat not written ({exc})", markup=False)
             self.stopped.wait(HEARTBEAT_S)
@@ -237,7 +197,7 @@ class _Heartbeat(threading.Thread):
 class Worker:
     def __init__(self, queue: Queue, *, slot: str | None = None, force: bool = False, poll_s: float = 2.0):
         self.queue = queue.ensure()
-        self.slot = slot or default_slot()
+        self.slot = slot or procs.default_slot()
         self.force, self.poll_s = force, poll_s
         self.stop_signal: int | None = None
         self.process: subprocess.Popen | None = None
@@ -252,7 +212,7 @@ class Worker:
         counts = {"done": 0, "failed": 0, "skipped": 0, "requeued": 0}
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
-            with device_lock(self.slot, lambda: self.stop_signal is not None) as locked:
+            with procs.device_lock(self.slot, lambda: self.stop_signal is not None) as locked:
                 while locked and self.stop_signal is None:
                     for entry in self.queue.recover_stale():
                         console.print(
@@ -273,7 +233,7 @@ class Worker:
     def run_one(self, entry: Entry) -> str:
         """Run one claimed job; the heartbeat stops before the job file moves on."""
         started = time.time()
-        record = {**artifacts.this_process(), "slot": self.slot, "started": started}
+        record = {**procs.this_process(), "slot": self.slot, "started": now_iso()}
         beat = _Heartbeat(entry.sidecar("worker.json"), record)
         beat.start()
         try:
@@ -285,7 +245,7 @@ class Worker:
 
     def _execute(self, entry: Entry) -> tuple[str, dict]:
         try:
-            done_before = None if self.force else artifacts.finished_version(load_spec(entry.path))
+            done_before = None if self.force else finished_version(load_spec(entry.path))
         except HeartjobsError as exc:
             return "failed", {"error": str(exc), "exit_code": 2}
         if done_before is not None:
@@ -295,20 +255,24 @@ class Worker:
         console.print(
             f"worker: {entry.name}: {'resuming' if entry.recovered else 'running'} on {self.slot}", markup=False
         )
+        result_file = entry.sidecar("result.json")
+        with contextlib.suppress(FileNotFoundError):
+            result_file.unlink()  # an earlier attempt's
         with open(entry.sidecar("log"), "ab") as log:
-            self.process = child.start(entry.path, resume=bool(entry.recovered), stdout=log, stderr=subprocess.STDOUT)
+            self.process = procs.start_run(
+                entry.path, resume=bool(entry.recovered), result_file=result_file, stdout=log, stderr=subprocess.STDOUT
+            )
             code = self.process.wait()
             self.process = None
-        run_dir, last_error = _read_log(entry.sidecar("log"))
-        info = {"exit_code": code, "run_dir": run_dir}
+        result = atomic.read_json(result_file)
+        with contextlib.suppress(FileNotFoundError):
+            result_file.unlink()
+        info = {"exit_code": code, "run_dir": result.get("run_dir")}
         if code == 0:
             return "done", info
-        if self.stop_signal is not None and (child.stopped_by_signal(code) or -code in child.STOP_SIGNALS):
+        if self.stop_signal is not None and (procs.stopped_by_signal(code) or -code in procs.STOP_SIGNALS):
             return "requeued", info  # the worker was asked to stop; the job checkpointed
-        error = last_error or f"exit code {code}"
-        if code < 0:
-            error += f" (killed by signal {-code})"
-        return "failed", {**info, "error": error}
+        return "failed", {**info, "error": _failure(result, code)}
 
     def _settle(self, entry: Entry, outcome: str, info: dict) -> str:
         if outcome == "requeued":
@@ -328,22 +292,18 @@ class Worker:
         return outcome
 
 
-def _read_log(log: Path) -> tuple[str | None, str | None]:
-    """From a job's log, read once: the run folder the child reported ("done: artifacts/x/v0001") and
-    its last error line."""
-    try:
-        lines = log.read_text(errors="replace").splitlines()
-    except OSError:
-        return None, None
-    run_dir = next((line.removeprefix("done: ").strip() for line in reversed(lines) if line.startswith("done: ")), None)
-    errors = [line for line in lines if line.startswith("error:") or "Error" in line.split(":")[0]]
-    return run_dir, errors[-1][:500] if errors else None
+def _failure(result: dict, code: int) -> str:
+    """Why a job failed: its run's own error line, or how its process ended when it wrote none."""
+    if result.get("error"):
+        return one_line(result["error"])
+    error = f"exit code {code}"
+    if code < 0:
+        error += f" (killed by signal {-code})"
+    return error
 
 
 def status(queue: Queue) -> dict[str, list[dict]]:
     """What each folder holds; running jobs with their progress and heartbeat age."""
-    from heartjobs.spec import parse_spec
-
     out: dict[str, list[dict]] = {}
     for state in STATES:
         rows = []
@@ -351,15 +311,15 @@ def status(queue: Queue) -> dict[str, list[dict]]:
             row = {"job": entry.path.name, "name": entry.name}
             if state == "running":
                 beat = atomic.read_json(entry.sidecar("worker.json"))
-                row["heartbeat_age_s"] = round(time.time() - beat["heartbeat"], 1) if "heartbeat" in beat else None
+                age = heartbeat_age(beat)
+                row["heartbeat_age_s"] = None if age is None else round(age, 1)
                 row["worker"] = beat.get("pid")
                 with contextlib.suppress(HeartjobsError):
                     spec = parse_spec(entry.path)
-                    versions = artifacts.versions(spec.output.root / spec.name)
-                    if versions:
-                        run = artifacts.read_status(versions[-1])
-                        row["run_dir"] = str(versions[-1])
-                        row["progress"] = f"{run.get('epochs_done', 0)}/{run.get('epochs_total', '?')} epochs"
+                    runs = versions(spec.output.root / spec.name)
+                    if runs:
+                        row["run_dir"] = str(runs[-1])
+                        row["progress"] = f"{progress_text(RunDir(runs[-1]).status())} epochs"
             elif state in ("done", "failed"):
                 record = atomic.read_json(entry.sidecar("json"))
                 row.update({k: record.get(k) for k in ("state", "run_dir", "error", "seconds") if record.get(k)})

@@ -1,20 +1,24 @@
-"""Checkpoints: everything needed to continue a run, written atomically, the newest few kept.
+"""Checkpoints and generator files: everything needed to continue a run, or to rebuild its generator.
 
 A checkpoint is named by how far training got: epoch_0004.pt after four whole epochs, and
 epoch_0004_batch_0012.pt when a run was stopped twelve batches into the fifth. It carries the spec
-hash, and a run refuses to continue from a checkpoint made under another configuration.
+hash, and a run refuses to continue from a checkpoint made under another configuration. generator.pt
+holds the final generator alone with what it takes to rebuild it. Files are written atomically; the
+newest few checkpoints are kept.
 """
 
 from __future__ import annotations
 
 import contextlib
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from heartjobs import atomic
-from heartjobs.errors import HeartjobsError
+from heartjobs.errors import HeartjobsError, one_line
+from heartjobs.rundir import RunDir
 
 CHECKPOINT_FORMAT = 1
 _NAME = re.compile(r"epoch_(\d{4,})(?:_batch_(\d{4,}))?\.pt")
@@ -48,18 +52,18 @@ def save_checkpoint(folder: Path, trainer_state: dict, spec_hash: str, keep: int
     return path
 
 
-def _load(path: Path, what: str) -> dict:
+def load_file(path: Path, what: str) -> dict:
     """torch.load on the CPU, tensors and plain types only; a file it can't read is a one-line error."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise HeartjobsError(f"{path}: unreadable {what} ({' '.join(str(exc).split())[:200]})") from None
+        raise HeartjobsError(f"{path}: unreadable {what} ({one_line(exc, 200)})") from None
 
 
 def load_checkpoint(path: Path, spec_hash: str) -> dict:
     """Load a checkpoint (on the CPU: RNG states must stay there; the trainer moves the rest to its
     device), refusing one made under another configuration."""
-    state = _load(path, "checkpoint")
+    state = load_file(path, "checkpoint")
     if state.get("format") != CHECKPOINT_FORMAT:
         raise HeartjobsError(f"{path}: format: expected {CHECKPOINT_FORMAT}, got {state.get('format')}")
     if state.get("spec_hash") != spec_hash:
@@ -70,15 +74,37 @@ def load_checkpoint(path: Path, spec_hash: str) -> dict:
     return state
 
 
-def save_generator(path: Path, generator: torch.nn.Module, spec: dict, epoch: int, spec_hash: str) -> None:
-    """The final generator alone, on CPU tensors, with what it takes to rebuild it."""
-    payload = {
-        "format": CHECKPOINT_FORMAT,
+def _architecture(spec: dict) -> dict:
+    """What rebuilds a generator, from a resolved spec (as a dict)."""
+    return {
         "model": spec["model"],
         "size": spec["data"]["size"],
         "channels": spec["data"]["channels"],
         "latent_dim": spec["train"]["latent_dim"],
         "batchnorm_eps": spec["train"]["batchnorm_eps"],
+    }
+
+
+def build_generator(architecture: dict, state_dict: dict, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """The one generator rebuild: the model named in `architecture` with `state_dict`, in eval mode."""
+    from heartjobs.models import build_models
+
+    generator, _ = build_models(
+        architecture["model"],
+        architecture["size"],
+        architecture["channels"],
+        architecture["latent_dim"],
+        architecture["batchnorm_eps"],
+    )
+    generator.load_state_dict(state_dict)
+    return generator.to(device).eval()
+
+
+def save_generator(path: Path, generator: torch.nn.Module, spec: dict, epoch: int, spec_hash: str) -> None:
+    """The final generator alone, on CPU tensors, with what it takes to rebuild it."""
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        **_architecture(spec),
         "epoch": epoch,
         "spec_hash": spec_hash,
         "state_dict": {k: v.detach().cpu() for k, v in generator.state_dict().items()},
@@ -89,14 +115,35 @@ def save_generator(path: Path, generator: torch.nn.Module, spec: dict, epoch: in
 
 def load_generator(path: Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
     """Rebuild a saved generator (in eval mode) on `device`; returns (generator, its metadata)."""
-    from heartjobs.models import build_models
-
-    payload = _load(path, "generator file")
+    payload = load_file(path, "generator file")
     if "state_dict" not in payload:
         raise HeartjobsError(f"{path}: not a heartjobs generator.pt (no state_dict)")
-    generator, _ = build_models(
-        payload["model"], payload["size"], payload["channels"], payload["latent_dim"], payload["batchnorm_eps"]
-    )
-    generator.load_state_dict(payload["state_dict"])
     meta = {k: v for k, v in payload.items() if k != "state_dict"}
-    return generator.to(device).eval(), meta
+    return build_generator(meta, payload["state_dict"], device), meta
+
+
+@dataclass
+class Snapshot:
+    """A generator to measure, the file it came from (relative to its run folder) and its epoch."""
+
+    generator: torch.nn.Module
+    file: str
+    epoch: int
+
+
+def load_snapshot(run: RunDir, spec, checkpoint: Path | None, device: torch.device) -> Snapshot:
+    """The run's final generator (checkpoint None) or the generator inside one of its checkpoints."""
+    if checkpoint is None:
+        if not run.generator.is_file():
+            raise HeartjobsError(f"{run.generator}: missing; the run has not finished (give --checkpoint FILE)")
+        generator, meta = load_generator(run.generator, device)
+        return Snapshot(generator, RunDir.GENERATOR, int(meta["epoch"]))
+    state = load_checkpoint(Path(checkpoint), spec.spec_hash)
+    if "G" not in state:
+        raise HeartjobsError(f"{checkpoint}: not a training checkpoint (use it without --checkpoint)")
+    generator = build_generator(_architecture(spec.model_dump(mode="json")), state["G"], device)
+    try:
+        name = str(Path(checkpoint).resolve().relative_to(run.path.resolve()))
+    except ValueError:
+        name = str(checkpoint)
+    return Snapshot(generator, name, int(state["epoch"]))

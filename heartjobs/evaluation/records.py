@@ -1,0 +1,53 @@
+"""Where a measurement goes: fid.json, metrics.jsonl and evals/ of a run folder, and the one-line
+console summary. Each record names the snapshot it measured and carries its protocol.
+"""
+
+from __future__ import annotations
+
+import json
+
+from heartjobs import atomic
+from heartjobs.checkpoint import Snapshot
+from heartjobs.hashing import sha256_json
+from heartjobs.rundir import RunDir
+from heartjobs.spec import EvalSection, ResolvedSpec
+from heartjobs.status import now_iso
+
+
+def evaluation_record(run: RunDir, spec: ResolvedSpec, snapshot: Snapshot, result: dict) -> dict:
+    """A measurement (heartjobs.evaluation.inception.measure's result) with what it measured."""
+    return {
+        "metric": "fid",
+        "run": str(run.path),
+        "job": spec.name,
+        "spec_hash": spec.spec_hash,
+        "snapshot": {"file": snapshot.file, "epoch": snapshot.epoch},
+        **result,
+        "time": now_iso(),
+    }
+
+
+def write_record(run: RunDir, record: dict, settings: EvalSection, spec: ResolvedSpec, final: bool) -> None:
+    """The final generator measured with the spec's own settings goes to fid.json; any other snapshot
+    or settings to evals/<snapshot>_<settings hash>.json. Every record is also appended to metrics.jsonl."""
+    if final and settings == spec.eval:
+        atomic.write_json(run / RunDir.FID_REPORT, record)
+    else:
+        tag = sha256_json(settings.model_dump(mode="json"))[:8]
+        name = record["snapshot"]["file"].replace("/", "_").removesuffix(".pt")
+        atomic.write_json(run / RunDir.EVALS / f"{name}_{tag}.json", record)
+    with open(run / RunDir.METRICS, "a") as f:  # one line per evaluation, appended
+        f.write(json.dumps(record) + "\n")
+
+
+def summary_line(report: dict) -> str:
+    """FID (and KID) with their protocol, on one line."""
+    text = (
+        f"FID {report['fid_mean']:.3f} +- {report['fid_std']:.3f} (n={report['n_generated']} x {len(report['repeats'])}"
+    )
+    text += f", real n={report['n_real']}, dims {report['dims']})"
+    if "kid_mean" in report:
+        text += f"  KID {report['kid_mean']:.5f} +- {report['kid_std']:.5f}"
+    if not report["standard_weights"]:
+        text += f"  [{report['weights']['kind']} weights: not comparable to published FID]"
+    return text

@@ -1,0 +1,279 @@
+"""A job's lifecycle: one job spec to one complete, versioned, resumable run, measured at the end.
+
+The run folder is chosen (a new version, or the one to resume), the stop signals become a stop request,
+the Trainer trains (heartjobs.training), the final generator is measured (heartjobs.evaluation), and
+status.json follows each step. This is the only module that calls both training and evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from heartjobs import atomic, procs
+from heartjobs.checkpoint import list_checkpoints, load_checkpoint, load_snapshot, save_checkpoint, save_generator
+from heartjobs.data.dataset import PreparedSet
+from heartjobs.errors import HeartjobsError, one_line
+from heartjobs.evaluation.inception import measure
+from heartjobs.evaluation.records import evaluation_record, summary_line, write_record
+from heartjobs.grids import save_grid
+from heartjobs.plots import plot_losses
+from heartjobs.progress import TrainingProgress, console
+from heartjobs.provenance import environment
+from heartjobs.rundir import RunDir, claim_version, newest_unfinished
+from heartjobs.spec import EvalSection, ResolvedSpec, configuration_differences, load_spec
+from heartjobs.status import StatusFile, mark_done
+from heartjobs.training.loop import SAMPLE_GRID, Interrupted, Trainer, resolve_device
+
+RESUME_WAIT_S = float(os.environ.get("HEARTJOBS_RESUME_WAIT_S", "60"))
+
+
+class JobInterrupted(HeartjobsError):
+    """The job was stopped by a signal after writing a checkpoint; exit 128 + the signal number."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+# --- the run ---
+
+
+def run_job(spec_path: Path, *, resume: bool = False, result_file: Path | None = None) -> Path:
+    """Train the job in `spec_path` to the end and measure it; returns its run folder.
+
+    Raises JobInterrupted (after writing a checkpoint) when a stop signal arrives. With result_file, how
+    the run ended ({"state": done | interrupted | failed, "run_dir", "error", "exit_code"}) is written
+    there, atomically, whatever happens short of SIGKILL: what a queue worker reads instead of the log.
+    """
+    outcome: dict = {"spec": str(spec_path), "run_dir": None}
+    try:
+        run_dir = _run(Path(spec_path), resume, outcome)
+    except JobInterrupted as exc:
+        _write_result(result_file, outcome, "interrupted", str(exc), exc.exit_code)
+        raise
+    except HeartjobsError as exc:
+        _write_result(result_file, outcome, "failed", str(exc), exc.exit_code)
+        raise
+    except BaseException as exc:
+        _write_result(result_file, outcome, "failed", one_line(exc, with_type=True), 1)
+        raise
+    _write_result(result_file, outcome, "done", None, 0)
+    return run_dir
+
+
+def _write_result(path: Path | None, outcome: dict, state: str, error: str | None, exit_code: int) -> None:
+    if path is not None:
+        atomic.write_json(path, {**outcome, "state": state, "error": error, "exit_code": exit_code})
+
+
+def _run(spec_path: Path, resume: bool, outcome: dict) -> Path:
+    spec = load_spec(spec_path)
+    t = spec.train
+    device = resolve_device(t.device)
+    run = _open_run(spec, spec_path, resume, device)
+    outcome["run_dir"] = str(run.path)
+    prepared = PreparedSet.open(spec.data.prepared)
+    status = run.status_file(t.epochs, procs.this_process())
+    # Signals are turned into a stop request for the whole job: training stops between batches,
+    # evaluation between repeats; either way the run is left resumable.
+    with procs.stop_on_signals() as stop:
+
+        def stop_if_requested(what: str) -> None:
+            if stop["signal"] is not None:
+                name = signal.Signals(stop["signal"]).name
+                status.finish("interrupted", error=f"stopped by {name}")
+                raise JobInterrupted(
+                    f"{run}: stopped by {name} {what}; continue with: heartjobs run {spec_path} --resume",
+                    stop["signal"],
+                )
+
+        try:
+            _train(spec, run, prepared, device, status, stop, stop_if_requested)
+            stop_if_requested("after training, before evaluation")
+            if spec.eval.fid:
+                _evaluate(run, status, lambda: stop_if_requested("during evaluation"))
+        except JobInterrupted:
+            raise
+        except BaseException as exc:
+            status.finish("failed", error=one_line(exc, with_type=True))
+            raise
+    status.finish("done")
+    return run.path
+
+
+# --- choosing the run folder ---
+
+
+def _open_run(spec: ResolvedSpec, spec_path: Path, resume: bool, device: torch.device) -> RunDir:
+    """The run folder: with resume, the newest unfinished version of this job (checked); otherwise, or
+    when there is none, a new version with its identity files."""
+    if resume:
+        run = _resumable_version(spec, spec_path)
+        if run is not None:
+            atomic.write_json(run.resumed_env(run.status().get("resumed", 0) + 1), environment(str(device)))
+            return run
+        console.print(f"{spec.name}: nothing to resume; starting a new version")
+    return _new_version(spec, spec_path, device)
+
+
+def _resumable_version(spec: ResolvedSpec, spec_path: Path) -> RunDir | None:
+    """The newest unfinished version, once its process (if any) has stopped; refused when it is still
+    running or was made under another configuration (the refusal names the values that differ)."""
+    found = newest_unfinished(spec.run_root)
+    if found is None:
+        return None
+    run = RunDir(found)
+    status = _wait_until_stopped(run)
+    if status.get("state") == "running" and procs.process_alive(status):
+        raise HeartjobsError(f"{run}: still running (pid {status['pid']}); not resuming it twice")
+    recorded = run.spec_hash()
+    if recorded != spec.spec_hash:
+        differing = "; ".join(configuration_differences(run.spec_dict(), spec)) or "no recorded spec"
+        raise HeartjobsError(
+            f"{spec_path}: spec_hash: {run} was made with spec {recorded}, this spec resolves to "
+            f"{spec.spec_hash} ({differing}); refusing to resume (run without --resume to start a new version)"
+        )
+    return run
+
+
+def _new_version(spec: ResolvedSpec, spec_path: Path, device: torch.device) -> RunDir:
+    run = RunDir(claim_version(spec.run_root))
+    atomic.write_bytes(run / RunDir.JOB_TOML, Path(spec_path).read_bytes())
+    atomic.write_json(run / RunDir.RESOLVED, {"spec_hash": spec.spec_hash, "spec": spec.model_dump(mode="json")})
+    atomic.write_json(run / RunDir.ENV, environment(str(device)))
+    return run
+
+
+def _wait_until_stopped(run: RunDir, patience_s: float = RESUME_WAIT_S) -> dict:
+    """A job whose worker died gets SIGTERM and writes its checkpoint; give it time to finish that."""
+    deadline = time.monotonic() + patience_s
+    status = run.status()
+    while status.get("state") == "running" and procs.process_alive(status) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        status = run.status()
+    return status
+
+
+# --- training ---
+
+
+def _train(
+    spec: ResolvedSpec,
+    run: RunDir,
+    prepared: PreparedSet,
+    device: torch.device,
+    status: StatusFile,
+    stop: dict,
+    stop_if_requested: Callable[[str], None],
+) -> None:
+    """Train from the newest checkpoint (or the start) to the spec's epochs, then save the generator.
+    On a stop request: a checkpoint at the exact batch, then JobInterrupted."""
+    t = spec.train
+    trainer = Trainer(spec, prepared.tensor(), device)
+    checkpoints = list_checkpoints(run.checkpoints)
+    if checkpoints:
+        trainer.load_state_dict(load_checkpoint(checkpoints[-1], spec.spec_hash))
+        console.print(f"{spec.name}: resuming {run} from {checkpoints[-1].name}", markup=False)
+    _write_losses(run, trainer.history)  # drops epochs logged after the checkpoint
+    if not (run / RunDir.REAL_GRID).exists():
+        picks = torch.randperm(prepared.count, generator=torch.Generator().manual_seed(t.seed + 4))
+        save_grid(prepared.images[picks[:SAMPLE_GRID].numpy()], run / RunDir.REAL_GRID)
+    try:
+        _epochs(spec, trainer, run, status, stop)
+    except Interrupted:
+        path = save_checkpoint(run.checkpoints, trainer.state_dict(), spec.spec_hash, t.keep_checkpoints)
+        stop_if_requested(f"after {trainer.epoch} epochs; checkpoint {path.name} written")
+    save_generator(run.generator, trainer.G, spec.model_dump(mode="json"), trainer.epoch, spec.spec_hash)
+
+
+def _write_losses(run: RunDir, history: list[dict]) -> None:
+    atomic.write_bytes(run / RunDir.LOSSES, "".join(json.dumps(h) + "\n" for h in history).encode())
+
+
+def _epochs(spec: ResolvedSpec, trainer: Trainer, run: RunDir, status: StatusFile, stop: dict) -> None:
+    """Epochs until the spec's count; raises Interrupted (state consistent, not yet saved) on a stop."""
+    t = spec.train
+    title = f"{spec.name} {run.path.name}"
+    with TrainingProgress(title, t.epochs, len(trainer.bounds), trainer.epoch) as progress:
+
+        def on_batch(done: int, total: int) -> None:
+            progress.batch(done, total)
+            status.beat()
+
+        while trainer.epoch < t.epochs:
+            stats = trainer.train_epoch(lambda: stop["signal"] is not None, on_batch).as_dict()
+            with open(run / RunDir.LOSSES, "a") as f:  # one short line per epoch, appended
+                f.write(json.dumps(stats) + "\n")
+            progress.epoch(stats)
+            status.beat(epochs_done=trainer.epoch)
+            last = trainer.epoch == t.epochs
+            if trainer.epoch % t.sample_every == 0 or last:
+                save_grid(trainer.samples().numpy(), run.sample_grid(trainer.epoch))
+                plot_losses(trainer.history, run / RunDir.LOSSES_PLOT, title)
+            if trainer.epoch % t.checkpoint_every == 0 or last:
+                save_checkpoint(run.checkpoints, trainer.state_dict(), spec.spec_hash, t.keep_checkpoints)
+    if trainer.history and not (run / RunDir.LOSSES_PLOT).exists():
+        plot_losses(trainer.history, run / RunDir.LOSSES_PLOT, title)
+
+
+# --- evaluation ---
+
+
+def _evaluate(run: RunDir, status: StatusFile, stop_if_requested: Callable[[], None]) -> None:
+    """The metrics at the end of training; if they can't run, the training artifacts stay and the error
+    says how to retry."""
+    status.beat(force=True, phase="evaluating")
+
+    def between_repeats() -> None:
+        status.beat()
+        stop_if_requested()
+
+    try:
+        record = evaluate_run(run.path, between_repeats=between_repeats)
+    except JobInterrupted:
+        raise
+    except HeartjobsError as exc:
+        raise HeartjobsError(
+            f"{exc} (training finished; its artifacts are intact in {run}; evaluate later with: heartjobs fid {run})"
+        ) from None
+    console.print(summary_line(record), markup=False)
+
+
+def evaluate_run(
+    run_dir: Path,
+    settings: EvalSection | None = None,
+    *,
+    checkpoint: Path | None = None,
+    device: str | None = None,
+    between_repeats: Callable[[], None] | None = None,
+) -> dict:
+    """Measure a run's final generator (or one of its checkpoints) and record it in the run folder (see
+    heartjobs.evaluation.records); returns the record. A run whose training had finished and only its
+    evaluation had failed is marked done once its own evaluation succeeds."""
+    run = RunDir(run_dir)
+    spec = run.spec()
+    settings = settings or spec.eval
+    torch_device = resolve_device(device or spec.train.device)
+    prepared = PreparedSet.open(spec.data.prepared)
+    if prepared.content_hash != spec.data.content_hash:
+        raise HeartjobsError(
+            f"{spec.data.prepared}: content_hash: the prepared set changed since {run} was trained on it"
+        )
+    snapshot = load_snapshot(run, spec, checkpoint, torch_device)
+    result = measure(
+        snapshot.generator, spec.train.latent_dim, prepared, settings, torch_device, between_repeats=between_repeats
+    )
+    record = evaluation_record(run, spec, snapshot, result)
+    final = checkpoint is None and settings == spec.eval
+    write_record(run, record, settings, spec, checkpoint is None)
+    status = run.status()
+    if final and status.get("state") == "failed" and status.get("phase") == "evaluating":
+        mark_done(run / RunDir.STATUS)
+    return record

@@ -1,0 +1,195 @@
+"""Processes: who is running (pid + start time, or heartbeat age elsewhere), the stop signals, the one
+way to start `heartjobs run` as a child, and the machine-wide lock of a device.
+
+A job runs in its own process so that a crash, an out-of-memory error or a segfault takes only that job
+down and frees its GPU memory. The child gets SIGTERM when its parent dies (PR_SET_PDEATHSIG), so an
+orphaned job writes a checkpoint and stops rather than running on unwatched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from heartjobs.progress import console
+from heartjobs.status import heartbeat_age
+
+# The signals `heartjobs run` turns into "checkpoint, then stop" (SIGUSR2 is what Slurm sends before a
+# time limit); its exit code is then 128 + the signal number.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)
+
+
+# --- liveness ---
+
+
+def this_process() -> dict:
+    """Who is writing: pid, host, and the pid's start time, which tells this process from a later one
+    given the same pid (after a container restart, say)."""
+    return {"pid": os.getpid(), "host": socket.gethostname(), "pid_started": process_start_ticks(os.getpid())}
+
+
+def process_alive(record: dict) -> bool:
+    """Whether the process a this_process() record names still runs (only knowable on the same host)."""
+    if record.get("host") != socket.gethostname() or not record.get("pid"):
+        return False
+    try:
+        pid = int(record["pid"])
+    except (TypeError, ValueError):
+        return False
+    started = record.get("pid_started")
+    return pid_running(pid) and (started is None or process_start_ticks(pid) == started)
+
+
+def alive(record: dict, stale_after: float) -> bool:
+    """Whether the process a this_process() record names is alive: on this host, by its pid and start
+    time; on another, by the record's heartbeat (see heartjobs.status) being younger than stale_after."""
+    if record.get("host") == socket.gethostname():
+        return process_alive(record)
+    age = heartbeat_age(record)
+    return age is not None and age < stale_after
+
+
+def pid_running(pid: int) -> bool:
+    """Whether process `pid` exists on this machine and is not a zombie (exited, not yet reaped)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    fields = proc_stat(pid)
+    return fields is None or fields[0] != "Z"
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """When process `pid` started (clock ticks since boot), to tell it from a later process given the
+    same pid; None where /proc can't say."""
+    fields = proc_stat(pid)
+    return int(fields[19]) if fields else None  # field 22 of the file, starttime
+
+
+def proc_stat(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after "(comm)": state, ppid, ...; None where /proc can't say."""
+    with contextlib.suppress(OSError, ValueError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat[stat.rindex(")") + 2 :].split()
+    return None
+
+
+def exited(process: subprocess.Popen) -> bool:
+    """Whether a child has exited, without reaping it and without Popen's lock, which the code a signal
+    handler interrupted may hold."""
+    if process.returncode is not None:
+        return True
+    try:
+        return os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
+
+
+# --- stop signals ---
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[dict]:
+    """Turn the stop signals into a stop request ({"signal": number or None}) that the caller honours
+    at its next safe point."""
+    requested: dict = {"signal": None}
+
+    def handler(signum, frame):
+        requested["signal"] = signum
+
+    previous = {}
+    try:
+        for sig in STOP_SIGNALS:
+            previous[sig] = signal.signal(sig, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        pass
+    try:
+        yield requested
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def stopped_by_signal(code: int | None) -> bool:
+    """Whether an exit code says the job was stopped by a signal after writing its checkpoint."""
+    return code is not None and code - 128 in STOP_SIGNALS
+
+
+# --- the child: `heartjobs run` ---
+
+
+def run_command(spec_path: Path, *, resume: bool, result_file: Path | None = None) -> list[str]:
+    command = [sys.executable, "-m", "heartjobs", "run", str(spec_path)]
+    if resume:
+        command.append("--resume")
+    if result_file is not None:
+        command += ["--result", str(result_file)]
+    return command
+
+
+def _die_with_parent() -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def start_run(spec_path: Path, *, resume: bool, result_file: Path | None = None, **popen) -> subprocess.Popen:
+    """Start `heartjobs run SPEC [--resume] [--result FILE]` as a child; popen: stdout, stderr, cwd, env as
+    for subprocess.Popen. The result file (see heartjobs.job) says how the run ended."""
+    command = run_command(spec_path, resume=resume, result_file=result_file)
+    return subprocess.Popen(command, preexec_fn=_die_with_parent, **popen)
+
+
+# --- the device lock ---
+
+
+def default_slot() -> str:
+    """The device a worker drives: a CUDA device (by CUDA_VISIBLE_DEVICES) or the CPU."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible == "":
+        return "cpu"
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda{(visible or '0').split(',')[0]}"
+    return "cpu"
+
+
+@contextlib.contextmanager
+def device_lock(slot: str, should_stop: Callable[[], bool] = lambda: False) -> Iterator[bool]:
+    """Hold the machine-wide lock of one device (released by the kernel if this process dies). Waits
+    while another worker holds it; yields False if should_stop() said so before the lock came free."""
+    folder = Path(tempfile.gettempdir()) / "heartjobs-locks"
+    folder.mkdir(exist_ok=True)
+    path = folder / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', slot)}.lock"
+    with open(path, "a+") as f:
+        told = False
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if should_stop():
+                    yield False
+                    return
+                if not told:
+                    console.print(f"device {slot} is busy with another job; waiting for it", markup=False)
+                    told = True
+                time.sleep(0.5)
+        try:
+            yield True
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

@@ -1,0 +1,37 @@
+"""What ran a job: library versions, device, host, git commit and command line (a run's env.json)."""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+import socket
+import subprocess
+import sys
+
+from heartjobs import __version__
+from heartjobs.status import now_iso
+
+
+def environment(device: str) -> dict:
+    import torch
+
+    cuda = torch.cuda.is_available()
+    commit = None
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        commit = result.stdout.strip() if result.returncode == 0 else None
+    return {
+        "heartjobs": __version__,
+        "torch": torch.__version__,
+        "cuda_available": cuda,
+        "cuda_version": torch.version.cuda,
+        "gpu": torch.cuda.get_device_name(0) if cuda and device.startswith("cuda") else None,
+        "device": device,
+        "torch_threads": torch.get_num_threads(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "host": socket.gethostname(),
+        "git_commit": commit,
+        "command": sys.argv,
+        "time": now_iso(),
+    }

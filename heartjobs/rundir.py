@@ -1,0 +1,186 @@
+"""Run folders: artifacts/<job>/vNNNN, claimed atomically and never reused, and every file in one.
+
+`RunDir` owns the names of the files a run writes and reads them back (the resolved spec and its hash,
+the status, the losses, the metric reports); nothing else spells them out. A version number is claimed
+with mkdir, which succeeds for exactly one process, so two runs never share a folder; `latest` points
+at the newest. The same numbered folders hold submissions (submissions/vNNNN).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+from pathlib import Path
+
+from heartjobs import atomic
+from heartjobs.errors import HeartjobsError
+from heartjobs.status import StatusFile, read_status
+
+_VERSION = re.compile(r"v(\d{4,})")
+LATEST = "latest"
+
+
+# --- numbered version folders ---
+
+
+def versions(root: Path) -> list[Path]:
+    """The vNNNN folders under `root`, oldest first."""
+    if not Path(root).is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in Path(root).iterdir() if (m := _VERSION.fullmatch(p.name)) and p.is_dir()]
+    return [p for _, p in sorted(found)]
+
+
+def version_number(folder: Path) -> int:
+    return int(Path(folder).name[1:])
+
+
+def claim_version(root: Path) -> Path:
+    """Create and return the next free vNNNN folder under `root`; safe against concurrent claims."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    existing = versions(root)
+    number = version_number(existing[-1]) + 1 if existing else 1
+    while True:
+        candidate = root / f"v{number:04d}"
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            number += 1
+            continue
+        point_latest(root, candidate)
+        return candidate
+
+
+def point_latest(root: Path, version: Path) -> None:
+    """Make root/latest a symlink to `version`, replaced atomically."""
+    tmp = root / f".{LATEST}.{os.getpid()}"
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    tmp.symlink_to(version.name)
+    os.replace(tmp, root / LATEST)
+
+
+# --- one run folder ---
+
+
+class RunDir:
+    """The files of one run folder, by name, and their readers."""
+
+    JOB_TOML = "job.toml"  # the spec file as given
+    RESOLVED = "resolved.json"  # {"spec_hash", "spec": the resolved spec}
+    ENV = "env.json"  # what ran it (heartjobs.provenance); env.resumeN.json for each resume
+    STATUS = "status.json"
+    LOSSES = "losses.jsonl"  # one line per epoch
+    LOSSES_PLOT = "losses.png"
+    REAL_GRID = "real.png"
+    SAMPLES = "samples"  # epoch_NNNN.png grids
+    CHECKPOINTS = "checkpoints"
+    GENERATOR = "generator.pt"  # the final generator alone
+    FID_REPORT = "fid.json"  # the final generator measured with the spec's own settings
+    METRICS = "metrics.jsonl"  # one line per evaluation, appended
+    EVALS = "evals"  # reports of other snapshots or settings
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    @property
+    def number(self) -> int:
+        return version_number(self.path)
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / self.CHECKPOINTS
+
+    @property
+    def generator(self) -> Path:
+        return self.path / self.GENERATOR
+
+    def resumed_env(self, count: int) -> Path:
+        return self.path / f"env.resume{count}.json"
+
+    def sample_grid(self, epoch: int) -> Path:
+        return self.path / self.SAMPLES / f"epoch_{epoch:04d}.png"
+
+    def sample_grids(self) -> list[Path]:
+        return sorted((self.path / self.SAMPLES).glob("epoch_*.png"))
+
+    # readers
+
+    def resolved_record(self) -> dict:
+        return atomic.read_json(self.path / self.RESOLVED)
+
+    def spec_hash(self) -> str | None:
+        return self.resolved_record().get("spec_hash")
+
+    def spec_dict(self) -> dict:
+        """The resolved spec as recorded ({} when there is none)."""
+        spec = self.resolved_record().get("spec")
+        return spec if isinstance(spec, dict) else {}
+
+    def spec(self):
+        """The resolved spec as a heartjobs.spec.ResolvedSpec; a folder without one is a one-line error."""
+        from heartjobs.spec import ResolvedSpec
+
+        try:
+            record = json.loads((self.path / self.RESOLVED).read_text())
+            return ResolvedSpec.model_validate(record["spec"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise HeartjobsError(f"{self.path / self.RESOLVED}: not a heartjobs run folder ({exc})") from None
+
+    def status(self) -> dict:
+        return read_status(self.path / self.STATUS)
+
+    def status_file(self, epochs_total: int, process: dict) -> StatusFile:
+        return StatusFile(self.path / self.STATUS, epochs_total, process)
+
+    def losses(self) -> list[dict]:
+        """The per-epoch records; a line cut short by a crash is left out."""
+        records = []
+        for line in _lines(self.path / self.LOSSES):
+            with contextlib.suppress(ValueError):
+                record = json.loads(line)
+                if isinstance(record, dict):
+                    records.append(record)
+        return records
+
+    def fid_report(self) -> dict:
+        return atomic.read_json(self.path / self.FID_REPORT)
+
+
+def _lines(path: Path) -> list[str]:
+    try:
+        return [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return []
+
+
+# --- a job's versions ---
+
+
+def newest_unfinished(job_root: Path) -> Path | None:
+    """The newest version whose status is not done (running, interrupted, failed, or never started)."""
+    for run_dir in reversed(versions(job_root)):
+        if RunDir(run_dir).status().get("state") != "done":
+            return run_dir
+    return None
+
+
+def finished_version(spec, after: int = 0) -> Path | None:
+    """The newest finished (done) version, numbered above `after`, made with this ResolvedSpec's
+    configuration (its spec hash)."""
+    for run_dir in reversed(versions(spec.run_root)):
+        if version_number(run_dir) <= after:
+            break
+        run = RunDir(run_dir)
+        if run.spec_hash() == spec.spec_hash and run.status().get("state") == "done":
+            return run_dir
+    return None

@@ -1,0 +1,84 @@
+"""status.json of a run, and the one heartbeat encoding that every liveness record uses.
+
+A heartbeat is an ISO 8601 UTC time string ("2026-11-26T20:01:02+00:00"), in a run's status.json and in
+a queue worker's heartbeat file alike; `heartbeat_age` reads it back, and anything unreadable counts as
+no heartbeat at all.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from heartjobs import atomic
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def heartbeat_age(record: dict) -> float | None:
+    """Seconds since the record's heartbeat; None when it has none or it is not a time."""
+    try:
+        beat = datetime.fromisoformat(record["heartbeat"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if beat.tzinfo is None:
+        beat = beat.replace(tzinfo=UTC)
+    return time.time() - beat.timestamp()
+
+
+def progress_text(status: dict) -> str:
+    """How far a run got: "12/200" (epochs done / total)."""
+    return f"{status.get('epochs_done', 0)}/{status.get('epochs_total', '?')}"
+
+
+def read_status(path: Path) -> dict:
+    """A status file's record; {} when it is missing or unreadable."""
+    return atomic.read_json(path)
+
+
+class StatusFile:
+    """status.json of one run: state, heartbeat, start and end times, epochs done, error, the process."""
+
+    def __init__(self, path: Path, epochs_total: int, process: dict):
+        previous = read_status(path)
+        self.path = Path(path)
+        self.data: dict = {
+            "state": "running",
+            "started": previous.get("started", now_iso()),
+            "ended": None,
+            "heartbeat": now_iso(),
+            "epochs_done": previous.get("epochs_done", 0),
+            "epochs_total": epochs_total,
+            "error": None,
+            **process,
+            "resumed": previous.get("resumed", 0) + (1 if previous else 0),
+        }
+        self._last_beat = 0.0
+        self.write()
+
+    def write(self) -> None:
+        atomic.write_json(self.path, self.data)
+
+    def beat(self, *, force: bool = False, **fields) -> None:
+        """Update the heartbeat (at most every 10 s unless forced or fields change)."""
+        self.data.update(fields)
+        if force or fields or time.monotonic() - self._last_beat >= 10:
+            self._last_beat = time.monotonic()
+            self.data["heartbeat"] = now_iso()
+            self.write()
+
+    def finish(self, state: str, error: str | None = None) -> None:
+        self.data.update(state=state, error=error, ended=now_iso(), heartbeat=now_iso())
+        if state == "done":  # a done run is in no phase; a failed one keeps the phase it failed in
+            self.data.pop("phase", None)
+        self.write()
+
+
+def mark_done(path: Path) -> None:
+    """Mark a run done whose training had finished and only its evaluation had failed."""
+    status = read_status(path)
+    status.pop("phase", None)
+    atomic.write_json(path, {**status, "state": "done", "error": None, "ended": now_iso()})
