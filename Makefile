@@ -15,7 +15,7 @@ SIF ?= heartjobs.sif
 SUBMIT_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint pytest demo run-all submit-all smoke report bench fid-weights docker-build docker-run-all \
+.PHONY: help install test test-fast lint pytest demo run-all submit-all smoke report bench fid-weights docker-build docker-run-all \
 	sif gpu-check clean
 
 help: ## list the targets
@@ -41,6 +41,9 @@ pytest: install ## the test suite alone
 	$(BIN)/python -m pytest -q
 
 test: lint pytest ## lint, then the test suite
+
+test-fast: install ## the inner loop: the suite without the tests marked slow (make test runs them all)
+	$(BIN)/python -m pytest -q -m "not slow"
 
 demo: install ## the main job on the embedded phantom: prepare it, run the smoke queue (3 models + FID), report
 	$(BIN)/heartjobs data phantom --out $(DATA)/phantom

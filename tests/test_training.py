@@ -161,3 +161,25 @@ def test_a_trainer_stopped_mid_epoch_continues_bit_identical_from_its_saved_stat
     _assert_same_weights(resumed.D.state_dict(), reference.D.state_dict())
     strip = [[(e["epoch"], e["d_loss"], e["g_loss"]) for e in t.history] for t in (resumed, reference)]
     assert strip[0] == strip[1] and len(strip[0]) == 3
+
+
+def test_run_writes_a_result_record_of_how_it_ended(tmp_path, prepared32):
+    # What a queue worker reads instead of the job's log: done with its run folder, or failed with the error.
+    spec = write_spec(tmp_path, "recorded", "gan", prepared32, epochs=1, batch_size=4, device="cpu")
+    done = run_cli("run", spec, "--result", tmp_path / "done.json")
+    assert done.returncode == 0, done.stderr
+    record = json.loads((tmp_path / "done.json").read_text())
+    assert record == {
+        "spec": str(spec),
+        "run_dir": str(tmp_path / "artifacts" / "recorded" / "v0001"),
+        "state": "done",
+        "error": None,
+        "exit_code": 0,
+    }
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "bad"\nmodel = "gan"\n[data]\nprepared = "/nowhere"\n')
+    failed = run_cli("run", bad, "--result", tmp_path / "failed.json")
+    record = json.loads((tmp_path / "failed.json").read_text())
+    assert failed.returncode == 2 == record["exit_code"]
+    assert record["state"] == "failed" and record["run_dir"] is None
+    assert record["error"].startswith(f"{bad}: data.prepared:") and record["error"] in failed.stderr
