@@ -52,6 +52,7 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+@pytest.mark.slow
 def test_an_array_of_three_jobs_runs_to_the_end_and_a_bad_spec_is_left_out(tmp_path, prepared32):
     specs = [write_spec(tmp_path, name, name.split("_")[0], prepared32, **QUICK) for name in ("gan_a", "wgan_a")]
     specs.append(write_spec(tmp_path, "dcgan_a", "dcgan", prepared32, **QUICK))
@@ -97,6 +98,7 @@ def reference(tmp_path_factory, prepared32):
     return uninterrupted_run(tmp_path_factory, prepared32, **LONG)
 
 
+@pytest.mark.slow
 def test_a_local_task_told_to_stop_is_requeued_and_resumes_bit_identical(tmp_path, prepared32, reference):
     spec = write_spec(tmp_path, "resume_me", "dcgan", prepared32, **LONG)
     folder = tmp_path / "submissions"
@@ -120,6 +122,7 @@ def test_a_local_task_told_to_stop_is_requeued_and_resumes_bit_identical(tmp_pat
     wait_for(lambda: "COMPLETED" in run_cli("submit", "--status", folder).stdout, timeout=30)
 
 
+@pytest.mark.slow
 def test_a_restarted_task_never_trains_a_finished_job_again(tmp_path, prepared32, monkeypatch):
     """However often a task starts (a requeue after its checkpoint, Slurm restarting it after a preemption
     or a node failure, a signal that came after its run had finished), it runs its job once."""
@@ -237,6 +240,7 @@ def _start_as_slurm_would(task: dict, cwd: Path, env: dict) -> subprocess.Popen:
         return subprocess.Popen(command, cwd=cwd, env={**os.environ, **env, **slurm}, stdout=out, stderr=err)
 
 
+@pytest.mark.slow
 def test_a_slurm_array_task_checkpoints_on_usr2_is_requeued_by_scontrol_and_resumes(tmp_path, prepared32, reference):
     specs = [write_spec(tmp_path, "first", "gan", prepared32, **QUICK)]
     specs.append(write_spec(tmp_path, "resume_me", "dcgan", prepared32, **LONG))
@@ -351,6 +355,7 @@ def _write_status(run_dir: Path, **fields) -> None:
     atomic.write_json(run_dir / "status.json", {"state": "running", "heartbeat": now_iso(), **fields})
 
 
+@pytest.mark.slow
 def test_a_run_counts_as_running_only_while_its_own_process_lives(tmp_path, prepared32, monkeypatch):
     monkeypatch.chdir(tmp_path)
     spec_path = write_spec(tmp_path, "alive", "gan", prepared32, **QUICK)

@@ -71,6 +71,7 @@ def test_kid_is_near_zero_for_one_distribution_and_large_for_another():
     assert abs(same) < 0.02 < other
 
 
+@pytest.mark.slow
 def test_fid_orders_self_halves_and_noise(prepared160, extractor):
     images = PreparedSet.open(prepared160).tensor()
     features = extractor(images)
@@ -87,6 +88,7 @@ def test_fid_orders_self_halves_and_noise(prepared160, extractor):
     assert against_noise > 100 * halves
 
 
+@pytest.mark.slow
 def test_report_is_complete_consistent_and_reproducible(trained_run):
     settings = RunDir(trained_run).spec().eval
     report = evaluate_run(trained_run)
@@ -109,6 +111,7 @@ def test_report_is_complete_consistent_and_reproducible(trained_run):
     assert again["repeats"] == report["repeats"]
 
 
+@pytest.mark.slow
 def test_real_statistics_are_cached_and_reused(trained_run):
     settings = EvalSection(**{**EVAL, "repeats": 1, "normalize": "per_image_minmax"})  # a fresh cache key
     first = evaluate_run(trained_run, settings)
@@ -126,6 +129,7 @@ def test_real_statistics_are_cached_and_reused(trained_run):
     assert (trained_run / "evals").is_dir()  # not the spec's settings: not fid.json
 
 
+@pytest.mark.slow
 def test_equals_pytorch_fid_cli_on_the_same_png_files(tmp_path, trained_run, prepared160):
     settings = EvalSection(**{**EVAL, "repeats": 1})
     report = evaluate_run(trained_run, settings)
@@ -166,6 +170,7 @@ def test_standard_weights_with_a_wrong_hash_are_refused(tmp_path, monkeypatch):
         resolve_weights("standard", download=False)
 
 
+@pytest.mark.slow
 def test_missing_weights_fail_the_run_clearly_and_keep_training_artifacts(tmp_path, prepared160):
     spec = write_spec(tmp_path, "no_weights", "gan", prepared160, eval={"n_generated": 10}, epochs=1, device="cpu")
     result = run_cli("run", spec, env={"HEARTJOBS_FID_WEIGHTS": str(tmp_path / "missing.pth")})

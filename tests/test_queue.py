@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from heartjobs.jobqueue import Queue
 from heartjobs.rundir import versions
 from heartjobs.sweep import write_jobs
@@ -49,6 +51,7 @@ def test_enqueue_refuses_bad_specs_and_queues_the_rest_in_order(tmp_path, prepar
     ]
 
 
+@pytest.mark.slow
 def test_worker_runs_everything_once_and_a_failing_job_goes_to_failed(tmp_path, prepared32):
     queue = tmp_path / "q"
     jobs = [write_spec(tmp_path, name, model, prepared32, **QUICK) for name, model in (("a", "gan"), ("b", "wgan"))]
@@ -84,6 +87,7 @@ def test_worker_runs_everything_once_and_a_failing_job_goes_to_failed(tmp_path, 
     assert status.returncode == 0 and "000003_doomed.toml" in status.stdout
 
 
+@pytest.mark.slow
 def test_sigkill_of_the_worker_mid_job_then_a_new_worker_resumes_it(tmp_path, prepared32):
     queue = tmp_path / "q"
     Queue(queue).add(write_spec(tmp_path, "long", "dcgan", prepared32, **SLOW))
@@ -105,6 +109,7 @@ def test_sigkill_of_the_worker_mid_job_then_a_new_worker_resumes_it(tmp_path, pr
     assert status["state"] == "done" and status["resumed"] >= 1 and status["epochs_done"] == SLOW["epochs"]
 
 
+@pytest.mark.slow
 def test_two_workers_on_one_queue_run_each_job_once(tmp_path, prepared32):
     queue = tmp_path / "q"
     names = [f"j{i}" for i in range(6)]
@@ -120,6 +125,7 @@ def test_two_workers_on_one_queue_run_each_job_once(tmp_path, prepared32):
     assert len(ran) == len(names)
 
 
+@pytest.mark.slow
 def test_a_second_worker_on_the_same_device_waits_for_the_first(tmp_path, prepared32):
     queue = tmp_path / "q"
     Queue(queue).add(write_spec(tmp_path, "slow", "dcgan", prepared32, **{**SLOW, "epochs": 6}))
@@ -145,6 +151,7 @@ def test_sweep_generation_matches_the_committed_jobs(tmp_path, monkeypatch):
     assert dry.returncode == 0 and "21 jobs" in dry.stdout and not (tmp_path / "dry").exists()
 
 
+@pytest.mark.slow
 def test_sigterm_to_the_worker_checkpoints_the_job_and_puts_it_back_to_resume(tmp_path, prepared32):
     queue = tmp_path / "q"
     Queue(queue).add(write_spec(tmp_path, "stopped", "dcgan", prepared32, **SLOW))

@@ -35,6 +35,7 @@ def reference(tmp_path_factory, prepared32):
     return uninterrupted_run(tmp_path_factory, prepared32, **SLOW)
 
 
+@pytest.mark.slow
 def test_sigkill_after_a_checkpoint_then_resume_is_bit_identical(tmp_path, prepared32, reference):
     spec = write_spec(tmp_path, "resume_me", "dcgan", prepared32, **SLOW)
     run_dir = tmp_path / "artifacts" / "resume_me" / "v0001"
@@ -54,6 +55,7 @@ def test_sigkill_after_a_checkpoint_then_resume_is_bit_identical(tmp_path, prepa
     assert_same_run(run_dir, reference)
 
 
+@pytest.mark.slow
 def test_sigterm_writes_a_checkpoint_marks_interrupted_and_resumes_bit_identical(tmp_path, prepared32, reference):
     spec = write_spec(tmp_path, "resume_me", "dcgan", prepared32, **SLOW)
     run_dir = tmp_path / "artifacts" / "resume_me" / "v0001"
@@ -108,6 +110,7 @@ def test_resume_refuses_a_changed_spec_and_never_touches_finished_versions(tmp_p
         load_checkpoint(checkpoint, load_spec(changed).spec_hash)
 
 
+@pytest.mark.slow
 def test_a_running_version_is_not_resumed_twice(tmp_path, prepared32):
     spec = write_spec(tmp_path, "busy", "dcgan", prepared32, **SLOW)
     run_dir = tmp_path / "artifacts" / "busy" / "v0001"
@@ -121,6 +124,7 @@ def test_a_running_version_is_not_resumed_twice(tmp_path, prepared32):
         proc.wait()
 
 
+@pytest.mark.slow
 def test_sigterm_during_fid_interrupts_and_resume_only_evaluates(tmp_path, prepared32):
     fid = {"n_generated": 200, "repeats": 4, "dims": 64, "batch_size": 50, "weights": "untrained", "kid": False}
     spec = write_spec(tmp_path, "fid_stop", "gan", prepared32, eval=fid, epochs=2, batch_size=4, device="cpu")

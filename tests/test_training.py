@@ -163,6 +163,7 @@ def test_a_trainer_stopped_mid_epoch_continues_bit_identical_from_its_saved_stat
     assert strip[0] == strip[1] and len(strip[0]) == 3
 
 
+@pytest.mark.slow
 def test_run_writes_a_result_record_of_how_it_ended(tmp_path, prepared32):
     # What a queue worker reads instead of the job's log: done with its run folder, or failed with the error.
     spec = write_spec(tmp_path, "recorded", "gan", prepared32, epochs=1, batch_size=4, device="cpu")
