@@ -45,9 +45,7 @@ test: lint pytest ## lint, then the test suite
 test-fast: install ## the inner loop: the suite without the tests marked slow (make test runs them all)
 	$(BIN)/python -m pytest -q -m "not slow"
 
-demo: install ## the main job on the embedded phantom: prepare it, run the smoke queue (3 models + FID), report
-	$(BIN)/heartjobs data phantom --out $(DATA)/phantom
-	$(BIN)/heartjobs data prepare $(DATA)/phantom --out $(DATA)/prepared/phantom --size 256
+demo: install ## the main job on the embedded phantom: make and prepare it (64 px), run the smoke queue (3 models + FID), report
 	$(MAKE) --no-print-directory run-all JOBS=jobs/smoke
 
 run-all: install ## prepare data if needed, queue $(JOBS)/*.toml, run them one by one, write the report

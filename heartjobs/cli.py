@@ -63,10 +63,21 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> None:
-    from heartjobs.data.dataset import PreparedSet
+    from heartjobs.prepared import PreparedSet
 
     prepared = PreparedSet.open(args.path)
     _print_summary(prepared.path, prepared.manifest)
+
+
+def cmd_needs(args: argparse.Namespace) -> None:
+    from heartjobs.data.needs import needed_sets
+
+    sets, errors = needed_sets(args.specs)
+    for exc in errors:
+        _print_error(exc)
+    for folder, ready in sets:
+        print(f"{folder}\t{'ready' if ready else 'missing'}")  # plain print: tab-separated for scripts
+    _fail_if_bad(len(errors), len(args.specs), "are invalid")
 
 
 def cmd_run(args: argparse.Namespace) -> None:
@@ -383,6 +394,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = data_commands.add_parser("info", help="summarise a prepared set")
     p.add_argument("path", type=Path)
     p.set_defaults(func=cmd_info)
+
+    p = data_commands.add_parser(
+        "needs", help="the prepared sets job specs train on: one line each, FOLDER<tab>ready|missing"
+    )
+    p.add_argument("specs", type=Path, nargs="+", metavar="SPEC")
+    p.set_defaults(func=cmd_needs)
 
     p = commands.add_parser("run", help="train one job spec into a new versioned artifact folder")
     p.add_argument("spec", type=Path, help="job spec (TOML)")

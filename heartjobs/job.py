@@ -18,12 +18,12 @@ import torch
 
 from heartjobs import atomic, procs
 from heartjobs.checkpoint import list_checkpoints, load_checkpoint, load_snapshot, save_checkpoint, save_generator
-from heartjobs.data.dataset import PreparedSet
 from heartjobs.errors import HeartjobsError, one_line
 from heartjobs.evaluation.inception import measure
 from heartjobs.evaluation.records import evaluation_record, summary_line, write_record
 from heartjobs.grids import save_grid
 from heartjobs.plots import plot_losses
+from heartjobs.prepared import PreparedSet
 from heartjobs.progress import TrainingProgress, console
 from heartjobs.provenance import environment
 from heartjobs.rundir import RunDir, claim_version, newest_unfinished

@@ -15,7 +15,6 @@ from PIL import Image
 from pytorch_fid.fid_score import calculate_frechet_distance
 
 from heartjobs.checkpoint import load_snapshot
-from heartjobs.data.dataset import PreparedSet
 from heartjobs.data.phantom import PhantomParams, generate
 from heartjobs.data.prepare import PrepareParams, prepare
 from heartjobs.errors import HeartjobsError
@@ -23,6 +22,7 @@ from heartjobs.evaluation.inception import FeatureExtractor, generated_batches
 from heartjobs.evaluation.statistics import frechet_distance, kernel_inception_distance, mean_and_covariance
 from heartjobs.evaluation.weights import STANDARD_FILENAME, resolve_weights
 from heartjobs.job import evaluate_run, run_job
+from heartjobs.prepared import PreparedSet
 from heartjobs.rundir import RunDir
 from heartjobs.spec import EvalSection
 

@@ -11,12 +11,13 @@ import pytest
 import torch
 from PIL import Image
 
-from heartjobs.data.dataset import PreparedSet, load_prepared
+from heartjobs.data.needs import needed_sets
 from heartjobs.data.prepare import PrepareParams, prepare
 from heartjobs.errors import HeartjobsError
 from heartjobs.hashing import sha256_array, sha256_file
+from heartjobs.prepared import PreparedSet, load_prepared
 
-from .conftest import SMALL_PHANTOM, run_cli
+from .conftest import SMALL_PHANTOM, run_cli, write_spec
 
 
 def _write_pngs(folder, images, suffix=".png"):
@@ -230,3 +231,26 @@ def test_cli_prepare_then_info(tmp_path, phantom_dir):
     assert again.returncode == 0 and "up to date" in again.stdout
     info = run_cli("data", "info", out)
     assert info.returncode == 0 and "percentiles 0.5 / 99.5" in info.stdout
+
+
+def test_data_needs_lists_each_prepared_set_once_with_whether_it_is_ready(tmp_path, prepared32):
+    missing = tmp_path / "not_yet"
+    specs = [
+        write_spec(tmp_path, "a", "gan", prepared32),
+        write_spec(tmp_path, "b", "wgan", missing),
+        write_spec(tmp_path, "c", "dcgan", prepared32),
+    ]
+    sets, errors = needed_sets(specs)
+    assert sets == [(prepared32, True), (missing, False)] and errors == []
+
+    result = run_cli("data", "needs", *specs)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [f"{prepared32}\tready", f"{missing}\tmissing"]
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "bad"\nmodel = "gan"\n[data]\nprepared = 3\n')
+    result = run_cli("data", "needs", specs[0], bad)
+    assert result.returncode == 2 and result.stdout.splitlines() == [f"{prepared32}\tready"]
+    errors = result.stderr.strip().splitlines()
+    assert len(errors) == 2 and errors[0].startswith(f"error: {bad}: data.prepared")
+    assert errors[1] == "error: 1 of 2 specs are invalid"

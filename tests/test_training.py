@@ -13,10 +13,10 @@ from PIL import Image
 from torch._dynamo.utils import counters
 
 from heartjobs.checkpoint import list_checkpoints, load_checkpoint, load_generator, save_checkpoint
-from heartjobs.data.dataset import PreparedSet
 from heartjobs.imaging import to_uint8
 from heartjobs.job import run_job
 from heartjobs.models import build_models
+from heartjobs.prepared import PreparedSet
 from heartjobs.spec import load_spec
 from heartjobs.training.loop import Interrupted, Trainer, seed_everything
 

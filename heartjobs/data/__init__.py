@@ -1,1 +1,2 @@
-"""The data layer: the synthetic phantom, slice decoding, preparation into a training set, and its loader."""
+"""The data layer: the synthetic phantom, slice decoding, preparation into a training set (whose format
+and reader are heartjobs.prepared), and which sets a list of job specs needs."""

@@ -11,10 +11,8 @@ the stack) and the same seed gives the same pixels. Anatomy is laid out in norma
 from __future__ import annotations
 
 import math
-import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +20,7 @@ from scipy import ndimage
 
 from heartjobs import __version__, atomic
 from heartjobs.data import jp2
+from heartjobs.data.pool import ordered_map, worker_count
 from heartjobs.errors import HeartjobsError
 from heartjobs.hashing import sha256_file
 from heartjobs.progress import track
@@ -292,22 +291,14 @@ def generate(out: Path, params: PhantomParams, *, workers: int | None = None, fo
         if not force:
             raise HeartjobsError(f"{out}: exists and is not this phantom; choose another --out or pass --force")
 
-    workers = max(1, min(workers or os.cpu_count() or 1, params.slices))
+    workers = worker_count(workers, params.slices)
     with atomic.staged_dir(out, replace=force) as tmp:
         files: list[tuple[str, int, str]] = []
-        with track(f"phantom {out}", params.slices) as advance:
-            if workers == 1:
-                for i in range(params.slices):
-                    files.append(_write_slice(phantom, i, tmp))
-                    advance()
-            else:
-                import multiprocessing as mp
-
-                with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-                    futures = [pool.submit(_write_slice, phantom, i, tmp) for i in range(params.slices)]
-                    for fut in futures:
-                        files.append(fut.result())
-                        advance()
+        write = partial(_write_slice, phantom, folder=tmp)
+        with track(f"phantom {out}", params.slices) as advance, ordered_map(workers) as pmap:
+            for written in pmap(write, range(params.slices)):
+                files.append(written)
+                advance()
         manifest = {
             "kind": MANIFEST_KIND,
             "heartjobs_version": __version__,

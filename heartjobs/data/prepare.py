@@ -3,16 +3,13 @@
 Three passes over the sources, each in a process pool: read the headers (shapes must agree), decode a
 sample to fix one intensity window for the whole stack, then decode every slice through that window.
 The set is built in a temporary folder and renamed into place, so a failure leaves nothing behind;
-the same sources and parameters find the finished set and return at once.
+the same sources and parameters find the finished set and return at once. The format's names are
+heartjobs.prepared's, which reads it.
 """
 
 from __future__ import annotations
 
-import multiprocessing as mp
-import os
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -22,15 +19,22 @@ import numpy as np
 
 from heartjobs import __version__, atomic
 from heartjobs.data import slices
+from heartjobs.data.pool import ordered_map, worker_count
 from heartjobs.data.slices import SliceInfo, Window
 from heartjobs.errors import HeartjobsError
 from heartjobs.hashing import sha256_array, sha256_file, sha256_json
+from heartjobs.prepared import (
+    CONTACT_SHEET,
+    FORMAT_VERSION,
+    IMAGES_DTYPE,
+    IMAGES_FILE,
+    MANIFEST_FILE,
+    MANIFEST_KIND,
+    PNG_FOLDER,
+    read_manifest,
+)
 from heartjobs.progress import track
 
-MANIFEST_KIND = "heartjobs-prepared"
-# Bump when the way images are computed changes, so old sets are not mistaken for current ones.
-FORMAT_VERSION = 1
-IMAGES_FILE = "images.npy"
 WINDOW_SAMPLE = 32
 DEFAULT_PERCENTILES = (0.5, 99.5)
 
@@ -80,26 +84,10 @@ def _decode_task(
     return window.apply(image), sha256_file(path)
 
 
-@contextmanager
-def _mapper(workers: int) -> Iterator[Callable[[Callable, Iterable], Iterator]]:
-    """An ordered map: inline for one worker, else over a pool of spawned processes."""
-    if workers <= 1:
-        yield map
-        return
-    pool: Executor = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"))
-    with pool:
-        yield lambda fn, items: pool.map(fn, items, chunksize=4)
-
-
 def _request_key(files: list[Path], params: PrepareParams) -> str:
     """What the output depends on: each source's name, size and mtime, and the parameters."""
     stats = [(p.name, st.st_size, st.st_mtime_ns) for p in files for st in (p.stat(),)]
     return sha256_json({"format": FORMAT_VERSION, "sources": stats, "params": asdict(params)})
-
-
-def read_manifest(out: Path) -> dict | None:
-    """A set's manifest.json, or None where there is none (or it is not valid JSON)."""
-    return atomic.read_json(Path(out) / "manifest.json") or None
 
 
 def _check_uniform(files: list[Path], infos: list[SliceInfo]) -> None:
@@ -111,6 +99,31 @@ def _check_uniform(files: list[Path], infos: list[SliceInfo]) -> None:
             )
         if info.bits != first.bits:
             raise HeartjobsError(f"{path}: mixed bit depths: {info.bits}-bit, but {files[0].name} is {first.bits}-bit")
+
+
+class _BadSlices:
+    """A bad slice stops the run, or with --skip-bad is left out and listed in the manifest."""
+
+    def __init__(self, skip: bool):
+        self.skip = skip
+        self.entries: list[dict] = []
+
+    def reject(self, path: Path, message: str) -> None:
+        if not self.skip:
+            raise HeartjobsError(message)
+        if all(entry["name"] != path.name for entry in self.entries):  # the sample pass may have seen it
+            self.entries.append({"name": path.name, "error": message})
+
+    def keep_good(self, paths: list[Path], items: list, results: Iterable) -> tuple[list, list]:
+        """The items whose results are not error messages, with their results; the others rejected."""
+        good_items, good_results = [], []
+        for path, item, result in zip(paths, items, results, strict=True):
+            if isinstance(result, str):
+                self.reject(path, result)
+            else:
+                good_items.append(item)
+                good_results.append(result)
+        return good_items, good_results
 
 
 def prepare(
@@ -132,75 +145,12 @@ def prepare(
             return existing, False
         if not force:
             raise HeartjobsError(f"{out}: exists with other sources or parameters; pass --force to replace it")
-    workers = max(1, min(workers or os.cpu_count() or 1, len(files)))
-
-    skipped: list[dict] = []
-
-    def reject(path: Path, message: str) -> None:
-        """A bad slice stops the run, or with --skip-bad is left out and listed in the manifest."""
-        if not params.skip_bad:
-            raise HeartjobsError(message)
-        if all(entry["name"] != path.name for entry in skipped):  # the sample pass may have seen it
-            skipped.append({"name": path.name, "error": message})
-
-    def keep_good(paths: list[Path], items: list, results: Iterable) -> tuple[list, list]:
-        good_items, good_results = [], []
-        for path, item, result in zip(paths, items, results, strict=True):
-            if isinstance(result, str):
-                reject(path, result)
-            else:
-                good_items.append(item)
-                good_results.append(result)
-        return good_items, good_results
-
-    with _mapper(workers) as pmap, atomic.staged_dir(out, replace=force) as tmp:
-        files, infos = keep_good(files, files, pmap(_probe_task, files))
-        if not files:
-            raise HeartjobsError(f"{src}: no readable slices")
-        _check_uniform(files, infos)
-        if infos[0].side < params.size:
-            raise HeartjobsError(
-                f"{files[0]}: slices are {infos[0].height}x{infos[0].width}, smaller than --size {params.size}"
-            )
-        items = list(zip(files, infos, strict=True))
-
-        percentiles = params.window_percentiles
-        if percentiles is None and infos[0].bits > 8:
-            percentiles = DEFAULT_PERCENTILES
-        if percentiles is None:
-            window = Window(0.0, 255.0)
-        else:
-            picks = np.unique(np.linspace(0, len(items) - 1, min(WINDOW_SAMPLE, len(items))).round().astype(int))
-            sample_items = [items[i] for i in picks]
-            decode_float = partial(_decode_task, size=params.size, reduced=params.reduced_resolution, window=None)
-            _, sample = keep_good([files[i] for i in picks], sample_items, pmap(decode_float, sample_items))
-            if not sample:
-                raise HeartjobsError(f"{src}: no readable slices")
-            window = Window.from_percentiles([image for image, _ in sample], *percentiles)
-
-        decode_u8 = partial(_decode_task, size=params.size, reduced=params.reduced_resolution, window=window)
-        images = np.lib.format.open_memmap(
-            tmp / IMAGES_FILE, mode="w+", dtype=np.uint8, shape=(len(items), params.size, params.size)
-        )
-        sources: list[dict] = []
-        with track(f"prepare {out}", len(items)) as advance:
-            for (path, _), result in zip(items, pmap(decode_u8, items), strict=True):
-                advance()
-                if isinstance(result, str):
-                    reject(path, result)
-                    continue
-                image, digest = result
-                images[len(sources)] = image
-                sources.append({"name": path.name, "bytes": path.stat().st_size, "sha256": digest})
-        if not sources:
-            raise HeartjobsError(f"{src}: no readable slices")
-        images.flush()
-        if len(sources) < len(items):  # slices skipped while decoding: shrink the file to the good ones
-            kept = np.array(images[: len(sources)])
-            del images
-            np.save(tmp / IMAGES_FILE, kept)
-            images = kept
-
+    bad = _BadSlices(params.skip_bad)
+    workers = worker_count(workers, len(files))
+    with ordered_map(workers, chunksize=4) as pmap, atomic.staged_dir(out, replace=force) as tmp:
+        items = _probe(src, files, params, pmap, bad)
+        window, percentiles = _window(src, items, params, pmap, bad)
+        images, sources = _decode_all(src, out, tmp / IMAGES_FILE, items, window, params, pmap, bad)
         manifest = {
             "kind": MANIFEST_KIND,
             "heartjobs_version": __version__,
@@ -213,27 +163,101 @@ def prepare(
                 "percentiles": list(percentiles) if percentiles else None,
                 "low": window.low,
                 "high": window.high,
-                "source_bits": infos[0].bits,
+                "source_bits": items[0][1].bits,
             },
-            "source_shape": [infos[0].height, infos[0].width],
+            "source_shape": [items[0][1].height, items[0][1].width],
             "count": len(sources),
             "shape": [len(sources), 1, params.size, params.size],
             "dtype": "uint8",
             "images": IMAGES_FILE,
-            "content_hash": sha256_array(np.asarray(images)),
+            "content_hash": sha256_array(images),
             "sources": sources,
-            "skipped": skipped,
+            "skipped": bad.entries,
         }
-        if params.export_png:
-            _export_png(np.asarray(images), tmp / "png")
-            manifest["png"] = "png"
-        picks = np.linspace(0, len(sources) - 1, min(16, len(sources))).round().astype(int)
-        from heartjobs.grids import save_grid
-
-        save_grid(np.asarray(images)[picks], tmp / "contact_sheet.png", nrow=4)
+        _write_views(tmp, images, params, manifest)
         del images
-        atomic.write_json(tmp / "manifest.json", manifest)
+        atomic.write_json(tmp / MANIFEST_FILE, manifest)
     return manifest, True
+
+
+def _probe(src: Path, files: list[Path], params: PrepareParams, pmap, bad: _BadSlices) -> list[tuple[Path, SliceInfo]]:
+    """Pass 1: every slice's header; the shapes and bit depths must agree and be large enough."""
+    files, infos = bad.keep_good(files, files, pmap(_probe_task, files))
+    if not files:
+        raise HeartjobsError(f"{src}: no readable slices")
+    _check_uniform(files, infos)
+    if infos[0].side < params.size:
+        raise HeartjobsError(
+            f"{files[0]}: slices are {infos[0].height}x{infos[0].width}, smaller than --size {params.size}"
+        )
+    return list(zip(files, infos, strict=True))
+
+
+def _window(
+    src: Path, items: list[tuple[Path, SliceInfo]], params: PrepareParams, pmap, bad: _BadSlices
+) -> tuple[Window, tuple[float, float] | None]:
+    """Pass 2: one intensity window for the whole stack, from the percentiles of a sample of slices
+    (16-bit data; 8-bit data is kept as is unless percentiles are asked for); (window, percentiles)."""
+    percentiles = params.window_percentiles
+    if percentiles is None and items[0][1].bits > 8:
+        percentiles = DEFAULT_PERCENTILES
+    if percentiles is None:
+        return Window(0.0, 255.0), None
+    picks = np.unique(np.linspace(0, len(items) - 1, min(WINDOW_SAMPLE, len(items))).round().astype(int))
+    sample_items = [items[i] for i in picks]
+    decode_float = partial(_decode_task, size=params.size, reduced=params.reduced_resolution, window=None)
+    _, sample = bad.keep_good([path for path, _ in sample_items], sample_items, pmap(decode_float, sample_items))
+    if not sample:
+        raise HeartjobsError(f"{src}: no readable slices")
+    return Window.from_percentiles([image for image, _ in sample], *percentiles), percentiles
+
+
+def _decode_all(
+    src: Path,
+    out: Path,
+    path: Path,
+    items: list[tuple[Path, SliceInfo]],
+    window: Window,
+    params: PrepareParams,
+    pmap,
+    bad: _BadSlices,
+) -> tuple[np.ndarray, list[dict]]:
+    """Pass 3: every slice through the window into images.npy at `path` (in the staged copy of `out`);
+    (the images, each source's name, size and sha256)."""
+    decode_u8 = partial(_decode_task, size=params.size, reduced=params.reduced_resolution, window=window)
+    images = np.lib.format.open_memmap(
+        path, mode="w+", dtype=IMAGES_DTYPE, shape=(len(items), params.size, params.size)
+    )
+    sources: list[dict] = []
+    with track(f"prepare {out}", len(items)) as advance:
+        for (source, _), result in zip(items, pmap(decode_u8, items), strict=True):
+            advance()
+            if isinstance(result, str):
+                bad.reject(source, result)
+                continue
+            image, digest = result
+            images[len(sources)] = image
+            sources.append({"name": source.name, "bytes": source.stat().st_size, "sha256": digest})
+    if not sources:
+        raise HeartjobsError(f"{src}: no readable slices")
+    images.flush()
+    if len(sources) < len(items):  # slices skipped while decoding: shrink the file to the good ones
+        kept = np.array(images[: len(sources)])
+        del images
+        np.save(path, kept)
+        return kept, sources
+    return np.asarray(images), sources
+
+
+def _write_views(folder: Path, images: np.ndarray, params: PrepareParams, manifest: dict) -> None:
+    """What a person looks at: the contact sheet, and with --export-png the 8-bit PNGs."""
+    from heartjobs.grids import save_grid
+
+    if params.export_png:
+        _export_png(images, folder / PNG_FOLDER)
+        manifest["png"] = PNG_FOLDER
+    picks = np.linspace(0, len(images) - 1, min(16, len(images))).round().astype(int)
+    save_grid(images[picks], folder / CONTACT_SHEET, nrow=4)
 
 
 def _export_png(images: np.ndarray, folder: Path) -> None:

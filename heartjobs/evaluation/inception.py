@@ -20,10 +20,10 @@ import torch.nn.functional as F
 from rich.text import Text
 
 from heartjobs import __version__, atomic
-from heartjobs.data.dataset import PreparedSet
 from heartjobs.errors import HeartjobsError
 from heartjobs.hashing import sha256_json
 from heartjobs.imaging import to_uint8
+from heartjobs.prepared import PreparedSet
 from heartjobs.progress import console, track
 from heartjobs.spec import EvalSection
 

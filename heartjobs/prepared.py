@@ -1,4 +1,6 @@
-"""The trainer's view of a prepared set: its manifest and its images as a uint8 tensor N x 1 x H x W."""
+"""A prepared set's on-disk format, and the trainer's view of it: manifest.json and images.npy (N x H x W
+uint8), read as a uint8 tensor N x 1 x H x W. heartjobs.data.prepare writes it with these names.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +10,22 @@ from pathlib import Path
 
 import numpy as np
 
-from heartjobs.data.prepare import IMAGES_FILE, MANIFEST_KIND, read_manifest
+from heartjobs import atomic
 from heartjobs.errors import HeartjobsError
+
+MANIFEST_KIND = "heartjobs-prepared"
+# Bump when the way images are computed changes, so old sets are not mistaken for current ones.
+FORMAT_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+IMAGES_FILE = "images.npy"
+IMAGES_DTYPE = np.uint8
+CONTACT_SHEET = "contact_sheet.png"
+PNG_FOLDER = "png"
+
+
+def read_manifest(folder: Path) -> dict | None:
+    """A set's manifest.json, or None where there is none (or it is not valid JSON)."""
+    return atomic.read_json(Path(folder) / MANIFEST_FILE) or None
 
 
 @dataclass(frozen=True)
@@ -25,9 +41,9 @@ class PreparedSet:
             raise HeartjobsError(f"{path}: no prepared set here (run `heartjobs data prepare` first)")
         manifest = read_manifest(path)
         if manifest is None:
-            raise HeartjobsError(f"{path / 'manifest.json'}: missing or not valid JSON")
+            raise HeartjobsError(f"{path / MANIFEST_FILE}: missing or not valid JSON")
         if manifest.get("kind") != MANIFEST_KIND:
-            raise HeartjobsError(f"{path / 'manifest.json'}: kind: expected {MANIFEST_KIND!r}")
+            raise HeartjobsError(f"{path / MANIFEST_FILE}: kind: expected {MANIFEST_KIND!r}")
         if not (path / IMAGES_FILE).is_file():
             raise HeartjobsError(f"{path / IMAGES_FILE}: missing")
         return cls(path, manifest)
@@ -37,7 +53,7 @@ class PreparedSet:
         """N x H x W uint8, memory-mapped copy-on-write: cheap to open, the file is never modified."""
         array = np.load(self.path / IMAGES_FILE, mmap_mode="c")
         expected = tuple(self.manifest["shape"][:1] + self.manifest["shape"][2:])
-        if array.dtype != np.uint8 or array.shape != expected:
+        if array.dtype != IMAGES_DTYPE or array.shape != expected:
             raise HeartjobsError(
                 f"{self.path / IMAGES_FILE}: shape {array.shape} {array.dtype} does not match "
                 f"manifest shape {list(expected)} uint8"

@@ -1,0 +1,25 @@
+"""The data layer's one parallel map: in order, inline for one worker, else over spawned processes."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+
+
+def worker_count(requested: int | None, items: int) -> int:
+    """How many processes to use: as requested (default: all cores), never more than there is work."""
+    return max(1, min(requested or os.cpu_count() or 1, items))
+
+
+@contextmanager
+def ordered_map(workers: int, chunksize: int = 1) -> Iterator[Callable[[Callable, Iterable], Iterator]]:
+    """A map whose results come in the items' order: the builtin map for one worker, else a pool of
+    spawned processes (functions and items must pickle)."""
+    if workers <= 1:
+        yield map
+        return
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        yield lambda fn, items: pool.map(fn, items, chunksize=chunksize)
