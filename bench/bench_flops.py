@@ -62,7 +62,7 @@ def main() -> None:
                 f'name = "flops"\nmodel = "{model}"\n[data]\nprepared = "{tmp / "prepared"}"\n'
                 f'[train]\nbatch_size = {args.batch_size}\ndevice = "{device.type}"\n[eval]\nfid = false\n'
             )
-            from heartjobs.data.dataset import PreparedSet
+            from heartjobs.prepared import PreparedSet
 
             trainer = Trainer(load_spec(spec_path), PreparedSet.open(tmp / "prepared").tensor(), device)
             step = trainer._step_wgan if model == "wgan" else trainer._step_gan

@@ -110,7 +110,7 @@ def heartjobs_route(prepared: Path, model: str, batch_size: int, epochs: int, de
         f'name = "bench"\nmodel = "{model}"\n[data]\nprepared = "{prepared}"\n'
         f'[train]\nbatch_size = {batch_size}\ndevice = "{device}"\n[eval]\nfid = false\n'
     )
-    from heartjobs.data.dataset import PreparedSet
+    from heartjobs.prepared import PreparedSet
 
     trainer = Trainer(load_spec(spec_path), PreparedSet.open(prepared).tensor(), torch.device(device))
     trainer.train_epoch()  # warm-up, not timed
