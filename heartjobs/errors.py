@@ -15,4 +15,7 @@ def one_line(exc: BaseException | str, limit: int = 500, *, with_type: bool = Fa
     """An exception's text (or any text) on one line, whitespace collapsed, at most `limit` characters;
     with_type puts the exception's class name first ("OSError: ...")."""
     text = f"{type(exc).__name__}: {exc}" if with_type and isinstance(exc, BaseException) else str(exc)
-    return " ".join(text.split())[:limit]
+    text = " ".join(text.split())
+    if not text and isinstance(exc, BaseException):  # an exception with no message: its class at least
+        text = type(exc).__name__
+    return text[:limit]

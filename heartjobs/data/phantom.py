@@ -23,6 +23,7 @@ from heartjobs.data import jp2
 from heartjobs.data.pool import ordered_map, worker_count
 from heartjobs.errors import HeartjobsError
 from heartjobs.hashing import sha256_file
+from heartjobs.prepared import MANIFEST_FILE
 from heartjobs.progress import track
 
 MANIFEST_KIND = "heartjobs-phantom"
@@ -285,7 +286,7 @@ def generate(out: Path, params: PhantomParams, *, workers: int | None = None, fo
     out = Path(out)
     phantom = Phantom(params)
     if out.exists():
-        existing = atomic.read_json(out / "manifest.json")
+        existing = atomic.read_json(out / MANIFEST_FILE)
         if existing and existing.get("kind") == MANIFEST_KIND and existing.get("parameters") == asdict(params):
             return existing, False
         if not force:
@@ -315,7 +316,7 @@ def generate(out: Path, params: PhantomParams, *, workers: int | None = None, fo
             "files": [{"name": n, "bytes": b, "sha256": h} for n, b, h in files],
             "contact_sheet": contact_sheet_path(out).name,
         }
-        atomic.write_json(tmp / "manifest.json", manifest)
+        atomic.write_json(tmp / MANIFEST_FILE, manifest)
         picks = np.linspace(0, params.slices - 1, min(16, params.slices)).round().astype(int)
         save_contact_sheet([tmp / slice_name(i) for i in picks], contact_sheet_path(out))
     return manifest, True

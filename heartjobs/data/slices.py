@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from heartjobs.data import jp2
-from heartjobs.errors import HeartjobsError
+from heartjobs.errors import HeartjobsError, one_line
 
 PILLOW_SUFFIXES = (".png", ".tif", ".tiff")
 SUPPORTED_SUFFIXES = jp2.JP2_SUFFIXES + PILLOW_SUFFIXES
@@ -75,12 +75,7 @@ def probe(path: Path) -> SliceInfo:
     except HeartjobsError:
         raise
     except Exception as exc:
-        raise HeartjobsError(f"{path}: unreadable slice header ({_one_line(exc)})") from None
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text[:200]
+        raise HeartjobsError(f"{path}: unreadable slice header ({one_line(exc, 200)})") from None
 
 
 def _to_gray(array: np.ndarray) -> np.ndarray:
@@ -140,7 +135,7 @@ def decode(path: Path, size: int, *, reduced: bool = True, info: SliceInfo | Non
     except HeartjobsError:
         raise
     except Exception as exc:
-        raise HeartjobsError(f"{path}: corrupt or truncated slice ({_one_line(exc)})") from None
+        raise HeartjobsError(f"{path}: corrupt or truncated slice ({one_line(exc, 200)})") from None
     return area_resize(center_crop(_to_gray(array)), size)
 
 
