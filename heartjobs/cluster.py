@@ -348,39 +348,11 @@ def _stdio_to(path: Path) -> Iterator[None]:
 def submit(specs: list[tuple[Path, object]], options: SubmitOptions, root: Path) -> tuple[dict, list]:
     """Submit the specs as one array; returns the submission record and submitit's job objects."""
     cwd = Path.cwd()
-    for path, spec in specs:  # bound into the container, so they must exist
-        try:
-            spec.output.root.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise HeartjobsError(f"{path}: output.root: cannot make {spec.output.root} ({exc.strerror})") from None
-    try:
-        folder = claim_version(root)
-    except OSError as exc:
-        raise HeartjobsError(f"--folder {root}: cannot make a submission folder there ({exc.strerror})") from None
+    folder = _submission_folder(specs, root)
     logs = folder / "logs"
     binds = bind_paths(cwd, [root, *(Path(s.data.prepared) for _, s in specs), *(s.output.root for _, s in specs)])
     executor = make_executor(options, logs, len(specs), cwd, binds)
-    parallel = options.array_parallelism or 1
-    stop_wait_s = options.signal_delay_s - min(STOP_MARGIN_S, options.signal_delay_s / 2)
-    tasks, rows = [], []
-    for index, (path, spec) in enumerate(specs):
-        snapshot = folder / "specs" / f"{index:03d}_{Path(path).name}"
-        atomic.write_bytes(snapshot, Path(path).read_bytes())
-        existing = versions(spec.run_root)
-        after = version_number(existing[-1]) if options.force and existing else 0
-        lock = (index % parallel, parallel) if options.executor == "local" else None
-        tasks.append(SpecTask(str(snapshot.resolve()), str(cwd), after, lock, stop_wait_s))
-        rows.append(
-            {
-                "index": index,
-                "job": spec.name,
-                "spec": str(path),
-                "snapshot": str(snapshot),
-                "spec_hash": spec.spec_hash,
-                "run_root": str(spec.run_root.absolute()),
-                "after": after,
-            }
-        )
+    tasks, rows = _tasks(specs, options, folder, cwd)
     options_record = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()}
     record = {
         "executor": options.executor,
@@ -408,6 +380,47 @@ def submit(specs: list[tuple[Path, object]], options: SubmitOptions, root: Path)
             row["pid_started"] = procs.process_start_ticks(int(job.job_id))
     atomic.write_json(folder / SUBMISSION, record)
     return {**record, "folder": str(folder)}, jobs
+
+
+def _submission_folder(specs: list[tuple[Path, object]], root: Path) -> Path:
+    """The output roots (bound into a container, so they must exist), then a new submissions/vNNNN."""
+    for path, spec in specs:
+        try:
+            spec.output.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise HeartjobsError(f"{path}: output.root: cannot make {spec.output.root} ({exc.strerror})") from None
+    try:
+        return claim_version(root)
+    except OSError as exc:
+        raise HeartjobsError(f"--folder {root}: cannot make a submission folder there ({exc.strerror})") from None
+
+
+def _tasks(
+    specs: list[tuple[Path, object]], options: SubmitOptions, folder: Path, cwd: Path
+) -> tuple[list[SpecTask], list[dict]]:
+    """One SpecTask per spec, each on a snapshot of its file, and the task rows of submission.json."""
+    parallel = options.array_parallelism or 1
+    stop_wait_s = options.signal_delay_s - min(STOP_MARGIN_S, options.signal_delay_s / 2)
+    tasks, rows = [], []
+    for index, (path, spec) in enumerate(specs):
+        snapshot = folder / "specs" / f"{index:03d}_{Path(path).name}"
+        atomic.write_bytes(snapshot, Path(path).read_bytes())
+        existing = versions(spec.run_root)
+        after = version_number(existing[-1]) if options.force and existing else 0
+        lock = (index % parallel, parallel) if options.executor == "local" else None
+        tasks.append(SpecTask(str(snapshot.resolve()), str(cwd), after, lock, stop_wait_s))
+        rows.append(
+            {
+                "index": index,
+                "job": spec.name,
+                "spec": str(path),
+                "snapshot": str(snapshot),
+                "spec_hash": spec.spec_hash,
+                "run_root": str(spec.run_root.absolute()),
+                "after": after,
+            }
+        )
+    return tasks, rows
 
 
 # --- status ---
