@@ -1,7 +1,8 @@
 """Turn a folder of CT slices into one training set: images.npy (N x size x size uint8) + manifest.json.
 
 Three passes over the sources, each in a process pool: read the headers (shapes must agree), decode a
-sample to fix one intensity window for the whole stack, then decode every slice through that window.
+sample to fix one intensity window for the whole stack, then decode every slice through that window;
+then the manifest and the views (contact sheet, PNGs) are written beside images.npy.
 The set is built in a temporary folder and renamed into place, so a failure leaves nothing behind;
 the same sources and parameters find the finished set and return at once. The format's names are
 heartjobs.prepared's, which reads it.
@@ -139,45 +140,33 @@ def prepare(
     src, out = Path(src), Path(out)
     files = slices.list_slices(src)[:: params.every]
     key = _request_key(files, params)
-    if out.exists():
-        existing = read_manifest(out)
-        if existing and existing.get("kind") == MANIFEST_KIND and existing.get("request_key") == key:
-            return existing, False
-        if not force:
-            raise HeartjobsError(f"{out}: exists with other sources or parameters; pass --force to replace it")
+    existing = _finished(out, key, force)
+    if existing is not None:
+        return existing, False
     bad = _BadSlices(params.skip_bad)
     workers = worker_count(workers, len(files))
     with ordered_map(workers, chunksize=4) as pmap, atomic.staged_dir(out, replace=force) as tmp:
         items = _probe(src, files, params, pmap, bad)
         window, percentiles = _window(src, items, params, pmap, bad)
         images, sources = _decode_all(src, out, tmp / IMAGES_FILE, items, window, params, pmap, bad)
-        manifest = {
-            "kind": MANIFEST_KIND,
-            "heartjobs_version": __version__,
-            "format_version": FORMAT_VERSION,
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "source": str(src.resolve()),
-            "request_key": key,
-            "parameters": asdict(params),
-            "window": {
-                "percentiles": list(percentiles) if percentiles else None,
-                "low": window.low,
-                "high": window.high,
-                "source_bits": items[0][1].bits,
-            },
-            "source_shape": [items[0][1].height, items[0][1].width],
-            "count": len(sources),
-            "shape": [len(sources), 1, params.size, params.size],
-            "dtype": "uint8",
-            "images": IMAGES_FILE,
-            "content_hash": sha256_array(images),
-            "sources": sources,
-            "skipped": bad.entries,
-        }
+        manifest = _manifest(src, key, params, items[0][1], window, percentiles, images, sources, bad.entries)
         _write_views(tmp, images, params, manifest)
         del images
         atomic.write_json(tmp / MANIFEST_FILE, manifest)
     return manifest, True
+
+
+def _finished(out: Path, key: str, force: bool) -> dict | None:
+    """The manifest of the set already in `out` if it was made from the same request; None where there is
+    none, or with `force` where another one is there (it will be replaced); refused otherwise."""
+    if not out.exists():
+        return None
+    existing = read_manifest(out)
+    if existing and existing.get("kind") == MANIFEST_KIND and existing.get("request_key") == key:
+        return existing
+    if not force:
+        raise HeartjobsError(f"{out}: exists with other sources or parameters; pass --force to replace it")
+    return None
 
 
 def _probe(src: Path, files: list[Path], params: PrepareParams, pmap, bad: _BadSlices) -> list[tuple[Path, SliceInfo]]:
@@ -247,6 +236,43 @@ def _decode_all(
         np.save(path, kept)
         return kept, sources
     return np.asarray(images), sources
+
+
+def _manifest(
+    src: Path,
+    key: str,
+    params: PrepareParams,
+    info: SliceInfo,
+    window: Window,
+    percentiles: tuple[float, float] | None,
+    images: np.ndarray,
+    sources: list[dict],
+    skipped: list[dict],
+) -> dict:
+    """Pass 4: what the set is and how it was made (`info`: the sources' common header)."""
+    return {
+        "kind": MANIFEST_KIND,
+        "heartjobs_version": __version__,
+        "format_version": FORMAT_VERSION,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "source": str(src.resolve()),
+        "request_key": key,
+        "parameters": asdict(params),
+        "window": {
+            "percentiles": list(percentiles) if percentiles else None,
+            "low": window.low,
+            "high": window.high,
+            "source_bits": info.bits,
+        },
+        "source_shape": [info.height, info.width],
+        "count": len(sources),
+        "shape": [len(sources), 1, params.size, params.size],
+        "dtype": np.dtype(IMAGES_DTYPE).name,
+        "images": IMAGES_FILE,
+        "content_hash": sha256_array(images),
+        "sources": sources,
+        "skipped": skipped,
+    }
 
 
 def _write_views(folder: Path, images: np.ndarray, params: PrepareParams, manifest: dict) -> None:
