@@ -7,13 +7,11 @@ import shutil
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from heartjobs.jobqueue import Queue
 from heartjobs.rundir import versions
-from heartjobs.sweep import write_jobs
 
 from .conftest import run_cli, wait_for, write_spec
 
@@ -137,18 +135,6 @@ def test_a_second_worker_on_the_same_device_waits_for_the_first(tmp_path, prepar
     assert "busy with another job; waiting" in err
     assert _names(queue, "done") == ["slow"]
     assert [p.name for p in versions(tmp_path / "artifacts" / "slow")] == ["v0001"]
-
-
-def test_sweep_generation_matches_the_committed_jobs(tmp_path, monkeypatch):
-    root = Path(__file__).resolve().parent.parent
-    monkeypatch.chdir(root)  # the job files name the sweep file by its path from the repository root
-    expected = sorted(p.name for p in (root / "jobs").glob("*.toml") if not p.name.endswith(".sweep.toml"))
-    written = write_jobs(Path("jobs/thesis.sweep.toml"), tmp_path)
-    assert sorted(p.name for p in written) == expected and len(expected) == 21
-    for path in written:
-        assert path.read_bytes() == (root / "jobs" / path.name).read_bytes(), path.name
-    dry = run_cli("sweep", "jobs/thesis.sweep.toml", "--out", tmp_path / "dry", "--dry-run", cwd=root)
-    assert dry.returncode == 0 and "21 jobs" in dry.stdout and not (tmp_path / "dry").exists()
 
 
 @pytest.mark.slow

@@ -1,0 +1,266 @@
+"""The study's report: one row per job from its newest run folder, set beside the thesis' Table 1, written
+as summary.md/.csv/.json plus two figures, and printed by `heartjobs report`. The run folders are built
+by hand (resolved spec, status, losses, fid.json, sample grids) from real resolved specs."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from heartjobs.report import COLUMNS, collect, differences, label, markdown, write_report
+from heartjobs.spec import load_spec
+
+from .conftest import run_cli, write_spec
+
+FIGURES = ("report_best_grids.png", "report_fid_vs_hyperparameters.png")
+
+
+@pytest.fixture
+def specs(tmp_path, prepared32):
+    """Job name, model and [train] values -> the resolved spec record a run folder keeps in resolved.json
+    (its spec file is left in tmp_path/jobs)."""
+    folder = tmp_path / "jobs"
+    folder.mkdir()
+
+    def resolved(name: str, model: str, **train) -> dict:
+        spec = load_spec(write_spec(folder, name, model, prepared32, **train))
+        return {"spec_hash": spec.spec_hash, "spec": spec.model_dump(mode="json")}
+
+    return resolved
+
+
+def _png(path: Path, shade: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((16, 16), shade, dtype=np.uint8), mode="L").save(path)
+
+
+def _fid_report(run: Path, record: dict, fids: list[float], epochs: int) -> dict:
+    """fid.json as heartjobs writes it: the measurement (evaluation.inception.measure) with what it measured."""
+    kids = [0.2 + f / 10_000 for f in fids]
+    return {
+        "metric": "fid",
+        "run": str(run),
+        "job": record["spec"]["name"],
+        "spec_hash": record["spec_hash"],
+        "snapshot": {"file": "generator.pt", "epoch": epochs},
+        "fid_mean": float(np.mean(fids)),
+        "fid_std": float(np.std(fids)),
+        "repeats": [
+            {"repeat": r, "seed": r, "fid": fid, "kid": kid, "kid_subset_std": 0.01}
+            for r, (fid, kid) in enumerate(zip(fids, kids, strict=True))
+        ],
+        "n_generated": 3000,
+        "n_real": 12,
+        "dims": 2048,
+        "normalize": "fixed",
+        "batch_size": 100,
+        "weights": {"kind": "standard", "path": "/cache/pt_inception.pth", "sha256": "6726825d0af5", "standard": True},
+        "standard_weights": True,
+        "real_statistics": {"file": "/cache/real_stats.npz", "from_cache": True},
+        "device": "cpu",
+        "versions": {"heartjobs": "0.1.0", "torch": "2.14.1", "pytorch_fid": "0.3.0"},
+        "warnings": [],
+        "kid_mean": float(np.mean(kids)),
+        "kid_std": float(np.std(kids)),
+        "seconds": 41.5,
+        "time": "2026-01-02T03:04:05+00:00",
+    }
+
+
+def _run(
+    artifacts: Path, record: dict, *, version: int = 1, state: str = "done", fids: list[float] | None = None
+) -> Path:
+    """A run folder artifacts/<job>/vNNNN of two epochs; measured (fid.json) when `fids` are given."""
+    run = artifacts / record["spec"]["name"] / f"v{version:04d}"
+    run.mkdir(parents=True)
+    (run / "resolved.json").write_text(json.dumps(record))
+    status = {
+        "state": state,
+        "started": "2026-01-02T03:00:00+00:00",
+        "ended": "2026-01-02T03:04:00+00:00",
+        "heartbeat": "2026-01-02T03:04:00+00:00",
+        "epochs_done": 2 if state == "done" else 1,
+        "epochs_total": record["spec"]["train"]["epochs"],
+        "error": None if state == "done" else "RuntimeError: CUDA error: an illegal memory access",
+        "resumed": 0,
+    }
+    (run / "status.json").write_text(json.dumps(status))
+    epochs = [
+        {"epoch": 1, "d_loss": 0.69, "g_loss": 0.71, "seconds": 1.25, "images_per_s": 100.0},
+        {"epoch": 2, "d_loss": 0.52, "g_loss": 1.13, "seconds": 0.75, "images_per_s": 120.0},
+    ]
+    (run / "losses.jsonl").write_text("".join(json.dumps(e) + "\n" for e in epochs[: status["epochs_done"]]))
+    _png(run / "samples" / "epoch_0002.png", 90)
+    _png(run / "real.png", 200)
+    if fids is not None:
+        (run / "fid.json").write_text(json.dumps(_fid_report(run, record, fids, 2)))
+    return run
+
+
+def _by_job(rows: list[dict]) -> dict[str, dict]:
+    return {r["job"]: r for r in rows}
+
+
+def test_label_names_a_configuration_the_way_the_thesis_does():
+    assert label({}) == "default"
+    assert label({"batch_size": 16}) == "bsize = 16"
+    assert label({"latent_dim": 50}) == "ldim = 50"
+    assert label({"lr": 0.0001}) == "lr = 0.0001"
+    assert label({"lr": 2.5e-05}) == "lr = 0.000025"  # positional, as Table 1 writes it
+    assert label({"latent_dim": 200, "batch_size": 32}) == "ldim = 200, bsize = 32"
+
+
+def test_differences_are_the_training_values_off_the_models_thesis_defaults(specs):
+    def train(name, model, **values):
+        return specs(name, model, **values)["spec"]["train"]
+
+    # the recorded spec as JSON: betas are a list there, the defaults a tuple; neither is a difference
+    assert differences("dcgan", train("plain", "dcgan")) == {}
+    assert differences("dcgan", train("lr", "dcgan", lr=0.0001)) == {"lr": 0.0001}
+    assert differences("wgan", train("wgan", "wgan", lr=0.00005, latent_dim=200)) == {"latent_dim": 200}
+    # how a run is bookkept and where it runs are not configuration
+    assert differences("gan", train("bk", "gan", sample_every=3, keep_checkpoints=1, device="cpu")) == {}
+    assert differences("gan", train("short", "gan", epochs=2, seed=4)) == {"epochs": 2, "seed": 4}
+    # the same values are defaults for one model and differences for another
+    assert differences("gan", {"lr": 5e-05}) == {"lr": 5e-05}
+    assert differences("wgan", {"lr": 5e-05}) == {}
+
+
+def test_a_run_of_a_thesis_configuration_gets_its_table1_fid(tmp_path, specs):
+    record = specs("dcgan_lr0.0001", "dcgan", lr=0.0001)
+    assert record["spec"]["train"]["epochs"] == 200  # the thesis' epochs, by default
+    run = _run(tmp_path / "artifacts", record, fids=[230.0, 231.5, 229.0])
+    [row] = collect(tmp_path / "artifacts")
+    assert list(row) == COLUMNS
+    assert row["job"] == "dcgan_lr0.0001" and row["model"] == "dcgan" and row["state"] == "done"
+    assert row["configuration"] == "lr = 0.0001"
+    assert (row["thesis_fid"], row["thesis_fid_std"]) == (219.83, 0.63)
+    assert row["fid_mean"] == round(np.mean([230.0, 231.5, 229.0]), 3) == 230.167
+    assert row["fid_std"] == round(float(np.std([230.0, 231.5, 229.0])), 3)
+    assert row["kid_mean"] == round(0.2 + np.mean([230.0, 231.5, 229.0]) / 10_000, 5)
+    assert (row["standard_weights"], row["n_generated"]) == (True, 3000)
+    assert (row["epochs"], row["train_seconds"], row["images_per_s"]) == (2, 2.0, 110.0)
+    assert row["run_dir"] == str(run)
+
+
+def test_runs_off_the_thesis_configurations_get_no_thesis_value(tmp_path, specs):
+    artifacts = tmp_path / "artifacts"
+    _run(artifacts, specs("two_keys", "dcgan", lr=0.0001, batch_size=16), fids=[250.0])
+    _run(artifacts, specs("more_epochs", "dcgan", lr=0.0001, epochs=50), fids=[250.0])
+    _run(artifacts, specs("other_seed", "dcgan", lr=0.0001, seed=3), fids=[250.0])
+    _run(artifacts, specs("wgan_ldim200", "wgan", latent_dim=200), fids=[250.0])  # the control: it does compare
+    rows = _by_job(collect(artifacts))
+    assert rows["two_keys"]["configuration"] == "bsize = 16, lr = 0.0001"
+    assert rows["more_epochs"]["configuration"] == "epochs = 50, lr = 0.0001"
+    assert rows["other_seed"]["configuration"] == "lr = 0.0001, seed = 3"
+    for job in ("two_keys", "more_epochs", "other_seed"):
+        assert rows[job]["thesis_fid"] is None and rows[job]["thesis_fid_std"] is None, job
+        assert rows[job]["fid_mean"] == 250.0, job
+    assert (rows["wgan_ldim200"]["configuration"], rows["wgan_ldim200"]["thesis_fid"]) == ("ldim = 200", 253.06)
+
+
+def test_a_job_expected_but_never_run_shows_as_missing(tmp_path, specs):
+    artifacts = tmp_path / "artifacts"
+    _run(artifacts, specs("gan_default", "gan"), fids=[270.0, 272.0])
+    rows = collect(artifacts, expected=["wgan_default", "gan_default"])
+    assert [r["job"] for r in rows] == ["wgan_default", "gan_default"]  # the expected order
+    missing = rows[0]
+    assert missing["state"] == "missing"
+    assert all(missing[c] is None for c in COLUMNS if c not in ("job", "state"))
+    assert "| wgan_default | - | - | missing | - | - |" in markdown(rows)
+    # an artifacts folder that isn't there yet: every expected job is missing
+    assert [r["state"] for r in collect(tmp_path / "nowhere", expected=["a", "b"])] == ["missing", "missing"]
+
+
+def test_a_failed_run_shows_failed_with_no_fid(tmp_path, specs):
+    artifacts = tmp_path / "artifacts"
+    _run(artifacts, specs("gan_lr0.0004", "gan", lr=0.0004), state="failed")
+    [row] = collect(artifacts)
+    assert row["state"] == "failed" and row["configuration"] == "lr = 0.0004"
+    assert row["fid_mean"] is row["fid_std"] is row["kid_mean"] is row["standard_weights"] is None
+    assert row["epochs"] == 1  # how far it got
+    assert row["thesis_fid"] == 259.44  # what it would have been compared with
+    line = next(line for line in markdown([row]).splitlines() if "gan_lr0.0004" in line)
+    assert "| failed | - | - | 1 |" in line and line.endswith("| 259.44 ± 0.28 |")
+
+
+def test_the_newest_version_of_a_job_is_the_one_reported(tmp_path, specs):
+    artifacts = tmp_path / "artifacts"
+    _run(artifacts, specs("dcgan_default", "dcgan"), version=1, fids=[300.0])
+    newest = _run(artifacts, specs("dcgan_default", "dcgan", batch_size=16), version=2, fids=[212.0])
+    [row] = collect(artifacts)
+    assert row["run_dir"] == str(newest)
+    assert row["fid_mean"] == 212.0
+    assert row["configuration"] == "bsize = 16" and row["thesis_fid"] == 210.96
+
+
+def test_write_report_writes_summaries_that_agree_with_the_rows(tmp_path, specs):
+    artifacts = tmp_path / "artifacts"
+    _run(artifacts, specs("gan_default", "gan"), fids=[268.0, 270.0, 269.0])
+    _run(artifacts, specs("wgan_default", "wgan"), state="failed")
+    expected = ["dcgan_default", "gan_default", "wgan_default"]
+    rows, written = write_report(artifacts, expected)
+
+    assert rows == collect(artifacts, expected)
+    assert [r["job"] for r in rows] == expected
+    assert written[:3] == [artifacts / "summary.md", artifacts / "summary.csv", artifacts / "summary.json"]
+    assert json.loads((artifacts / "summary.json").read_text()) == {"rows": rows}
+    with open(artifacts / "summary.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        table = list(reader)
+    assert reader.fieldnames == COLUMNS and len(table) == len(rows)
+    assert [t["job"] for t in table] == expected
+    assert [t["state"] for t in table] == ["missing", "done", "failed"]
+    assert float(table[1]["fid_mean"]) == rows[1]["fid_mean"] == 269.0
+    assert table[0]["fid_mean"] == table[2]["fid_mean"] == ""  # no value: an empty cell
+    md = (artifacts / "summary.md").read_text()
+    assert md.startswith("# heartjobs summary") and md.endswith(markdown(rows))
+    assert "| gan_default | gan | default | done | 269.00 ± 0.82 |" in md
+
+
+def test_the_figures_are_written_when_runs_vary_one_hyperparameter(tmp_path, specs):
+    artifacts = tmp_path / "artifacts"
+    _run(artifacts, specs("dcgan_lr0.0001", "dcgan", lr=0.0001), fids=[220.0, 221.0])
+    _run(artifacts, specs("dcgan_lr0.0004", "dcgan", lr=0.0004), fids=[248.0, 247.0])
+    _run(artifacts, specs("gan_default", "gan"), state="failed")
+    _, written = write_report(artifacts)
+    assert written[3:] == [artifacts / name for name in FIGURES]
+    for path in written[3:]:
+        with Image.open(path) as image:
+            assert image.format == "PNG" and image.width > 100 and image.height > 100
+            image.verify()
+
+
+def test_no_figures_without_measured_runs_and_no_curve_from_a_single_point(tmp_path, specs):
+    artifacts = tmp_path / "artifacts"
+    _run(artifacts, specs("dcgan_default", "dcgan"), state="failed")
+    _, written = write_report(artifacts)
+    assert [p.name for p in written] == ["summary.md", "summary.csv", "summary.json"]
+    assert not any((artifacts / name).exists() for name in FIGURES)
+
+    _run(artifacts, specs("gan_default", "gan"), fids=[269.0])
+    _, written = write_report(artifacts)
+    assert [p.name for p in written[3:]] == ["report_best_grids.png"]  # one value of each: nothing to plot against
+
+
+def test_report_cli_prints_the_table_with_every_job(tmp_path, specs):
+    artifacts = tmp_path / "artifacts"
+    _run(artifacts, specs("dcgan_lr0.0001", "dcgan", lr=0.0001), fids=[220.0, 221.0])
+    _run(artifacts, specs("dcgan_lr0.0004", "dcgan", lr=0.0004), fids=[248.0, 247.0])
+    _run(artifacts, specs("wgan_default", "wgan"), state="failed")
+    specs("gan_bsize32", "gan", batch_size=32)  # a job spec with no run
+    result = run_cli("report", artifacts, "--jobs", tmp_path / "jobs")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("| job | model | configuration | state | FID |")
+    for job in ("dcgan_lr0.0001", "dcgan_lr0.0004", "wgan_default", "gan_bsize32"):
+        assert any(line.startswith(f"| {job} |") for line in lines), job
+    assert "| dcgan_lr0.0001 | dcgan | lr = 0.0001 | done | 220.50 ± 0.50 |" in result.stdout
+    assert "| gan_bsize32 | - | - | missing |" in result.stdout
+    for name in ("summary.md", "summary.csv", "summary.json", *FIGURES):
+        assert f"wrote {artifacts / name}" in result.stdout
