@@ -83,6 +83,8 @@ def cmd_needs(args: argparse.Namespace) -> None:
 def cmd_run(args: argparse.Namespace) -> None:
     from heartjobs.job import run_job
 
+    if args.result is not None and args.result.is_dir():  # found out now, not after hours of training
+        raise HeartjobsError(f"--result {args.result}: is a folder; give a file path")
     run_dir = run_job(args.spec, resume=args.resume, result_file=args.result)
     out.print(f"done: {run_dir}")
 

@@ -61,6 +61,9 @@ def run_job(spec_path: Path, *, resume: bool = False, result_file: Path | None =
     except HeartjobsError as exc:
         _write_result(result_file, outcome, "failed", str(exc), exc.exit_code)
         raise
+    except KeyboardInterrupt:  # SIGINT before the stop signals were turned into a checkpoint
+        _write_result(result_file, outcome, "interrupted", "interrupted before training started", 130)
+        raise
     except BaseException as exc:
         _write_result(result_file, outcome, "failed", one_line(exc, with_type=True), 1)
         raise
@@ -69,8 +72,13 @@ def run_job(spec_path: Path, *, resume: bool = False, result_file: Path | None =
 
 
 def _write_result(path: Path | None, outcome: dict, state: str, error: str | None, exit_code: int) -> None:
-    if path is not None:
+    """The result record; failing to write it is a warning that never hides how the run ended."""
+    if path is None:
+        return
+    try:
         atomic.write_json(path, {**outcome, "state": state, "error": error, "exit_code": exit_code})
+    except OSError as exc:
+        console.print(f"warning: --result {path}: not written ({one_line(exc, 200)})", markup=False)
 
 
 def _run(spec_path: Path, resume: bool, outcome: dict) -> Path:
@@ -135,7 +143,8 @@ def _resumable_version(spec: ResolvedSpec, spec_path: Path) -> RunDir | None:
         raise HeartjobsError(f"{run}: still running (pid {status['pid']}); not resuming it twice")
     recorded = run.spec_hash()
     if recorded != spec.spec_hash:
-        differing = "; ".join(configuration_differences(run.spec_dict(), spec)) or "no recorded spec"
+        recorded_spec = run.spec_dict()
+        differing = "; ".join(configuration_differences(recorded_spec, spec)) if recorded_spec else "no recorded spec"
         raise HeartjobsError(
             f"{spec_path}: spec_hash: {run} was made with spec {recorded}, this spec resolves to "
             f"{spec.spec_hash} ({differing}); refusing to resume (run without --resume to start a new version)"

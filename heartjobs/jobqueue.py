@@ -255,24 +255,24 @@ class Worker:
         console.print(
             f"worker: {entry.name}: {'resuming' if entry.recovered else 'running'} on {self.slot}", markup=False
         )
-        result_file = entry.sidecar("result.json")
-        with contextlib.suppress(FileNotFoundError):
-            result_file.unlink()  # an earlier attempt's
-        with open(entry.sidecar("log"), "ab") as log:
+        # The result record goes to a folder of this worker's own, outside the queue: a child orphaned by a
+        # dead worker may still write it, and must not leave it among the queue's files.
+        log_path = entry.sidecar("log")
+        with tempfile.TemporaryDirectory(prefix="heartjobs-result-") as results, open(log_path, "ab") as log:
+            result_file = Path(results) / "result.json"
+            attempt_starts = log.tell()
             self.process = procs.start_run(
                 entry.path, resume=bool(entry.recovered), result_file=result_file, stdout=log, stderr=subprocess.STDOUT
             )
             code = self.process.wait()
             self.process = None
-        result = atomic.read_json(result_file)
-        with contextlib.suppress(FileNotFoundError):
-            result_file.unlink()
+            result = atomic.read_json(result_file)
         info = {"exit_code": code, "run_dir": result.get("run_dir")}
         if code == 0:
             return "done", info
         if self.stop_signal is not None and (procs.stopped_by_signal(code) or -code in procs.STOP_SIGNALS):
             return "requeued", info  # the worker was asked to stop; the job checkpointed
-        return "failed", {**info, "error": _failure(result, code)}
+        return "failed", {**info, "error": _failure(result, code, log_path, attempt_starts)}
 
     def _settle(self, entry: Entry, outcome: str, info: dict) -> str:
         if outcome == "requeued":
@@ -292,14 +292,21 @@ class Worker:
         return outcome
 
 
-def _failure(result: dict, code: int) -> str:
-    """Why a job failed: its run's own error line, or how its process ended when it wrote none."""
+def _failure(result: dict, code: int, log: Path, attempt_starts: int) -> str:
+    """Why a job failed: its run's own error, or, where it died without writing one (before heartjobs had
+    loaded, or killed), how its process ended and the last line it printed in this attempt."""
     if result.get("error"):
         return one_line(result["error"])
     error = f"exit code {code}"
     if code < 0:
         error += f" (killed by signal {-code})"
-    return error
+    try:
+        with open(log, "rb") as f:
+            f.seek(attempt_starts)
+            lines = [line.strip() for line in f.read().decode(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        lines = []
+    return f"{error}: {one_line(lines[-1])}" if lines else error
 
 
 def status(queue: Queue) -> dict[str, list[dict]]:

@@ -19,10 +19,14 @@ def now_iso() -> str:
 
 
 def heartbeat_age(record: dict) -> float | None:
-    """Seconds since the record's heartbeat; None when it has none or it is not a time."""
+    """Seconds since the record's heartbeat; None when it has none or it is not a time. Seconds since
+    the epoch (what queue workers before this encoding wrote) are read too."""
+    beat = record.get("heartbeat")
+    if isinstance(beat, int | float) and not isinstance(beat, bool):
+        return time.time() - beat
     try:
-        beat = datetime.fromisoformat(record["heartbeat"])
-    except (KeyError, TypeError, ValueError):
+        beat = datetime.fromisoformat(beat)
+    except (TypeError, ValueError):
         return None
     if beat.tzinfo is None:
         beat = beat.replace(tzinfo=UTC)

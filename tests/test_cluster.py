@@ -110,7 +110,8 @@ def test_a_local_task_told_to_stop_is_requeued_and_resumes_bit_identical(tmp_pat
     wait_for(lambda: (run_dir / "losses.jsonl").exists() and len(losses(run_dir)) >= 2)
     (task_pid,) = _children(int(task["job_id"]))  # the controller's task; its own child is `heartjobs run`
     os.kill(task_pid, signal.SIGUSR2)  # what the local controller sends --signal-delay s before the limit
-    wait_for(lambda: RunDir(run_dir).status().get("state") == "done")
+    # 60 epochs after the requeue: about 30 s on an idle 2-core machine, several minutes on a busy one
+    wait_for(lambda: RunDir(run_dir).status().get("state") == "done", timeout=900)
 
     log = Path(task["stdout"]).read_text() + Path(task["stderr"]).read_text()
     assert "Caught signal SIGUSR2" in log and "Requeued job" in log

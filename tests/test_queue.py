@@ -7,11 +7,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
+from heartjobs import atomic
 from heartjobs.jobqueue import Queue
 from heartjobs.rundir import versions
+from heartjobs.status import now_iso
 
 from .conftest import run_cli, wait_for, write_spec
 
@@ -105,6 +108,34 @@ def test_sigkill_of_the_worker_mid_job_then_a_new_worker_resumes_it(tmp_path, pr
     assert [p.name for p in versions(tmp_path / "artifacts" / "long")] == ["v0001"]
     status = json.loads((run_dir / "status.json").read_text())
     assert status["state"] == "done" and status["resumed"] >= 1 and status["epochs_done"] == SLOW["epochs"]
+    # the orphaned job's result record went to the dead worker's own folder, not into the queue
+    assert not [p for p in queue.rglob("*") if "result" in p.name]
+
+
+def test_a_job_that_dies_before_writing_its_result_fails_with_the_last_line_it_printed(tmp_path, prepared32):
+    # A child that can't even load (here: no torch) writes no result record; the failure still says why.
+    fake = tmp_path / "no_torch" / "torch"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text('raise ImportError("no torch here")\n')
+    queue = tmp_path / "q"
+    Queue(queue).add(write_spec(tmp_path, "notorch", "gan", prepared32, **QUICK))
+    result = run_cli("worker", "--queue", queue, "--slot", "test-notorch", env={"PYTHONPATH": str(fake.parent)})
+    assert result.returncode == 0, result.stderr
+    failed = json.loads((queue / "failed" / "000001_notorch.json").read_text())
+    assert failed["error"] == "exit code 1: ImportError: no torch here" and failed["run_dir"] is None
+
+
+def test_a_worker_heartbeat_in_either_encoding_holds_its_job_and_an_unreadable_one_does_not(tmp_path, prepared32):
+    queue = Queue(tmp_path / "q")
+    queue.add(write_spec(tmp_path, "held", "gan", prepared32, **QUICK))
+    entry = queue.claim()
+    beat = entry.sidecar("worker.json")
+    elsewhere = {"pid": 1, "host": "another-host", "pid_started": None}
+    for fresh in (now_iso(), time.time()):  # ISO 8601, and seconds since the epoch (older workers)
+        atomic.write_json(beat, {**elsewhere, "heartbeat": fresh})
+        assert queue.recover_stale() == [] and _names(queue.root, "running") == ["held"]
+    atomic.write_json(beat, {**elsewhere, "heartbeat": "yesterday"})
+    assert [e.name for e in queue.recover_stale()] == ["held"] and _names(queue.root, "pending") == ["held"]
 
 
 @pytest.mark.slow

@@ -146,3 +146,10 @@ def test_sigterm_during_fid_interrupts_and_resume_only_evaluates(tmp_path, prepa
     assert json.loads(status_file.read_text())["state"] == "done" and (run_dir / "fid.json").is_file()
     resumed = load_generator(run_dir / "generator.pt")[0].state_dict()
     assert all(torch.equal(resumed[k], trained[k]) for k in trained)  # the same weights, not retrained
+
+
+def test_resume_of_a_version_without_a_recorded_spec_says_so(tmp_path, prepared32):
+    spec = write_spec(tmp_path, "bare", "gan", prepared32, epochs=1, device="cpu")
+    (tmp_path / "artifacts" / "bare" / "v0001").mkdir(parents=True)  # a folder and nothing in it
+    with pytest.raises(HeartjobsError, match=r"v0001 was made with spec None, .* \(no recorded spec\); refusing"):
+        run_job(spec, resume=True)

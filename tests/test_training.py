@@ -184,3 +184,8 @@ def test_run_writes_a_result_record_of_how_it_ended(tmp_path, prepared32):
     assert failed.returncode == 2 == record["exit_code"]
     assert record["state"] == "failed" and record["run_dir"] is None
     assert record["error"].startswith(f"{bad}: data.prepared:") and record["error"] in failed.stderr
+    folder = run_cli("run", spec, "--result", tmp_path)  # refused before any training
+    assert (
+        folder.returncode == 2 and folder.stderr.strip() == f"error: --result {tmp_path}: is a folder; give a file path"
+    )
+    assert not (tmp_path / "artifacts" / "recorded" / "v0002").exists()
