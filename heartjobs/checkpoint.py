@@ -52,7 +52,7 @@ def save_checkpoint(folder: Path, trainer_state: dict, spec_hash: str, keep: int
     return path
 
 
-def load_file(path: Path, what: str) -> dict:
+def _load(path: Path, what: str) -> dict:
     """torch.load on the CPU, tensors and plain types only; a file it can't read is a one-line error."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -63,7 +63,7 @@ def load_file(path: Path, what: str) -> dict:
 def load_checkpoint(path: Path, spec_hash: str) -> dict:
     """Load a checkpoint (on the CPU: RNG states must stay there; the trainer moves the rest to its
     device), refusing one made under another configuration."""
-    state = load_file(path, "checkpoint")
+    state = _load(path, "checkpoint")
     if state.get("format") != CHECKPOINT_FORMAT:
         raise HeartjobsError(f"{path}: format: expected {CHECKPOINT_FORMAT}, got {state.get('format')}")
     if state.get("spec_hash") != spec_hash:
@@ -115,7 +115,7 @@ def save_generator(path: Path, generator: torch.nn.Module, spec: dict, epoch: in
 
 def load_generator(path: Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
     """Rebuild a saved generator (in eval mode) on `device`; returns (generator, its metadata)."""
-    payload = load_file(path, "generator file")
+    payload = _load(path, "generator file")
     if "state_dict" not in payload:
         raise HeartjobsError(f"{path}: not a heartjobs generator.pt (no state_dict)")
     meta = {k: v for k, v in payload.items() if k != "state_dict"}

@@ -50,7 +50,8 @@ def run_job(spec_path: Path, *, resume: bool = False, result_file: Path | None =
 
     Raises JobInterrupted (after writing a checkpoint) when a stop signal arrives. With result_file, how
     the run ended ({"state": done | interrupted | failed, "run_dir", "error", "exit_code"}) is written
-    there, atomically, whatever happens short of SIGKILL: what a queue worker reads instead of the log.
+    there, atomically, however this function ends: what a queue worker reads instead of the log. (A
+    process killed outright, or one that fails before it gets here, writes none.)
     """
     outcome: dict = {"spec": str(spec_path), "run_dir": None}
     try:
@@ -280,9 +281,9 @@ def evaluate_run(
         snapshot.generator, spec.train.latent_dim, prepared, settings, torch_device, between_repeats=between_repeats
     )
     record = evaluation_record(run, spec, snapshot, result)
-    final = checkpoint is None and settings == spec.eval
-    write_record(run, record, settings, spec, checkpoint is None)
+    own = checkpoint is None and settings == spec.eval
+    write_record(run, record, settings, own)
     status = run.status()
-    if final and status.get("state") == "failed" and status.get("phase") == "evaluating":
+    if own and status.get("state") == "failed" and status.get("phase") == "evaluating":
         mark_done(run / RunDir.STATUS)
     return record

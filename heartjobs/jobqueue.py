@@ -6,7 +6,7 @@ and renamed into done/ or failed/ beside its log. A worker's heartbeat file sits
 left in running/ by a dead worker goes back to pending/, marked to resume from its last checkpoint.
 A per-device lock (flock, released by the kernel when its holder dies) keeps two workers off one device.
 The worker learns how a job ended from the result record its `heartjobs run` writes (heartjobs.job),
-and from the exit code where the child died without writing one.
+and from the exit code and the last line the child printed where it died without writing one.
 """
 
 from __future__ import annotations

@@ -27,10 +27,11 @@ def evaluation_record(run: RunDir, spec: ResolvedSpec, snapshot: Snapshot, resul
     }
 
 
-def write_record(run: RunDir, record: dict, settings: EvalSection, spec: ResolvedSpec, final: bool) -> None:
-    """The final generator measured with the spec's own settings goes to fid.json; any other snapshot
-    or settings to evals/<snapshot>_<settings hash>.json. Every record is also appended to metrics.jsonl."""
-    if final and settings == spec.eval:
+def write_record(run: RunDir, record: dict, settings: EvalSection, own: bool) -> None:
+    """The run's own measurement (its final generator with the spec's own settings) goes to fid.json; any
+    other snapshot or settings to evals/<snapshot>_<settings hash>.json. Every record is also appended to
+    metrics.jsonl."""
+    if own:
         atomic.write_json(run / RunDir.FID_REPORT, record)
     else:
         tag = sha256_json(settings.model_dump(mode="json"))[:8]
