@@ -9,11 +9,12 @@ FROM ${BASE_IMAGE}
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
-# OpenJPEG for glymur; nothing else. Debian/Ubuntu package versions are not pinned: the base tag pins the
+# OpenJPEG for glymur, and a C compiler for pyradiomics (FRD), which scripts/install.sh builds from source
+# (it has no wheels for this Python). Debian/Ubuntu package versions are not pinned: the base tag pins the
 # distribution release, and pinned patch versions disappear from its archive.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends libopenjp2-7 \
+    && apt-get install -y --no-install-recommends libopenjp2-7 gcc libc6-dev \
     && rm -rf /var/lib/apt/lists/*
 
 RUN python -c "import sys; assert sys.version_info >= (3, 11), f'heartjobs needs Python >= 3.11, found {sys.version}'"

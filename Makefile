@@ -22,8 +22,8 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 install: $(STAMP) ## create .venv with torch, the project and its dev tools; install libopenjp2
-$(STAMP): pyproject.toml Makefile scripts/ensure-openjpeg.sh scripts/install.sh
-	bash scripts/ensure-openjpeg.sh
+$(STAMP): pyproject.toml Makefile scripts/ensure-system-packages.sh scripts/install.sh
+	bash scripts/ensure-system-packages.sh
 	$(BIN)/python -m pip --version >/dev/null 2>&1 || { rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); } \
 		|| { echo "error: '$(PYTHON) -m venv' failed; install your Python's venv module (Debian: apt-get install python3-venv)" >&2; exit 1; }
 	$(BIN)/python -m pip install -q --upgrade pip

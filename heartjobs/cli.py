@@ -105,11 +105,17 @@ def cmd_fid(args: argparse.Namespace) -> None:
             "weights": args.weights,
             "normalize": args.normalize,
             "n_real": args.n_real,
+            "frd": args.frd,
+            "frd_n": args.frd_n,
         }.items()
         if value is not None
     }
     settings = spec.eval.model_copy(update=overrides)
-    report = evaluate_run(args.run_dir, settings, checkpoint=args.checkpoint, device=args.device)
+    if args.save_images is not None and args.save_images.exists() and any(args.save_images.iterdir()):
+        raise HeartjobsError(f"--save-images {args.save_images}: exists and is not empty; give a new folder")
+    report = evaluate_run(
+        args.run_dir, settings, checkpoint=args.checkpoint, device=args.device, save_images=args.save_images
+    )
     snapshot = report["snapshot"]
     out.print(f"{args.run_dir} ({snapshot['file']}, epoch {snapshot['epoch']}): {summary_line(report)}", markup=False)
 
@@ -421,6 +427,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="standard | untrained | /path/to/weights.pth")
     p.add_argument("--normalize", choices=("fixed", "per_image_minmax"))
     p.add_argument("--n-real", type=_positive_int, help="real images used (default: the whole prepared set)")
+    p.add_argument("--frd", action=argparse.BooleanOptionalAction, help="FRD too (default: the spec's [eval] frd)")
+    p.add_argument("--frd-n", type=_positive_int, help="generated images per repeat FRD measures (default: the spec's)")
+    p.add_argument(
+        "--save-images",
+        type=Path,
+        metavar="DIR",
+        help="write the real and generated images measured, as PNG, into DIR (a new folder), with the commands "
+        "that recompute each number with pytorch-fid's and frd-score's own CLIs",
+    )
     p.add_argument("--device", choices=("auto", "cpu", "cuda"))
     p.set_defaults(func=cmd_fid)
 

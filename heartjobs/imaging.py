@@ -28,3 +28,20 @@ def to_uint8(images: torch.Tensor, normalize: Normalize = "fixed") -> torch.Tens
     else:
         raise ValueError(f"unknown normalize {normalize!r}")
     return x.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
+
+
+def save_pngs(images, folder, first_index: int = 0) -> None:
+    """uint8 images (N x H x W, or N x 1 x H x W) as grayscale PNGs 000000.png, 000001.png, ... in
+    `folder` (numbered from first_index): the files pytorch-fid's and frd-score's CLIs read."""
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+
+    array = np.asarray(images)
+    if array.ndim == 4:
+        array = array[:, 0]
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, image in enumerate(array, start=first_index):
+        Image.fromarray(image).save(folder / f"{i:06d}.png")

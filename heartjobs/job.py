@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import time
 from collections.abc import Callable
@@ -263,13 +264,19 @@ def evaluate_run(
     checkpoint: Path | None = None,
     device: str | None = None,
     between_repeats: Callable[[], None] | None = None,
+    save_images: Path | None = None,
 ) -> dict:
     """Measure a run's final generator (or one of its checkpoints) and record it in the run folder (see
-    heartjobs.evaluation.records); returns the record. A run whose training had finished and only its
-    evaluation had failed is marked done once its own evaluation succeeds."""
+    heartjobs.evaluation.records); returns the record. The measured images go to save_images as PNG, or,
+    when the settings say save_images, to the run's eval_images/ (replaced: they are copies). A run whose
+    training had finished and only its evaluation had failed is marked done once its own evaluation
+    succeeds."""
     run = RunDir(run_dir)
     spec = run.spec()
     settings = settings or spec.eval
+    if save_images is None and settings.save_images:
+        save_images = run / RunDir.EVAL_IMAGES
+        shutil.rmtree(save_images, ignore_errors=True)
     torch_device = resolve_device(device or spec.train.device)
     prepared = PreparedSet.open(spec.data.prepared)
     if prepared.content_hash != spec.data.content_hash:
@@ -278,7 +285,13 @@ def evaluate_run(
         )
     snapshot = load_snapshot(run, spec, checkpoint, torch_device)
     result = measure(
-        snapshot.generator, spec.train.latent_dim, prepared, settings, torch_device, between_repeats=between_repeats
+        snapshot.generator,
+        spec.train.latent_dim,
+        prepared,
+        settings,
+        torch_device,
+        between_repeats=between_repeats,
+        save_images=save_images,
     )
     record = evaluation_record(run, spec, snapshot, result)
     own = checkpoint is None and settings == spec.eval

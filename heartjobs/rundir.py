@@ -82,6 +82,7 @@ class RunDir:
     FID_REPORT = "fid.json"  # the final generator measured with the spec's own settings
     METRICS = "metrics.jsonl"  # one line per evaluation, appended
     EVALS = "evals"  # reports of other snapshots or settings
+    EVAL_IMAGES = "eval_images"  # with [eval] save_images: the images the last own measurement saw, as PNG
 
     def __init__(self, path: Path | str):
         self.path = Path(path)

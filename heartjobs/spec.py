@@ -40,7 +40,9 @@ COMMON_DEFAULTS: dict[str, Any] = {
     # The reference code passes 0.8 as BatchNorm's second positional argument, which is eps, not
     # momentum; the thesis kept it. 1e-5 is PyTorch's standard value.
     "batchnorm_eps": 0.8,
-    # Speed switches (see the README's Performance section). TF32 only matters on CUDA.
+    # Speed switches (see docs/performance.md). TF32 only matters on CUDA: true for matmuls and cuDNN
+    # convolutions, false for neither, "convolutions" for cuDNN only (PyTorch's own default since 1.12,
+    # and what the thesis ran: FP32 matmuls, TF32 convolutions).
     "tf32": True,
     "compile": False,
     "bf16": False,
@@ -75,7 +77,7 @@ class TrainSection(_Strict):
     keep_checkpoints: int | None = Field(None, ge=1)
     device: Literal["auto", "cpu", "cuda"] | None = None
     batchnorm_eps: float | None = Field(None, gt=0)
-    tf32: bool | None = None
+    tf32: bool | Literal["convolutions"] | None = None
     compile: bool | None = None
     bf16: bool | None = None
 
@@ -88,7 +90,10 @@ class TrainSection(_Strict):
 
 
 class EvalSection(_Strict):
-    """FID/KID settings; the defaults are the thesis' protocol (3 x 3000 generated vs the whole real set)."""
+    """What is measured at the end of training, and how. The FID defaults are the thesis' sizes (3 x 3000
+    generated vs the whole real set, 2048-d, standard weights); its exact protocol also needs
+    normalize = "per_image_minmax" (jobs/thesis.sweep.toml sets it). fid = false: nothing is measured at
+    the end of training (measure later with `heartjobs fid RUN`)."""
 
     fid: bool = True
     n_generated: int = Field(3000, ge=2)
@@ -96,12 +101,20 @@ class EvalSection(_Strict):
     dims: Literal[64, 192, 768, 2048] = 2048
     batch_size: int = Field(100, ge=1)
     weights: str = "standard"  # standard | untrained | a path to an FID Inception state dict
+    # fixed: [-1, 1] -> 0..255 for every image; per_image_minmax: each image stretched to its own
+    # min..max, as the thesis' save_image(normalize=True) did before pytorch-fid.
     normalize: Literal["fixed", "per_image_minmax"] = "fixed"
     kid: bool = True
     kid_subsets: int = Field(100, ge=1)
     kid_subset_size: int = Field(1000, ge=2)
-    n_real: int | None = Field(None, ge=2)  # None: the whole prepared set
+    n_real: int | None = Field(None, ge=2)  # None: the whole prepared set (FID, KID and FRD)
     seed: int = Field(0, ge=0)  # repeat r uses seed + r
+    # Frechet Radiomics Distance (frd-score, v1) on the first frd_n images of each repeat (at most
+    # n_generated); 1000 keeps the covariance of its ~400 features full rank (docs/evaluation.md).
+    frd: bool = True
+    frd_n: int = Field(1000, ge=2)
+    # Write the images each repeat measured (and the real ones) as PNG into the run's eval_images/.
+    save_images: bool = False
 
     @field_validator("weights")
     @classmethod
@@ -164,7 +177,7 @@ class ResolvedTrain(_Strict):
     keep_checkpoints: int
     device: Literal["auto", "cpu", "cuda"]
     batchnorm_eps: float
-    tf32: bool
+    tf32: bool | Literal["convolutions"]
     compile: bool
     bf16: bool
 
@@ -195,6 +208,7 @@ class ResolvedSpec(_Strict):
         payload["data"].pop("prepared")
         for bookkeeping in BOOKKEEPING_KEYS:
             payload["train"].pop(bookkeeping)
+        payload["eval"].pop("save_images")  # where copies of the measured images go, not what is measured
         return payload
 
     @property

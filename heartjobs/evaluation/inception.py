@@ -1,10 +1,13 @@
-"""FID and KID from pytorch-fid's Inception features: a generator against a prepared real set, computed
-the thesis' way, reproducibly, and returned (nothing here writes a run folder; see records.py).
+"""FID and KID from pytorch-fid's Inception features, and FRD from radiomic features (radiomics.py): a
+generator against a prepared real set, computed the thesis' way, reproducibly, and returned (nothing here
+writes a run folder; see records.py).
 
 Generated images are quantized to uint8 exactly as a PNG of them would be, then go through pytorch-fid's
 InceptionV3 in batches with no files in between; the real set's statistics are computed once per
 (content, weights, dims, normalisation) and cached as an .npz that pytorch-fid's CLI also reads. Each
-repeat draws its own recorded seed.
+repeat draws its own recorded seed. FRD measures the first frd_n images of each repeat, the very images
+FID saw. With save_images, every measured image is also written as PNG, so the reference tools can
+recompute each number.
 """
 
 from __future__ import annotations
@@ -22,11 +25,12 @@ from rich.text import Text
 from heartjobs import __version__, atomic
 from heartjobs.errors import HeartjobsError
 from heartjobs.hashing import sha256_json
-from heartjobs.imaging import to_uint8
+from heartjobs.imaging import save_pngs, to_uint8
 from heartjobs.prepared import PreparedSet
 from heartjobs.progress import console, track
 from heartjobs.spec import EvalSection
 
+from . import radiomics
 from .statistics import frechet_distance, kernel_inception_distance, mean_and_covariance
 from .weights import InceptionWeights, build_inception, cache_dir, resolve_weights
 
@@ -149,6 +153,28 @@ def _measure_repeat(real: RealStatistics, features: np.ndarray, settings: EvalSe
     return entry
 
 
+class _Keeper:
+    """Passes generated batches through, keeping the first `keep` images (for FRD) and writing every one
+    as PNG into `folder` when given."""
+
+    def __init__(self, keep: int, folder: Path | None):
+        self.keep, self.folder, self.kept, self.seen = keep, folder, [], 0
+
+    def __call__(self, batches: Iterator[torch.Tensor]) -> Iterator[torch.Tensor]:
+        for batch in batches:
+            if self.seen < self.keep or self.folder is not None:
+                pixels = batch.cpu().numpy()
+                if self.seen < self.keep:
+                    self.kept.append(pixels[: self.keep - self.seen])
+                if self.folder is not None:
+                    save_pngs(pixels, self.folder, first_index=self.seen)
+            self.seen += len(batch)
+            yield batch
+
+    def images(self) -> np.ndarray:
+        return np.concatenate(self.kept)
+
+
 def measure(
     generator: torch.nn.Module,
     latent_dim: int,
@@ -157,27 +183,44 @@ def measure(
     device: torch.device,
     *,
     between_repeats: Callable[[], None] | None = None,
+    save_images: Path | None = None,
 ) -> dict:
-    """FID (and KID) of `generator` against `prepared`: each repeat's values, mean and std, and the
-    protocol they were measured under (weights, n, dims, normalisation, versions, warnings)."""
+    """FID (and KID, and FRD) of `generator` against `prepared`: each repeat's values, mean and std, and
+    the protocol they were measured under (weights, n, dims, normalisation, versions, warnings). With
+    save_images, the real images and each repeat's generated images go there as PNG (see
+    write_image_readme for the layout)."""
     started = time.perf_counter()
     n_real = real_count(prepared, settings)
     warnings = check_sizes(settings, n_real)
+    if settings.frd:
+        radiomics.check_available()  # before any image is generated
     weights = resolve_weights(settings.weights)
     if not weights.standard:
         warnings.append(
             f"{weights.kind} Inception weights ({weights.path.name}): FID values are not comparable to published ones"
         )
+    frd_n = min(settings.frd_n, settings.n_generated)
     for text in warnings:
         console.print(Text.assemble(("warning: ", "bold yellow"), text))
     extractor = FeatureExtractor(weights, settings.dims, device, settings.batch_size)
     real = real_statistics(prepared, extractor, weights, settings)
-    repeats = []
+    real_frd = radiomics.real_features(prepared, n_real) if settings.frd else None
+    if save_images is not None:
+        save_pngs(prepared.images[:n_real], save_images / "real")
+    repeats, frd_results = [], []
     for r in range(settings.repeats):
         seed = settings.seed + r
-        batches = generated_batches(generator, latent_dim, settings.n_generated, seed, settings, device)
+        keeper = _Keeper(frd_n if settings.frd else 0, save_images / f"repeat_{r}" if save_images else None)
+        batches = keeper(generated_batches(generator, latent_dim, settings.n_generated, seed, settings, device))
         features = extractor.of_batches(batches, settings.n_generated, f"repeat {r + 1}/{settings.repeats}")
-        repeats.append(_measure_repeat(real, features, settings, r, seed))
+        entry = _measure_repeat(real, features, settings, r, seed)
+        if save_images is not None and settings.frd and frd_n < settings.n_generated:
+            _link_first(save_images / f"repeat_{r}", save_images / f"repeat_{r}_frd", frd_n)
+        if real_frd is not None:
+            generated = radiomics.extract(keeper.images(), f"repeat {r + 1}/{settings.repeats} radiomic features")
+            frd_results.append(radiomics.frechet_radiomics_distance(real_frd.features, generated))
+            entry["frd"] = frd_results[-1].frd
+        repeats.append(entry)
         if between_repeats:
             between_repeats()
     fids = np.array([e["fid"] for e in repeats])
@@ -200,5 +243,51 @@ def measure(
     if settings.kid:
         kids = np.array([e["kid"] for e in repeats])
         result |= {"kid_mean": float(kids.mean()), "kid_std": float(kids.std())}
+    if real_frd is not None:
+        frds = np.array([e["frd"] for e in repeats])
+        result["frd"] = {
+            "mean": float(frds.mean()),
+            "std": float(frds.std()),
+            "version": radiomics.FRD_VERSION,
+            "n_generated": frd_n,
+            "n_real": n_real,
+            "features_used": frd_results[0].features_used,
+            "features_extracted": len(real_frd.features.names),
+            "top_differences": radiomics.top_differences(frd_results),
+            "real_features": {"file": str(real_frd.path), "from_cache": real_frd.cached},
+            "versions": radiomics.versions(),
+        }
+    if save_images is not None:
+        result["saved_images"] = str(save_images)
+        write_image_readme(save_images, result)
     result["seconds"] = round(time.perf_counter() - started, 3)
     return result
+
+
+def _link_first(source: Path, target: Path, n: int) -> None:
+    """The first n PNGs of `source` as hard links in `target`: the set FRD measured, without copies."""
+    target.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        (target / f"{i:06d}.png").hardlink_to(source / f"{i:06d}.png")
+
+
+def write_image_readme(folder: Path, result: dict) -> None:
+    """What the saved images are and the reference-tool commands that recompute each number."""
+    repeats = len(result["repeats"])
+    lines = [
+        "Images measured by heartjobs, exactly as measured (uint8 PNG).",
+        f"real/: the {result['n_real']} real images; repeat_R/: the {result['n_generated']} generated images of "
+        f"repeat R (0..{repeats - 1}), seed in the record.",
+        f"FID ({result['dims']}-d, {result['weights']['kind']} weights): "
+        f"python -m pytorch_fid {folder}/real {folder}/repeat_0 --dims {result['dims']}"
+        + ("" if result["standard_weights"] else "  (pytorch-fid's CLI uses the standard weights only)"),
+    ]
+    if "frd" in result:
+        n = result["frd"]["n_generated"]
+        subset = "repeat_0_frd" if n < result["n_generated"] else "repeat_0"
+        lines.append(
+            f"FRD ({result['frd']['version']}, the first {n} images of each repeat"
+            + (", hard links in repeat_R_frd/" if subset != "repeat_0" else "")
+            + f"): python -m frd_score {folder}/real {folder}/{subset}"
+        )
+    atomic.write_bytes(folder / "README.txt", ("\n".join(lines) + "\n").encode())

@@ -8,10 +8,15 @@ import json
 
 from heartjobs import atomic
 from heartjobs.checkpoint import Snapshot
+from heartjobs.evaluation.radiomics import describe_difference
 from heartjobs.hashing import sha256_json
 from heartjobs.rundir import RunDir
 from heartjobs.spec import EvalSection, ResolvedSpec
 from heartjobs.status import now_iso
+
+# What `heartjobs ladder` measured for FID and KID on Inception weights that are not the standard file
+# (docs/evaluation.md has the table; tests/test_ladder.py checks it still holds).
+UNTRAINED_VERDICT = "FID/KID fail the validity ladder; not comparable to published FID"
 
 
 def evaluation_record(run: RunDir, spec: ResolvedSpec, snapshot: Snapshot, result: dict) -> dict:
@@ -42,13 +47,19 @@ def write_record(run: RunDir, record: dict, settings: EvalSection, own: bool) ->
 
 
 def summary_line(report: dict) -> str:
-    """FID (and KID) with their protocol, on one line."""
+    """FID, KID and FRD with their protocol, and what differs most, on one line."""
     text = (
         f"FID {report['fid_mean']:.3f} +- {report['fid_std']:.3f} (n={report['n_generated']} x {len(report['repeats'])}"
     )
-    text += f", real n={report['n_real']}, dims {report['dims']})"
+    text += f", real n={report['n_real']}, dims {report['dims']}, {report['normalize']})"
     if "kid_mean" in report:
         text += f"  KID {report['kid_mean']:.5f} +- {report['kid_std']:.5f}"
     if not report["standard_weights"]:
-        text += f"  [{report['weights']['kind']} weights: not comparable to published FID]"
+        text += f"  [{report['weights']['kind']} weights: {UNTRAINED_VERDICT}]"
+    frd = report.get("frd")
+    if frd:
+        text += f"  FRD {frd['mean']:.3f} +- {frd['std']:.3f} ({frd['version']}, n={frd['n_generated']} x "
+        text += f"{len(report['repeats'])}, real n={frd['n_real']})"
+        if frd["top_differences"]:
+            text += "; generated: " + ", ".join(describe_difference(e) for e in frd["top_differences"][:2])
     return text

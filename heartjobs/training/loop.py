@@ -97,9 +97,9 @@ class Trainer:
         self.G.to(device)
         self.D.to(device)
         cuda = device.type == "cuda"
-        if cuda:  # TF32 tensor-core matmuls and convolutions (a spec switch; off = full float32)
-            torch.backends.cuda.matmul.allow_tf32 = t.tf32
-            torch.backends.cudnn.allow_tf32 = t.tf32
+        if cuda:  # TF32 tensor cores: matmuls and convolutions, convolutions only, or neither (full float32)
+            torch.backends.cuda.matmul.allow_tf32 = t.tf32 is True
+            torch.backends.cudnn.allow_tf32 = t.tf32 in (True, "convolutions")
         # DCGAN's convolutions run faster in NHWC: on tensor cores, and with oneDNN on the CPU
         # (bench/bench_train.py measures it; docs/performance.md has the figures).
         self.channels_last = spec.model == "dcgan"
