@@ -120,6 +120,38 @@ def cmd_fid(args: argparse.Namespace) -> None:
     out.print(f"{args.run_dir} ({snapshot['file']}, epoch {snapshot['epoch']}): {summary_line(report)}", markup=False)
 
 
+def cmd_ladder(args: argparse.Namespace) -> None:
+    from heartjobs import atomic
+    from heartjobs.evaluation.ladder import parse_metrics, run_ladder
+    from heartjobs.plots import plot_ladder
+    from heartjobs.prepared import PreparedSet
+    from heartjobs.training.loop import resolve_device
+
+    metrics = parse_metrics(args.metrics)
+    prepared = PreparedSet.open(args.prepared)
+    ladder = run_ladder(
+        prepared,
+        metrics,
+        n=args.n,
+        seed=args.seed,
+        weights=args.weights,
+        dims=args.dims,
+        batch_size=args.batch_size,
+        device=resolve_device(args.device),
+    )
+    rows = [{"rung": r["name"], **{m: f"{r[m]:.4g}" for m in metrics}} for r in ladder["rungs"]]
+    rows.append({"rung": "spearman rho", **{m: f"{v['spearman']:.3f}" for m, v in ladder["verdicts"].items()}})
+    rows.append({"rung": "verdict", **{m: "passes" if v["passes"] else "FAILS" for m, v in ladder["verdicts"].items()}})
+    weights = ladder["protocol"].get("fid", ladder["protocol"].get("kid", {})).get("weights", {}).get("kind")
+    title = f"validity ladder: {args.prepared}, n={ladder['n']} per rung"
+    title += f", {weights} Inception" if weights else ""
+    _print_rows(title, ["rung", *metrics], rows)
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic.write_json(args.out / "ladder.json", ladder)
+    plot_ladder(ladder, args.out / "ladder.png")
+    out.print(f"wrote {args.out / 'ladder.json'} and {args.out / 'ladder.png'} ({ladder['seconds']:.0f} s)")
+
+
 def cmd_sweep(args: argparse.Namespace) -> None:
     from heartjobs.sweep import write_jobs
 
@@ -130,13 +162,17 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 
 
 def _valid_specs(paths: list[Path]) -> tuple[list[tuple[Path, object]], int]:
-    """Validate every spec and report each bad one on its own line; (the good ones, how many were bad)."""
+    """Validate every spec, and that its evaluation can run here, and report each bad one on its own line;
+    (the good ones, how many were bad)."""
+    from heartjobs.evaluation.preflight import check_measurable
     from heartjobs.spec import load_spec
 
     good, bad = [], 0
     for path in paths:
         try:
-            good.append((path, load_spec(path)))
+            spec = load_spec(path)
+            check_measurable(spec, path)
+            good.append((path, spec))
         except HeartjobsError as exc:
             bad += 1
             _print_error(exc)
@@ -438,6 +474,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", choices=("auto", "cpu", "cuda"))
     p.set_defaults(func=cmd_fid)
+
+    p = commands.add_parser(
+        "ladder", help="check that FID, KID and FRD rank image sets of known, decreasing quality in order"
+    )
+    p.add_argument("prepared", type=Path, help="a prepared set, e.g. data/prepared/phantom64")
+    p.add_argument("--metrics", default="fid,kid,frd", help="comma-separated: fid, kid, frd (default all)")
+    p.add_argument("--n", type=_positive_int, default=100, help="images per rung (default 100; at most half the set)")
+    p.add_argument("--out", type=Path, default=Path("ladder"), help="folder for ladder.json and ladder.png")
+    p.add_argument("--weights", default="standard", help="FID/KID Inception: standard | untrained | a path")
+    p.add_argument("--dims", type=int, choices=(64, 192, 768, 2048), default=2048)
+    p.add_argument("--batch-size", type=_positive_int, default=50)
+    p.add_argument("--seed", type=int, default=0, help="which half is the reference, and the degradations")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.set_defaults(func=cmd_ladder)
 
     p = commands.add_parser("sweep", help="expand a sweep file into job spec files")
     p.add_argument("file", type=Path, help="sweep file, e.g. jobs/thesis.sweep.toml")

@@ -21,6 +21,7 @@ from heartjobs import atomic, procs
 from heartjobs.checkpoint import list_checkpoints, load_checkpoint, load_snapshot, save_checkpoint, save_generator
 from heartjobs.errors import HeartjobsError, one_line
 from heartjobs.evaluation.inception import measure
+from heartjobs.evaluation.preflight import check_measurable
 from heartjobs.evaluation.records import evaluation_record, summary_line, write_record
 from heartjobs.grids import save_grid
 from heartjobs.plots import plot_losses
@@ -85,6 +86,7 @@ def _write_result(path: Path | None, outcome: dict, state: str, error: str | Non
 
 def _run(spec_path: Path, resume: bool, outcome: dict) -> Path:
     spec = load_spec(spec_path)
+    check_measurable(spec, spec_path)  # fail now, not after hours of training
     t = spec.train
     device = resolve_device(t.device)
     run = _open_run(spec, spec_path, resume, device)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from heartjobs import atomic, procs
 from heartjobs.errors import HeartjobsError, one_line
+from heartjobs.evaluation.preflight import check_measurable
 from heartjobs.progress import console
 from heartjobs.rundir import RunDir, finished_version, versions
 from heartjobs.spec import load_spec, parse_spec
@@ -245,7 +246,10 @@ class Worker:
 
     def _execute(self, entry: Entry) -> tuple[str, dict]:
         try:
-            done_before = None if self.force else finished_version(load_spec(entry.path))
+            spec = load_spec(entry.path)
+            done_before = None if self.force else finished_version(spec)
+            if done_before is None:
+                check_measurable(spec, entry.path)  # before the job starts, not after it trained
         except HeartjobsError as exc:
             return "failed", {"error": str(exc), "exit_code": 2}
         if done_before is not None:

@@ -31,3 +31,32 @@ def plot_losses(history: list[dict], path: Path, title: str) -> None:
     fig.savefig(buf, format="png")
     plt.close(fig)
     atomic.write_bytes(Path(path), buf.getvalue())
+
+
+def plot_ladder(ladder: dict, path: Path) -> None:
+    """Each metric's value per rung of the validity ladder, scaled to its own 0..1 range so that all fit
+    one axis; a metric that passes rises from left to right. Saved atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rungs = [r["name"] for r in ladder["rungs"]]
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    for metric in ladder["metrics"]:
+        series = [r[metric] for r in ladder["rungs"]]
+        low, high = min(series), max(series)
+        scaled = [(v - low) / (high - low) if high > low else 0.0 for v in series]
+        verdict = ladder["verdicts"][metric]
+        label = f"{metric} (rho {verdict['spearman']:.2f}, {'passes' if verdict['passes'] else 'FAILS'})"
+        ax.plot(range(len(rungs)), scaled, marker="o", label=label)
+    ax.set_xticks(range(len(rungs)), rungs, rotation=30, ha="right")
+    ax.set_ylabel("value, scaled to the metric's range")
+    ax.set_title(f"validity ladder: {Path(ladder['prepared']).name}, n={ladder['n']} per rung")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    atomic.write_bytes(Path(path), buf.getvalue())

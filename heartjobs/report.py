@@ -2,7 +2,10 @@
 
 It only reads artifacts. It writes summary.md, summary.csv and summary.json into the artifacts folder,
 plus two figures: each model's best sample grid next to the real grid (the thesis' Figure 2), and FID
-against each varied hyperparameter per model.
+and FRD against each varied hyperparameter per model. A run stands beside a Table 1 value only when it
+was measured and trained as the thesis was (THESIS_PROTOCOL); otherwise its `protocol` cell names what
+differs. "Best" follows FID only where every run used the standard Inception weights, else FRD, which
+passes the validity ladder (heartjobs ladder) where FID on other weights fails it.
 """
 
 from __future__ import annotations
@@ -41,13 +44,34 @@ THESIS_TABLE1: dict[tuple[str, str], tuple[float, float]] = {
     ("dcgan", "bsize = 32"): (370.87, 0.74),
 }
 THESIS_KEYS = ("lr", "latent_dim", "batch_size")
-# Values that don't name a configuration: how a run is bookkept, where it ran, and the optimizer (which
-# the model's defaults fix).
-_NOT_CONFIGURATION = {*BOOKKEEPING_KEYS, "device", "optimizer"}
+# How the thesis trained and measured every Table 1 value: pytorch-fid's standard weights, 3 x 3000
+# generated images (each stretched to its own min..max by save_image(normalize=True)) against the whole
+# real set, 2048-d, after 200 epochs under PyTorch's default precision of its time (TF32 convolutions,
+# FP32 matmuls). "whole" is checked against the run's own prepared set.
+THESIS_PROTOCOL: dict = {
+    "standard_weights": True,
+    "n_generated": 3000,
+    "repeats": 3,
+    "dims": 2048,
+    "normalize": "per_image_minmax",
+    "n_real": "whole",
+    "epochs": 200,
+    "tf32": "convolutions",
+    "bf16": False,
+}
+# Speed and precision switches: part of the protocol, not of a configuration's name.
+PRECISION_KEYS = ("tf32", "compile", "bf16")
+# Values that don't name a configuration: how a run is bookkept, where it ran, the optimizer (which the
+# model's defaults fix), and the precision switches.
+_NOT_CONFIGURATION = {*BOOKKEEPING_KEYS, "device", "optimizer", *PRECISION_KEYS}
 COLUMNS = [
-    "job", "model", "configuration", "state", "fid_mean", "fid_std", "kid_mean", "epochs",
-    "train_seconds", "images_per_s", "standard_weights", "n_generated", "thesis_fid", "thesis_fid_std", "run_dir",
+    "job", "model", "configuration", "state", "fid_mean", "fid_std", "kid_mean", "frd_mean", "frd_std", "epochs",
+    "train_seconds", "images_per_s", "standard_weights", "n_generated", "protocol", "thesis_fid", "thesis_fid_std",
+    "run_dir",
 ]  # fmt: skip
+# summary.json's rows also carry each run's protocol values (THESIS_PROTOCOL's keys); the CSV leaves them out.
+ROW_KEYS = [*COLUMNS, "protocol_values"]
+FAILS_LADDER_MARK = "†"
 
 
 def differences(model: str, train: dict) -> dict:
@@ -73,8 +97,34 @@ def label(changes: dict) -> str:
     return ", ".join(f"{ABBREVIATIONS.get(k, k)} = {format_value(v)}" for k, v in changes.items())
 
 
+def measured_protocol(spec: dict, fid: dict | None) -> dict:
+    """The values THESIS_PROTOCOL names, as this run was trained and measured (None: not measured)."""
+    train = spec.get("train", {})
+    protocol = {key: train.get(key) for key in ("epochs", "tf32", "bf16")}
+    if fid:
+        whole = fid["n_real"] == spec.get("data", {}).get("count")
+        protocol |= {
+            "standard_weights": fid["standard_weights"],
+            "n_generated": fid["n_generated"],
+            "repeats": len(fid["repeats"]),
+            "dims": fid["dims"],
+            "normalize": fid["normalize"],
+            "n_real": "whole" if whole else fid["n_real"],
+        }
+    return protocol
+
+
+def protocol_differences(protocol: dict) -> list[str]:
+    """What differs from the thesis' protocol: "normalize=fixed", "epochs=3", "not measured"."""
+    if "dims" not in protocol:
+        return ["not measured"]
+    return [
+        f"{key}={format_value(protocol[key])}" for key, value in THESIS_PROTOCOL.items() if protocol.get(key) != value
+    ]
+
+
 def _row(job: str, run_dir: Path | None) -> dict:
-    row = dict.fromkeys(COLUMNS)
+    row = dict.fromkeys(ROW_KEYS)
     row["job"] = job
     if run_dir is None:
         row["state"] = "missing"
@@ -83,19 +133,23 @@ def _row(job: str, run_dir: Path | None) -> dict:
     spec = run.spec_dict()
     model, train = spec.get("model"), spec.get("train", {})
     row.update(run_dir=str(run_dir), model=model, state=run.status().get("state", "unknown"))
+    fid = run.fid_report()
+    protocol = measured_protocol(spec, fid)
+    differing = protocol_differences(protocol)
+    row["protocol"] = "thesis" if not differing else "differs: " + ", ".join(differing)
+    row["protocol_values"] = protocol
     if model in THESIS_DEFAULTS:
         changes = differences(model, train)
         row["configuration"] = label(changes)
-        # Only a run of the thesis' own configuration (200 epochs, one thesis hyperparameter) compares.
+        # Only a run of the thesis' own configuration and protocol stands beside its Table 1 value.
         thesis = THESIS_TABLE1.get((model, row["configuration"])) if set(changes) <= set(THESIS_KEYS) else None
-        if thesis:
+        if thesis and not differing:
             row["thesis_fid"], row["thesis_fid_std"] = thesis
     losses = run.losses()
     if losses:
         row["epochs"] = losses[-1]["epoch"]
         row["train_seconds"] = round(sum(e["seconds"] for e in losses), 2)
         row["images_per_s"] = round(sum(e["images_per_s"] for e in losses) / len(losses), 1)
-    fid = run.fid_report()
     if fid:
         row.update(
             fid_mean=round(fid["fid_mean"], 3),
@@ -104,6 +158,8 @@ def _row(job: str, run_dir: Path | None) -> dict:
             standard_weights=fid["standard_weights"],
             n_generated=fid["n_generated"],
         )
+        if fid.get("frd"):
+            row.update(frd_mean=round(fid["frd"]["mean"], 3), frd_std=round(fid["frd"]["std"], 3))
     return row
 
 
@@ -119,24 +175,28 @@ def collect(root: Path, expected: list[str] | None = None) -> list[dict]:
     return rows
 
 
-def _fmt_fid(mean, std) -> str:
+def _fmt_mean(mean, std) -> str:
     return "-" if mean is None else f"{mean:.2f} ± {std:.2f}"
 
 
 HEADER = [
-    "job", "model", "configuration", "state", "FID", "KID", "epochs", "train s", "img/s", "standard weights",
-    "thesis FID",
+    "job", "model", "configuration", "state", "FID", "KID", "FRD", "epochs", "train s", "img/s", "standard weights",
+    "protocol", "thesis FID",
 ]  # fmt: skip
 
 
 def cells(row: dict) -> list[str]:
-    """One row of the summary table as text, in HEADER's order."""
+    """One row of the summary table as text, in HEADER's order. FID and KID on weights other than the
+    standard file carry FAILS_LADDER_MARK: they fail the validity ladder."""
     r = row
+    mark = f" {FAILS_LADDER_MARK}" if r["standard_weights"] is False else ""
+    kid = "-" if r["kid_mean"] is None else f"{r['kid_mean']:.4f}{mark}"
+    fid = _fmt_mean(r["fid_mean"], r["fid_std"]) + (mark if r["fid_mean"] is not None else "")
     values = [
-        r["job"], r["model"] or "-", r["configuration"] or "-", r["state"], _fmt_fid(r["fid_mean"], r["fid_std"]),
-        "-" if r["kid_mean"] is None else f"{r['kid_mean']:.4f}", r["epochs"] or "-", r["train_seconds"] or "-",
-        r["images_per_s"] or "-", {True: "yes", False: "no", None: "-"}[r["standard_weights"]],
-        _fmt_fid(r["thesis_fid"], r["thesis_fid_std"]),
+        r["job"], r["model"] or "-", r["configuration"] or "-", r["state"], fid, kid,
+        _fmt_mean(r["frd_mean"], r["frd_std"]), r["epochs"] or "-", r["train_seconds"] or "-",
+        r["images_per_s"] or "-", {True: "yes", False: "no", None: "-"}[r["standard_weights"]], r["protocol"] or "-",
+        _fmt_mean(r["thesis_fid"], r["thesis_fid_std"]),
     ]  # fmt: skip
     return [str(v) for v in values]
 
@@ -147,47 +207,62 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def ranking_metric(rows: list[dict]) -> str:
+    """What "best" follows: FID where every measured run used the standard weights, else FRD (where the
+    runs have it; FID otherwise, marked as failing the ladder)."""
+    measured = [r for r in rows if r["fid_mean"] is not None]
+    if all(r["standard_weights"] for r in measured):
+        return "fid"
+    return "frd" if all(r["frd_mean"] is not None for r in measured) else "fid"
+
+
 def write_report(root: Path, expected: list[str] | None = None) -> tuple[list[dict], list[Path]]:
     """Write summary.md/.csv/.json and the figures into `root`; returns the rows and the files written."""
     root = Path(root)
     rows = collect(root, expected)
+    metric = ranking_metric(rows)
     written = [root / "summary.md", root / "summary.csv", root / "summary.json"]
     note = (
-        "FID: mean ± std over repeats. Rows whose weights are not standard used an untrained Inception: "
-        "their FID is not comparable to the thesis' values.\n\n"
+        "FID, KID, FRD: mean ± std over repeats. FRD: Fréchet Radiomics Distance (frd-score v1, log scale). "
+        f"{FAILS_LADDER_MARK}: Inception weights other than the standard file; such FID and KID fail the validity "
+        "ladder (`heartjobs ladder`) and are not comparable to the thesis' values. A thesis FID stands beside a "
+        "run only when its protocol (weights, n, repeats, dims, normalize, real set, epochs, precision) is the "
+        f"thesis'; `protocol` names what differs. Best runs (figures) by {metric.upper()}.\n\n"
     )
     atomic.write_bytes(written[0], ("# heartjobs summary\n\n" + note + markdown(rows)).encode())
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS)
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
     atomic.write_bytes(written[1], buf.getvalue().encode())
-    atomic.write_json(written[2], {"rows": rows})
-    written += _figures(root, rows)
+    atomic.write_json(
+        written[2], {"rows": rows, "thesis_protocol": THESIS_PROTOCOL, "best_by": metric, "note": note.strip()}
+    )
+    written += _figures(root, rows, metric)
     return rows, written
 
 
-def _figures(root: Path, rows: list[dict]) -> list[Path]:
+def _figures(root: Path, rows: list[dict], metric: str) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
     measured = [r for r in rows if r["fid_mean"] is not None]
     made = [
-        _best_grids(root / "report_best_grids.png", measured),
-        _fid_vs_hyperparameters(root / "report_fid_vs_hyperparameters.png", measured),
+        _best_grids(root / "report_best_grids.png", measured, metric),
+        _metrics_vs_hyperparameters(root / "report_fid_vs_hyperparameters.png", measured),
     ]
     return [path for path in made if path is not None]
 
 
-def _best_grids(path: Path, measured: list[dict]) -> Path | None:
-    """Each model's best (lowest-FID) run: its last sample grid beside the real grid (the thesis'
-    Figure 2)."""
+def _best_grids(path: Path, measured: list[dict], metric: str) -> Path | None:
+    """Each model's best run by `metric` (lowest mean): its last sample grid beside the real grid (the
+    thesis' Figure 2)."""
     import matplotlib.pyplot as plt
     from PIL import Image
 
     best: dict[str, dict] = {}
     for r in measured:
-        if r["model"] not in best or r["fid_mean"] < best[r["model"]]["fid_mean"]:
+        if r["model"] not in best or r[f"{metric}_mean"] < best[r["model"]][f"{metric}_mean"]:
             best[r["model"]] = r
     if not best:
         return None
@@ -195,7 +270,7 @@ def _best_grids(path: Path, measured: list[dict]) -> Path | None:
     for ax_row, (model, r) in zip(axes, sorted(best.items()), strict=True):
         run = RunDir(r["run_dir"])
         samples = run.sample_grids()
-        title = f"{model} best: {r['configuration']}, FID {r['fid_mean']:.1f}"
+        title = f"{model} best by {metric.upper()}: {r['configuration']}, {metric.upper()} {r[f'{metric}_mean']:.2f}"
         for ax, image, text in (
             (ax_row[0], samples[-1] if samples else None, title),
             (ax_row[1], run / RunDir.REAL_GRID, "real"),
@@ -210,34 +285,45 @@ def _best_grids(path: Path, measured: list[dict]) -> Path | None:
     return path
 
 
-def _fid_vs_hyperparameters(path: Path, measured: list[dict]) -> Path | None:
-    """Per model, FID against each thesis hyperparameter, over the runs that differ from the defaults
-    in that one alone."""
+def _metrics_vs_hyperparameters(path: Path, measured: list[dict]) -> Path | None:
+    """Per model and thesis hyperparameter, FID (top) and FRD (bottom) against its value, over the runs
+    that differ from the defaults in that one alone and were trained for the same number of epochs (one
+    line per epoch count)."""
     import matplotlib.pyplot as plt
 
     panels = []
     for model in sorted({r["model"] for r in measured}):
         runs = [r for r in measured if r["model"] == model]
         for key in THESIS_KEYS:
-            points = []
+            series: dict[int, list] = {}
             for r in runs:
                 train = RunDir(r["run_dir"]).spec_dict().get("train", {})
                 if set(differences(model, train)) <= {key, "epochs"}:
-                    points.append((train[key], r["fid_mean"], r["fid_std"]))
-            if len(points) > 1:
-                panels.append((model, key, sorted(points)))
+                    series.setdefault(train.get("epochs"), []).append((train[key], r))
+            series = {e: sorted(points, key=lambda p: p[0]) for e, points in series.items() if len(points) > 1}
+            if series:
+                panels.append((model, key, series))
     if not panels:
         return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3), squeeze=False)
-    for ax, (model, key, points) in zip(axes[0], panels, strict=True):
-        xs, ys, es = zip(*points, strict=True)
-        ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3)
-        if key == "lr":
-            ax.set_xscale("log")
-        ax.set_title(f"{model}: FID vs {ABBREVIATIONS[key]}", fontsize=9)
-        ax.set_xlabel(key)
-        ax.set_ylabel("FID")
-        ax.grid(alpha=0.3)
+    metrics = [m for m in ("fid", "frd") if any(r[f"{m}_mean"] is not None for r in measured)]
+    fig, axes = plt.subplots(len(metrics), len(panels), figsize=(3.2 * len(panels), 3 * len(metrics)), squeeze=False)
+    for column, (model, key, series) in enumerate(panels):
+        for row, metric in enumerate(metrics):
+            ax = axes[row][column]
+            for epochs, points in sorted(series.items()):
+                points = [(x, r) for x, r in points if r[f"{metric}_mean"] is not None]
+                if points:
+                    xs = [x for x, _ in points]
+                    ys = [r[f"{metric}_mean"] for _, r in points]
+                    es = [r[f"{metric}_std"] for _, r in points]
+                    ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=f"{epochs} epochs")
+            if key == "lr":
+                ax.set_xscale("log")
+            ax.set_title(f"{model}: {metric.upper()} vs {ABBREVIATIONS[key]}", fontsize=9)
+            ax.set_xlabel(key)
+            ax.set_ylabel(metric.upper())
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
     fig.tight_layout()
     _save(fig, path)
     plt.close(fig)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from heartjobs.report import COLUMNS, collect, differences, label, markdown, write_report
+from heartjobs.report import COLUMNS, ROW_KEYS, collect, differences, label, markdown, write_report
 from heartjobs.spec import load_spec
 
 from .conftest import run_cli, write_spec
@@ -28,6 +28,7 @@ def specs(tmp_path, prepared32):
     folder.mkdir()
 
     def resolved(name: str, model: str, **train) -> dict:
+        train.setdefault("tf32", "convolutions")  # the thesis' precision, as jobs/thesis.sweep.toml sets it
         spec = load_spec(write_spec(folder, name, model, prepared32, **train))
         return {"spec_hash": spec.spec_hash, "spec": spec.model_dump(mode="json")}
 
@@ -39,9 +40,11 @@ def _png(path: Path, shade: int) -> None:
     Image.fromarray(np.full((16, 16), shade, dtype=np.uint8), mode="L").save(path)
 
 
-def _fid_report(run: Path, record: dict, fids: list[float], epochs: int) -> dict:
-    """fid.json as heartjobs writes it: the measurement (evaluation.inception.measure) with what it measured."""
+def _fid_report(run: Path, record: dict, fids: list[float], epochs: int, **protocol) -> dict:
+    """fid.json as heartjobs writes it: the measurement (evaluation.inception.measure) with what it measured,
+    by default under the thesis' protocol (`protocol` overrides its values); FRD is 5 + FID / 100."""
     kids = [0.2 + f / 10_000 for f in fids]
+    frds = [5 + f / 100 for f in fids]
     return {
         "metric": "fid",
         "run": str(run),
@@ -51,13 +54,13 @@ def _fid_report(run: Path, record: dict, fids: list[float], epochs: int) -> dict
         "fid_mean": float(np.mean(fids)),
         "fid_std": float(np.std(fids)),
         "repeats": [
-            {"repeat": r, "seed": r, "fid": fid, "kid": kid, "kid_subset_std": 0.01}
-            for r, (fid, kid) in enumerate(zip(fids, kids, strict=True))
+            {"repeat": r, "seed": r, "fid": fid, "kid": kid, "kid_subset_std": 0.01, "frd": frd}
+            for r, (fid, kid, frd) in enumerate(zip(fids, kids, frds, strict=True))
         ],
         "n_generated": 3000,
-        "n_real": 12,
+        "n_real": record["spec"]["data"]["count"],  # the whole prepared set
         "dims": 2048,
-        "normalize": "fixed",
+        "normalize": "per_image_minmax",
         "batch_size": 100,
         "weights": {"kind": "standard", "path": "/cache/pt_inception.pth", "sha256": "6726825d0af5", "standard": True},
         "standard_weights": True,
@@ -67,13 +70,20 @@ def _fid_report(run: Path, record: dict, fids: list[float], epochs: int) -> dict
         "warnings": [],
         "kid_mean": float(np.mean(kids)),
         "kid_std": float(np.std(kids)),
+        "frd": {"mean": float(np.mean(frds)), "std": float(np.std(frds)), "version": "v1", "n_generated": 1000},
         "seconds": 41.5,
         "time": "2026-01-02T03:04:05+00:00",
-    }
+    } | protocol
 
 
 def _run(
-    artifacts: Path, record: dict, *, version: int = 1, state: str = "done", fids: list[float] | None = None
+    artifacts: Path,
+    record: dict,
+    *,
+    version: int = 1,
+    state: str = "done",
+    fids: list[float] | None = None,
+    **protocol,
 ) -> Path:
     """A run folder artifacts/<job>/vNNNN of two epochs; measured (fid.json) when `fids` are given."""
     run = artifacts / record["spec"]["name"] / f"v{version:04d}"
@@ -98,7 +108,7 @@ def _run(
     _png(run / "samples" / "epoch_0002.png", 90)
     _png(run / "real.png", 200)
     if fids is not None:
-        (run / "fid.json").write_text(json.dumps(_fid_report(run, record, fids, 2)))
+        (run / "fid.json").write_text(json.dumps(_fid_report(run, record, fids, 2, **protocol)))
     return run
 
 
@@ -136,7 +146,8 @@ def test_a_run_of_a_thesis_configuration_gets_its_table1_fid(tmp_path, specs):
     assert record["spec"]["train"]["epochs"] == 200  # the thesis' epochs, by default
     run = _run(tmp_path / "artifacts", record, fids=[230.0, 231.5, 229.0])
     [row] = collect(tmp_path / "artifacts")
-    assert list(row) == COLUMNS
+    assert list(row) == ROW_KEYS
+    assert row["protocol"] == "thesis"
     assert row["job"] == "dcgan_lr0.0001" and row["model"] == "dcgan" and row["state"] == "done"
     assert row["configuration"] == "lr = 0.0001"
     assert (row["thesis_fid"], row["thesis_fid_std"]) == (219.83, 0.63)
@@ -153,7 +164,9 @@ def test_runs_off_the_thesis_configurations_get_no_thesis_value(tmp_path, specs)
     _run(artifacts, specs("two_keys", "dcgan", lr=0.0001, batch_size=16), fids=[250.0])
     _run(artifacts, specs("more_epochs", "dcgan", lr=0.0001, epochs=50), fids=[250.0])
     _run(artifacts, specs("other_seed", "dcgan", lr=0.0001, seed=3), fids=[250.0])
-    _run(artifacts, specs("wgan_ldim200", "wgan", latent_dim=200), fids=[250.0])  # the control: it does compare
+    _run(
+        artifacts, specs("wgan_ldim200", "wgan", latent_dim=200), fids=[250.0, 251.0, 249.0]
+    )  # the control: it does compare
     rows = _by_job(collect(artifacts))
     assert rows["two_keys"]["configuration"] == "bsize = 16, lr = 0.0001"
     assert rows["more_epochs"]["configuration"] == "epochs = 50, lr = 0.0001"
@@ -171,7 +184,7 @@ def test_a_job_expected_but_never_run_shows_as_missing(tmp_path, specs):
     assert [r["job"] for r in rows] == ["wgan_default", "gan_default"]  # the expected order
     missing = rows[0]
     assert missing["state"] == "missing"
-    assert all(missing[c] is None for c in COLUMNS if c not in ("job", "state"))
+    assert all(missing[c] is None for c in ROW_KEYS if c not in ("job", "state"))
     assert "| wgan_default | - | - | missing | - | - |" in markdown(rows)
     # an artifacts folder that isn't there yet: every expected job is missing
     assert [r["state"] for r in collect(tmp_path / "nowhere", expected=["a", "b"])] == ["missing", "missing"]
@@ -184,15 +197,15 @@ def test_a_failed_run_shows_failed_with_no_fid(tmp_path, specs):
     assert row["state"] == "failed" and row["configuration"] == "lr = 0.0004"
     assert row["fid_mean"] is row["fid_std"] is row["kid_mean"] is row["standard_weights"] is None
     assert row["epochs"] == 1  # how far it got
-    assert row["thesis_fid"] == 259.44  # what it would have been compared with
+    assert row["thesis_fid"] is None and row["protocol"] == "differs: not measured"
     line = next(line for line in markdown([row]).splitlines() if "gan_lr0.0004" in line)
-    assert "| failed | - | - | 1 |" in line and line.endswith("| 259.44 ± 0.28 |")
+    assert "| failed | - | - | - | 1 |" in line and line.endswith("| differs: not measured | - |")
 
 
 def test_the_newest_version_of_a_job_is_the_one_reported(tmp_path, specs):
     artifacts = tmp_path / "artifacts"
     _run(artifacts, specs("dcgan_default", "dcgan"), version=1, fids=[300.0])
-    newest = _run(artifacts, specs("dcgan_default", "dcgan", batch_size=16), version=2, fids=[212.0])
+    newest = _run(artifacts, specs("dcgan_default", "dcgan", batch_size=16), version=2, fids=[212.0, 212.0, 212.0])
     [row] = collect(artifacts)
     assert row["run_dir"] == str(newest)
     assert row["fid_mean"] == 212.0
@@ -209,7 +222,9 @@ def test_write_report_writes_summaries_that_agree_with_the_rows(tmp_path, specs)
     assert rows == collect(artifacts, expected)
     assert [r["job"] for r in rows] == expected
     assert written[:3] == [artifacts / "summary.md", artifacts / "summary.csv", artifacts / "summary.json"]
-    assert json.loads((artifacts / "summary.json").read_text()) == {"rows": rows}
+    summary = json.loads((artifacts / "summary.json").read_text())
+    assert summary["rows"] == rows and summary["best_by"] == "fid"
+    assert summary["rows"][1]["protocol_values"] == summary["thesis_protocol"]  # every row carries its protocol
     with open(artifacts / "summary.csv", newline="") as f:
         reader = csv.DictReader(f)
         table = list(reader)
@@ -221,6 +236,7 @@ def test_write_report_writes_summaries_that_agree_with_the_rows(tmp_path, specs)
     md = (artifacts / "summary.md").read_text()
     assert md.startswith("# heartjobs summary") and md.endswith(markdown(rows))
     assert "| gan_default | gan | default | done | 269.00 ± 0.82 |" in md
+    assert "| thesis | 269.07 ± 1.06 |" in md
 
 
 def test_the_figures_are_written_when_runs_vary_one_hyperparameter(tmp_path, specs):
@@ -264,3 +280,41 @@ def test_report_cli_prints_the_table_with_every_job(tmp_path, specs):
     assert "| gan_bsize32 | - | - | missing |" in result.stdout
     for name in ("summary.md", "summary.csv", "summary.json", *FIGURES):
         assert f"wrote {artifacts / name}" in result.stdout
+
+
+def test_a_run_measured_or_trained_off_the_thesis_protocol_names_what_differs_and_gets_no_thesis_value(tmp_path, specs):
+    artifacts = tmp_path / "artifacts"
+    _run(artifacts, specs("fixed", "dcgan", lr=0.0001), fids=[230.0] * 3, normalize="fixed")
+    _run(artifacts, specs("fast", "dcgan", lr=0.0004, tf32=True), fids=[240.0] * 3)
+    _run(artifacts, specs("small", "gan", lr=0.0001), fids=[250.0] * 3, n_generated=200, dims=192, n_real=5)
+    _run(artifacts, specs("thesis", "wgan", latent_dim=200), fids=[250.0] * 3)  # the control
+    rows = _by_job(collect(artifacts))
+    assert rows["fixed"]["protocol"] == "differs: normalize=fixed"
+    assert rows["fast"]["protocol"] == "differs: tf32=True"
+    assert rows["small"]["protocol"] == "differs: n_generated=200, dims=192, n_real=5"
+    assert rows["thesis"]["protocol"] == "thesis" and rows["thesis"]["thesis_fid"] == 253.06
+    for job in ("fixed", "fast", "small"):
+        assert rows[job]["thesis_fid"] is None, job
+    # precision is protocol, not configuration: the configuration keeps its Table 1 name
+    assert rows["fast"]["configuration"] == "lr = 0.0004"
+
+
+def test_untrained_weights_mark_fid_and_kid_and_best_runs_follow_frd(tmp_path, specs):
+    artifacts = tmp_path / "artifacts"
+    untrained = {"kind": "untrained", "path": "/cache/untrained.pth", "sha256": "ab12", "standard": False}
+    # FID would pick the first, FRD (5 + FID / 100 here, plus a shift) the second
+    _run(artifacts, specs("low_fid", "gan", lr=0.0001), fids=[10.0] * 3, weights=untrained, standard_weights=False)
+    second = _run(
+        artifacts, specs("low_frd", "gan", lr=0.0004), fids=[20.0] * 3, weights=untrained, standard_weights=False
+    )
+    report = json.loads((second / "fid.json").read_text())
+    report["frd"]["mean"] = 1.0
+    (second / "fid.json").write_text(json.dumps(report))
+    rows, _ = write_report(artifacts)
+    by_job = _by_job(rows)
+    assert by_job["low_frd"]["frd_mean"] == 1.0 and by_job["low_fid"]["frd_mean"] == 5.1
+    line = next(line for line in markdown(rows).splitlines() if "low_fid" in line)
+    assert "| 10.00 ± 0.00 † |" in line and "differs: standard_weights=False" in line
+    summary = json.loads((artifacts / "summary.json").read_text())
+    assert summary["best_by"] == "frd"
+    assert "fail the validity ladder" in summary["note"] and "by FRD" in (artifacts / "summary.md").read_text()

@@ -1,0 +1,53 @@
+"""Can a spec's evaluation run on this machine? Checked before any training, so that a job never trains
+for hours and then finds out it cannot be measured: the Inception weights FID needs are here (or can be
+downloaded now), and frd-score with pyradiomics imports.
+"""
+
+from __future__ import annotations
+
+import urllib.request
+from pathlib import Path
+
+from heartjobs.errors import HeartjobsError
+from heartjobs.spec import ResolvedSpec
+
+from . import radiomics
+from .weights import HOW_TO_GET, resolve_weights
+
+REACH_TIMEOUT_S = 5.0
+LATER = "or set `[eval] fid = false` and measure later with `heartjobs fid RUN`"
+
+
+def _downloadable(url: str) -> str | None:
+    """None when the URL answers now; otherwise why not."""
+    try:
+        urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=REACH_TIMEOUT_S).close()
+    except Exception as exc:  # no network, DNS, proxy, HTTP error: all mean "not now"
+        return str(getattr(exc, "reason", exc))
+    return None
+
+
+def check_measurable(spec: ResolvedSpec, path: Path | str) -> None:
+    """Raise a one-line HeartjobsError naming the spec file and field when the evaluation at the end of
+    training could not run here. Nothing is checked when the spec measures nothing at the end."""
+    settings = spec.eval
+    if not settings.fid:
+        return
+    try:
+        resolve_weights(settings.weights, download=False)
+    except HeartjobsError as exc:
+        if settings.weights != "standard":
+            raise HeartjobsError(f"{path}: eval.weights: {exc}; {LATER}") from None
+        from pytorch_fid.inception import FID_WEIGHTS_URL
+
+        why = _downloadable(FID_WEIGHTS_URL)
+        if why is not None:
+            raise HeartjobsError(
+                f"{path}: eval.weights: the standard Inception file is not here and cannot be downloaded now "
+                f"({why}); {HOW_TO_GET}; {LATER}"
+            ) from None
+    if settings.frd:
+        try:
+            radiomics.check_available()
+        except HeartjobsError as exc:
+            raise HeartjobsError(f"{path}: eval.frd: {exc}") from None
