@@ -28,8 +28,12 @@ from heartjobs.spec import EvalSection
 
 from .conftest import run_cli, write_spec
 
-# Small but not singular: 160 real images, dims 64 (Inception's first block), untrained weights.
-EVAL = {"n_generated": 100, "repeats": 2, "dims": 64, "batch_size": 50, "weights": "untrained", "kid_subset_size": 50}
+# Small but not singular: 160 real images, dims 64 (Inception's first block), untrained weights. FRD has
+# tests of its own (test_frd.py).
+EVAL = {
+    "n_generated": 100, "repeats": 2, "dims": 64, "batch_size": 50, "weights": "untrained", "kid_subset_size": 50,
+    "frd": False,
+}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -170,22 +174,29 @@ def test_standard_weights_with_a_wrong_hash_are_refused(tmp_path, monkeypatch):
         resolve_weights("standard", download=False)
 
 
-@pytest.mark.slow
-def test_missing_weights_fail_the_run_clearly_and_keep_training_artifacts(tmp_path, prepared160):
+def test_a_job_whose_weights_are_missing_fails_before_training_with_the_fix(tmp_path, prepared160):
     spec = write_spec(tmp_path, "no_weights", "gan", prepared160, eval={"n_generated": 10}, epochs=1, device="cpu")
+    # a named file that is not there
     result = run_cli("run", spec, env={"HEARTJOBS_FID_WEIGHTS": str(tmp_path / "missing.pth")})
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    error = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(error) == 1 and "missing.pth: no such file" in error[0] and "heartjobs fid" in error[0]
-    run_dir = tmp_path / "artifacts" / "no_weights" / "v0001"
-    assert (run_dir / "generator.pt").is_file() and (run_dir / "checkpoints" / "epoch_0001.pt").is_file()
-    status = json.loads((run_dir / "status.json").read_text())
-    assert status["state"] == "failed" and "no such file" in status["error"]
-    # later, with weights: `heartjobs fid` measures the intact run
-    fixed = run_cli("fid", run_dir, "--weights", "untrained", "--dims", "64", "--n", "20", "--repeats", "1")
-    assert fixed.returncode == 0, fixed.stderr
-    assert "FID" in fixed.stdout and "untrained weights: not comparable" in fixed.stdout
-    assert "warning:" in fixed.stderr
+    [error] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert f"{spec}: eval.weights:" in error and "missing.pth: no such file" in error and "heartjobs fid" in error
+    # no file and no way to download it now (a proxy that refuses every connection): nothing trained
+    offline = {"TORCH_HOME": str(tmp_path / "empty_torch_home"), "https_proxy": "http://127.0.0.1:9"}
+    offline |= {"HTTPS_PROXY": "http://127.0.0.1:9", "no_proxy": "", "NO_PROXY": ""}
+    env = {k: v for k, v in os.environ.items() if k != "HEARTJOBS_FID_WEIGHTS"} | offline
+    result = subprocess.run(
+        [sys.executable, "-m", "heartjobs", "run", str(spec)], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    [error] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert "cannot be downloaded now" in error and "make fid-weights" in error and "fid = false" in error
+    assert not (tmp_path / "artifacts").exists()  # no run folder: nothing was trained
+    # validate says the same, for every spec it is given
+    validate = subprocess.run(
+        [sys.executable, "-m", "heartjobs", "validate", str(spec)], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert validate.returncode == 2 and "eval.weights" in validate.stderr
 
 
 def test_the_copied_fid_inception_agrees_with_pytorch_fids_own_at_the_pinned_version():

@@ -127,6 +127,7 @@ def test_a_running_version_is_not_resumed_twice(tmp_path, prepared32):
 @pytest.mark.slow
 def test_sigterm_during_fid_interrupts_and_resume_only_evaluates(tmp_path, prepared32):
     fid = {"n_generated": 200, "repeats": 4, "dims": 64, "batch_size": 50, "weights": "untrained", "kid": False}
+    fid["frd"] = False
     spec = write_spec(tmp_path, "fid_stop", "gan", prepared32, eval=fid, epochs=2, batch_size=4, device="cpu")
     run_dir = tmp_path / "artifacts" / "fid_stop" / "v0001"
     proc = _start(spec)

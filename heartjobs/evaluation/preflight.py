@@ -5,6 +5,7 @@ downloaded now), and frd-score with pyradiomics imports.
 
 from __future__ import annotations
 
+import os
 import urllib.request
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from heartjobs.errors import HeartjobsError
 from heartjobs.spec import ResolvedSpec
 
 from . import radiomics
-from .weights import HOW_TO_GET, resolve_weights
+from .weights import ENV_WEIGHTS, HOW_TO_GET, resolve_weights
 
 REACH_TIMEOUT_S = 5.0
 LATER = "or set `[eval] fid = false` and measure later with `heartjobs fid RUN`"
@@ -36,7 +37,7 @@ def check_measurable(spec: ResolvedSpec, path: Path | str) -> None:
     try:
         resolve_weights(settings.weights, download=False)
     except HeartjobsError as exc:
-        if settings.weights != "standard":
+        if settings.weights != "standard" or os.environ.get(ENV_WEIGHTS):  # a named file: nothing to download
             raise HeartjobsError(f"{path}: eval.weights: {exc}; {LATER}") from None
         from pytorch_fid.inception import FID_WEIGHTS_URL
 

@@ -1,0 +1,111 @@
+"""FRD with the real frd-score and pyradiomics: equal to frd-score's own CLI on the images heartjobs saved,
+the real features cached and reused, the differences named with their sign, and a missing install found
+before any training."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from heartjobs.data.prepare import PrepareParams, prepare
+from heartjobs.evaluation import radiomics
+from heartjobs.prepared import PreparedSet
+
+from .conftest import run_cli, write_spec
+
+
+@pytest.fixture(scope="module")
+def prepared64(tmp_path_factory, phantom_dir):
+    """The small phantom (12 slices) at 64 px."""
+    out = tmp_path_factory.mktemp("frd") / "phantom64"
+    prepare(phantom_dir, out, PrepareParams(size=64), workers=1)
+    return out
+
+
+def _cli_frd(real, generated) -> float:
+    result = subprocess.run(
+        [sys.executable, "-m", "frd_score", str(real), str(generated)], capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr
+    return float(re.search(r"FRD \(v1\): ([-0-9.eE+]+)", result.stdout).group(1))
+
+
+@pytest.mark.slow
+def test_frd_equals_frd_scores_cli_on_the_images_it_saved(tmp_path, prepared64):
+    spec = write_spec(tmp_path, "frd_gan", "gan", prepared64, epochs=1, device="cpu")
+    assert run_cli("run", spec).returncode == 0
+    run_dir = tmp_path / "artifacts" / "frd_gan" / "v0001"
+    saved = tmp_path / "saved"
+    args = ["--n", "24", "--repeats", "2", "--frd-n", "16", "--weights", "untrained", "--dims", "64"]
+    result = run_cli("fid", run_dir, *args, "--batch-size", "8", "--frd", "--save-images", saved)
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"FRD [0-9.]+ \+- [0-9.]+ \(v1, n=16 x 2, real n=12\); generated: (higher|lower) ", result.stdout)
+    record = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    frd = record["frd"]
+    assert (frd["n_generated"], frd["n_real"], frd["version"]) == (16, 12, "v1")
+    assert 300 < frd["features_used"] <= frd["features_extracted"]
+    assert len(frd["top_differences"]) == 10 and set(frd["versions"]) >= {"frd_score", "pyradiomics"}
+    # what was saved: the real set, every generated image of each repeat, and FRD's subset of them
+    assert len(list((saved / "real").glob("*.png"))) == 12
+    assert [len(list((saved / f"repeat_{r}").glob("*.png"))) for r in (0, 1)] == [24, 24]
+    assert [len(list((saved / f"repeat_{r}_frd").glob("*.png"))) for r in (0, 1)] == [16, 16]
+    assert f"python -m frd_score {saved}/real {saved}/repeat_0_frd" in (saved / "README.txt").read_text()
+    # the reference tool on those files gives each repeat's value
+    for r in (0, 1):
+        cli = _cli_frd(saved / "real", saved / f"repeat_{r}_frd")
+        assert record["repeats"][r]["frd"] == pytest.approx(cli, rel=1e-6)
+    assert record["repeats"][0]["frd"] != record["repeats"][1]["frd"]  # different seeds, different images
+    # an existing folder is refused before anything is measured
+    again = run_cli("fid", run_dir, *args, "--save-images", saved)
+    assert again.returncode == 2 and "exists and is not empty" in again.stderr
+
+
+def test_real_radiomic_features_are_cached_and_reused(prepared64):
+    prepared = PreparedSet.open(prepared64)
+    first = radiomics.real_features(prepared, 6, workers=1)
+    assert first.cached is False and first.features.values.shape[0] == 6
+    second = radiomics.real_features(prepared, 6, workers=1)
+    assert second.cached is True and second.path == first.path
+    assert second.features.names == first.features.names
+    np.testing.assert_array_equal(second.features.values, first.features.values)
+    # it really is the cache that answers: change it, and the change comes back
+    with np.load(first.path) as data:
+        arrays = dict(data)
+    np.savez(first.path, names=arrays["names"], values=arrays["values"] + 1.0)
+    np.testing.assert_array_equal(radiomics.real_features(prepared, 6).features.values, first.features.values + 1.0)
+    # another number of real images is another entry
+    assert radiomics.real_features(prepared, 5, workers=1).path != first.path
+
+
+def test_the_features_that_differ_most_are_named_with_their_direction(prepared64):
+    images = np.asarray(PreparedSet.open(prepared64).images)
+    real = radiomics.extract(images, "real", workers=1)
+    brighter = radiomics.extract(np.clip(images.astype(int) + 30, 0, 255).astype(np.uint8), "brighter", workers=1)
+    result = radiomics.frechet_radiomics_distance(real, brighter)
+    same = radiomics.frechet_radiomics_distance(real, real)
+    assert result.frd > same.frd
+    top = radiomics.top_differences([result], 3)
+    # pyradiomics z-scores each image (normalize: true), so the shift shows in the raw image mean
+    assert top[0]["feature"] == "diagnostics_Image-original_Mean" and top[0]["shift_sd"] > 5
+    assert radiomics.describe_difference(top[0]).startswith("higher diagnostics_Image-original_Mean (+")
+
+
+def test_a_job_without_frd_installed_fails_before_training(tmp_path, prepared64):
+    # a `radiomics` package that cannot be imported, ahead of the real one on the path
+    broken = tmp_path / "broken" / "radiomics"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text("raise ImportError('pyradiomics was not built')\n")
+    spec = write_spec(tmp_path, "no_frd", "gan", prepared64, eval={"weights": "untrained"}, epochs=1, device="cpu")
+    result = run_cli("run", spec, env={"PYTHONPATH": str(tmp_path / "broken")})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    [error] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert f"{spec}: eval.frd:" in error and "pyradiomics was not built" in error and "make install" in error
+    assert not (tmp_path / "artifacts").exists()  # nothing trained
+    # with FRD off, the same spec is fine on the same machine
+    spec = write_spec(tmp_path, "no_frd", "gan", prepared64, eval={"frd": False, "weights": "untrained"}, epochs=1)
+    assert run_cli("validate", spec, env={"PYTHONPATH": str(tmp_path / "broken")}).returncode == 0
