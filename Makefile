@@ -67,6 +67,7 @@ report: install ## summary tables and figures of everything in $(ARTIFACTS)
 bench: install ## benchmarks: each prints the ratio of two ways of doing the same work
 	$(BIN)/python bench/bench_ingest.py
 	$(BIN)/python bench/bench_fid.py
+	$(BIN)/python bench/bench_frd.py
 	$(BIN)/python bench/bench_train.py
 	$(BIN)/python bench/bench_flops.py
 

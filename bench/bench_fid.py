@@ -99,6 +99,7 @@ def main() -> None:
             weights=str(weights.path),
             normalize="per_image_minmax",
             kid=False,
+            frd=False,  # FID alone on both routes (bench_frd.py measures FRD)
         )
         start = time.perf_counter()
         report = evaluate_run(run_dir, settings, device="cpu")

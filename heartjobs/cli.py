@@ -53,6 +53,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     params = PrepareParams(
         size=args.size,
         every=args.every,
+        window=args.window,
         window_percentiles=tuple(args.window_percentiles) if args.window_percentiles else None,
         skip_bad=args.skip_bad,
         export_png=args.export_png,
@@ -123,6 +124,7 @@ def cmd_fid(args: argparse.Namespace) -> None:
 def cmd_ladder(args: argparse.Namespace) -> None:
     from heartjobs import atomic
     from heartjobs.evaluation.ladder import parse_metrics, run_ladder
+    from heartjobs.evaluation.verdicts import remember
     from heartjobs.plots import plot_ladder
     from heartjobs.prepared import PreparedSet
     from heartjobs.training.loop import resolve_device
@@ -149,6 +151,7 @@ def cmd_ladder(args: argparse.Namespace) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     atomic.write_json(args.out / "ladder.json", ladder)
     plot_ladder(ladder, args.out / "ladder.png")
+    remember(ladder, args.out / "ladder.json")  # later measurements on this set carry these verdicts
     out.print(f"wrote {args.out / 'ladder.json'} and {args.out / 'ladder.png'} ({ladder['seconds']:.0f} s)")
 
 
@@ -368,7 +371,6 @@ def cmd_show(args: argparse.Namespace) -> None:
 
 def _print_summary(path: Path, manifest: dict) -> None:
     window = manifest["window"]
-    pct = window["percentiles"]
     table = Table(title=f"prepared set {path}", show_header=False)
     table.add_row(
         "images",
@@ -381,17 +383,27 @@ def _print_summary(path: Path, manifest: dict) -> None:
         f"{manifest['source_shape'][0]}x{manifest['source_shape'][1]}, {window['source_bits']}-bit)",
     )
     table.add_row("every", str(manifest["parameters"]["every"]))
-    table.add_row(
-        "window",
-        f"{window['low']:.1f} .. {window['high']:.1f}"
-        + (f" (percentiles {pct[0]} / {pct[1]})" if pct else " (8-bit, as is)"),
-    )
+    table.add_row("window", _window_line(window))
+    if window.get("assumption"):  # sets made before the manifest said so lack it
+        table.add_row("assumption", window["assumption"])
     table.add_row("skipped", ", ".join(s["name"] for s in manifest["skipped"]) or "none")
     table.add_row("content hash", manifest["content_hash"][:16])
     table.add_row("contact sheet", str(path / "contact_sheet.png"))
     if manifest.get("png"):
         table.add_row("png", str(path / manifest["png"]))
     out.print(table)
+
+
+def _window_line(window: dict) -> str:
+    """The 16 -> 8 bit window's mode first, then its range (older manifests have no mode: inferred)."""
+    pct = window["percentiles"]
+    mode = window.get("mode") or ("percentiles" if pct else "none")
+    detail = {
+        "percentiles": f"percentiles {pct[0]} / {pct[1]}" if pct else "percentiles",
+        "full": f"full, the whole {window['source_bits']}-bit range",
+        "none": "none, 8-bit as is",
+    }.get(mode, mode)
+    return f"{detail}: {window['low']:.1f} .. {window['high']:.1f}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -422,6 +434,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="output folder, e.g. data/prepared/hipct")
     p.add_argument("--size", type=int, default=256, help="output width and height in px (default 256)")
     p.add_argument("--every", type=_positive_int, default=1, help="keep every K-th slice (default 1)")
+    p.add_argument(
+        "--window",
+        choices=("percentiles", "full"),
+        default="percentiles",
+        help="16 -> 8 bit conversion, an assumption (the thesis does not say): percentiles of a sample "
+        "(default) or full, the whole range (value / 257)",
+    )
     p.add_argument(
         "--window-percentiles",
         type=float,

@@ -4,8 +4,9 @@ It only reads artifacts. It writes summary.md, summary.csv and summary.json into
 plus two figures: each model's best sample grid next to the real grid (the thesis' Figure 2), and FID
 and FRD against each varied hyperparameter per model. A run stands beside a Table 1 value only when it
 was measured and trained as the thesis was (THESIS_PROTOCOL); otherwise its `protocol` cell names what
-differs. "Best" follows FID only where every run used the standard Inception weights, else FRD, which
-passes the validity ladder (heartjobs ladder) where FID on other weights fails it.
+differs. A value whose metric failed the validity ladder (`heartjobs ladder`, recorded in fid.json) is
+marked. "Best" follows FID only where every run used the standard Inception weights and FID never failed
+the ladder; otherwise FRD.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import io
 from pathlib import Path
 
 from heartjobs import atomic
+from heartjobs.evaluation.records import FAILS_LADDER, failed_ladder
 from heartjobs.rundir import RunDir, versions
 from heartjobs.spec import BOOKKEEPING_KEYS, COMMON_DEFAULTS, THESIS_DEFAULTS
 from heartjobs.sweep import ABBREVIATIONS, format_value
@@ -66,12 +68,12 @@ PRECISION_KEYS = ("tf32", "compile", "bf16")
 _NOT_CONFIGURATION = {*BOOKKEEPING_KEYS, "device", "optimizer", *PRECISION_KEYS}
 COLUMNS = [
     "job", "model", "configuration", "state", "fid_mean", "fid_std", "kid_mean", "frd_mean", "frd_std", "epochs",
-    "train_seconds", "images_per_s", "standard_weights", "n_generated", "protocol", "thesis_fid", "thesis_fid_std",
-    "run_dir",
+    "train_seconds", "images_per_s", "standard_weights", "n_generated", "ladder_fails", "protocol", "thesis_fid",
+    "thesis_fid_std", "run_dir",
 ]  # fmt: skip
 # summary.json's rows also carry each run's protocol values (THESIS_PROTOCOL's keys); the CSV leaves them out.
 ROW_KEYS = [*COLUMNS, "protocol_values"]
-FAILS_LADDER_MARK = "†"
+FAILS_LADDER_MARK = "†"  # after a value whose metric failed the validity ladder
 
 
 def differences(model: str, train: dict) -> dict:
@@ -160,6 +162,7 @@ def _row(job: str, run_dir: Path | None) -> dict:
         )
         if fid.get("frd"):
             row.update(frd_mean=round(fid["frd"]["mean"], 3), frd_std=round(fid["frd"]["std"], 3))
+        row["ladder_fails"] = ",".join(m for m in ("fid", "kid", "frd") if failed_ladder(fid, m)) or None
     return row
 
 
@@ -185,17 +188,25 @@ HEADER = [
 ]  # fmt: skip
 
 
+def _yes_no(value: bool | None) -> str:
+    return {True: "yes", False: "no", None: "-"}[value]
+
+
 def cells(row: dict) -> list[str]:
-    """One row of the summary table as text, in HEADER's order. FID and KID on weights other than the
-    standard file carry FAILS_LADDER_MARK: they fail the validity ladder."""
+    """One row of the summary table as text, in HEADER's order; a value whose metric failed the validity
+    ladder carries FAILS_LADDER_MARK."""
     r = row
-    mark = f" {FAILS_LADDER_MARK}" if r["standard_weights"] is False else ""
-    kid = "-" if r["kid_mean"] is None else f"{r['kid_mean']:.4f}{mark}"
-    fid = _fmt_mean(r["fid_mean"], r["fid_std"]) + (mark if r["fid_mean"] is not None else "")
+    failed = (r["ladder_fails"] or "").split(",")
+
+    def mark(metric: str) -> str:
+        return f" {FAILS_LADDER_MARK}" if metric in failed else ""
+
+    kid = "-" if r["kid_mean"] is None else f"{r['kid_mean']:.4f}{mark('kid')}"
+    fid = "-" if r["fid_mean"] is None else _fmt_mean(r["fid_mean"], r["fid_std"]) + mark("fid")
+    frd = "-" if r["frd_mean"] is None else _fmt_mean(r["frd_mean"], r["frd_std"]) + mark("frd")
     values = [
-        r["job"], r["model"] or "-", r["configuration"] or "-", r["state"], fid, kid,
-        _fmt_mean(r["frd_mean"], r["frd_std"]), r["epochs"] or "-", r["train_seconds"] or "-",
-        r["images_per_s"] or "-", {True: "yes", False: "no", None: "-"}[r["standard_weights"]], r["protocol"] or "-",
+        r["job"], r["model"] or "-", r["configuration"] or "-", r["state"], fid, kid, frd, r["epochs"] or "-",
+        r["train_seconds"] or "-", r["images_per_s"] or "-", _yes_no(r["standard_weights"]), r["protocol"] or "-",
         _fmt_mean(r["thesis_fid"], r["thesis_fid_std"]),
     ]  # fmt: skip
     return [str(v) for v in values]
@@ -208,10 +219,10 @@ def markdown(rows: list[dict]) -> str:
 
 
 def ranking_metric(rows: list[dict]) -> str:
-    """What "best" follows: FID where every measured run used the standard weights, else FRD (where the
-    runs have it; FID otherwise, marked as failing the ladder)."""
+    """What "best" follows: FID where every measured run used the standard weights and FID never failed
+    the validity ladder; else FRD, where every run has it (else FID still, marked in the table)."""
     measured = [r for r in rows if r["fid_mean"] is not None]
-    if all(r["standard_weights"] for r in measured):
+    if all(r["standard_weights"] and "fid" not in (r["ladder_fails"] or "") for r in measured):
         return "fid"
     return "frd" if all(r["frd_mean"] is not None for r in measured) else "fid"
 
@@ -224,10 +235,11 @@ def write_report(root: Path, expected: list[str] | None = None) -> tuple[list[di
     written = [root / "summary.md", root / "summary.csv", root / "summary.json"]
     note = (
         "FID, KID, FRD: mean ± std over repeats. FRD: Fréchet Radiomics Distance (frd-score v1, log scale). "
-        f"{FAILS_LADDER_MARK}: Inception weights other than the standard file; such FID and KID fail the validity "
-        "ladder (`heartjobs ladder`) and are not comparable to the thesis' values. A thesis FID stands beside a "
-        "run only when its protocol (weights, n, repeats, dims, normalize, real set, epochs, precision) is the "
-        f"thesis'; `protocol` names what differs. Best runs (figures) by {metric.upper()}.\n\n"
+        f"{FAILS_LADDER_MARK}: the metric {FAILS_LADDER} (`heartjobs ladder`) on this data and feature space. "
+        "`standard weights` no: an Inception other than pytorch-fid's file; such FID and KID are not comparable "
+        "to the thesis' values. A thesis FID stands beside a run only when its protocol (weights, n, repeats, "
+        "dims, normalize, real set, epochs, precision) is the thesis'; `protocol` names what differs. "
+        f"Best runs (figures) by {metric.upper()}.\n\n"
     )
     atomic.write_bytes(written[0], ("# heartjobs summary\n\n" + note + markdown(rows)).encode())
     buf = io.StringIO()

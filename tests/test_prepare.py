@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from heartjobs.data import slices
 from heartjobs.data.needs import needed_sets
 from heartjobs.data.prepare import PrepareParams, prepare
 from heartjobs.errors import HeartjobsError
@@ -112,6 +113,68 @@ def test_one_window_for_the_whole_stack(tmp_path):
     expected = [round((v - 1000) / 40000 * 255) for v in values]
     for image, value in zip(out, expected, strict=True):
         assert np.all(image == value)
+
+
+def test_window_full_is_value_over_257_of_the_same_decoded_slices(tmp_path, phantom_dir):
+    full, _ = prepare(phantom_dir, tmp_path / "full", PrepareParams(size=32, window="full"), workers=1)
+    images = np.load(tmp_path / "full" / "images.npy")
+    # the phantom's 128 px jp2 slices decode at 1/4 resolution straight to 32 px: whole 16-bit values
+    decoded = np.stack([slices.decode(phantom_dir / s["name"], 32) for s in full["sources"]]).astype(np.float64)
+    assert decoded.max() > 255  # 16-bit values, not already 8-bit
+    np.testing.assert_array_equal(images, np.rint(decoded / 257).astype(np.uint8))
+    window = full["window"]
+    assert window["mode"] == "full" and (window["low"], window["high"]) == (0, 65535)
+    assert window["percentiles"] is None and window["source_bits"] == 16
+    assert "thesis does not say" in window["assumption"] and "--window full" in window["assumption"]
+    assert full["parameters"]["window"] == "full"
+
+    default, _ = prepare(phantom_dir, tmp_path / "default", PrepareParams(size=32), workers=1)
+    assert default["window"]["mode"] == "percentiles" and "thesis does not say" in default["window"]["assumption"]
+    assert not np.array_equal(np.load(tmp_path / "default" / "images.npy"), images)
+
+
+def test_window_modes_are_different_sets_and_each_is_found_again(tmp_path, phantom_dir):
+    full_params = PrepareParams(size=32, window="full")
+    full, _ = prepare(phantom_dir, tmp_path / "full", full_params, workers=1)
+    default, _ = prepare(phantom_dir, tmp_path / "default", PrepareParams(size=32), workers=1)
+    assert full["content_hash"] != default["content_hash"]
+    assert full["request_key"] != default["request_key"]
+    again, made = prepare(phantom_dir, tmp_path / "full", full_params, workers=1)
+    assert not made and again == full
+    with pytest.raises(HeartjobsError, match="--force"):  # the other mode into the same folder
+        prepare(phantom_dir, tmp_path / "full", PrepareParams(size=32), workers=1)
+
+
+def test_window_none_for_eight_bit_data_with_no_assumption(tmp_path):
+    images = [np.full((16, 16), v, dtype=np.uint8) for v in (0, 77, 255)]
+    src = _write_pngs(tmp_path / "src", images)
+    for mode in ("percentiles", "full"):  # both keep 8-bit data as is
+        manifest, _ = prepare(src, tmp_path / mode, PrepareParams(size=16, window=mode), workers=1)
+        assert manifest["window"]["mode"] == "none" and manifest["window"]["assumption"] is None
+        assert np.load(tmp_path / mode / "images.npy")[:, 0, 0].tolist() == [0, 77, 255]
+
+
+def test_window_full_with_percentiles_is_a_one_line_error(tmp_path, phantom_dir):
+    out = tmp_path / "out"
+    result = run_cli(
+        "data",
+        "prepare",
+        phantom_dir,
+        "--out",
+        out,
+        "--size",
+        "32",
+        "--window",
+        "full",
+        "--window-percentiles",
+        "1",
+        "99",
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), lines
+    assert "--window full" in lines[0] and "--window-percentiles" in lines[0]
+    assert not out.exists()
 
 
 def test_sixteen_bit_png_and_rgb_sources(tmp_path):
@@ -231,6 +294,12 @@ def test_cli_prepare_then_info(tmp_path, phantom_dir):
     assert again.returncode == 0 and "up to date" in again.stdout
     info = run_cli("data", "info", out)
     assert info.returncode == 0 and "percentiles 0.5 / 99.5" in info.stdout
+    assert "assumption" in info.stdout
+
+    full = tmp_path / "full"
+    assert run_cli("data", "prepare", phantom_dir, "--out", full, "--size", "32", "--window", "full").returncode == 0
+    info = run_cli("data", "info", full)
+    assert info.returncode == 0 and "full, the whole 16-bit range: 0.0 .. 65535.0" in info.stdout
 
 
 def test_data_needs_lists_each_prepared_set_once_with_whether_it_is_ready(tmp_path, prepared32):

@@ -299,14 +299,15 @@ def test_a_run_measured_or_trained_off_the_thesis_protocol_names_what_differs_an
     assert rows["fast"]["configuration"] == "lr = 0.0004"
 
 
-def test_untrained_weights_mark_fid_and_kid_and_best_runs_follow_frd(tmp_path, specs):
+def test_metrics_that_failed_the_ladder_are_marked_and_best_runs_follow_frd(tmp_path, specs):
     artifacts = tmp_path / "artifacts"
     untrained = {"kind": "untrained", "path": "/cache/untrained.pth", "sha256": "ab12", "standard": False}
+    failed = {"passes": False, "failures": ["noise_low not worse than held_out"], "spearman": 0.3, "n": 100}
+    ladder = {"fid": failed, "kid": failed, "frd": {**failed, "passes": True, "failures": []}}
+    off = {"weights": untrained, "standard_weights": False, "ladder": ladder}
     # FID would pick the first, FRD (5 + FID / 100 here, plus a shift) the second
-    _run(artifacts, specs("low_fid", "gan", lr=0.0001), fids=[10.0] * 3, weights=untrained, standard_weights=False)
-    second = _run(
-        artifacts, specs("low_frd", "gan", lr=0.0004), fids=[20.0] * 3, weights=untrained, standard_weights=False
-    )
+    _run(artifacts, specs("low_fid", "gan", lr=0.0001), fids=[10.0] * 3, **off)
+    second = _run(artifacts, specs("low_frd", "gan", lr=0.0004), fids=[20.0] * 3, **off)
     report = json.loads((second / "fid.json").read_text())
     report["frd"]["mean"] = 1.0
     (second / "fid.json").write_text(json.dumps(report))
@@ -314,7 +315,8 @@ def test_untrained_weights_mark_fid_and_kid_and_best_runs_follow_frd(tmp_path, s
     by_job = _by_job(rows)
     assert by_job["low_frd"]["frd_mean"] == 1.0 and by_job["low_fid"]["frd_mean"] == 5.1
     line = next(line for line in markdown(rows).splitlines() if "low_fid" in line)
-    assert "| 10.00 ± 0.00 † |" in line and "differs: standard_weights=False" in line
+    assert "| 10.00 ± 0.00 † | 0.2010 † | 5.10 ± 0.00 |" in line and "differs: standard_weights=False" in line
+    assert by_job["low_fid"]["ladder_fails"] == "fid,kid"
     summary = json.loads((artifacts / "summary.json").read_text())
     assert summary["best_by"] == "frd"
-    assert "fail the validity ladder" in summary["note"] and "by FRD" in (artifacts / "summary.md").read_text()
+    assert "fails the validity ladder" in summary["note"] and "by FRD" in (artifacts / "summary.md").read_text()

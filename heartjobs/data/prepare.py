@@ -3,6 +3,9 @@
 Three passes over the sources, each in a process pool: read the headers (shapes must agree), decode a
 sample to fix one intensity window for the whole stack, then decode every slice through that window;
 then the manifest and the views (contact sheet, PNGs) are written beside images.npy.
+The thesis does not say how it turned its 16-bit slices into 8-bit images, so the window is heartjobs'
+assumption: the sample's percentiles by default, or with `window="full"` the plain full range (value / 257
+for 16-bit data), so that how much the choice moves FID/FRD can be measured; the manifest says which.
 The set is built in a temporary folder and renamed into place, so a failure leaves nothing behind;
 the same sources and parameters find the finished set and return at once. The format's names are
 heartjobs.prepared's, which reads it.
@@ -15,6 +18,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -38,12 +42,21 @@ from heartjobs.progress import track
 
 WINDOW_SAMPLE = 32
 DEFAULT_PERCENTILES = (0.5, 99.5)
+WINDOW_MODES = ("percentiles", "full")
+# Said in the manifest of every set converted from more than 8 bits: the conversion is not the thesis'.
+WINDOW_ASSUMPTION = (
+    "{bits} -> 8 bit conversion: the thesis does not say how it converted; this is heartjobs' choice "
+    "(--window percentiles: the 0.5/99.5 percentiles of a sample, the default; --window full: the whole "
+    "range, value / 257 for 16-bit data)"
+)
 
 
 @dataclass(frozen=True)
 class PrepareParams:
     size: int = 256
     every: int = 1
+    # "percentiles": window_percentiles below; "full": the source's whole range, value / 257 for 16 bits.
+    window: Literal["percentiles", "full"] = "percentiles"
     # None: (0.5, 99.5) percentiles for 16-bit stacks, no windowing (0..255 as is) for 8-bit ones.
     window_percentiles: tuple[float, float] | None = None
     reduced_resolution: bool = True
@@ -55,6 +68,10 @@ class PrepareParams:
             raise HeartjobsError(f"prepare: --size must be >= 8, got {self.size}")
         if self.every < 1:
             raise HeartjobsError(f"prepare: --every must be >= 1, got {self.every}")
+        if self.window not in WINDOW_MODES:
+            raise HeartjobsError(f"prepare: --window must be one of {', '.join(WINDOW_MODES)}, got {self.window!r}")
+        if self.window == "full" and self.window_percentiles is not None:
+            raise HeartjobsError("prepare: --window full maps the whole range; it takes no --window-percentiles")
         if self.window_percentiles is not None:
             lo, hi = self.window_percentiles
             if not 0 <= lo < hi <= 100:
@@ -88,7 +105,10 @@ def _decode_task(
 def _request_key(files: list[Path], params: PrepareParams) -> str:
     """What the output depends on: each source's name, size and mtime, and the parameters."""
     stats = [(p.name, st.st_size, st.st_mtime_ns) for p in files for st in (p.stat(),)]
-    return sha256_json({"format": FORMAT_VERSION, "sources": stats, "params": asdict(params)})
+    key_params = asdict(params)
+    if params.window == "percentiles":  # the default: sets made before --window existed are still found
+        del key_params["window"]
+    return sha256_json({"format": FORMAT_VERSION, "sources": stats, "params": key_params})
 
 
 def _check_uniform(files: list[Path], infos: list[SliceInfo]) -> None:
@@ -186,7 +206,10 @@ def _window(
     src: Path, items: list[tuple[Path, SliceInfo]], params: PrepareParams, pmap, bad: _BadSlices
 ) -> tuple[Window, tuple[float, float] | None]:
     """Pass 2: one intensity window for the whole stack, from the percentiles of a sample of slices
-    (16-bit data; 8-bit data is kept as is unless percentiles are asked for); (window, percentiles)."""
+    (16-bit data; 8-bit data is kept as is unless percentiles are asked for), or with --window full the
+    source's whole range (no sample needed); (window, percentiles)."""
+    if params.window == "full":  # 0 .. 2^bits - 1 onto 0 .. 255: value / 257 for 16 bits, as is for 8
+        return Window(0.0, float(2 ** items[0][1].bits - 1)), None
     percentiles = params.window_percentiles
     if percentiles is None and items[0][1].bits > 8:
         percentiles = DEFAULT_PERCENTILES
@@ -258,12 +281,7 @@ def _manifest(
         "source": str(src.resolve()),
         "request_key": key,
         "parameters": asdict(params),
-        "window": {
-            "percentiles": list(percentiles) if percentiles else None,
-            "low": window.low,
-            "high": window.high,
-            "source_bits": info.bits,
-        },
+        "window": _window_record(info, window, percentiles),
         "source_shape": [info.height, info.width],
         "count": len(sources),
         "shape": [len(sources), 1, params.size, params.size],
@@ -275,21 +293,28 @@ def _manifest(
     }
 
 
+def _window_record(info: SliceInfo, window: Window, percentiles: tuple[float, float] | None) -> dict:
+    """The manifest's "window": how the sources became 8 bits ("mode": percentiles, full, or none for
+    8-bit data kept as is), and for deeper sources that this conversion is an assumption, not the thesis'."""
+    mode = "percentiles" if percentiles is not None else "full" if info.bits > 8 else "none"
+    return {
+        "mode": mode,
+        "percentiles": list(percentiles) if percentiles else None,
+        "low": window.low,
+        "high": window.high,
+        "source_bits": info.bits,
+        "assumption": WINDOW_ASSUMPTION.format(bits=info.bits) if info.bits > 8 else None,
+    }
+
+
 def _write_views(folder: Path, images: np.ndarray, params: PrepareParams, manifest: dict) -> None:
     """What a person looks at: the contact sheet, and with --export-png the 8-bit PNGs."""
     from heartjobs.grids import save_grid
+    from heartjobs.imaging import save_pngs
 
     if params.export_png:
-        _export_png(images, folder / PNG_FOLDER)
+        # the 8-bit PNGs the thesis trained on (and pytorch-fid's CLI reads), one per slice in set order
+        save_pngs(images, folder / PNG_FOLDER)
         manifest["png"] = PNG_FOLDER
     picks = np.linspace(0, len(images) - 1, min(16, len(images))).round().astype(int)
     save_grid(images[picks], folder / CONTACT_SHEET, nrow=4)
-
-
-def _export_png(images: np.ndarray, folder: Path) -> None:
-    """The 8-bit PNGs the thesis trained on (and pytorch-fid's CLI reads), one per slice in set order."""
-    from PIL import Image
-
-    folder.mkdir()
-    for i, image in enumerate(images):
-        Image.fromarray(image).save(folder / f"{i:05d}.png")

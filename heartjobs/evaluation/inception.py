@@ -30,7 +30,7 @@ from heartjobs.prepared import PreparedSet
 from heartjobs.progress import console, track
 from heartjobs.spec import EvalSection
 
-from . import radiomics
+from . import radiomics, verdicts
 from .statistics import frechet_distance, kernel_inception_distance, mean_and_covariance
 from .weights import InceptionWeights, build_inception, cache_dir, resolve_weights
 
@@ -257,6 +257,10 @@ def measure(
             "real_features": {"file": str(real_frd.path), "from_cache": real_frd.cached},
             "versions": radiomics.versions(),
         }
+    # what the validity ladder found for each metric on this set and feature space (None: never laddered)
+    measured = ["fid"] + ["kid"] * settings.kid + ["frd"] * (real_frd is not None)
+    space = {"weights_sha256": weights.sha256, "dims": settings.dims, "frd_version": radiomics.FRD_VERSION}
+    result["ladder"] = {metric: verdicts.lookup(prepared.content_hash, metric, **space) for metric in measured}
     if save_images is not None:
         result["saved_images"] = str(save_images)
         write_image_readme(save_images, result)

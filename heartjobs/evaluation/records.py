@@ -14,9 +14,7 @@ from heartjobs.rundir import RunDir
 from heartjobs.spec import EvalSection, ResolvedSpec
 from heartjobs.status import now_iso
 
-# What `heartjobs ladder` measured for FID and KID on Inception weights that are not the standard file
-# (docs/evaluation.md has the table; tests/test_ladder.py checks it still holds).
-UNTRAINED_VERDICT = "FID/KID fail the validity ladder; not comparable to published FID"
+FAILS_LADDER = "fails the validity ladder"
 
 
 def evaluation_record(run: RunDir, spec: ResolvedSpec, snapshot: Snapshot, result: dict) -> dict:
@@ -46,19 +44,31 @@ def write_record(run: RunDir, record: dict, settings: EvalSection, own: bool) ->
         f.write(json.dumps(record) + "\n")
 
 
+def failed_ladder(report: dict, metric: str) -> bool:
+    """Whether `heartjobs ladder` found `metric` invalid on this set and feature space (report["ladder"])."""
+    verdict = (report.get("ladder") or {}).get(metric)
+    return verdict is not None and not verdict["passes"]
+
+
 def summary_line(report: dict) -> str:
-    """FID, KID and FRD with their protocol, and what differs most, on one line."""
+    """FID, KID and FRD with their protocol, any metric the validity ladder failed labelled so, and what
+    differs most, on one line."""
+
+    def mark(metric: str) -> str:
+        return f" [{FAILS_LADDER}]" if failed_ladder(report, metric) else ""
+
     text = (
-        f"FID {report['fid_mean']:.3f} +- {report['fid_std']:.3f} (n={report['n_generated']} x {len(report['repeats'])}"
+        f"FID {report['fid_mean']:.3f} +- {report['fid_std']:.3f}{mark('fid')} "
+        f"(n={report['n_generated']} x {len(report['repeats'])}, real n={report['n_real']}, dims {report['dims']}, "
+        f"{report['normalize']})"
     )
-    text += f", real n={report['n_real']}, dims {report['dims']}, {report['normalize']})"
     if "kid_mean" in report:
-        text += f"  KID {report['kid_mean']:.5f} +- {report['kid_std']:.5f}"
+        text += f"  KID {report['kid_mean']:.5f} +- {report['kid_std']:.5f}{mark('kid')}"
     if not report["standard_weights"]:
-        text += f"  [{report['weights']['kind']} weights: {UNTRAINED_VERDICT}]"
+        text += f"  [{report['weights']['kind']} weights: not comparable to published FID]"
     frd = report.get("frd")
     if frd:
-        text += f"  FRD {frd['mean']:.3f} +- {frd['std']:.3f} ({frd['version']}, n={frd['n_generated']} x "
+        text += f"  FRD {frd['mean']:.3f} +- {frd['std']:.3f}{mark('frd')} ({frd['version']}, n={frd['n_generated']} x "
         text += f"{len(report['repeats'])}, real n={frd['n_real']})"
         if frd["top_differences"]:
             text += "; generated: " + ", ".join(describe_difference(e) for e in frd["top_differences"][:2])
