@@ -1,7 +1,9 @@
-"""CI's check of `make smoke`: every smoke job has a finished run with the artifacts a run promises."""
+"""CI's check of `make smoke`: every smoke job has a finished run with the artifacts a run promises, FRD
+beside FID with the ladder's verdicts, and the report's best picks follow a metric that passed the ladder."""
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from pathlib import Path
@@ -36,11 +38,21 @@ def check(root: Path, jobs: Path) -> list[str]:
             problems.append(
                 f"{run}: fid.json: unexpected {fid['fid_mean']} / standard_weights {fid['standard_weights']}"
             )
+        frd = fid.get("frd") or {}
+        if not math.isfinite(frd.get("mean", math.nan)):
+            problems.append(f"{run}: fid.json: no FRD")
+        if set(fid.get("ladder") or {}) != {"fid", "kid", "frd"} or None in fid["ladder"].values():
+            problems.append(f"{run}: fid.json: the ladder's verdicts are not all there: {fid.get('ladder')}")
         if not run.sample_grids() or not list(run.checkpoints.glob("*.pt")):
             problems.append(f"{run}: no sample grids or checkpoints")
-    for name in ("summary.md", "summary.csv", "summary.json"):
+    for name in ("summary.md", "summary.csv", "summary.json", "ladder/ladder.json", "ladder/ladder.png"):
         if not (root / name).is_file():
             problems.append(f"{root / name}: missing")
+    if not problems:
+        best_by = json.loads((root / "summary.json").read_text())["best_by"]
+        ladder = json.loads((root / "ladder" / "ladder.json").read_text())
+        if not ladder["verdicts"][best_by]["passes"]:
+            problems.append(f"the report picks best runs by {best_by}, which failed the ladder")
     return problems
 
 
