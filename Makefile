@@ -50,7 +50,7 @@ test-fast: install ## the inner loop: the suite without the tests marked slow (m
 	$(BIN)/python -m pytest -q -m "not slow"
 
 demo: install ## the main job on the embedded phantom: make and prepare it (64 px), the validity ladder, the smoke queue (3 models, FID/KID/FRD), report
-	$(MAKE) --no-print-directory run-all JOBS=jobs/smoke LADDER=$(SMOKE_LADDER)
+	$(MAKE) --no-print-directory run-all JOBS=jobs/smoke LADDER="$(SMOKE_LADDER)"
 
 run-all: install ## prepare data if needed, queue $(JOBS)/*.toml, run them one by one, write the report
 	BIN=$(BIN) HIPCT_SRC=$(HIPCT_SRC) bash scripts/prepare-data.sh $(JOBS)
@@ -64,7 +64,7 @@ submit-all: install ## on a Slurm login node: prepare data if needed, submit $(J
 	$(BIN)/heartjobs submit $(filter-out %.sweep.toml,$(wildcard $(JOBS)/*.toml)) $(SUBMIT_ARGS)
 
 smoke: ## the smoke jobs end to end on the CPU (phantom, prepare, ladder, 3 models, FID/KID/FRD with untrained weights, report)
-	$(MAKE) --no-print-directory run-all JOBS=jobs/smoke LADDER=$(SMOKE_LADDER)
+	$(MAKE) --no-print-directory run-all JOBS=jobs/smoke LADDER="$(SMOKE_LADDER)"
 
 report: install ## summary tables and figures of everything in $(ARTIFACTS)
 	$(BIN)/heartjobs report $(ARTIFACTS)

@@ -147,6 +147,8 @@ def cmd_ladder(args: argparse.Namespace) -> None:
     weights = ladder["protocol"].get("fid", ladder["protocol"].get("kid", {})).get("weights", {}).get("kind")
     title = f"validity ladder: {args.prepared}, n={ladder['n']} per rung"
     title += f", {weights} Inception" if weights else ""
+    if not out.is_terminal:  # plain lines: say which column is which
+        rows.insert(0, {"rung": "rung", **{m: m for m in metrics}})
     _print_rows(title, ["rung", *metrics], rows)
     args.out.mkdir(parents=True, exist_ok=True)
     atomic.write_json(args.out / "ladder.json", ladder)
