@@ -50,6 +50,7 @@ def test_frd_equals_frd_scores_cli_on_the_images_it_saved(tmp_path, prepared64):
     assert (frd["n_generated"], frd["n_real"], frd["version"]) == (16, 12, "v1")
     assert 300 < frd["features_used"] <= frd["features_extracted"]
     assert len(frd["top_differences"]) == 10 and set(frd["versions"]) >= {"frd_score", "pyradiomics"}
+    assert any(w.startswith("frd_n = 16 <= ") and "singular" in w for w in record["warnings"])
     # what was saved: the real set, every generated image of each repeat, and FRD's subset of them
     assert len(list((saved / "real").glob("*.png"))) == 12
     assert [len(list((saved / f"repeat_{r}").glob("*.png"))) for r in (0, 1)] == [24, 24]

@@ -244,6 +244,12 @@ def measure(
         kids = np.array([e["kid"] for e in repeats])
         result |= {"kid_mean": float(kids.mean()), "kid_std": float(kids.std())}
     if real_frd is not None:
+        used = frd_results[0].features_used
+        for label, n in (("frd_n", frd_n), ("n_real", n_real)):
+            if n <= used:  # known only now: how many features frd-score's v1 keeps depends on the images
+                text = f"{label} = {n} <= {used} radiomic features: FRD's covariance is singular and FRD is biased"
+                console.print(Text.assemble(("warning: ", "bold yellow"), text))
+                warnings.append(text)
         frds = np.array([e["frd"] for e in repeats])
         result["frd"] = {
             "mean": float(frds.mean()),
