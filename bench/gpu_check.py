@@ -66,7 +66,9 @@ def main() -> None:
             results[f"{model}_images_per_s"] = round(sum(e["images_per_s"] for e in steady) / len(steady), 1)
             results[f"{model}_steps"] = epochs * batches_per_epoch
             if model == "dcgan":
-                settings = EvalSection(n_generated=args.fid_n, repeats=1, weights=str(weights.path), kid=False)
+                settings = EvalSection(
+                    n_generated=args.fid_n, repeats=1, weights=str(weights.path), kid=False, frd=False
+                )
                 start = time.perf_counter()
                 report = evaluate_run(run_dir, settings, device=device)
                 results["fid_seconds_cold"] = round(time.perf_counter() - start, 2)
