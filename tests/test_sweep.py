@@ -74,3 +74,29 @@ def test_a_vary_key_that_is_not_a_train_key_is_one_error_line_naming_the_file_an
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"error: {message}"]
     assert not (tmp_path / "jobs").exists()
+
+
+def test_the_committed_jobs_resolve_to_the_thesis_protocol(tmp_path, prepared32):
+    from heartjobs.report import THESIS_PROTOCOL, measured_protocol, protocol_differences
+
+    root = Path(__file__).resolve().parent.parent
+    for path in sorted((root / "jobs").glob("*.toml")):
+        if path.name.endswith(".sweep.toml"):
+            continue
+        # resolved against a prepared set that exists here (the HiP-CT set is a GPU box's)
+        job = tmp_path / path.name
+        job.write_text(path.read_text().replace('"data/prepared/hipct"', f'"{prepared32}"'))
+        spec = load_spec(job).model_dump(mode="json")
+        e = spec["eval"]
+        # what a measurement under these settings records (heartjobs.evaluation.inception.measure)
+        measured = {
+            "standard_weights": e["weights"] == "standard",
+            "n_generated": e["n_generated"],
+            "repeats": [{}] * e["repeats"],
+            "dims": e["dims"],
+            "normalize": e["normalize"],
+            "n_real": spec["data"]["count"] if e["n_real"] is None else e["n_real"],
+        }
+        assert protocol_differences(measured_protocol(spec, measured)) == [], path.name
+        assert measured_protocol(spec, measured) == THESIS_PROTOCOL
+        assert e["fid"] and e["frd"], path.name  # measured at the end of training, FRD beside FID
