@@ -41,7 +41,7 @@ def remember(ladder: dict, source: Path | None = None) -> None:
             "failures": verdict["failures"],
             "spearman": verdict["spearman"],
             "n": ladder["n"],
-            "ladder": str(source) if source else None,
+            "ladder": str(Path(source).resolve()) if source else None,
         }
         lines.append(json.dumps(line) + "\n")
     with open(path, "a") as f:
