@@ -160,7 +160,7 @@ def _row(job: str, run_dir: Path | None) -> dict:
             standard_weights=fid["standard_weights"],
             n_generated=fid["n_generated"],
         )
-        if fid.get("frd"):
+        if "mean" in (fid.get("frd") or {}):
             row.update(frd_mean=round(fid["frd"]["mean"], 3), frd_std=round(fid["frd"]["std"], 3))
         row["ladder_fails"] = ",".join(m for m in ("fid", "kid", "frd") if failed_ladder(fid, m)) or None
     return row

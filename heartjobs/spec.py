@@ -51,6 +51,9 @@ COMMON_DEFAULTS: dict[str, Any] = {
 
 # How a run is bookkept, not what it computes: left out of the spec hash (and of a configuration's label).
 BOOKKEEPING_KEYS: tuple[str, ...] = ("sample_every", "checkpoint_every", "keep_checkpoints")
+# Keys added after runs existed, with their defaults: left out of the hash while they hold the default, so
+# a run recorded before them keeps its identity (resume, "already finished") under the new code.
+LATER_DEFAULTS: dict[str, dict[str, Any]] = {"eval": {"frd": True, "frd_n": 1000}}
 
 
 class _Strict(BaseModel):
@@ -209,6 +212,10 @@ class ResolvedSpec(_Strict):
         for bookkeeping in BOOKKEEPING_KEYS:
             payload["train"].pop(bookkeeping)
         payload["eval"].pop("save_images")  # where copies of the measured images go, not what is measured
+        for section, defaults in LATER_DEFAULTS.items():
+            for key, default in defaults.items():
+                if payload[section].get(key) == default:
+                    payload[section].pop(key)
         return payload
 
     @property

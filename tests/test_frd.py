@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from heartjobs.data.prepare import PrepareParams, prepare
+from heartjobs.errors import HeartjobsError
 from heartjobs.evaluation import radiomics
 from heartjobs.prepared import PreparedSet
 
@@ -110,3 +111,20 @@ def test_a_job_without_frd_installed_fails_before_training(tmp_path, prepared64)
     # with FRD off, the same spec is fine on the same machine
     spec = write_spec(tmp_path, "no_frd", "gan", prepared64, eval={"frd": False, "weights": "untrained"}, epochs=1)
     assert run_cli("validate", spec, env={"PYTHONPATH": str(tmp_path / "broken")}).returncode == 0
+
+
+def test_constant_images_count_as_unmeasurable_not_as_a_crash(prepared64):
+    images = np.asarray(PreparedSet.open(prepared64).images)
+    real = radiomics.extract(images, "real", workers=1)
+    # a half-collapsed generator: some images flat (per_image_minmax makes a flat image all zeros)
+    mixed = images.copy()
+    mixed[:4] = 0
+    generated = radiomics.extract(mixed, "mixed", workers=1)
+    assert np.isnan(generated.values[:4]).all() and np.isfinite(generated.values[4:]).any()
+    result = radiomics.frechet_radiomics_distance(real, generated)
+    assert result.n_generated == len(images) - 4 and np.isfinite(result.frd)
+    # a fully collapsed one: FRD is undefined, and says so in one line (measure() then keeps FID and KID)
+    with pytest.raises(HeartjobsError, match=r"FRD: pyradiomics could not process any of the 12 images \(flat\)"):
+        radiomics.extract(np.full_like(images, 128), "flat", workers=1)
+    with pytest.raises(HeartjobsError, match="FRD: fewer than 2 images with finite features"):
+        radiomics.frechet_radiomics_distance(real, radiomics.extract(mixed[:5], "one left", workers=1))

@@ -44,6 +44,21 @@ def test_spec_hash_is_stable_and_tracks_what_matters(tmp_path, prepared32):
     assert other.spec_hash != base.spec_hash
 
 
+def test_a_run_recorded_before_the_frd_keys_keeps_its_identity(tmp_path, prepared32):
+    from heartjobs.spec import ResolvedSpec, configuration_differences
+
+    spec = load_spec(_spec(tmp_path, _minimal(prepared32, "gan")))
+    recorded = spec.model_dump(mode="json")
+    for key in ("frd", "frd_n", "save_images"):  # what resolved.json held before FRD existed
+        del recorded["eval"][key]
+    assert ResolvedSpec.model_validate(recorded).spec_hash == spec.spec_hash
+    assert configuration_differences(recorded, spec) == []
+    # a spec that asks for something else than those defaults is another configuration, and says why
+    fewer = load_spec(_spec(tmp_path, _minimal(prepared32, "gan", "[eval]\nfrd_n = 100"), "frd.toml"))
+    assert fewer.spec_hash != spec.spec_hash
+    assert configuration_differences(recorded, fewer) == ["eval.frd_n: (none) -> 100"]
+
+
 BAD_SPECS = [
     # (text after the valid header, or a whole file with {prepared}, expected message fragment)
     ("lr = 0", "train.lr: Input should be greater than 0"),

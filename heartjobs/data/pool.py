@@ -1,4 +1,5 @@
-"""The data layer's one parallel map: in order, inline for one worker, else over spawned processes."""
+"""The one parallel map (data preparation, FRD's features): in order, inline for one worker, else over
+spawned processes."""
 
 from __future__ import annotations
 
@@ -15,11 +16,19 @@ def worker_count(requested: int | None, items: int) -> int:
 
 
 @contextmanager
-def ordered_map(workers: int, chunksize: int = 1) -> Iterator[Callable[[Callable, Iterable], Iterator]]:
+def ordered_map(
+    workers: int, chunksize: int = 1, initializer: Callable[[], None] | None = None
+) -> Iterator[Callable[[Callable, Iterable], Iterator]]:
     """A map whose results come in the items' order: the builtin map for one worker, else a pool of
-    spawned processes (functions and items must pickle)."""
+    spawned processes (functions and items must pickle; `initializer` runs once in each). Leaving early
+    (an error, Ctrl-C) cancels the work not yet started instead of waiting for it."""
     if workers <= 1:
         yield map
         return
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=initializer)
+    try:
         yield lambda fn, items: pool.map(fn, items, chunksize=chunksize)
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)

@@ -207,7 +207,7 @@ def measure(
     real_frd = radiomics.real_features(prepared, n_real) if settings.frd else None
     if save_images is not None:
         save_pngs(prepared.images[:n_real], save_images / "real")
-    repeats, frd_results = [], []
+    repeats, frd_results, frd_error = [], [], None
     for r in range(settings.repeats):
         seed = settings.seed + r
         keeper = _Keeper(frd_n if settings.frd else 0, save_images / f"repeat_{r}" if save_images else None)
@@ -216,10 +216,15 @@ def measure(
         entry = _measure_repeat(real, features, settings, r, seed)
         if save_images is not None and settings.frd and frd_n < settings.n_generated:
             _link_first(save_images / f"repeat_{r}", save_images / f"repeat_{r}_frd", frd_n)
-        if real_frd is not None:
-            generated = radiomics.extract(keeper.images(), f"repeat {r + 1}/{settings.repeats} radiomic features")
-            frd_results.append(radiomics.frechet_radiomics_distance(real_frd.features, generated))
-            entry["frd"] = frd_results[-1].frd
+        if real_frd is not None and frd_error is None:
+            try:
+                label = f"repeat {r + 1}/{settings.repeats} radiomic features"
+                generated = radiomics.extract(keeper.images(), label)
+                frd_results.append(radiomics.frechet_radiomics_distance(real_frd.features, generated))
+                entry["frd"] = frd_results[-1].frd
+            except HeartjobsError as exc:  # e.g. every generated image constant: FRD is undefined, FID is not
+                frd_error = str(exc)
+                console.print(Text.assemble(("warning: ", "bold yellow"), f"{frd_error}; FID and KID kept"))
         repeats.append(entry)
         if between_repeats:
             between_repeats()
@@ -243,7 +248,9 @@ def measure(
     if settings.kid:
         kids = np.array([e["kid"] for e in repeats])
         result |= {"kid_mean": float(kids.mean()), "kid_std": float(kids.std())}
-    if real_frd is not None:
+    if real_frd is not None and frd_error is not None:
+        result["frd"] = {"error": frd_error, "version": radiomics.FRD_VERSION, "n_generated": frd_n, "n_real": n_real}
+    elif real_frd is not None:
         used = frd_results[0].features_used
         for label, n in (("frd_n", frd_n), ("n_real", n_real)):
             if n <= used:  # known only now: how many features frd-score's v1 keeps depends on the images

@@ -97,13 +97,27 @@ def _image_features(image: np.ndarray) -> tuple[list[str], list[float]]:
     return names, values
 
 
-def _chunk_features(images: np.ndarray) -> tuple[list[str], np.ndarray]:
-    """Features of a chunk of images (N x H x W uint8): (names, N x F float64)."""
+def _chunk_features(images: np.ndarray) -> tuple[list[str], list[list[float] | None]]:
+    """Features of a chunk of images (N x H x W uint8): (names, a row per image). An image pyradiomics
+    cannot process (a constant one: a collapsed generator, a blank slice) gives None, and counts as an
+    image with NaN features, which frd-score's v1 drops."""
     rows, names = [], []
     for image in images:
-        names, values = _image_features(image)
+        try:
+            names, values = _image_features(image)
+        except Exception:  # pyradiomics raises plain ValueErrors from deep inside on such images
+            values = None
         rows.append(values)
-    return names, np.asarray(rows, dtype=np.float64)
+    return names, rows
+
+
+def _ignore_stop_signals() -> None:
+    """In a worker: leave SIGINT/SIGTERM/SIGUSR2 to the parent, which stops between repeats and writes
+    its record; a worker killed by a signal would only turn that into a broken pool."""
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 @dataclass
@@ -122,15 +136,19 @@ def extract(images: np.ndarray, label: str, workers: int | None = None) -> Radio
     check_available()
     chunks = [images[i : i + CHUNK] for i in range(0, len(images), CHUNK)]
     names: list[str] = []
-    parts = []
-    with track(label, len(images)) as advance, ordered_map(worker_count(workers, len(chunks))) as pmap:
-        for chunk_names, rows in pmap(_chunk_features, chunks):
-            if names and chunk_names != names:
+    rows: list[list[float] | None] = []
+    pool = ordered_map(worker_count(workers, len(chunks)), initializer=_ignore_stop_signals)
+    with track(label, len(images)) as advance, pool as pmap:
+        for chunk_names, chunk_rows in pmap(_chunk_features, chunks):
+            if names and chunk_names and chunk_names != names:
                 raise HeartjobsError("FRD: pyradiomics returned different features for different images")
-            names = chunk_names
-            parts.append(rows)
-            advance(len(rows))
-    return RadiomicFeatures(names, np.concatenate(parts))
+            names = names or chunk_names
+            rows.extend(chunk_rows)
+            advance(len(chunk_rows))
+    if not names:
+        raise HeartjobsError(f"FRD: pyradiomics could not process any of the {len(images)} images ({label})")
+    failed = np.full(len(names), np.nan)
+    return RadiomicFeatures(names, np.array([failed if row is None else row for row in rows], dtype=np.float64))
 
 
 # --- the real set, cached ---

@@ -67,7 +67,9 @@ def summary_line(report: dict) -> str:
     if not report["standard_weights"]:
         text += f"  [{report['weights']['kind']} weights: not comparable to published FID]"
     frd = report.get("frd")
-    if frd:
+    if frd and "error" in frd:
+        text += f"  FRD not measured: {frd['error']}"
+    elif frd:
         text += f"  FRD {frd['mean']:.3f} +- {frd['std']:.3f}{mark('frd')} ({frd['version']}, n={frd['n_generated']} x "
         text += f"{len(report['repeats'])}, real n={frd['n_real']})"
         if frd["top_differences"]:
