@@ -16,6 +16,7 @@ import io
 from pathlib import Path
 
 from heartjobs import atomic
+from heartjobs.evaluation import verdicts
 from heartjobs.evaluation.records import FAILS_LADDER, failed_ladder
 from heartjobs.rundir import RunDir, versions
 from heartjobs.spec import BOOKKEEPING_KEYS, COMMON_DEFAULTS, THESIS_DEFAULTS
@@ -162,8 +163,24 @@ def _row(job: str, run_dir: Path | None) -> dict:
         )
         if "mean" in (fid.get("frd") or {}):
             row.update(frd_mean=round(fid["frd"]["mean"], 3), frd_std=round(fid["frd"]["std"], 3))
-        row["ladder_fails"] = ",".join(m for m in ("fid", "kid", "frd") if failed_ladder(fid, m)) or None
+        row["ladder_fails"] = ",".join(m for m in ("fid", "kid", "frd") if failed_ladder(_with_verdicts(fid, spec), m))
+        row["ladder_fails"] = row["ladder_fails"] or None
     return row
+
+
+def _with_verdicts(fid: dict, spec: dict) -> dict:
+    """The report's own verdicts, filled in from the ladder's memory for metrics that were measured before
+    a ladder ran on their set (or by older code): a metric that failed is marked wherever it is shown."""
+    ladder = dict(fid.get("ladder") or {})
+    space = {
+        "weights_sha256": fid.get("weights", {}).get("sha256"),
+        "dims": fid.get("dims"),
+        "frd_version": (fid.get("frd") or {}).get("version"),
+    }
+    for metric in ("fid", "kid", "frd"):
+        if ladder.get(metric) is None:
+            ladder[metric] = verdicts.lookup(spec.get("data", {}).get("content_hash"), metric, **space)
+    return {**fid, "ladder": ladder}
 
 
 def collect(root: Path, expected: list[str] | None = None) -> list[dict]:
@@ -218,13 +235,16 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def ranking_metric(rows: list[dict]) -> str:
-    """What "best" follows: FID where every measured run used the standard weights and FID never failed
-    the validity ladder; else FRD, where every run has it (else FID still, marked in the table)."""
+def ranking_metric(rows: list[dict]) -> str | None:
+    """What "best" follows: the first of FID (only where every measured run used the standard weights) and
+    FRD that every measured run has and that failed the validity ladder for none; None if neither."""
     measured = [r for r in rows if r["fid_mean"] is not None]
-    if all(r["standard_weights"] and "fid" not in (r["ladder_fails"] or "") for r in measured):
-        return "fid"
-    return "frd" if all(r["frd_mean"] is not None for r in measured) else "fid"
+    for metric in ("fid", "frd"):
+        if metric == "fid" and not all(r["standard_weights"] for r in measured):
+            continue
+        if all(r[f"{metric}_mean"] is not None and metric not in (r["ladder_fails"] or "") for r in measured):
+            return metric
+    return None
 
 
 def write_report(root: Path, expected: list[str] | None = None) -> tuple[list[dict], list[Path]]:
@@ -239,7 +259,12 @@ def write_report(root: Path, expected: list[str] | None = None) -> tuple[list[di
         "`standard weights` no: an Inception other than pytorch-fid's file; such FID and KID are not comparable "
         "to the thesis' values. A thesis FID stands beside a run only when its protocol (weights, n, repeats, "
         "dims, normalize, real set, epochs, precision) is the thesis'; `protocol` names what differs. "
-        f"Best runs (figures) by {metric.upper()}.\n\n"
+        + (
+            f"Best runs (figures) by {metric.upper()}."
+            if metric
+            else "No best runs: neither FID nor FRD is measured for every run and trusted by the ladder."
+        )
+        + "\n\n"
     )
     atomic.write_bytes(written[0], ("# heartjobs summary\n\n" + note + markdown(rows)).encode())
     buf = io.StringIO()
@@ -254,13 +279,13 @@ def write_report(root: Path, expected: list[str] | None = None) -> tuple[list[di
     return rows, written
 
 
-def _figures(root: Path, rows: list[dict], metric: str) -> list[Path]:
+def _figures(root: Path, rows: list[dict], metric: str | None) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
     measured = [r for r in rows if r["fid_mean"] is not None]
     made = [
-        _best_grids(root / "report_best_grids.png", measured, metric),
+        _best_grids(root / "report_best_grids.png", measured, metric) if metric else None,
         _metrics_vs_hyperparameters(root / "report_fid_vs_hyperparameters.png", measured),
     ]
     return [path for path in made if path is not None]

@@ -320,3 +320,30 @@ def test_metrics_that_failed_the_ladder_are_marked_and_best_runs_follow_frd(tmp_
     summary = json.loads((artifacts / "summary.json").read_text())
     assert summary["best_by"] == "frd"
     assert "fails the validity ladder" in summary["note"] and "by FRD" in (artifacts / "summary.md").read_text()
+
+
+def test_no_best_runs_when_no_metric_is_trusted_and_verdicts_from_a_later_ladder_count(tmp_path, specs):
+    from heartjobs.evaluation import verdicts
+
+    artifacts = tmp_path / "artifacts"
+    untrained = {"kind": "untrained", "path": "/cache/untrained.pth", "sha256": "ab12", "standard": False}
+    off = {"weights": untrained, "standard_weights": False}  # measured before any ladder: no verdicts inside
+    record = specs("gan_default", "gan")
+    _run(artifacts, record, fids=[10.0] * 3, **off)
+    rows, _ = write_report(artifacts)
+    assert rows[0]["ladder_fails"] is None and json.loads((artifacts / "summary.json").read_text())["best_by"] == "frd"
+    # a ladder on the same set and feature spaces, run afterwards, fails FID and FRD: the report says so
+    failed = {"passes": False, "failures": ["noise_low not worse than held_out"], "spearman": 0.1}
+    verdicts.remember(
+        {
+            "content_hash": record["spec"]["data"]["content_hash"],
+            "n": 50,
+            "verdicts": {"fid": failed, "frd": failed},
+            "protocol": {"fid": {"weights": untrained, "dims": 2048}, "frd": {"version": "v1"}},
+        }
+    )
+    rows, written = write_report(artifacts)
+    assert rows[0]["ladder_fails"] == "fid,frd"
+    summary = json.loads((artifacts / "summary.json").read_text())
+    assert summary["best_by"] is None and "No best runs" in summary["note"]
+    assert artifacts / "report_best_grids.png" not in written  # no best runs to show
