@@ -24,7 +24,6 @@ from pathlib import Path
 
 from heartjobs import atomic, procs
 from heartjobs.errors import HeartjobsError, one_line
-from heartjobs.evaluation.preflight import check_measurable
 from heartjobs.progress import console
 from heartjobs.rundir import RunDir, finished_version, versions
 from heartjobs.spec import load_spec, parse_spec
@@ -249,6 +248,8 @@ class Worker:
             spec = load_spec(entry.path)
             done_before = None if self.force else finished_version(spec)
             if done_before is None:
+                from heartjobs.evaluation.preflight import check_measurable  # imports torch: only when needed
+
                 check_measurable(spec, entry.path)  # before the job starts, not after it trained
         except HeartjobsError as exc:
             return "failed", {"error": str(exc), "exit_code": 2}

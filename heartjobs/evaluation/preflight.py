@@ -5,6 +5,7 @@ downloaded now), and frd-score with pyradiomics imports.
 
 from __future__ import annotations
 
+import functools
 import os
 import urllib.request
 from pathlib import Path
@@ -13,14 +14,19 @@ from heartjobs.errors import HeartjobsError
 from heartjobs.spec import ResolvedSpec
 
 from . import radiomics
-from .weights import ENV_WEIGHTS, HOW_TO_GET, resolve_weights
+from .weights import ENV_WEIGHTS, HOW_TO_GET, hub_path, resolve_weights
 
 REACH_TIMEOUT_S = 5.0
-LATER = "or set `[eval] fid = false` and measure later with `heartjobs fid RUN`"
+LATER = (
+    'or set `[eval] weights = "untrained"` (FRD stays meaningful; FID is then labelled), or `[eval] fid = false` '
+    "and measure later with `heartjobs fid RUN`"
+)
 
 
+@functools.cache
 def _downloadable(url: str) -> str | None:
-    """None when the URL answers now; otherwise why not."""
+    """None when the URL answers now; otherwise why not. Asked once per process (validate of 21 specs
+    behind a firewall that drops packets waits once, not 21 times)."""
     try:
         urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=REACH_TIMEOUT_S).close()
     except Exception as exc:  # no network, DNS, proxy, HTTP error: all mean "not now"
@@ -37,7 +43,8 @@ def check_measurable(spec: ResolvedSpec, path: Path | str) -> None:
     try:
         resolve_weights(settings.weights, download=False)
     except HeartjobsError as exc:
-        if settings.weights != "standard" or os.environ.get(ENV_WEIGHTS):  # a named file: nothing to download
+        # a named file, or a standard file that is here but wrong: nothing a download would fix
+        if settings.weights != "standard" or os.environ.get(ENV_WEIGHTS) or hub_path().is_file():
             raise HeartjobsError(f"{path}: eval.weights: {exc}; {LATER}") from None
         from pytorch_fid.inception import FID_WEIGHTS_URL
 
