@@ -15,7 +15,7 @@ SIF ?= heartjobs.sif
 SUBMIT_ARGS ?=
 # The validity ladder before the smoke jobs, in their feature space (untrained Inception, 192-d), so that
 # their reports say which metrics this data can trust: the prepared set and the ladder's options.
-SMOKE_LADDER := data/prepared/phantom64 --weights untrained --dims 192 --n 50
+SMOKE_LADDER := data/prepared/phantom64 --weights untrained --dims 192 --n 100
 LADDER ?=
 
 .DEFAULT_GOAL := help

@@ -131,6 +131,12 @@ def cmd_ladder(args: argparse.Namespace) -> None:
 
     metrics = parse_metrics(args.metrics)
     prepared = PreparedSet.open(args.prepared)
+    try:  # the output folder first: not found unusable after minutes of measuring
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise HeartjobsError(f"--out {args.out}: cannot make the folder ({exc.strerror})") from None
+    if not os.access(args.out, os.W_OK):
+        raise HeartjobsError(f"--out {args.out}: not writable")
     ladder = run_ladder(
         prepared,
         metrics,
@@ -142,7 +148,8 @@ def cmd_ladder(args: argparse.Namespace) -> None:
         device=resolve_device(args.device),
     )
     rows = [{"rung": r["name"], **{m: f"{r[m]:.4g}" for m in metrics}} for r in ladder["rungs"]]
-    rows.append({"rung": "spearman rho", **{m: f"{v['spearman']:.3f}" for m, v in ladder["verdicts"].items()}})
+    rho = {m: "-" if v["spearman"] is None else f"{v['spearman']:.3f}" for m, v in ladder["verdicts"].items()}
+    rows.append({"rung": "spearman rho", **rho})
     rows.append({"rung": "verdict", **{m: "passes" if v["passes"] else "FAILS" for m, v in ladder["verdicts"].items()}})
     weights = ladder["protocol"].get("fid", ladder["protocol"].get("kid", {})).get("weights", {}).get("kind")
     title = f"validity ladder: {args.prepared}, n={ladder['n']} per rung"
@@ -150,7 +157,6 @@ def cmd_ladder(args: argparse.Namespace) -> None:
     if not out.is_terminal:  # plain lines: say which column is which
         rows.insert(0, {"rung": "rung", **{m: m for m in metrics}})
     _print_rows(title, ["rung", *metrics], rows)
-    args.out.mkdir(parents=True, exist_ok=True)
     atomic.write_json(args.out / "ladder.json", ladder)
     plot_ladder(ladder, args.out / "ladder.png")
     remember(ladder, args.out / "ladder.json")  # later measurements on this set carry these verdicts

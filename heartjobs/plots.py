@@ -48,7 +48,8 @@ def plot_ladder(ladder: dict, path: Path) -> None:
         low, high = min(series), max(series)
         scaled = [(v - low) / (high - low) if high > low else 0.0 for v in series]
         verdict = ladder["verdicts"][metric]
-        label = f"{metric} (rho {verdict['spearman']:.2f}, {'passes' if verdict['passes'] else 'FAILS'})"
+        rho = "-" if verdict["spearman"] is None else f"{verdict['spearman']:.2f}"
+        label = f"{metric} (rho {rho}, {'passes' if verdict['passes'] else 'FAILS'})"
         ax.plot(range(len(rungs)), scaled, marker="o", label=label)
     ax.set_xticks(range(len(rungs)), rungs, rotation=30, ha="right")
     ax.set_ylabel("value, scaled to the metric's range")

@@ -112,6 +112,7 @@ def test_ladder_cli_measures_every_rung_and_its_verdicts_reach_later_measurement
     assert ladder["verdicts"]["frd"]["passes"], ladder["verdicts"]["frd"]
     assert ladder["protocol"]["fid"]["weights"]["kind"] == "untrained" and ladder["protocol"]["fid"]["dims"] == 64
     assert "spearman rho" in result.stdout and "verdict" in result.stdout
+    assert any("FRD's covariance is singular" in w for w in ladder["warnings"])  # 24 images: said, not hidden
     with Image.open(out / "ladder.png") as figure:
         assert figure.format == "PNG" and figure.width > 300
     # a measurement on the same set and feature space now carries these verdicts
@@ -126,3 +127,11 @@ def test_ladder_cli_measures_every_rung_and_its_verdicts_reach_later_measurement
         "ladder": {"fid": {"passes": False}, "frd": {"passes": True}},
     }  # fmt: skip
     assert f"FID 1.000 +- 0.000 [{FAILS_LADDER}]" in summary_line(record)
+
+
+def test_ladder_refuses_an_unusable_out_folder_before_measuring(tmp_path, prepared48):
+    taken = tmp_path / "a_file"
+    taken.write_text("not a folder")
+    result = run_cli("ladder", prepared48, "--metrics", "frd", "--out", taken)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"--out {taken}: cannot make the folder" in result.stderr and "radiomic" not in result.stderr

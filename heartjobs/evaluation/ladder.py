@@ -45,7 +45,8 @@ class Rung:
     make: Callable[[np.ndarray, np.random.Generator], np.ndarray]  # held-out uint8 N x H x W -> degraded
 
 
-def _to_uint8(x: np.ndarray) -> np.ndarray:
+def _round_to_pixels(x: np.ndarray) -> np.ndarray:
+    """Grey values computed in float back to uint8 pixels (rounded, clipped)."""
     return np.rint(np.clip(x, 0, 255)).astype(np.uint8)
 
 
@@ -54,18 +55,18 @@ def _blur(sigma_at_64: float) -> Callable:
         from scipy.ndimage import gaussian_filter
 
         sigma = sigma_at_64 * images.shape[-1] / 64  # the same blur relative to the anatomy at any size
-        return _to_uint8(gaussian_filter(images.astype(np.float64), sigma=(0, sigma, sigma)))
+        return _round_to_pixels(gaussian_filter(images.astype(np.float64), sigma=(0, sigma, sigma)))
 
     return make
 
 
 def _noise(std: float) -> Callable:
-    return lambda images, rng: _to_uint8(images + rng.normal(0.0, std, images.shape))
+    return lambda images, rng: _round_to_pixels(images + rng.normal(0.0, std, images.shape))
 
 
 def _window_shift(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     # the window moved by 20% of its width: brighter, with the top of the range clipped
-    return _to_uint8(images.astype(np.float64) + 51)
+    return _round_to_pixels(images.astype(np.float64) + 51)
 
 
 def _mode_collapse(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -102,11 +103,13 @@ def parse_metrics(text: str) -> tuple[str, ...]:
     return metrics
 
 
-def spearman(values: list[float]) -> float:
-    """Spearman's rank correlation of the values with their position (the intended order)."""
+def spearman(values: list[float]) -> float | None:
+    """Spearman's rank correlation of the values with their position (the intended order); None when the
+    values are all equal (no ranking at all)."""
     from scipy.stats import spearmanr
 
-    return float(spearmanr(np.arange(len(values)), values).statistic)
+    rho = float(spearmanr(np.arange(len(values)), values).statistic)
+    return None if np.isnan(rho) else rho
 
 
 def verdict(values: dict[str, float]) -> dict:
@@ -130,6 +133,8 @@ def build_sets(prepared: PreparedSet, n: int, seed: int) -> tuple[np.ndarray, di
     """(the reference images, {rung name: its images}), n images each, from disjoint halves of the set."""
     if prepared.count < 4:
         raise HeartjobsError(f"{prepared.path}: {prepared.count} images; the ladder needs at least 4")
+    if prepared.size % 8:
+        raise HeartjobsError(f"{prepared.path}: image size {prepared.size}; the ladder's 8 x 8 patches need n x 8")
     n = min(n, prepared.count // 2)
     order = np.random.default_rng(seed).permutation(prepared.count)
     images = np.asarray(prepared.images)
@@ -174,8 +179,8 @@ def run_ladder(
             fake = features(sets[rung.name], f"{rung.name}: Inception features")
             if "fid" in metrics:
                 values[rung.name]["fid"] = frechet_distance(*mean_and_covariance(fake), mu_real, sigma_real)
-            if "kid" in metrics:
-                values[rung.name]["kid"] = kernel_inception_distance(real, fake, subset_size=n, seed=seed)[0]
+            if "kid" in metrics:  # one subset of all n: every subset would be the whole set again
+                values[rung.name]["kid"] = kernel_inception_distance(real, fake, subsets=1, subset_size=n, seed=seed)[0]
         inception_protocol = {"weights": inception.describe(), "standard_weights": inception.standard, "dims": dims}
         protocol |= {m: inception_protocol for m in ("fid", "kid") if m in metrics}
     if "frd" in metrics:
@@ -184,6 +189,13 @@ def run_ladder(
             generated = radiomics.extract(sets[rung.name], f"{rung.name}: radiomic features")
             values[rung.name]["frd"] = radiomics.frechet_radiomics_distance(real_radiomics, generated).frd
         protocol["frd"] = {"version": radiomics.FRD_VERSION, "versions": radiomics.versions()}
+    warnings = []
+    if {"fid", "kid"} & set(metrics) and n <= dims:
+        warnings.append(f"n = {n} <= dims = {dims}: FID's covariance is singular; its verdict is for this n")
+    if "frd" in metrics and n <= radiomics.FEATURES_KEPT:
+        warnings.append(f"n = {n} <= ~{radiomics.FEATURES_KEPT} radiomic features: FRD's covariance is singular")
+    for text in warnings:
+        console.print(f"warning: {text}", markup=False)
     verdicts = {metric: verdict({rung: v[metric] for rung, v in values.items()}) for metric in metrics}
     for metric, result in verdicts.items():
         if not result["passes"]:
@@ -198,6 +210,7 @@ def run_ladder(
         "rungs": [{"name": r.name, "description": r.description, **values[r.name]} for r in RUNGS],
         "verdicts": verdicts,
         "pass_rule": PASS_RULE,
+        "warnings": warnings,
         "protocol": protocol,
         "versions": library_versions(),
         "seconds": round(time.perf_counter() - started, 3),

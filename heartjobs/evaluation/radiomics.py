@@ -30,6 +30,9 @@ from heartjobs.progress import track
 from .weights import cache_dir
 
 FRD_VERSION = "v1"
+# About how many feature columns v1 keeps on CT-like 2D images (392-398 on the phantom at 32-256 px): fewer
+# images than this make FRD's covariance singular.
+FEATURES_KEPT = 390
 CHUNK = 8  # images per task sent to a worker process: fewer round trips, still a smooth progress bar
 HOW_TO_INSTALL = (
     "install it with `make install` (scripts/install.sh builds pyradiomics 3.0.1 from source: "
