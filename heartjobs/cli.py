@@ -112,8 +112,9 @@ def cmd_fid(args: argparse.Namespace) -> None:
         if value is not None
     }
     settings = spec.eval.model_copy(update=overrides)
-    if args.save_images is not None and args.save_images.exists() and any(args.save_images.iterdir()):
-        raise HeartjobsError(f"--save-images {args.save_images}: exists and is not empty; give a new folder")
+    taken = args.save_images is not None and args.save_images.exists()
+    if taken and (not args.save_images.is_dir() or any(args.save_images.iterdir())):
+        raise HeartjobsError(f"--save-images {args.save_images}: exists and is not an empty folder; give a new one")
     report = evaluate_run(
         args.run_dir, settings, checkpoint=args.checkpoint, device=args.device, save_images=args.save_images
     )

@@ -270,15 +270,19 @@ def evaluate_run(
 ) -> dict:
     """Measure a run's final generator (or one of its checkpoints) and record it in the run folder (see
     heartjobs.evaluation.records); returns the record. The measured images go to save_images as PNG, or,
-    when the settings say save_images, to the run's eval_images/ (replaced: they are copies). A run whose
+    when the settings say save_images and this is the run's own measurement, to its eval_images/ (replaced
+    once the measurement succeeded: they are copies). A run whose
     training had finished and only its evaluation had failed is marked done once its own evaluation
     succeeds."""
     run = RunDir(run_dir)
     spec = run.spec()
     settings = settings or spec.eval
-    if save_images is None and settings.save_images:
-        save_images = run / RunDir.EVAL_IMAGES
-        shutil.rmtree(save_images, ignore_errors=True)
+    own = checkpoint is None and settings == spec.eval
+    # [eval] save_images: the run's own measurement's images, staged and swapped in once it succeeded
+    staged = None
+    if save_images is None and settings.save_images and own:
+        staged = save_images = run / f"{RunDir.EVAL_IMAGES}.partial"
+        shutil.rmtree(staged, ignore_errors=True)
     torch_device = resolve_device(device or spec.train.device)
     prepared = PreparedSet.open(spec.data.prepared)
     if prepared.content_hash != spec.data.content_hash:
@@ -295,8 +299,11 @@ def evaluate_run(
         between_repeats=between_repeats,
         save_images=save_images,
     )
+    if staged is not None:
+        shutil.rmtree(run / RunDir.EVAL_IMAGES, ignore_errors=True)
+        staged.rename(run / RunDir.EVAL_IMAGES)
+        result["saved_images"] = str((run / RunDir.EVAL_IMAGES).resolve())
     record = evaluation_record(run, spec, snapshot, result)
-    own = checkpoint is None and settings == spec.eval
     write_record(run, record, settings, own)
     status = run.status()
     if own and status.get("state") == "failed" and status.get("phase") == "evaluating":

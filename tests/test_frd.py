@@ -56,7 +56,8 @@ def test_frd_equals_frd_scores_cli_on_the_images_it_saved(tmp_path, prepared64):
     assert len(list((saved / "real").glob("*.png"))) == 12
     assert [len(list((saved / f"repeat_{r}").glob("*.png"))) for r in (0, 1)] == [24, 24]
     assert [len(list((saved / f"repeat_{r}_frd").glob("*.png"))) for r in (0, 1)] == [16, 16]
-    assert f"python -m frd_score {saved}/real {saved}/repeat_0_frd" in (saved / "README.txt").read_text()
+    assert "python -m frd_score real repeat_0_frd" in (saved / "README.txt").read_text()
+    assert record["saved_images"] == str(saved.resolve())
     # the reference tool on those files gives each repeat's value
     for r in (0, 1):
         cli = _cli_frd(saved / "real", saved / f"repeat_{r}_frd")
@@ -64,7 +65,7 @@ def test_frd_equals_frd_scores_cli_on_the_images_it_saved(tmp_path, prepared64):
     assert record["repeats"][0]["frd"] != record["repeats"][1]["frd"]  # different seeds, different images
     # an existing folder is refused before anything is measured
     again = run_cli("fid", run_dir, *args, "--save-images", saved)
-    assert again.returncode == 2 and "exists and is not empty" in again.stderr
+    assert again.returncode == 2 and "exists and is not an empty folder" in again.stderr
 
 
 def test_real_radiomic_features_are_cached_and_reused(prepared64):
@@ -128,3 +129,21 @@ def test_constant_images_count_as_unmeasurable_not_as_a_crash(prepared64):
         radiomics.extract(np.full_like(images, 128), "flat", workers=1)
     with pytest.raises(HeartjobsError, match="FRD: fewer than 2 images with finite features"):
         radiomics.frechet_radiomics_distance(real, radiomics.extract(mixed[:5], "one left", workers=1))
+
+
+def test_the_save_images_switch_keeps_the_own_measurements_images_in_the_run(tmp_path, prepared64):
+    from heartjobs.job import evaluate_run, run_job
+    from heartjobs.rundir import RunDir
+    from heartjobs.spec import EvalSection
+
+    settings = {"weights": "untrained", "n_generated": 8, "repeats": 1, "dims": 64, "batch_size": 8}
+    settings |= {"frd": False, "kid": False, "save_images": True}
+    run_dir = run_job(write_spec(tmp_path, "saver", "gan", prepared64, eval=settings, epochs=1, device="cpu"))
+    images = run_dir / RunDir.EVAL_IMAGES
+    assert len(list((images / "real").glob("*.png"))) == 12 and len(list((images / "repeat_0").glob("*.png"))) == 8
+    assert not (run_dir / f"{RunDir.EVAL_IMAGES}.partial").exists()
+    assert json.loads((run_dir / "fid.json").read_text())["saved_images"] == str(images.resolve())
+    # another measurement of the run (other settings) leaves the own measurement's images alone
+    before = sorted(p.name for p in (images / "repeat_0").iterdir())
+    evaluate_run(run_dir, EvalSection(**{**settings, "n_generated": 4}))
+    assert sorted(p.name for p in (images / "repeat_0").iterdir()) == before

@@ -12,6 +12,7 @@ recompute each number.
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -275,36 +276,42 @@ def measure(
     space = {"weights_sha256": weights.sha256, "dims": settings.dims, "frd_version": radiomics.FRD_VERSION}
     result["ladder"] = {metric: verdicts.lookup(prepared.content_hash, metric, **space) for metric in measured}
     if save_images is not None:
-        result["saved_images"] = str(save_images)
+        result["saved_images"] = str(save_images.resolve())
         write_image_readme(save_images, result)
     result["seconds"] = round(time.perf_counter() - started, 3)
     return result
 
 
 def _link_first(source: Path, target: Path, n: int) -> None:
-    """The first n PNGs of `source` as hard links in `target`: the set FRD measured, without copies."""
+    """The first n PNGs of `source` in `target`: the set FRD measured, as hard links (copies where the
+    file system has none)."""
     target.mkdir(parents=True, exist_ok=True)
     for i in range(n):
-        (target / f"{i:06d}.png").hardlink_to(source / f"{i:06d}.png")
+        name = f"{i:06d}.png"
+        try:
+            (target / name).hardlink_to(source / name)
+        except OSError:
+            shutil.copy2(source / name, target / name)
 
 
 def write_image_readme(folder: Path, result: dict) -> None:
-    """What the saved images are and the reference-tool commands that recompute each number."""
+    """What the saved images are and the reference-tool commands (run in that folder) that recompute each
+    number."""
     repeats = len(result["repeats"])
     lines = [
-        "Images measured by heartjobs, exactly as measured (uint8 PNG).",
+        "Images measured by heartjobs, exactly as measured (uint8 PNG). Run the commands below in this folder.",
         f"real/: the {result['n_real']} real images; repeat_R/: the {result['n_generated']} generated images of "
         f"repeat R (0..{repeats - 1}), seed in the record.",
         f"FID ({result['dims']}-d, {result['weights']['kind']} weights): "
-        f"python -m pytorch_fid {folder}/real {folder}/repeat_0 --dims {result['dims']}"
+        f"python -m pytorch_fid real repeat_0 --dims {result['dims']}"
         + ("" if result["standard_weights"] else "  (pytorch-fid's CLI uses the standard weights only)"),
     ]
-    if "frd" in result:
+    if "frd" in result and "mean" in result["frd"]:
         n = result["frd"]["n_generated"]
         subset = "repeat_0_frd" if n < result["n_generated"] else "repeat_0"
         lines.append(
             f"FRD ({result['frd']['version']}, the first {n} images of each repeat"
-            + (", hard links in repeat_R_frd/" if subset != "repeat_0" else "")
-            + f"): python -m frd_score {folder}/real {folder}/{subset}"
+            + (", also in repeat_R_frd/" if subset != "repeat_0" else "")
+            + f"): python -m frd_score real {subset}"
         )
     atomic.write_bytes(folder / "README.txt", ("\n".join(lines) + "\n").encode())
