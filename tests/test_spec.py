@@ -112,7 +112,8 @@ def test_image_size_must_be_a_power_of_two(tmp_path, phantom_dir):
 
 
 def test_validate_reports_every_bad_spec_and_show_prints_the_resolved_spec(tmp_path, prepared32):
-    good = _spec(tmp_path, _minimal(prepared32, "wgan", "latent_dim = 200"), "good.toml")
+    # measurable here too (validate also checks that): untrained weights, no download needed
+    good = _spec(tmp_path, _minimal(prepared32, "wgan", "latent_dim = 200\n[eval]\nweights = 'untrained'"), "good.toml")
     bad1 = _spec(tmp_path, _minimal(prepared32, "wgan", "lr = -1"), "bad1.toml")
     bad2 = _spec(tmp_path, "name = 3\n", "bad2.toml")
     result = run_cli("validate", good, bad1, bad2)

@@ -32,8 +32,9 @@ from heartjobs.progress import console, track
 from heartjobs.spec import EvalSection
 
 from . import radiomics, verdicts
+from .cache import cache_dir
 from .statistics import frechet_distance, kernel_inception_distance, mean_and_covariance
-from .weights import InceptionWeights, build_inception, cache_dir, resolve_weights
+from .weights import InceptionWeights, build_inception, resolve_weights
 
 
 class FeatureExtractor:

@@ -14,7 +14,6 @@ from heartjobs.errors import HeartjobsError
 from heartjobs.spec import ResolvedSpec
 
 from . import radiomics
-from .weights import ENV_WEIGHTS, HOW_TO_GET, hub_path, resolve_weights
 
 REACH_TIMEOUT_S = 5.0
 LATER = (
@@ -40,6 +39,8 @@ def check_measurable(spec: ResolvedSpec, path: Path | str) -> None:
     settings = spec.eval
     if not settings.fid:
         return
+    from .weights import ENV_WEIGHTS, HOW_TO_GET, hub_path, resolve_weights  # torch: only when there is a check
+
     try:
         resolve_weights(settings.weights, download=False)
     except HeartjobsError as exc:

@@ -27,7 +27,7 @@ from heartjobs.hashing import sha256_json
 from heartjobs.prepared import PreparedSet
 from heartjobs.progress import track
 
-from .weights import cache_dir
+from .cache import cache_dir
 
 FRD_VERSION = "v1"
 # About how many feature columns v1 keeps on CT-like 2D images (392-398 on the phantom at 32-256 px): fewer

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .weights import cache_dir
+from .cache import cache_dir
 
 
 def verdicts_file() -> Path:

@@ -19,6 +19,8 @@ from heartjobs import atomic
 from heartjobs.errors import HeartjobsError, one_line
 from heartjobs.hashing import sha256_file
 
+from .cache import cache_dir
+
 STANDARD_FILENAME = "pt_inception-2015-12-05-6726825d.pth"
 # torch.hub's convention: the hex digits in the file name start the file's sha256.
 STANDARD_SHA256_PREFIX = "6726825d"
@@ -47,11 +49,6 @@ class InceptionWeights:
 def hub_path() -> Path:
     """Where pytorch-fid's loader (torch.hub) keeps the standard file."""
     return Path(torch.hub.get_dir()) / "checkpoints" / STANDARD_FILENAME
-
-
-def cache_dir() -> Path:
-    """heartjobs' own cache ($HEARTJOBS_CACHE, default ~/.cache/heartjobs)."""
-    return Path(os.environ.get("HEARTJOBS_CACHE") or Path.home() / ".cache" / "heartjobs")
 
 
 def _download_standard() -> Path:
