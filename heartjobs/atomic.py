@@ -61,6 +61,13 @@ def write_json(path: Path, obj: object) -> None:
     write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 
 
+def temp_dir(final: Path) -> Path:
+    """A new, empty hidden folder beside `final` (named after it), with the permissions mkdir would give."""
+    tmp = Path(tempfile.mkdtemp(dir=Path(final).parent, prefix=f".{Path(final).name}.", suffix=".tmp"))
+    _usual_mode(tmp, directory=True)
+    return tmp
+
+
 @contextlib.contextmanager
 def staged_dir(final: Path, *, replace: bool = False) -> Iterator[Path]:
     """Yield a temporary directory next to `final`; on success rename it to `final`.
@@ -70,8 +77,7 @@ def staged_dir(final: Path, *, replace: bool = False) -> Iterator[Path]:
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
-    _usual_mode(tmp, directory=True)
+    tmp = temp_dir(final)
     try:
         yield tmp
         if replace and final.exists():

@@ -7,6 +7,7 @@ status.json follows each step. This is the only module that calls both training 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -28,7 +29,7 @@ from heartjobs.plots import plot_losses
 from heartjobs.prepared import PreparedSet
 from heartjobs.progress import TrainingProgress, console
 from heartjobs.provenance import environment
-from heartjobs.rundir import RunDir, claim_version, newest_unfinished
+from heartjobs.rundir import RunDir, claim_version, finished_version, newest_unfinished
 from heartjobs.spec import EvalSection, ResolvedSpec, configuration_differences, load_spec
 from heartjobs.status import StatusFile, mark_done
 from heartjobs.training.loop import SAMPLE_GRID, Interrupted, Trainer, resolve_device
@@ -89,8 +90,19 @@ def _run(spec_path: Path, resume: bool, outcome: dict) -> Path:
     check_measurable(spec, spec_path)  # fail now, not after hours of training
     t = spec.train
     device = resolve_device(t.device)
-    run = _open_run(spec, spec_path, resume, device)
-    outcome["run_dir"] = str(run.path)
+    if resume and newest_unfinished(spec.run_root) is None and (done := finished_version(spec)) is not None:
+        # a restart loop that resumes a finished job must not retrain it forever
+        console.print(f"{spec.name}: already finished in {done}; nothing to resume", markup=False)
+        outcome["run_dir"] = str(done)
+        return done
+    with contextlib.ExitStack() as held:  # the run lock, from choosing the version to the end
+        run = _open_run(spec, spec_path, resume, device, held)
+        outcome["run_dir"] = str(run.path)
+        return _run_locked(spec, spec_path, run, device)
+
+
+def _run_locked(spec: ResolvedSpec, spec_path: Path, run: RunDir, device: torch.device) -> Path:
+    t = spec.train
     prepared = PreparedSet.open(spec.data.prepared)
     status = run.status_file(t.epochs, procs.this_process())
     # Signals are turned into a stop request for the whole job: training stops between batches,
@@ -123,16 +135,22 @@ def _run(spec_path: Path, resume: bool, outcome: dict) -> Path:
 # --- choosing the run folder ---
 
 
-def _open_run(spec: ResolvedSpec, spec_path: Path, resume: bool, device: torch.device) -> RunDir:
-    """The run folder: with resume, the newest unfinished version of this job (checked); otherwise, or
-    when there is none, a new version with its identity files."""
+def _open_run(
+    spec: ResolvedSpec, spec_path: Path, resume: bool, device: torch.device, held: contextlib.ExitStack
+) -> RunDir:
+    """The run folder, locked for this process (in `held`): with resume, the newest unfinished version of
+    this job (checked); otherwise, or when there is none, a new version, which appears with its identity
+    files (job.toml, resolved.json, env.json, status.json) in one rename."""
     if resume:
         run = _resumable_version(spec, spec_path)
         if run is not None:
+            held.enter_context(procs.run_lock(run.path))
             atomic.write_json(run.resumed_env(run.status().get("resumed", 0) + 1), environment(str(device)))
             return run
         console.print(f"{spec.name}: nothing to resume; starting a new version")
-    return _new_version(spec, spec_path, device)
+    run = _new_version(spec, spec_path, device)
+    held.enter_context(procs.run_lock(run.path))
+    return run
 
 
 def _resumable_version(spec: ResolvedSpec, spec_path: Path) -> RunDir | None:
@@ -157,11 +175,14 @@ def _resumable_version(spec: ResolvedSpec, spec_path: Path) -> RunDir | None:
 
 
 def _new_version(spec: ResolvedSpec, spec_path: Path, device: torch.device) -> RunDir:
-    run = RunDir(claim_version(spec.run_root))
-    atomic.write_bytes(run / RunDir.JOB_TOML, Path(spec_path).read_bytes())
-    atomic.write_json(run / RunDir.RESOLVED, {"spec_hash": spec.spec_hash, "spec": spec.model_dump(mode="json")})
-    atomic.write_json(run / RunDir.ENV, environment(str(device)))
-    return run
+    def identity(folder: Path) -> None:
+        atomic.write_bytes(folder / RunDir.JOB_TOML, Path(spec_path).read_bytes())
+        resolved = {"spec_hash": spec.spec_hash, "spec": spec.model_dump(mode="json")}
+        atomic.write_json(folder / RunDir.RESOLVED, resolved)
+        atomic.write_json(folder / RunDir.ENV, environment(str(device)))
+        RunDir(folder).status_file(spec.train.epochs, procs.this_process())  # "running", by this process
+
+    return RunDir(claim_version(spec.run_root, identity))
 
 
 def _wait_until_stopped(run: RunDir, patience_s: float = RESUME_WAIT_S) -> dict:

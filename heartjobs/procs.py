@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from heartjobs.errors import HeartjobsError
 from heartjobs.progress import console
 from heartjobs.status import heartbeat_age
 
@@ -166,6 +167,39 @@ def default_slot() -> str:
     if torch.cuda.is_available():
         return f"cuda{(visible or '0').split(',')[0]}"
     return "cpu"
+
+
+RUN_LOCK = ".lock"
+
+
+@contextlib.contextmanager
+def run_lock(folder: Path) -> Iterator[None]:
+    """Hold a run folder for this process alone, for the whole run (the kernel releases it when the
+    process dies). Taking over a version is this lock, not a check of its status: two resumes of one
+    version a moment apart cannot both train it. Raises HeartjobsError when another process holds it."""
+    with open(Path(folder) / RUN_LOCK, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise HeartjobsError(f"{folder}: another process is running it; not running it twice") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def run_locked(folder: Path) -> bool:
+    """Whether some process holds `folder`'s run lock now."""
+    path = Path(folder) / RUN_LOCK
+    if not path.is_file():
+        return False
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+        return False
 
 
 @contextlib.contextmanager

@@ -1,17 +1,22 @@
 """Run folders: artifacts/<job>/vNNNN, claimed atomically and never reused, and every file in one.
 
 `RunDir` owns the names of the files a run writes and reads them back (the resolved spec and its hash,
-the status, the losses, the metric reports); nothing else spells them out. A version number is claimed
-with mkdir, which succeeds for exactly one process, so two runs never share a folder; `latest` points
-at the newest. The same numbered folders hold submissions (submissions/vNNNN).
+the status, the losses, the metric reports); nothing else spells them out. A version is claimed by
+renaming a staged folder that already holds its identity files onto the free number: the rename
+succeeds for exactly one process, and a version never exists without what identifies it, whenever a
+process dies. `latest` points at the newest. The same numbered folders hold submissions
+(submissions/vNNNN).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from heartjobs import atomic
@@ -20,6 +25,7 @@ from heartjobs.status import StatusFile, read_status
 
 _VERSION = re.compile(r"v(\d{4,})")
 LATEST = "latest"
+_CLAIM_MARKER = ".claimed"
 
 
 # --- numbered version folders ---
@@ -37,21 +43,36 @@ def version_number(folder: Path) -> int:
     return int(Path(folder).name[1:])
 
 
-def claim_version(root: Path) -> Path:
-    """Create and return the next free vNNNN folder under `root`; safe against concurrent claims."""
+def claim_version(root: Path, fill: Callable[[Path], None] | None = None) -> Path:
+    """Create and return the next free vNNNN folder under `root`, safe against concurrent claims. With
+    `fill`, the folder's first files are written into a staged folder, and the version appears with them
+    in one rename; a rename onto an existing version fails (a marker keeps the staged folder non-empty,
+    and rename(2) may replace only an empty one), so two claims never share a version."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    existing = versions(root)
-    number = version_number(existing[-1]) + 1 if existing else 1
-    while True:
-        candidate = root / f"v{number:04d}"
-        try:
-            candidate.mkdir()
-        except FileExistsError:
-            number += 1
-            continue
-        point_latest(root, candidate)
-        return candidate
+    staged = atomic.temp_dir(root / "claim")
+    try:
+        if fill is not None:
+            fill(staged)
+        (staged / _CLAIM_MARKER).touch()
+        existing = versions(root)
+        number = version_number(existing[-1]) + 1 if existing else 1
+        while True:
+            candidate = root / f"v{number:04d}"
+            try:
+                os.rename(staged, candidate)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise
+                number += 1
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    with contextlib.suppress(FileNotFoundError):
+        (candidate / _CLAIM_MARKER).unlink()
+    point_latest(root, candidate)
+    return candidate
 
 
 def point_latest(root: Path, version: Path) -> None:
@@ -168,9 +189,11 @@ def _lines(path: Path) -> list[str]:
 
 
 def newest_unfinished(job_root: Path) -> Path | None:
-    """The newest version whose status is not done (running, interrupted, failed, or never started)."""
+    """The newest version whose status is not done (running, interrupted or failed). A version without a
+    resolved spec (a folder left by a process killed while older code claimed it) is no run: skipped."""
     for run_dir in reversed(versions(job_root)):
-        if RunDir(run_dir).status().get("state") != "done":
+        run = RunDir(run_dir)
+        if (run / RunDir.RESOLVED).is_file() and run.status().get("state") != "done":
             return run_dir
     return None
 

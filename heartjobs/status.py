@@ -48,6 +48,9 @@ class StatusFile:
 
     def __init__(self, path: Path, epochs_total: int, process: dict):
         previous = read_status(path)
+        # a resume is another process taking the run over (its own first record, written when the
+        # version was claimed, is no resume)
+        taken_over = bool(previous) and any(previous.get(k) != process.get(k) for k in ("pid", "pid_started", "host"))
         self.path = Path(path)
         self.data: dict = {
             "state": "running",
@@ -58,7 +61,7 @@ class StatusFile:
             "epochs_total": epochs_total,
             "error": None,
             **process,
-            "resumed": previous.get("resumed", 0) + (1 if previous else 0),
+            "resumed": previous.get("resumed", 0) + (1 if taken_over else 0),
         }
         self._last_beat = 0.0
         self.write()

@@ -149,8 +149,52 @@ def test_sigterm_during_fid_interrupts_and_resume_only_evaluates(tmp_path, prepa
     assert all(torch.equal(resumed[k], trained[k]) for k in trained)  # the same weights, not retrained
 
 
-def test_resume_of_a_version_without_a_recorded_spec_says_so(tmp_path, prepared32):
+def test_a_version_left_without_identity_is_never_resumed(tmp_path, prepared32):
+    # what a process killed while older code claimed v0001 left: a folder and nothing in it
     spec = write_spec(tmp_path, "bare", "gan", prepared32, epochs=1, device="cpu")
-    (tmp_path / "artifacts" / "bare" / "v0001").mkdir(parents=True)  # a folder and nothing in it
-    with pytest.raises(HeartjobsError, match=r"v0001 was made with spec None, .* \(no recorded spec\); refusing"):
-        run_job(spec, resume=True)
+    (tmp_path / "artifacts" / "bare" / "v0001").mkdir(parents=True)
+    run_dir = run_job(spec, resume=True)  # nothing to resume: a new version, trained
+    assert run_dir.name == "v0002" and json.loads((run_dir / "status.json").read_text())["state"] == "done"
+    # and a finished job resumed again is finished, not retrained (a restart loop)
+    again = run_cli("run", spec, "--resume")
+    assert again.returncode == 0 and f"already finished in {run_dir}" in again.stderr
+    assert sorted(p.name for p in (tmp_path / "artifacts" / "bare").glob("v*")) == ["v0001", "v0002"]
+
+
+def test_a_version_appears_with_its_identity_or_not_at_all(tmp_path):
+    # SIGKILL in the middle of writing a version's first files: no version is left behind
+    root, ready = tmp_path / "job", tmp_path / "ready"
+    code = (
+        "import sys, time\nfrom pathlib import Path\nfrom heartjobs.rundir import claim_version\n"
+        "def fill(folder):\n    (folder / 'resolved.json').write_text('{}')\n"
+        f"    Path({str(ready)!r}).touch()\n    time.sleep(120)\n"
+        f"claim_version(Path({str(root)!r}), fill)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    wait_for(ready.exists, proc=proc)
+    proc.kill()
+    proc.wait()
+    assert not list(root.glob("v*"))  # only a hidden staging folder, which no reader takes for a version
+    # a claim after it gets v0001, with its files
+    from heartjobs.rundir import claim_version
+
+    claimed = claim_version(root, lambda folder: (folder / "resolved.json").write_text("{}"))
+    assert claimed.name == "v0001" and sorted(p.name for p in claimed.iterdir()) == ["resolved.json"]
+
+
+def test_a_version_another_process_holds_is_not_run_twice(tmp_path, prepared32):
+    from heartjobs.procs import run_lock
+
+    spec = write_spec(tmp_path, "held", "gan", prepared32, epochs=1, device="cpu")
+    run_dir = tmp_path / "artifacts" / "held" / "v0001"
+    run_dir.mkdir(parents=True)
+    first = run_job(spec)  # v0002, done
+    status = json.loads((first / "status.json").read_text())
+    assert status["resumed"] == 0  # its own first record was no resume
+    # an unfinished version whose process looks dead, but whose lock a live process holds (a resume still
+    # starting up): a second resume is refused, not run alongside it
+    (first / "status.json").write_text(json.dumps({**status, "state": "interrupted"}))
+    with run_lock(first):
+        result = run_cli("run", spec, "--resume")
+    assert result.returncode == 2 and "another process is running it; not running it twice" in result.stderr
+    assert json.loads((first / "status.json").read_text())["state"] == "interrupted"  # untouched
