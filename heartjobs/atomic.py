@@ -57,6 +57,19 @@ def read_json(path: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
+def append_lines(path: Path, lines: list[str]) -> None:
+    """Append whole lines to a line-oriented log (JSON lines), in one write. A last line cut short by a
+    crash is ended first, so it stays one bad line a reader skips instead of swallowing the new record."""
+    path = Path(path)
+    text = "".join(line.rstrip("\n") + "\n" for line in lines)
+    with open(path, "ab+") as f:
+        if f.tell() > 0:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                text = "\n" + text
+        f.write(text.encode())
+
+
 def write_json(path: Path, obj: object) -> None:
     write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 

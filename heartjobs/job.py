@@ -243,8 +243,7 @@ def _epochs(spec: ResolvedSpec, trainer: Trainer, run: RunDir, status: StatusFil
 
         while trainer.epoch < t.epochs:
             stats = trainer.train_epoch(lambda: stop["signal"] is not None, on_batch).as_dict()
-            with open(run / RunDir.LOSSES, "a") as f:  # one short line per epoch, appended
-                f.write(json.dumps(stats) + "\n")
+            atomic.append_lines(run / RunDir.LOSSES, [json.dumps(stats)])  # one short line per epoch
             progress.epoch(stats)
             status.beat(epochs_done=trainer.epoch)
             last = trainer.epoch == t.epochs

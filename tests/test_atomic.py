@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 
@@ -33,3 +34,18 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
     with pytest.raises(RuntimeError), atomic.staged_dir(tmp_path / "set"):
         raise RuntimeError("crash while building")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
+
+
+def test_an_append_after_a_line_cut_by_a_crash_starts_on_a_fresh_line(tmp_path):
+    log = tmp_path / "metrics.jsonl"
+    atomic.append_lines(log, [json.dumps({"n": 1})])
+    with open(log, "a") as f:
+        f.write('{"n": 2, "fid')  # what a crash in the middle of an append leaves
+    atomic.append_lines(log, [json.dumps({"n": 3}), json.dumps({"n": 4})])
+    lines = log.read_text().splitlines()
+    assert lines[0] == '{"n": 1}' and lines[1] == '{"n": 2, "fid'
+    assert [json.loads(line) for line in lines[2:]] == [{"n": 3}, {"n": 4}]  # whole, and readable
+    # on a fresh file, and after a whole last line, nothing is added in between
+    atomic.append_lines(tmp_path / "new.jsonl", ["a"])
+    atomic.append_lines(tmp_path / "new.jsonl", ["b"])
+    assert (tmp_path / "new.jsonl").read_text() == "a\nb\n"

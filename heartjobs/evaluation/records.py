@@ -40,8 +40,7 @@ def write_record(run: RunDir, record: dict, settings: EvalSection, own: bool) ->
         tag = sha256_json(settings.model_dump(mode="json"))[:8]
         name = record["snapshot"]["file"].replace("/", "_").removesuffix(".pt")
         atomic.write_json(run / RunDir.EVALS / f"{name}_{tag}.json", record)
-    with open(run / RunDir.METRICS, "a") as f:  # one line per evaluation, appended
-        f.write(json.dumps(record) + "\n")
+    atomic.append_lines(run / RunDir.METRICS, [json.dumps(record)])  # one line per evaluation
 
 
 def failed_ladder(report: dict, metric: str) -> bool:

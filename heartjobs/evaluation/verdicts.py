@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from heartjobs import atomic
+
 from .cache import cache_dir
 
 
@@ -24,7 +26,7 @@ def feature_space(metric: str, weights_sha256: str | None, dims: int | None, frd
 
 
 def remember(ladder: dict, source: Path | None = None) -> None:
-    """Append the ladder's verdicts (one line per metric); a line is short, written with one append."""
+    """Append the ladder's verdicts (one line per metric), in one append."""
     path = verdicts_file()
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = []
@@ -43,9 +45,8 @@ def remember(ladder: dict, source: Path | None = None) -> None:
             "n": ladder["n"],
             "ladder": str(Path(source).resolve()) if source else None,
         }
-        lines.append(json.dumps(line) + "\n")
-    with open(path, "a") as f:
-        f.write("".join(lines))
+        lines.append(json.dumps(line))
+    atomic.append_lines(path, lines)
 
 
 def lookup(content_hash: str, metric: str, **space) -> dict | None:
