@@ -102,6 +102,8 @@ def _run(spec_path: Path, resume: bool, outcome: dict) -> Path:
 
 
 def _run_locked(spec: ResolvedSpec, spec_path: Path, run: RunDir, device: torch.device) -> Path:
+    for path in run.remove_stale_temp_files():  # left by a process killed mid-write
+        console.print(f"{spec.name}: removed {path.relative_to(run.path)}, left by a killed process", markup=False)
     t = spec.train
     prepared = PreparedSet.open(spec.data.prepared)
     status = run.status_file(t.epochs, procs.this_process())

@@ -126,6 +126,22 @@ class RunDir:
     def generator(self) -> Path:
         return self.path / self.GENERATOR
 
+    def remove_stale_temp_files(self) -> list[Path]:
+        """Remove what writers killed mid-write left here: atomic.replacing's hidden temp files (a partial
+        checkpoint can be a gigabyte) and a staged eval_images. Only for the process holding the run's
+        lock, when nobody else writes here; returns what was removed."""
+        stale = list(self.path.rglob(".*.tmp")) + [self.path / f"{self.EVAL_IMAGES}.partial"]
+        removed = []
+        for path in stale:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            elif path.exists():
+                path.unlink(missing_ok=True)
+            else:
+                continue
+            removed.append(path)
+        return removed
+
     def resumed_env(self, count: int) -> Path:
         return self.path / f"env.resume{count}.json"
 

@@ -198,3 +198,20 @@ def test_a_version_another_process_holds_is_not_run_twice(tmp_path, prepared32):
         result = run_cli("run", spec, "--resume")
     assert result.returncode == 2 and "another process is running it; not running it twice" in result.stderr
     assert json.loads((first / "status.json").read_text())["state"] == "interrupted"  # untouched
+
+
+def test_resuming_removes_what_a_killed_writer_left(tmp_path, prepared32):
+    spec = write_spec(tmp_path, "litter", "gan", prepared32, epochs=1, device="cpu")
+    run_dir = run_job(spec)
+    status = json.loads((run_dir / "status.json").read_text())
+    (run_dir / "status.json").write_text(json.dumps({**status, "state": "interrupted"}))
+    # what SIGKILL during atomic writes leaves: a partial checkpoint, a partial report, a staged folder
+    litter = [run_dir / "checkpoints" / ".epoch_0002.pt.k3j1x.tmp", run_dir / ".fid.json.p0q9.tmp"]
+    for path in litter:
+        path.write_bytes(b"\0" * 1000)
+    (run_dir / "eval_images.partial" / "real").mkdir(parents=True)
+    result = run_cli("run", spec, "--resume")
+    assert result.returncode == 0, result.stderr
+    assert not any(p.exists() for p in litter) and not (run_dir / "eval_images.partial").exists()
+    assert "removed checkpoints/.epoch_0002.pt.k3j1x.tmp, left by a killed process" in result.stderr
+    assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["epoch_0001.pt"]
