@@ -119,7 +119,10 @@ def load_generator(path: Path, device: str | torch.device = "cpu") -> tuple[torc
     if "state_dict" not in payload:
         raise HeartjobsError(f"{path}: not a heartjobs generator.pt (no state_dict)")
     meta = {k: v for k, v in payload.items() if k != "state_dict"}
-    return build_generator(meta, payload["state_dict"], device), meta
+    try:
+        return build_generator(meta, payload["state_dict"], device), meta
+    except (KeyError, RuntimeError) as exc:  # missing architecture keys, weights of another shape
+        raise HeartjobsError(f"{path}: not a generator this architecture can load ({one_line(exc, 160)})") from None
 
 
 @dataclass
@@ -137,6 +140,11 @@ def load_snapshot(run: RunDir, spec, checkpoint: Path | None, device: torch.devi
         if not run.generator.is_file():
             raise HeartjobsError(f"{run.generator}: missing; the run has not finished (give --checkpoint FILE)")
         generator, meta = load_generator(run.generator, device)
+        if meta.get("spec_hash") != spec.spec_hash:  # a generator copied in from another run
+            raise HeartjobsError(
+                f"{run.generator}: spec_hash: made by spec {meta.get('spec_hash')}, this run is spec "
+                f"{spec.spec_hash}; not measuring another run's generator under this run's name"
+            )
         return Snapshot(generator, RunDir.GENERATOR, int(meta["epoch"]))
     state = load_checkpoint(Path(checkpoint), spec.spec_hash)
     if "G" not in state:

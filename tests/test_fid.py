@@ -218,3 +218,23 @@ def test_the_copied_fid_inception_agrees_with_pytorch_fids_own_at_the_pinned_ver
     assert [(n, type(m).__name__) for n, m in ours.named_modules()] == [
         (n, type(m).__name__) for n, m in theirs.named_modules()
     ]
+
+
+def test_a_generator_from_another_run_is_refused(tmp_path, prepared32):
+    import shutil
+
+    import torch as _torch
+
+    one = run_job(write_spec(tmp_path, "one", "gan", prepared32, epochs=1, device="cpu"))
+    other = run_job(write_spec(tmp_path, "other", "gan", prepared32, epochs=1, latent_dim=50, device="cpu"))
+    shutil.copy(other / "generator.pt", one / "generator.pt")  # copied in by hand
+    result = run_cli("fid", one, "--weights", "untrained", "--dims", "64", "--n", "10", "--repeats", "1", "--no-frd")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "generator.pt: spec_hash: made by spec" in result.stderr and "another run's generator" in result.stderr
+    # one whose weights do not fit its own architecture record: a one-line error too
+    payload = _torch.load(other / "generator.pt", weights_only=False)
+    payload["latent_dim"] = 100
+    _torch.save(payload, one / "generator.pt")
+    result = run_cli("fid", one, "--weights", "untrained", "--dims", "64", "--n", "10", "--repeats", "1", "--no-frd")
+    assert result.returncode == 2 and "not a generator this architecture can load" in result.stderr
+    assert "Traceback" not in result.stderr
