@@ -15,7 +15,8 @@ import csv
 import io
 from pathlib import Path
 
-from heartjobs import atomic
+from heartjobs import atomic, procs
+from heartjobs.errors import HeartjobsError
 from heartjobs.evaluation import verdicts
 from heartjobs.evaluation.records import FAILS_LADDER, failed_ladder
 from heartjobs.rundir import RunDir, versions
@@ -74,6 +75,8 @@ COLUMNS = [
 ]  # fmt: skip
 # summary.json's rows also carry each run's protocol values (THESIS_PROTOCOL's keys); the CSV leaves them out.
 ROW_KEYS = [*COLUMNS, "protocol_values"]
+# A run on another host whose heartbeat is older than this is taken for dead (runs beat every 10 s).
+DEAD_AFTER_S = 300
 FAILS_LADDER_MARK = "†"  # after a value whose metric failed the validity ladder
 
 
@@ -135,7 +138,7 @@ def _row(job: str, run_dir: Path | None) -> dict:
     run = RunDir(run_dir)
     spec = run.spec_dict()
     model, train = spec.get("model"), spec.get("train", {})
-    row.update(run_dir=str(run_dir), model=model, state=run.status().get("state", "unknown"))
+    row.update(run_dir=str(run_dir), model=model, state=_state(run.status()))
     fid = run.fid_report()
     protocol = measured_protocol(spec, fid)
     differing = protocol_differences(protocol)
@@ -183,15 +186,33 @@ def _with_verdicts(fid: dict, spec: dict) -> dict:
     return {**fid, "ladder": ladder}
 
 
+def _state(status: dict) -> str:
+    """A run's state as the report shows it: "running" only while its process lives (a run whose process
+    was killed outright still says "running" in its status.json)."""
+    state = status.get("state", "unknown")
+    if state == "running" and not procs.alive(status, stale_after=DEAD_AFTER_S):
+        return "died"
+    return state
+
+
 def collect(root: Path, expected: list[str] | None = None) -> list[dict]:
-    """One row per job: its newest run folder; jobs in `expected` without one show as missing."""
+    """One row per job: its newest run folder, or, while that one is unfinished, the newest finished one
+    (its state cell names the newer one: "done; v0003 running"); jobs in `expected` without any run show
+    as missing."""
     root = Path(root)
     jobs = sorted(p.name for p in root.iterdir() if p.is_dir() and versions(p)) if root.is_dir() else []
     names = list(expected or []) + [j for j in jobs if j not in (expected or [])]
     rows = []
     for name in names:
         found = versions(root / name)
-        rows.append(_row(name, found[-1] if found else None))
+        newest = found[-1] if found else None
+        finished = next((v for v in reversed(found) if RunDir(v).status().get("state") == "done"), None)
+        if newest is not None and finished is not None and finished != newest:
+            row = _row(name, finished)
+            row["state"] = f"done; {newest.name} {_state(RunDir(newest).status())}"
+            rows.append(row)
+        else:
+            rows.append(_row(name, newest))
     return rows
 
 
@@ -250,6 +271,8 @@ def ranking_metric(rows: list[dict]) -> str | None:
 def write_report(root: Path, expected: list[str] | None = None) -> tuple[list[dict], list[Path]]:
     """Write summary.md/.csv/.json and the figures into `root`; returns the rows and the files written."""
     root = Path(root)
+    if not root.is_dir():
+        raise HeartjobsError(f"{root}: no such folder (nothing has run into it yet?)")
     rows = collect(root, expected)
     metric = ranking_metric(rows)
     written = [root / "summary.md", root / "summary.csv", root / "summary.json"]

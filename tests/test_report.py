@@ -349,3 +349,24 @@ def test_no_best_runs_when_no_metric_is_trusted_and_verdicts_from_a_later_ladder
     summary = json.loads((artifacts / "summary.json").read_text())
     assert summary["best_by"] is None and "No best runs" in summary["note"]
     assert artifacts / "report_best_grids.png" not in written  # no best runs to show
+
+
+def test_a_killed_run_shows_as_died_and_the_finished_version_keeps_its_numbers(tmp_path, specs):
+    from heartjobs.procs import this_process
+    from heartjobs.status import now_iso
+
+    artifacts = tmp_path / "artifacts"
+    record = specs("gan_default", "gan")
+    finished = _run(artifacts, record, version=1, fids=[269.0] * 3)
+    newer = _run(artifacts, record, version=2, state="running")  # status.json says running; no process
+    [row] = collect(artifacts)
+    assert row["state"] == "done; v0002 died" and row["run_dir"] == str(finished) and row["fid_mean"] == 269.0
+    # while its process lives, it is running
+    status = json.loads((newer / "status.json").read_text())
+    (newer / "status.json").write_text(json.dumps({**status, **this_process(), "heartbeat": now_iso()}))
+    assert collect(artifacts)[0]["state"] == "done; v0002 running"
+
+
+def test_report_on_a_folder_that_is_not_there_is_an_error(tmp_path):
+    result = run_cli("report", tmp_path / "nowhere")
+    assert result.returncode == 2 and "no such folder" in result.stderr and not (tmp_path / "nowhere").exists()
