@@ -257,9 +257,25 @@ class Worker:
             return "skipped", {"run_dir": str(done_before)}
         if self.stop_signal is not None:
             return "requeued", {}
-        console.print(
-            f"worker: {entry.name}: {'resuming' if entry.recovered else 'running'} on {self.slot}", markup=False
-        )
+        # One configuration runs once at a time, however often it was queued and however many workers
+        # serve the queue: the worker holds its configuration's lock while the job runs.
+        with contextlib.ExitStack() as held:
+            try:
+                held.enter_context(
+                    procs.exclusive(
+                        config_lock(spec),
+                        f"the same configuration (spec {spec.spec_hash}) is being run by another worker",
+                    )
+                )
+            except HeartjobsError as exc:
+                return "skipped", {"reason": str(exc), "run_dir": None}
+            console.print(
+                f"worker: {entry.name}: {'resuming' if entry.recovered else 'running'} on {self.slot}", markup=False
+            )
+            return self._start(entry)
+
+    def _start(self, entry: Entry) -> tuple[str, dict]:
+        """Run the job's `heartjobs run` child to its end; how it ended, from its result record."""
         # The result record goes to a folder of this worker's own, outside the queue: a child orphaned by a
         # dead worker may still write it, and must not leave it among the queue's files.
         log_path = entry.sidecar("log")
@@ -286,7 +302,9 @@ class Worker:
             return outcome
         state = "done" if outcome in ("done", "skipped") else "failed"
         self.queue.finish(entry, state, {"state": outcome, **info})
-        if outcome == "skipped":
+        if outcome == "skipped" and info.get("reason"):
+            console.print(f"worker: {entry.name}: skipped: {info['reason']}", markup=False)
+        elif outcome == "skipped":
             console.print(
                 f"worker: {entry.name}: already finished in {info['run_dir']}; skipped (--force reruns)", markup=False
             )
@@ -295,6 +313,11 @@ class Worker:
         else:
             console.print(f"worker: {entry.name}: failed: {info['error']}", markup=False)
         return outcome
+
+
+def config_lock(spec) -> Path:
+    """The lock file a worker holds while it runs a configuration (a ResolvedSpec's spec hash)."""
+    return spec.run_root / f".config-{spec.spec_hash}.lock"
 
 
 def _failure(result: dict, code: int, log: Path, attempt_starts: int) -> str:

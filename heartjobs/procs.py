@@ -173,19 +173,25 @@ RUN_LOCK = ".lock"
 
 
 @contextlib.contextmanager
-def run_lock(folder: Path) -> Iterator[None]:
-    """Hold a run folder for this process alone, for the whole run (the kernel releases it when the
-    process dies). Taking over a version is this lock, not a check of its status: two resumes of one
-    version a moment apart cannot both train it. Raises HeartjobsError when another process holds it."""
-    with open(Path(folder) / RUN_LOCK, "a+") as f:
+def exclusive(path: Path, busy: str) -> Iterator[None]:
+    """Hold the lock file `path` for this process alone (the kernel releases it when the process dies);
+    raises HeartjobsError(busy) when another process holds it."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise HeartjobsError(f"{folder}: another process is running it; not running it twice") from None
+            raise HeartjobsError(busy) from None
         try:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def run_lock(folder: Path) -> contextlib.AbstractContextManager[None]:
+    """Hold a run folder for this process alone, for the whole run. Taking over a version is this lock,
+    not a check of its status: two resumes of one version a moment apart cannot both train it."""
+    return exclusive(Path(folder) / RUN_LOCK, f"{folder}: another process is running it; not running it twice")
 
 
 def run_locked(folder: Path) -> bool:

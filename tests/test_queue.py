@@ -187,3 +187,21 @@ def test_sigterm_to_the_worker_checkpoints_the_job_and_puts_it_back_to_resume(tm
     status = json.loads((run_dir / "status.json").read_text())
     assert status["state"] == "done" and status["resumed"] == 1
     assert [p.name for p in versions(tmp_path / "artifacts" / "stopped")] == ["v0001"]
+
+
+def test_a_configuration_another_worker_is_running_is_not_started_twice(tmp_path, prepared32):
+    from heartjobs.jobqueue import config_lock
+    from heartjobs.procs import exclusive
+    from heartjobs.spec import load_spec
+
+    spec_file = write_spec(tmp_path, "twice", "gan", prepared32, **QUICK)
+    queue = Queue(tmp_path / "q")
+    queue.add(spec_file)
+    # another worker is running this configuration (it holds the configuration's lock)
+    with exclusive(config_lock(load_spec(spec_file)), "busy"):
+        result = run_cli("worker", "--queue", queue.root, "--slot", "test-twice")
+    assert result.returncode == 0, result.stderr
+    record = json.loads((queue.root / "done" / "000001_twice.json").read_text())
+    assert record["state"] == "skipped" and "being run by another worker" in record["reason"]
+    assert "skipped: the same configuration" in result.stderr
+    assert versions(tmp_path / "artifacts" / "twice") == []  # nothing started
