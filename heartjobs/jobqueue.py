@@ -30,6 +30,8 @@ from heartjobs.spec import load_spec, parse_spec
 from heartjobs.status import heartbeat_age, now_iso, progress_text
 
 STATES = ("pending", "running", "done", "failed")
+FORCED = "forced"  # sidecar: the entry was claimed by a worker with --force
+SIDECARS = ("log", FORCED)  # what travels with an entry from folder to folder
 HEARTBEAT_S = 5.0
 STALE_AFTER_S = 60.0
 _ENTRY = re.compile(r"(\d{6})_(.+?)(?:\.r(\d+))?\.toml")
@@ -115,7 +117,7 @@ class Queue:
                 os.rename(entry.path, target)
             except FileNotFoundError:
                 continue  # another worker was faster
-            _move_sidecars(entry, self.root / "running", entry.stem, keep=("log",))  # an earlier attempt's log
+            _move_sidecars(entry, self.root / "running", entry.stem, keep=SIDECARS)  # an earlier attempt's log
             return Entry(target)
         return None
 
@@ -140,7 +142,7 @@ class Queue:
         """Back to pending/, counted as recovered so that it resumes from its checkpoint."""
         target = self.root / "pending" / f"{entry.order:06d}_{entry.name}.r{entry.recovered + 1}.toml"
         os.rename(entry.path, target)
-        _move_sidecars(entry, self.root / "pending", target.name.removesuffix(".toml"), keep=("log",))
+        _move_sidecars(entry, self.root / "pending", target.name.removesuffix(".toml"), keep=SIDECARS)
         with contextlib.suppress(FileNotFoundError):
             entry.sidecar("worker.json").unlink()
         return Entry(target)
@@ -149,7 +151,7 @@ class Queue:
         """Move a running job into done/ or failed/ with its log and a record of how it ended."""
         target = self.root / state / entry.path.name
         atomic.write_json(self.root / state / f"{entry.stem}.json", record)
-        _move_sidecars(entry, self.root / state, entry.stem, keep=("log",))
+        _move_sidecars(entry, self.root / state, entry.stem, keep=SIDECARS)
         os.rename(entry.path, target)
         with contextlib.suppress(FileNotFoundError):
             entry.sidecar("worker.json").unlink()
@@ -233,6 +235,10 @@ class Worker:
     def run_one(self, entry: Entry) -> str:
         """Run one claimed job; the heartbeat stops before the job file moves on."""
         started = time.time()
+        if self.force and not entry.sidecar(FORCED).exists():
+            # the entry remembers it was claimed to be rerun: a worker that recovers it after a crash,
+            # with or without --force, resumes the forced version instead of skipping to the old one
+            atomic.write_json(entry.sidecar(FORCED), {"forced_by": procs.this_process(), "at": now_iso()})
         record = {**procs.this_process(), "slot": self.slot, "started": now_iso()}
         beat = _Heartbeat(entry.sidecar("worker.json"), record)
         beat.start()
@@ -246,7 +252,8 @@ class Worker:
     def _execute(self, entry: Entry) -> tuple[str, dict]:
         try:
             spec = load_spec(entry.path)
-            done_before = None if self.force else finished_version(spec)
+            forced = self.force or entry.sidecar(FORCED).exists()
+            done_before = None if forced else finished_version(spec)
             if done_before is None:
                 from heartjobs.evaluation.preflight import check_measurable  # imports torch: only when needed
 

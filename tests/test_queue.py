@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -205,3 +206,25 @@ def test_a_configuration_another_worker_is_running_is_not_started_twice(tmp_path
     assert record["state"] == "skipped" and "being run by another worker" in record["reason"]
     assert "skipped: the same configuration" in result.stderr
     assert versions(tmp_path / "artifacts" / "twice") == []  # nothing started
+
+
+def test_a_forced_rerun_recovered_by_a_worker_without_force_is_resumed_not_skipped(tmp_path, prepared32):
+    from heartjobs.job import run_job
+
+    spec_file = write_spec(tmp_path, "again", "gan", prepared32, **QUICK)
+    first = run_job(spec_file)  # v0001, done
+    forced = run_job(spec_file)  # v0002: the forced rerun ...
+    status = json.loads((forced / "status.json").read_text())
+    (forced / "status.json").write_text(json.dumps({**status, "state": "interrupted"}))  # ... whose worker died
+    # the queue entry as the dead --force worker's recovery left it: counted recovered, marked forced
+    queue = Queue(tmp_path / "q")
+    pending = Path(queue.add(spec_file))
+    recovered = pending.with_name(pending.name.replace(".toml", ".r1.toml"))
+    pending.rename(recovered)
+    atomic.write_json(recovered.with_name(recovered.name.replace(".toml", ".forced")), {"forced_by": {}})
+    result = run_cli("worker", "--queue", queue.root, "--slot", "test-forced")  # no --force
+    assert result.returncode == 0, result.stderr
+    record = json.loads((queue.root / "done" / "000001_again.r1.json").read_text())
+    assert record["state"] == "done" and record["run_dir"] == str(forced)  # the forced version, finished
+    assert json.loads((forced / "status.json").read_text())["state"] == "done"
+    assert versions(tmp_path / "artifacts" / "again") == [first, forced]  # and no third
