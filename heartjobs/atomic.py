@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from heartjobs.errors import HeartjobsError
 
 
 def _umask() -> int:
@@ -31,15 +34,48 @@ def replacing(path: Path) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     _usual_mode(tmp, directory=False)
+    full = False
     try:
         yield Path(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
+        full = _out_of_space(exc, path.parent)
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+            os.unlink(tmp)  # first: the space it took is what the caller's status write needs
+        if not full:
+            raise
+    if full:  # raised out here: the failed writer's frames (and any file it held open) are gone by now
+        raise OutOfSpace(path)
+
+
+class OutOfSpace(HeartjobsError):
+    """A write that found its disk full: one line naming the path and what is free there (after the
+    partial file was removed)."""
+
+    def __init__(self, path: Path, needed: int | None = None):
+        free = free_bytes(Path(path).parent)
+        text = f"{path}: no space left on the device ({free / 2**20:.1f} MiB free there"
+        text += f", about {needed / 2**20:.1f} MiB needed)" if needed else ")"
+        super().__init__(text)
+
+
+def free_bytes(folder: Path) -> int:
+    """Bytes free for this user in `folder`'s file system."""
+    return shutil.disk_usage(folder).free
+
+
+def _out_of_space(exc: BaseException, folder: Path) -> bool:
+    """ENOSPC itself, or a writer that wrapped it without its errno (torch.save: "file write failed")
+    while the disk is in fact full."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            return True
+        if "file write failed" in str(exc):
+            return free_bytes(folder) < 2**20
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def write_bytes(path: Path, data: bytes) -> None:

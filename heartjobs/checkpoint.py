@@ -44,8 +44,13 @@ def save_checkpoint(folder: Path, trainer_state: dict, spec_hash: str, keep: int
     position = trainer_state["position"]
     path = folder / checkpoint_name(trainer_state["epoch"], position["batch"] if position else None)
     payload = {"format": CHECKPOINT_FORMAT, "spec_hash": spec_hash, **trainer_state}
-    with atomic.replacing(path) as tmp:
-        torch.save(payload, tmp)
+    previous = list_checkpoints(folder)
+    if previous:  # the next one is about as large as the last: say so before the disk fills mid-write
+        needed = previous[-1].stat().st_size
+        if atomic.free_bytes(folder) < needed * 1.1:
+            raise atomic.OutOfSpace(path, needed)
+    with atomic.replacing(path) as tmp, open(tmp, "wb") as f:  # our handle: closed even when torch fails
+        torch.save(payload, f)
     for old in list_checkpoints(folder)[:-keep]:
         with contextlib.suppress(FileNotFoundError):
             old.unlink()
@@ -109,8 +114,8 @@ def save_generator(path: Path, generator: torch.nn.Module, spec: dict, epoch: in
         "spec_hash": spec_hash,
         "state_dict": {k: v.detach().cpu() for k, v in generator.state_dict().items()},
     }
-    with atomic.replacing(path) as tmp:
-        torch.save(payload, tmp)
+    with atomic.replacing(path) as tmp, open(tmp, "wb") as f:
+        torch.save(payload, f)
 
 
 def load_generator(path: Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:

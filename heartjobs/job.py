@@ -127,8 +127,13 @@ def _run_locked(spec: ResolvedSpec, spec_path: Path, run: RunDir, device: torch.
                 _evaluate(run, status, lambda: stop_if_requested("during evaluation"))
         except JobInterrupted:
             raise
+        except atomic.OutOfSpace as exc:  # the last checkpoint is intact: resumable once there is room
+            with contextlib.suppress(OSError):
+                status.finish("failed", error=str(exc))
+            raise HeartjobsError(f"{exc}; free space, then continue with: heartjobs run {spec_path} --resume") from None
         except BaseException as exc:
-            status.finish("failed", error=one_line(exc, with_type=True))
+            with contextlib.suppress(OSError):  # a status that can't be written must not hide the error
+                status.finish("failed", error=one_line(exc, with_type=True))
             raise
     status.finish("done")
     return run.path

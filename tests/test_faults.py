@@ -1,0 +1,81 @@
+"""Faults the runner must survive, each reproduced for real: here, a disk that fills up (a real tmpfs,
+mounted for the test; the suite runs as root, as CI does)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from heartjobs.checkpoint import list_checkpoints
+from heartjobs.job import run_job
+
+from .conftest import run_cli, write_spec
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A tmpfs mounted at tmp_path/disk; yields a function that sets its size in bytes."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], check=True)
+
+    def resize(size: int) -> None:
+        subprocess.run(["mount", "-o", f"remount,size={size}", str(disk)], check=True)
+
+    try:
+        yield disk, resize
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+def _spec_on(folder: Path, out: Path, prepared: Path, **train) -> Path:
+    spec = write_spec(folder, "full", "gan", prepared, epochs=3, checkpoint_every=1, keep_checkpoints=3, **train)
+    spec.write_text(spec.read_text().replace(f'root = "{folder / "artifacts"}"', f'root = "{out}"'))
+    return spec
+
+
+@pytest.mark.slow
+def test_a_full_disk_fails_in_one_line_keeps_the_last_checkpoint_and_resumes_once_there_is_room(
+    tmp_path, prepared32, small_disk
+):
+    disk, resize = small_disk
+    # how large one checkpoint of this job is, measured on the real disk
+    reference = run_job(_spec_on(tmp_path, tmp_path / "reference", prepared32, device="cpu"))
+    size = list_checkpoints(reference / "checkpoints")[-1].stat().st_size
+    spec = _spec_on(tmp_path, disk / "artifacts", prepared32, device="cpu")
+    run_dir = disk / "artifacts" / "full" / "v0001"
+
+    # room for two checkpoints and a bit: the third is refused before it is written
+    resize(int(2.6 * size) + 2**20)
+    result = run_cli("run", spec)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    [error] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert "no space left on the device" in error and "MiB free there" in error and "--resume" in error
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "failed" and "no space left" in status["error"]
+    assert [p.name for p in list_checkpoints(run_dir / "checkpoints")] == ["epoch_0001.pt", "epoch_0002.pt"]
+    assert not list(run_dir.rglob(".*.tmp"))  # no partial file left
+
+    # room for everything: the run resumes from its last checkpoint and finishes
+    resize(8 * size + 8 * 2**20)
+    resumed = run_cli("run", spec, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "done"
+    assert [json.loads(line)["epoch"] for line in (run_dir / "losses.jsonl").read_text().splitlines()] == [1, 2, 3]
+
+
+@pytest.mark.slow
+def test_a_disk_that_fills_in_the_middle_of_a_write_leaves_no_partial_file(tmp_path, prepared32, small_disk):
+    disk, resize = small_disk
+    reference = run_job(_spec_on(tmp_path, tmp_path / "reference", prepared32, device="cpu"))
+    size = list_checkpoints(reference / "checkpoints")[-1].stat().st_size
+    resize(size // 2)  # not even the first checkpoint fits
+    result = run_cli("run", _spec_on(tmp_path, disk / "artifacts", prepared32, device="cpu"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "no space left on the device" in result.stderr, result.stderr
+    run_dir = disk / "artifacts" / "full" / "v0001"
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "failed"
+    assert not list(run_dir.rglob(".*.tmp")) and list_checkpoints(run_dir / "checkpoints") == []
