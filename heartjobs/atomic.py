@@ -50,15 +50,16 @@ def replacing(path: Path) -> Iterator[Path]:
         raise OutOfSpace(path)
 
 
-class OutOfSpace(HeartjobsError):
+class OutOfSpace(HeartjobsError, OSError):
     """A write that found its disk full: one line naming the path and what is free there (after the
-    partial file was removed)."""
+    partial file was removed). An OSError too, so that handlers of failed writes still catch it."""
 
     def __init__(self, path: Path, needed: int | None = None):
         free = free_bytes(Path(path).parent)
         text = f"{path}: no space left on the device ({free / 2**20:.1f} MiB free there"
         text += f", about {needed / 2**20:.1f} MiB needed)" if needed else ")"
-        super().__init__(text)
+        HeartjobsError.__init__(self, text)
+        self.errno = errno.ENOSPC
 
 
 def free_bytes(folder: Path) -> int:

@@ -308,7 +308,15 @@ class Worker:
             console.print(f"worker: {entry.name}: stopped; back in pending/ to resume", markup=False)
             return outcome
         state = "done" if outcome in ("done", "skipped") else "failed"
-        self.queue.finish(entry, state, {"state": outcome, **info})
+        try:
+            self.queue.finish(entry, state, {"state": outcome, **info})
+        except OSError as exc:  # a full or read-only queue folder (OutOfSpace too) must not end the worker
+            console.print(
+                f"worker: {entry.name}: {outcome}, but its record could not be written ({one_line(exc, 200)}); "
+                "left in running/, where a worker recovers it",
+                markup=False,
+            )
+            return outcome
         if outcome == "skipped" and info.get("reason"):
             console.print(f"worker: {entry.name}: skipped: {info['reason']}", markup=False)
         elif outcome == "skipped":

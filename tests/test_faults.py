@@ -79,3 +79,29 @@ def test_a_disk_that_fills_in_the_middle_of_a_write_leaves_no_partial_file(tmp_p
     run_dir = disk / "artifacts" / "full" / "v0001"
     assert json.loads((run_dir / "status.json").read_text())["state"] == "failed"
     assert not list(run_dir.rglob(".*.tmp")) and list_checkpoints(run_dir / "checkpoints") == []
+
+
+@pytest.mark.slow
+def test_a_worker_survives_a_full_queue_folder_and_the_job_stays_recoverable(tmp_path, prepared32, small_disk):
+    from heartjobs.jobqueue import Queue
+
+    disk, resize = small_disk
+    resize(4 * 2**20)
+    queue = Queue(disk / "q")
+    queue.add(write_spec(tmp_path, "cramped", "gan", prepared32, epochs=1, device="cpu"))
+    with open(disk / "filler", "wb", buffering=0) as filler:  # fill the disk to the last byte
+        try:
+            while True:
+                filler.write(b"\0" * 4096)
+        except OSError:
+            pass
+    result = run_cli("worker", "--queue", queue.root, "--slot", "test-cramped")
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert "its record could not be written" in result.stderr and "left in running/" in result.stderr
+    assert [e.name for e in queue.entries("running")] == ["cramped"]  # recoverable, not lost
+    # once there is room, a worker recovers and finishes it
+    (disk / "filler").unlink()
+    for entry in queue.recover_stale(stale_after=0):
+        assert entry.recovered == 1
+    assert run_cli("worker", "--queue", queue.root, "--slot", "test-cramped").returncode == 0
+    assert [e.name for e in queue.entries("done")] == ["cramped"]
