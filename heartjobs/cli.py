@@ -27,6 +27,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
 def _count(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -535,7 +542,7 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--watch", action="store_true", help="keep waiting for new jobs")
     p.add_argument("--force", action="store_true", help="rerun jobs that already have a finished version")
     p.add_argument("--slot", help="device lock name (default: cuda<N> by CUDA_VISIBLE_DEVICES, or cpu)")
-    p.add_argument("--poll", type=float, default=2.0, help="seconds between looks at pending/ with --watch")
+    p.add_argument("--poll", type=_positive_float, default=2.0, help="seconds between looks at pending/ with --watch")
     p.set_defaults(func=cmd_worker)
 
     p = commands.add_parser("queue", help="queue inspection")

@@ -217,7 +217,9 @@ def _train(
     """Train from the newest checkpoint (or the start) to the spec's epochs, then save the generator.
     On a stop request: a checkpoint at the exact batch, then JobInterrupted."""
     t = spec.train
-    trainer = Trainer(spec, prepared.tensor(), device)
+    # a copy in memory (or on the GPU), never the memory map: a set rewritten under a running job must not
+    # kill it with SIGBUS
+    trainer = Trainer(spec, prepared.tensor().clone(), device)
     checkpoints = list_checkpoints(run.checkpoints)
     if checkpoints:
         trainer.load_state_dict(load_checkpoint(checkpoints[-1], spec.spec_hash))

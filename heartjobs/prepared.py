@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from heartjobs import atomic
-from heartjobs.errors import HeartjobsError
+from heartjobs.errors import HeartjobsError, one_line
 
 MANIFEST_KIND = "heartjobs-prepared"
 # Bump when the way images are computed changes, so old sets are not mistaken for current ones.
@@ -21,6 +21,18 @@ IMAGES_FILE = "images.npy"
 IMAGES_DTYPE = np.uint8
 CONTACT_SHEET = "contact_sheet.png"
 PNG_FOLDER = "png"
+
+
+def _check_manifest(path: Path, manifest: dict) -> None:
+    """The fields readers rely on, with the types they need: one line naming the field otherwise."""
+    shape = manifest.get("shape")
+    if not (isinstance(shape, list) and len(shape) == 4 and all(isinstance(n, int) and n > 0 for n in shape)):
+        raise HeartjobsError(f"{path}: shape: expected [count, channels, height, width], got {shape!r}")
+    for key in ("count",):
+        if not isinstance(manifest.get(key), int) or isinstance(manifest.get(key), bool):
+            raise HeartjobsError(f"{path}: {key}: expected a whole number, got {manifest.get(key)!r}")
+    if not isinstance(manifest.get("content_hash"), str):
+        raise HeartjobsError(f"{path}: content_hash: expected a string, got {manifest.get('content_hash')!r}")
 
 
 def read_manifest(folder: Path) -> dict | None:
@@ -46,12 +58,16 @@ class PreparedSet:
             raise HeartjobsError(f"{path / MANIFEST_FILE}: kind: expected {MANIFEST_KIND!r}")
         if not (path / IMAGES_FILE).is_file():
             raise HeartjobsError(f"{path / IMAGES_FILE}: missing")
+        _check_manifest(path / MANIFEST_FILE, manifest)
         return cls(path, manifest)
 
     @cached_property
     def images(self) -> np.ndarray:
         """N x H x W uint8, memory-mapped copy-on-write: cheap to open, the file is never modified."""
-        array = np.load(self.path / IMAGES_FILE, mmap_mode="c")
+        try:
+            array = np.load(self.path / IMAGES_FILE, mmap_mode="c")
+        except (OSError, ValueError, EOFError) as exc:  # truncated, garbled, not a .npy at all
+            raise HeartjobsError(f"{self.path / IMAGES_FILE}: unreadable ({one_line(exc, 200)})") from None
         expected = tuple(self.manifest["shape"][:1] + self.manifest["shape"][2:])
         if array.dtype != IMAGES_DTYPE or array.shape != expected:
             raise HeartjobsError(

@@ -20,6 +20,7 @@ from heartjobs.errors import HeartjobsError
 from heartjobs.hashing import sha256_json
 
 ModelName = Literal["gan", "wgan", "dcgan"]
+MAX_TOML_BYTES = 1 << 20  # a spec or sweep file is a few hundred bytes; read no more than this
 MODELS: tuple[str, ...] = ("gan", "wgan", "dcgan")
 
 # The thesis' hyperparameters per model (the PyTorch-GAN reference implementations).
@@ -280,7 +281,15 @@ def _describe(error: dict) -> str:
 def read_toml(path: Path) -> dict:
     """A TOML file's table; unreadable, non-UTF-8 or malformed files become a one-line HeartjobsError."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        if not Path(path).exists():
+            raise HeartjobsError(f"{path}: no such file")
+        if not Path(path).resolve().is_file():  # a FIFO would hang, a device read without end
+            raise HeartjobsError(f"{path}: not a regular file")
+        with open(path, "rb") as f:
+            data = f.read(MAX_TOML_BYTES + 1)
+        if len(data) > MAX_TOML_BYTES:
+            raise HeartjobsError(f"{path}: larger than {MAX_TOML_BYTES // 1024} KiB; not a job spec")
+        text = data.decode("utf-8")
     except OSError as exc:
         raise HeartjobsError(f"{path}: cannot read ({exc.strerror})") from None
     except UnicodeDecodeError:

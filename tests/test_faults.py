@@ -105,3 +105,50 @@ def test_a_worker_survives_a_full_queue_folder_and_the_job_stays_recoverable(tmp
         assert entry.recovered == 1
     assert run_cli("worker", "--queue", queue.root, "--slot", "test-cramped").returncode == 0
     assert [e.name for e in queue.entries("done")] == ["cramped"]
+
+
+# --- bad input: one line naming the file and field, exit 2, never a traceback ---
+
+
+def _one_line_error(result, *fragments: str) -> None:
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    error = next(line for line in result.stderr.splitlines() if line.startswith("error:"))  # the first
+    assert all(f in error for f in fragments), error
+
+
+def test_a_damaged_prepared_set_is_a_one_line_error(tmp_path, prepared32):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(prepared32, broken)
+    images = broken / "images.npy"
+    images.write_bytes(images.read_bytes()[:200])  # truncated
+    spec = write_spec(tmp_path, "damaged", "gan", broken, epochs=1, device="cpu")
+    _one_line_error(run_cli("run", spec), "images.npy: ")
+    images.write_bytes(b"garbage, not numpy")
+    _one_line_error(run_cli("run", spec), "images.npy: unreadable")
+    manifest = json.loads((prepared32 / "manifest.json").read_text())
+    shutil.copy(prepared32 / "images.npy", images)
+    for field, value in (("shape", None), ("count", "12")):
+        (broken / "manifest.json").write_text(json.dumps({**manifest, field: value}))
+        _one_line_error(run_cli("data", "info", broken), f"manifest.json: {field}: expected")
+        _one_line_error(run_cli("run", spec), f"manifest.json: {field}: expected")
+
+
+def test_a_spec_that_is_not_a_regular_file_is_refused_without_reading_it(tmp_path):
+    import os
+
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)
+    _one_line_error(run_cli("validate", fifo), "fifo.toml: not a regular file")
+    endless = tmp_path / "zero.toml"
+    endless.symlink_to("/dev/zero")
+    _one_line_error(run_cli("validate", endless), "zero.toml: not a regular file")
+    huge = tmp_path / "huge.toml"
+    huge.write_bytes(b"#" * (2 << 20))
+    _one_line_error(run_cli("validate", huge), "huge.toml: larger than 1024 KiB")
+
+
+def test_worker_poll_must_be_positive(tmp_path):
+    result = run_cli("worker", "--queue", tmp_path / "q", "--poll", "-1")
+    assert result.returncode == 2 and "--poll: must be > 0" in result.stderr and "Traceback" not in result.stderr
