@@ -140,6 +140,8 @@ def _row(job: str, run_dir: Path | None) -> dict:
     model, train = spec.get("model"), spec.get("train", {})
     row.update(run_dir=str(run_dir), model=model, state=_state(run.status()))
     fid = run.fid_report()
+    if fid and not (isinstance(fid.get("fid_mean"), int | float) and isinstance(fid.get("repeats"), list)):
+        fid = {}  # a fid.json damaged or made by something else: the run counts as not measured
     protocol = measured_protocol(spec, fid)
     differing = protocol_differences(protocol)
     row["protocol"] = "thesis" if not differing else "differs: " + ", ".join(differing)
@@ -154,8 +156,8 @@ def _row(job: str, run_dir: Path | None) -> dict:
     losses = run.losses()
     if losses:
         row["epochs"] = losses[-1]["epoch"]
-        row["train_seconds"] = round(sum(e["seconds"] for e in losses), 2)
-        row["images_per_s"] = round(sum(e["images_per_s"] for e in losses) / len(losses), 1)
+        row["train_seconds"] = round(sum(e.get("seconds", 0) for e in losses), 2)
+        row["images_per_s"] = round(sum(e.get("images_per_s", 0) for e in losses) / len(losses), 1)
     if fid:
         row.update(
             fid_mean=round(fid["fid_mean"], 3),
@@ -338,7 +340,10 @@ def _best_grids(path: Path, measured: list[dict], metric: str) -> Path | None:
             ax.axis("off")
             ax.set_title(text, fontsize=9)
             if image and image.is_file():
-                ax.imshow(Image.open(image), cmap="gray", vmin=0, vmax=255)
+                try:
+                    ax.imshow(Image.open(image), cmap="gray", vmin=0, vmax=255)
+                except (OSError, ValueError):  # a damaged PNG: the figure says so instead of failing
+                    ax.set_title(f"{text} ({image.name} unreadable)", fontsize=9)
     fig.tight_layout()
     _save(fig, path)
     plt.close(fig)

@@ -181,12 +181,13 @@ class RunDir:
         return StatusFile(self.path / self.STATUS, epochs_total, process)
 
     def losses(self) -> list[dict]:
-        """The per-epoch records; a line cut short by a crash is left out."""
+        """The per-epoch records; a line cut short by a crash, or anything else that is not an epoch's
+        record, is left out."""
         records = []
         for line in _lines(self.path / self.LOSSES):
             with contextlib.suppress(ValueError):
                 record = json.loads(line)
-                if isinstance(record, dict):
+                if isinstance(record, dict) and isinstance(record.get("epoch"), int):
                     records.append(record)
         return records
 

@@ -370,3 +370,19 @@ def test_a_killed_run_shows_as_died_and_the_finished_version_keeps_its_numbers(t
 def test_report_on_a_folder_that_is_not_there_is_an_error(tmp_path):
     result = run_cli("report", tmp_path / "nowhere")
     assert result.returncode == 2 and "no such folder" in result.stderr and not (tmp_path / "nowhere").exists()
+
+
+def test_damaged_run_files_do_not_break_the_report(tmp_path, specs):
+    artifacts = tmp_path / "artifacts"
+    bad = _run(artifacts, specs("gan_default", "gan"), fids=[269.0] * 3)
+    (bad / "fid.json").write_text(json.dumps({"metric": "fid", "repeats": []}))  # no fid_mean
+    (bad / "losses.jsonl").write_bytes(b'[1, 2]\n{"epoch": 1, "d_loss": 0.6}\n\xff\xfe not utf-8\n')
+    (bad / "samples" / "epoch_0002.png").write_bytes(b"not a png")
+    good = _run(artifacts, specs("wgan_default", "wgan"), fids=[250.0] * 3)
+    (good / "real.png").write_bytes(b"\x89PNG broken")
+    rows, written = write_report(artifacts)
+    by_job = _by_job(rows)
+    assert by_job["gan_default"]["fid_mean"] is None and by_job["gan_default"]["epochs"] == 1
+    assert by_job["wgan_default"]["fid_mean"] == 250.0
+    assert artifacts / "report_best_grids.png" in written
+    assert run_cli("report", artifacts).returncode == 0
