@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from heartjobs import __version__
-from heartjobs.errors import HeartjobsError
+from heartjobs.errors import HeartjobsError, one_line
 
 DEBUG_ENV = "HEARTJOBS_DEBUG"
 out = Console(highlight=False, soft_wrap=True)
@@ -209,7 +209,10 @@ def cmd_enqueue(args: argparse.Namespace) -> None:
     queue = Queue(args.queue)
     good, bad = _valid_specs(args.specs)
     for path, _ in good:
-        out.print(f"queued {path} -> {queue.add(path)}")
+        try:
+            out.print(f"queued {path} -> {queue.add(path)}")
+        except OSError as exc:  # read-only, full, not a folder
+            raise HeartjobsError(f"--queue {args.queue}: cannot add {path} there ({one_line(exc, 200)})") from None
     _fail_if_bad(bad, len(args.specs), "refused; the others are queued")
 
 
@@ -318,7 +321,10 @@ def _print_rows(title: str, columns: list[str], rows: list[dict]) -> None:
 def cmd_worker(args: argparse.Namespace) -> None:
     from heartjobs.jobqueue import Queue, Worker
 
-    worker = Worker(Queue(args.queue), slot=args.slot, force=args.force, poll_s=args.poll)
+    try:
+        worker = Worker(Queue(args.queue), slot=args.slot, force=args.force, poll_s=args.poll)
+    except OSError as exc:
+        raise HeartjobsError(f"--queue {args.queue}: cannot use it as a queue ({one_line(exc, 200)})") from None
     counts = worker.serve(watch=args.watch)
     out.print("worker: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
     if worker.stop_signal is not None:

@@ -152,3 +152,15 @@ def test_a_spec_that_is_not_a_regular_file_is_refused_without_reading_it(tmp_pat
 def test_worker_poll_must_be_positive(tmp_path):
     result = run_cli("worker", "--queue", tmp_path / "q", "--poll", "-1")
     assert result.returncode == 2 and "--poll: must be > 0" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_read_only_queue_is_a_one_line_error(tmp_path, prepared32):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)], check=True)
+    try:
+        spec = write_spec(tmp_path, "ro", "gan", prepared32, epochs=1, device="cpu")
+        _one_line_error(run_cli("enqueue", spec, "--queue", ro / "q"), f"--queue {ro / 'q'}: cannot add")
+        _one_line_error(run_cli("worker", "--queue", ro / "q"), f"--queue {ro / 'q'}: cannot use it as a queue")
+    finally:
+        subprocess.run(["umount", "-l", str(ro)], check=True)
