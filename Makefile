@@ -19,7 +19,7 @@ SMOKE_LADDER := data/prepared/phantom64 --weights untrained --dims 192 --n 100
 LADDER ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast lint pytest demo run-all submit-all smoke report bench fid-weights docker-build docker-run-all \
+.PHONY: help install test test-fast lint pytest demo run-all submit-all smoke faults report bench fid-weights docker-build docker-run-all \
 	sif gpu-check clean
 
 help: ## list the targets
@@ -68,6 +68,9 @@ smoke: ## the smoke jobs end to end on the CPU (phantom, prepare, ladder, 3 mode
 
 report: install ## summary tables and figures of everything in $(ARTIFACTS)
 	$(BIN)/heartjobs report $(ARTIFACTS)
+
+faults: install ## the fault campaign: workers killed at random moments, queue drained, invariants checked (N=5)
+	$(BIN)/python scripts/faults.py --n $(or $(N),5)
 
 bench: install ## benchmarks: each prints the ratio of two ways of doing the same work
 	$(BIN)/python bench/bench_ingest.py
