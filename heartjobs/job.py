@@ -169,7 +169,7 @@ def _resumable_version(spec: ResolvedSpec, spec_path: Path) -> RunDir | None:
     run = RunDir(found)
     status = _wait_until_stopped(run)
     if status.get("state") == "running" and procs.process_alive(status):
-        raise HeartjobsError(f"{run}: still running (pid {status['pid']}); not resuming it twice")
+        raise procs.Busy(f"{run}: still running (pid {status['pid']}); not resuming it twice")
     recorded = run.spec_hash()
     if recorded != spec.spec_hash:
         recorded_spec = run.spec_dict()

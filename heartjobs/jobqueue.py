@@ -298,6 +298,8 @@ class Worker:
         info = {"exit_code": code, "run_dir": result.get("run_dir")}
         if code == 0:
             return "done", info
+        if code == procs.Busy.exit_code:  # e.g. a user's --resume took the version first: it is being run
+            return "skipped", {**info, "reason": result.get("error") or "another process is running it"}
         if self.stop_signal is not None and (procs.stopped_by_signal(code) or -code in procs.STOP_SIGNALS):
             return "requeued", info  # the worker was asked to stop; the job checkpointed
         return "failed", {**info, "error": _failure(result, code, log_path, attempt_starts)}

@@ -172,6 +172,13 @@ def default_slot() -> str:
 RUN_LOCK = ".lock"
 
 
+class Busy(HeartjobsError):
+    """What another process holds (a run, a configuration): nothing wrong with the job itself. Its exit
+    code, 75 (EX_TEMPFAIL), lets a queue worker tell it from a failure."""
+
+    exit_code = 75
+
+
 @contextlib.contextmanager
 def exclusive(path: Path, busy: str) -> Iterator[None]:
     """Hold the lock file `path` for this process alone (the kernel releases it when the process dies);
@@ -181,7 +188,7 @@ def exclusive(path: Path, busy: str) -> Iterator[None]:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise HeartjobsError(busy) from None
+            raise Busy(busy) from None
         try:
             yield
         finally:

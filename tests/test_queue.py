@@ -228,3 +228,22 @@ def test_a_forced_rerun_recovered_by_a_worker_without_force_is_resumed_not_skipp
     assert record["state"] == "done" and record["run_dir"] == str(forced)  # the forced version, finished
     assert json.loads((forced / "status.json").read_text())["state"] == "done"
     assert versions(tmp_path / "artifacts" / "again") == [first, forced]  # and no third
+
+
+def test_a_recovered_job_whose_version_another_process_runs_is_skipped_not_failed(tmp_path, prepared32):
+    from heartjobs.job import run_job
+    from heartjobs.procs import run_lock
+
+    spec_file = write_spec(tmp_path, "taken", "gan", prepared32, **QUICK)
+    run_dir = run_job(spec_file)
+    status = json.loads((run_dir / "status.json").read_text())
+    (run_dir / "status.json").write_text(json.dumps({**status, "state": "interrupted"}))
+    queue = Queue(tmp_path / "q")
+    pending = Path(queue.add(spec_file))
+    pending.rename(pending.with_name(pending.name.replace(".toml", ".r1.toml")))  # recovered: it resumes
+    with run_lock(run_dir):  # a user's --resume got there first
+        result = run_cli("worker", "--queue", queue.root, "--slot", "test-taken")
+    assert result.returncode == 0, result.stderr
+    record = json.loads((queue.root / "done" / "000001_taken.r1.json").read_text())
+    assert record["state"] == "skipped" and "another process is running it" in record["reason"]
+    assert record["exit_code"] == 75

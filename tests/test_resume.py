@@ -118,7 +118,7 @@ def test_a_running_version_is_not_resumed_twice(tmp_path, prepared32):
     try:
         wait_for(lambda: (run_dir / "losses.jsonl").exists(), proc=proc)
         result = run_cli("run", spec, "--resume", env={"HEARTJOBS_RESUME_WAIT_S": "1"})
-        assert result.returncode == 2 and "still running" in result.stderr
+        assert result.returncode == 75 and "still running" in result.stderr
     finally:
         proc.kill()
         proc.wait()
@@ -196,7 +196,7 @@ def test_a_version_another_process_holds_is_not_run_twice(tmp_path, prepared32):
     (first / "status.json").write_text(json.dumps({**status, "state": "interrupted"}))
     with run_lock(first):
         result = run_cli("run", spec, "--resume")
-    assert result.returncode == 2 and "another process is running it; not running it twice" in result.stderr
+    assert result.returncode == 75 and "another process is running it; not running it twice" in result.stderr
     assert json.loads((first / "status.json").read_text())["state"] == "interrupted"  # untouched
 
 
