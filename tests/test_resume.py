@@ -93,9 +93,10 @@ def test_resume_refuses_a_changed_spec_and_never_touches_finished_versions(tmp_p
     quick = {**SLOW, "epochs": 2}
     spec = write_spec(tmp_path, "job", "gan", prepared32, **quick)
     first = run_job(spec)
-    # finished: --resume has nothing to continue and starts a new version, leaving v0001 as it was
+    # finished: --resume has nothing to continue; it says so and leaves v0001 as it was (no retraining)
     stamp = (first / "generator.pt").stat().st_mtime_ns
-    second = run_job(spec, resume=True)
+    assert run_job(spec, resume=True) == first and (first / "generator.pt").stat().st_mtime_ns == stamp
+    second = run_job(spec)  # a new version is asked for explicitly
     assert second.name == "v0002" and (first / "generator.pt").stat().st_mtime_ns == stamp
     # an unfinished version made under another configuration is not resumed
     status = json.loads((second / "status.json").read_text())
