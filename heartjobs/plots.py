@@ -8,6 +8,17 @@ from pathlib import Path
 from heartjobs import atomic
 
 
+def save_figure(fig, path: Path, dpi: float | None = None) -> Path:
+    """A finished matplotlib figure as PNG at `path`, written atomically; the figure is closed."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", **({"dpi": dpi} if dpi else {}))
+    plt.close(fig)
+    atomic.write_bytes(Path(path), buf.getvalue())
+    return Path(path)
+
+
 def plot_losses(history: list[dict], path: Path, title: str) -> None:
     """Average D and G loss per epoch (the thesis' Figure 1), saved atomically."""
     import matplotlib
@@ -27,10 +38,7 @@ def plot_losses(history: list[dict], path: Path, title: str) -> None:
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    atomic.write_bytes(Path(path), buf.getvalue())
+    save_figure(fig, path)
 
 
 def plot_ladder(ladder: dict, path: Path) -> None:
@@ -57,7 +65,4 @@ def plot_ladder(ladder: dict, path: Path) -> None:
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    atomic.write_bytes(Path(path), buf.getvalue())
+    save_figure(fig, path)

@@ -19,6 +19,7 @@ from heartjobs import atomic, procs
 from heartjobs.errors import HeartjobsError
 from heartjobs.evaluation import verdicts
 from heartjobs.evaluation.records import FAILS_LADDER, failed_ladder
+from heartjobs.plots import save_figure
 from heartjobs.rundir import RunDir, versions
 from heartjobs.spec import BOOKKEEPING_KEYS, COMMON_DEFAULTS, THESIS_DEFAULTS
 from heartjobs.sweep import ABBREVIATIONS, format_value
@@ -345,8 +346,7 @@ def _best_grids(path: Path, measured: list[dict], metric: str) -> Path | None:
                 except (OSError, ValueError):  # a damaged PNG: the figure says so instead of failing
                     ax.set_title(f"{text} ({image.name} unreadable)", fontsize=9)
     fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
     return path
 
 
@@ -390,13 +390,5 @@ def _metrics_vs_hyperparameters(path: Path, measured: list[dict]) -> Path | None
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
     fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
-    return path
-
-
-def _save(fig, path: Path) -> Path:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    atomic.write_bytes(path, buf.getvalue())
+    save_figure(fig, path, dpi=100)
     return path
