@@ -93,7 +93,12 @@ def cmd_run(args: argparse.Namespace) -> None:
 
     if args.result is not None and args.result.is_dir():  # found out now, not after hours of training
         raise HeartjobsError(f"--result {args.result}: is a folder; give a file path")
-    run_dir = run_job(args.spec, resume=args.resume, result_file=args.result)
+    from heartjobs.procs import stop_on_signals_until_exit
+
+    stop = stop_on_signals_until_exit()  # taken first: a signal during setup is a request, not a death
+    run_dir = run_job(args.spec, resume=args.resume, result_file=args.result, stop=stop)
+    if stop["signal"] is not None:  # it came after the job had finished: nothing was stopped
+        out.print("a stop signal came after the job had finished; nothing to stop")
     out.print(f"done: {run_dir}")
 
 

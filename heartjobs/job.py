@@ -29,12 +29,13 @@ from heartjobs.plots import plot_losses
 from heartjobs.prepared import PreparedSet
 from heartjobs.progress import TrainingProgress, console
 from heartjobs.provenance import environment
-from heartjobs.rundir import RunDir, claim_version, finished_version, newest_unfinished
+from heartjobs.rundir import RunDir, claim_version, finished_version, newest_unfinished, version_number
 from heartjobs.spec import EvalSection, ResolvedSpec, configuration_differences, load_spec
 from heartjobs.status import StatusFile, mark_done
 from heartjobs.training.loop import SAMPLE_GRID, Interrupted, Trainer, resolve_device
 
 RESUME_WAIT_S = float(os.environ.get("HEARTJOBS_RESUME_WAIT_S", "60"))
+CONFIG_LOCK_WAIT_S = 10.0  # a holder that said it stopped is exiting: the kernel frees its lock then
 
 
 class JobInterrupted(HeartjobsError):
@@ -48,25 +49,27 @@ class JobInterrupted(HeartjobsError):
 # --- the run ---
 
 
-def run_job(spec_path: Path, *, resume: bool = False, result_file: Path | None = None) -> Path:
+def run_job(
+    spec_path: Path, *, resume: bool = False, result_file: Path | None = None, stop: dict | None = None
+) -> Path:
     """Train the job in `spec_path` to the end and measure it; returns its run folder.
 
-    Raises JobInterrupted (after writing a checkpoint) when a stop signal arrives. With result_file, how
+    Raises JobInterrupted (after writing a checkpoint) when a stop signal arrives: `stop` is the request
+    the signals set (procs.stop_on_signals_until_exit, for a process that only runs this job); without
+    it, the signals are taken while the job runs and handed back afterwards. With result_file, how
     the run ended ({"state": done | interrupted | failed, "run_dir", "error", "exit_code"}) is written
     there, atomically, however this function ends: what a queue worker reads instead of the log. (A
     process killed outright, or one that fails before it gets here, writes none.)
     """
     outcome: dict = {"spec": str(spec_path), "run_dir": None}
     try:
-        run_dir = _run(Path(spec_path), resume, outcome)
+        with contextlib.nullcontext(stop) if stop is not None else procs.stop_on_signals() as stop:
+            run_dir = _run(Path(spec_path), resume, outcome, stop)
     except JobInterrupted as exc:
         _write_result(result_file, outcome, "interrupted", str(exc), exc.exit_code)
         raise
     except HeartjobsError as exc:
         _write_result(result_file, outcome, "failed", str(exc), exc.exit_code)
-        raise
-    except KeyboardInterrupt:  # SIGINT before the stop signals were turned into a checkpoint
-        _write_result(result_file, outcome, "interrupted", "interrupted before training started", 130)
         raise
     except BaseException as exc:
         _write_result(result_file, outcome, "failed", one_line(exc, with_type=True), 1)
@@ -85,56 +88,74 @@ def _write_result(path: Path | None, outcome: dict, state: str, error: str | Non
         console.print(f"warning: --result {path}: not written ({one_line(exc, 200)})", markup=False)
 
 
-def _run(spec_path: Path, resume: bool, outcome: dict) -> Path:
+def _run(spec_path: Path, resume: bool, outcome: dict, stop: dict) -> Path:
     spec = load_spec(spec_path)
     check_measurable(spec, spec_path)  # fail now, not after hours of training
+    _stop_before_a_version(stop, "during setup")
     t = spec.train
     device = resolve_device(t.device)
-    if resume and newest_unfinished(spec.run_root) is None and (done := finished_version(spec)) is not None:
-        # a restart loop that resumes a finished job must not retrain it forever
-        console.print(f"{spec.name}: already finished in {done}; nothing to resume", markup=False)
-        outcome["run_dir"] = str(done)
-        return done
-    with contextlib.ExitStack() as held:  # the run lock, from choosing the version to the end
-        run = _open_run(spec, spec_path, resume, device, held)
+    # the configuration's lock and the run's, held from choosing the version to the end
+    with contextlib.ExitStack() as held:
+        stopping = 0.0
+        if resume and (found := newest_unfinished(spec.run_root)) is not None:
+            # a process stopping (a dead worker's job) checkpoints first; once it says it stopped, its
+            # locks are free the moment it exits
+            status = _wait_until_stopped(RunDir(found), stop)
+            stopping = CONFIG_LOCK_WAIT_S if not procs.process_alive(status) or status.get("state") != "running" else 0
+        held.enter_context(procs.config_lock(spec.run_root, spec.spec_hash, wait_s=stopping))
+        unfinished = newest_unfinished(spec.run_root)
+        if resume and (done := finished_version(spec, after=version_number(unfinished) if unfinished else 0)):
+            # a restart loop that resumes a finished job must not retrain it forever, nor an older version
+            # of a configuration that has since finished
+            console.print(f"{spec.name}: already finished in {done}; nothing to resume", markup=False)
+            outcome["run_dir"] = str(done)
+            return done
+        run = _open_run(spec, spec_path, resume, device, held, stop)
         outcome["run_dir"] = str(run.path)
-        return _run_locked(spec, spec_path, run, device)
+        return _run_locked(spec, spec_path, run, device, stop)
 
 
-def _run_locked(spec: ResolvedSpec, spec_path: Path, run: RunDir, device: torch.device) -> Path:
+def _stop_before_a_version(stop: dict, when: str) -> None:
+    """A stop request that came before a version was chosen: nothing to checkpoint, nothing claimed."""
+    if stop["signal"] is not None:
+        name = signal.Signals(stop["signal"]).name
+        raise JobInterrupted(f"stopped by {name} {when}, before a version was chosen", stop["signal"])
+
+
+def _run_locked(spec: ResolvedSpec, spec_path: Path, run: RunDir, device: torch.device, stop: dict) -> Path:
     for path in run.remove_stale_temp_files():  # left by a process killed mid-write
         console.print(f"{spec.name}: removed {path.relative_to(run.path)}, left by a killed process", markup=False)
     t = spec.train
     prepared = PreparedSet.open(spec.data.prepared)
     status = run.status_file(t.epochs, procs.this_process())
-    # Signals are turned into a stop request for the whole job: training stops between batches,
-    # evaluation between repeats; either way the run is left resumable.
-    with procs.stop_on_signals() as stop:
+    # The stop signals are a stop request for the whole job: training stops between batches, evaluation
+    # between repeats; either way the run is left resumable. Once "done" is written, there is nothing to stop.
 
-        def stop_if_requested(what: str) -> None:
-            if stop["signal"] is not None:
-                name = signal.Signals(stop["signal"]).name
-                status.finish("interrupted", error=f"stopped by {name}")
-                raise JobInterrupted(
-                    f"{run}: stopped by {name} {what}; continue with: heartjobs run {spec_path} --resume",
-                    stop["signal"],
-                )
+    def stop_if_requested(what: str) -> None:
+        if stop["signal"] is not None:
+            name = signal.Signals(stop["signal"]).name
+            status.finish("interrupted", error=f"stopped by {name}")
+            raise JobInterrupted(
+                f"{run}: stopped by {name} {what}; continue with: heartjobs run {spec_path} --resume",
+                stop["signal"],
+            )
 
-        try:
-            _train(spec, run, prepared, device, status, stop, stop_if_requested)
-            stop_if_requested("after training, before evaluation")
-            if spec.eval.fid:
-                _evaluate(run, status, lambda: stop_if_requested("during evaluation"))
-        except JobInterrupted:
-            raise
-        except atomic.OutOfSpace as exc:  # the last checkpoint is intact: resumable once there is room
-            with contextlib.suppress(OSError):
-                status.finish("failed", error=str(exc))
-            raise HeartjobsError(f"{exc}; free space, then continue with: heartjobs run {spec_path} --resume") from None
-        except BaseException as exc:
-            with contextlib.suppress(OSError):  # a status that can't be written must not hide the error
-                status.finish("failed", error=one_line(exc, with_type=True))
-            raise
+    try:
+        stop_if_requested("before training")
+        _train(spec, run, prepared, device, status, stop, stop_if_requested)
+        stop_if_requested("after training, before evaluation")
+        if spec.eval.fid:
+            _evaluate(run, prepared, status, lambda: stop_if_requested("during evaluation"))
+    except JobInterrupted:
+        raise
+    except atomic.OutOfSpace as exc:  # the last checkpoint is intact: resumable once there is room
+        with contextlib.suppress(OSError):
+            status.finish("failed", error=str(exc))
+        raise HeartjobsError(f"{exc}; free space, then continue with: heartjobs run {spec_path} --resume") from None
+    except BaseException as exc:
+        with contextlib.suppress(OSError):  # a status that can't be written must not hide the error
+            status.finish("failed", error=one_line(exc, with_type=True))
+        raise
     status.finish("done")
     return run.path
 
@@ -143,13 +164,13 @@ def _run_locked(spec: ResolvedSpec, spec_path: Path, run: RunDir, device: torch.
 
 
 def _open_run(
-    spec: ResolvedSpec, spec_path: Path, resume: bool, device: torch.device, held: contextlib.ExitStack
+    spec: ResolvedSpec, spec_path: Path, resume: bool, device: torch.device, held: contextlib.ExitStack, stop: dict
 ) -> RunDir:
     """The run folder, locked for this process (in `held`): with resume, the newest unfinished version of
     this job (checked); otherwise, or when there is none, a new version, which appears with its identity
     files (job.toml, resolved.json, env.json, status.json) in one rename."""
     if resume:
-        run = _resumable_version(spec, spec_path)
+        run = _resumable_version(spec, spec_path, stop)
         if run is not None:
             held.enter_context(procs.run_lock(run.path))
             atomic.write_json(run.resumed_env(run.status().get("resumed", 0) + 1), environment(str(device)))
@@ -160,14 +181,14 @@ def _open_run(
     return run
 
 
-def _resumable_version(spec: ResolvedSpec, spec_path: Path) -> RunDir | None:
+def _resumable_version(spec: ResolvedSpec, spec_path: Path, stop: dict) -> RunDir | None:
     """The newest unfinished version, once its process (if any) has stopped; refused when it is still
     running or was made under another configuration (the refusal names the values that differ)."""
     found = newest_unfinished(spec.run_root)
     if found is None:
         return None
     run = RunDir(found)
-    status = _wait_until_stopped(run)
+    status = _wait_until_stopped(run, stop)
     if status.get("state") == "running" and procs.process_alive(status):
         raise procs.Busy(f"{run}: still running (pid {status['pid']}); not resuming it twice")
     recorded = run.spec_hash()
@@ -192,11 +213,12 @@ def _new_version(spec: ResolvedSpec, spec_path: Path, device: torch.device) -> R
     return RunDir(claim_version(spec.run_root, identity))
 
 
-def _wait_until_stopped(run: RunDir, patience_s: float = RESUME_WAIT_S) -> dict:
+def _wait_until_stopped(run: RunDir, stop: dict, patience_s: float = RESUME_WAIT_S) -> dict:
     """A job whose worker died gets SIGTERM and writes its checkpoint; give it time to finish that."""
     deadline = time.monotonic() + patience_s
     status = run.status()
     while status.get("state") == "running" and procs.process_alive(status) and time.monotonic() < deadline:
+        _stop_before_a_version(stop, "while waiting for the previous process")
         time.sleep(0.5)
         status = run.status()
     return status
@@ -217,9 +239,7 @@ def _train(
     """Train from the newest checkpoint (or the start) to the spec's epochs, then save the generator.
     On a stop request: a checkpoint at the exact batch, then JobInterrupted."""
     t = spec.train
-    # a copy in memory (or on the GPU), never the memory map: a set rewritten under a running job must not
-    # kill it with SIGBUS
-    trainer = Trainer(spec, prepared.tensor().clone(), device)
+    trainer = Trainer(spec, prepared.tensor(), device)
     checkpoints = list_checkpoints(run.checkpoints)
     if checkpoints:
         trainer.load_state_dict(load_checkpoint(checkpoints[-1], spec.spec_hash))
@@ -268,9 +288,9 @@ def _epochs(spec: ResolvedSpec, trainer: Trainer, run: RunDir, status: StatusFil
 # --- evaluation ---
 
 
-def _evaluate(run: RunDir, status: StatusFile, stop_if_requested: Callable[[], None]) -> None:
-    """The metrics at the end of training; if they can't run, the training artifacts stay and the error
-    says how to retry."""
+def _evaluate(run: RunDir, prepared: PreparedSet, status: StatusFile, stop_if_requested: Callable[[], None]) -> None:
+    """The metrics at the end of training, against the set in memory that training read; if they can't
+    run, the training artifacts stay and the error says how to retry."""
     status.beat(force=True, phase="evaluating")
 
     def between_repeats() -> None:
@@ -278,7 +298,7 @@ def _evaluate(run: RunDir, status: StatusFile, stop_if_requested: Callable[[], N
         stop_if_requested()
 
     try:
-        record = evaluate_run(run.path, between_repeats=between_repeats)
+        record = evaluate_run(run.path, between_repeats=between_repeats, prepared=prepared)
     except JobInterrupted:
         raise
     except HeartjobsError as exc:
@@ -296,13 +316,14 @@ def evaluate_run(
     device: str | None = None,
     between_repeats: Callable[[], None] | None = None,
     save_images: Path | None = None,
+    prepared: PreparedSet | None = None,
 ) -> dict:
     """Measure a run's final generator (or one of its checkpoints) and record it in the run folder (see
     heartjobs.evaluation.records); returns the record. The measured images go to save_images as PNG, or,
     when the settings say save_images and this is the run's own measurement, to its eval_images/ (replaced
     once the measurement succeeded: they are copies). A run whose
     training had finished and only its evaluation had failed is marked done once its own evaluation
-    succeeds."""
+    succeeds. `prepared`: the run's set already read (the training's own copy), instead of reading it again."""
     run = RunDir(run_dir)
     spec = run.spec()
     settings = settings or spec.eval
@@ -313,7 +334,7 @@ def evaluate_run(
         staged = save_images = run / f"{RunDir.EVAL_IMAGES}.partial"
         shutil.rmtree(staged, ignore_errors=True)
     torch_device = resolve_device(device or spec.train.device)
-    prepared = PreparedSet.open(spec.data.prepared)
+    prepared = prepared or PreparedSet.open(spec.data.prepared)
     if prepared.content_hash != spec.data.content_hash:
         raise HeartjobsError(
             f"{spec.data.prepared}: content_hash: the prepared set changed since {run} was trained on it"

@@ -34,6 +34,7 @@ FORCED = "forced"  # sidecar: the entry was claimed by a worker with --force
 SIDECARS = ("log", FORCED)  # what travels with an entry from folder to folder
 HEARTBEAT_S = 5.0
 STALE_AFTER_S = 60.0
+OUTSIDE_STOPS_RESUMED = 3  # a job whose run is stopped or killed from outside goes back this many times
 _ENTRY = re.compile(r"(\d{6})_(.+?)(?:\.r(\d+))?\.toml")
 
 
@@ -264,22 +265,11 @@ class Worker:
             return "skipped", {"run_dir": str(done_before)}
         if self.stop_signal is not None:
             return "requeued", {}
-        # One configuration runs once at a time, however often it was queued and however many workers
-        # serve the queue: the worker holds its configuration's lock while the job runs.
-        with contextlib.ExitStack() as held:
-            try:
-                held.enter_context(
-                    procs.exclusive(
-                        config_lock(spec),
-                        f"the same configuration (spec {spec.spec_hash}) is being run by another worker",
-                    )
-                )
-            except HeartjobsError as exc:
-                return "skipped", {"reason": str(exc), "run_dir": None}
-            console.print(
-                f"worker: {entry.name}: {'resuming' if entry.recovered else 'running'} on {self.slot}", markup=False
-            )
-            return self._start(entry)
+        # One configuration runs once at a time, however often it was queued and whoever else runs it: the
+        # job holds its configuration's lock (procs.config_lock) and exits Busy when another process has it.
+        doing = "resuming" if entry.recovered else "running"
+        console.print(f"worker: {entry.name}: {doing} on {self.slot}", markup=False)
+        return self._start(entry)
 
     def _start(self, entry: Entry) -> tuple[str, dict]:
         """Run the job's `heartjobs run` child to its end; how it ended, from its result record."""
@@ -302,12 +292,18 @@ class Worker:
             return "skipped", {**info, "reason": result.get("error") or "another process is running it"}
         if self.stop_signal is not None and (procs.stopped_by_signal(code) or -code in procs.STOP_SIGNALS):
             return "requeued", info  # the worker was asked to stop; the job checkpointed
+        if (procs.stopped_by_signal(code) or code < 0) and entry.recovered < OUTSIDE_STOPS_RESUMED:
+            # stopped or killed from outside (an admin, a preemption, the OOM killer): resumable, so it
+            # goes back to be resumed, a few times at most (a job the OOM killer takes each time fails)
+            how = f"stopped by signal {code - 128}" if code > 0 else f"killed by signal {-code}"
+            return "requeued", {**info, "reason": f"its run was {how} from outside the worker"}
         return "failed", {**info, "error": _failure(result, code, log_path, attempt_starts)}
 
     def _settle(self, entry: Entry, outcome: str, info: dict) -> str:
         if outcome == "requeued":
             self.queue.requeue(entry)
-            console.print(f"worker: {entry.name}: stopped; back in pending/ to resume", markup=False)
+            why = info.get("reason", "stopped")
+            console.print(f"worker: {entry.name}: {why}; back in pending/ to resume", markup=False)
             return outcome
         state = "done" if outcome in ("done", "skipped") else "failed"
         try:
@@ -330,11 +326,6 @@ class Worker:
         else:
             console.print(f"worker: {entry.name}: failed: {info['error']}", markup=False)
         return outcome
-
-
-def config_lock(spec) -> Path:
-    """The lock file a worker holds while it runs a configuration (a ResolvedSpec's spec hash)."""
-    return spec.run_root / f".config-{spec.spec_hash}.lock"
 
 
 def _failure(result: dict, code: int, log: Path, attempt_starts: int) -> str:

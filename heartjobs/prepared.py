@@ -63,9 +63,10 @@ class PreparedSet:
 
     @cached_property
     def images(self) -> np.ndarray:
-        """N x H x W uint8, memory-mapped copy-on-write: cheap to open, the file is never modified."""
+        """N x H x W uint8, read into memory once: never a memory map, because a set rewritten or truncated
+        under a running job would kill it with SIGBUS (training and evaluation both read from here)."""
         try:
-            array = np.load(self.path / IMAGES_FILE, mmap_mode="c")
+            array = np.load(self.path / IMAGES_FILE)
         except (OSError, ValueError, EOFError) as exc:  # truncated, garbled, not a .npy at all
             raise HeartjobsError(f"{self.path / IMAGES_FILE}: unreadable ({one_line(exc, 200)})") from None
         expected = tuple(self.manifest["shape"][:1] + self.manifest["shape"][2:])
@@ -93,7 +94,7 @@ class PreparedSet:
         return str(self.manifest["content_hash"])
 
     def tensor(self, device: str | None = None):
-        """The whole set as a uint8 torch tensor N x 1 x H x W, on `device` (default: CPU, no copy)."""
+        """The whole set as a uint8 torch tensor N x 1 x H x W, on `device` (default: CPU, sharing `images`)."""
         import torch
 
         images = torch.from_numpy(self.images).unsqueeze(1)

@@ -105,7 +105,23 @@ def exited(process: subprocess.Popen) -> bool:
 @contextlib.contextmanager
 def stop_on_signals() -> Iterator[dict]:
     """Turn the stop signals into a stop request ({"signal": number or None}) that the caller honours
-    at its next safe point."""
+    at its next safe point; the previous handlers come back afterwards."""
+    requested, previous = _request_stop_on_signals()
+    try:
+        yield requested
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def stop_on_signals_until_exit() -> dict:
+    """The same stop request, for a process whose one job is the run (`heartjobs run`): never handed
+    back, so a signal at any moment, setup or after the job finished included, is a request and not a
+    death (a run that finished exits 0 however late the signal came)."""
+    return _request_stop_on_signals()[0]
+
+
+def _request_stop_on_signals() -> tuple[dict, dict]:
     requested: dict = {"signal": None}
 
     def handler(signum, frame):
@@ -117,11 +133,7 @@ def stop_on_signals() -> Iterator[dict]:
             previous[sig] = signal.signal(sig, handler)
     except ValueError:  # not the main thread: leave signals alone
         pass
-    try:
-        yield requested
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+    return requested, previous
 
 
 def stopped_by_signal(code: int | None) -> bool:
@@ -180,15 +192,20 @@ class Busy(HeartjobsError):
 
 
 @contextlib.contextmanager
-def exclusive(path: Path, busy: str) -> Iterator[None]:
+def exclusive(path: Path, busy: str, wait_s: float = 0.0) -> Iterator[None]:
     """Hold the lock file `path` for this process alone (the kernel releases it when the process dies);
-    raises HeartjobsError(busy) when another process holds it."""
+    raises Busy(busy) when another process still holds it after `wait_s` seconds."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + wait_s
     with open(path, "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise Busy(busy) from None
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise Busy(busy) from None
+                time.sleep(0.2)
         try:
             yield
         finally:
@@ -199,6 +216,17 @@ def run_lock(folder: Path) -> contextlib.AbstractContextManager[None]:
     """Hold a run folder for this process alone, for the whole run. Taking over a version is this lock,
     not a check of its status: two resumes of one version a moment apart cannot both train it."""
     return exclusive(Path(folder) / RUN_LOCK, f"{folder}: another process is running it; not running it twice")
+
+
+def config_lock(run_root: Path, spec_hash: str, wait_s: float = 0.0) -> contextlib.AbstractContextManager[None]:
+    """Hold one configuration (a spec hash under its job's artifacts folder) for this process alone, from
+    choosing its version to the end: whoever runs it (a worker's job, a user's run or --resume), the same
+    configuration never trains twice at once. `wait_s` covers a holder that has stopped and is exiting."""
+    return exclusive(
+        Path(run_root) / f".config-{spec_hash}.lock",
+        f"the same configuration (spec {spec_hash}) is being run by another process; not running it twice",
+        wait_s,
+    )
 
 
 def run_locked(folder: Path) -> bool:

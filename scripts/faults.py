@@ -1,10 +1,13 @@
 """The fault campaign (`make faults N=...`): queue workers killed at random moments, then drained, and the
 runner's invariants checked after every iteration.
 
-Each iteration queues the same two tiny jobs (one of them twice, as a duplicate submission), starts a
-worker, and after a random delay sends one fault: SIGTERM or SIGINT to the worker, SIGKILL to the worker,
-or SIGKILL to the worker's whole process group (worker and job together), or a second worker racing the
-first over the same queue. Then a fresh worker drains the queue and these must hold:
+Each iteration queues the same two tiny jobs (one of them twice, as a duplicate submission; the other
+measures FID, so faults land in evaluation too), starts a worker, and at a random moment (setup, training,
+a checkpoint write, FID, between jobs) sends one fault: SIGTERM or SIGINT to the worker; SIGKILL to the
+worker; SIGKILL to the worker's whole process group (worker and job together); SIGTERM or SIGKILL to the
+job's own process from outside the worker; a second worker racing the first over the same queue; or a
+user's `heartjobs run --resume` of a queued job racing the worker. Then a fresh worker drains the queue and
+these must hold:
 - every queued entry ended in done/ or failed/ exactly once, and none failed;
 - one finished version per configuration in this iteration, and no version without status.json;
 - no run says "running" without a live process; no temp files left in a run folder;
@@ -15,6 +18,7 @@ Prints what it did and the counts; exits 1 at the first broken invariant.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import shutil
@@ -39,19 +43,46 @@ JOBS = {
     "fa_gan": 'model = "gan"\n[train]\nepochs = 6\nbatch_size = 2\ncheckpoint_every = 1\nsample_every = 3\n',
     "fa_dcgan": 'model = "dcgan"\n[train]\nepochs = 3\nbatch_size = 2\ncheckpoint_every = 1\nsample_every = 3\n',
 }
-FAULTS = ("sigterm_worker", "sigint_worker", "sigkill_worker", "sigkill_group", "second_worker")
+EVAL = {  # fa_dcgan is measured: FID and KID with untrained Inception weights (no download), small and quick
+    "fa_gan": "fid = false\n",
+    "fa_dcgan": 'weights = "untrained"\ndims = 64\nn_generated = 16\nrepeats = 2\nfrd = false\n',
+}
+FAULTS = (
+    "sigterm_worker",
+    "sigint_worker",
+    "sigkill_worker",
+    "sigkill_group",
+    "sigterm_run",
+    "sigkill_run",
+    "second_worker",
+    "concurrent_resume",
+)
+USER_RESUME_WAIT_S = "5"  # how long the user's --resume waits for a running version before it gives up (75)
 
 
 def write_job(folder: Path, name: str, prepared: Path, root: Path) -> Path:
     path = folder / f"{name}.toml"
     body = JOBS[name].replace("[train]\n", '[train]\ndevice = "cpu"\n')
-    path.write_text(f'name = "{name}"\n{body}[data]\nprepared = "{prepared}"\n[eval]\nfid = false\n'
+    path.write_text(f'name = "{name}"\n{body}[data]\nprepared = "{prepared}"\n[eval]\n{EVAL[name]}'
                     f'[output]\nroot = "{root}"\n')  # fmt: skip
     return path
 
 
 def heartjobs(*args: str, **popen) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "heartjobs", *map(str, args)], **popen)
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (a worker's `heartjobs run`), from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
 
 
 def check(iteration: int, queue: Path, root: Path, references: dict[str, Path], queued: int) -> Counter:
@@ -75,6 +106,9 @@ def check(iteration: int, queue: Path, root: Path, references: dict[str, Path], 
         ours = load_generator(done[0].generator)[0].state_dict()
         theirs = load_generator(reference / "generator.pt")[0].state_dict()
         assert all(torch.equal(ours[k], theirs[k]) for k in theirs), f"iteration {iteration}: {name}: weights differ"
+        if (reference / "fid.json").is_file():
+            assert (done[0].path / "fid.json").is_file(), f"iteration {iteration}: {name}: measured, no fid.json"
+            counts["measured"] += 1
         counts["versions"] += len(runs)
         counts["bit_identical"] += 1
     return counts
@@ -110,9 +144,15 @@ def main() -> None:
             quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
             worker = heartjobs("worker", "--queue", queue, "--slot", f"faults-{iteration}-a", start_new_session=True,
                                **quiet)  # fmt: skip
-            others = []
-            time.sleep(delay)  # the fault's random moment: setup, training, a checkpoint write, the end
-            if fault == "sigterm_worker":
+            others, outcome = [], ""
+            time.sleep(delay)  # the fault's random moment: setup, training, a checkpoint write, FID, the end
+            if fault in ("sigterm_run", "sigkill_run"):  # the job's own process, from outside the worker
+                runs = children(worker.pid)
+                for pid in runs:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGTERM if fault == "sigterm_run" else signal.SIGKILL)
+                outcome = "" if runs else " (between jobs: no run to signal)"
+            elif fault == "sigterm_worker":
                 worker.send_signal(signal.SIGTERM)
             elif fault == "sigint_worker":
                 worker.send_signal(signal.SIGINT)
@@ -120,11 +160,16 @@ def main() -> None:
                 worker.kill()
             elif fault == "sigkill_group":
                 os.killpg(worker.pid, signal.SIGKILL)
-            else:  # a second worker races the first one over the same queue (and the duplicate entry)
+            elif fault == "second_worker":  # races the first one over the same queue (and the duplicate entry)
                 others.append(heartjobs("worker", "--queue", queue, "--slot", f"faults-{iteration}-b", **quiet))
+            else:  # a user resumes a queued job while the worker may be running it: one trains it, once
+                env = {**os.environ, "HEARTJOBS_RESUME_WAIT_S": USER_RESUME_WAIT_S}
+                others.append(heartjobs("run", specs["fa_gan"], "--resume", env=env, **quiet))
             worker.wait()
             for proc in others:
                 proc.wait()
+                assert proc.returncode in (0, 75), f"iteration {iteration}: {fault}: exit {proc.returncode}"
+                outcome += f" (the other process: exit {proc.returncode})"
             # what is left: recover the dead worker's job and drain with a fresh worker
             from heartjobs.jobqueue import Queue
 
@@ -134,7 +179,7 @@ def main() -> None:
             counts = check(iteration, queue, root, references, queued=len(entries))
             totals.update(counts)
             totals[fault] += 1
-            print(f"iteration {iteration}: {fault} after {delay:.1f} s: ok ({dict(counts)})", flush=True)
+            print(f"iteration {iteration}: {fault} after {delay:.1f} s{outcome}: ok ({dict(counts)})", flush=True)
             shutil.rmtree(work)
     print(f"faults: {args.n} iterations clean in {time.monotonic() - started:.0f} s: {dict(totals)}")
 

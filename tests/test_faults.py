@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -164,3 +165,72 @@ def test_a_read_only_queue_is_a_one_line_error(tmp_path, prepared32):
         _one_line_error(run_cli("worker", "--queue", ro / "q"), f"--queue {ro / 'q'}: cannot use it as a queue")
     finally:
         subprocess.run(["umount", "-l", str(ro)], check=True)
+
+
+# --- signals at the edges of a run: a real SIGTERM, sent by the run to itself at the exact moment ---
+
+
+def _run_signalled_at(spec: Path, where: str) -> subprocess.CompletedProcess:
+    """`heartjobs run spec` in a fresh interpreter that sends itself SIGTERM at `where`: "setup" (while
+    the spec's weights are checked, before a version exists) or "done" (the instant status.json says done)."""
+    program = f"""
+import os, signal, sys
+import heartjobs.job, heartjobs.status
+from heartjobs.cli import main
+where = {where!r}
+if where == "setup":
+    checked = heartjobs.job.check_measurable
+    def check_measurable(*args, **kwargs):
+        checked(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)
+    heartjobs.job.check_measurable = check_measurable
+else:
+    finish = heartjobs.status.StatusFile.finish
+    def finish_then_signal(self, state, error=None):
+        finish(self, state, error)
+        if state == "done":
+            os.kill(os.getpid(), signal.SIGTERM)
+    heartjobs.status.StatusFile.finish = finish_then_signal
+sys.exit(main(["run", {str(spec)!r}]))
+"""
+    return subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=600)
+
+
+def test_sigterm_during_setup_stops_before_a_version_is_claimed(tmp_path, prepared32):
+    spec = write_spec(tmp_path, "edge", "gan", prepared32, epochs=1, device="cpu")
+    result = _run_signalled_at(spec, "setup")
+    assert result.returncode == 128 + 15, (result.returncode, result.stderr)  # not death by signal (-15)
+    assert "stopped by SIGTERM during setup, before a version was chosen" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "artifacts" / "edge").exists() or not list((tmp_path / "artifacts" / "edge").iterdir())
+
+
+def test_sigterm_just_after_the_job_finished_exits_0(tmp_path, prepared32):
+    spec = write_spec(tmp_path, "edge", "gan", prepared32, epochs=1, device="cpu")
+    result = _run_signalled_at(spec, "done")
+    assert result.returncode == 0, (result.returncode, result.stderr)  # before the fix: -15 after "done"
+    assert "a stop signal came after the job had finished; nothing to stop" in result.stdout
+    status = json.loads((tmp_path / "artifacts" / "edge" / "v0001" / "status.json").read_text())
+    assert status["state"] == "done"
+
+
+@pytest.mark.slow
+def test_a_prepared_set_truncated_under_a_running_job_does_not_kill_it(tmp_path, prepared32):
+    import shutil
+
+    from .conftest import SLOW_DCGAN, wait_for
+
+    data = tmp_path / "data"
+    shutil.copytree(prepared32, data)
+    eval_ = {"weights": "untrained", "dims": 64, "n_generated": 16, "repeats": 1, "frd": False}
+    spec = write_spec(tmp_path, "cut", "dcgan", data, eval=eval_, **{**SLOW_DCGAN, "epochs": 6})
+    run_dir = tmp_path / "artifacts" / "cut" / "v0001"
+    proc = subprocess.Popen([sys.executable, "-m", "heartjobs", "run", str(spec)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    wait_for(lambda: list_checkpoints(run_dir / "checkpoints"), proc=proc)  # training, well under way
+    with open(data / "images.npy", "r+b") as images:  # cut in place, as a rewrite of the set would
+        images.truncate(256)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, (proc.returncode, err)  # before: SIGBUS, status "running" forever
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "done"
+    assert json.loads((run_dir / "fid.json").read_text())["n_real"] > 0

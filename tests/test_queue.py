@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -190,21 +192,50 @@ def test_sigterm_to_the_worker_checkpoints_the_job_and_puts_it_back_to_resume(tm
     assert [p.name for p in versions(tmp_path / "artifacts" / "stopped")] == ["v0001"]
 
 
-def test_a_configuration_another_worker_is_running_is_not_started_twice(tmp_path, prepared32):
-    from heartjobs.jobqueue import config_lock
-    from heartjobs.procs import exclusive
+@pytest.mark.slow
+def test_a_run_stopped_or_killed_from_outside_the_worker_is_resumed_a_few_times_then_failed(tmp_path, prepared32):
+    from heartjobs.jobqueue import OUTSIDE_STOPS_RESUMED
+    from heartjobs.procs import process_alive
+
+    queue = tmp_path / "q"
+    Queue(queue).add(write_spec(tmp_path, "outside", "dcgan", prepared32, **SLOW))
+    run_dir = tmp_path / "artifacts" / "outside" / "v0001"
+    worker = _worker(queue, "--slot", "test-outside")
+    signals = [signal.SIGTERM] + [signal.SIGKILL] * OUTSIDE_STOPS_RESUMED  # one more than it forgives
+    for kill_number, sig in enumerate(signals, start=1):
+        # the run's own process (the worker's child), from outside: an admin, a preemption, the OOM killer
+        checkpoint = run_dir / "checkpoints" / f"epoch_{kill_number:04d}.pt"
+        wait_for(checkpoint.exists, proc=worker)
+        status = json.loads((run_dir / "status.json").read_text())
+        os.kill(status["pid"], sig)
+        wait_for(functools.partial(lambda record: not process_alive(record), status), proc=worker)
+    _, err = worker.communicate(timeout=300)
+    assert worker.returncode == 0, err
+    assert "its run was stopped by signal 15 from outside the worker; back in pending/ to resume" in err
+    assert err.count("its run was killed by signal 9 from outside the worker") == OUTSIDE_STOPS_RESUMED - 1
+    record = json.loads((queue / "failed" / f"000001_outside.r{OUTSIDE_STOPS_RESUMED}.json").read_text())
+    assert "killed by signal 9" in record["error"]
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["resumed"] == OUTSIDE_STOPS_RESUMED and [p.name for p in versions(run_dir.parent)] == ["v0001"]
+
+
+def test_a_configuration_another_process_is_running_is_not_started_twice(tmp_path, prepared32):
+    from heartjobs.procs import config_lock
     from heartjobs.spec import load_spec
 
     spec_file = write_spec(tmp_path, "twice", "gan", prepared32, **QUICK)
+    spec = load_spec(spec_file)
     queue = Queue(tmp_path / "q")
     queue.add(spec_file)
-    # another worker is running this configuration (it holds the configuration's lock)
-    with exclusive(config_lock(load_spec(spec_file)), "busy"):
+    # another process (a worker's job, a user's run) is running this configuration: it holds the lock
+    with config_lock(spec.run_root, spec.spec_hash):
         result = run_cli("worker", "--queue", queue.root, "--slot", "test-twice")
+        direct = run_cli("run", spec_file, "--resume")
     assert result.returncode == 0, result.stderr
     record = json.loads((queue.root / "done" / "000001_twice.json").read_text())
-    assert record["state"] == "skipped" and "being run by another worker" in record["reason"]
+    assert record["state"] == "skipped" and "being run by another process" in record["reason"]
     assert "skipped: the same configuration" in result.stderr
+    assert direct.returncode == 75 and "the same configuration" in direct.stderr and "Traceback" not in direct.stderr
     assert versions(tmp_path / "artifacts" / "twice") == []  # nothing started
 
 

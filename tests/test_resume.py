@@ -119,7 +119,7 @@ def test_a_running_version_is_not_resumed_twice(tmp_path, prepared32):
     try:
         wait_for(lambda: (run_dir / "losses.jsonl").exists(), proc=proc)
         result = run_cli("run", spec, "--resume", env={"HEARTJOBS_RESUME_WAIT_S": "1"})
-        assert result.returncode == 75 and "still running" in result.stderr
+        assert result.returncode == 75 and "is being run by another process" in result.stderr, result.stderr
     finally:
         proc.kill()
         proc.wait()
@@ -216,3 +216,20 @@ def test_resuming_removes_what_a_killed_writer_left(tmp_path, prepared32):
     assert not any(p.exists() for p in litter) and not (run_dir / "eval_images.partial").exists()
     assert "removed checkpoints/.epoch_0002.pt.k3j1x.tmp, left by a killed process" in result.stderr
     assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["epoch_0001.pt"]
+
+
+@pytest.mark.slow
+def test_resume_leaves_an_older_unfinished_version_of_a_configuration_that_finished_since(tmp_path, prepared32):
+    # a user stops their run; the queue runs the same configuration as a new version to the end; the
+    # user's --resume must not train the configuration a second time
+    spec = write_spec(tmp_path, "resume_me", "dcgan", prepared32, **SLOW)
+    first = tmp_path / "artifacts" / "resume_me" / "v0001"
+    proc = _start(spec)
+    wait_for(lambda: (first / "checkpoints" / "epoch_0002.pt").exists(), proc=proc)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=120)
+    assert json.loads((first / "status.json").read_text())["state"] == "interrupted"
+    second = run_job(spec)
+    result = run_cli("run", spec, "--resume")
+    assert result.returncode == 0 and f"already finished in {second}" in result.stderr, result.stderr
+    assert json.loads((first / "status.json").read_text())["state"] == "interrupted"  # left, not retrained
