@@ -12,7 +12,9 @@ these must hold:
 - one finished version per configuration in this iteration, and no version without status.json;
 - no run says "running" without a live process; no temp files left in a run folder;
 - each finished generator is bit-identical to an uninterrupted reference run of the same job.
-Prints what it did and the counts; exits 1 at the first broken invariant.
+Prints what it did and the counts; exits 1 at the first broken invariant. --parallel K runs K iterations
+at once (each with its own queue, artifacts and worker slots): the same faults, and more of them per hour
+on a machine whose cores a single iteration leaves idle.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import torch
@@ -36,6 +39,7 @@ from heartjobs.checkpoint import load_generator
 from heartjobs.data.phantom import PhantomParams, generate
 from heartjobs.data.prepare import PrepareParams, prepare
 from heartjobs.job import run_job
+from heartjobs.jobqueue import Queue
 from heartjobs.procs import process_alive
 from heartjobs.rundir import RunDir, versions
 
@@ -114,13 +118,67 @@ def check(iteration: int, queue: Path, root: Path, references: dict[str, Path], 
     return counts
 
 
+def one_iteration(
+    iteration: int, seed: int, tmp: Path, references: dict[str, Path], max_delay: float
+) -> tuple[str, str, Counter]:
+    """Queue, fault, drain, check: one iteration in a folder of its own; returns what it did."""
+    rng = random.Random(f"{seed}-{iteration}")  # the same faults for the same seed, however many run at once
+    work = tmp / f"i{iteration:04d}"
+    work.mkdir()
+    root, queue = work / "artifacts", work / "queue"
+    specs = {name: write_job(work, name, tmp / "prepared", root) for name in JOBS}
+    entries = [specs["fa_gan"], specs["fa_dcgan"], specs["fa_gan"]]  # the last: a duplicate submission
+    subprocess.run([sys.executable, "-m", "heartjobs", "enqueue", *map(str, entries), "--queue", str(queue)],
+                   check=True, capture_output=True)  # fmt: skip
+    fault = rng.choice(FAULTS)
+    delay = rng.uniform(0.5, max_delay)
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    worker = heartjobs("worker", "--queue", queue, "--slot", f"faults-{iteration}-a", start_new_session=True,
+                       **quiet)  # fmt: skip
+    others, outcome = [], ""
+    time.sleep(delay)  # the fault's random moment: setup, training, a checkpoint write, FID, the end
+    if fault in ("sigterm_run", "sigkill_run"):  # the job's own process, from outside the worker
+        runs = children(worker.pid)
+        for pid in runs:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM if fault == "sigterm_run" else signal.SIGKILL)
+        outcome = "" if runs else " (between jobs: no run to signal)"
+    elif fault == "sigterm_worker":
+        worker.send_signal(signal.SIGTERM)
+    elif fault == "sigint_worker":
+        worker.send_signal(signal.SIGINT)
+    elif fault == "sigkill_worker":
+        worker.kill()
+    elif fault == "sigkill_group":
+        os.killpg(worker.pid, signal.SIGKILL)
+    elif fault == "second_worker":  # races the first one over the same queue (and the duplicate entry)
+        others.append(heartjobs("worker", "--queue", queue, "--slot", f"faults-{iteration}-b", **quiet))
+    else:  # a user resumes a queued job while the worker may be running it: one trains it, once
+        env = {**os.environ, "HEARTJOBS_RESUME_WAIT_S": USER_RESUME_WAIT_S}
+        others.append(heartjobs("run", specs["fa_gan"], "--resume", env=env, **quiet))
+    worker.wait()
+    for proc in others:
+        proc.wait()
+        assert proc.returncode in (0, 75), f"iteration {iteration}: {fault}: exit {proc.returncode}"
+        outcome += f" (the other process: exit {proc.returncode})"
+    # what is left: recover the dead worker's job and drain with a fresh worker
+    Queue(queue).recover_stale(stale_after=0)
+    subprocess.run([sys.executable, "-m", "heartjobs", "worker", "--queue", str(queue), "--slot",
+                    f"faults-{iteration}-drain"], check=True, capture_output=True)  # fmt: skip
+    counts = check(iteration, queue, root, references, queued=len(entries))
+    shutil.rmtree(work)
+    return fault, f"iteration {iteration}: {fault} after {delay:.1f} s{outcome}: ok ({dict(counts)})", counts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=5, help="iterations")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-delay", type=float, default=8.0, help="latest moment of the fault, seconds")
+    parser.add_argument(
+        "--parallel", type=int, default=1, help="iterations at once, each with its own queue, artifacts and slots"
+    )
     args = parser.parse_args()
-    rng = random.Random(args.seed)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="heartjobs-faults-") as tmp:
         tmp = Path(tmp)
@@ -131,56 +189,20 @@ def main() -> None:
         for name in JOBS:
             references[name] = run_job(write_job(tmp, name, tmp / "prepared", tmp / "reference"))
         totals: Counter = Counter()
-        for iteration in range(1, args.n + 1):
-            work = tmp / f"i{iteration:04d}"
-            work.mkdir()
-            root, queue = work / "artifacts", work / "queue"
-            specs = {name: write_job(work, name, tmp / "prepared", root) for name in JOBS}
-            entries = [specs["fa_gan"], specs["fa_dcgan"], specs["fa_gan"]]  # the last: a duplicate submission
-            subprocess.run([sys.executable, "-m", "heartjobs", "enqueue", *map(str, entries), "--queue", str(queue)],
-                           check=True, capture_output=True)  # fmt: skip
-            fault = rng.choice(FAULTS)
-            delay = rng.uniform(0.5, args.max_delay)
-            quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-            worker = heartjobs("worker", "--queue", queue, "--slot", f"faults-{iteration}-a", start_new_session=True,
-                               **quiet)  # fmt: skip
-            others, outcome = [], ""
-            time.sleep(delay)  # the fault's random moment: setup, training, a checkpoint write, FID, the end
-            if fault in ("sigterm_run", "sigkill_run"):  # the job's own process, from outside the worker
-                runs = children(worker.pid)
-                for pid in runs:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGTERM if fault == "sigterm_run" else signal.SIGKILL)
-                outcome = "" if runs else " (between jobs: no run to signal)"
-            elif fault == "sigterm_worker":
-                worker.send_signal(signal.SIGTERM)
-            elif fault == "sigint_worker":
-                worker.send_signal(signal.SIGINT)
-            elif fault == "sigkill_worker":
-                worker.kill()
-            elif fault == "sigkill_group":
-                os.killpg(worker.pid, signal.SIGKILL)
-            elif fault == "second_worker":  # races the first one over the same queue (and the duplicate entry)
-                others.append(heartjobs("worker", "--queue", queue, "--slot", f"faults-{iteration}-b", **quiet))
-            else:  # a user resumes a queued job while the worker may be running it: one trains it, once
-                env = {**os.environ, "HEARTJOBS_RESUME_WAIT_S": USER_RESUME_WAIT_S}
-                others.append(heartjobs("run", specs["fa_gan"], "--resume", env=env, **quiet))
-            worker.wait()
-            for proc in others:
-                proc.wait()
-                assert proc.returncode in (0, 75), f"iteration {iteration}: {fault}: exit {proc.returncode}"
-                outcome += f" (the other process: exit {proc.returncode})"
-            # what is left: recover the dead worker's job and drain with a fresh worker
-            from heartjobs.jobqueue import Queue
-
-            Queue(queue).recover_stale(stale_after=0)
-            subprocess.run([sys.executable, "-m", "heartjobs", "worker", "--queue", str(queue), "--slot",
-                            f"faults-{iteration}-drain"], check=True, capture_output=True)  # fmt: skip
-            counts = check(iteration, queue, root, references, queued=len(entries))
-            totals.update(counts)
-            totals[fault] += 1
-            print(f"iteration {iteration}: {fault} after {delay:.1f} s{outcome}: ok ({dict(counts)})", flush=True)
-            shutil.rmtree(work)
+        with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
+            running = [
+                pool.submit(one_iteration, i, args.seed, tmp, references, args.max_delay) for i in range(1, args.n + 1)
+            ]
+            try:
+                for future in as_completed(running):
+                    fault, line, counts = future.result()  # the first broken invariant ends the campaign
+                    totals.update(counts)
+                    totals[fault] += 1
+                    print(line, flush=True)
+            except BaseException:
+                for future in running:
+                    future.cancel()
+                raise
     print(f"faults: {args.n} iterations clean in {time.monotonic() - started:.0f} s: {dict(totals)}")
 
 
