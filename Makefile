@@ -11,6 +11,13 @@ QUEUE ?= queue/$(notdir $(JOBS))
 HIPCT_SRC ?= data/hipct
 ARTIFACTS ?= artifacts
 IMAGE ?= heartjobs:latest
+# compose (compose.yaml) runs containers as you, records the commit the image is built from, and takes
+# BASE_IMAGE, FID_WEIGHTS, PIP_CONF and PIP_CA (pip's configuration and CA bundle, as build secrets) from here
+HOST_UID ?= $(shell id -u)
+HOST_GID ?= $(shell id -g)
+GIT_COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null)
+HEARTJOBS_LOCKS ?= /tmp/heartjobs-locks
+export IMAGE HOST_UID HOST_GID GIT_COMMIT HEARTJOBS_LOCKS BASE_IMAGE FID_WEIGHTS PIP_CONF PIP_CA
 SIF ?= heartjobs.sif
 SUBMIT_ARGS ?=
 # The validity ladder before the smoke jobs, in their feature space (untrained Inception, 192-d), so that
@@ -19,7 +26,7 @@ SMOKE_LADDER := data/prepared/phantom64 --weights untrained --dims 192 --n 100
 LADDER ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast lint pytest demo run-all submit-all smoke faults report bench fid-weights docker-build docker-run-all \
+.PHONY: help install test test-fast lint pytest demo run-all submit-all smoke faults report bench fid-weights docker-folders docker-build docker-run-all docker-test \
 	sif gpu-check clean
 
 help: ## list the targets
@@ -85,15 +92,21 @@ fid-weights: install ## download pytorch-fid's standard Inception weights (needs
 gpu-check: install ## GPU smoke: each model a few hundred steps at 256 px, FID with real-sized batches; images/s, FID s
 	$(BIN)/python bench/gpu_check.py
 
-docker-build: ## build the CUDA image (FID weights built in; FID_WEIGHTS=skip without network)
-	docker compose build --build-arg FID_WEIGHTS=$(or $(FID_WEIGHTS),download)
+docker-folders: ## the host folders compose mounts, created by you (Docker would make missing ones as root)
+	mkdir -p data artifacts queue weights
+	mkdir -p $(HEARTJOBS_LOCKS) && chmod 1777 $(HEARTJOBS_LOCKS) 2>/dev/null || true
 
-docker-run-all: install ## the whole matrix through compose: queue $(JOBS)/*.toml, run the GPU worker until empty, report
-	mkdir -p queue $(ARTIFACTS)
-	BIN=$(BIN) HIPCT_SRC=$(HIPCT_SRC) bash scripts/prepare-data.sh $(JOBS)
-	docker compose run --rm --entrypoint heartjobs worker enqueue $(filter-out %.sweep.toml,$(wildcard $(JOBS)/*.toml)) --queue /app/queue
+docker-build: docker-folders ## build the CUDA image (FID_WEIGHTS=download|skip|weights/FILE; BASE_IMAGE=...; PIP_CONF/PIP_CA)
+	docker compose build cli
+
+docker-run-all: docker-folders ## the whole matrix in containers: prepare data, queue $(JOBS)/*.toml, GPU worker until empty, report
+	HEARTJOBS="docker compose run --rm -T cli" HIPCT_SRC=$(HIPCT_SRC) bash scripts/prepare-data.sh $(JOBS)
+	docker compose run --rm -T cli enqueue $(filter-out %.sweep.toml,$(wildcard $(JOBS)/*.toml)) --queue /app/queue
 	docker compose run --rm --entrypoint heartjobs worker worker --queue /app/queue --until-empty
-	docker compose run --rm --entrypoint heartjobs cpu-job report /app/artifacts --jobs /app/$(JOBS)
+	docker compose run --rm -T cli report /app/artifacts --jobs /app/$(JOBS)
+
+docker-test: ## the image built and run for real: engine, stand-in base, compose services (root; several GB)
+	bash scripts/docker-test.sh
 
 sif: ## the Apptainer image $(SIF) from the Docker image $(IMAGE) (after make docker-build; not run in CI)
 	apptainer build $(SIF) docker-daemon://$(IMAGE)

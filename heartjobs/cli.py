@@ -211,7 +211,10 @@ def _fail_if_bad(bad: int, total: int, verdict: str) -> None:
 def cmd_enqueue(args: argparse.Namespace) -> None:
     from heartjobs.jobqueue import Queue
 
-    queue = Queue(args.queue)
+    try:
+        queue = Queue(args.queue)
+    except OSError as exc:  # a folder this user cannot write (made by Docker as root), a file in the way
+        raise HeartjobsError(f"--queue {args.queue}: cannot use it as a queue ({one_line(exc, 200)})") from None
     good, bad = _valid_specs(args.specs)
     for path, _ in good:
         try:
@@ -332,8 +335,8 @@ def cmd_worker(args: argparse.Namespace) -> None:
         raise HeartjobsError(f"--queue {args.queue}: cannot use it as a queue ({one_line(exc, 200)})") from None
     counts = worker.serve(watch=args.watch)
     out.print("worker: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
-    if worker.stop_signal is not None:
-        raise HeartjobsError(f"worker stopped by signal {worker.stop_signal}")
+    if worker.stop_signal is not None:  # a requested stop, its job checkpointed: not an error
+        out.print(f"worker: stopped by signal {worker.stop_signal}; an interrupted job waits in pending/ to resume")
 
 
 def cmd_queue_status(args: argparse.Namespace) -> None:
@@ -637,6 +640,11 @@ def main(argv: list[str] | None = None) -> int:
             _print_traceback(exc)
         _print_error(exc)
         return exc.exit_code
+    except OSError as exc:  # the machine, not the code: a folder this user cannot write, a full disk
+        if args.debug:
+            _print_traceback(exc)
+        _print_error(HeartjobsError(one_line(exc, 300)))
+        return 2
     except KeyboardInterrupt:
         err.print("interrupted")
         return 130

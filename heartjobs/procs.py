@@ -170,15 +170,31 @@ def start_run(spec_path: Path, *, resume: bool, result_file: Path | None = None,
 
 
 def default_slot() -> str:
-    """The device a worker drives: a CUDA device (by CUDA_VISIBLE_DEVICES) or the CPU."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible == "":
+    """The device a worker drives, named by what it physically is: the first visible GPU by its UUID
+    (the same name on the host and in every container, whatever index the GPU has there), or the CPU."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES") == "":
         return "cpu"
     import torch
 
     if torch.cuda.is_available():
-        return f"cuda{(visible or '0').split(',')[0]}"
+        uuid = getattr(torch.cuda.get_device_properties(0), "uuid", None)
+        return f"gpu-{uuid}" if uuid else f"cuda{(os.environ.get('CUDA_VISIBLE_DEVICES') or '0').split(',')[0]}"
     return "cpu"
+
+
+LOCK_DIR_ENV = "HEARTJOBS_LOCK_DIR"
+
+
+def lock_dir() -> Path:
+    """Where the device locks live: $HEARTJOBS_LOCK_DIR, else <tmp>/heartjobs-locks. Compose mounts the
+    host's folder into every container, so host and containers share one lock per device. Open to every
+    user (sticky, like /tmp): workers may run as different uids."""
+    folder = Path(os.environ.get(LOCK_DIR_ENV) or Path(tempfile.gettempdir()) / "heartjobs-locks")
+    if not folder.is_dir():
+        folder.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):
+            folder.chmod(0o1777)
+    return folder
 
 
 RUN_LOCK = ".lock"
@@ -247,10 +263,10 @@ def run_locked(folder: Path) -> bool:
 def device_lock(slot: str, should_stop: Callable[[], bool] = lambda: False) -> Iterator[bool]:
     """Hold the machine-wide lock of one device (released by the kernel if this process dies). Waits
     while another worker holds it; yields False if should_stop() said so before the lock came free."""
-    folder = Path(tempfile.gettempdir()) / "heartjobs-locks"
-    folder.mkdir(exist_ok=True)
-    path = folder / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', slot)}.lock"
+    path = lock_dir() / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', slot)}.lock"
     with open(path, "a+") as f:
+        with contextlib.suppress(OSError):  # another uid's worker must be able to open it too
+            os.fchmod(f.fileno(), 0o666)
         told = False
         while True:
             try:

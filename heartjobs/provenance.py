@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 import socket
 import subprocess
@@ -16,10 +17,11 @@ def environment(device: str) -> dict:
     import torch
 
     cuda = torch.cuda.is_available()
-    commit = None
+    # a checkout's commit, or, inside the Docker image (no .git), the one it was built from
+    commit = os.environ.get("HEARTJOBS_GIT_COMMIT") or None
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
-        commit = result.stdout.strip() if result.returncode == 0 else None
+        commit = result.stdout.strip() if result.returncode == 0 else commit
     return {
         "heartjobs": __version__,
         "torch": torch.__version__,

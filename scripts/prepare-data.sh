@@ -6,7 +6,8 @@
 set -euo pipefail
 
 jobs=${1:?usage: prepare-data.sh JOBS_DIR}
-bin=${BIN:-.venv/bin}
+# the heartjobs command: the venv's, or another (make docker-run-all: HEARTJOBS="docker compose run --rm -T cli")
+heartjobs=${HEARTJOBS:-${BIN:-.venv/bin}/heartjobs}
 hipct_src=${HIPCT_SRC:-data/hipct}
 
 specs=()
@@ -20,14 +21,14 @@ if [ ${#specs[@]} -eq 0 ]; then
     echo "error: $jobs holds no job specs (*.toml)" >&2
     exit 2
 fi
-needs=$("$bin/heartjobs" data needs "${specs[@]}")  # a bad spec: its error line, and this script stops
+needs=$($heartjobs data needs "${specs[@]}")  # a bad spec: its error line, and this script stops
 
 while IFS=$'\t' read -r folder state; do
     [ "$state" = missing ] || continue
     case $folder in
         data/prepared/phantom64)
-            "$bin/heartjobs" data phantom --out data/phantom
-            "$bin/heartjobs" data prepare data/phantom --out data/prepared/phantom64 --size 64
+            $heartjobs data phantom --out data/phantom
+            $heartjobs data prepare data/phantom --out data/prepared/phantom64 --size 64
             ;;
         data/prepared/hipct)
             if [ ! -d "$hipct_src" ] || [ -z "$(ls -A "$hipct_src" 2>/dev/null)" ]; then
@@ -37,11 +38,11 @@ while IFS=$'\t' read -r folder state; do
                 exit 1
             fi
             # Every second slice, as the thesis most likely did (6613 -> 3307 images), at 256 px.
-            "$bin/heartjobs" data prepare "$hipct_src" --out data/prepared/hipct --size 256 --every 2
+            $heartjobs data prepare "$hipct_src" --out data/prepared/hipct --size 256 --every 2
             ;;
         *)
             echo "error: $folder: the jobs in $jobs train on it and it is not prepared; make it with:" >&2
-            echo "       $bin/heartjobs data prepare SLICES_DIR --out $folder --size N" >&2
+            echo "       heartjobs data prepare SLICES_DIR --out $folder --size N" >&2
             exit 1
             ;;
     esac

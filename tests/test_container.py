@@ -1,4 +1,5 @@
-"""The container, checked without a Docker engine: compose.yaml, the Dockerfile, and the paths jobs name."""
+"""The container, checked without a Docker engine: compose.yaml, the Dockerfile, and the paths jobs name.
+The image built and run for real is `make docker-test` (scripts/docker-test.sh)."""
 
 from __future__ import annotations
 
@@ -21,12 +22,17 @@ JOB_FILES = sorted(p for p in ROOT.glob("jobs/**/*.toml") if not p.name.endswith
 
 
 def _mounts(service: str) -> dict[str, tuple[str, bool]]:
-    """container path -> (host path, read-only)"""
+    """container path -> (host path, read-only); a host path may be ${VAR:-default}"""
     mounts = {}
     for volume in COMPOSE["services"][service]["volumes"]:
-        host, container, *mode = volume.split(":")
-        mounts[container] = (host, mode == ["ro"])
+        host, container, mode = re.fullmatch(r"(\$\{[^}]*\}|[^:]+):([^:]+)(?::(ro|rw))?", volume).groups()
+        mounts[container] = (host, mode == "ro")
     return mounts
+
+
+def _default(value: str) -> str:
+    """The default of a compose ${VAR:-default}."""
+    return re.fullmatch(r"\$\{\w+:-(.*)\}", value).group(1)
 
 
 def _dockerfile_instruction(name: str) -> list[str]:
@@ -34,45 +40,58 @@ def _dockerfile_instruction(name: str) -> list[str]:
     return [line.split(None, 1)[1] for line in joined.splitlines() if line.startswith(name + " ")]
 
 
-def test_compose_has_the_three_services_from_one_image():
+SERVICES = ("gpu-job", "worker", "cpu-job", "cpu-worker", "cli")
+
+
+def test_compose_services_run_one_image_as_the_caller():
     services = COMPOSE["services"]
-    assert set(services) == {"gpu-job", "worker", "cpu-job"}
-    assert {s["image"] for s in services.values()} == {"heartjobs:latest"}
+    assert set(services) == set(SERVICES)
+    assert {_default(s["image"]) for s in services.values()} == {"heartjobs:latest"}
     for service in services.values():
         assert service["working_dir"] == "/app"
         assert service.get("shm_size") or service.get("ipc") == "host"
         assert "${HOST_UID" in service["user"] and "${HOST_GID" in service["user"]  # artifacts: the host user's
+        assert service["build"]["secrets"] == ["pip_conf", "pip_ca"]  # pip's configuration: build secrets
 
 
 @pytest.mark.parametrize("service", ["gpu-job", "worker"])
-def test_gpu_services_reserve_one_nvidia_gpu(service):
+def test_gpu_services_reserve_the_gpu_named_by_GPU(service):
     devices = COMPOSE["services"][service]["deploy"]["resources"]["reservations"]["devices"]
-    assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
+    assert devices == [{"driver": "nvidia", "device_ids": ["${GPU:-0}"], "capabilities": ["gpu"]}]
 
 
-def test_cpu_job_has_no_gpu():
-    cpu = COMPOSE["services"]["cpu-job"]
+@pytest.mark.parametrize("service", ["cpu-job", "cpu-worker", "cli"])
+def test_cpu_services_have_no_gpu(service):
+    cpu = COMPOSE["services"][service]
     assert "deploy" not in cpu and cpu["environment"]["CUDA_VISIBLE_DEVICES"] == ""
 
 
-@pytest.mark.parametrize("service", ["gpu-job", "worker", "cpu-job"])
-def test_mounts_jobs_and_data_read_only_and_artifacts_writable(service):
+@pytest.mark.parametrize("service", SERVICES)
+def test_mounts_jobs_read_only_artifacts_writable_and_the_shared_lock_folder(service):
     mounts = _mounts(service)
     assert mounts["/app/jobs"] == ("./jobs", True)
-    assert mounts["/app/data"] == ("./data", True)
+    assert mounts["/app/data"] == ("./data", service != "cli")  # only the cli service prepares data
     assert mounts["/app/artifacts"] == ("./artifacts", False)
+    assert mounts["/app/weights"] == ("./weights", True)
+    # the device locks: one host folder for the host's workers and every container's
+    lock_dir = re.search(r"HEARTJOBS_LOCK_DIR=(\S+)", DOCKERFILE).group(1)
+    host, read_only = mounts[lock_dir]
+    assert _default(host) == lock_dir == "/tmp/heartjobs-locks" and not read_only
 
 
-def test_worker_serves_the_mounted_queue():
-    worker = COMPOSE["services"]["worker"]
-    assert _mounts("worker")["/app/queue"] == ("./queue", False)
+@pytest.mark.parametrize("service", ["worker", "cpu-worker"])
+def test_workers_serve_the_mounted_queue_restart_and_have_time_to_checkpoint(service):
+    worker = COMPOSE["services"][service]
+    assert _mounts(service)["/app/queue"] == ("./queue", False)
     assert worker["entrypoint"] == ["heartjobs", "worker", "--watch", "--queue", "/app/queue"]
+    assert worker["restart"] == "unless-stopped"
+    assert _default(worker["stop_grace_period"]) == "300s"
 
 
 def test_dockerfile_installs_like_the_makefile():
     makefile = (ROOT / "Makefile").read_text()
     assert "bash scripts/install.sh $(BIN)/python --editable dev" in makefile
-    assert "bash scripts/install.sh python" in _dockerfile_instruction("RUN")
+    assert any("bash scripts/install.sh python " in run for run in _dockerfile_instruction("RUN"))
     assert "libopenjp2-7" in DOCKERFILE
     base = _dockerfile_instruction("ARG")[0]
     pins = re.search(r"torch==([\d.]+)", (ROOT / "scripts" / "install.sh").read_text()).group(1)
@@ -86,7 +105,7 @@ def test_entrypoint_is_an_installed_command_of_the_package():
     args = build_parser().parse_args(["run", "jobs/wgan_ldim200.toml"])  # the compose argument parses
     assert args.func.__name__ == "cmd_run" and str(args.spec) == "jobs/wgan_ldim200.toml"
     assert _dockerfile_instruction("WORKDIR") == ["/app"]
-    assert _dockerfile_instruction("USER") == ["${UID}"]  # not root
+    assert _dockerfile_instruction("USER") == ["1000:1000"]  # not root; compose runs it as the caller
 
 
 @pytest.mark.parametrize("job", JOB_FILES, ids=lambda p: str(p.relative_to(ROOT)))
@@ -125,6 +144,6 @@ def test_hadolint_passes_on_the_dockerfile():
 def test_make_sif_builds_from_the_image_compose_uses():
     makefile = (ROOT / "Makefile").read_text()
     image = re.search(r"^IMAGE \?= (\S+)$", makefile, re.M).group(1)
-    assert image == COMPOSE["services"]["gpu-job"]["image"]
+    assert image == _default(COMPOSE["services"]["gpu-job"]["image"])
     recipe = makefile.split("\nsif:", 1)[1].split("\n\n", 1)[0]
     assert "apptainer build $(SIF) docker-daemon://$(IMAGE)" in recipe

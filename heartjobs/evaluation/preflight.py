@@ -39,7 +39,7 @@ def check_measurable(spec: ResolvedSpec, path: Path | str) -> None:
     settings = spec.eval
     if not settings.fid:
         return
-    from .weights import ENV_WEIGHTS, HOW_TO_GET, hub_path, resolve_weights  # torch: only when there is a check
+    from .weights import ENV_WEIGHTS, how_to_get, hub_path, resolve_weights  # torch: only when there is a check
 
     try:
         resolve_weights(settings.weights, download=False)
@@ -53,7 +53,7 @@ def check_measurable(spec: ResolvedSpec, path: Path | str) -> None:
         if why is not None:
             raise HeartjobsError(
                 f"{path}: eval.weights: the standard Inception file is not here and cannot be downloaded now "
-                f"({why}); {HOW_TO_GET}; {LATER}"
+                f"({why}); {how_to_get()}; {LATER}"
             ) from None
     if settings.frd:
         try:

@@ -22,14 +22,30 @@ from heartjobs.hashing import sha256_file
 from .cache import cache_dir
 
 STANDARD_FILENAME = "pt_inception-2015-12-05-6726825d.pth"
-# torch.hub's convention: the hex digits in the file name start the file's sha256.
-STANDARD_SHA256_PREFIX = "6726825d"
+# The whole sha256 of the standard file (95,628,359 bytes). pytorch-fid publishes only its first 8 hex
+# digits (the file name, torch.hub's convention); the whole hash is the one independent public records of
+# the file agree on, and it starts with those 8 digits. Not computed on this project's machines, which
+# cannot reach the release.
+STANDARD_SHA256 = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"
 ENV_WEIGHTS = "HEARTJOBS_FID_WEIGHTS"
-HOW_TO_GET = (
-    "get it with `make fid-weights` on a machine with internet (it lands in "
-    f"$TORCH_HOME/hub/checkpoints/{STANDARD_FILENAME}), or set {ENV_WEIGHTS}=/path/to/{STANDARD_FILENAME}; "
-    'the Docker image has it built in; `weights = "untrained"` runs without it (numbers not comparable)'
-)
+IMAGE_MARKER = "HEARTJOBS_IMAGE"  # set in the Docker image: its error says the container's routes
+
+
+def how_to_get() -> str:
+    """How to get the standard file, by where heartjobs runs (on a machine, or in the Docker image)."""
+    untrained = '`weights = "untrained"` runs without it (numbers not comparable)'
+    if os.environ.get(IMAGE_MARKER):
+        return (
+            f"in the container: put {STANDARD_FILENAME} in ./weights on the host (compose mounts it at "
+            f"/app/weights) and set {ENV_WEIGHTS}=/app/weights/{STANDARD_FILENAME}, or rebuild the image with "
+            f"--build-arg FID_WEIGHTS=download (network) or FID_WEIGHTS=weights/{STANDARD_FILENAME} (a local "
+            f"file in the build context); {untrained}"
+        )
+    return (
+        "get it with `make fid-weights` on a machine with internet (it lands in "
+        f"$TORCH_HOME/hub/checkpoints/{STANDARD_FILENAME}), or set {ENV_WEIGHTS}=/path/to/{STANDARD_FILENAME}; "
+        + untrained
+    )
 
 
 @dataclass(frozen=True)
@@ -40,7 +56,7 @@ class InceptionWeights:
 
     @property
     def standard(self) -> bool:
-        return self.sha256.startswith(STANDARD_SHA256_PREFIX)
+        return self.sha256 == STANDARD_SHA256
 
     def describe(self) -> dict:
         return {**asdict(self), "path": str(self.path), "standard": self.standard}
@@ -61,7 +77,7 @@ def _download_standard() -> Path:
         reason = one_line(exc, 160)
         raise HeartjobsError(
             f"FID weights: the standard Inception file was not found and could not be downloaded "
-            f"({reason}); {HOW_TO_GET}"
+            f"({reason}); {how_to_get()}"
         ) from None
     return hub_path()
 
@@ -76,18 +92,18 @@ def resolve_weights(spec_value: str, *, download: bool = True) -> InceptionWeigh
         if env:
             path = Path(env)
             if not path.is_file():
-                raise HeartjobsError(f"FID weights: {ENV_WEIGHTS}={env}: no such file; {HOW_TO_GET}")
+                raise HeartjobsError(f"FID weights: {ENV_WEIGHTS}={env}: no such file; {how_to_get()}")
         elif hub_path().is_file():
             path = hub_path()
         elif download:
             path = _download_standard()
         else:
-            raise HeartjobsError(f"FID weights: the standard Inception file is not at {hub_path()}; {HOW_TO_GET}")
+            raise HeartjobsError(f"FID weights: the standard Inception file is not at {hub_path()}; {how_to_get()}")
         weights = InceptionWeights("standard", path, sha256_file(path))
         if not weights.standard:
             raise HeartjobsError(
                 f"FID weights: {path}: sha256 {weights.sha256[:16]}... does not match the standard file "
-                f"({STANDARD_SHA256_PREFIX}...); refusing it as 'standard' (give its path explicitly to use it)"
+                f"({STANDARD_SHA256[:16]}...); refusing it as 'standard' (give its path explicitly to use it)"
             )
         return weights
     path = Path(spec_value)
