@@ -76,8 +76,8 @@ smoke: ## the smoke jobs end to end on the CPU (phantom, prepare, ladder, 3 mode
 report: install ## summary tables and figures of everything in $(ARTIFACTS)
 	$(BIN)/heartjobs report $(ARTIFACTS)
 
-faults: install ## the fault campaign: workers killed at random moments, queue drained, invariants checked (N=5)
-	$(BIN)/python scripts/faults.py --n $(or $(N),5)
+faults: install ## the fault campaign: workers and jobs killed at random moments, queue drained, invariants checked (N=5, P=1 at once)
+	$(BIN)/python scripts/faults.py --n $(or $(N),5) --parallel $(or $(P),1)
 
 bench: install ## benchmarks: each prints the ratio of two ways of doing the same work
 	$(BIN)/python bench/bench_ingest.py

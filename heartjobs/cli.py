@@ -614,6 +614,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _os_error_line(exc: OSError) -> str:
+    """The path first, then what the system said; for a refused permission, who asked (in a container,
+    the uid compose runs it as)."""
+    if exc.filename is None or exc.strerror is None:
+        return one_line(exc, 300)
+    line = f"{exc.filename}: {exc.strerror}"
+    if isinstance(exc, PermissionError):
+        line += f" (running as uid {os.getuid()}; make the folder writable for it, or run as its owner)"
+    return line
+
+
 def _print_error(exc: HeartjobsError) -> None:
     """One line per problem, each starting with "error:"."""
     for line in str(exc).splitlines():
@@ -643,7 +654,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # the machine, not the code: a folder this user cannot write, a full disk
         if args.debug:
             _print_traceback(exc)
-        _print_error(HeartjobsError(one_line(exc, 300)))
+        _print_error(HeartjobsError(_os_error_line(exc)))
         return 2
     except KeyboardInterrupt:
         err.print("interrupted")

@@ -163,6 +163,10 @@ def test_a_read_only_queue_is_a_one_line_error(tmp_path, prepared32):
         spec = write_spec(tmp_path, "ro", "gan", prepared32, epochs=1, device="cpu")
         _one_line_error(run_cli("enqueue", spec, "--queue", ro / "q"), f"--queue {ro / 'q'}: cannot add")
         _one_line_error(run_cli("worker", "--queue", ro / "q"), f"--queue {ro / 'q'}: cannot use it as a queue")
+        # artifacts where nothing can be written: the path and what the system said, in one line
+        unwritable = write_spec(tmp_path, "ro_out", "gan", prepared32, epochs=1, device="cpu")
+        unwritable.write_text(unwritable.read_text().replace(str(tmp_path / "artifacts"), str(ro / "artifacts")))
+        _one_line_error(run_cli("run", unwritable), f"{ro / 'artifacts'}", "Read-only file system")
     finally:
         subprocess.run(["umount", "-l", str(ro)], check=True)
 

@@ -172,6 +172,12 @@ def test_standard_weights_with_a_wrong_hash_are_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
     with pytest.raises(HeartjobsError, match="make fid-weights"):
         resolve_weights("standard", download=False)
+    # inside the Docker image the routes are the container's: the ./weights mount, or a rebuild
+    monkeypatch.setenv("HEARTJOBS_IMAGE", "1")
+    container_routes = r"in the container: put .* in \./weights .*FID_WEIGHTS=download"
+    with pytest.raises(HeartjobsError, match=container_routes) as refused:
+        resolve_weights("standard", download=False)
+    assert "make fid-weights" not in str(refused.value)
 
 
 def test_a_job_whose_weights_are_missing_fails_before_training_with_the_fix(tmp_path, prepared160):

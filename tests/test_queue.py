@@ -158,6 +158,26 @@ def test_two_workers_on_one_queue_run_each_job_once(tmp_path, prepared32):
 
 
 @pytest.mark.slow
+def test_a_device_lock_is_shared_by_workers_of_other_users(monkeypatch):
+    # compose runs each container as its caller's uid: another uid must open the lock file for writing,
+    # as heartjobs does, and find it held (run as root, like CI; the probe runs as uid 4242)
+    import tempfile
+
+    from heartjobs.procs import device_lock
+
+    shared = Path(tempfile.mkdtemp(dir="/tmp"))  # a folder uid 4242 can reach (pytest's tmp_path is 0700)
+    shared.chmod(0o755)
+    monkeypatch.setenv("HEARTJOBS_LOCK_DIR", str(shared / "locks"))
+    try:
+        with device_lock("gpu-test") as held:
+            assert held
+            probe = f"exec 9>>{shared / 'locks' / 'gpu-test.lock'} && flock --nonblock --conflict-exit-code 3 9"
+            other = subprocess.run(["sh", "-c", probe], user=4242, group=4242, capture_output=True, text=True)
+        assert other.returncode == 3, other.stderr  # opened for writing (no PermissionError) and found held
+    finally:
+        shutil.rmtree(shared)
+
+
 def test_a_second_worker_on_the_same_device_waits_for_the_first(tmp_path, prepared32):
     queue = tmp_path / "q"
     Queue(queue).add(write_spec(tmp_path, "slow", "dcgan", prepared32, **{**SLOW, "epochs": 6}))
