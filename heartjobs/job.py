@@ -100,8 +100,7 @@ def _run(spec_path: Path, resume: bool, outcome: dict, stop: dict) -> Path:
         if resume and (found := newest_unfinished(spec.run_root)) is not None:
             # a process stopping (a dead worker's job) checkpoints first; once it says it stopped, its
             # locks are free the moment it exits
-            status = _wait_until_stopped(RunDir(found), stop)
-            stopping = CONFIG_LOCK_WAIT_S if not procs.process_alive(status) or status.get("state") != "running" else 0
+            stopping = 0.0 if _still_running(_wait_until_stopped(RunDir(found), stop)) else CONFIG_LOCK_WAIT_S
         held.enter_context(procs.config_lock(spec.run_root, spec.spec_hash, wait_s=stopping))
         unfinished = newest_unfinished(spec.run_root)
         if resume and (done := finished_version(spec, after=version_number(unfinished) if unfinished else 0)):
@@ -189,7 +188,7 @@ def _resumable_version(spec: ResolvedSpec, spec_path: Path, stop: dict) -> RunDi
         return None
     run = RunDir(found)
     status = _wait_until_stopped(run, stop)
-    if status.get("state") == "running" and procs.process_alive(status):
+    if _still_running(status):
         raise procs.Busy(f"{run}: still running (pid {status['pid']}); not resuming it twice")
     recorded = run.spec_hash()
     if recorded != spec.spec_hash:
@@ -213,11 +212,16 @@ def _new_version(spec: ResolvedSpec, spec_path: Path, device: torch.device) -> R
     return RunDir(claim_version(spec.run_root, identity))
 
 
+def _still_running(status: dict) -> bool:
+    """Whether a version's status says running and its process is alive."""
+    return status.get("state") == "running" and procs.process_alive(status)
+
+
 def _wait_until_stopped(run: RunDir, stop: dict, patience_s: float = RESUME_WAIT_S) -> dict:
     """A job whose worker died gets SIGTERM and writes its checkpoint; give it time to finish that."""
     deadline = time.monotonic() + patience_s
     status = run.status()
-    while status.get("state") == "running" and procs.process_alive(status) and time.monotonic() < deadline:
+    while _still_running(status) and time.monotonic() < deadline:
         _stop_before_a_version(stop, "while waiting for the previous process")
         time.sleep(0.5)
         status = run.status()

@@ -35,6 +35,13 @@ def _worker(queue, *args):
     )
 
 
+def _one_slow_job_and_a_worker(tmp_path, prepared, name: str, slot: str):
+    """The queue tmp_path/q holding one SLOW DCGAN job, a worker serving it; its run folder v0001."""
+    queue = tmp_path / "q"
+    Queue(queue).add(write_spec(tmp_path, name, "dcgan", prepared, **SLOW))
+    return queue, tmp_path / "artifacts" / name / "v0001", _worker(queue, "--slot", slot)
+
+
 def _names(queue, state):
     return [e.name for e in Queue(queue).entries(state)]
 
@@ -193,10 +200,7 @@ def test_a_second_worker_on_the_same_device_waits_for_the_first(tmp_path, prepar
 
 @pytest.mark.slow
 def test_sigterm_to_the_worker_checkpoints_the_job_and_puts_it_back_to_resume(tmp_path, prepared32):
-    queue = tmp_path / "q"
-    Queue(queue).add(write_spec(tmp_path, "stopped", "dcgan", prepared32, **SLOW))
-    run_dir = tmp_path / "artifacts" / "stopped" / "v0001"
-    worker = _worker(queue, "--slot", "test-term")
+    queue, run_dir, worker = _one_slow_job_and_a_worker(tmp_path, prepared32, "stopped", "test-term")
     wait_for(lambda: (run_dir / "checkpoints" / "epoch_0002.pt").exists())
     worker.send_signal(signal.SIGTERM)
     _, err = worker.communicate(timeout=120)
@@ -217,10 +221,7 @@ def test_a_run_stopped_or_killed_from_outside_the_worker_is_resumed_a_few_times_
     from heartjobs.jobqueue import OUTSIDE_STOPS_RESUMED
     from heartjobs.procs import process_alive
 
-    queue = tmp_path / "q"
-    Queue(queue).add(write_spec(tmp_path, "outside", "dcgan", prepared32, **SLOW))
-    run_dir = tmp_path / "artifacts" / "outside" / "v0001"
-    worker = _worker(queue, "--slot", "test-outside")
+    queue, run_dir, worker = _one_slow_job_and_a_worker(tmp_path, prepared32, "outside", "test-outside")
     signals = [signal.SIGTERM] + [signal.SIGKILL] * OUTSIDE_STOPS_RESUMED  # one more than it forgives
     for kill_number, sig in enumerate(signals, start=1):
         # the run's own process (the worker's child), from outside: an admin, a preemption, the OOM killer
