@@ -177,9 +177,10 @@ def cmd_ladder(args: argparse.Namespace) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
-    from heartjobs.sweep import write_jobs
+    from heartjobs.sweep import default_jobs_folder, write_jobs
 
-    paths = write_jobs(args.file, args.out, dry_run=args.dry_run)
+    out_dir = args.out or default_jobs_folder(args.file)
+    paths = write_jobs(args.file, out_dir, dry_run=args.dry_run)
     for path in paths:
         out.print(f"{'would write' if args.dry_run else 'wrote'} {path}")
     out.print(f"{len(paths)} jobs")
@@ -537,7 +538,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("sweep", help="expand a sweep file into job spec files")
     p.add_argument("file", type=Path, help="sweep file, e.g. jobs/thesis.sweep.toml")
-    p.add_argument("--out", type=Path, required=True, help="folder for the job files")
+    p.add_argument(
+        "--out", type=Path, help="folder for the job files (default: beside the sweep file, named by it: jobs/future)"
+    )
     p.add_argument("--dry-run", action="store_true", help="list the job files without writing them")
     p.set_defaults(func=cmd_sweep)
 

@@ -15,14 +15,15 @@ import csv
 import io
 from pathlib import Path
 
-from heartjobs import atomic, procs
+from heartjobs import atomic, procs, study
 from heartjobs.errors import HeartjobsError
 from heartjobs.evaluation import verdicts
 from heartjobs.evaluation.records import FAILS_LADDER, failed_ladder
 from heartjobs.plots import save_figure
+from heartjobs.repeats import TEST
 from heartjobs.rundir import RunDir, versions
-from heartjobs.spec import BOOKKEEPING_KEYS, COMMON_DEFAULTS, THESIS_DEFAULTS
-from heartjobs.sweep import ABBREVIATIONS, format_value
+from heartjobs.spec import BOOKKEEPING_KEYS, COMMON_DEFAULTS, THESIS_DEFAULTS, configuration_key
+from heartjobs.sweep import abbreviation, format_value
 
 # Thesis Table 1: FID mean and std (3 x 3000 generated vs 3307 real, pytorch-fid 0.3.0, 2048-d).
 THESIS_TABLE1: dict[tuple[str, str], tuple[float, float]] = {
@@ -68,14 +69,22 @@ THESIS_PROTOCOL: dict = {
 PRECISION_KEYS = ("tf32", "compile", "bf16")
 # Values that don't name a configuration: how a run is bookkept, where it ran, the optimizer (which the
 # model's defaults fix), and the precision switches.
-_NOT_CONFIGURATION = {*BOOKKEEPING_KEYS, "device", "optimizer", *PRECISION_KEYS}
+# The training seed is not part of a configuration either: runs with different seeds are its repeats.
+_NOT_CONFIGURATION = {*BOOKKEEPING_KEYS, "device", "optimizer", *PRECISION_KEYS, "seed"}
+# The hyperparameters a configuration's label names; left out, what remains is the context in which
+# configurations are compared (model, data, measurement, precision).
+HYPERPARAMETERS = tuple(
+    sorted({k for d in (COMMON_DEFAULTS, *THESIS_DEFAULTS.values()) for k in d} - _NOT_CONFIGURATION)
+)
 COLUMNS = [
-    "job", "model", "configuration", "state", "fid_mean", "fid_std", "kid_mean", "frd_mean", "frd_std", "epochs",
+    "job", "model", "configuration", "seed", "state", "fid_mean", "fid_std", "kid_mean", "frd_mean", "frd_std", "epochs",
     "train_seconds", "images_per_s", "standard_weights", "n_generated", "ladder_fails", "protocol", "thesis_fid",
     "thesis_fid_std", "run_dir",
 ]  # fmt: skip
-# summary.json's rows also carry each run's protocol values (THESIS_PROTOCOL's keys); the CSV leaves them out.
-ROW_KEYS = [*COLUMNS, "protocol_values"]
+# summary.json's rows also carry each run's protocol values (THESIS_PROTOCOL's keys), its metrics unrounded,
+# what identifies its configuration and the context it is compared in, and its hyperparameters off the
+# model's defaults; the CSV leaves them out.
+ROW_KEYS = [*COLUMNS, "protocol_values", "metrics", "configuration_key", "context_key", "changes"]
 # A run on another host whose heartbeat is older than this is taken for dead (runs beat every 10 s).
 DEAD_AFTER_S = 300
 FAILS_LADDER_MARK = "†"  # after a value whose metric failed the validity ladder
@@ -101,7 +110,7 @@ def label(changes: dict) -> str:
     """The thesis' way of naming a configuration: "default", "lr = 0.0001", "bsize = 16"."""
     if not changes:
         return "default"
-    return ", ".join(f"{ABBREVIATIONS.get(k, k)} = {format_value(v)}" for k, v in changes.items())
+    return ", ".join(f"{abbreviation(k)} = {format_value(v)}" for k, v in changes.items())
 
 
 def measured_protocol(spec: dict, fid: dict | None) -> dict:
@@ -139,7 +148,7 @@ def _row(job: str, run_dir: Path | None) -> dict:
     run = RunDir(run_dir)
     spec = run.spec_dict()
     model, train = spec.get("model"), spec.get("train", {})
-    row.update(run_dir=str(run_dir), model=model, state=_state(run.status()))
+    row.update(run_dir=str(run_dir), model=model, state=_state(run.status()), seed=train.get("seed"))
     fid = run.fid_report()
     if fid and not (isinstance(fid.get("fid_mean"), int | float) and isinstance(fid.get("repeats"), list)):
         fid = {}  # a fid.json damaged or made by something else: the run counts as not measured
@@ -150,6 +159,9 @@ def _row(job: str, run_dir: Path | None) -> dict:
     if model in THESIS_DEFAULTS:
         changes = differences(model, train)
         row["configuration"] = label(changes)
+        row["changes"] = changes
+        row["configuration_key"] = configuration_key(spec)
+        row["context_key"] = configuration_key(spec, leave_out=(*HYPERPARAMETERS, "seed"))
         # Only a run of the thesis' own configuration and protocol stands beside its Table 1 value.
         thesis = THESIS_TABLE1.get((model, row["configuration"])) if set(changes) <= set(THESIS_KEYS) else None
         if thesis and not differing:
@@ -167,8 +179,10 @@ def _row(job: str, run_dir: Path | None) -> dict:
             standard_weights=fid["standard_weights"],
             n_generated=fid["n_generated"],
         )
+        row["metrics"] = {"fid": fid["fid_mean"], "kid": fid.get("kid_mean"), "frd": None}
         if "mean" in (fid.get("frd") or {}):
             row.update(frd_mean=round(fid["frd"]["mean"], 3), frd_std=round(fid["frd"]["std"], 3))
+            row["metrics"]["frd"] = fid["frd"]["mean"]
         row["ladder_fails"] = ",".join(m for m in ("fid", "kid", "frd") if failed_ladder(_with_verdicts(fid, spec), m))
         row["ladder_fails"] = row["ladder_fails"] or None
     return row
@@ -277,6 +291,7 @@ def write_report(root: Path, expected: list[str] | None = None) -> tuple[list[di
     if not root.is_dir():
         raise HeartjobsError(f"{root}: no such folder (nothing has run into it yet?)")
     rows = collect(root, expected)
+    configs = study.configurations(rows)
     metric = ranking_metric(rows)
     written = [root / "summary.md", root / "summary.csv", root / "summary.json"]
     note = (
@@ -292,14 +307,25 @@ def write_report(root: Path, expected: list[str] | None = None) -> tuple[list[di
         )
         + "\n\n"
     )
-    atomic.write_bytes(written[0], ("# heartjobs summary\n\n" + note + markdown(rows)).encode())
+    text = "# heartjobs summary\n\n" + note + markdown(rows)
+    if any(c["n"] > 1 for c in configs):  # a study with repeated runs: its configurations, over seeds
+        text += "\n## Configurations over seeds\n\n" + study.NOTE + "\n\n" + study.markdown(configs, FAILS_LADDER_MARK)
+    atomic.write_bytes(written[0], text.encode())
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
     atomic.write_bytes(written[1], buf.getvalue().encode())
     atomic.write_json(
-        written[2], {"rows": rows, "thesis_protocol": THESIS_PROTOCOL, "best_by": metric, "note": note.strip()}
+        written[2],
+        {
+            "rows": rows,
+            "configurations": configs,
+            "statistics": {"note": study.NOTE, "confidence": 0.95, "test": TEST},
+            "thesis_protocol": THESIS_PROTOCOL,
+            "best_by": metric,
+            "note": note.strip(),
+        },
     )
     written += _figures(root, rows, metric)
     return rows, written
@@ -384,7 +410,7 @@ def _metrics_vs_hyperparameters(path: Path, measured: list[dict]) -> Path | None
                     ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=f"{epochs} epochs")
             if key == "lr":
                 ax.set_xscale("log")
-            ax.set_title(f"{model}: {metric.upper()} vs {ABBREVIATIONS[key]}", fontsize=9)
+            ax.set_title(f"{model}: {metric.upper()} vs {abbreviation(key)}", fontsize=9)
             ax.set_xlabel(key)
             ax.set_ylabel(metric.upper())
             ax.grid(alpha=0.3)

@@ -1,58 +1,113 @@
 """Sweep files: a base spec plus the training values to vary, expanded into one job spec file per run.
 
 `one-at-a-time` (the thesis' design) gives each group a default job and one job per varied value with
-everything else at the default; `grid` gives the full cartesian product. Job names say what differs:
-gan_default, gan_lr0.0001, wgan_ldim200, dcgan_bsize16 (grid: joined with "_").
+everything else at the default; `grid` gives the full cartesian product. `seeds = [0, 1, 2]` (for the
+whole sweep, or per group) repeats every configuration once per training seed. Job names say what
+differs: gan_default, gan_lr0.0001, wgan_clip0.005, gan_betas0.9-0.999, dcgan_bsize16 (grid: joined with
+"_"), and a seed other than 0 adds "_s<seed>" (gan_default_s1), so a seed-0 job keeps its single-seed name.
 """
 
 from __future__ import annotations
 
 import itertools
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import tomli_w
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from heartjobs import atomic
 from heartjobs.errors import HeartjobsError
-from heartjobs.spec import JobSpec, ModelName, TrainSection, read_toml
+from heartjobs.spec import COMMON_DEFAULTS, THESIS_DEFAULTS, JobSpec, ModelName, TrainSection, read_toml
 
-# Short names the thesis uses for the varied hyperparameters.
-ABBREVIATIONS = {"lr": "lr", "latent_dim": "ldim", "batch_size": "bsize"}
+# Short names for the varied hyperparameters in job names and labels: the thesis' own (lr, ldim, bsize),
+# then short forms of the rest; any other [train] key is named by itself without underscores.
+ABBREVIATIONS = {
+    "lr": "lr",
+    "latent_dim": "ldim",
+    "batch_size": "bsize",
+    "clip_value": "clip",
+    "n_critic": "ncritic",
+    "batchnorm_eps": "bneps",
+}
+
+
+def _unique_seeds(seeds: list[int] | None) -> list[int] | None:
+    if seeds is not None and len(set(seeds)) != len(seeds):
+        raise ValueError("each seed once")
+    return seeds
 
 
 class SweepGroup(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: ModelName
+    mode: Literal["one-at-a-time", "grid"] | None = None  # this group's design, instead of the sweep's
     vary: dict[str, list[Any]] = {}
+    seeds: list[int] | None = Field(None, min_length=1)  # this group's seeds, instead of the sweep's
+
+    _seeds = field_validator("seeds")(_unique_seeds)
 
 
 class Sweep(BaseModel):
     model_config = ConfigDict(extra="forbid")
     mode: Literal["one-at-a-time", "grid"] = "one-at-a-time"
+    # Training seeds, each configuration trained once per seed; None: once, with the base's seed.
+    seeds: list[int] | None = Field(None, min_length=1)
     base: dict[str, Any] = {}
     group: list[SweepGroup]
 
+    _seeds = field_validator("seeds")(_unique_seeds)
+
 
 def format_value(value: Any) -> str:
+    """A value as a label shows it: 0.0001 (not 1e-04), (0.9, 0.999), true."""
+    if isinstance(value, bool):
+        return str(value).lower()
     if isinstance(value, float):
         return np.format_float_positional(value, trim="-")
+    if isinstance(value, list | tuple):
+        return "(" + ", ".join(format_value(v) for v in value) + ")"
     return str(value)
+
+
+def abbreviation(key: str) -> str:
+    return ABBREVIATIONS.get(key, key.replace("_", ""))
+
+
+def name_part(key: str, value: Any) -> str:
+    """One varied value as it appears in a job name: lr0.0001, betas0.9-0.999, tf32convolutions; only the
+    characters a job name allows."""
+    text = "-".join(format_value(v) for v in value) if isinstance(value, list | tuple) else format_value(value)
+    return abbreviation(key) + re.sub(r"[^A-Za-z0-9.-]", "-", text)
 
 
 def _label(changes: dict[str, Any]) -> str:
     if not changes:
         return "default"
-    return "_".join(f"{ABBREVIATIONS.get(k, k)}{format_value(v)}" for k, v in changes.items())
+    return "_".join(name_part(k, v) for k, v in changes.items())
 
 
-def _variants(group: SweepGroup, mode: str) -> list[dict[str, Any]]:
-    if mode == "grid":
+def _variants(group: SweepGroup, mode: str, base_train: dict[str, Any]) -> list[dict[str, Any]]:
+    """The changes of each entry, in order. A varied value equal to what the job would have anyway (the
+    base's value, else the model's default) is no change: a grid through the default names that cell
+    gan_default, and the same entry twice is written once."""
+    if (group.mode or mode) == "grid":
         keys = list(group.vary)
-        return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*group.vary.values())]
-    return [{}] + [{key: value} for key, values in group.vary.items() for value in values]
+        combos = [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*group.vary.values())]
+    else:
+        combos = [{}] + [{key: value} for key, values in group.vary.items() for value in values]
+    defaults = COMMON_DEFAULTS | THESIS_DEFAULTS[group.model] | base_train
+    return [{k: v for k, v in combo.items() if not _same(defaults.get(k), v)} for combo in combos]
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return list(a) == list(b)
+    if isinstance(a, bool) or isinstance(b, bool):  # tf32 = true is not tf32 = 1
+        return a is b
+    return a == b
 
 
 def load_sweep(path: Path) -> Sweep:
@@ -60,32 +115,54 @@ def load_sweep(path: Path) -> Sweep:
     try:
         sweep = Sweep.model_validate(raw)
     except ValidationError as exc:
-        lines = [f"{path}: {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+        lines = [f"{path}: {'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()]
         raise HeartjobsError("\n".join(lines)) from None
+    base_seed = isinstance(sweep.base.get("train"), dict) and "seed" in sweep.base["train"]
     for i, group in enumerate(sweep.group):
         for key in group.vary:
             if key not in TrainSection.model_fields:
                 raise HeartjobsError(f"{path}: group[{i}].vary.{key}: not a [train] key")
+            if key == "seed":
+                raise HeartjobsError(f"{path}: group[{i}].vary.seed: say the seeds as `seeds = [...]`")
+        if base_seed and (group.seeds or sweep.seeds):
+            where = f"group[{i}].seeds" if group.seeds else "seeds"
+            raise HeartjobsError(f"{path}: {where}: base.train.seed is set too; say the seeds in one place")
     return sweep
 
 
+def _job_name(model: str, changes: dict[str, Any], seed: int | None) -> str:
+    name = f"{model}_{_label(changes)}"
+    return name if not seed else f"{name}_s{seed}"
+
+
 def expand(sweep: Sweep, source: Path) -> dict[str, dict]:
-    """{job name: spec as a TOML-ready dict}, in sweep order; each is checked against the spec schema."""
+    """{job name: spec as a TOML-ready dict}, in sweep order; each is checked against the spec schema, and
+    two entries that would share a name are an error naming both."""
     jobs: dict[str, dict] = {}
-    for group in sweep.group:
-        for changes in _variants(group, sweep.mode):
-            name = f"{group.model}_{_label(changes)}"
-            spec = {"name": name, "model": group.model, **{k: dict(v) for k, v in sweep.base.items()}}
-            if changes:
-                spec["train"] = {**spec.get("train", {}), **changes}
-            try:
-                JobSpec.model_validate(spec)
-            except ValidationError as exc:
-                first = exc.errors()[0]
-                raise HeartjobsError(f"{source}: {name}: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
-            if name in jobs:
-                raise HeartjobsError(f"{source}: two jobs would be named {name}")
-            jobs[name] = spec
+    origin: dict[str, str] = {}  # job name -> the entry that made it, for the clash message
+    for i, group in enumerate(sweep.group):
+        seeds = group.seeds or sweep.seeds or [None]
+        for changes in _variants(group, sweep.mode, dict(sweep.base.get("train", {}))):
+            for seed in seeds:
+                name = _job_name(group.model, changes, seed)
+                spec = {"name": name, "model": group.model, **{k: dict(v) for k, v in sweep.base.items()}}
+                train = {**spec.get("train", {}), **changes}
+                if seed:  # seed 0 is the default: a seed-0 job's file is the single-seed sweep's
+                    train["seed"] = seed
+                if train:
+                    spec["train"] = train
+                entry = f"group[{i}] ({group.model}" + "".join(f", {k} = {format_value(v)}" for k, v in changes.items())
+                entry += f", seed {seed})" if seed is not None else ")"
+                try:
+                    JobSpec.model_validate(spec)
+                except ValidationError as exc:
+                    first = exc.errors()[0]
+                    raise HeartjobsError(f"{source}: {name}: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+                if name in jobs and jobs[name] == spec:
+                    continue  # the same job again (a grid through the default, another group's default)
+                if name in jobs:
+                    raise HeartjobsError(f"{source}: {origin[name]} and {entry} would both be named {name}")
+                jobs[name], origin[name] = spec, entry
     return jobs
 
 
@@ -93,6 +170,11 @@ def render(spec: dict, source: Path) -> str:
     """The job file's text: a header saying where it came from, then the spec."""
     header = f"# Generated by `heartjobs sweep {source}`; edit that file, not this one.\n"
     return header + tomli_w.dumps(spec)
+
+
+def default_jobs_folder(sweep_path: Path) -> Path:
+    """jobs/future.sweep.toml -> jobs/future."""
+    return Path(sweep_path).parent / Path(sweep_path).name.removesuffix(".toml").removesuffix(".sweep")
 
 
 def write_jobs(sweep_path: Path, out: Path, *, dry_run: bool = False) -> list[Path]:

@@ -3,7 +3,7 @@ layers below, training and evaluation never import each other, and data imports 
 
     cli -> {job, jobqueue, cluster, report, sweep} -> {training, evaluation, data}
         -> {checkpoint, rundir, status, procs, prepared, provenance, models, spec}
-        -> {atomic, hashing, errors, and the small helpers: progress, imaging, grids, plots}
+        -> {atomic, hashing, errors, and the small helpers: progress, imaging, grids, plots, repeats}
 
 Every import counts, also one inside a function.
 """
@@ -17,10 +17,10 @@ import heartjobs
 
 PACKAGE = Path(heartjobs.__file__).parent
 LAYERS = [
-    {"__init__", "atomic", "hashing", "errors", "progress", "imaging", "grids", "plots"},
+    {"__init__", "atomic", "hashing", "errors", "progress", "imaging", "grids", "plots", "repeats"},
     {"checkpoint", "rundir", "status", "procs", "prepared", "provenance", "models", "spec"},
     {"training", "evaluation", "data"},
-    {"job", "jobqueue", "cluster", "report", "sweep"},
+    {"job", "jobqueue", "cluster", "report", "sweep", "study"},
     {"cli", "__main__"},
 ]
 # Within the work layer, only data may be imported sideways.

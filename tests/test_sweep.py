@@ -101,3 +101,104 @@ def test_the_committed_jobs_resolve_to_the_thesis_protocol(tmp_path, prepared32)
         assert protocol_differences(measured_protocol(spec, measured)) == [], path.name
         assert measured_protocol(spec, measured) == THESIS_PROTOCOL
         assert e["fid"] and e["frd"], path.name  # measured at the end of training, FRD beside FID
+
+
+def _header_free(path: Path) -> str:
+    """A generated job file without its first line (which names the sweep file it came from)."""
+    return path.read_text().split("\n", 1)[1]
+
+
+def test_seeds_repeat_every_configuration_and_seed_0_keeps_the_single_seed_job(tmp_path, monkeypatch):
+    root = Path(__file__).resolve().parent.parent
+    monkeypatch.chdir(root)
+    written = write_jobs(Path("jobs/thesis-seeds.sweep.toml"), tmp_path)
+    names = [p.stem for p in written]
+    assert len(names) == 63 == len(set(names))
+    thesis = sorted(p for p in (root / "jobs").glob("*.toml") if not p.name.endswith(".sweep.toml"))
+    for job in thesis:  # seed 0: the thesis job's own name and spec, so a finished thesis run counts
+        assert _header_free(tmp_path / job.name) == _header_free(job), job.name
+        for seed in (1, 2):
+            spec = parse_spec(tmp_path / f"{job.stem}_s{seed}.toml")
+            assert spec.name == f"{job.stem}_s{seed}" and spec.train.seed == seed
+            # everything else is the thesis job's
+            assert spec.model_copy(update={"name": job.stem, "train": spec.train.model_copy(update={"seed": None})}) == (
+                parse_spec(job)
+            )
+    # the thesis files are the single-seed sweep's, unchanged
+    test_sweep_generation_matches_the_committed_jobs(tmp_path / "again", monkeypatch)
+
+
+def test_the_future_work_sweep_lists_valid_unique_names_for_the_untested_hyperparameters(tmp_path):
+    root = Path(__file__).resolve().parent.parent
+    result = run_cli("sweep", "jobs/future.sweep.toml", "--dry-run", cwd=root)
+    assert result.returncode == 0, result.stderr
+    paths = [line.removeprefix("would write ") for line in result.stdout.splitlines() if line.startswith("would")]
+    names = [Path(p).stem for p in paths]
+    assert f"{len(names)} jobs" in result.stdout and len(names) == len(set(names)) > 60
+    assert all(Path(p).parent == Path("jobs/future") for p in paths)  # the default --out: named by the file
+    assert not (root / "jobs" / "future").exists()
+    for name in ("gan_betas0.9-0.999", "dcgan_betas0-0.9_s2", "wgan_clip0.005", "wgan_ncritic10_s1",
+                 "gan_lr0.0001_bsize32", "wgan_lr0.000025_bsize128_s2", "dcgan_default_s1"):  # fmt: skip
+        assert name in names, name
+    # the grid's cell through the defaults is the default job, written once; a cell on an axis is the
+    # thesis job of that value (gan_lr0.0001), with its name
+    assert "gan_lr0.0002_bsize64" not in names and names.count("gan_default") == 1 and "gan_lr0.0001" in names
+    written = write_jobs(root / "jobs/future.sweep.toml", tmp_path)
+    for path in written:
+        spec = parse_spec(path)  # every name passes the spec's own name rule
+        assert spec.name == path.stem
+    betas = parse_spec(tmp_path / "gan_betas0-0.99.toml").train
+    assert betas.betas == (0.0, 0.99) and betas.seed is None
+    assert parse_spec(tmp_path / "wgan_ncritic2_s2.toml").train.model_dump(exclude_none=True) == {
+        "n_critic": 2, "seed": 2, "tf32": "convolutions"}  # fmt: skip
+
+
+def test_a_group_may_have_its_own_seeds_and_design(tmp_path, prepared32):
+    sweep = tmp_path / "s.sweep.toml"
+    sweep.write_text(
+        f'seeds = [0, 5]\n[base.data]\nprepared = "{prepared32}"\n'
+        '[[group]]\nmodel = "wgan"\n[group.vary]\nclip_value = [0.02]\n'
+        '[[group]]\nmodel = "dcgan"\nmode = "grid"\nseeds = [7]\n[group.vary]\n'
+        "batchnorm_eps = [0.8, 0.00001]\nbetas = [[0.5, 0.9]]\n"
+    )
+    names = [p.stem for p in write_jobs(sweep, tmp_path / "jobs")]
+    assert names == ["wgan_default", "wgan_default_s5", "wgan_clip0.02", "wgan_clip0.02_s5",
+                     "dcgan_betas0.5-0.9_s7", "dcgan_bneps0.00001_betas0.5-0.9_s7"]  # fmt: skip
+    spec = load_spec(tmp_path / "jobs" / "dcgan_bneps0.00001_betas0.5-0.9_s7.toml")
+    assert (spec.train.batchnorm_eps, spec.train.betas, spec.train.seed) == (0.00001, (0.5, 0.9), 7)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("seeds = [1, 1]\n", "seeds: each seed once"),
+        ("seeds = []\n", "seeds: List should have at least 1 item after validation, not 0"),
+        ('seeds = [1]\n[base.train]\nseed = 3\n', "seeds: base.train.seed is set too; say the seeds in one place"),
+        ("[[group]]\nmodel = 'gan'\n[group.vary]\nseed = [1, 2]\n", "group[0].vary.seed: say the seeds as `seeds = [...]`"),
+    ],
+)  # fmt: skip
+def test_seeds_said_twice_or_in_the_wrong_place_are_one_error_line(tmp_path, text, message):
+    sweep = tmp_path / "bad.sweep.toml"
+    groups = "" if "[[group]]" in text else "[[group]]\nmodel = 'gan'\n"
+    sweep.write_text(text + groups)
+    result = run_cli("sweep", sweep, "--out", tmp_path / "jobs")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"error: {sweep}: {message}"]
+
+
+def test_two_entries_that_would_share_a_name_are_an_error_naming_both(tmp_path, prepared32, monkeypatch):
+    import heartjobs.sweep
+
+    # two keys abbreviated alike, with values written alike: the names collide, the specs differ
+    monkeypatch.setitem(heartjobs.sweep.ABBREVIATIONS, "n_critic", "clip")
+    sweep = tmp_path / "s.sweep.toml"
+    sweep.write_text(
+        f'[base.data]\nprepared = "{prepared32}"\n[[group]]\nmodel = "wgan"\n[group.vary]\n'
+        "clip_value = [2.0]\nn_critic = [2]\n"
+    )
+    with pytest.raises(HeartjobsError) as caught:
+        write_jobs(sweep, tmp_path / "jobs")
+    assert str(caught.value) == (
+        f"{sweep}: group[0] (wgan, clip_value = 2) and group[0] (wgan, n_critic = 2) would both be named wgan_clip2"
+    )
+    assert not (tmp_path / "jobs").exists()

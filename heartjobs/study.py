@@ -1,0 +1,150 @@
+"""A study's configurations: the runs of one configuration (the same spec apart from job name and training
+seed) taken together, each metric's mean, spread and 95 % interval over them, and each configuration set
+against its model's default with Welch's t-test. It reads the report's rows and writes nothing.
+
+A configuration's reference ("its model's default") is the configuration of the same model, data and
+measurement whose hyperparameters differ from the model's defaults in a strict subset of this one's
+changes, the fewest; where two are equally close (a grid without its default cell), there is none.
+"""
+
+from __future__ import annotations
+
+import json
+
+from heartjobs.repeats import TEST, summarize, welch
+
+METRICS = ("fid", "kid", "frd")
+NOTE = (
+    "Configurations: the runs of one configuration with different training seeds taken together (one run per "
+    "seed). mean ± std over runs (each run's value is its mean over its FID repeats), 95 % CI from the t "
+    f"distribution. vs default: the difference to the model's default configuration, its 95 % CI and p by {TEST}; "
+    "a p below 0.05 says the difference is larger than the spread between seeds. The thesis' Table 1 std is "
+    "between FID repeats of one training, not between trainings: it cannot tell seed noise from an effect."
+)
+
+
+def configurations(rows: list[dict]) -> list[dict]:
+    """One entry per configuration, in the rows' order, with its runs, statistics and reference."""
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        if row.get("configuration_key"):
+            groups.setdefault(row["configuration_key"], []).append(row)
+    found = [_configuration(key, members) for key, members in groups.items()]
+    for config in found:
+        reference = _reference(config, found)
+        config["reference"] = reference["configuration"] if reference else None
+        config["vs_reference"] = {
+            metric: welch(_values(config, metric), _values(reference, metric)) for metric in METRICS
+        } if reference else {}  # fmt: skip
+    return found
+
+
+def _configuration(key: str, members: list[dict]) -> dict:
+    runs, seeds, repeated = [], set(), []
+    for row in members:
+        if row.get("metrics") is None:
+            continue
+        if row["seed"] in seeds:  # the same configuration and seed again: the same training, not a new sample
+            repeated.append(row["job"])
+            continue
+        seeds.add(row["seed"])
+        runs.append({"job": row["job"], "seed": row["seed"], "run_dir": row["run_dir"], **row["metrics"]})
+    first = members[0]
+    config = {
+        "key": key,
+        "context": first["context_key"],
+        "model": first["model"],
+        "configuration": first["configuration"],
+        "changes": first["changes"],
+        "jobs": [row["job"] for row in members],
+        "runs": runs,
+        "n": len(runs),
+        "same_seed_jobs_left_out": repeated,
+        "protocol": first["protocol"],
+        "protocol_values": first["protocol_values"],
+        "standard_weights": first["standard_weights"],
+        "ladder_fails": sorted({m for row in members for m in (row["ladder_fails"] or "").split(",") if m}),
+        "thesis_fid": first["thesis_fid"],
+        "thesis_fid_std": first["thesis_fid_std"],
+    }
+    for metric in METRICS:
+        config[metric] = summarize(_values(config, metric))
+    return config
+
+
+def _values(config: dict, metric: str) -> list[float]:
+    return [run[metric] for run in config["runs"] if run.get(metric) is not None]
+
+
+def _items(changes: dict) -> set[tuple[str, str]]:
+    return {(key, json.dumps(value)) for key, value in changes.items()}
+
+
+def _reference(config: dict, found: list[dict]) -> dict | None:
+    mine = _items(config["changes"])
+    candidates = [
+        other
+        for other in found
+        if other is not config
+        and other["model"] == config["model"]
+        and other["context"] == config["context"]
+        and _items(other["changes"]) < mine
+    ]
+    if not candidates:
+        return None
+    fewest = min(len(c["changes"]) for c in candidates)
+    closest = [c for c in candidates if len(c["changes"]) == fewest]
+    return closest[0] if len(closest) == 1 else None
+
+
+def _interval(summary: dict | None, digits: int) -> str:
+    if summary is None:
+        return "-"
+    if summary["std"] is None:
+        return f"{summary['mean']:.{digits}f} (1 run)"
+    low, high = summary["ci95"]
+    return f"{summary['mean']:.{digits}f} ± {summary['std']:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def _comparison(result: dict | None, digits: int) -> str:
+    if result is None:
+        return "-"
+    low, high = result["ci95"]
+    p = "p -" if result["p"] is None else f"p {result['p']:.3f}"
+    return f"{result['difference']:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}], {p}"
+
+
+DIGITS = {"fid": 2, "kid": 4, "frd": 2}
+HEADER = [
+    "model", "configuration", "runs", "seeds", "FID mean ± std [95 % CI]", "KID", "FRD", "vs default",
+    "ΔFID [95 % CI], p", "ΔFRD [95 % CI], p", "thesis FID (std over FID repeats)", "protocol",
+]  # fmt: skip
+
+
+def cells(config: dict, mark: str) -> list[str]:
+    """One configuration as the table's text cells, in HEADER's order; `mark` after a metric that failed
+    the validity ladder."""
+
+    def flagged(metric: str, text: str) -> str:
+        return f"{text} {mark}" if metric in config["ladder_fails"] and text != "-" else text
+
+    thesis = "-" if config["thesis_fid"] is None else f"{config['thesis_fid']:.2f} ± {config['thesis_fid_std']:.2f}"
+    vs = config["vs_reference"]
+    return [
+        config["model"] or "-",
+        config["configuration"] or "-",
+        str(config["n"]),
+        ",".join(str(run["seed"]) for run in config["runs"]) or "-",
+        *(flagged(m, _interval(config[m], DIGITS[m])) for m in METRICS),
+        config["reference"] or "-",
+        flagged("fid", _comparison(vs.get("fid"), DIGITS["fid"])),
+        flagged("frd", _comparison(vs.get("frd"), DIGITS["frd"])),
+        thesis,
+        config["protocol"] or "-",
+    ]
+
+
+def markdown(configs: list[dict], mark: str) -> str:
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    lines += ["| " + " | ".join(cells(c, mark)) + " |" for c in configs]
+    return "\n".join(lines) + "\n"
