@@ -77,9 +77,9 @@ HYPERPARAMETERS = tuple(
     sorted({k for d in (COMMON_DEFAULTS, *THESIS_DEFAULTS.values()) for k in d} - _NOT_CONFIGURATION)
 )
 COLUMNS = [
-    "job", "model", "configuration", "seed", "state", "fid_mean", "fid_std", "kid_mean", "frd_mean", "frd_std", "epochs",
-    "train_seconds", "images_per_s", "standard_weights", "n_generated", "ladder_fails", "protocol", "thesis_fid",
-    "thesis_fid_std", "run_dir",
+    "job", "model", "configuration", "seed", "state", "fid_mean", "fid_std", "kid_mean", "frd_mean", "frd_std",
+    "epochs", "train_seconds", "images_per_s", "standard_weights", "n_generated", "ladder_fails", "protocol",
+    "thesis_fid", "thesis_fid_std", "run_dir",
 ]  # fmt: skip
 # summary.json's rows also carry each run's protocol values (THESIS_PROTOCOL's keys), its metrics unrounded,
 # what identifies its configuration and the context it is compared in, and its hyperparameters off the

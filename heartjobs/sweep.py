@@ -110,12 +110,16 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
+def _where(error: dict) -> str:
+    return ".".join(map(str, error["loc"]))
+
+
 def load_sweep(path: Path) -> Sweep:
     raw = read_toml(path)
     try:
         sweep = Sweep.model_validate(raw)
     except ValidationError as exc:
-        lines = [f"{path}: {'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()]
+        lines = [f"{path}: {_where(e)}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()]
         raise HeartjobsError("\n".join(lines)) from None
     base_seed = isinstance(sweep.base.get("train"), dict) and "seed" in sweep.base["train"]
     for i, group in enumerate(sweep.group):
@@ -157,7 +161,7 @@ def expand(sweep: Sweep, source: Path) -> dict[str, dict]:
                     JobSpec.model_validate(spec)
                 except ValidationError as exc:
                     first = exc.errors()[0]
-                    raise HeartjobsError(f"{source}: {name}: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+                    raise HeartjobsError(f"{source}: {name}: {_where(first)}: {first['msg']}") from None
                 if name in jobs and jobs[name] == spec:
                     continue  # the same job again (a grid through the default, another group's default)
                 if name in jobs:

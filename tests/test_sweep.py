@@ -121,9 +121,8 @@ def test_seeds_repeat_every_configuration_and_seed_0_keeps_the_single_seed_job(t
             spec = parse_spec(tmp_path / f"{job.stem}_s{seed}.toml")
             assert spec.name == f"{job.stem}_s{seed}" and spec.train.seed == seed
             # everything else is the thesis job's
-            assert spec.model_copy(update={"name": job.stem, "train": spec.train.model_copy(update={"seed": None})}) == (
-                parse_spec(job)
-            )
+            unseeded = spec.train.model_copy(update={"seed": None})
+            assert spec.model_copy(update={"name": job.stem, "train": unseeded}) == parse_spec(job)
     # the thesis files are the single-seed sweep's, unchanged
     test_sweep_generation_matches_the_committed_jobs(tmp_path / "again", monkeypatch)
 
@@ -174,7 +173,8 @@ def test_a_group_may_have_its_own_seeds_and_design(tmp_path, prepared32):
         ("seeds = [1, 1]\n", "seeds: each seed once"),
         ("seeds = []\n", "seeds: List should have at least 1 item after validation, not 0"),
         ('seeds = [1]\n[base.train]\nseed = 3\n', "seeds: base.train.seed is set too; say the seeds in one place"),
-        ("[[group]]\nmodel = 'gan'\n[group.vary]\nseed = [1, 2]\n", "group[0].vary.seed: say the seeds as `seeds = [...]`"),
+        ("[[group]]\nmodel = 'gan'\n[group.vary]\nseed = [1, 2]\n",
+         "group[0].vary.seed: say the seeds as `seeds = [...]`"),
     ],
 )  # fmt: skip
 def test_seeds_said_twice_or_in_the_wrong_place_are_one_error_line(tmp_path, text, message):
