@@ -24,12 +24,20 @@ NOTE = (
 
 
 def configurations(rows: list[dict]) -> list[dict]:
-    """One entry per configuration, in the rows' order, with its runs, statistics and reference."""
+    """One entry per configuration with its runs, statistics and reference: per model (in the rows' order)
+    the defaults first, then by how many hyperparameters differ, then in the rows' order."""
     groups: dict[str, list[dict]] = {}
     for row in rows:
         if row.get("configuration_key"):
             groups.setdefault(row["configuration_key"], []).append(row)
+    models = list(dict.fromkeys(members[0]["model"] for members in groups.values()))
     found = [_configuration(key, members) for key, members in groups.items()]
+    found = [
+        c
+        for _, c in sorted(
+            enumerate(found), key=lambda ic: (models.index(ic[1]["model"]), len(ic[1]["changes"]), ic[0])
+        )
+    ]
     for config in found:
         reference = _reference(config, found)
         config["reference"] = reference["configuration"] if reference else None

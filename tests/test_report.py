@@ -393,3 +393,66 @@ def test_damaged_run_files_do_not_break_the_report(tmp_path, specs):
     assert by_job["wgan_default"]["fid_mean"] == 250.0
     assert artifacts / "report_best_grids.png" in written
     assert run_cli("report", artifacts).returncode == 0
+
+
+def test_runs_over_seeds_form_configurations_with_intervals_and_a_welch_comparison_to_the_default(tmp_path, specs):
+    from scipy import stats
+
+    artifacts = tmp_path / "artifacts"
+    # three FID repeats each, as the thesis measured
+    default = {0: [268.0, 270.0, 269.0], 1: [260.0, 262.0, 261.0], 2: [275.0, 273.0, 274.0]}
+    variant = {0: [240.0, 242.0, 241.0], 1: [236.0, 238.0, 237.0], 2: [249.0, 247.0, 248.0], 3: [244.0, 246.0, 245.0]}
+    for seed, fids in default.items():
+        _run(artifacts, specs("gan_default" + (f"_s{seed}" if seed else ""), "gan", seed=seed), fids=fids)
+    for seed, fids in variant.items():
+        _run(artifacts, specs(f"gan_lr0.0001_s{seed}", "gan", lr=0.0001, seed=seed), fids=fids)
+    # the same configuration and seed under another name (after the first in name order): the same training,
+    # left out of the statistics
+    _run(artifacts, specs("gan_lr0.0001_seed1_again", "gan", lr=0.0001, seed=1), fids=[100.0, 100.0, 100.0])
+    _run(artifacts, specs("gan_lr0.0004", "gan", lr=0.0004), fids=[259.0, 260.0, 259.5])  # one run: no interval
+    _run(artifacts, specs("gan_lr0.0004_s1", "gan", lr=0.0004, seed=1), state="failed")
+    rows, _ = write_report(artifacts)
+    summary = json.loads((artifacts / "summary.json").read_text())
+    configs = {c["configuration"]: c for c in summary["configurations"]}
+    assert list(configs) == ["default", "lr = 0.0001", "lr = 0.0004"]
+
+    # by hand, from each run's fid.json: one value per run, its mean over its FID repeats
+    def fid_means(jobs):
+        return [json.loads((artifacts / job / "v0001" / "fid.json").read_text())["fid_mean"] for job in jobs]
+
+    d = fid_means(["gan_default", "gan_default_s1", "gan_default_s2"])
+    v = fid_means([f"gan_lr0.0001_s{s}" for s in range(4)])
+    assert d == [269.0, 261.0, 274.0] and v == [241.0, 237.0, 248.0, 245.0]
+    for config, values in ((configs["default"], d), (configs["lr = 0.0001"], v)):
+        n, mean, std = len(values), sum(values) / len(values), float(np.std(values, ddof=1))
+        half = stats.t.ppf(0.975, n - 1) * std / n**0.5
+        assert config["n"] == n and config["fid"]["n"] == n
+        assert config["fid"]["mean"] == pytest.approx(mean) and config["fid"]["std"] == pytest.approx(std)
+        assert config["fid"]["ci95"] == pytest.approx([mean - half, mean + half])
+        assert config["kid"]["mean"] == pytest.approx(0.2 + mean / 10_000)  # KID and FRD the same way
+        assert config["frd"]["mean"] == pytest.approx(5 + mean / 100)
+    assert [r["seed"] for r in configs["lr = 0.0001"]["runs"]] == [0, 1, 2, 3]
+    assert configs["lr = 0.0001"]["same_seed_jobs_left_out"] == ["gan_lr0.0001_seed1_again"]
+
+    # the variant against its model's default: Welch's t-test, by hand
+    vs = configs["lr = 0.0001"]["vs_reference"]["fid"]
+    assert configs["lr = 0.0001"]["reference"] == "default" and configs["default"]["reference"] is None
+    va, vb = np.var(v, ddof=1) / 4, np.var(d, ddof=1) / 3
+    df = (va + vb) ** 2 / (va**2 / 3 + vb**2 / 2)
+    diff = np.mean(v) - np.mean(d)
+    half = stats.t.ppf(0.975, df) * (va + vb) ** 0.5
+    assert vs["difference"] == pytest.approx(diff) and vs["df"] == pytest.approx(df)
+    assert vs["ci95"] == pytest.approx([diff - half, diff + half])
+    assert vs["p"] == pytest.approx(stats.ttest_ind(v, d, equal_var=False).pvalue) and vs["p"] < 0.05
+    one = configs["lr = 0.0004"]
+    assert one["n"] == 1 and one["fid"]["std"] is None and one["fid"]["ci95"] is None
+    assert one["vs_reference"]["fid"] is None  # one run: no test
+    # Table 1's value stands beside each configuration whatever its seeds, with the thesis' std named as
+    # between FID repeats
+    assert (configs["default"]["thesis_fid"], configs["lr = 0.0001"]["thesis_fid"]) == (269.07, 244.37)
+    md = (artifacts / "summary.md").read_text()
+    assert "## Configurations over seeds" in md and "between FID repeats of one training" in md
+    line = next(x for x in md.splitlines() if x.startswith("| gan | lr = 0.0001 |"))
+    assert f"| 4 | 0,1,2,3 | {np.mean(v):.2f} ± {np.std(v, ddof=1):.2f} [" in line
+    assert f"| default | {diff:+.2f} [{diff - half:+.2f}, {diff + half:+.2f}], p {vs['p']:.3f} |" in line
+    assert "| 244.37 ± 0.25 |" in line
