@@ -15,11 +15,10 @@ import csv
 import io
 from pathlib import Path
 
-from heartjobs import atomic, procs, study
+from heartjobs import atomic, procs, reportfigures, study
 from heartjobs.errors import HeartjobsError
 from heartjobs.evaluation import verdicts
 from heartjobs.evaluation.records import FAILS_LADDER, failed_ladder
-from heartjobs.plots import save_figure
 from heartjobs.repeats import TEST
 from heartjobs.rundir import RunDir, versions
 from heartjobs.spec import BOOKKEEPING_KEYS, COMMON_DEFAULTS, THESIS_DEFAULTS, configuration_key
@@ -327,94 +326,5 @@ def write_report(root: Path, expected: list[str] | None = None) -> tuple[list[di
             "note": note.strip(),
         },
     )
-    written += _figures(root, rows, metric)
+    written += reportfigures.figures(root, rows, configs, metric)
     return rows, written
-
-
-def _figures(root: Path, rows: list[dict], metric: str | None) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    measured = [r for r in rows if r["fid_mean"] is not None]
-    made = [
-        _best_grids(root / "report_best_grids.png", measured, metric) if metric else None,
-        _metrics_vs_hyperparameters(root / "report_fid_vs_hyperparameters.png", measured),
-    ]
-    return [path for path in made if path is not None]
-
-
-def _best_grids(path: Path, measured: list[dict], metric: str) -> Path | None:
-    """Each model's best run by `metric` (lowest mean): its last sample grid beside the real grid (the
-    thesis' Figure 2)."""
-    import matplotlib.pyplot as plt
-    from PIL import Image
-
-    best: dict[str, dict] = {}
-    for r in measured:
-        if r["model"] not in best or r[f"{metric}_mean"] < best[r["model"]][f"{metric}_mean"]:
-            best[r["model"]] = r
-    if not best:
-        return None
-    fig, axes = plt.subplots(len(best), 2, figsize=(8, 4 * len(best)), squeeze=False)
-    for ax_row, (model, r) in zip(axes, sorted(best.items()), strict=True):
-        run = RunDir(r["run_dir"])
-        samples = run.sample_grids()
-        title = f"{model} best by {metric.upper()}: {r['configuration']}, {metric.upper()} {r[f'{metric}_mean']:.2f}"
-        for ax, image, text in (
-            (ax_row[0], samples[-1] if samples else None, title),
-            (ax_row[1], run / RunDir.REAL_GRID, "real"),
-        ):
-            ax.axis("off")
-            ax.set_title(text, fontsize=9)
-            if image and image.is_file():
-                try:
-                    ax.imshow(Image.open(image), cmap="gray", vmin=0, vmax=255)
-                except (OSError, ValueError):  # a damaged PNG: the figure says so instead of failing
-                    ax.set_title(f"{text} ({image.name} unreadable)", fontsize=9)
-    fig.tight_layout()
-    save_figure(fig, path, dpi=100)
-    return path
-
-
-def _metrics_vs_hyperparameters(path: Path, measured: list[dict]) -> Path | None:
-    """Per model and thesis hyperparameter, FID (top) and FRD (bottom) against its value, over the runs
-    that differ from the defaults in that one alone and were trained for the same number of epochs (one
-    line per epoch count)."""
-    import matplotlib.pyplot as plt
-
-    panels = []
-    for model in sorted({r["model"] for r in measured}):
-        runs = [r for r in measured if r["model"] == model]
-        for key in THESIS_KEYS:
-            series: dict[int, list] = {}
-            for r in runs:
-                train = RunDir(r["run_dir"]).spec_dict().get("train", {})
-                if set(differences(model, train)) <= {key, "epochs"}:
-                    series.setdefault(train.get("epochs"), []).append((train[key], r))
-            series = {e: sorted(points, key=lambda p: p[0]) for e, points in series.items() if len(points) > 1}
-            if series:
-                panels.append((model, key, series))
-    if not panels:
-        return None
-    metrics = [m for m in ("fid", "frd") if any(r[f"{m}_mean"] is not None for r in measured)]
-    fig, axes = plt.subplots(len(metrics), len(panels), figsize=(3.2 * len(panels), 3 * len(metrics)), squeeze=False)
-    for column, (model, key, series) in enumerate(panels):
-        for row, metric in enumerate(metrics):
-            ax = axes[row][column]
-            for epochs, points in sorted(series.items()):
-                points = [(x, r) for x, r in points if r[f"{metric}_mean"] is not None]
-                if points:
-                    xs = [x for x, _ in points]
-                    ys = [r[f"{metric}_mean"] for _, r in points]
-                    es = [r[f"{metric}_std"] for _, r in points]
-                    ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=f"{epochs} epochs")
-            if key == "lr":
-                ax.set_xscale("log")
-            ax.set_title(f"{model}: {metric.upper()} vs {abbreviation(key)}", fontsize=9)
-            ax.set_xlabel(key)
-            ax.set_ylabel(metric.upper())
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
-    fig.tight_layout()
-    save_figure(fig, path, dpi=100)
-    return path

@@ -194,6 +194,18 @@ class RunDir:
     def fid_report(self) -> dict:
         return atomic.read_json(self.path / self.FID_REPORT)
 
+    def metric_records(self) -> list[dict]:
+        """Every measurement of this run, in order (metrics.jsonl): each names the snapshot (file, epoch) it
+        measured; a damaged line is left out."""
+        records = []
+        for line in _lines(self.path / self.METRICS):
+            with contextlib.suppress(ValueError):
+                record = json.loads(line)
+                snapshot = record.get("snapshot") if isinstance(record, dict) else None
+                if isinstance(snapshot, dict) and isinstance(snapshot.get("epoch"), int):
+                    records.append(record)
+        return records
+
 
 def _lines(path: Path) -> list[str]:
     try:

@@ -17,7 +17,7 @@ from heartjobs.spec import load_spec
 
 from .conftest import run_cli, write_spec
 
-FIGURES = ("report_best_grids.png", "report_fid_vs_hyperparameters.png")
+FIGURES = ("report_best_grids.png", "report_fid_vs_hyperparameters.png")  # and a loss figure per model
 
 
 @pytest.fixture
@@ -254,7 +254,7 @@ def test_the_figures_are_written_when_runs_vary_one_hyperparameter(tmp_path, spe
     _run(artifacts, specs("dcgan_lr0.0004", "dcgan", lr=0.0004), fids=[248.0, 247.0])
     _run(artifacts, specs("gan_default", "gan"), state="failed")
     _, written = write_report(artifacts)
-    assert written[3:] == [artifacts / name for name in FIGURES]
+    assert written[3:] == [artifacts / name for name in (*FIGURES, "report_losses_dcgan.png")]
     for path in written[3:]:
         with Image.open(path) as image:
             assert image.format == "PNG" and image.width > 100 and image.height > 100

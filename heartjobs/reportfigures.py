@@ -1,0 +1,238 @@
+"""The report's figures, from its rows and configurations (heartjobs.report, heartjobs.study): each model's
+best sample grid beside the real grid (the thesis' Figure 2), each metric against each varied
+hyperparameter with error bars over seeds, the loss curves of every configuration of a model overlaid
+(as the thesis' own plotting code did), and each metric against the training epoch where checkpoints were
+measured during or after training. Written as PNG into the artifacts folder; a figure without data to show
+is not written.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from heartjobs.plots import save_figure
+from heartjobs.rundir import RunDir
+from heartjobs.sweep import abbreviation, format_value
+
+BEST_GRIDS = "report_best_grids.png"
+METRICS_VS_HYPERPARAMETERS = "report_fid_vs_hyperparameters.png"
+LOSSES = "report_losses_{model}.png"
+METRICS_VS_EPOCH = "report_metrics_vs_epoch.png"
+LOG_SCALE = ("lr", "batchnorm_eps")  # spaced by factors, not steps
+
+
+def figures(root: Path, rows: list[dict], configs: list[dict], metric: str | None) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    measured = [r for r in rows if r["fid_mean"] is not None]
+    made = [
+        _best_grids(root / BEST_GRIDS, measured, metric) if metric else None,
+        _metrics_vs_hyperparameters(root / METRICS_VS_HYPERPARAMETERS, configs),
+        *(_losses(root / LOSSES.format(model=model), model, rows, configs) for model in _models(rows)),
+        _metrics_vs_epoch(root / METRICS_VS_EPOCH, rows, configs),
+    ]
+    return [path for path in made if path is not None]
+
+
+def _models(rows: list[dict]) -> list[str]:
+    return list(dict.fromkeys(r["model"] for r in rows if r["model"]))
+
+
+def _best_grids(path: Path, measured: list[dict], metric: str) -> Path | None:
+    """Each model's best run by `metric` (lowest mean): its last sample grid beside the real grid (the
+    thesis' Figure 2)."""
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    best: dict[str, dict] = {}
+    for r in measured:
+        if r["model"] not in best or r[f"{metric}_mean"] < best[r["model"]][f"{metric}_mean"]:
+            best[r["model"]] = r
+    if not best:
+        return None
+    fig, axes = plt.subplots(len(best), 2, figsize=(8, 4 * len(best)), squeeze=False)
+    for ax_row, (model, r) in zip(axes, sorted(best.items()), strict=True):
+        run = RunDir(r["run_dir"])
+        samples = run.sample_grids()
+        title = f"{model} best by {metric.upper()}: {r['configuration']}, {metric.upper()} {r[f'{metric}_mean']:.2f}"
+        for ax, image, text in (
+            (ax_row[0], samples[-1] if samples else None, title),
+            (ax_row[1], run / RunDir.REAL_GRID, "real"),
+        ):
+            ax.axis("off")
+            ax.set_title(text, fontsize=9)
+            if image and image.is_file():
+                try:
+                    ax.imshow(Image.open(image), cmap="gray", vmin=0, vmax=255)
+                except (OSError, ValueError):  # a damaged PNG: the figure says so instead of failing
+                    ax.set_title(f"{text} ({image.name} unreadable)", fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=100)
+    return path
+
+
+def hyperparameter_series(configs: list[dict]) -> list[tuple[str, str, list[tuple[object, dict]]]]:
+    """(model, key, [(value, configuration)]) for every set of two or more measured configurations that
+    differ in `key` alone (same model, data and measurement, the same other hyperparameters); a
+    configuration that leaves `key` at the model's default stands at the default's value."""
+    from heartjobs.spec import COMMON_DEFAULTS, THESIS_DEFAULTS
+
+    keys = list(dict.fromkeys(k for c in configs for k in c["changes"]))
+    series = []
+    for key in keys:
+        groups: dict[tuple, list] = {}
+        for c in configs:
+            if c["n"] == 0 or c["model"] not in THESIS_DEFAULTS:
+                continue
+            rest = json.dumps({k: v for k, v in c["changes"].items() if k != key}, sort_keys=True)
+            default = (COMMON_DEFAULTS | THESIS_DEFAULTS[c["model"]]).get(key)
+            groups.setdefault((c["model"], c["context"], rest), []).append((c["changes"].get(key, default), c))
+        for (model, _, _), points in groups.items():
+            if len({json.dumps(v) for v, _ in points}) > 1 and all(v is not None for v, _ in points):
+                series.append((model, key, points))
+    return series
+
+
+def _sort_key(value) -> tuple:
+    return (0, value, "") if isinstance(value, int | float) else (1, 0, json.dumps(value))
+
+
+def _metrics_vs_hyperparameters(path: Path, configs: list[dict]) -> Path | None:
+    """Per model and varied hyperparameter, FID (top) and FRD (bottom) against its value: each
+    configuration's mean over its runs, with its 95 % interval over seeds where every point has two runs
+    or more, else the std over FID repeats of its one run."""
+    import matplotlib.pyplot as plt
+
+    panels = hyperparameter_series(configs)
+    if not panels:
+        return None
+    metrics = [m for m in ("fid", "frd") if any(c[m] for c in configs)]
+    fig, axes = plt.subplots(len(metrics), len(panels), figsize=(3.4 * len(panels), 3 * len(metrics)), squeeze=False)
+    for column, (model, key, points) in enumerate(panels):
+        points = sorted(points, key=lambda p: _sort_key(p[0]))
+        numeric = all(isinstance(v, int | float) for v, _ in points)
+        for row, metric in enumerate(metrics):
+            ax = axes[row][column]
+            shown = [(v, c) for v, c in points if c[metric]]
+            if not shown:
+                ax.axis("off")
+                continue
+            over_seeds = all(c[metric]["n"] > 1 for _, c in shown)
+            xs = [v for v, _ in shown] if numeric else list(range(len(shown)))
+            ys = [c[metric]["mean"] for _, c in shown]
+            if over_seeds:
+                errors = [c[metric]["ci95"][1] - c[metric]["mean"] for _, c in shown]
+            else:
+                errors = [_repeats_std(c, metric) for _, c in shown]
+            ax.errorbar(xs, ys, yerr=errors, marker="o", capsize=3)
+            if not numeric:
+                ax.set_xticks(xs, [format_value(v) for v, _ in shown], rotation=20, fontsize=7)
+            elif key in LOG_SCALE:
+                ax.set_xscale("log")
+            bars = "95 % CI over seeds" if over_seeds else "std over FID repeats"
+            ax.set_title(f"{model}: {metric.upper()} vs {abbreviation(key)}\n(bars: {bars})", fontsize=8)
+            ax.set_xlabel(key)
+            ax.set_ylabel(metric.upper())
+            ax.grid(alpha=0.3)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=100)
+    return path
+
+
+def _repeats_std(config: dict, metric: str) -> float:
+    """The std over FID repeats of a configuration's one run (0 when unknown)."""
+    run = config["runs"][0]
+    try:
+        report = RunDir(run["run_dir"]).fid_report()
+        return float(report["fid_std"] if metric == "fid" else report[metric]["std"])
+    except (KeyError, TypeError, ValueError):
+        return 0.0
+
+
+def _mean_curve(runs: list[dict], key: str, read) -> tuple[list[int], list[float]]:
+    """The mean over runs of `key` per epoch, over the epochs every run has."""
+    per_run = []
+    for run in runs:
+        per_run.append({r["epoch"]: r[key] for r in read(RunDir(run["run_dir"])) if r.get(key) is not None})
+    common = sorted(set.intersection(*(set(p) for p in per_run))) if per_run else []
+    return common, [float(np.mean([p[e] for p in per_run])) for e in common]
+
+
+def _losses(path: Path, model: str, rows: list[dict], configs: list[dict]) -> Path | None:
+    """A model's configurations overlaid: D loss (left) and G loss (right) per epoch, each configuration's
+    mean over its runs; none for a model with one run (its own losses.png shows that)."""
+    import matplotlib.pyplot as plt
+
+    mine = [c for c in configs if c["model"] == model and c["runs"]]
+    if sum(c["n"] for c in mine) < 2:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), squeeze=False)
+    drawn = False
+    for c in mine:
+        for ax, key in zip(axes[0], ("d_loss", "g_loss"), strict=True):
+            epochs, values = _mean_curve(c["runs"], key, RunDir.losses)
+            if epochs:
+                ax.plot(epochs, values, label=f"{c['configuration']} (n={c['n']})")
+                drawn = True
+    if not drawn:
+        plt.close(fig)
+        return None
+    for ax, key in zip(axes[0], ("D loss", "G loss"), strict=True):
+        ax.set_title(f"{model}: average {key} per epoch, mean over seeds", fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=100)
+    return path
+
+
+def metric_curve(run_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
+    """{metric: [(epoch, value)]} of a run's measurements at more than one epoch (metrics.jsonl), the
+    newest record per epoch; {} when it was measured at one epoch only."""
+    by_epoch: dict[int, dict] = {}
+    for record in RunDir(run_dir).metric_records():
+        by_epoch[record["snapshot"]["epoch"]] = record
+    if len(by_epoch) < 2:
+        return {}
+    curves: dict[str, list[tuple[int, float]]] = {}
+    for epoch, record in sorted(by_epoch.items()):
+        values = {"fid": record.get("fid_mean"), "frd": (record.get("frd") or {}).get("mean")}
+        for metric, value in values.items():
+            if isinstance(value, int | float):
+                curves.setdefault(metric, []).append((epoch, float(value)))
+    return curves
+
+
+def _metrics_vs_epoch(path: Path, rows: list[dict], configs: list[dict]) -> Path | None:
+    """FID and FRD against the epoch of the measured checkpoint, a line per run (configuration and seed),
+    the best epoch of each marked."""
+    import matplotlib.pyplot as plt
+
+    curves = [(c, run, metric_curve(run["run_dir"])) for c in configs for run in c["runs"]]
+    curves = [(c, run, curve) for c, run, curve in curves if curve]
+    if not curves:
+        return None
+    metrics = [m for m in ("fid", "frd") if any(m in curve for _, _, curve in curves)]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4), squeeze=False)
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        for c, run, curve in curves:
+            points = curve.get(metric)
+            if not points:
+                continue
+            epochs, values = zip(*points, strict=True)
+            (line,) = ax.plot(epochs, values, marker=".", label=f"{c['model']} {c['configuration']} s{run['seed']}")
+            best = int(np.argmin(values))
+            ax.plot([epochs[best]], [values[best]], marker="*", markersize=12, color=line.get_color())
+        ax.set_title(f"{metric.upper()} vs epoch (★ best epoch of each run)", fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric.upper())
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=100)
+    return path
