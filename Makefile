@@ -48,12 +48,14 @@ lint: install ## ruff (lint, format), hadolint (Dockerfile), shellcheck (shell s
 	$(BIN)/hadolint --no-color Dockerfile
 	$(BIN)/shellcheck scripts/*.sh .ci/run
 
-pytest: install ## the test suite alone
+pytest: install ## the test suite alone (installs headless Chromium for the report's browser test)
+	bash scripts/ensure-system-packages.sh browser
 	$(BIN)/python -m pytest -q
 
 test: lint pytest ## lint, then the test suite
 
 test-fast: install ## the inner loop: the suite without the tests marked slow (make test runs them all)
+	bash scripts/ensure-system-packages.sh browser
 	$(BIN)/python -m pytest -q -m "not slow"
 
 demo: install ## the main job on the embedded phantom: make and prepare it (64 px), the validity ladder, the smoke queue (3 models, FID/KID/FRD), report

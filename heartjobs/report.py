@@ -15,7 +15,7 @@ import csv
 import io
 from pathlib import Path
 
-from heartjobs import atomic, procs, reportfigures, study
+from heartjobs import atomic, procs, reportfigures, study, studypage
 from heartjobs.errors import HeartjobsError
 from heartjobs.evaluation import verdicts
 from heartjobs.evaluation.records import FAILS_LADDER, failed_ladder
@@ -326,5 +326,9 @@ def write_report(root: Path, expected: list[str] | None = None) -> tuple[list[di
             "note": note.strip(),
         },
     )
-    written += reportfigures.figures(root, rows, configs, metric)
+    figures = reportfigures.figures(root, rows, configs, metric)
+    page = studypage.write_page(
+        root, rows, configs, figures, note=note.strip(), mark=FAILS_LADDER_MARK, header=HEADER, cells=cells
+    )
+    written += [*figures, page]
     return rows, written

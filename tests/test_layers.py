@@ -20,7 +20,7 @@ LAYERS = [
     {"__init__", "atomic", "hashing", "errors", "progress", "imaging", "grids", "plots", "repeats"},
     {"checkpoint", "rundir", "status", "procs", "prepared", "provenance", "models", "spec"},
     {"training", "evaluation", "data"},
-    {"job", "jobqueue", "cluster", "report", "sweep", "study", "reportfigures"},
+    {"job", "jobqueue", "cluster", "report", "sweep", "study", "reportfigures", "studypage"},
     {"cli", "__main__"},
 ]
 # Within the work layer, only data may be imported sideways.

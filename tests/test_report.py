@@ -254,8 +254,8 @@ def test_the_figures_are_written_when_runs_vary_one_hyperparameter(tmp_path, spe
     _run(artifacts, specs("dcgan_lr0.0004", "dcgan", lr=0.0004), fids=[248.0, 247.0])
     _run(artifacts, specs("gan_default", "gan"), state="failed")
     _, written = write_report(artifacts)
-    assert written[3:] == [artifacts / name for name in (*FIGURES, "report_losses_dcgan.png")]
-    for path in written[3:]:
+    assert written[3:] == [artifacts / name for name in (*FIGURES, "report_losses_dcgan.png", "report.html")]
+    for path in written[3:-1]:
         with Image.open(path) as image:
             assert image.format == "PNG" and image.width > 100 and image.height > 100
             image.verify()
@@ -265,12 +265,13 @@ def test_no_figures_without_measured_runs_and_no_curve_from_a_single_point(tmp_p
     artifacts = tmp_path / "artifacts"
     _run(artifacts, specs("dcgan_default", "dcgan"), state="failed")
     _, written = write_report(artifacts)
-    assert [p.name for p in written] == ["summary.md", "summary.csv", "summary.json"]
+    assert [p.name for p in written] == ["summary.md", "summary.csv", "summary.json", "report.html"]
     assert not any((artifacts / name).exists() for name in FIGURES)
 
     _run(artifacts, specs("gan_default", "gan"), fids=[269.0])
     _, written = write_report(artifacts)
-    assert [p.name for p in written[3:]] == ["report_best_grids.png"]  # one value of each: nothing to plot against
+    # one value of each: nothing to plot against
+    assert [p.name for p in written[3:]] == ["report_best_grids.png", "report.html"]
 
 
 def test_report_cli_prints_the_table_with_every_job(tmp_path, specs):

@@ -1,0 +1,179 @@
+"""report.html: the study on one self-contained page, opened from the artifacts folder without a server.
+
+The configuration table (every metric with its interval over seeds and the comparison to the model's
+default, sortable by a click on a column), the report's figures, per configuration the last sample grid of
+each seed beside the real grid, the table of runs, and the protocol of every number. Images are relative
+links to the PNGs in the artifacts folder and its run folders; no CDN, no framework, a few lines of plain
+JavaScript for sorting.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from pathlib import Path
+from urllib.parse import quote
+
+from heartjobs import atomic, study
+from heartjobs.rundir import RunDir
+from heartjobs.status import now_iso
+
+PAGE = "report.html"
+
+STYLE = """
+body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
+th, td { border: 1px solid #ccc; padding: 3px 6px; text-align: left; vertical-align: top; }
+th { background: #f0f0f0; cursor: pointer; user-select: none; }
+th.sorted-asc::after { content: " ▲"; } th.sorted-desc::after { content: " ▼"; }
+td.protocol { max-width: 22em; font-size: 12px; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+.note { max-width: 70em; color: #444; }
+.grids { display: flex; flex-wrap: wrap; gap: 12px; margin-bottom: 1.5em; }
+figure { margin: 0; } figure img { width: 192px; image-rendering: pixelated; border: 1px solid #ccc; }
+figcaption { font-size: 12px; }
+.figure img { max-width: 100%; border: 1px solid #eee; }
+"""
+
+# Click a header: sort the table's rows by that column (numbers by data-sort where a cell has one).
+SORT_SCRIPT = """
+document.querySelectorAll("table.sortable th").forEach(function (th, column) {
+  th.addEventListener("click", function () {
+    var table = th.closest("table"), body = table.tBodies[0];
+    var ascending = !th.classList.contains("sorted-asc");
+    table.querySelectorAll("th").forEach(function (h) { h.classList.remove("sorted-asc", "sorted-desc"); });
+    th.classList.add(ascending ? "sorted-asc" : "sorted-desc");
+    var key = function (row) {
+      var cell = row.cells[column], value = cell.dataset.sort !== undefined ? cell.dataset.sort : cell.textContent;
+      var number = parseFloat(value);
+      return isNaN(number) ? [1, value] : [0, number];
+    };
+    Array.from(body.rows).sort(function (a, b) {
+      var x = key(a), y = key(b);
+      var order = x[0] - y[0] || (x[1] < y[1] ? -1 : x[1] > y[1] ? 1 : 0);
+      return ascending ? order : -order;
+    }).forEach(function (row) { body.appendChild(row); });
+  });
+});
+"""
+
+
+def _link(path: str | Path, root: Path) -> str:
+    """A path as a relative URL from the page's folder."""
+    relative = os.path.relpath(Path(path).resolve(), root.resolve())
+    return quote(Path(relative).as_posix())
+
+
+def _e(text: object) -> str:
+    return html.escape(str(text))
+
+
+def protocol_text(values: dict) -> str:
+    """How a configuration's numbers were measured and trained, in words."""
+    if "dims" not in values:
+        return "not measured"
+    weights = "standard Inception weights" if values["standard_weights"] else "other Inception weights (not comparable)"
+    return (
+        f"{weights}, n={values['n_generated']} × {values['repeats']} repeats, dims {values['dims']}, "
+        f"normalize {values['normalize']}, real n={values['n_real']}; {values['epochs']} epochs, tf32 "
+        f"{values['tf32']}, bf16 {values['bf16']}"
+    )
+
+
+def _table(table_id: str, head: str, body: list[str]) -> str:
+    return (
+        f'<table id="{table_id}" class="sortable"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+    )
+
+
+def _figure(src: str, alt: str, caption: str) -> str:
+    """An image with its caption; `caption` is HTML."""
+    return f'<figure><img src="{src}" alt="{_e(alt)}"><figcaption>{caption}</figcaption></figure>'
+
+
+def _config_table(configs: list[dict], root: Path, mark: str) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in [*study.HEADER[:-1], "protocol", "runs"])
+    body = []
+    for config in configs:
+        texts = study.cells(config, mark)[:-1]
+        sort_values = [
+            None, None, config["n"], None,
+            *((config[m] or {}).get("mean") for m in study.METRICS),
+            None,
+            *((config["vs_reference"].get(m) or {}).get("difference") for m in ("fid", "frd")),
+            config["thesis_fid"],
+        ]  # fmt: skip
+        cells = []
+        for text, value in zip(texts, sort_values, strict=True):
+            attribute = f' class="num" data-sort="{value}"' if value is not None else ""
+            cells.append(f"<td{attribute}>{_e(text)}</td>")
+        cells.append(f'<td class="protocol">{_e(protocol_text(config["protocol_values"] or {}))}</td>')
+        links = ", ".join(f'<a href="{_link(run["run_dir"], root)}/">{_e(run["job"])}</a>' for run in config["runs"])
+        cells.append(f"<td>{links or '-'}</td>")
+        body.append(f'<tr id="{_e(config["key"])}">' + "".join(cells) + "</tr>")
+    return _table("configurations", head, body)
+
+
+def _grids(configs: list[dict], root: Path) -> str:
+    parts = []
+    for config in configs:
+        figures = []
+        for run in config["runs"]:
+            samples = RunDir(run["run_dir"]).sample_grids()
+            if samples:
+                folder = f'<a href="{_link(run["run_dir"], root)}/">{_e(run["job"])}</a>'
+                caption = f"seed {run['seed']}, {samples[-1].stem}: {folder}"
+                figures.append(_figure(_link(samples[-1], root), f"{run['job']} samples", caption))
+        real = RunDir(config["runs"][0]["run_dir"]) / RunDir.REAL_GRID if config["runs"] else None
+        if real is not None and real.is_file():
+            figures.append(_figure(_link(real, root), "real", "real"))
+        if figures:
+            title = f"<h3>{_e(config['model'])}: {_e(config['configuration'])}</h3>"
+            parts.append(f'{title}<div class="grids">{"".join(figures)}</div>')
+    return "".join(parts)
+
+
+def _runs_table(rows: list[dict], root: Path, header: list[str], cells) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = []
+    for row in rows:
+        texts = cells(row)
+        if row["run_dir"]:
+            texts[0] = f'<a href="{_link(row["run_dir"], root)}/">{_e(texts[0])}</a>'
+        else:
+            texts[0] = _e(texts[0])
+        body.append("<tr>" + "".join(f"<td>{t if i == 0 else _e(t)}</td>" for i, t in enumerate(texts)) + "</tr>")
+    return _table("runs", head, body)
+
+
+def write_page(root: Path, rows: list[dict], configs: list[dict], figures: list[Path], *, note: str, mark: str,
+               header: list[str], cells) -> Path:  # fmt: skip
+    """Write root/report.html; returns its path."""
+    root = Path(root)
+    images = "".join(
+        f'<div class="figure"><h3>{_e(p.stem.removeprefix("report_").replace("_", " "))}</h3>'
+        f'<img src="{_link(p, root)}" alt="{_e(p.stem)}"></div>'
+        for p in figures
+    )
+    measured = sum(c["n"] for c in configs)
+    body = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>heartjobs study: {_e(root.resolve().name)}</title>
+<style>{STYLE}</style></head><body>
+<h1>heartjobs study: {_e(root.resolve())}</h1>
+<p>{len(configs)} configurations, {measured} measured runs of {len(rows)} jobs; written {_e(now_iso())}.</p>
+<h2>Configurations</h2>
+<p class="note">{_e(study.NOTE)}</p>
+{_config_table(configs, root, mark)}
+<h2>Figures</h2>
+{images or "<p>No figures: nothing measured to plot yet.</p>"}
+<h2>Samples: the last grid of each seed beside the real grid</h2>
+{_grids(configs, root) or "<p>No sample grids yet.</p>"}
+<h2>Runs</h2>
+<p class="note">{_e(note)}</p>
+{_runs_table(rows, root, header, cells)}
+<script>{SORT_SCRIPT}</script>
+</body></html>
+"""
+    path = root / PAGE
+    atomic.write_bytes(path, body.encode())
+    return path
