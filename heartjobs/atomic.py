@@ -107,6 +107,12 @@ def append_lines(path: Path, lines: list[str]) -> None:
         f.write(text.encode())
 
 
+def copy_file(source: Path, path: Path) -> None:
+    """A copy of `source` at `path`, appearing whole or not at all."""
+    with replacing(Path(path)) as tmp:
+        shutil.copyfile(source, tmp)
+
+
 def write_json(path: Path, obj: object) -> None:
     write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 

@@ -28,6 +28,14 @@ def checkpoint_name(epoch: int, batch: int | None = None) -> str:
     return f"epoch_{epoch:04d}.pt" if not batch else f"epoch_{epoch:04d}_batch_{batch:04d}.pt"
 
 
+def checkpoint_epoch(path: Path) -> int:
+    """The epoch a checkpoint file's name says it holds (epoch_0010.pt, epoch_0010_batch_0003.pt -> 10)."""
+    match = _NAME.fullmatch(Path(path).name)
+    if not match:
+        raise ValueError(f"{path}: not a checkpoint file name")
+    return int(match.group(1))
+
+
 def list_checkpoints(folder: Path) -> list[Path]:
     """Checkpoints in training order (oldest first)."""
     if not folder.is_dir():

@@ -104,7 +104,7 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 def cmd_fid(args: argparse.Namespace) -> None:
     from heartjobs.evaluation.records import summary_line
-    from heartjobs.job import evaluate_run
+    from heartjobs.job import evaluate_run, measure_checkpoints
     from heartjobs.rundir import RunDir
 
     spec = RunDir(args.run_dir).spec()
@@ -123,6 +123,16 @@ def cmd_fid(args: argparse.Namespace) -> None:
         }.items()
         if value is not None
     }
+    if args.all_checkpoints:
+        if args.checkpoint or args.save_images:
+            raise HeartjobsError(
+                "--all-checkpoints: measures every kept checkpoint; leave out --checkpoint and --save-images"
+            )
+        records = measure_checkpoints(args.run_dir, overrides, device=args.device)
+        best = min(records, key=lambda r: r["fid_mean"])
+        out.print(f"{len(records)} checkpoints measured; best FID at epoch {best['snapshot']['epoch']} "
+                  f"({best['fid_mean']:.3f}, n={best['n_generated']} x {len(best['repeats'])})")  # fmt: skip
+        return
     settings = spec.eval.model_copy(update=overrides)
     taken = args.save_images is not None and args.save_images.exists()
     if taken and (not args.save_images.is_dir() or any(args.save_images.iterdir())):
@@ -503,6 +513,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("fid", help="evaluate FID/KID of a run (its final generator or a checkpoint)")
     p.add_argument("run_dir", type=Path, help="a run folder, e.g. artifacts/wgan_ldim200/v0001")
     p.add_argument("--checkpoint", type=Path, help="a checkpoint file of that run (default: generator.pt)")
+    p.add_argument(
+        "--all-checkpoints",
+        action="store_true",
+        help="every kept checkpoint, with the spec's [eval.during] settings (the options below on top): the "
+        "metric against the epoch, in metrics.jsonl and metrics.png; the best kept as best.pt",
+    )
     p.add_argument("--n", type=_positive_int, help="generated images per repeat (default: the spec's)")
     p.add_argument("--repeats", type=_positive_int)
     p.add_argument("--dims", type=int, choices=(64, 192, 768, 2048))

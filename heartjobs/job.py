@@ -19,13 +19,20 @@ from pathlib import Path
 import torch
 
 from heartjobs import atomic, procs
-from heartjobs.checkpoint import list_checkpoints, load_checkpoint, load_snapshot, save_checkpoint, save_generator
+from heartjobs.checkpoint import (
+    checkpoint_epoch,
+    list_checkpoints,
+    load_checkpoint,
+    load_snapshot,
+    save_checkpoint,
+    save_generator,
+)
 from heartjobs.errors import HeartjobsError, one_line
 from heartjobs.evaluation.inception import measure
 from heartjobs.evaluation.preflight import check_measurable
-from heartjobs.evaluation.records import evaluation_record, summary_line, write_record
+from heartjobs.evaluation.records import evaluation_record, settings_hash, summary_line, write_record
 from heartjobs.grids import save_grid
-from heartjobs.plots import plot_losses
+from heartjobs.plots import plot_losses, plot_metric_curve
 from heartjobs.prepared import PreparedSet
 from heartjobs.progress import TrainingProgress, console
 from heartjobs.provenance import environment
@@ -249,11 +256,14 @@ def _train(
         trainer.load_state_dict(load_checkpoint(checkpoints[-1], spec.spec_hash))
         console.print(f"{spec.name}: resuming {run} from {checkpoints[-1].name}", markup=False)
     _write_losses(run, trainer.history)  # drops epochs logged after the checkpoint
+    _measure_missed(spec, run, prepared, device, status)  # a stop during a measurement left it undone
     if not (run / RunDir.REAL_GRID).exists():
         picks = torch.randperm(prepared.count, generator=torch.Generator().manual_seed(t.seed + 4))
         save_grid(prepared.images[picks[:SAMPLE_GRID].numpy()], run / RunDir.REAL_GRID)
     try:
-        _epochs(spec, trainer, run, status, stop)
+        _epochs(
+            spec, trainer, run, status, stop, lambda path: _measure_during(spec, run, path, prepared, device, status)
+        )
     except Interrupted:
         path = save_checkpoint(run.checkpoints, trainer.state_dict(), spec.spec_hash, t.keep_checkpoints)
         stop_if_requested(f"after {trainer.epoch} epochs; checkpoint {path.name} written")
@@ -264,8 +274,16 @@ def _write_losses(run: RunDir, history: list[dict]) -> None:
     atomic.write_bytes(run / RunDir.LOSSES, "".join(json.dumps(h) + "\n" for h in history).encode())
 
 
-def _epochs(spec: ResolvedSpec, trainer: Trainer, run: RunDir, status: StatusFile, stop: dict) -> None:
-    """Epochs until the spec's count; raises Interrupted (state consistent, not yet saved) on a stop."""
+def _epochs(
+    spec: ResolvedSpec,
+    trainer: Trainer,
+    run: RunDir,
+    status: StatusFile,
+    stop: dict,
+    measure_checkpoint: Callable[[Path], None],
+) -> None:
+    """Epochs until the spec's count; raises Interrupted (state consistent, not yet saved) on a stop. Every
+    [eval] every epochs (and the last) the checkpoint is written and measured."""
     t = spec.train
     title = f"{spec.name} {run.path.name}"
     with TrainingProgress(title, t.epochs, len(trainer.bounds), trainer.epoch) as progress:
@@ -283,13 +301,82 @@ def _epochs(spec: ResolvedSpec, trainer: Trainer, run: RunDir, status: StatusFil
             if trainer.epoch % t.sample_every == 0 or last:
                 save_grid(trainer.samples().numpy(), run.sample_grid(trainer.epoch))
                 plot_losses(trainer.history, run / RunDir.LOSSES_PLOT, title)
-            if trainer.epoch % t.checkpoint_every == 0 or last:
-                save_checkpoint(run.checkpoints, trainer.state_dict(), spec.spec_hash, t.keep_checkpoints)
+            measured = _measured_epoch(spec, trainer.epoch)
+            if trainer.epoch % t.checkpoint_every == 0 or last or measured:
+                path = save_checkpoint(run.checkpoints, trainer.state_dict(), spec.spec_hash, t.keep_checkpoints)
+                if measured:
+                    measure_checkpoint(path)
     if trainer.history and not (run / RunDir.LOSSES_PLOT).exists():
         plot_losses(trainer.history, run / RunDir.LOSSES_PLOT, title)
 
 
 # --- evaluation ---
+
+
+def _measured_epoch(spec: ResolvedSpec, epoch: int) -> bool:
+    """Whether the checkpoint of `epoch` is measured during training ([eval] every, and the last epoch)."""
+    every = spec.eval.every
+    return every is not None and (epoch % every == 0 or epoch == spec.train.epochs)
+
+
+def _measure_during(
+    spec: ResolvedSpec, run: RunDir, checkpoint: Path, prepared: PreparedSet, device: torch.device, status: StatusFile
+) -> None:
+    """Measure a checkpoint with [eval.during]'s settings while training runs, without touching training's
+    random state (the run stays bit-identical to one that is not measured); keep it as best.pt when it is
+    the best so far ([eval] keep_best), and redraw the run's metric curve."""
+    status.beat(force=True)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        record = evaluate_run(
+            run.path, spec.eval.during_settings(), checkpoint=checkpoint, between_repeats=status.beat, prepared=prepared
+        )
+    console.print(
+        f"{spec.name}: epoch {record['snapshot']['epoch']}, during training: {summary_line(record)}", markup=False
+    )
+    curve = run.metric_curve()
+    if spec.eval.keep_best and (not curve or curve["best_epoch"] == record["snapshot"]["epoch"]):
+        atomic.copy_file(checkpoint, run / RunDir.BEST)
+    if curve:
+        plot_metric_curve(curve, run / RunDir.METRICS_PLOT, f"{spec.name} {run.path.name}")
+
+
+def measure_checkpoints(run_dir: Path, overrides: dict, device: str | None = None) -> list[dict]:
+    """`heartjobs fid RUN --all-checkpoints`: every kept end-of-epoch checkpoint of a run measured as during
+    training ([eval.during]'s settings, `overrides` on top), its metric curve drawn and its best checkpoint
+    kept as best.pt ([eval] keep_best); returns the records, oldest epoch first."""
+    run = RunDir(run_dir)
+    spec = run.spec()
+    checkpoints = [p for p in list_checkpoints(run.checkpoints) if "_batch_" not in p.name]
+    if not checkpoints:
+        raise HeartjobsError(f"{run.checkpoints}: no checkpoints kept (see [train] keep_checkpoints)")
+    settings = spec.eval.during_settings().model_copy(update=overrides)
+    prepared = PreparedSet.open(spec.data.prepared)
+    records = []
+    for path in checkpoints:
+        record = evaluate_run(run.path, settings, checkpoint=path, device=device, prepared=prepared)
+        console.print(f"{run.path} ({record['snapshot']['file']}): {summary_line(record)}", markup=False)
+        records.append(record)
+    best = min(records, key=lambda r: r["fid_mean"])
+    if spec.eval.keep_best:
+        atomic.copy_file(run / best["snapshot"]["file"], run / RunDir.BEST)
+    curve = run.metric_curve()
+    if curve:
+        plot_metric_curve(curve, run / RunDir.METRICS_PLOT, f"{spec.name} {run.path.name}")
+    return records
+
+
+def _measure_missed(
+    spec: ResolvedSpec, run: RunDir, prepared: PreparedSet, device: torch.device, status: StatusFile
+) -> None:
+    """On resume: measure the kept checkpoints of measured epochs that have no measurement yet."""
+    if spec.eval.every is None:
+        return
+    tag = settings_hash(spec.eval.during_settings())
+    done = {r["snapshot"]["epoch"] for r in run.metric_records() if r.get("settings_hash") == tag}
+    for path in list_checkpoints(run.checkpoints):
+        epoch = checkpoint_epoch(path)
+        if "_batch_" not in path.name and _measured_epoch(spec, epoch) and epoch not in done:
+            _measure_during(spec, run, path, prepared, device, status)
 
 
 def _evaluate(run: RunDir, prepared: PreparedSet, status: StatusFile, stop_if_requested: Callable[[], None]) -> None:

@@ -66,3 +66,28 @@ def plot_ladder(ladder: dict, path: Path) -> None:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     save_figure(fig, path)
+
+
+def plot_metric_curve(curve: dict, path: Path, title: str) -> None:
+    """FID (and FRD where measured) against the epoch of the measured checkpoint (RunDir.metric_curve), the
+    best epoch marked; saved atomically beside the loss curves."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = [m for m in ("fid", "frd") if any(v is not None for v in curve[m])]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4), dpi=100, squeeze=False)
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        points = [(e, v) for e, v in zip(curve["epochs"], curve[metric], strict=True) if v is not None]
+        ax.plot(*zip(*points, strict=True), marker="o")
+        if metric == "fid":
+            best = curve["epochs"].index(curve["best_epoch"])
+            ax.plot([curve["best_epoch"]], [curve["fid"][best]], marker="*", markersize=14, label="best epoch")
+            ax.legend()
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric.upper())
+        ax.set_title(f"{title}: {metric.upper()}, n={curve['n_generated']} x {curve['repeats']}", fontsize=9)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    save_figure(fig, path)

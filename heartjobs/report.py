@@ -78,7 +78,7 @@ HYPERPARAMETERS = tuple(
 COLUMNS = [
     "job", "model", "configuration", "seed", "state", "fid_mean", "fid_std", "kid_mean", "frd_mean", "frd_std",
     "epochs", "train_seconds", "images_per_s", "standard_weights", "n_generated", "ladder_fails", "protocol",
-    "thesis_fid", "thesis_fid_std", "run_dir",
+    "thesis_fid", "thesis_fid_std", "best_epoch", "run_dir",
 ]  # fmt: skip
 # summary.json's rows also carry each run's protocol values (THESIS_PROTOCOL's keys), its metrics unrounded,
 # what identifies its configuration and the context it is compared in, and its hyperparameters off the
@@ -165,6 +165,8 @@ def _row(job: str, run_dir: Path | None) -> dict:
         thesis = THESIS_TABLE1.get((model, row["configuration"])) if set(changes) <= set(THESIS_KEYS) else None
         if thesis and not differing:
             row["thesis_fid"], row["thesis_fid_std"] = thesis
+    curve = run.metric_curve()  # measured during training ([eval] every) or after (--all-checkpoints)
+    row["best_epoch"] = curve.get("best_epoch")
     losses = run.losses()
     if losses:
         row["epochs"] = losses[-1]["epoch"]
@@ -259,11 +261,22 @@ def cells(row: dict) -> list[str]:
     fid = "-" if r["fid_mean"] is None else _fmt_mean(r["fid_mean"], r["fid_std"]) + mark("fid")
     frd = "-" if r["frd_mean"] is None else _fmt_mean(r["frd_mean"], r["frd_std"]) + mark("frd")
     values = [
-        r["job"], r["model"] or "-", r["configuration"] or "-", r["state"], fid, kid, frd, r["epochs"] or "-",
+        r["job"], r["model"] or "-", r["configuration"] or "-", r["state"], fid, kid, frd, _epochs_cell(r),
         r["train_seconds"] or "-", r["images_per_s"] or "-", _yes_no(r["standard_weights"]), r["protocol"] or "-",
         _fmt_mean(r["thesis_fid"], r["thesis_fid_std"]),
     ]  # fmt: skip
     return [str(v) for v in values]
+
+
+def _epochs_cell(row: dict) -> str:
+    """The epochs trained, and where FID was measured along the way, its best epoch: GANs often peak early."""
+    if row["epochs"] is None:
+        return "-"
+    if row["best_epoch"] is None:
+        return str(row["epochs"])
+    if row["best_epoch"] == row["epochs"]:
+        return f"{row['epochs']} (best FID at the last)"
+    return f"{row['epochs']} (best FID at {row['best_epoch']}, not the last)"
 
 
 def markdown(rows: list[dict]) -> str:

@@ -191,37 +191,20 @@ def _losses(path: Path, model: str, rows: list[dict], configs: list[dict]) -> Pa
     return path
 
 
-def metric_curve(run_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
-    """{metric: [(epoch, value)]} of a run's measurements at more than one epoch (metrics.jsonl), the
-    newest record per epoch; {} when it was measured at one epoch only."""
-    by_epoch: dict[int, dict] = {}
-    for record in RunDir(run_dir).metric_records():
-        by_epoch[record["snapshot"]["epoch"]] = record
-    if len(by_epoch) < 2:
-        return {}
-    curves: dict[str, list[tuple[int, float]]] = {}
-    for epoch, record in sorted(by_epoch.items()):
-        values = {"fid": record.get("fid_mean"), "frd": (record.get("frd") or {}).get("mean")}
-        for metric, value in values.items():
-            if isinstance(value, int | float):
-                curves.setdefault(metric, []).append((epoch, float(value)))
-    return curves
-
-
 def _metrics_vs_epoch(path: Path, rows: list[dict], configs: list[dict]) -> Path | None:
     """FID and FRD against the epoch of the measured checkpoint, a line per run (configuration and seed),
     the best epoch of each marked."""
     import matplotlib.pyplot as plt
 
-    curves = [(c, run, metric_curve(run["run_dir"])) for c in configs for run in c["runs"]]
+    curves = [(c, run, RunDir(run["run_dir"]).metric_curve()) for c in configs for run in c["runs"]]
     curves = [(c, run, curve) for c, run, curve in curves if curve]
     if not curves:
         return None
-    metrics = [m for m in ("fid", "frd") if any(m in curve for _, _, curve in curves)]
+    metrics = [m for m in ("fid", "frd") if any(v is not None for _, _, curve in curves for v in curve[m])]
     fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4), squeeze=False)
     for ax, metric in zip(axes[0], metrics, strict=True):
         for c, run, curve in curves:
-            points = curve.get(metric)
+            points = [(e, v) for e, v in zip(curve["epochs"], curve[metric], strict=True) if v is not None]
             if not points:
                 continue
             epochs, values = zip(*points, strict=True)

@@ -102,6 +102,8 @@ class RunDir:
     GENERATOR = "generator.pt"  # the final generator alone
     FID_REPORT = "fid.json"  # the final generator measured with the spec's own settings
     METRICS = "metrics.jsonl"  # one line per evaluation, appended
+    METRICS_PLOT = "metrics.png"  # the metrics against the epoch, where measured during training
+    BEST = "best.pt"  # the checkpoint of the best-measured epoch ([eval] keep_best)
     EVALS = "evals"  # reports of other snapshots or settings
     EVAL_IMAGES = "eval_images"  # with [eval] save_images: the images the last own measurement saw, as PNG
 
@@ -193,6 +195,38 @@ class RunDir:
 
     def fid_report(self) -> dict:
         return atomic.read_json(self.path / self.FID_REPORT)
+
+    def metric_curve(self) -> dict:
+        """The run's metrics against the epoch: the measurements (metrics.jsonl) taken with one setting at
+        two epochs or more, the setting measured at most epochs (the newest record per epoch).
+        {"settings_hash", "n_generated", "repeats", "epochs": [...], "fid": [...], "frd": [...] (None where
+        not measured), "best_epoch" (by FID), "last_epoch"}; {} without such measurements."""
+        groups: dict[str, dict[int, dict]] = {}
+        for record in self.metric_records():
+            key = record.get("settings_hash") or json.dumps(
+                [record.get(k) for k in ("n_generated", "dims", "normalize")]
+            )
+            groups.setdefault(key, {})[record["snapshot"]["epoch"]] = record
+        if not groups:
+            return {}
+        key, by_epoch = max(groups.items(), key=lambda item: len(item[1]))
+        if len(by_epoch) < 2:
+            return {}
+        epochs = sorted(by_epoch)
+        records = [by_epoch[e] for e in epochs]
+        fid = [r.get("fid_mean") for r in records]
+        frd = [(r.get("frd") or {}).get("mean") for r in records]
+        best = min((value, e) for value, e in zip(fid, epochs, strict=True) if isinstance(value, int | float))
+        return {
+            "settings_hash": key,
+            "n_generated": records[-1].get("n_generated"),
+            "repeats": len(records[-1].get("repeats") or []),
+            "epochs": epochs,
+            "fid": fid,
+            "frd": frd,
+            "best_epoch": best[1],
+            "last_epoch": epochs[-1],
+        }
 
     def metric_records(self) -> list[dict]:
         """Every measurement of this run, in order (metrics.jsonl): each names the snapshot (file, epoch) it

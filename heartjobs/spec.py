@@ -93,6 +93,18 @@ class TrainSection(_Strict):
         return v
 
 
+class DuringTraining(_Strict):
+    """[eval.during]: the cheaper measurement of checkpoints while training runs (every [eval] every
+    epochs), in the final measurement's feature space (weights, dims, normalize, real set) so the values
+    follow one curve; fewer images, so they are not comparable to the final value or to published FID.
+    1000 images and one repeat cost about a third of one thesis-sized repeat (docs/evaluation.md)."""
+
+    n_generated: int = Field(1000, ge=2)
+    repeats: int = Field(1, ge=1)
+    kid: bool = False
+    frd: bool = False
+
+
 class EvalSection(_Strict):
     """What is measured at the end of training, and how. The FID defaults are the thesis' sizes (3 x 3000
     generated vs the whole real set, 2048-d, standard weights); its exact protocol also needs
@@ -119,6 +131,15 @@ class EvalSection(_Strict):
     frd_n: int = Field(1000, ge=2)
     # Write the images each repeat measured (and the real ones) as PNG into the run's eval_images/.
     save_images: bool = False
+    # Measure the checkpoint every N epochs during training (and the last) with [eval.during]'s settings,
+    # into metrics.jsonl; None: only at the end. keep_best: keep the best-measured checkpoint as best.pt.
+    every: int | None = Field(None, ge=1)
+    during: DuringTraining = DuringTraining()
+    keep_best: bool = True
+
+    def during_settings(self) -> EvalSection:
+        """The settings of a measurement during training: these, with [eval.during]'s sizes and metrics."""
+        return self.model_copy(update={**self.during.model_dump(), "fid": True, "save_images": False})
 
     @field_validator("weights")
     @classmethod
@@ -212,7 +233,10 @@ class ResolvedSpec(_Strict):
         payload["data"].pop("prepared")
         for bookkeeping in BOOKKEEPING_KEYS:
             payload["train"].pop(bookkeeping)
-        payload["eval"].pop("save_images")  # where copies of the measured images go, not what is measured
+        # where copies of the measured images go, and what is measured on the way, not what is measured at the
+        # end or trained
+        for key in ("save_images", "every", "during", "keep_best"):
+            payload["eval"].pop(key)
         for section, defaults in LATER_DEFAULTS.items():
             for key, default in defaults.items():
                 if payload[section].get(key) == default:

@@ -49,8 +49,14 @@ def prepared32(tmp_path_factory, phantom_dir) -> Path:
     return out
 
 
+def _toml_value(value) -> str:
+    if isinstance(value, dict):  # an inline table
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    return json.dumps(value)
+
+
 def _toml_table(values: dict) -> list[str]:
-    return [f"{key} = {json.dumps(value)}" for key, value in values.items()]
+    return [f"{key} = {_toml_value(value)}" for key, value in values.items()]
 
 
 def write_spec(folder: Path, name: str, model: str, prepared: Path, eval: dict | None = None, **train) -> Path:

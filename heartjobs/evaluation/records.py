@@ -30,14 +30,21 @@ def evaluation_record(run: RunDir, spec: ResolvedSpec, snapshot: Snapshot, resul
     }
 
 
+def settings_hash(settings: EvalSection) -> str:
+    """What a measurement's value depends on, hashed: not when or how often it is taken, nor where copies of
+    its images go."""
+    return sha256_json(settings.model_dump(mode="json", exclude={"every", "during", "keep_best", "save_images"}))[:8]
+
+
 def write_record(run: RunDir, record: dict, settings: EvalSection, own: bool) -> None:
     """The run's own measurement (its final generator with the spec's own settings) goes to fid.json; any
     other snapshot or settings to evals/<snapshot>_<settings hash>.json. Every record is also appended to
-    metrics.jsonl."""
+    metrics.jsonl, with the hash of the settings it was measured with (records of one curve share it)."""
+    tag = settings_hash(settings)
+    record["settings_hash"] = tag
     if own:
         atomic.write_json(run / RunDir.FID_REPORT, record)
     else:
-        tag = sha256_json(settings.model_dump(mode="json"))[:8]
         name = record["snapshot"]["file"].replace("/", "_").removesuffix(".pt")
         atomic.write_json(run / RunDir.EVALS / f"{name}_{tag}.json", record)
     atomic.append_lines(run / RunDir.METRICS, [json.dumps(record)])  # one line per evaluation

@@ -1,0 +1,92 @@
+"""Metrics over training: [eval] every = N measures checkpoints while a real run trains (with [eval.during]'s
+cheaper settings) without changing what it trains, keeps the best checkpoint and draws the curve;
+`heartjobs fid RUN --all-checkpoints` does the same afterwards; the report names the best epoch."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from heartjobs.evaluation.records import settings_hash
+from heartjobs.job import run_job
+from heartjobs.report import cells, collect
+from heartjobs.rundir import RunDir
+from heartjobs.spec import load_spec
+
+from .conftest import run_cli, write_spec
+
+FINAL = {
+    "n_generated": 20,
+    "repeats": 1,
+    "dims": 64,
+    "batch_size": 10,
+    "weights": "untrained",
+    "kid": False,
+    "frd": False,
+}
+TRAIN = {"epochs": 4, "device": "cpu", "batch_size": 4, "keep_checkpoints": 1, "checkpoint_every": 4}
+
+
+def _generator(run: RunDir) -> dict:
+    return torch.load(run / RunDir.GENERATOR, map_location="cpu", weights_only=False)["state_dict"]
+
+
+def test_checkpoints_measured_during_training_leave_training_unchanged_and_keep_the_best(tmp_path, prepared32):
+    during = {**FINAL, "every": 2, "during": {"n_generated": 12, "repeats": 1}}
+    spec_path = write_spec(tmp_path, "during", "gan", prepared32, eval=during, **TRAIN)
+    run = RunDir(run_job(spec_path))
+    (tmp_path / "plain").mkdir()
+    plain = RunDir(run_job(write_spec(tmp_path / "plain", "plain", "gan", prepared32, eval=FINAL, **TRAIN)))
+
+    # the measurements did not touch training's random state: the same generator, bit for bit
+    measured_g, plain_g = _generator(run), _generator(plain)
+    assert measured_g.keys() == plain_g.keys()
+    assert all(torch.equal(measured_g[k], plain_g[k]) for k in measured_g)
+
+    spec = load_spec(spec_path)
+    tag = settings_hash(spec.eval.during_settings())
+    records = run.metric_records()
+    during_records = [r for r in records if r["settings_hash"] == tag]
+    # epochs 2 and 4 (every 2, and the last), each its checkpoint, with the cheaper settings; then the final
+    assert [(r["snapshot"]["epoch"], r["snapshot"]["file"], r["n_generated"]) for r in during_records] == [
+        (2, "checkpoints/epoch_0002.pt", 12),
+        (4, "checkpoints/epoch_0004.pt", 12),
+    ]
+    assert records[-1]["snapshot"]["file"] == "generator.pt" and records[-1]["n_generated"] == 20
+    assert json.loads((run / RunDir.FID_REPORT).read_text())["n_generated"] == 20  # the final one stays as specified
+    # checkpoint_every = 4 and keep 1: epoch 2's checkpoint was written to be measured, then pruned
+    assert [p.name for p in run.checkpoints.glob("*.pt")] == ["epoch_0004.pt"]
+
+    curve = run.metric_curve()
+    fids = [r["fid_mean"] for r in during_records]
+    assert curve["epochs"] == [2, 4] and curve["fid"] == fids and curve["last_epoch"] == 4
+    assert curve["best_epoch"] == (2 if fids[0] < fids[1] else 4)
+    assert torch.load(run / RunDir.BEST, map_location="cpu", weights_only=False)["epoch"] == curve["best_epoch"]
+    assert (run / RunDir.METRICS_PLOT).stat().st_size > 1000
+
+    row = next(r for r in collect(tmp_path / "artifacts") if r["job"] == "during")
+    assert row["best_epoch"] == curve["best_epoch"]
+    expected = "4 (best FID at the last)" if curve["best_epoch"] == 4 else "4 (best FID at 2, not the last)"
+    assert cells(row)[7] == expected
+
+
+def test_fid_all_checkpoints_measures_each_kept_checkpoint_afterwards(tmp_path, prepared32):
+    train = {**TRAIN, "keep_checkpoints": 10, "checkpoint_every": 1}
+    run = RunDir(run_job(write_spec(tmp_path, "after", "gan", prepared32, eval=FINAL, **train)))
+    assert not run.metric_curve()  # measured once, at the end: no curve
+
+    result = run_cli("fid", run.path, "--all-checkpoints", "--n", "12")
+    assert result.returncode == 0, result.stderr
+    records = [r for r in run.metric_records() if r["snapshot"]["file"].startswith("checkpoints/")]
+    assert [r["snapshot"]["epoch"] for r in records] == [1, 2, 3, 4]
+    assert {r["n_generated"] for r in records} == {12} and len({r["settings_hash"] for r in records}) == 1
+    curve = run.metric_curve()
+    best = min(records, key=lambda r: r["fid_mean"])
+    assert curve["epochs"] == [1, 2, 3, 4] and curve["best_epoch"] == best["snapshot"]["epoch"]
+    assert f"4 checkpoints measured; best FID at epoch {best['snapshot']['epoch']}" in result.stdout
+    assert torch.load(run / RunDir.BEST, map_location="cpu", weights_only=False)["epoch"] == best["snapshot"]["epoch"]
+    assert (run / RunDir.METRICS_PLOT).is_file()
+
+    both = run_cli("fid", run.path, "--all-checkpoints", "--checkpoint", run / "checkpoints" / "epoch_0001.pt")
+    assert both.returncode == 2 and both.stderr.count("\n") == 1 and "--all-checkpoints" in both.stderr
