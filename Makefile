@@ -26,7 +26,7 @@ SMOKE_LADDER := data/prepared/phantom64 --weights untrained --dims 192 --n 100
 LADDER ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast lint pytest demo run-all submit-all smoke faults report bench fid-weights docker-folders docker-build docker-run-all docker-test \
+.PHONY: help install test test-fast lint pytest demo run-all submit-all smoke study-smoke faults report bench fid-weights docker-folders docker-build docker-run-all docker-test \
 	sif gpu-check clean
 
 help: ## list the targets
@@ -74,6 +74,10 @@ submit-all: install ## on a Slurm login node: prepare data if needed, submit $(J
 
 smoke: ## the smoke jobs end to end on the CPU (phantom, prepare, ladder, 3 models, FID/KID/FRD with untrained weights, report)
 	$(MAKE) --no-print-directory run-all JOBS=jobs/smoke LADDER="$(SMOKE_LADDER)"
+
+study-smoke: install ## the study pipeline on the CPU: a 3-seed sweep (3 models x default and a variant, 32 px phantom), queue, report with intervals over seeds and report.html
+	$(BIN)/heartjobs sweep jobs/smoke-study.sweep.toml --out jobs/smoke-study
+	$(MAKE) --no-print-directory run-all JOBS=jobs/smoke-study ARTIFACTS=artifacts/smoke-study
 
 report: install ## summary tables and figures of everything in $(ARTIFACTS)
 	$(BIN)/heartjobs report $(ARTIFACTS)

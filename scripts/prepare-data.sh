@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Make sure the prepared sets that a folder of jobs trains on exist (used by `make run-all`): the jobs
 # themselves say which (`heartjobs data needs`), and each missing one is made here:
-#   data/prepared/phantom64: the embedded phantom, made and prepared at 64 px.
+#   data/prepared/phantom64, data/prepared/phantom32: the embedded phantom, made and prepared at 64 or 32 px.
 #   data/prepared/hipct: prepared from the HiP-CT slices in $HIPCT_SRC (the thesis matrix).
 set -euo pipefail
 
@@ -26,9 +26,9 @@ needs=$($heartjobs data needs "${specs[@]}")  # a bad spec: its error line, and 
 while IFS=$'\t' read -r folder state; do
     [ "$state" = missing ] || continue
     case $folder in
-        data/prepared/phantom64)
-            $heartjobs data phantom --out data/phantom
-            $heartjobs data prepare data/phantom --out data/prepared/phantom64 --size 64
+        data/prepared/phantom64 | data/prepared/phantom32)
+            [ -d data/phantom ] || $heartjobs data phantom --out data/phantom
+            $heartjobs data prepare data/phantom --out "$folder" --size "${folder#data/prepared/phantom}"
             ;;
         data/prepared/hipct)
             if [ ! -d "$hipct_src" ] || [ -z "$(ls -A "$hipct_src" 2>/dev/null)" ]; then
