@@ -39,6 +39,7 @@ from heartjobs.provenance import environment
 from heartjobs.rundir import RunDir, claim_version, finished_version, newest_unfinished, version_number
 from heartjobs.spec import EvalSection, ResolvedSpec, configuration_differences, load_spec
 from heartjobs.status import StatusFile, mark_done
+from heartjobs.tblog import EventLog, check_available
 from heartjobs.training.loop import SAMPLE_GRID, Interrupted, Trainer, resolve_device
 
 RESUME_WAIT_S = float(os.environ.get("HEARTJOBS_RESUME_WAIT_S", "60"))
@@ -98,6 +99,8 @@ def _write_result(path: Path | None, outcome: dict, state: str, error: str | Non
 def _run(spec_path: Path, resume: bool, outcome: dict, stop: dict) -> Path:
     spec = load_spec(spec_path)
     check_measurable(spec, spec_path)  # fail now, not after hours of training
+    if spec.output.tensorboard:
+        check_available(spec_path)
     _stop_before_a_version(stop, "during setup")
     t = spec.train
     device = resolve_device(t.device)
@@ -248,21 +251,47 @@ def _train(
     stop_if_requested: Callable[[str], None],
 ) -> None:
     """Train from the newest checkpoint (or the start) to the spec's epochs, then save the generator.
-    On a stop request: a checkpoint at the exact batch, then JobInterrupted."""
-    t = spec.train
+    On a stop request: a checkpoint at the exact batch, then JobInterrupted. With [output] tensorboard, the
+    run's event files are written on the way."""
     trainer = Trainer(spec, prepared.tensor(), device)
     checkpoints = list_checkpoints(run.checkpoints)
     if checkpoints:
         trainer.load_state_dict(load_checkpoint(checkpoints[-1], spec.spec_hash))
         console.print(f"{spec.name}: resuming {run} from {checkpoints[-1].name}", markup=False)
     _write_losses(run, trainer.history)  # drops epochs logged after the checkpoint
-    _measure_missed(spec, run, prepared, device, status)  # a stop during a measurement left it undone
+    log = EventLog(run.path, trainer.epoch) if spec.output.tensorboard else None
+    try:
+        _train_from(spec, run, prepared, device, status, stop, stop_if_requested, trainer, log)
+    finally:
+        if log is not None:
+            log.close()
+
+
+def _train_from(
+    spec: ResolvedSpec,
+    run: RunDir,
+    prepared: PreparedSet,
+    device: torch.device,
+    status: StatusFile,
+    stop: dict,
+    stop_if_requested: Callable[[str], None],
+    trainer: Trainer,
+    log: EventLog | None,
+) -> None:
+    t = spec.train
+    _measure_missed(spec, run, prepared, device, status, log)  # a stop during a measurement left it undone
     if not (run / RunDir.REAL_GRID).exists():
         picks = torch.randperm(prepared.count, generator=torch.Generator().manual_seed(t.seed + 4))
         save_grid(prepared.images[picks[:SAMPLE_GRID].numpy()], run / RunDir.REAL_GRID)
     try:
         _epochs(
-            spec, trainer, run, status, stop, lambda path: _measure_during(spec, run, path, prepared, device, status)
+            spec,
+            trainer,
+            run,
+            status,
+            stop,
+            lambda path: _measure_during(spec, run, path, prepared, device, status, log),
+            log,
         )
     except Interrupted:
         path = save_checkpoint(run.checkpoints, trainer.state_dict(), spec.spec_hash, t.keep_checkpoints)
@@ -281,6 +310,7 @@ def _epochs(
     status: StatusFile,
     stop: dict,
     measure_checkpoint: Callable[[Path], None],
+    log: EventLog | None,
 ) -> None:
     """Epochs until the spec's count; raises Interrupted (state consistent, not yet saved) on a stop. Every
     [eval] every epochs (and the last) the checkpoint is written and measured."""
@@ -296,10 +326,14 @@ def _epochs(
             stats = trainer.train_epoch(lambda: stop["signal"] is not None, on_batch).as_dict()
             atomic.append_lines(run / RunDir.LOSSES, [json.dumps(stats)])  # one short line per epoch
             progress.epoch(stats)
+            if log is not None:
+                log.epoch(stats)
             status.beat(epochs_done=trainer.epoch)
             last = trainer.epoch == t.epochs
             if trainer.epoch % t.sample_every == 0 or last:
                 save_grid(trainer.samples().numpy(), run.sample_grid(trainer.epoch))
+                if log is not None:
+                    log.samples(run.sample_grid(trainer.epoch), trainer.epoch)
                 plot_losses(trainer.history, run / RunDir.LOSSES_PLOT, title)
             measured = _measured_epoch(spec, trainer.epoch)
             if trainer.epoch % t.checkpoint_every == 0 or last or measured:
@@ -320,7 +354,13 @@ def _measured_epoch(spec: ResolvedSpec, epoch: int) -> bool:
 
 
 def _measure_during(
-    spec: ResolvedSpec, run: RunDir, checkpoint: Path, prepared: PreparedSet, device: torch.device, status: StatusFile
+    spec: ResolvedSpec,
+    run: RunDir,
+    checkpoint: Path,
+    prepared: PreparedSet,
+    device: torch.device,
+    status: StatusFile,
+    log: EventLog | None,
 ) -> None:
     """Measure a checkpoint with [eval.during]'s settings while training runs, without touching training's
     random state (the run stays bit-identical to one that is not measured); keep it as best.pt when it is
@@ -333,6 +373,8 @@ def _measure_during(
     console.print(
         f"{spec.name}: epoch {record['snapshot']['epoch']}, during training: {summary_line(record)}", markup=False
     )
+    if log is not None:
+        log.measurement(record, during=True)
     curve = run.metric_curve()
     if spec.eval.keep_best and (not curve or curve["best_epoch"] == record["snapshot"]["epoch"]):
         atomic.copy_file(checkpoint, run / RunDir.BEST)
@@ -366,7 +408,12 @@ def measure_checkpoints(run_dir: Path, overrides: dict, device: str | None = Non
 
 
 def _measure_missed(
-    spec: ResolvedSpec, run: RunDir, prepared: PreparedSet, device: torch.device, status: StatusFile
+    spec: ResolvedSpec,
+    run: RunDir,
+    prepared: PreparedSet,
+    device: torch.device,
+    status: StatusFile,
+    log: EventLog | None,
 ) -> None:
     """On resume: measure the kept checkpoints of measured epochs that have no measurement yet."""
     if spec.eval.every is None:
@@ -376,7 +423,7 @@ def _measure_missed(
     for path in list_checkpoints(run.checkpoints):
         epoch = checkpoint_epoch(path)
         if "_batch_" not in path.name and _measured_epoch(spec, epoch) and epoch not in done:
-            _measure_during(spec, run, path, prepared, device, status)
+            _measure_during(spec, run, path, prepared, device, status, log)
 
 
 def _evaluate(run: RunDir, prepared: PreparedSet, status: StatusFile, stop_if_requested: Callable[[], None]) -> None:
@@ -397,6 +444,10 @@ def _evaluate(run: RunDir, prepared: PreparedSet, status: StatusFile, stop_if_re
             f"{exc} (training finished; its artifacts are intact in {run}; evaluate later with: heartjobs fid {run})"
         ) from None
     console.print(summary_line(record), markup=False)
+    if run.spec().output.tensorboard:
+        log = EventLog(run.path, 0)
+        log.measurement(record, during=False)
+        log.close()
 
 
 def evaluate_run(

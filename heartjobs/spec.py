@@ -151,6 +151,8 @@ class EvalSection(_Strict):
 
 class OutputSection(_Strict):
     root: Path = Path("artifacts")
+    # TensorBoard event files in each run folder (losses, metrics, sample grids); needs the tensorboard package
+    tensorboard: bool = False
 
 
 class JobSpec(_Strict):

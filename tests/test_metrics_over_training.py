@@ -34,10 +34,14 @@ def _generator(run: RunDir) -> dict:
 
 def test_checkpoints_measured_during_training_leave_training_unchanged_and_keep_the_best(tmp_path, prepared32):
     during = {**FINAL, "every": 2, "during": {"n_generated": 12, "repeats": 1}}
-    spec_path = write_spec(tmp_path, "during", "gan", prepared32, eval=during, **TRAIN)
+    spec_path = write_spec(tmp_path, "during", "gan", prepared32, eval=during, sample_every=2, **TRAIN)
+    with open(spec_path, "a") as f:  # [output] is the file's last table
+        f.write("tensorboard = true\n")
     run = RunDir(run_job(spec_path))
     (tmp_path / "plain").mkdir()
-    plain = RunDir(run_job(write_spec(tmp_path / "plain", "plain", "gan", prepared32, eval=FINAL, **TRAIN)))
+    plain = RunDir(
+        run_job(write_spec(tmp_path / "plain", "plain", "gan", prepared32, eval=FINAL, sample_every=2, **TRAIN))
+    )
 
     # the measurements did not touch training's random state: the same generator, bit for bit
     measured_g, plain_g = _generator(run), _generator(plain)
@@ -64,6 +68,22 @@ def test_checkpoints_measured_during_training_leave_training_unchanged_and_keep_
     assert curve["best_epoch"] == (2 if fids[0] < fids[1] else 4)
     assert torch.load(run / RunDir.BEST, map_location="cpu", weights_only=False)["epoch"] == curve["best_epoch"]
     assert (run / RunDir.METRICS_PLOT).stat().st_size > 1000
+
+    # TensorBoard's own reader finds the losses per epoch, the measurements and the sample grids
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"images": 0, "scalars": 0}).Reload()
+    losses = [json.loads(line) for line in (run / RunDir.LOSSES).read_text().splitlines()]
+    d_loss = [(e.step, e.value) for e in events.Scalars("loss/D")]
+    assert [step for step, _ in d_loss] == [1, 2, 3, 4]
+    assert [v for _, v in d_loss] == [float(torch.tensor(e["d_loss"], dtype=torch.float32)) for e in losses]
+    assert [(e.step, round(e.value, 4)) for e in events.Scalars("fid/during")] == [
+        (2, round(fids[0], 4)),
+        (4, round(fids[1], 4)),
+    ]
+    assert [e.step for e in events.Scalars("fid/final")] == [4]
+    assert [e.step for e in events.Images("samples")] == [2, 4]
+    assert not (plain / "tensorboard").exists()
 
     row = next(r for r in collect(tmp_path / "artifacts") if r["job"] == "during")
     assert row["best_epoch"] == curve["best_epoch"]

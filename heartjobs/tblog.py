@@ -1,0 +1,64 @@
+"""TensorBoard event files for a run ([output] tensorboard = true), with the `tensorboard` package's writer:
+the losses per epoch, every measurement (during training and at the end) and the sample grids, in the run
+folder's tensorboard/, so that `tensorboard --logdir artifacts` shows a whole study. Optional: heartjobs
+runs without the package unless a spec asks for this.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from heartjobs.errors import HeartjobsError
+
+FOLDER = "tensorboard"
+
+
+def check_available(spec_path: Path | str) -> None:
+    """A one-line error naming the spec file and field when the tensorboard package is missing."""
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        raise HeartjobsError(
+            f"{spec_path}: output.tensorboard: the tensorboard package is not installed "
+            "(pip install 'heartjobs[tensorboard]', or set tensorboard = false)"
+        ) from None
+
+
+class EventLog:
+    """A run's event files. `resume_epoch`: epochs after it that an earlier process logged are dropped
+    (they were trained again from the checkpoint), so each epoch appears once."""
+
+    def __init__(self, run_dir: Path, resume_epoch: int):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self._writer = SummaryWriter(str(Path(run_dir) / FOLDER), purge_step=resume_epoch + 1 if resume_epoch else None)
+
+    def epoch(self, stats: dict) -> None:
+        step = stats["epoch"]
+        for key in ("d_loss", "g_loss"):
+            self._writer.add_scalar(f"loss/{key.removesuffix('_loss').upper()}", stats[key], step)
+        if "images_per_s" in stats:
+            self._writer.add_scalar("speed/images_per_s", stats["images_per_s"], step)
+
+    def samples(self, grid_png: Path, epoch: int) -> None:
+        """A sample grid, as the PNG the run saved."""
+        from PIL import Image
+
+        with Image.open(grid_png) as grid:
+            image = np.asarray(grid.convert("L"))
+        self._writer.add_image("samples", image, epoch, dataformats="HW")
+
+    def measurement(self, record: dict, during: bool) -> None:
+        """One measurement record (heartjobs.evaluation.records), at its snapshot's epoch; `during`: taken
+        while training ran (its own tag: the sizes differ from the final measurement's)."""
+        step, kind = record["snapshot"]["epoch"], "during" if during else "final"
+        self._writer.add_scalar(f"fid/{kind}", record["fid_mean"], step)
+        if "kid_mean" in record:
+            self._writer.add_scalar(f"kid/{kind}", record["kid_mean"], step)
+        if "mean" in (record.get("frd") or {}):
+            self._writer.add_scalar(f"frd/{kind}", record["frd"]["mean"], step)
+
+    def close(self) -> None:
+        self._writer.close()
