@@ -375,7 +375,7 @@ def _measure_during(
     )
     if log is not None:
         log.measurement(record, during=True)
-    curve = run.metric_curve()
+    curve = run.metric_curve(record["settings_hash"])  # this setting's own curve
     if spec.eval.keep_best and (not curve or curve["best_epoch"] == record["snapshot"]["epoch"]):
         atomic.copy_file(checkpoint, run / RunDir.BEST)
     if curve:
@@ -398,10 +398,12 @@ def measure_checkpoints(run_dir: Path, overrides: dict, device: str | None = Non
         record = evaluate_run(run.path, settings, checkpoint=path, device=device, prepared=prepared)
         console.print(f"{run.path} ({record['snapshot']['file']}): {summary_line(record)}", markup=False)
         records.append(record)
-    best = min(records, key=lambda r: r["fid_mean"])
-    if spec.eval.keep_best:
+    # best.pt: the best of this setting's whole curve (also epochs measured during training whose
+    # checkpoints are gone); replaced only when that best is one of the checkpoints measured now
+    curve = run.metric_curve(records[-1]["settings_hash"])
+    best = next((r for r in records if curve and r["snapshot"]["epoch"] == curve["best_epoch"]), None)
+    if spec.eval.keep_best and best is not None:
         atomic.copy_file(run / best["snapshot"]["file"], run / RunDir.BEST)
-    curve = run.metric_curve()
     if curve:
         plot_metric_curve(curve, run / RunDir.METRICS_PLOT, f"{spec.name} {run.path.name}")
     return records

@@ -83,7 +83,15 @@ COLUMNS = [
 # summary.json's rows also carry each run's protocol values (THESIS_PROTOCOL's keys), its metrics unrounded,
 # what identifies its configuration and the context it is compared in, and its hyperparameters off the
 # model's defaults; the CSV leaves them out.
-ROW_KEYS = [*COLUMNS, "protocol_values", "metrics", "configuration_key", "context_key", "changes"]
+ROW_KEYS = [
+    *COLUMNS,
+    "protocol_values",
+    "metrics",
+    "configuration_key",
+    "context_key",
+    "changes",
+    "last_measured_epoch",
+]
 # A run on another host whose heartbeat is older than this is taken for dead (runs beat every 10 s).
 DEAD_AFTER_S = 300
 FAILS_LADDER_MARK = "†"  # after a value whose metric failed the validity ladder
@@ -160,13 +168,14 @@ def _row(job: str, run_dir: Path | None) -> dict:
         row["configuration"] = label(changes)
         row["changes"] = changes
         row["configuration_key"] = configuration_key(spec)
-        row["context_key"] = configuration_key(spec, leave_out=(*HYPERPARAMETERS, "seed"))
+        # compared within one training length: a 4-epoch variant against the 4-epoch default, not the 200-epoch one
+        row["context_key"] = configuration_key(spec, leave_out=(*(k for k in HYPERPARAMETERS if k != "epochs"), "seed"))
         # Only a run of the thesis' own configuration and protocol stands beside its Table 1 value.
         thesis = THESIS_TABLE1.get((model, row["configuration"])) if set(changes) <= set(THESIS_KEYS) else None
         if thesis and not differing:
             row["thesis_fid"], row["thesis_fid_std"] = thesis
     curve = run.metric_curve()  # measured during training ([eval] every) or after (--all-checkpoints)
-    row["best_epoch"] = curve.get("best_epoch")
+    row["best_epoch"], row["last_measured_epoch"] = curve.get("best_epoch"), curve.get("last_epoch")
     losses = run.losses()
     if losses:
         row["epochs"] = losses[-1]["epoch"]
@@ -274,9 +283,9 @@ def _epochs_cell(row: dict) -> str:
         return "-"
     if row["best_epoch"] is None:
         return str(row["epochs"])
-    if row["best_epoch"] == row["epochs"]:
-        return f"{row['epochs']} (best FID at the last)"
-    return f"{row['epochs']} (best FID at {row['best_epoch']}, not the last)"
+    if row["best_epoch"] == row["last_measured_epoch"]:
+        return f"{row['epochs']} (best FID at the last measured, {row['best_epoch']})"
+    return f"{row['epochs']} (best FID at {row['best_epoch']}, not the last measured, {row['last_measured_epoch']})"
 
 
 def markdown(rows: list[dict]) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
 import re
 import shutil
@@ -196,27 +197,31 @@ class RunDir:
     def fid_report(self) -> dict:
         return atomic.read_json(self.path / self.FID_REPORT)
 
-    def metric_curve(self) -> dict:
-        """The run's metrics against the epoch: the measurements (metrics.jsonl) taken with one setting at
-        two epochs or more, the setting measured at most epochs (the newest record per epoch).
-        {"settings_hash", "n_generated", "repeats", "epochs": [...], "fid": [...], "frd": [...] (None where
-        not measured), "best_epoch" (by FID), "last_epoch"}; {} without such measurements."""
+    def metric_curve(self, settings_hash: str | None = None) -> dict:
+        """The run's metrics against the epoch: the measurements (metrics.jsonl) taken with one setting
+        (`settings_hash`, else the setting measured at most epochs) at two epochs or more, the newest record
+        per epoch. {"settings_hash", "n_generated", "repeats", "epochs": [...], "fid": [...], "frd": [...]
+        (None where not measured or not a finite number), "best_epoch" (by FID), "last_epoch"}; {} without
+        such measurements."""
         groups: dict[str, dict[int, dict]] = {}
         for record in self.metric_records():
-            key = record.get("settings_hash") or json.dumps(
-                [record.get(k) for k in ("n_generated", "dims", "normalize")]
+            key = record.get("settings_hash") or json.dumps(  # records from before settings were hashed
+                [record.get(k) for k in ("n_generated", "dims", "normalize", "n_real")]
+                + [len(record.get("repeats") or []), (record.get("weights") or {}).get("sha256")]
             )
             groups.setdefault(key, {})[record["snapshot"]["epoch"]] = record
+        if settings_hash is not None:
+            groups = {settings_hash: groups.get(settings_hash, {})}
         if not groups:
             return {}
         key, by_epoch = max(groups.items(), key=lambda item: len(item[1]))
-        if len(by_epoch) < 2:
-            return {}
         epochs = sorted(by_epoch)
         records = [by_epoch[e] for e in epochs]
-        fid = [r.get("fid_mean") for r in records]
-        frd = [(r.get("frd") or {}).get("mean") for r in records]
-        best = min((value, e) for value, e in zip(fid, epochs, strict=True) if isinstance(value, int | float))
+        fid = [_finite(r.get("fid_mean")) for r in records]
+        frd = [_finite((r.get("frd") or {}).get("mean")) for r in records]
+        measured = [(value, e) for value, e in zip(fid, epochs, strict=True) if value is not None]
+        if len(measured) < 2:
+            return {}
         return {
             "settings_hash": key,
             "n_generated": records[-1].get("n_generated"),
@@ -224,7 +229,7 @@ class RunDir:
             "epochs": epochs,
             "fid": fid,
             "frd": frd,
-            "best_epoch": best[1],
+            "best_epoch": min(measured)[1],
             "last_epoch": epochs[-1],
         }
 
@@ -239,6 +244,13 @@ class RunDir:
                 if isinstance(snapshot, dict) and isinstance(snapshot.get("epoch"), int):
                     records.append(record)
         return records
+
+
+def _finite(value: object) -> float | None:
+    """A measured value, or None for anything that is not a finite number (a damaged or foreign record)."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
 
 
 def _lines(path: Path) -> list[str]:

@@ -18,7 +18,8 @@ NOTE = (
     "Configurations: the runs of one configuration with different training seeds taken together (one run per "
     "seed). mean ± std over runs (each run's value is its mean over its FID repeats), 95 % CI from the t "
     f"distribution. vs default: the difference to the model's default configuration, its 95 % CI and p by {TEST}; "
-    "a p below 0.05 says the difference is larger than the spread between seeds. The thesis' Table 1 std is "
+    "a p below 0.05 says the difference is unlikely under seed noise alone (no correction for the many "
+    "comparisons of a study: among 20 variants without any effect, one such p is expected). The thesis' Table 1 std is "
     "between FID repeats of one training, not between trainings: it cannot tell seed noise from an effect."
 )
 
@@ -57,7 +58,8 @@ def _configuration(key: str, members: list[dict]) -> dict:
             continue
         seeds.add(row["seed"])
         runs.append({"job": row["job"], "seed": row["seed"], "run_dir": row["run_dir"], **row["metrics"]})
-    first = members[0]
+    # what labels the configuration: a measured run where there is one (an unmeasured one says "not measured")
+    first = next((row for row in members if row.get("metrics") is not None), members[0])
     config = {
         "key": key,
         "context": first["context_key"],

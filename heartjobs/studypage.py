@@ -37,8 +37,9 @@ figcaption { font-size: 12px; }
 
 # Click a header: sort the table's rows by that column (numbers by data-sort where a cell has one).
 SORT_SCRIPT = """
-document.querySelectorAll("table.sortable th").forEach(function (th, column) {
+document.querySelectorAll("table.sortable th").forEach(function (th) {
   th.addEventListener("click", function () {
+    var column = th.cellIndex;
     var table = th.closest("table"), body = table.tBodies[0];
     var ascending = !th.classList.contains("sorted-asc");
     table.querySelectorAll("th").forEach(function (h) { h.classList.remove("sorted-asc", "sorted-desc"); });

@@ -20,7 +20,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from heartjobs import atomic
 from heartjobs.errors import HeartjobsError
-from heartjobs.spec import COMMON_DEFAULTS, THESIS_DEFAULTS, JobSpec, ModelName, TrainSection, read_toml
+from heartjobs.spec import (
+    BOOKKEEPING_KEYS,
+    COMMON_DEFAULTS,
+    THESIS_DEFAULTS,
+    JobSpec,
+    ModelName,
+    TrainSection,
+    read_toml,
+)
 
 # Short names for the varied hyperparameters in job names and labels: the thesis' own (lr, ldim, bsize),
 # then short forms of the rest; any other [train] key is named by itself without underscores.
@@ -84,9 +92,12 @@ def name_part(key: str, value: Any) -> str:
 
 
 def _label(changes: dict[str, Any]) -> str:
+    """The changes in [train]'s own key order, so that one combination has one name however a group lists
+    its keys."""
     if not changes:
         return "default"
-    return "_".join(name_part(k, v) for k, v in changes.items())
+    order = list(TrainSection.model_fields)
+    return "_".join(name_part(k, changes[k]) for k in sorted(changes, key=order.index))
 
 
 def _variants(group: SweepGroup, mode: str, base_train: dict[str, Any]) -> list[dict[str, Any]]:
@@ -128,6 +139,10 @@ def load_sweep(path: Path) -> Sweep:
                 raise HeartjobsError(f"{path}: group[{i}].vary.{key}: not a [train] key")
             if key == "seed":
                 raise HeartjobsError(f"{path}: group[{i}].vary.seed: say the seeds as `seeds = [...]`")
+            if key in BOOKKEEPING_KEYS:
+                raise HeartjobsError(
+                    f"{path}: group[{i}].vary.{key}: how a run is bookkept, not what it trains; set it in [base.train]"
+                )
         if base_seed and (group.seeds or sweep.seeds):
             where = f"group[{i}].seeds" if group.seeds else "seeds"
             raise HeartjobsError(f"{path}: {where}: base.train.seed is set too; say the seeds in one place")

@@ -33,7 +33,7 @@ class EventLog:
     def __init__(self, run_dir: Path, resume_epoch: int):
         from torch.utils.tensorboard import SummaryWriter
 
-        self._writer = SummaryWriter(str(Path(run_dir) / FOLDER), purge_step=resume_epoch + 1 if resume_epoch else None)
+        self._writer = SummaryWriter(str(Path(run_dir) / FOLDER), purge_step=resume_epoch + 1)
 
     def epoch(self, stats: dict) -> None:
         step = stats["epoch"]

@@ -412,9 +412,17 @@ def test_runs_over_seeds_form_configurations_with_intervals_and_a_welch_comparis
     _run(artifacts, specs("gan_lr0.0001_seed1_again", "gan", lr=0.0001, seed=1), fids=[100.0, 100.0, 100.0])
     _run(artifacts, specs("gan_lr0.0004", "gan", lr=0.0004), fids=[259.0, 260.0, 259.5])  # one run: no interval
     _run(artifacts, specs("gan_lr0.0004_s1", "gan", lr=0.0004, seed=1), state="failed")
+    # a shorter study in the same folder: its variant is compared with its own default, of its own length
+    for seed in (0, 1):
+        _run(artifacts, specs(f"short_s{seed}", "gan", epochs=4, seed=seed), fids=[300.0, 301.0, 302.0 + seed])
+        _run(artifacts, specs(f"short_lr_s{seed}", "gan", epochs=4, lr=0.0001, seed=seed), fids=[290.0, 291.0, 292.0])
+    _run(artifacts, specs("short_lr", "gan", epochs=4, lr=0.0001, seed=2), state="failed")  # first by name, unmeasured
     rows, _ = write_report(artifacts)
     summary = json.loads((artifacts / "summary.json").read_text())
     configs = {c["configuration"]: c for c in summary["configurations"]}
+    short = configs.pop("epochs = 4, lr = 0.0001")
+    assert short["reference"] == "epochs = 4" and configs.pop("epochs = 4")["reference"] is None
+    assert short["n"] == 2 and short["protocol"] == "differs: epochs=4"  # labelled by a measured run
     assert list(configs) == ["default", "lr = 0.0001", "lr = 0.0004"]
 
     # by hand, from each run's fid.json: one value per run, its mean over its FID repeats

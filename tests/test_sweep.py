@@ -138,11 +138,11 @@ def test_the_future_work_sweep_lists_valid_unique_names_for_the_untested_hyperpa
     assert all(Path(p).parent == Path("jobs/future") for p in paths)  # the default --out: named by the file
     assert (root / "jobs" / "future").exists() == existed  # a dry run writes nothing
     for name in ("gan_betas0.9-0.999", "dcgan_betas0-0.9_s2", "wgan_clip0.005", "wgan_ncritic10_s1",
-                 "gan_lr0.0001_bsize32", "wgan_lr0.000025_bsize128_s2", "dcgan_default_s1"):  # fmt: skip
+                 "gan_bsize32_lr0.0001", "wgan_bsize128_lr0.000025_s2", "dcgan_default_s1"):  # fmt: skip
         assert name in names, name
     # the grid's cell through the defaults is the default job, written once; a cell on an axis is the
     # thesis job of that value (gan_lr0.0001), with its name
-    assert "gan_lr0.0002_bsize64" not in names and names.count("gan_default") == 1 and "gan_lr0.0001" in names
+    assert "gan_bsize64_lr0.0002" not in names and names.count("gan_default") == 1 and "gan_lr0.0001" in names
     written = write_jobs(root / "jobs/future.sweep.toml", tmp_path)
     for path in written:
         spec = parse_spec(path)  # every name passes the spec's own name rule
@@ -163,8 +163,8 @@ def test_a_group_may_have_its_own_seeds_and_design(tmp_path, prepared32):
     )
     names = [p.stem for p in write_jobs(sweep, tmp_path / "jobs")]
     assert names == ["wgan_default", "wgan_default_s5", "wgan_clip0.02", "wgan_clip0.02_s5",
-                     "dcgan_betas0.5-0.9_s7", "dcgan_bneps0.00001_betas0.5-0.9_s7"]  # fmt: skip
-    spec = load_spec(tmp_path / "jobs" / "dcgan_bneps0.00001_betas0.5-0.9_s7.toml")
+                     "dcgan_betas0.5-0.9_s7", "dcgan_betas0.5-0.9_bneps0.00001_s7"]  # fmt: skip
+    spec = load_spec(tmp_path / "jobs" / "dcgan_betas0.5-0.9_bneps0.00001_s7.toml")
     assert (spec.train.batchnorm_eps, spec.train.betas, spec.train.seed) == (0.00001, (0.5, 0.9), 7)
 
 
@@ -176,6 +176,8 @@ def test_a_group_may_have_its_own_seeds_and_design(tmp_path, prepared32):
         ('seeds = [1]\n[base.train]\nseed = 3\n', "seeds: base.train.seed is set too; say the seeds in one place"),
         ("[[group]]\nmodel = 'gan'\n[group.vary]\nseed = [1, 2]\n",
          "group[0].vary.seed: say the seeds as `seeds = [...]`"),
+        ("[[group]]\nmodel = 'gan'\n[group.vary]\nsample_every = [1, 2]\n",
+         "group[0].vary.sample_every: how a run is bookkept, not what it trains; set it in [base.train]"),
     ],
 )  # fmt: skip
 def test_seeds_said_twice_or_in_the_wrong_place_are_one_error_line(tmp_path, text, message):

@@ -35,8 +35,12 @@ def _downloadable(url: str) -> str | None:
 
 def check_measurable(spec: ResolvedSpec, path: Path | str) -> None:
     """Raise a one-line HeartjobsError naming the spec file and field when the evaluation at the end of
-    training could not run here. Nothing is checked when the spec measures nothing at the end."""
+    training, or during it ([eval] every, with [eval.during]'s metrics), could not run here. Nothing is checked
+    when the spec measures nothing."""
     settings = spec.eval
+    if settings.every is not None:  # measured during training even where nothing is measured at the end
+        during = settings.during_settings()
+        settings = settings.model_copy(update={"fid": True, "frd": settings.frd and settings.fid or during.frd})
     if not settings.fid:
         return
     from .weights import ENV_WEIGHTS, how_to_get, hub_path, resolve_weights  # torch: only when there is a check
