@@ -132,7 +132,10 @@ def _metrics_vs_hyperparameters(path: Path, configs: list[dict]) -> Path | None:
             if not numeric:
                 ax.set_xticks(xs, [format_value(v) for v, _ in shown], rotation=20, fontsize=7)
             elif key in LOG_SCALE:
+                from matplotlib.ticker import NullFormatter
+
                 ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(NullFormatter())  # the minor ticks' labels overlap
             bars = "95 % CI over seeds" if over_seeds else "std over FID repeats"
             ax.set_title(f"{model}: {metric.upper()} vs {abbreviation(key)}\n(bars: {bars})", fontsize=8)
             ax.set_xlabel(key)

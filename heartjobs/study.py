@@ -120,7 +120,7 @@ def _comparison(result: dict | None, digits: int) -> str:
     if result is None:
         return "-"
     low, high = result["ci95"]
-    p = "p -" if result["p"] is None else f"p {result['p']:.3f}"
+    p = "p -" if result["p"] is None else "p < 0.001" if result["p"] < 0.001 else f"p {result['p']:.3f}"
     return f"{result['difference']:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}], {p}"
 
 

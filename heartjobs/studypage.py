@@ -22,11 +22,13 @@ PAGE = "report.html"
 
 STYLE = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; }
-table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 13px; }
+.scroll { overflow-x: auto; }
+td.runs { white-space: nowrap; font-size: 12px; }
 th, td { border: 1px solid #ccc; padding: 3px 6px; text-align: left; vertical-align: top; }
 th { background: #f0f0f0; cursor: pointer; user-select: none; }
 th.sorted-asc::after { content: " ▲"; } th.sorted-desc::after { content: " ▼"; }
-td.protocol { max-width: 22em; font-size: 12px; }
+td.protocol { min-width: 28em; font-size: 12px; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 .note { max-width: 70em; color: #444; }
 .grids { display: flex; flex-wrap: wrap; gap: 12px; margin-bottom: 1.5em; }
@@ -82,9 +84,8 @@ def protocol_text(values: dict) -> str:
 
 
 def _table(table_id: str, head: str, body: list[str]) -> str:
-    return (
-        f'<table id="{table_id}" class="sortable"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
-    )
+    rows = "".join(body)
+    return f'<div class="scroll"><table id="{table_id}" class="sortable"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>'  # noqa: E501
 
 
 def _figure(src: str, alt: str, caption: str) -> str:
@@ -109,8 +110,8 @@ def _config_table(configs: list[dict], root: Path, mark: str) -> str:
             attribute = f' class="num" data-sort="{value}"' if value is not None else ""
             cells.append(f"<td{attribute}>{_e(text)}</td>")
         cells.append(f'<td class="protocol">{_e(protocol_text(config["protocol_values"] or {}))}</td>')
-        links = ", ".join(f'<a href="{_link(run["run_dir"], root)}/">{_e(run["job"])}</a>' for run in config["runs"])
-        cells.append(f"<td>{links or '-'}</td>")
+        links = "<br>".join(f'<a href="{_link(run["run_dir"], root)}/">{_e(run["job"])}</a>' for run in config["runs"])
+        cells.append(f'<td class="runs">{links or "-"}</td>')
         body.append(f'<tr id="{_e(config["key"])}">' + "".join(cells) + "</tr>")
     return _table("configurations", head, body)
 
