@@ -447,7 +447,7 @@ def _evaluate(run: RunDir, prepared: PreparedSet, status: StatusFile, stop_if_re
         ) from None
     console.print(summary_line(record), markup=False)
     if run.spec().output.tensorboard:
-        log = EventLog(run.path, 0)
+        log = EventLog(run.path, None)
         log.measurement(record, during=False)
         log.close()
 

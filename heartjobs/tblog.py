@@ -27,13 +27,16 @@ def check_available(spec_path: Path | str) -> None:
 
 
 class EventLog:
-    """A run's event files. `resume_epoch`: epochs after it that an earlier process logged are dropped
-    (they were trained again from the checkpoint), so each epoch appears once."""
+    """A run's event files. `resume_epoch` (training's writer): epochs after it that an earlier process
+    logged are dropped (they are trained again from the checkpoint), so each epoch appears once; None (the
+    final measurement's writer) drops nothing."""
 
-    def __init__(self, run_dir: Path, resume_epoch: int):
+    def __init__(self, run_dir: Path, resume_epoch: int | None):
         from torch.utils.tensorboard import SummaryWriter
 
-        self._writer = SummaryWriter(str(Path(run_dir) / FOLDER), purge_step=resume_epoch + 1)
+        self._writer = SummaryWriter(
+            str(Path(run_dir) / FOLDER), purge_step=None if resume_epoch is None else resume_epoch + 1
+        )
 
     def epoch(self, stats: dict) -> None:
         step = stats["epoch"]

@@ -87,7 +87,10 @@ def test_checkpoints_measured_during_training_leave_training_unchanged_and_keep_
 
     row = next(r for r in collect(tmp_path / "artifacts") if r["job"] == "during")
     assert row["best_epoch"] == curve["best_epoch"]
-    expected = "4 (best FID at the last)" if curve["best_epoch"] == 4 else "4 (best FID at 2, not the last)"
+    if curve["best_epoch"] == 4:
+        expected = "4 (best FID at the last measured, 4)"
+    else:
+        expected = "4 (best FID at 2, not the last measured, 4)"
     assert cells(row)[7] == expected
 
 
