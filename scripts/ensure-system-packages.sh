@@ -3,7 +3,7 @@
 # that glymur loads at run time, and a C compiler, which pyradiomics (FRD's feature extractor; it has no
 # wheels for this Python) needs to build. As root it installs Debian's packages; otherwise it says what
 # to install and fails. With the argument "browser" (make test) it also installs headless Chromium and its
-# driver, which tests/test_report_page.py opens report.html in.
+# driver, which tests/test_report.py opens report.html in.
 set -euo pipefail
 
 missing=()
