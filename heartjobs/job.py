@@ -259,43 +259,26 @@ def _train(
         trainer.load_state_dict(load_checkpoint(checkpoints[-1], spec.spec_hash))
         console.print(f"{spec.name}: resuming {run} from {checkpoints[-1].name}", markup=False)
     _write_losses(run, trainer.history)  # drops epochs logged after the checkpoint
-    log = EventLog(run.path, trainer.epoch) if spec.output.tensorboard else None
-    try:
-        _train_from(spec, run, prepared, device, status, stop, stop_if_requested, trainer, log)
-    finally:
-        if log is not None:
-            log.close()
-
-
-def _train_from(
-    spec: ResolvedSpec,
-    run: RunDir,
-    prepared: PreparedSet,
-    device: torch.device,
-    status: StatusFile,
-    stop: dict,
-    stop_if_requested: Callable[[str], None],
-    trainer: Trainer,
-    log: EventLog | None,
-) -> None:
     t = spec.train
-    _measure_missed(spec, run, prepared, device, status, log)  # a stop during a measurement left it undone
-    if not (run / RunDir.REAL_GRID).exists():
-        picks = torch.randperm(prepared.count, generator=torch.Generator().manual_seed(t.seed + 4))
-        save_grid(prepared.images[picks[:SAMPLE_GRID].numpy()], run / RunDir.REAL_GRID)
-    try:
-        _epochs(
-            spec,
-            trainer,
-            run,
-            status,
-            stop,
-            lambda path: _measure_during(spec, run, path, prepared, device, status, log),
-            log,
-        )
-    except Interrupted:
-        path = save_checkpoint(run.checkpoints, trainer.state_dict(), spec.spec_hash, t.keep_checkpoints)
-        stop_if_requested(f"after {trainer.epoch} epochs; checkpoint {path.name} written")
+    events = EventLog(run.path, trainer.epoch) if spec.output.tensorboard else contextlib.nullcontext()
+    with events as log:
+        _measure_missed(spec, run, prepared, device, status, log)  # a stop during a measurement left it undone
+        if not (run / RunDir.REAL_GRID).exists():
+            picks = torch.randperm(prepared.count, generator=torch.Generator().manual_seed(t.seed + 4))
+            save_grid(prepared.images[picks[:SAMPLE_GRID].numpy()], run / RunDir.REAL_GRID)
+        try:
+            _epochs(
+                spec,
+                trainer,
+                run,
+                status,
+                stop,
+                lambda path: _measure_during(spec, run, path, prepared, device, status, log),
+                log,
+            )
+        except Interrupted:
+            path = save_checkpoint(run.checkpoints, trainer.state_dict(), spec.spec_hash, t.keep_checkpoints)
+            stop_if_requested(f"after {trainer.epoch} epochs; checkpoint {path.name} written")
     save_generator(run.generator, trainer.G, spec.model_dump(mode="json"), trainer.epoch, spec.spec_hash)
 
 
@@ -447,9 +430,8 @@ def _evaluate(run: RunDir, prepared: PreparedSet, status: StatusFile, stop_if_re
         ) from None
     console.print(summary_line(record), markup=False)
     if run.spec().output.tensorboard:
-        log = EventLog(run.path, None)
-        log.measurement(record, during=False)
-        log.close()
+        with EventLog(run.path, None) as log:
+            log.measurement(record, during=False)
 
 
 def evaluate_run(

@@ -63,5 +63,8 @@ class EventLog:
         if "mean" in (record.get("frd") or {}):
             self._writer.add_scalar(f"frd/{kind}", record["frd"]["mean"], step)
 
-    def close(self) -> None:
+    def __enter__(self) -> EventLog:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
         self._writer.close()
