@@ -17,7 +17,7 @@ from heartjobs.errors import HeartjobsError, one_line
 
 DEBUG_ENV = "HEARTJOBS_DEBUG"
 out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)  # long notes stay one line each
 
 
 def _positive_int(text: str) -> int:
@@ -93,9 +93,10 @@ def cmd_run(args: argparse.Namespace) -> None:
 
     if args.result is not None and args.result.is_dir():  # found out now, not after hours of training
         raise HeartjobsError(f"--result {args.result}: is a folder; give a file path")
-    from heartjobs.procs import stop_on_signals_until_exit
+    from heartjobs.procs import stop_on_signals_until_exit, use_allotted_cpus
 
     stop = stop_on_signals_until_exit()  # taken first: a signal during setup is a request, not a death
+    use_allotted_cpus()
     run_dir = run_job(args.spec, resume=args.resume, result_file=args.result, stop=stop)
     if stop["signal"] is not None:  # it came after the job had finished: nothing was stopped
         out.print("a stop signal came after the job had finished; nothing to stop")
@@ -105,8 +106,10 @@ def cmd_run(args: argparse.Namespace) -> None:
 def cmd_fid(args: argparse.Namespace) -> None:
     from heartjobs.evaluation.records import summary_line
     from heartjobs.job import evaluate_run, measure_checkpoints
+    from heartjobs.procs import use_allotted_cpus
     from heartjobs.rundir import RunDir
 
+    use_allotted_cpus()
     spec = RunDir(args.run_dir).spec()
     overrides = {
         key: value
@@ -150,7 +153,10 @@ def cmd_ladder(args: argparse.Namespace) -> None:
     from heartjobs.evaluation.verdicts import remember
     from heartjobs.plots import plot_ladder
     from heartjobs.prepared import PreparedSet
+    from heartjobs.procs import use_allotted_cpus
     from heartjobs.training.loop import resolve_device
+
+    use_allotted_cpus()
 
     metrics = parse_metrics(args.metrics)
     prepared = PreparedSet.open(args.prepared)
@@ -243,13 +249,15 @@ def cmd_submit(args: argparse.Namespace) -> None:
     options = _submit_options(args)
     cluster.check_available(options)
     good, bad = _valid_specs(args.specs)
-    plan = cluster.plan(good, args.folder, force=args.force)
-    for note in plan.notes:
-        err.print(f"note: {note}", markup=False)
-    for skipped in plan.skipped:
-        out.print(f"skipped {skipped['spec']}: {skipped['reason']}", markup=False)
+    with cluster.submitting(args.folder):  # what is held, then what is submitted, decided by one submit at a time
+        plan = cluster.plan(good, args.folder, force=args.force)
+        for note in plan.notes:
+            err.print(f"note: {note}", markup=False)
+        for skipped in plan.skipped:
+            out.print(f"skipped {skipped['spec']}: {skipped['reason']}", markup=False)
+        if plan.submit:
+            record, jobs = cluster.submit(plan.submit, options, args.folder)
     if plan.submit:
-        record, jobs = cluster.submit(plan.submit, options, args.folder)
         _print_submitted(record, options.executor)
         if args.wait:
             _wait_for_submission(record, jobs)
@@ -281,8 +289,13 @@ def _submit_options(args: argparse.Namespace):
 
 
 def _print_submitted(record: dict, executor: str) -> None:
-    kind = "Slurm job array" if executor == "slurm" else "local submitit jobs"
-    out.print(f"submitted {len(record['tasks'])} tasks as {kind} ({record['folder']})", markup=False)
+    count = len(record["tasks"])
+    if executor == "slurm":  # submitit submits a single task as a plain job, not an array
+        kind = "a Slurm job array" if count > 1 else "a Slurm job"
+    else:
+        kind = "local submitit jobs" if count > 1 else "a local submitit job"
+    tasks = f"{count} tasks" if count > 1 else "1 task"
+    out.print(f"submitted {tasks} as {kind} ({record['folder']})", markup=False)
     for task in record["tasks"]:
         out.print(f"  {task['index']:3d} {task['job']} -> {task['job_id']}  log {task['stdout']}", markup=False)
     out.print(f"status: heartjobs submit --status {record['folder']}", markup=False)

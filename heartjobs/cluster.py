@@ -40,6 +40,7 @@ from heartjobs.rundir import (
     claim_version,
     finished_version,
     newest_unfinished,
+    point_latest,
     version_number,
     versions,
 )
@@ -50,6 +51,10 @@ DEFAULT_TIME = {"slurm": "24:00:00", "local": "30-00:00:00"}
 RUNNING_ELSEWHERE_S = 300  # a run whose heartbeat is younger than this is running in another task
 RUNNING_POLL_S = 10.0  # how often a task waiting for a run alive elsewhere looks again
 STOP_MARGIN_S = 30  # of --signal-delay, left for submitit's requeue after the run has stopped
+# Slurm checks time limits about once a minute, so the limit's signal comes up to this much before
+# --signal-delay says (seen: 67-90 s before the end of a 2-minute slot with --signal-delay 60)
+SIGNAL_EARLY_S = 75
+JUST_SUBMITTED_S = 60  # a task of a submission this young that Slurm doesn't list yet counts as pending
 ACTIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING"}
 ACTIVE_STATES |= {"RESIZING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT", "UNKNOWN"}
 
@@ -106,7 +111,8 @@ class SpecTask(submitit.helpers.Checkpointable):
     preemption or node failure) does the same: skip if a version of this configuration numbered above
     `after` is finished, resume it if one is unfinished, else start a new version. `after` is 0, or with
     --force the newest version at submit time. lock: (k, n) to take device slot k of n (local tasks);
-    None on Slurm, which allocates the devices.
+    None on Slurm, which allocates the devices. limit_s and signal_delay_s: the task's time limit and how
+    long before its end the stop signal comes, to tell a timeout from a preemption.
     """
 
     def __init__(
@@ -116,8 +122,11 @@ class SpecTask(submitit.helpers.Checkpointable):
         after: int = 0,
         lock: tuple[int, int] | None = None,
         stop_wait_s: float = 90.0,
+        limit_s: float | None = None,
+        signal_delay_s: float = 120.0,
     ):
         self.spec_path, self.cwd, self.after, self.lock, self.stop_wait_s = spec_path, cwd, after, lock, stop_wait_s
+        self.limit_s, self.signal_delay_s = limit_s, signal_delay_s
         self._process: subprocess.Popen | None = None
 
     def __getstate__(self) -> dict:
@@ -127,6 +136,7 @@ class SpecTask(submitit.helpers.Checkpointable):
         from heartjobs.spec import load_spec
 
         os.chdir(self.cwd)  # the specs' relative paths (data, artifacts) are the project folder's
+        self._count_timeouts_by_the_limit()
         spec = load_spec(Path(self.spec_path))
         told = False
         while (busy := running_elsewhere(spec, self.after)) is not None:
@@ -145,12 +155,39 @@ class SpecTask(submitit.helpers.Checkpointable):
                 time.sleep(0.5)
         if code == 0:
             return str(finished_version(spec, self.after))
-        if procs.stopped_by_signal(code):  # stopped from outside: a preemption (SIGTERM), scancel, Ctrl-C
-            raise HeartjobsError(
-                f"{self.spec_path}: stopped by signal {code - 128} after a checkpoint; a requeue or a resubmission "
-                "resumes it"
+        if procs.stopped_by_signal(code):
+            # stopped from outside (scontrol requeue, a preemption's SIGTERM, scancel): normal operation, not a
+            # failure, so one line and no result file (an exception would write an error result); a requeue
+            # starts this task again and it resumes from the checkpoint
+            print(
+                f"{spec.name}: stopped by signal {code - 128} after a checkpoint; a requeue or a resubmission "
+                "resumes it",
+                flush=True,
             )
+            raise SystemExit(code)
         raise HeartjobsError(f"{self.spec_path}: heartjobs run exited with code {code}; its error is above")
+
+    def _count_timeouts_by_the_limit(self) -> None:
+        """Make submitit count a stop signal as a timeout only when it came for the time limit.
+
+        submitit counts one as a timeout once 80 % of the limit, or all but 10 minutes of it, has passed:
+        under a 50-minute limit a preemption late in the slot uses up --max-timeouts, under 10 minutes
+        every one does. The limit's signal comes signal_delay_s before the end, up to SIGNAL_EARLY_S
+        earlier; a signal before that is a preemption (uncounted), one after it a timeout. Only a
+        preemption in that last window is still counted as a timeout."""
+        handler = getattr(signal.getsignal(signal.SIGUSR2), "__self__", None)
+        if self.limit_s is None or not hasattr(handler, "has_timed_out") or not hasattr(handler, "_start_time"):
+            return  # not started by submitit (a test calling the task), or a submitit that works otherwise
+        timeout_from = self.limit_s - self.signal_delay_s - SIGNAL_EARLY_S
+
+        def has_timed_out() -> bool:
+            ran = time.time() - handler._start_time
+            timed_out = ran >= timeout_from
+            why = "the time limit" if timed_out else "a preemption (or a requeue): not counted as a timeout"
+            print(f"stop signal after {ran:.0f} s of a {self.limit_s:.0f} s limit: {why}", flush=True)
+            return timed_out
+
+        handler.has_timed_out = has_timed_out
 
     @contextlib.contextmanager
     def _device(self) -> Iterator[None]:
@@ -371,15 +408,41 @@ def submit(specs: list[tuple[Path, object]], options: SubmitOptions, root: Path)
             with contextlib.redirect_stderr(io.StringIO()):
                 jobs = executor.submit_array(tasks)
     except (submitit.core.utils.FailedJobError, submitit.core.utils.FailedSubmissionError, OSError) as exc:
-        error = one_line(exc)
-        atomic.write_json(folder / SUBMISSION, {**record, "tasks": [], "error": error})
-        raise HeartjobsError(f"{folder}: nothing was submitted: {error}") from None
+        _forget_submission(folder, root)  # it submitted nothing: no numbered folder stands for it
+        error = one_line(exc, 600)
+        if "generic resource" in error and options.gpus_per_job:
+            error += "; this cluster has no GPUs as a generic resource (GRES) here: pass --gpus-per-job 0"
+        raise HeartjobsError(f"sbatch refused the submission, nothing was submitted: {error}") from None
     for row, job in zip(rows, jobs, strict=True):
         row.update(job_id=job.job_id, stdout=str(job.paths.stdout), stderr=str(job.paths.stderr))
         if options.executor == "local":  # tells the controller from a later process given its pid
             row["pid_started"] = procs.process_start_ticks(int(job.job_id))
     atomic.write_json(folder / SUBMISSION, record)
     return {**record, "folder": str(folder)}, jobs
+
+
+@contextlib.contextmanager
+def submitting(root: Path, wait_s: float = 120.0) -> Iterator[None]:
+    """Hold the submissions folder for one `heartjobs submit` from reading what is held to recording what it
+    submitted, so that two submissions at once can't both decide a job is free and train it twice."""
+    try:
+        Path(root).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise HeartjobsError(f"--folder {root}: cannot make a submission folder there ({exc.strerror})") from None
+    with procs.exclusive(
+        Path(root) / ".submit.lock", f"{root}: another heartjobs submit is still submitting there; try again", wait_s
+    ):
+        yield
+
+
+def _forget_submission(folder: Path, root: Path) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
+    remaining = versions(root)
+    if remaining:
+        point_latest(root, remaining[-1])
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            (root / LATEST).unlink()
 
 
 def _submission_folder(specs: list[tuple[Path, object]], root: Path) -> Path:
@@ -408,7 +471,10 @@ def _tasks(
         existing = versions(spec.run_root)
         after = version_number(existing[-1]) if options.force and existing else 0
         lock = (index % parallel, parallel) if options.executor == "local" else None
-        tasks.append(SpecTask(str(snapshot.resolve()), str(cwd), after, lock, stop_wait_s))
+        limit_s = (math.ceil(options.minutes) if options.executor == "slurm" else options.minutes) * 60
+        tasks.append(
+            SpecTask(str(snapshot.resolve()), str(cwd), after, lock, stop_wait_s, limit_s, options.signal_delay_s)
+        )
         rows.append(
             {
                 "index": index,
@@ -440,11 +506,11 @@ def read_submission(path: Path) -> dict:
 
 
 def scheduler_states(record: dict) -> dict[str, str]:
-    """Each task's state by job id: from sacct on Slurm; from the controller process and submitit's
-    result file with the local executor."""
+    """Each task's state by job id: from Slurm (see _slurm_states); from the controller process and
+    submitit's result file with the local executor."""
     if record["executor"] == "local":
         return _local_states(record)
-    return _slurm_states(record["tasks"])
+    return _slurm_states(record)
 
 
 def _local_states(record: dict) -> dict[str, str]:
@@ -453,29 +519,120 @@ def _local_states(record: dict) -> dict[str, str]:
     here = record.get("host") == socket.gethostname()
     states = {}
     for task in record["tasks"]:
-        result = JobPaths(Path(task["stdout"]).parent, task["job_id"], 0).result_pickle
         controller = {"pid": task["job_id"], "host": record.get("host"), "pid_started": task.get("pid_started")}
         if not here:
             state = "UNKNOWN"
         elif procs.process_alive(controller):
             state = "RUNNING"
-        elif result.exists():
-            state = "COMPLETED" if pickle_load(result)[0] == "success" else "FAILED"
         else:
-            state = "INTERRUPTED"
+            state = _result_state(task) or "INTERRUPTED"
         states[task["job_id"]] = state
     return states
 
 
-def _slurm_states(tasks: list[dict]) -> dict[str, str]:
+def _result_state(task: dict) -> str | None:
+    """COMPLETED or FAILED from the result file submitit writes when a task ends (none when a task was
+    stopped from outside: a requeue, a preemption, scancel)."""
+    result = JobPaths(Path(task["stdout"]).parent, task["job_id"], 0).result_pickle
+    if not result.exists():
+        return None
+    return "COMPLETED" if pickle_load(result)[0] == "success" else "FAILED"
+
+
+def _slurm_states(record: dict) -> dict[str, str]:
+    """Each task's Slurm state. Live tasks from squeue (slurmctld's own view, which knows a job the moment
+    sbatch returns); ended ones from `scontrol show job` while slurmctld still holds them (MinJobAge),
+    then sacct when accounting is on, then the task's own files: submitit's result file, its run folder.
+    Clusters without accounting storage (many small ones) have no sacct; nothing here needs it."""
+    tasks = record["tasks"]
     arrays = sorted({task["job_id"].split("_")[0] for task in tasks})
-    command = ["sacct", "-o", "JobID,State,NodeList", "--parsable2", *[a for j in arrays for a in ("-j", j)]]
+    states = _squeue_states(arrays)
+    missing = [t for t in tasks if t["job_id"] not in states]
+    if missing:
+        states |= _scontrol_states(sorted({t["job_id"].split("_")[0] for t in missing}))
+        missing = [t for t in tasks if t["job_id"] not in states]
+    if missing:
+        states |= _sacct_states(sorted({t["job_id"].split("_")[0] for t in missing}))
+    young = time.time() - _timestamp(record.get("created")) < JUST_SUBMITTED_S
+    for task in tasks:
+        if task["job_id"] not in states:
+            state = _result_state(task) or ("COMPLETED" if _finished_run(task) else None)
+            # not listed by Slurm and no trace of an end: either it is too new to be listed, or it ended
+            # long ago without a result (cancelled, killed): ENDED, how is no longer known
+            states[task["job_id"]] = state or ("PENDING" if young else "ENDED")
+    return {task["job_id"]: states[task["job_id"]] for task in tasks}
+
+
+def _slurm_command(command: list[str]) -> subprocess.CompletedProcess:
     try:
-        output = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True).stdout
+        return subprocess.run(command, capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.SubprocessError) as exc:
-        raise HeartjobsError(f"sacct failed, so Slurm states are unknown: {exc}") from None
-    info = SlurmInfoWatcher().read_info(output)
-    return {task["job_id"]: info.get(task["job_id"], {}).get("State") or "UNKNOWN" for task in tasks}
+        raise HeartjobsError(f"{command[0]} failed, so Slurm states are unknown: {one_line(exc, 200)}") from None
+
+
+def _squeue_states(arrays: list[str]) -> dict[str, str]:
+    """The live tasks (pending, running, requeued, completing) of these jobs, one per array task (-r)."""
+    result = _slurm_command(["squeue", "-h", "-r", "-o", "%i|%T", "-j", ",".join(arrays)])
+    if result.returncode != 0:
+        if "Invalid job id" in result.stderr:  # squeue's answer when none of the jobs is known any more
+            return {}
+        message = one_line(result.stderr.strip() or f"exit code {result.returncode}", 300)
+        raise HeartjobsError(f"squeue failed, so Slurm states are unknown: {message}")
+    states = {}
+    for line in result.stdout.splitlines():
+        job_id, _, state = line.strip().partition("|")
+        if job_id and state:
+            states[job_id] = state
+    return states
+
+
+def _scontrol_states(arrays: list[str]) -> dict[str, str]:
+    """Tasks slurmctld still holds after they ended (MinJobAge, 300 s by default), with how they ended."""
+    states = {}
+    for array in arrays:
+        result = _slurm_command(["scontrol", "-o", "show", "job", array])
+        if result.returncode != 0:  # purged already, or never known
+            continue
+        for line in result.stdout.splitlines():
+            fields = dict(item.split("=", 1) for item in line.split() if "=" in item)
+            if "JobState" not in fields:
+                continue
+            array_id, task_id = fields.get("ArrayJobId"), fields.get("ArrayTaskId")
+            job_id = f"{array_id}_{task_id}" if array_id and task_id and task_id.isdigit() else fields.get("JobId")
+            states[job_id] = fields["JobState"]
+    return states
+
+
+def _sacct_states(arrays: list[str]) -> dict[str, str]:
+    """Ended tasks from Slurm's accounting, where it is on (sacct fails without accounting storage)."""
+    command = ["sacct", "-o", "JobID,State", "--parsable2", *[a for j in arrays for a in ("-j", j)]]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    if result.returncode != 0:
+        return {}
+    info = SlurmInfoWatcher().read_info(result.stdout)
+    return {job_id: fields["State"] for job_id, fields in info.items() if fields.get("State")}
+
+
+def _finished_run(task: dict) -> bool:
+    """Whether the task's job has a finished version made by this submission (numbered above `after`)."""
+    return any(
+        version_number(folder) > task.get("after", 0)
+        and RunDir(folder).spec_hash() == task["spec_hash"]
+        and RunDir(folder).status().get("state") == "done"
+        for folder in versions(Path(task["run_root"]))
+    )
+
+
+def _timestamp(iso: str | None) -> float:
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(iso).timestamp() if iso else 0.0
+    except ValueError:
+        return 0.0
 
 
 def status(record: dict) -> list[dict]:

@@ -31,7 +31,9 @@ from heartjobs.errors import HeartjobsError, one_line
 from heartjobs.evaluation.inception import measure
 from heartjobs.evaluation.preflight import check_measurable
 from heartjobs.evaluation.records import evaluation_record, settings_hash, summary_line, write_record
+from heartjobs.evaluation.repeatlog import RepeatLog
 from heartjobs.grids import save_grid
+from heartjobs.hashing import sha256_json
 from heartjobs.plots import plot_losses, plot_metric_curve
 from heartjobs.prepared import PreparedSet
 from heartjobs.progress import TrainingProgress, console
@@ -466,6 +468,9 @@ def evaluate_run(
             f"{spec.data.prepared}: content_hash: the prepared set changed since {run} was trained on it"
         )
     snapshot = load_snapshot(run, spec, checkpoint, torch_device)
+    # what the values depend on: a stopped measurement of the same goes on from its last finished repeat
+    key = sha256_json([settings_hash(settings), snapshot.file, snapshot.epoch, str(torch_device)])[:12]
+    progress = RepeatLog(run.path, key)
     result = measure(
         snapshot.generator,
         spec.train.latent_dim,
@@ -474,6 +479,7 @@ def evaluate_run(
         torch_device,
         between_repeats=between_repeats,
         save_images=save_images,
+        progress=progress,
     )
     if staged is not None:
         shutil.rmtree(run / RunDir.EVAL_IMAGES, ignore_errors=True)
@@ -481,6 +487,7 @@ def evaluate_run(
         result["saved_images"] = str((run / RunDir.EVAL_IMAGES).resolve())
     record = evaluation_record(run, spec, snapshot, result)
     write_record(run, record, settings, own)
+    progress.remove()
     status = run.status()
     if own and status.get("state") == "failed" and status.get("phase") == "evaluating":
         mark_done(run / RunDir.STATUS)

@@ -31,6 +31,62 @@ from heartjobs.status import heartbeat_age
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)
 
 
+# --- the CPUs a job may use ---
+
+
+def allotted_cpus() -> tuple[int, str]:
+    """How many CPUs this process may use, and what said so: the fewest of the Slurm allocation
+    (SLURM_CPUS_PER_TASK, else SLURM_CPUS_ON_NODE), the container's CPU quota (cgroup v2 cpu.max or v1
+    cpu.cfs_quota_us, rounded up) and the CPUs it may run on (its affinity)."""
+    found = [(len(os.sched_getaffinity(0)), "CPU affinity")]
+    for name in ("SLURM_CPUS_PER_TASK", "SLURM_CPUS_ON_NODE"):
+        if (value := os.environ.get(name, "")).isdigit() and int(value) > 0:
+            found.append((int(value), name))
+            break
+    if (quota := _cgroup_cpu_quota()) is not None:
+        found.append((quota, "cgroup CPU quota"))
+    return min(found)
+
+
+def _cgroup_cpu_quota() -> int | None:
+    """The CPU quota of this process's cgroup in whole CPUs (rounded up), or None when unlimited."""
+    import math
+
+    candidates = []
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            if controllers == "":  # cgroup v2
+                candidates.append((Path("/sys/fs/cgroup") / path.lstrip("/") / "cpu.max", None))
+                candidates.append((Path("/sys/fs/cgroup/cpu.max"), None))
+            elif "cpu" in controllers.split(","):
+                folder = Path("/sys/fs/cgroup/cpu")
+                candidates.append((folder / "cpu.cfs_quota_us", folder / "cpu.cfs_period_us"))
+    for quota_file, period_file in candidates:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if period_file is None:
+                quota, period = quota_file.read_text().split()[:2]
+            else:
+                quota, period = quota_file.read_text().strip(), period_file.read_text().strip()
+            if quota in ("max", "-1"):
+                return None
+            return max(1, math.ceil(int(quota) / int(period)))
+    return None
+
+
+def use_allotted_cpus() -> None:
+    """Set torch's intra-op threads to the CPUs this process was given (unless OMP_NUM_THREADS says how
+    many): torch starts one per core of the machine, and two 1-CPU Slurm tasks on a 2-core node then ran
+    25 times slower than with one thread each."""
+    if os.environ.get("OMP_NUM_THREADS"):
+        return
+    import torch
+
+    cpus, _ = allotted_cpus()
+    if cpus < torch.get_num_threads():
+        torch.set_num_threads(cpus)
+
+
 # --- liveness ---
 
 

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 
-from heartjobs import __version__
+from heartjobs import __version__, procs
 from heartjobs.status import now_iso
 
 
@@ -30,6 +30,7 @@ def environment(device: str) -> dict:
         "gpu": torch.cuda.get_device_name(0) if cuda and device.startswith("cuda") else None,
         "device": device,
         "torch_threads": torch.get_num_threads(),
+        "cpus_allotted": "{} ({})".format(*procs.allotted_cpus()),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "host": socket.gethostname(),

@@ -126,28 +126,48 @@ def test_a_running_version_is_not_resumed_twice(tmp_path, prepared32):
 
 
 @pytest.mark.slow
-def test_sigterm_during_fid_interrupts_and_resume_only_evaluates(tmp_path, prepared32):
-    fid = {"n_generated": 200, "repeats": 4, "dims": 64, "batch_size": 50, "weights": "untrained", "kid": False}
-    fid["frd"] = False
+def test_sigterm_during_fid_interrupts_and_resume_only_evaluates_the_repeats_left(tmp_path, prepared32):
+    # each finished repeat (FID and KID, then its FRD) is kept as it ends: a slot shorter than the whole
+    # evaluation still gets through it, one repeat at a time, instead of starting over each time
+    fid = {"n_generated": 200, "repeats": 3, "dims": 64, "batch_size": 50, "weights": "untrained", "kid": True}
+    fid |= {"kid_subsets": 5, "kid_subset_size": 50, "frd": True, "frd_n": 60}
     spec = write_spec(tmp_path, "fid_stop", "gan", prepared32, eval=fid, epochs=2, batch_size=4, device="cpu")
     run_dir = tmp_path / "artifacts" / "fid_stop" / "v0001"
     proc = _start(spec)
-    status_file = run_dir / "status.json"
-    wait_for(
-        lambda: status_file.exists() and json.loads(status_file.read_text()).get("phase") == "evaluating", proc=proc
-    )
+
+    def first_repeat_kept() -> bool:
+        logs = list(run_dir.glob("eval_progress_*.json"))
+        return bool(logs) and "frd" in json.loads(logs[0].read_text())["repeats"].get("0", {})
+
+    wait_for(first_repeat_kept, proc=proc)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM and "during evaluation" in stderr
+    status_file = run_dir / "status.json"
     assert json.loads(status_file.read_text())["state"] == "interrupted" and not (run_dir / "fid.json").exists()
+    kept = json.loads(next(run_dir.glob("eval_progress_*.json")).read_text())["repeats"]
+    assert "0" in kept and "2" not in kept  # stopped between repeats, before the last
     trained = load_generator(run_dir / "generator.pt")[0].state_dict()
 
     result = run_cli("run", spec, "--resume")
     assert result.returncode == 0, result.stderr
     assert "epoch" not in result.stderr.replace("epoch_", "")  # no training: only the evaluation ran
-    assert json.loads(status_file.read_text())["state"] == "done" and (run_dir / "fid.json").is_file()
+    for r in kept:  # not measured again
+        assert f"repeat {int(r) + 1}/3: measured before this process, kept" in result.stderr
+    assert "repeat 3/3: measured before" not in result.stderr
+    status = json.loads(status_file.read_text())
+    assert status["state"] == "done" and "phase" not in status and (run_dir / "fid.json").is_file()
+    assert not list(run_dir.glob("eval_progress_*.json"))  # gone once the record is written
     resumed = load_generator(run_dir / "generator.pt")[0].state_dict()
     assert all(torch.equal(resumed[k], trained[k]) for k in trained)  # the same weights, not retrained
+
+    # the pieced-together record equals one measurement from start to end, value for value
+    pieced = json.loads((run_dir / "fid.json").read_text())
+    assert run_cli("fid", run_dir).returncode == 0
+    whole = json.loads((run_dir / "fid.json").read_text())
+    assert pieced["repeats"] == whole["repeats"] and len(whole["repeats"]) == 3
+    assert pieced["frd"]["mean"] == whole["frd"]["mean"] and pieced["kid_mean"] == whole["kid_mean"]
+    assert pieced["frd"]["top_differences"] == whole["frd"]["top_differences"]
 
 
 def test_a_version_left_without_identity_is_never_resumed(tmp_path, prepared32):

@@ -33,6 +33,7 @@ from heartjobs.spec import EvalSection
 
 from . import radiomics, verdicts
 from .cache import cache_dir
+from .repeatlog import RepeatLog, entry_of, frd_of, has_frd
 from .statistics import frechet_distance, kernel_inception_distance, mean_and_covariance
 from .weights import InceptionWeights, build_inception, resolve_weights
 
@@ -186,11 +187,13 @@ def measure(
     *,
     between_repeats: Callable[[], None] | None = None,
     save_images: Path | None = None,
+    progress: RepeatLog | None = None,
 ) -> dict:
     """FID (and KID, and FRD) of `generator` against `prepared`: each repeat's values, mean and std, and
     the protocol they were measured under (weights, n, dims, normalisation, versions, warnings). With
     save_images, the real images and each repeat's generated images go there as PNG (see
-    write_image_readme for the layout)."""
+    write_image_readme for the layout). With progress, each finished repeat is kept there as it ends, and
+    repeats found there are not measured again."""
     started = time.perf_counter()
     n_real = real_count(prepared, settings)
     warnings = check_sizes(settings, n_real)
@@ -212,22 +215,41 @@ def measure(
     repeats, frd_results, frd_error = [], [], None
     for r in range(settings.repeats):
         seed = settings.seed + r
-        keeper = _Keeper(frd_n if settings.frd else 0, save_images / f"repeat_{r}" if save_images else None)
-        batches = keeper(generated_batches(generator, latent_dim, settings.n_generated, seed, settings, device))
-        features = extractor.of_batches(batches, settings.n_generated, f"repeat {r + 1}/{settings.repeats}")
-        entry = _measure_repeat(real, features, settings, r, seed)
-        if save_images is not None and settings.frd and frd_n < settings.n_generated:
-            _link_first(save_images / f"repeat_{r}", save_images / f"repeat_{r}_frd", frd_n)
+        saved = progress.get(r) if progress is not None else None
+        frd_error = frd_error or (saved or {}).get("_frd_error")
+        frd_result = frd_of(saved) if saved is not None else None
+        wants_frd = real_frd is not None and frd_error is None
+        if saved is not None and (not wants_frd or has_frd(saved)) and save_images is None:
+            console.print(f"repeat {r + 1}/{settings.repeats}: measured before this process, kept", markup=False)
+        else:  # this repeat's images are needed: for FID/KID, for its FRD, or to save them
+            keeper = _Keeper(frd_n if wants_frd else 0, save_images / f"repeat_{r}" if save_images else None)
+            batches = keeper(generated_batches(generator, latent_dim, settings.n_generated, seed, settings, device))
+            if saved is None:
+                features = extractor.of_batches(batches, settings.n_generated, f"repeat {r + 1}/{settings.repeats}")
+                saved = _measure_repeat(real, features, settings, r, seed)
+                if progress is not None:
+                    progress.put(r, saved)
+            else:  # FID and KID were measured before a stop; the same seed draws the same images again
+                for _ in batches:
+                    pass
+            if save_images is not None and settings.frd and frd_n < settings.n_generated:
+                _link_first(save_images / f"repeat_{r}", save_images / f"repeat_{r}_frd", frd_n)
+            if wants_frd and not has_frd(saved):
+                try:
+                    label = f"repeat {r + 1}/{settings.repeats} radiomic features"
+                    generated = radiomics.extract(keeper.images(), label)
+                    frd_result = radiomics.frechet_radiomics_distance(real_frd.features, generated)
+                    saved = {**saved, "frd": frd_result.frd}
+                    if progress is not None:
+                        progress.put(r, saved, frd=frd_result)
+                except HeartjobsError as exc:  # e.g. every generated image constant: FRD is undefined, FID is not
+                    frd_error = str(exc)
+                    console.print(Text.assemble(("warning: ", "bold yellow"), f"{frd_error}; FID and KID kept"))
+                    if progress is not None:
+                        progress.put(r, saved, frd_error=frd_error)
         if real_frd is not None and frd_error is None:
-            try:
-                label = f"repeat {r + 1}/{settings.repeats} radiomic features"
-                generated = radiomics.extract(keeper.images(), label)
-                frd_results.append(radiomics.frechet_radiomics_distance(real_frd.features, generated))
-                entry["frd"] = frd_results[-1].frd
-            except HeartjobsError as exc:  # e.g. every generated image constant: FRD is undefined, FID is not
-                frd_error = str(exc)
-                console.print(Text.assemble(("warning: ", "bold yellow"), f"{frd_error}; FID and KID kept"))
-        repeats.append(entry)
+            frd_results.append(frd_result)
+        repeats.append(entry_of(saved))
         if between_repeats:
             between_repeats()
     fids = np.array([e["fid"] for e in repeats])
