@@ -256,6 +256,9 @@ def cmd_submit(args: argparse.Namespace) -> None:
         for skipped in plan.skipped:
             out.print(f"skipped {skipped['spec']}: {skipped['reason']}", markup=False)
         if plan.submit:
+            options, note = cluster.resolve_gpus(options, plan.submit)
+            if note:
+                err.print(f"note: {note}", markup=False)
             record, jobs = cluster.submit(plan.submit, options, args.folder)
     if plan.submit:
         _print_submitted(record, options.executor)
@@ -600,7 +603,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("specs", type=Path, nargs="*", metavar="SPEC", help="job specs (bad ones are reported, left out)")
     p.add_argument("--executor", choices=("slurm", "local"), default="slurm", help="slurm (default) or local")
     p.add_argument("--partition", help="sbatch --partition")
-    p.add_argument("--gpus-per-job", type=_count, default=1, help="sbatch --gres=gpu:N (default 1; 0: CPU)")
+    p.add_argument(
+        "--gpus-per-job",
+        type=_count,
+        help="sbatch --gres=gpu:N (default: 1, or 0 for CPU-only jobs and on a cluster that lists no GPUs)",
+    )
     p.add_argument("--cpus-per-task", type=_positive_int, help="sbatch --cpus-per-task")
     p.add_argument("--mem-gb", type=_positive_int, help="sbatch --mem=<N>GB")
     p.add_argument("--time", help="time limit per task (sbatch --time; default 24:00:00, local 30 days)")

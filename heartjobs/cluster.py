@@ -13,6 +13,7 @@ that checkpoint.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import math
 import os
@@ -65,7 +66,7 @@ class SubmitOptions:
 
     executor: str = "slurm"
     partition: str | None = None
-    gpus_per_job: int = 1
+    gpus_per_job: int | None = None  # None: see resolve_gpus
     cpus_per_task: int | None = None
     mem_gb: int | None = None
     time: str | None = None  # Slurm's format; default DEFAULT_TIME[executor]
@@ -268,6 +269,27 @@ def check_available(options: SubmitOptions) -> None:
             f"--signal-delay: {options.signal_delay_s} s is not shorter than the time limit "
             f"({options.minutes:g} min); the task would be told to stop as it starts"
         )
+
+
+def resolve_gpus(options: SubmitOptions, specs: list[tuple[Path, object]]) -> tuple[SubmitOptions, str | None]:
+    """--gpus-per-job when not given: none for jobs that all run on the CPU, none on a Slurm cluster whose
+    nodes (in the partition) list no GPU as a generic resource (sbatch would refuse --gres=gpu), else one.
+    Returns the options with the number filled in, and a note saying why when it is none."""
+    if options.gpus_per_job is not None:
+        return options, None
+    if all(spec.train.device == "cpu" for _, spec in specs):
+        return dataclasses.replace(options, gpus_per_job=0), None
+    if options.executor == "slurm":
+        command = ["sinfo", "-h", "-o", "%G", *(["-p", options.partition] if options.partition else [])]
+        try:
+            listed = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.SubprocessError):
+            listed = None
+        if listed is not None and listed.returncode == 0 and "gpu" not in listed.stdout:
+            where = f"partition {options.partition}" if options.partition else "this cluster"
+            note = f"{where} lists no GPU (GRES) on its nodes: the tasks run on CPUs (--gpus-per-job N asks anyway)"
+            return dataclasses.replace(options, gpus_per_job=0), note
+    return dataclasses.replace(options, gpus_per_job=1), None
 
 
 def make_executor(

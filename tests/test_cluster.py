@@ -168,7 +168,7 @@ def _fake_slurm(folder: Path) -> dict:
     bin_dir = folder / "bin"
     bin_dir.mkdir()
     fakes = (("sbatch", FAKE_SBATCH), ("squeue", FAKE_SQUEUE), ("sacct", FAKE_SACCT), ("scontrol", FAKE_SCONTROL))
-    fakes += (("srun", "#!/bin/sh\n"),)
+    fakes += (("srun", "#!/bin/sh\n"), ("sinfo", "#!/bin/sh\necho gpu:2\n"))  # nodes with GPUs
     for name, text in fakes:
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(stat.S_IRWXU)
@@ -281,7 +281,7 @@ def test_sbatch_refusing_the_array_is_one_line_error_and_takes_no_number(tmp_pat
     sbatch = Path(env["PATH"].split(os.pathsep)[0]) / "sbatch"
     sbatch.write_text("#!/bin/sh\necho 'sbatch: error: Invalid generic resource (gres) specification' >&2\nexit 1\n")
     folder = tmp_path / "submissions"
-    result = run_cli("submit", spec, "--folder", folder, cwd=tmp_path, env=env)
+    result = run_cli("submit", spec, "--gpus-per-job", "1", "--folder", folder, cwd=tmp_path, env=env)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "error: sbatch refused the submission, nothing was submitted: sbatch: error: Invalid generic resource "
