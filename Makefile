@@ -26,7 +26,7 @@ SMOKE_LADDER := data/prepared/phantom64 --weights untrained --dims 192 --n 100
 LADDER ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast lint pytest demo run-all submit-all smoke study-smoke faults report bench fid-weights docker-folders docker-build docker-run-all docker-test \
+.PHONY: help install test test-fast lint pytest demo run-all submit-all smoke study-smoke slurm-test faults report bench fid-weights docker-folders docker-build docker-run-all docker-test \
 	sif gpu-check clean
 
 help: ## list the targets
@@ -56,7 +56,7 @@ test: lint pytest ## lint, then the test suite
 
 test-fast: install ## the inner loop: the suite without the tests marked slow (make test runs them all)
 	bash scripts/ensure-system-packages.sh browser
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow and not slurm"
 
 demo: install ## the main job on the embedded phantom: make and prepare it (64 px), the validity ladder, the smoke queue (3 models, FID/KID/FRD), report
 	$(MAKE) --no-print-directory run-all JOBS=jobs/smoke LADDER="$(SMOKE_LADDER)"
@@ -78,6 +78,10 @@ smoke: ## the smoke jobs end to end on the CPU (phantom, prepare, ladder, 3 mode
 study-smoke: install ## the study pipeline on the CPU: a 3-seed sweep (3 models x default and a variant, 32 px phantom), queue, report with intervals over seeds and report.html
 	$(BIN)/heartjobs sweep jobs/smoke-study.sweep.toml --out jobs/smoke-study
 	$(MAKE) --no-print-directory run-all JOBS=jobs/smoke-study ARTIFACTS=artifacts/smoke-study
+
+slurm-test: install ## real Slurm (root): a single-node cluster started here (scripts/slurm-ci.sh), the Slurm tests, the smoke jobs submitted with --wait, each done once; stopped again
+	BIN=$(BIN) HIPCT_SRC=$(HIPCT_SRC) bash scripts/prepare-data.sh jobs/smoke
+	BIN=$(abspath $(BIN)) bash scripts/slurm-ci.sh run bash scripts/slurm-test.sh
 
 report: install ## summary tables and figures of everything in $(ARTIFACTS)
 	$(BIN)/heartjobs report $(ARTIFACTS)

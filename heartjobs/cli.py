@@ -316,11 +316,13 @@ def _wait_for_submission(record: dict, jobs: list) -> None:
         raise HeartjobsError(f"{len(failed)} of {len(rows)} tasks did not complete")
 
 
-def _key_value(text: str) -> tuple[str, str]:
+def _key_value(text: str) -> tuple[str, str | bool]:
+    """--sbatch KEY=VALUE, or KEY alone for a flag (e.g. exclusive, hold)."""
     key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise HeartjobsError(f"--sbatch: {text!r} is not KEY=VALUE (e.g. constraint=a100)")
-    return key.strip().removeprefix("--"), value.strip()
+    key = key.strip().removeprefix("--")
+    if not key or (sep and not value.strip()) or any(c.isspace() for c in key):
+        raise HeartjobsError(f"--sbatch: {text!r} is not KEY=VALUE or a flag KEY (e.g. constraint=a100, exclusive)")
+    return key, value.strip() if sep else True
 
 
 def _status_line(row: dict) -> str:
@@ -618,7 +620,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--account", help="sbatch --account")
     p.add_argument("--qos", help="sbatch --qos")
     p.add_argument("--setup", action="append", default=[], metavar="CMD", help="shell line before each task")
-    p.add_argument("--sbatch", action="append", default=[], metavar="KEY=VALUE", help="any other sbatch option")
+    p.add_argument(
+        "--sbatch", action="append", default=[], metavar="KEY=VALUE", help="any other sbatch option (KEY alone: a flag)"
+    )
     p.add_argument(
         "--signal-delay", type=_positive_int, default=120, help="seconds before the time limit to checkpoint (120)"
     )

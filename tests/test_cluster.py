@@ -238,43 +238,6 @@ def test_slurm_parameters_submitit_passes_to_sbatch(tmp_path, prepared32):
     assert [t["spec"] for t in _submission(tmp_path / "submissions")["tasks"]] == [str(specs[0])]
 
 
-def _start_as_slurm_would(task: dict, cwd: Path, env: dict) -> subprocess.Popen:
-    """Start one array task the way the sbatch script's srun line does on a compute node."""
-    array_id, index = task["job_id"].split("_")
-    slurm = {"SLURM_JOB_ID": f"5{index}", "SLURM_ARRAY_JOB_ID": array_id, "SLURM_ARRAY_TASK_ID": index}
-    slurm.update(SLURM_PROCID="0", SLURM_LOCALID="0", SLURM_NODEID="0", SLURM_NTASKS="1", SUBMITIT_EXECUTOR="slurm")
-    with open(task["stdout"], "a") as out, open(task["stderr"], "a") as err:
-        command = [sys.executable, "-u", "-m", "submitit.core._submit", str(Path(task["stdout"]).parent)]
-        return subprocess.Popen(command, cwd=cwd, env={**os.environ, **env, **slurm}, stdout=out, stderr=err)
-
-
-@pytest.mark.slow
-def test_a_slurm_array_task_checkpoints_on_usr2_is_requeued_by_scontrol_and_resumes(tmp_path, prepared32, reference):
-    specs = [write_spec(tmp_path, "first", "gan", prepared32, **QUICK)]
-    specs.append(write_spec(tmp_path, "resume_me", "dcgan", prepared32, **LONG))
-    env = _fake_slurm(tmp_path)
-    result = run_cli("submit", *specs, "--folder", tmp_path / "submissions", cwd=tmp_path, env=env)
-    assert result.returncode == 0, result.stderr
-    task = _submission(tmp_path / "submissions")["tasks"][1]
-    assert task["job_id"] == "4242_1"
-    run_dir = tmp_path / "artifacts" / "resume_me" / "v0001"
-
-    first = _start_as_slurm_would(task, tmp_path, env)
-    wait_for(lambda: (run_dir / "losses.jsonl").exists() and len(losses(run_dir)) >= 2)
-    for pid in [first.pid, *_children(first.pid)]:  # Slurm signals every process of the job step
-        os.kill(pid, signal.SIGUSR2)
-    first.wait(timeout=120)
-    assert (tmp_path / "scontrol_calls").read_text().split() == ["requeue", "4242_1"]
-    assert RunDir(run_dir).status()["state"] == "interrupted"
-
-    second = _start_as_slurm_would(task, tmp_path, env)  # Slurm starts the requeued task again
-    assert second.wait(timeout=300) == 0
-    log = Path(task["stdout"]).read_text() + Path(task["stderr"]).read_text()
-    assert "this job is preempted" in log and "resuming" in log and "Job completed successfully" in log
-    assert RunDir(run_dir).status()["resumed"] == 1 and not (run_dir.parent / "v0002").exists()
-    assert_same_run(run_dir, reference)
-
-
 def test_sbatch_refusing_the_array_is_one_line_error_and_takes_no_number(tmp_path, prepared32):
     spec = write_spec(tmp_path, "job", "gan", prepared32, **QUICK)
     env = _fake_slurm(tmp_path)

@@ -1,0 +1,207 @@
+"""`heartjobs submit` against a real single-node Slurm (slurmctld, slurmd and munged started by
+scripts/slurm-ci.sh, without accounting storage, as many small clusters run): arrays to the end with
+--wait and --status, `scontrol requeue` and a time limit's USR2 mid-run, a stop during evaluation,
+resubmission while a job is running, requeued, pending or finished, two submits at once, and the
+refusals. Run by `make slurm-test` (and CI), which starts the cluster first; `make test` leaves these out."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from submitit.core.utils import JobPaths, pickle_load
+
+from heartjobs.rundir import RunDir, versions
+
+from .conftest import assert_same_run, losses, run_cli, wait_for, write_spec
+
+pytestmark = pytest.mark.slurm
+
+QUICK = {"epochs": 2, "batch_size": 4, "device": "cpu"}
+# DCGAN, many small batches: about 0.75 s an epoch on one thread of the 2-core CI machine, so that a task
+# told to stop by a 2-minute limit's USR2 (which comes 60-120 s into the slot) is always mid-run
+LONG = {"epochs": 140, "batch_size": 2, "sample_every": 70, "checkpoint_every": 10, "device": "cpu"}
+SHORT_SLOT = ("--time", "2", "--signal-delay", "60")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def slurm_cluster():
+    """The running cluster that `make slurm-test` started; without one these tests fail, saying so."""
+    if shutil.which("sinfo") is None or "SLURM_CONF" not in os.environ:
+        pytest.fail("no Slurm cluster here: run these with `make slurm-test` (scripts/slurm-ci.sh starts one)")
+    state = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=60)
+    assert state.returncode == 0 and state.stdout.split() == ["idle"], (state.stdout, state.stderr)
+    sacct = subprocess.run(["sacct", "-n"], capture_output=True, text=True, timeout=60)
+    assert sacct.returncode != 0, "this suite is for a cluster without accounting storage"
+
+
+def _submission(folder: Path) -> dict:
+    return json.loads((folder / "latest" / "submission.json").read_text())
+
+
+def _squeue_state(job_id: str) -> str | None:
+    out = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%T", "-j", job_id.split("_")[0]], capture_output=True)
+    rows = dict(line.split("|") for line in out.stdout.decode().split())
+    return rows.get(job_id)
+
+
+def _task_log(task: dict) -> str:
+    return Path(task["stdout"]).read_text() + Path(task["stderr"]).read_text()
+
+
+def _scontrol(*args: str) -> None:
+    result = subprocess.run(["scontrol", *args], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+def test_an_array_runs_to_done_with_wait_and_status_without_accounting(tmp_path, prepared32):
+    specs = [write_spec(tmp_path, name, name.split("_")[0], prepared32, **QUICK) for name in ("gan_a", "wgan_a")]
+    folder = tmp_path / "submissions"
+    result = run_cli("submit", *specs, "--time", "10", "--folder", folder, "--wait", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"submitted 2 tasks as a Slurm job array ({folder / 'v0001'})" in result.stdout
+    record = _submission(folder)
+    assert record["options"]["gpus_per_job"] == 0  # CPU jobs ask for no GPU
+    for task in record["tasks"]:
+        assert f"{task['job_id']}: COMPLETED" in result.stdout
+        runs = tmp_path / "artifacts" / task["job"]
+        assert versions(runs) == [runs / "v0001"] and RunDir(runs / "v0001").status()["state"] == "done"
+        env = json.loads((runs / "v0001" / "env.json").read_text())
+        # one CPU each (Slurm's default): one torch thread each, not one per core of the node
+        assert env["cpus_allotted"] == "1 (SLURM_CPUS_ON_NODE)" and env["torch_threads"] == 1
+        assert pickle_load(JobPaths(Path(task["stdout"]).parent, task["job_id"], 0).result_pickle)[0] == "success"
+
+    status = run_cli("submit", "--status", "--folder", folder)
+    assert status.returncode == 0, status.stderr
+    rows = [line.split("\t") for line in status.stdout.strip().splitlines()[1:]]
+    assert [(row[1], row[3]) for row in rows] == [("gan_a", "COMPLETED"), ("wgan_a", "COMPLETED")]
+
+    again = run_cli("submit", *specs, "--folder", folder, cwd=tmp_path)
+    assert again.returncode == 0 and again.stdout.count("already finished in") == 2, again.stdout
+    assert versions(folder) == [folder / "v0001"]
+
+
+def test_requeue_time_limit_and_a_stop_during_evaluation_resume_and_never_train_twice(tmp_path, prepared32):
+    """One array of two tasks in 2-minute slots. A (DCGAN) is requeued by `scontrol requeue` after two
+    epochs and stopped by the limit's USR2 later: it resumes each time in the same version and ends bit
+    for bit as an uninterrupted run. B is requeued once its evaluation has finished a repeat: it goes on
+    with the next repeat. Submitting again while A runs, while it waits after its requeue, and after both
+    finished submits nothing."""
+    a = write_spec(tmp_path, "long_a", "dcgan", prepared32, **LONG)
+    evaluation = {"n_generated": 200, "repeats": 3, "dims": 64, "batch_size": 50, "weights": "untrained"}
+    evaluation |= {"kid_subsets": 5, "kid_subset_size": 50, "frd": True, "frd_n": 60}
+    b = write_spec(tmp_path, "eval_b", "gan", prepared32, eval=evaluation, **QUICK)
+    reference_folder = tmp_path / "reference"
+    reference_folder.mkdir()
+    reference_spec = write_spec(reference_folder, "long_a", "dcgan", prepared32, **LONG)
+    # the uninterrupted run, on one thread as the tasks are (another thread count may round differently)
+    reference = subprocess.Popen(
+        [sys.executable, "-m", "heartjobs", "run", str(reference_spec)],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    folder = tmp_path / "submissions"
+    result = run_cli("submit", a, b, *SHORT_SLOT, "--folder", folder, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    task_a, task_b = _submission(folder)["tasks"]
+    run_a, run_b = (tmp_path / "artifacts" / name / "v0001" for name in ("long_a", "eval_b"))
+
+    wait_for(lambda: (run_a / "losses.jsonl").exists() and len(losses(run_a)) >= 2, timeout=300)
+    running = run_cli("submit", a, *SHORT_SLOT, "--folder", folder, cwd=tmp_path)
+    assert f"(task {task_a['job_id']}: RUNNING)" in running.stdout and "nothing to submit" in running.stdout
+    _scontrol("requeue", task_a["job_id"])
+    wait_for(lambda: _squeue_state(task_a["job_id"]) not in ("RUNNING", None), timeout=60)
+    held = run_cli("submit", a, *SHORT_SLOT, "--folder", folder, cwd=tmp_path)
+    assert f"skipped {a}: waiting or running in" in held.stdout and "nothing to submit" in held.stdout, held.stdout
+
+    def first_repeat_kept() -> bool:
+        logs = list(run_b.glob("eval_progress_*.json"))
+        return bool(logs) and "frd" in json.loads(logs[0].read_text())["repeats"].get("0", {})
+
+    wait_for(first_repeat_kept, timeout=300)
+    _scontrol("requeue", task_b["job_id"])
+
+    for run in (run_a, run_b):
+        wait_for(lambda run=run: RunDir(run).status().get("state") == "done", timeout=900)
+    assert reference.wait(timeout=600) == 0, reference.stderr.read()
+
+    log_a, log_b = _task_log(task_a), _task_log(task_b)
+    assert RunDir(run_a).status()["resumed"] >= 2 and versions(run_a.parent) == [run_a]
+    assert "stopped by signal 15 after a checkpoint" in log_a  # the requeue: one line, and on
+    assert "of a 120 s limit: the time limit" in log_a  # the limit's USR2, counted as a timeout
+    assert "Traceback" not in log_a and "triggered an exception" not in log_a
+    assert_same_run(run_a, reference_folder / "artifacts" / "long_a" / "v0001")
+
+    assert "measured before this process, kept" in log_b and "Traceback" not in log_b
+    assert (run_b / "fid.json").is_file() and not list(run_b.glob("eval_progress_*.json"))
+    assert len(json.loads((run_b / "fid.json").read_text())["repeats"]) == 3
+    assert RunDir(run_b).status()["resumed"] >= 1 and versions(run_b.parent) == [run_b]
+
+    status = run_cli("submit", "--status", "--folder", folder)
+    assert status.returncode == 0 and status.stdout.count("\tCOMPLETED\t") == 2, status.stdout
+    after = run_cli("submit", a, b, *SHORT_SLOT, "--folder", folder, cwd=tmp_path)
+    assert after.stdout.count("already finished in") == 2 and versions(folder) == [folder / "v0001"]
+
+
+def test_two_submits_at_once_and_a_pending_job_train_once(tmp_path, prepared32):
+    spec = write_spec(tmp_path, "once", "gan", prepared32, **QUICK)
+    folder = tmp_path / "submissions"
+    # held from the start (pending, reason JobHeldUser), so both submits see it before it can finish
+    command = [sys.executable, "-m", "heartjobs", "submit", str(spec), "--folder", str(folder), "--sbatch", "hold"]
+    both = [subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)]
+    both.append(subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outputs = [proc.communicate(timeout=300) for proc in both]
+    assert [proc.returncode for proc in both] == [0, 0], outputs
+    submitted = [out for out, _ in outputs if "submitted 1 task as a Slurm job" in out]
+    skipped = [out for out, _ in outputs if "(task " in out and ": PENDING)" in out]
+    assert len(submitted) == 1 and len(skipped) == 1, outputs
+    assert versions(folder) == [folder / "v0001"]
+
+    (task,) = _submission(folder)["tasks"]
+    assert "_" not in task["job_id"]  # one file: a plain job, not an array
+    pending = run_cli("submit", spec, "--folder", folder, cwd=tmp_path)
+    assert f"(task {task['job_id']}: PENDING)" in pending.stdout and "nothing to submit" in pending.stdout
+    _scontrol("release", task["job_id"])
+    waited = run_cli("submit", "--status", "--folder", folder)
+    assert waited.returncode == 0
+    runs = tmp_path / "artifacts" / "once"
+    wait_for(lambda: RunDir(runs / "v0001").status().get("state") == "done", timeout=300)
+    wait_for(lambda: _squeue_state(task["job_id"]) is None, timeout=60)
+    assert versions(runs) == [runs / "v0001"]
+
+
+def test_refusals_are_one_line_and_take_no_submission_number(tmp_path, prepared32):
+    spec = write_spec(tmp_path, "job", "gan", prepared32, **QUICK)
+    folder = tmp_path / "submissions"
+
+    def refused(*args: str, env: dict | None = None) -> str:
+        result = run_cli("submit", spec, *args, "--folder", folder, cwd=tmp_path, env=env)
+        assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert "Traceback" not in result.stderr
+        return result.stderr
+
+    bad_partition = refused("--partition", "nope")
+    assert "nothing was submitted: sbatch: error: invalid partition specified: nope" in bad_partition
+    no_gres = refused("--gpus-per-job", "1")
+    assert "Invalid generic resource" in no_gres and "pass --gpus-per-job 0" in no_gres
+    no_sbatch = refused(env={"PATH": str(tmp_path / "empty")})
+    assert "sbatch and srun not found on PATH" in no_sbatch
+    # the controller down: the same cluster's configuration with a port nobody listens on
+    down = tmp_path / "down.conf"
+    down.write_text(Path(os.environ["SLURM_CONF"]).read_text() + "\nSlurmctldPort=1\n")
+    controller_down = refused(env={"SLURM_CONF": str(down)})
+    assert "nothing was submitted" in controller_down and "Unable to contact slurm controller" in controller_down
+    assert versions(folder) == []
+
+    result = run_cli("submit", spec, "--folder", folder, "--wait", cwd=tmp_path)  # a good one, to look at
+    assert result.returncode == 0, result.stderr
+    status = run_cli("submit", "--status", "--folder", folder, env={"SLURM_CONF": str(down)})
+    assert status.returncode == 2 and status.stderr.startswith("error: squeue failed, so Slurm states are unknown: ")
+    assert "Unable to contact slurm controller" in status.stderr and len(status.stderr.strip().splitlines()) == 1
