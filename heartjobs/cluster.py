@@ -52,9 +52,10 @@ DEFAULT_TIME = {"slurm": "24:00:00", "local": "30-00:00:00"}
 RUNNING_ELSEWHERE_S = 300  # a run whose heartbeat is younger than this is running in another task
 RUNNING_POLL_S = 10.0  # how often a task waiting for a run alive elsewhere looks again
 STOP_MARGIN_S = 30  # of --signal-delay, left for submitit's requeue after the run has stopped
-# Slurm checks time limits about once a minute, so the limit's signal comes up to this much before
-# --signal-delay says (seen: 67-90 s before the end of a 2-minute slot with --signal-delay 60)
-SIGNAL_EARLY_S = 75
+# How much earlier than --signal-delay says the limit's signal may come: up to 60 s by Slurm's sbatch
+# documentation, and slurmctld looks at time limits only every ~30 s (seen here: 67-90 s before the end of
+# a 2-minute slot with --signal-delay 60)
+SIGNAL_EARLY_S = 90
 JUST_SUBMITTED_S = 60  # a task of a submission this young that Slurm doesn't list yet counts as pending
 ACTIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING"}
 ACTIVE_STATES |= {"RESIZING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT", "UNKNOWN"}
