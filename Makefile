@@ -102,6 +102,9 @@ fid-weights: install ## download pytorch-fid's standard Inception weights (needs
 gpu-check: install ## GPU smoke: each model a few hundred steps at 256 px, FID with real-sized batches; images/s, FID s
 	$(BIN)/python bench/gpu_check.py
 
+gpu-bench: install ## GPU: heartjobs against the thesis' own pipeline, side by side (images/s per model and batch size at 256 px, FID time, speed switches, the 21-job projection); bench/results/gpu_bench.json
+	$(BIN)/python bench/gpu_bench.py
+
 docker-folders: ## the host folders compose mounts, created by you (Docker would make missing ones as root)
 	mkdir -p data artifacts queue weights
 	mkdir -p $(HEARTJOBS_LOCKS) && chmod 1777 $(HEARTJOBS_LOCKS) 2>/dev/null || true

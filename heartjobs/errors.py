@@ -11,6 +11,15 @@ class HeartjobsError(Exception):
     exit_code = 2
 
 
+class JobInterrupted(HeartjobsError):
+    """The job was stopped by a signal after writing a checkpoint; exit 128 + the signal number. (Raised
+    from a poll inside a measurement too, which must let it through rather than take it for a failure.)"""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
 def one_line(exc: BaseException | str, limit: int = 500, *, with_type: bool = False) -> str:
     """An exception's text (or any text) on one line, whitespace collapsed, at most `limit` characters;
     with_type puts the exception's class name first ("OSError: ...")."""

@@ -27,7 +27,7 @@ from heartjobs.checkpoint import (
     save_checkpoint,
     save_generator,
 )
-from heartjobs.errors import HeartjobsError, one_line
+from heartjobs.errors import HeartjobsError, JobInterrupted, one_line
 from heartjobs.evaluation.inception import measure
 from heartjobs.evaluation.preflight import check_measurable
 from heartjobs.evaluation.records import evaluation_record, settings_hash, summary_line, write_record
@@ -46,14 +46,6 @@ from heartjobs.training.loop import SAMPLE_GRID, Interrupted, Trainer, resolve_d
 
 RESUME_WAIT_S = float(os.environ.get("HEARTJOBS_RESUME_WAIT_S", "60"))
 CONFIG_LOCK_WAIT_S = 10.0  # a holder that said it stopped is exiting: the kernel frees its lock then
-
-
-class JobInterrupted(HeartjobsError):
-    """The job was stopped by a signal after writing a checkpoint; exit 128 + the signal number."""
-
-    def __init__(self, message: str, signum: int):
-        super().__init__(message)
-        self.exit_code = 128 + signum
 
 
 # --- the run ---
@@ -353,7 +345,7 @@ def _measure_during(
     status.beat(force=True)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         record = evaluate_run(
-            run.path, spec.eval.during_settings(), checkpoint=checkpoint, between_repeats=status.beat, prepared=prepared
+            run.path, spec.eval.during_settings(), checkpoint=checkpoint, poll=status.beat, prepared=prepared
         )
     console.print(
         f"{spec.name}: epoch {record['snapshot']['epoch']}, during training: {summary_line(record)}", markup=False
@@ -418,12 +410,12 @@ def _evaluate(run: RunDir, prepared: PreparedSet, status: StatusFile, stop_if_re
     run, the training artifacts stay and the error says how to retry."""
     status.beat(force=True, phase="evaluating")
 
-    def between_repeats() -> None:
+    def poll() -> None:  # between batches and repeats: a stop leaves the finished repeats kept
         status.beat()
         stop_if_requested()
 
     try:
-        record = evaluate_run(run.path, between_repeats=between_repeats, prepared=prepared)
+        record = evaluate_run(run.path, poll=poll, prepared=prepared)
     except JobInterrupted:
         raise
     except HeartjobsError as exc:
@@ -442,7 +434,7 @@ def evaluate_run(
     *,
     checkpoint: Path | None = None,
     device: str | None = None,
-    between_repeats: Callable[[], None] | None = None,
+    poll: Callable[[], None] | None = None,
     save_images: Path | None = None,
     prepared: PreparedSet | None = None,
 ) -> dict:
@@ -477,7 +469,7 @@ def evaluate_run(
         prepared,
         settings,
         torch_device,
-        between_repeats=between_repeats,
+        poll=poll,
         save_images=save_images,
         progress=progress,
     )

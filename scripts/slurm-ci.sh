@@ -210,12 +210,13 @@ ReturnToService=2
 MailProg=/bin/true
 # Not Debian's /etc/slurm/plugstack.conf (SPANK plugins installed there would load into every job)
 PlugStackConfig=$DIR/plugstack.conf
-# Quick reactions: finished jobs are forgotten soon, the scheduler and backfill loops run every second,
-# a job's processes get SIGKILL 5 s after SIGTERM.
+# Quick reactions: finished jobs are forgotten soon, the scheduler and backfill loops run every second.
+# KillWait is Slurm's default: a requeued or cancelled job's processes get SIGKILL 30 s after SIGTERM, time
+# for a run to write its checkpoint and for its task to say so, as on a production cluster.
 MinJobAge=30
 SchedulerType=sched/backfill
 SchedulerParameters=sched_interval=1,bf_interval=1
-KillWait=5
+KillWait=30
 MessageTimeout=10
 InactiveLimit=0
 Waittime=0

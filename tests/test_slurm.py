@@ -115,7 +115,7 @@ def test_requeue_time_limit_and_a_stop_during_evaluation_resume_and_never_train_
 
     wait_for(lambda: (run_a / "losses.jsonl").exists() and len(losses(run_a)) >= 2, timeout=300)
     running = run_cli("submit", a, *SHORT_SLOT, "--folder", folder, cwd=tmp_path)
-    assert f"(task {task_a['job_id']}: RUNNING)" in running.stdout and "nothing to submit" in running.stdout
+    assert f"skipped {a}: running now in {run_a}" in running.stdout and "nothing to submit" in running.stdout
     _scontrol("requeue", task_a["job_id"])
     wait_for(lambda: _squeue_state(task_a["job_id"]) not in ("RUNNING", None), timeout=60)
     held = run_cli("submit", a, *SHORT_SLOT, "--folder", folder, cwd=tmp_path)
@@ -144,6 +144,8 @@ def test_requeue_time_limit_and_a_stop_during_evaluation_resume_and_never_train_
     assert len(json.loads((run_b / "fid.json").read_text())["repeats"]) == 3
     assert RunDir(run_b).status()["resumed"] >= 1 and versions(run_b.parent) == [run_b]
 
+    for task in (task_a, task_b):  # the task ends a moment after its run wrote "done"
+        wait_for(lambda task=task: _squeue_state(task["job_id"]) is None, timeout=120)
     status = run_cli("submit", "--status", "--folder", folder)
     assert status.returncode == 0 and status.stdout.count("\tCOMPLETED\t") == 2, status.stdout
     after = run_cli("submit", a, b, *SHORT_SLOT, "--folder", folder, cwd=tmp_path)

@@ -4,15 +4,17 @@ spawned processes."""
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 
+from heartjobs.procs import allotted_cpus
+
 
 def worker_count(requested: int | None, items: int) -> int:
-    """How many processes to use: as requested (default: all cores), never more than there is work."""
-    return max(1, min(requested or os.cpu_count() or 1, items))
+    """How many processes to use: as requested (default: the CPUs this process was given, see
+    procs.allotted_cpus), never more than there is work."""
+    return max(1, min(requested or allotted_cpus()[0], items))
 
 
 @contextmanager

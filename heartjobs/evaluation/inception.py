@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from rich.text import Text
 
 from heartjobs import __version__, atomic
-from heartjobs.errors import HeartjobsError
+from heartjobs.errors import HeartjobsError, JobInterrupted
 from heartjobs.hashing import sha256_json
 from heartjobs.imaging import save_pngs, to_uint8
 from heartjobs.prepared import PreparedSet
@@ -57,12 +57,16 @@ class FeatureExtractor:
             features = F.adaptive_avg_pool2d(features, (1, 1))
         return features.flatten(1).double().cpu().numpy()
 
-    def of_batches(self, batches: Iterator[torch.Tensor], total: int, label: str) -> np.ndarray:
+    def of_batches(
+        self, batches: Iterator[torch.Tensor], total: int, label: str, poll: Callable[[], None] | None = None
+    ) -> np.ndarray:
         parts = []
         with track(label, total) as advance:
             for batch in batches:
                 parts.append(self(batch))
                 advance(len(batch))
+                if poll:
+                    poll()
         return np.concatenate(parts)
 
 
@@ -185,7 +189,7 @@ def measure(
     settings: EvalSection,
     device: torch.device,
     *,
-    between_repeats: Callable[[], None] | None = None,
+    poll: Callable[[], None] | None = None,
     save_images: Path | None = None,
     progress: RepeatLog | None = None,
 ) -> dict:
@@ -193,7 +197,8 @@ def measure(
     the protocol they were measured under (weights, n, dims, normalisation, versions, warnings). With
     save_images, the real images and each repeat's generated images go there as PNG (see
     write_image_readme for the layout). With progress, each finished repeat is kept there as it ends, and
-    repeats found there are not measured again."""
+    repeats found there are not measured again. poll() is called between batches and repeats (a heartbeat;
+    a stop request raises there, and the repeat under way is measured again next time)."""
     started = time.perf_counter()
     n_real = real_count(prepared, settings)
     warnings = check_sizes(settings, n_real)
@@ -225,7 +230,8 @@ def measure(
             keeper = _Keeper(frd_n if wants_frd else 0, save_images / f"repeat_{r}" if save_images else None)
             batches = keeper(generated_batches(generator, latent_dim, settings.n_generated, seed, settings, device))
             if saved is None:
-                features = extractor.of_batches(batches, settings.n_generated, f"repeat {r + 1}/{settings.repeats}")
+                label = f"repeat {r + 1}/{settings.repeats}"
+                features = extractor.of_batches(batches, settings.n_generated, label, poll)
                 saved = _measure_repeat(real, features, settings, r, seed)
                 if progress is not None:
                     progress.put(r, saved)
@@ -237,11 +243,13 @@ def measure(
             if wants_frd and not has_frd(saved):
                 try:
                     label = f"repeat {r + 1}/{settings.repeats} radiomic features"
-                    generated = radiomics.extract(keeper.images(), label)
+                    generated = radiomics.extract(keeper.images(), label, poll=poll)
                     frd_result = radiomics.frechet_radiomics_distance(real_frd.features, generated)
                     saved = {**saved, "frd": frd_result.frd}
                     if progress is not None:
                         progress.put(r, saved, frd=frd_result)
+                except JobInterrupted:  # a stop request from poll(), not an FRD that can't be measured
+                    raise
                 except HeartjobsError as exc:  # e.g. every generated image constant: FRD is undefined, FID is not
                     frd_error = str(exc)
                     console.print(Text.assemble(("warning: ", "bold yellow"), f"{frd_error}; FID and KID kept"))
@@ -250,8 +258,8 @@ def measure(
         if real_frd is not None and frd_error is None:
             frd_results.append(frd_result)
         repeats.append(entry_of(saved))
-        if between_repeats:
-            between_repeats()
+        if poll:
+            poll()
     fids = np.array([e["fid"] for e in repeats])
     result = {
         "fid_mean": float(fids.mean()),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -129,8 +130,11 @@ class RadiomicFeatures:
     values: np.ndarray  # N x F, float64, raw (not normalized)
 
 
-def extract(images: np.ndarray, label: str, workers: int | None = None) -> RadiomicFeatures:
-    """Radiomic features of N x H x W (or N x 1 x H x W) uint8 images, on all cores, with progress."""
+def extract(
+    images: np.ndarray, label: str, workers: int | None = None, poll: Callable[[], None] | None = None
+) -> RadiomicFeatures:
+    """Radiomic features of N x H x W (or N x 1 x H x W) uint8 images, on the CPUs this process was given,
+    with progress; poll() between chunks (a stop request raises there, cancelling the chunks not begun)."""
     images = np.asarray(images)
     if images.ndim == 4:
         images = images[:, 0]
@@ -148,6 +152,8 @@ def extract(images: np.ndarray, label: str, workers: int | None = None) -> Radio
             names = names or chunk_names
             rows.extend(chunk_rows)
             advance(len(chunk_rows))
+            if poll:
+                poll()
     if not names:
         raise HeartjobsError(f"FRD: pyradiomics could not process any of the {len(images)} images ({label})")
     failed = np.full(len(names), np.nan)
