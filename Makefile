@@ -27,7 +27,7 @@ LADDER ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help install test test-fast lint pytest demo run-all submit-all smoke study-smoke slurm-test faults report bench fid-weights docker-folders docker-build docker-run-all docker-test \
-	sif gpu-check clean
+	sif gpu-check gpu-bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
