@@ -687,7 +687,7 @@ def finished(state: str) -> bool:
 
 def wait(record: dict, jobs: list, on_change: Callable[[dict], None], poll_s: float | None = None) -> list[dict]:
     """Poll until every task has ended, calling on_change for each state change; returns the last rows."""
-    poll_s = poll_s or (1.0 if record["executor"] == "local" else 30.0)
+    poll_s = poll_s or (1.0 if record["executor"] == "local" else 10.0)  # squeue is cheap for slurmctld
     seen: dict[int, str] = {}
     while True:
         if record["executor"] == "local":
