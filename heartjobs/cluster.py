@@ -117,6 +117,10 @@ class SpecTask(submitit.helpers.Checkpointable):
     long before its end the stop signal comes, to tell a timeout from a preemption.
     """
 
+    # a task pickled by an older heartjobs (pending or requeued across an upgrade) has neither field
+    limit_s: float | None = None
+    signal_delay_s: float = 120.0
+
     def __init__(
         self,
         spec_path: str,
@@ -175,18 +179,17 @@ class SpecTask(submitit.helpers.Checkpointable):
         submitit counts one as a timeout once 80 % of the limit, or all but 10 minutes of it, has passed:
         under a 50-minute limit a preemption late in the slot uses up --max-timeouts, under 10 minutes
         every one does. The limit's signal comes signal_delay_s before the end, up to SIGNAL_EARLY_S
-        earlier; a signal before that is a preemption (uncounted), one after it a timeout. Only a
-        preemption in that last window is still counted as a timeout."""
+        earlier: a signal with more time left than that is a preemption (uncounted), one with less a
+        timeout. Only a preemption in that last window is still counted as a timeout."""
         handler = getattr(signal.getsignal(signal.SIGUSR2), "__self__", None)
         if self.limit_s is None or not hasattr(handler, "has_timed_out") or not hasattr(handler, "_start_time"):
             return  # not started by submitit (a test calling the task), or a submitit that works otherwise
-        timeout_from = self.limit_s - self.signal_delay_s - SIGNAL_EARLY_S
 
         def has_timed_out() -> bool:
-            ran = time.time() - handler._start_time
-            timed_out = ran >= timeout_from
+            left, source = time_left(handler._start_time, self.limit_s)
+            timed_out = left <= self.signal_delay_s + SIGNAL_EARLY_S
             why = "the time limit" if timed_out else "a preemption (or a requeue): not counted as a timeout"
-            print(f"stop signal after {ran:.0f} s of a {self.limit_s:.0f} s limit: {why}", flush=True)
+            print(f"stop signal with {left:.0f} s of the {self.limit_s:.0f} s limit left ({source}): {why}", flush=True)
             return timed_out
 
         handler.has_timed_out = has_timed_out
@@ -212,6 +215,19 @@ class SpecTask(submitit.helpers.Checkpointable):
             if not procs.exited(process):  # as Slurm would at the limit: the requeued task must not wait on it
                 os.kill(process.pid, signal.SIGKILL)
         return submitit.helpers.DelayedSubmission(self)
+
+
+def time_left(started: float, limit_s: float) -> tuple[float, str]:
+    """Seconds this task has left, and where that came from: Slurm's own count (squeue %L), which starts
+    with the job rather than with this process (after --setup lines, a container's start-up); else the
+    limit less the time since `started` (the local executor, or squeue unavailable)."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if job:
+        with contextlib.suppress(OSError, subprocess.SubprocessError, HeartjobsError):
+            out = subprocess.run(["squeue", "-h", "-j", job, "-o", "%L"], capture_output=True, text=True, timeout=20)
+            if out.returncode == 0 and out.stdout.strip():
+                return parse_time(out.stdout.strip()) * 60, "squeue"
+    return limit_s - (time.time() - started), "since this task started"
 
 
 def resumable(spec, after: int = 0) -> Path | None:
@@ -374,8 +390,9 @@ def queued_elsewhere(root: Path, hashes: set[str], notes: list[str]) -> dict[str
             continue
         try:
             states = scheduler_states({**record, "tasks": tasks})
-        except HeartjobsError as exc:
-            notes.append(f"{folder}: not checked for jobs it still holds: {exc}")
+        except HeartjobsError as exc:  # can't tell: better not submitted now than trained twice
+            for task in tasks:
+                held[task["spec_hash"]] = f"task {task['job_id']} in {folder} can't be checked now ({exc}); try again"
             continue
         for task in tasks:
             state = states[task["job_id"]]
@@ -431,8 +448,11 @@ def submit(specs: list[tuple[Path, object]], options: SubmitOptions, root: Path)
             with contextlib.redirect_stderr(io.StringIO()):
                 jobs = executor.submit_array(tasks)
     except (submitit.core.utils.FailedJobError, submitit.core.utils.FailedSubmissionError, OSError) as exc:
-        _forget_submission(folder, root)  # it submitted nothing: no numbered folder stands for it
         error = one_line(exc, 600)
+        if isinstance(exc.__cause__, subprocess.CalledProcessError):  # sbatch exited non-zero: nothing was
+            _forget_submission(folder, root)  # submitted, so no numbered folder stands for it
+        else:  # e.g. sbatch timed out: a job may have gone in, so its folder and pickles stay, recorded
+            atomic.write_json(folder / SUBMISSION, {**record, "tasks": [], "error": error})
         if "generic resource" in error and options.gpus_per_job:
             error += "; this cluster has no GPUs as a generic resource (GRES) here: pass --gpus-per-job 0"
         raise HeartjobsError(f"sbatch refused the submission, nothing was submitted: {error}") from None
@@ -595,7 +615,7 @@ def _slurm_command(command: list[str]) -> subprocess.CompletedProcess:
 
 def _squeue_states(arrays: list[str]) -> dict[str, str]:
     """The live tasks (pending, running, requeued, completing) of these jobs, one per array task (-r)."""
-    result = _slurm_command(["squeue", "-h", "-r", "-o", "%i|%T", "-j", ",".join(arrays)])
+    result = _slurm_command(["squeue", "-h", "-a", "-r", "-o", "%i|%T", "-j", ",".join(arrays)])
     if result.returncode != 0:
         if "Invalid job id" in result.stderr:  # squeue's answer when none of the jobs is known any more
             return {}
@@ -613,7 +633,7 @@ def _scontrol_states(arrays: list[str]) -> dict[str, str]:
     """Tasks slurmctld still holds after they ended (MinJobAge, 300 s by default), with how they ended."""
     states = {}
     for array in arrays:
-        result = _slurm_command(["scontrol", "-o", "show", "job", array])
+        result = _slurm_command(["scontrol", "-a", "-o", "show", "job", array])
         if result.returncode != 0:  # purged already, or never known
             continue
         for line in result.stdout.splitlines():

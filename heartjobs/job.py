@@ -31,6 +31,7 @@ from heartjobs.errors import HeartjobsError, JobInterrupted, one_line
 from heartjobs.evaluation.inception import measure
 from heartjobs.evaluation.preflight import check_measurable
 from heartjobs.evaluation.records import evaluation_record, settings_hash, summary_line, write_record
+from heartjobs.evaluation.repeatlog import PREFIX as REPEAT_LOG_PREFIX
 from heartjobs.evaluation.repeatlog import RepeatLog
 from heartjobs.grids import save_grid
 from heartjobs.hashing import sha256_json
@@ -159,6 +160,8 @@ def _run_locked(spec: ResolvedSpec, spec_path: Path, run: RunDir, device: torch.
         with contextlib.suppress(OSError):  # a status that can't be written must not hide the error
             status.finish("failed", error=one_line(exc, with_type=True))
         raise
+    for left in run.path.glob(f"{REPEAT_LOG_PREFIX}*.json"):  # a measurement during training stopped part-way
+        left.unlink(missing_ok=True)
     status.finish("done")
     return run.path
 
@@ -461,7 +464,8 @@ def evaluate_run(
         )
     snapshot = load_snapshot(run, spec, checkpoint, torch_device)
     # what the values depend on: a stopped measurement of the same goes on from its last finished repeat
-    key = sha256_json([settings_hash(settings), snapshot.file, snapshot.epoch, str(torch_device)])[:12]
+    gpu = torch.cuda.get_device_name(torch_device) if torch_device.type == "cuda" else None
+    key = sha256_json([settings_hash(settings), snapshot.file, snapshot.epoch, str(torch_device), gpu])[:12]
     progress = RepeatLog(run.path, key)
     result = measure(
         snapshot.generator,

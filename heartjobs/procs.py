@@ -48,30 +48,41 @@ def allotted_cpus() -> tuple[int, str]:
     return min(found)
 
 
-def _cgroup_cpu_quota() -> int | None:
-    """The CPU quota of this process's cgroup in whole CPUs (rounded up), or None when unlimited."""
+def _cgroup_cpu_quota(root: Path = Path("/")) -> int | None:
+    """The tightest CPU quota on this process's cgroup and those above it, in whole CPUs (rounded up), or
+    None when none is set. cgroup v2: cpu.max ("max 100000" or "200000 100000") from the process's own
+    cgroup up to the root; v1: cpu.cfs_quota_us / cpu.cfs_period_us likewise in the cpu controller's
+    hierarchy. `root` is for tests (a fake /proc and /sys tree)."""
     import math
 
-    candidates = []
+    quotas: list[int] = []
     with contextlib.suppress(OSError):
-        for line in Path("/proc/self/cgroup").read_text().splitlines():
-            _, controllers, path = line.split(":", 2)
-            if controllers == "":  # cgroup v2
-                candidates.append((Path("/sys/fs/cgroup") / path.lstrip("/") / "cpu.max", None))
-                candidates.append((Path("/sys/fs/cgroup/cpu.max"), None))
+        for line in (root / "proc/self/cgroup").read_text().splitlines():
+            _, controllers, own = line.split(":", 2)
+            if controllers == "":
+                mount, read = root / "sys/fs/cgroup", _cgroup_v2_quota
             elif "cpu" in controllers.split(","):
-                folder = Path("/sys/fs/cgroup/cpu")
-                candidates.append((folder / "cpu.cfs_quota_us", folder / "cpu.cfs_period_us"))
-    for quota_file, period_file in candidates:
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            if period_file is None:
-                quota, period = quota_file.read_text().split()[:2]
+                mount, read = root / "sys/fs/cgroup" / controllers, _cgroup_v1_quota
+                if not mount.is_dir():  # mounted under one of the controller names only
+                    mount = root / "sys/fs/cgroup/cpu"
             else:
-                quota, period = quota_file.read_text().strip(), period_file.read_text().strip()
-            if quota in ("max", "-1"):
-                return None
-            return max(1, math.ceil(int(quota) / int(period)))
-    return None
+                continue
+            folder = Path(own.lstrip("/"))
+            for level in [folder, *folder.parents]:  # in a container the own path may not exist: skipped
+                with contextlib.suppress(OSError, ValueError, IndexError, ZeroDivisionError):
+                    if (cpus := read(mount / level)) is not None:
+                        quotas.append(math.ceil(cpus))
+    return max(1, min(quotas)) if quotas else None
+
+
+def _cgroup_v2_quota(folder: Path) -> float | None:
+    quota, period = (folder / "cpu.max").read_text().split()[:2]
+    return None if quota == "max" else int(quota) / int(period)
+
+
+def _cgroup_v1_quota(folder: Path) -> float | None:
+    quota = int((folder / "cpu.cfs_quota_us").read_text())
+    return None if quota < 0 else quota / int((folder / "cpu.cfs_period_us").read_text())
 
 
 def use_allotted_cpus() -> None:

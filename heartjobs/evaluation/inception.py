@@ -85,9 +85,14 @@ def real_count(prepared: PreparedSet, settings: EvalSection) -> int:
 
 
 def real_statistics(
-    prepared: PreparedSet, extractor: FeatureExtractor, weights: InceptionWeights, settings: EvalSection
+    prepared: PreparedSet,
+    extractor: FeatureExtractor,
+    weights: InceptionWeights,
+    settings: EvalSection,
+    poll: Callable[[], None] | None = None,
 ) -> RealStatistics:
-    """The real set's features, mu and sigma, from the cache or computed once and cached atomically."""
+    """The real set's features, mu and sigma, from the cache or computed once and cached atomically
+    (poll() between batches, as in measure)."""
     n_real = real_count(prepared, settings)
     key = sha256_json(
         {
@@ -104,7 +109,7 @@ def real_statistics(
             return RealStatistics(cached["mu"], cached["sigma"], cached["features"], path, True)
     images = prepared.tensor()[:n_real]
     batches = (images[i : i + extractor.batch_size] for i in range(0, n_real, extractor.batch_size))
-    features = extractor.of_batches(batches, n_real, f"real features ({n_real})")
+    features = extractor.of_batches(batches, n_real, f"real features ({n_real})", poll)
     mu, sigma = mean_and_covariance(features)
     with atomic.replacing(path) as tmp, open(tmp, "wb") as f:
         # mu and sigma under pytorch-fid's names: `python -m pytorch_fid this.npz folder/` works.
@@ -213,8 +218,8 @@ def measure(
     for text in warnings:
         console.print(Text.assemble(("warning: ", "bold yellow"), text))
     extractor = FeatureExtractor(weights, settings.dims, device, settings.batch_size)
-    real = real_statistics(prepared, extractor, weights, settings)
-    real_frd = radiomics.real_features(prepared, n_real) if settings.frd else None
+    real = real_statistics(prepared, extractor, weights, settings, poll)
+    real_frd = radiomics.real_features(prepared, n_real, poll=poll) if settings.frd else None
     if save_images is not None:
         save_pngs(prepared.images[:n_real], save_images / "real")
     repeats, frd_results, frd_error = [], [], None

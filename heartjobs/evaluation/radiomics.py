@@ -116,12 +116,17 @@ def _chunk_features(images: np.ndarray) -> tuple[list[str], list[list[float] | N
 
 
 def _ignore_stop_signals() -> None:
-    """In a worker: leave SIGINT/SIGTERM/SIGUSR2 to the parent, which stops between repeats and writes
-    its record; a worker killed by a signal would only turn that into a broken pool."""
+    """In a worker: leave SIGINT/SIGTERM/SIGUSR2 to the parent, which stops between chunks and keeps what
+    it finished; a worker killed by a signal would only turn that into a broken pool. Each worker is one
+    of the CPUs the job was given, so SimpleITK (pyradiomics' image filters) runs one thread in it, not
+    one per core of the machine."""
     import signal
+
+    import SimpleITK as sitk
 
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2):
         signal.signal(sig, signal.SIG_IGN)
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
 
 
 @dataclass
@@ -144,7 +149,12 @@ def extract(
     chunks = [images[i : i + CHUNK] for i in range(0, len(images), CHUNK)]
     names: list[str] = []
     rows: list[list[float] | None] = []
-    pool = ordered_map(worker_count(workers, len(chunks)), initializer=_ignore_stop_signals)
+    count = worker_count(workers, len(chunks))
+    if count == 1:  # in this process: SimpleITK's threads too follow the one CPU it was given
+        import SimpleITK as sitk
+
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    pool = ordered_map(count, initializer=_ignore_stop_signals)
     with track(label, len(images)) as advance, pool as pmap:
         for chunk_names, chunk_rows in pmap(_chunk_features, chunks):
             if names and chunk_names and chunk_names != names:
@@ -170,7 +180,9 @@ class RealRadiomics:
     cached: bool
 
 
-def real_features(prepared: PreparedSet, n_real: int, workers: int | None = None) -> RealRadiomics:
+def real_features(
+    prepared: PreparedSet, n_real: int, workers: int | None = None, poll: Callable[[], None] | None = None
+) -> RealRadiomics:
     """The first n_real real images' features, from the cache or extracted once and cached atomically.
     The key: the set's content, n_real, the FRD version and the versions of every package involved."""
     key = sha256_json(
@@ -180,7 +192,7 @@ def real_features(prepared: PreparedSet, n_real: int, workers: int | None = None
     if path.is_file():
         with np.load(path) as cached:
             return RealRadiomics(RadiomicFeatures(list(cached["names"]), cached["values"]), path, True)
-    features = extract(prepared.images[:n_real], f"real radiomic features ({n_real})", workers)
+    features = extract(prepared.images[:n_real], f"real radiomic features ({n_real})", workers, poll)
     with atomic.replacing(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, names=np.array(features.names), values=features.values)
     return RealRadiomics(features, path, False)
