@@ -155,7 +155,7 @@ exit 1
 """
 FAKE_SCONTROL = """#!/bin/sh
 case "$*" in
-"-o show job"*) echo 'JobId=4243 ArrayJobId=4242 ArrayTaskId=0 JobState=COMPLETED Reason=None' ;;
+*"show job"*) echo 'JobId=4243 ArrayJobId=4242 ArrayTaskId=0 JobState=COMPLETED Reason=None' ;;
 *) echo "$@" >> "$FAKE_SLURM/scontrol_calls" ;;
 esac
 """
