@@ -45,7 +45,7 @@ from heartjobs.rundir import (
     version_number,
     versions,
 )
-from heartjobs.status import now_iso, progress_text
+from heartjobs.status import now_iso, progress_text, seconds_since
 
 SUBMISSION = "submission.json"
 DEFAULT_TIME = {"slurm": "24:00:00", "local": "30-00:00:00"}
@@ -596,7 +596,8 @@ def _slurm_states(record: dict) -> dict[str, str]:
         missing = [t for t in tasks if t["job_id"] not in states]
     if missing:
         states |= _sacct_states(sorted({t["job_id"].split("_")[0] for t in missing}))
-    young = time.time() - _timestamp(record.get("created")) < JUST_SUBMITTED_S
+    age = seconds_since(record.get("created"))
+    young = age is not None and age < JUST_SUBMITTED_S
     for task in tasks:
         if task["job_id"] not in states:
             state = _result_state(task) or ("COMPLETED" if _finished_run(task) else None)
@@ -660,22 +661,17 @@ def _sacct_states(arrays: list[str]) -> dict[str, str]:
 
 
 def _finished_run(task: dict) -> bool:
-    """Whether the task's job has a finished version made by this submission (numbered above `after`)."""
-    return any(
-        version_number(folder) > task.get("after", 0)
-        and RunDir(folder).spec_hash() == task["spec_hash"]
-        and RunDir(folder).status().get("state") == "done"
-        for folder in versions(Path(task["run_root"]))
-    )
+    """Whether the task's job has a finished version made by this submission."""
+    return any(RunDir(folder).status().get("state") == "done" for folder in _task_runs(task))
 
 
-def _timestamp(iso: str | None) -> float:
-    from datetime import datetime
-
-    try:
-        return datetime.fromisoformat(iso).timestamp() if iso else 0.0
-    except ValueError:
-        return 0.0
+def _task_runs(task: dict) -> list[Path]:
+    """The versions of the task's configuration made by this submission (numbered above `after`)."""
+    return [
+        v
+        for v in versions(Path(task["run_root"]))
+        if version_number(v) > task.get("after", 0) and RunDir(v).spec_hash() == task["spec_hash"]
+    ]
 
 
 def status(record: dict) -> list[dict]:
@@ -684,11 +680,7 @@ def status(record: dict) -> list[dict]:
     rows = []
     for task in record["tasks"]:
         row = {"index": task["index"], "job": task["job"], "job_id": task["job_id"], "state": states[task["job_id"]]}
-        runs = [
-            v
-            for v in versions(Path(task["run_root"]))
-            if version_number(v) > task.get("after", 0) and RunDir(v).spec_hash() == task["spec_hash"]
-        ]
+        runs = _task_runs(task)
         if runs:
             run = RunDir(runs[-1]).status()
             row["run"] = f"{runs[-1]} {run.get('state', '?')} {progress_text(run)}"

@@ -19,18 +19,22 @@ def now_iso() -> str:
 
 
 def heartbeat_age(record: dict) -> float | None:
-    """Seconds since the record's heartbeat; None when it has none or it is not a time. Seconds since
-    the epoch (what queue workers before this encoding wrote) are read too."""
-    beat = record.get("heartbeat")
-    if isinstance(beat, int | float) and not isinstance(beat, bool):
-        return time.time() - beat
+    """Seconds since the record's heartbeat; None when it has none or it is not a time."""
+    return seconds_since(record.get("heartbeat"))
+
+
+def seconds_since(stamp: object) -> float | None:
+    """Seconds since an ISO time (now_iso's; naive ones read as UTC); None when it is not a time. Seconds
+    since the epoch (what queue workers before this encoding wrote) are read too."""
+    if isinstance(stamp, int | float) and not isinstance(stamp, bool):
+        return time.time() - stamp
     try:
-        beat = datetime.fromisoformat(beat)
+        moment = datetime.fromisoformat(stamp)
     except (TypeError, ValueError):
         return None
-    if beat.tzinfo is None:
-        beat = beat.replace(tzinfo=UTC)
-    return time.time() - beat.timestamp()
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return time.time() - moment.timestamp()
 
 
 def progress_text(status: dict) -> str:
