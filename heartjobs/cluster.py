@@ -453,6 +453,7 @@ def submit(specs: list[tuple[Path, object]], options: SubmitOptions, root: Path)
             _forget_submission(folder, root)  # submitted, so no numbered folder stands for it
         else:  # e.g. sbatch timed out: a job may have gone in, so its folder and pickles stay, recorded
             atomic.write_json(folder / SUBMISSION, {**record, "tasks": [], "error": error})
+            raise HeartjobsError(f"{folder}: sbatch failed, and a job may have been submitted: {error}") from None
         if "generic resource" in error and options.gpus_per_job:
             error += "; this cluster has no GPUs as a generic resource (GRES) here: pass --gpus-per-job 0"
         raise HeartjobsError(f"sbatch refused the submission, nothing was submitted: {error}") from None
