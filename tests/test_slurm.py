@@ -23,9 +23,11 @@ from .conftest import assert_same_run, losses, run_cli, wait_for, write_spec
 pytestmark = pytest.mark.slurm
 
 QUICK = {"epochs": 2, "batch_size": 4, "device": "cpu"}
-# DCGAN, many small batches: about 0.75 s an epoch on one thread of the 2-core CI machine, so that a task
-# told to stop by a 2-minute limit's USR2 (which comes 60-120 s into the slot) is always mid-run
-LONG = {"epochs": 140, "batch_size": 2, "sample_every": 70, "checkpoint_every": 10, "device": "cpu"}
+# DCGAN, many small batches: 0.4-0.75 s an epoch on one thread of a 2-core machine, 2-4 minutes of training
+# in all. A 2-minute slot's USR2 (--signal-delay 60) comes 30-55 s into the slot, so the slot after the
+# requeue ends by the limit's stop while the run still has over twice that much work left even on the
+# faster machine (with 140 epochs, a CI machine once finished in that slot before the USR2 came)
+LONG = {"epochs": 300, "batch_size": 2, "sample_every": 150, "checkpoint_every": 10, "device": "cpu"}
 SHORT_SLOT = ("--time", "2", "--signal-delay", "60")
 
 
@@ -134,11 +136,12 @@ def test_requeue_time_limit_and_a_stop_during_evaluation_resume_and_never_train_
     assert reference.wait(timeout=600) == 0, reference.stderr.read()
 
     log_a, log_b = _task_log(task_a), _task_log(task_b)
+    limits = log_a.count("limit left (squeue): the time limit")  # the limit's USR2, by Slurm's clock
+    assert limits >= 1, f"A was never stopped by its time limit (too little work for this machine):\n{log_a}"
     assert RunDir(run_a).status()["resumed"] >= 2 and versions(run_a.parent) == [run_a]
     assert "stopped by signal 15 after a checkpoint" in log_a  # the requeue: one line, and on
-    limits = log_a.count("limit left (squeue): the time limit")  # the limit's USR2, by Slurm's clock
     # each counted as a timeout, the requeue by scontrol not: 10 allowed, one fewer left after each
-    assert limits >= 1 and f"({10 - limits} remaining timeouts)" in log_a
+    assert f"({10 - limits} remaining timeouts)" in log_a
     assert f"({10 - limits - 1} remaining timeouts)" not in log_a
     assert "Traceback" not in log_a and "triggered an exception" not in log_a
     assert_same_run(run_a, reference_folder / "artifacts" / "long_a" / "v0001")
