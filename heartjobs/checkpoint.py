@@ -88,13 +88,17 @@ def load_checkpoint(path: Path, spec_hash: str) -> dict:
 
 
 def _architecture(spec: dict) -> dict:
-    """What rebuilds a generator, from a resolved spec (as a dict)."""
+    """What rebuilds a generator, from a resolved spec (as a dict). hidden and width (the [architecture]
+    knobs) are None in a spec recorded before they existed: the thesis' widths."""
+    knobs = spec.get("architecture") or {}
     return {
         "model": spec["model"],
         "size": spec["data"]["size"],
         "channels": spec["data"]["channels"],
         "latent_dim": spec["train"]["latent_dim"],
         "batchnorm_eps": spec["train"]["batchnorm_eps"],
+        "hidden": knobs.get("hidden"),
+        "width": knobs.get("width"),
     }
 
 
@@ -108,6 +112,9 @@ def build_generator(architecture: dict, state_dict: dict, device: str | torch.de
         architecture["channels"],
         architecture["latent_dim"],
         architecture["batchnorm_eps"],
+        # absent from a generator file written before [architecture] existed: the thesis' widths
+        architecture.get("hidden"),
+        architecture.get("width"),
     )
     generator.load_state_dict(state_dict)
     return generator.to(device).eval()

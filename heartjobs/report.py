@@ -21,7 +21,7 @@ from heartjobs.evaluation import verdicts
 from heartjobs.evaluation.records import FAILS_LADDER, failed_ladder
 from heartjobs.repeats import TEST
 from heartjobs.rundir import RunDir, versions
-from heartjobs.spec import BOOKKEEPING_KEYS, COMMON_DEFAULTS, THESIS_DEFAULTS, configuration_key
+from heartjobs.spec import BOOKKEEPING_KEYS, COMMON_DEFAULTS, MODEL_DEFAULTS, configuration_key
 from heartjobs.sweep import abbreviation, format_value
 
 # Thesis Table 1: FID mean and std (3 x 3000 generated vs 3307 real, pytorch-fid 0.3.0, 2048-d).
@@ -73,7 +73,7 @@ _NOT_CONFIGURATION = {*BOOKKEEPING_KEYS, "device", "optimizer", *PRECISION_KEYS,
 # The hyperparameters a configuration's label names; left out, what remains is the context in which
 # configurations are compared (model, data, measurement, precision).
 HYPERPARAMETERS = tuple(
-    sorted({k for d in (COMMON_DEFAULTS, *THESIS_DEFAULTS.values()) for k in d} - _NOT_CONFIGURATION)
+    sorted({k for d in (COMMON_DEFAULTS, *MODEL_DEFAULTS.values()) for k in d} - _NOT_CONFIGURATION)
 )
 COLUMNS = [
     "job", "model", "configuration", "seed", "state", "fid_mean", "fid_std", "kid_mean", "frd_mean", "frd_std",
@@ -98,8 +98,8 @@ FAILS_LADDER_MARK = "†"  # after a value whose metric failed the validity ladd
 
 
 def differences(model: str, train: dict) -> dict:
-    """Training values that differ from the model's thesis defaults."""
-    defaults = COMMON_DEFAULTS | THESIS_DEFAULTS[model]
+    """Training values that differ from the model's defaults (the thesis', or its paper's beyond the thesis)."""
+    defaults = COMMON_DEFAULTS | MODEL_DEFAULTS[model]
     return {
         k: v
         for k, v in train.items()
@@ -163,7 +163,7 @@ def _row(job: str, run_dir: Path | None) -> dict:
     differing = protocol_differences(protocol)
     row["protocol"] = "thesis" if not differing else "differs: " + ", ".join(differing)
     row["protocol_values"] = protocol
-    if model in THESIS_DEFAULTS:
+    if model in MODEL_DEFAULTS:
         changes = differences(model, train)
         row["configuration"] = label(changes)
         row["changes"] = changes

@@ -1,8 +1,9 @@
-"""Job specs: a TOML file, validated strictly with pydantic, resolved against the model's thesis defaults.
+"""Job specs: a TOML file, validated strictly with pydantic, resolved against the model's defaults.
 
 A spec names a job, a model and a prepared set; everything it leaves out comes from the defaults the
-thesis used for that model, and the image size and channels come from the prepared set itself. The
-resolved spec has every value filled in, and its hash identifies the job's configuration.
+thesis used for that model (for the models beyond the thesis, their papers' defaults), and the image
+size and channels come from the prepared set itself. The resolved spec has every value filled in, and
+its hash identifies the job's configuration.
 """
 
 from __future__ import annotations
@@ -14,14 +15,30 @@ from pathlib import Path
 from typing import Any, Literal
 
 import tomli
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from heartjobs.errors import HeartjobsError
 from heartjobs.hashing import sha256_json
 
-ModelName = Literal["gan", "wgan", "dcgan"]
+ModelName = Literal["gan", "wgan", "dcgan", "wgan_gp", "sngan"]
 MAX_TOML_BYTES = 1 << 20  # a spec or sweep file is a few hundred bytes; read no more than this
-MODELS: tuple[str, ...] = ("gan", "wgan", "dcgan")
+MODELS: tuple[str, ...] = ("gan", "wgan", "dcgan", "wgan_gp", "sngan")
+MODEL_CHOICES = "'gan', 'wgan' or 'dcgan' (the thesis' models), or 'wgan_gp' or 'sngan' (beyond them)"
+# The models with the thesis' fully connected generator (its knob: [architecture] hidden), and those with
+# its convolutional one (the base width knob, [architecture] width).
+MLP_MODELS: tuple[str, ...] = ("gan", "wgan", "wgan_gp")
+CONV_MODELS: tuple[str, ...] = ("dcgan", "sngan")
+# DiffAugment's operations for one-channel images (Zhao et al. 2020 without the colour ones but brightness
+# and contrast); [train] augment names them in the order they are applied.
+AUGMENTATIONS: tuple[str, ...] = ("translation", "cutout", "brightness", "contrast")
 
 # The thesis' hyperparameters per model (the PyTorch-GAN reference implementations).
 THESIS_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -29,6 +46,15 @@ THESIS_DEFAULTS: dict[str, dict[str, Any]] = {
     "dcgan": {"optimizer": "adam", "lr": 2e-4, "betas": (0.5, 0.999)},
     "wgan": {"optimizer": "rmsprop", "lr": 5e-5, "n_critic": 5, "clip_value": 0.01},
 }
+# Beyond the thesis, each model with its paper's settings. WGAN-GP (Gulrajani et al. 2017, Algorithm 1):
+# Adam (0.0, 0.9) at 1e-4, 5 critic steps per generator step, penalty weight 10. SNGAN (Miyato et al.
+# 2018): Adam (0.0, 0.9) at 2e-4 as in its hinge-loss experiments, with one discriminator step per
+# generator step (the thesis DCGAN's schedule, so the two differ in the discriminator and the loss only).
+BEYOND_DEFAULTS: dict[str, dict[str, Any]] = {
+    "wgan_gp": {"optimizer": "adam", "lr": 1e-4, "betas": (0.0, 0.9), "n_critic": 5, "gp_lambda": 10.0},
+    "sngan": {"optimizer": "adam", "lr": 2e-4, "betas": (0.0, 0.9)},
+}
+MODEL_DEFAULTS: dict[str, dict[str, Any]] = THESIS_DEFAULTS | BEYOND_DEFAULTS
 COMMON_DEFAULTS: dict[str, Any] = {
     "epochs": 200,
     "batch_size": 64,
@@ -47,14 +73,25 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "tf32": True,
     "compile": False,
     "bf16": False,
+    # DiffAugment policy applied to every image the discriminator sees: "none", or AUGMENTATIONS' names.
+    "augment": "none",
 }
+# The architectures' knobs ([architecture]) and their thesis values: the fully connected generator's hidden
+# widths, and the convolutional models' base width (heartjobs.models builds the same by default).
+ARCHITECTURE_DEFAULTS: dict[str, Any] = {"hidden": (128, 256, 512, 1024), "width": 128}
 
 
 # How a run is bookkept, not what it computes: left out of the spec hash (and of a configuration's label).
 BOOKKEEPING_KEYS: tuple[str, ...] = ("sample_every", "checkpoint_every", "keep_checkpoints")
-# Keys added after runs existed, with their defaults: left out of the hash while they hold the default, so
-# a run recorded before them keeps its identity (resume, "already finished") under the new code.
-LATER_DEFAULTS: dict[str, dict[str, Any]] = {"eval": {"frd": True, "frd_n": 1000}}
+# Keys added after runs existed, with their defaults: left out of the hash while they hold the default (or
+# None: a key that does not apply to the model, such as gp_lambda for gan), so a run recorded before them
+# keeps its identity (resume, "already finished") under the new code. A section left empty goes too:
+# [architecture] at the thesis' widths hashes as a spec from before it existed.
+LATER_DEFAULTS: dict[str, dict[str, Any]] = {
+    "eval": {"frd": True, "frd_n": 1000},
+    "train": {"gp_lambda": None, "augment": "none"},
+    "architecture": {"hidden": list(ARCHITECTURE_DEFAULTS["hidden"]), "width": ARCHITECTURE_DEFAULTS["width"]},
+}
 
 
 class _Strict(BaseModel):
@@ -84,6 +121,9 @@ class TrainSection(_Strict):
     tf32: bool | Literal["convolutions"] | None = None
     compile: bool | None = None
     bf16: bool | None = None
+    # WGAN-GP's penalty weight (0: an unconstrained critic, the ablation)
+    gp_lambda: float | None = Field(None, ge=0)
+    augment: str | None = None
 
     @field_validator("betas")
     @classmethod
@@ -91,6 +131,39 @@ class TrainSection(_Strict):
         if v is not None and not all(0 <= b < 1 for b in v):
             raise ValueError("both betas must be in [0, 1)")
         return v
+
+    @field_validator("augment")
+    @classmethod
+    def _augment_policy(cls, v: str | None) -> str | None:
+        """ "none", or AUGMENTATIONS' names comma-separated (spaces ignored), each at most once; written back
+        without spaces, so one policy has one spelling (and one hash)."""
+        if v is None:
+            return v
+        names = [name.strip() for name in v.split(",")]
+        if names == ["none"]:
+            return "none"
+        choices = ", ".join(AUGMENTATIONS)
+        for name in names:
+            if name == "none":
+                raise ValueError('"none" stands alone')
+            if name not in AUGMENTATIONS:
+                raise ValueError(
+                    f"unknown augmentation {name!r}{_suggest(name, list(AUGMENTATIONS))}; use none or {choices}"
+                )
+        if len(set(names)) != len(names):
+            raise ValueError("name each augmentation once")
+        return ",".join(names)
+
+
+class ArchitectureSection(_Strict):
+    """[architecture]: the networks' size. (Not [model]: TOML can't have both `model = "gan"` and a
+    [model] table.) hidden: the fully connected generator's hidden widths, any depth (gan, wgan, wgan_gp;
+    the discriminator stays the thesis'); width: the convolutional models' base width, their generator's
+    channels and their discriminator's widest block (dcgan, sngan; the discriminator's blocks have width/8,
+    /4, /2 and width channels, so a multiple of 8). None means the thesis' value."""
+
+    hidden: tuple[PositiveInt, ...] | None = Field(None, min_length=1)
+    width: int | None = Field(None, ge=8, multiple_of=8)
 
 
 class DuringTraining(_Strict):
@@ -162,6 +235,7 @@ class JobSpec(_Strict):
     model: ModelName
     data: DataSection
     train: TrainSection = TrainSection()
+    architecture: ArchitectureSection = ArchitectureSection()
     eval: EvalSection = EvalSection()
     output: OutputSection = OutputSection()
 
@@ -176,10 +250,16 @@ class JobSpec(_Strict):
     def _options_fit_the_model(self) -> JobSpec:
         if self.model == "wgan" and self.train.betas is not None:
             raise _FieldError(("train", "betas"), "applies to Adam (gan, dcgan); wgan uses RMSprop")
-        if self.model != "wgan":
-            for key in ("n_critic", "clip_value"):
-                if getattr(self.train, key) is not None:
-                    raise _FieldError(("train", key), f"applies to wgan only, not {self.model}")
+        for key, models, also in (
+            ("n_critic", ("wgan", "wgan_gp"), " (and wgan_gp)"),
+            ("clip_value", ("wgan",), ""),
+            ("gp_lambda", ("wgan_gp",), ""),
+        ):
+            if self.model not in models and getattr(self.train, key) is not None:
+                raise _FieldError(("train", key), f"applies to {models[0]} only{also}, not {self.model}")
+        for key, models in (("hidden", MLP_MODELS), ("width", CONV_MODELS)):
+            if self.model not in models and getattr(self.architecture, key) is not None:
+                raise _FieldError(("architecture", key), f"applies to {', '.join(models)}, not {self.model}")
         return self
 
 
@@ -207,6 +287,17 @@ class ResolvedTrain(_Strict):
     tf32: bool | Literal["convolutions"]
     compile: bool
     bf16: bool
+    # defaults for resolved specs recorded before these keys existed
+    gp_lambda: float | None = None
+    augment: str = "none"
+
+
+class ResolvedArchitecture(_Strict):
+    """The model's knob filled in (hidden for the fully connected models, width for the convolutional
+    ones), the other None; a resolved spec recorded before [architecture] existed had the thesis' widths."""
+
+    hidden: tuple[int, ...] | None = None
+    width: int | None = None
 
 
 class ResolvedData(_Strict):
@@ -224,6 +315,7 @@ class ResolvedSpec(_Strict):
     model: ModelName
     data: ResolvedData
     train: ResolvedTrain
+    architecture: ResolvedArchitecture = ResolvedArchitecture()
     eval: EvalSection
     output: OutputSection
 
@@ -240,9 +332,12 @@ class ResolvedSpec(_Strict):
         for key in ("save_images", "every", "during", "keep_best"):
             payload["eval"].pop(key)
         for section, defaults in LATER_DEFAULTS.items():
+            values = payload[section]
             for key, default in defaults.items():
-                if payload[section].get(key) == default:
-                    payload[section].pop(key)
+                if key in values and (values[key] is None or values[key] == default):
+                    values.pop(key)
+            if not values:
+                payload.pop(section)
         return payload
 
     @property
@@ -299,7 +394,13 @@ def _suggest(key: str, allowed: list[str]) -> str:
 
 
 def _section_fields(loc: tuple) -> list[str]:
-    sections = {"train": TrainSection, "data": DataSection, "eval": EvalSection, "output": OutputSection}
+    sections = {
+        "train": TrainSection,
+        "data": DataSection,
+        "architecture": ArchitectureSection,
+        "eval": EvalSection,
+        "output": OutputSection,
+    }
     model = sections.get(loc[0]) if len(loc) > 1 else JobSpec
     return list(model.model_fields) if model else []
 
@@ -314,6 +415,9 @@ def _describe(error: dict) -> str:
     ctx_error = error.get("ctx", {}).get("error")
     if isinstance(ctx_error, _FieldError):
         return f"{'.'.join(ctx_error.loc)}: {ctx_error}"
+    if loc == ("model",) and error["type"] == "literal_error":
+        suggestion = _suggest(str(error["input"]), list(MODELS))
+        return f"model: Input should be {MODEL_CHOICES}{suggestion} (got {error['input']!r})"
     msg = error["msg"].removeprefix("Value error, ")
     return f"{field}: {msg} (got {error['input']!r})" if "input" in error and loc else f"{field}: {msg}"
 
@@ -337,7 +441,10 @@ def read_toml(path: Path) -> dict:
     try:
         return tomli.loads(text)
     except tomli.TOMLDecodeError as exc:
-        raise HeartjobsError(f"{path}: TOML syntax error: {exc}") from None
+        hint = ""
+        if re.search(r"^\s*\[model\]", text, re.MULTILINE):  # the natural guess for the networks' knobs
+            hint = " ([model] clashes with the key `model`; the networks' knobs go in [architecture])"
+        raise HeartjobsError(f"{path}: TOML syntax error: {exc}{hint}") from None
 
 
 def parse_spec(path: Path) -> JobSpec:
@@ -367,11 +474,14 @@ def resolve(spec: JobSpec, path: Path) -> ResolvedSpec:
         raise HeartjobsError(f"{path}: data.prepared: {prepared.count} image; training needs at least 2")
     if size < 16 or not _is_power_of_two(size):
         raise HeartjobsError(f"{path}: data.prepared: image size {size} must be a power of two >= 16")
-    if spec.model == "dcgan" and size % 16:
-        raise HeartjobsError(f"{path}: data.prepared: dcgan needs an image size divisible by 16, got {size}")
+    if spec.model in CONV_MODELS and size % 16:
+        raise HeartjobsError(f"{path}: data.prepared: {spec.model} needs an image size divisible by 16, got {size}")
 
     given = spec.train.model_dump(exclude_none=True)
-    train = COMMON_DEFAULTS | THESIS_DEFAULTS[spec.model] | given
+    train = COMMON_DEFAULTS | MODEL_DEFAULTS[spec.model] | given
+    knob = "hidden" if spec.model in MLP_MODELS else "width"
+    chosen = getattr(spec.architecture, knob)
+    architecture = ResolvedArchitecture(**{knob: ARCHITECTURE_DEFAULTS[knob] if chosen is None else chosen})
     return ResolvedSpec(
         name=spec.name,
         model=spec.model,
@@ -383,6 +493,7 @@ def resolve(spec: JobSpec, path: Path) -> ResolvedSpec:
             channels=channels,
         ),
         train=ResolvedTrain(**train),
+        architecture=architecture,
         eval=spec.eval,
         output=spec.output,
     )

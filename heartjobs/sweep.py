@@ -23,7 +23,7 @@ from heartjobs.errors import HeartjobsError
 from heartjobs.spec import (
     BOOKKEEPING_KEYS,
     COMMON_DEFAULTS,
-    THESIS_DEFAULTS,
+    MODEL_DEFAULTS,
     JobSpec,
     ModelName,
     TrainSection,
@@ -109,7 +109,7 @@ def _variants(group: SweepGroup, mode: str, base_train: dict[str, Any]) -> list[
         combos = [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*group.vary.values())]
     else:
         combos = [{}] + [{key: value} for key, values in group.vary.items() for value in values]
-    defaults = COMMON_DEFAULTS | THESIS_DEFAULTS[group.model] | base_train
+    defaults = COMMON_DEFAULTS | MODEL_DEFAULTS[group.model] | base_train
     return [{k: v for k, v in combo.items() if not _same(defaults.get(k), v)} for combo in combos]
 
 

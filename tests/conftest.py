@@ -71,12 +71,14 @@ def write_spec(folder: Path, name: str, model: str, prepared: Path, eval: dict |
     return path
 
 
-def uninterrupted_run(tmp_path_factory, prepared: Path, **train) -> Path:
-    """Job "resume_me" (DCGAN) trained start to end: what an interrupted-and-resumed run of the same
-    spec must match bit for bit."""
+def uninterrupted_run(
+    tmp_path_factory, prepared: Path, *, model: str = "dcgan", name: str = "resume_me", **train
+) -> Path:
+    """Job `name` (DCGAN unless `model` says otherwise) trained start to end: what an interrupted-and-resumed
+    run of the same spec must match bit for bit."""
     from heartjobs.job import run_job
 
-    return run_job(write_spec(tmp_path_factory.mktemp("reference"), "resume_me", "dcgan", prepared, **train))
+    return run_job(write_spec(tmp_path_factory.mktemp("reference"), name, model, prepared, **train))
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 180, proc: subprocess.Popen | None = None) -> None:

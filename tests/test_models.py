@@ -1,4 +1,5 @@
-"""The thesis' architectures: exact parameter counts, shapes, init, and real steps at 256 px."""
+"""The thesis' architectures: exact parameter counts, shapes, init, and real steps at 256 px; the two models
+beyond it (WGAN-GP, SNGAN) and the width knobs."""
 
 from __future__ import annotations
 
@@ -22,6 +23,17 @@ GENERATOR_COUNTS = {
     ("dcgan", 200): 105_604_481,
 }
 DISCRIMINATOR_COUNTS = {"gan": 33_686_529, "wgan": 33_686_529, "dcgan": 130_369}
+# Beyond the thesis, at 256 x 256 x 1, computed with build_models and pinned: WGAN-GP has WGAN's networks;
+# SNGAN's generator is DCGAN's (bilinear resizes have no weights) and its discriminator DCGAN's blocks with
+# 4x4 instead of 3x3 kernels, without BatchNorm (spectral norm's vectors are buffers, not parameters).
+BEYOND_COUNTS = {
+    ("wgan_gp", 50): (67_874_432, 33_686_529),
+    ("wgan_gp", 100): (67_880_832, 33_686_529),
+    ("wgan_gp", 200): (67_893_632, 33_686_529),
+    ("sngan", 50): (26_961_281, 205_297),
+    ("sngan", 100): (53_175_681, 205_297),
+    ("sngan", 200): (105_604_481, 205_297),
+}
 
 
 @pytest.mark.parametrize(("model", "latent"), list(GENERATOR_COUNTS))
@@ -29,6 +41,62 @@ def test_parameter_counts_at_256_px_match_the_thesis(model, latent):
     generator, discriminator = build_models(model, 256, 1, latent)
     assert count_parameters(generator) == GENERATOR_COUNTS[(model, latent)]
     assert count_parameters(discriminator) == DISCRIMINATOR_COUNTS[model]
+
+
+@pytest.mark.parametrize(("model", "latent"), list(BEYOND_COUNTS))
+def test_parameter_counts_at_256_px_beyond_the_thesis(model, latent):
+    generator, discriminator = build_models(model, 256, 1, latent)
+    counts = (count_parameters(generator), count_parameters(discriminator))
+    print(f"{model}, latent {latent}, 256 px: generator {counts[0]:,}, discriminator {counts[1]:,}")
+    assert counts == BEYOND_COUNTS[(model, latent)]
+
+
+@pytest.mark.parametrize("model", ["wgan_gp", "sngan"])
+def test_the_new_models_forward_and_backward_at_256_px_with_unbounded_scores(model):
+    torch.manual_seed(0)
+    generator, discriminator = build_models(model, 256, 1, 100)
+    images = generator(torch.randn(2, 100))
+    assert images.shape == (2, 1, 256, 256) and images.min() >= -1 and images.max() <= 1
+    score = discriminator(images)
+    assert score.shape == (2, 1)
+    assert not any(isinstance(m, nn.Sigmoid | nn.BatchNorm2d | nn.BatchNorm1d) for m in discriminator.modules())
+    score.mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in generator.parameters())
+
+
+def test_hidden_widths_and_base_width_shape_the_networks():
+    from heartjobs.models.dcgan import THESIS_WIDTH
+    from heartjobs.models.mlp import THESIS_HIDDEN
+    from heartjobs.spec import ARCHITECTURE_DEFAULTS
+
+    assert (ARCHITECTURE_DEFAULTS["hidden"], ARCHITECTURE_DEFAULTS["width"]) == (THESIS_HIDDEN, THESIS_WIDTH)
+
+    def linears(module):
+        return [(m.in_features, m.out_features) for m in module.modules() if isinstance(m, nn.Linear)]
+
+    def convs(module):
+        return [(m.in_channels, m.out_channels) for m in module.modules() if isinstance(m, nn.Conv2d)]
+
+    thesis, _ = build_models("gan", 32, 1, 8)
+    assert linears(thesis) == [(8, 128), (128, 256), (256, 512), (512, 1024), (1024, 1024)]
+    spelled_out, _ = build_models("gan", 32, 1, 8, hidden=(128, 256, 512, 1024))
+    assert spelled_out.state_dict().keys() == thesis.state_dict().keys()  # the same layers in the same places
+    shallow, _ = build_models("wgan_gp", 32, 1, 8, hidden=(64,))
+    assert linears(shallow) == [(8, 64), (64, 1024)]
+    assert not any(isinstance(m, nn.BatchNorm1d) for m in shallow.modules())  # the first layer has none
+    deep, critic = build_models("gan", 32, 1, 8, hidden=(16, 32, 64, 128, 256))
+    assert linears(deep) == [(8, 16), (16, 32), (32, 64), (64, 128), (128, 256), (256, 1024)]
+    assert sum(isinstance(m, nn.BatchNorm1d) for m in deep.modules()) == 4
+    assert linears(critic) == [(1024, 512), (512, 256), (256, 1)]  # the discriminator stays the thesis'
+    assert deep(torch.randn(3, 8)).shape == (3, 1, 32, 32)
+
+    for model in ("dcgan", "sngan"):
+        generator, discriminator = build_models(model, 32, 1, 8, width=64)
+        assert convs(generator) == [(64, 64), (64, 32), (32, 1)]
+        assert convs(discriminator) == [(1, 8), (8, 16), (16, 32), (32, 64)]
+        assert discriminator(generator(torch.randn(3, 8))).shape == (3, 1)
+        default, _ = build_models(model, 32, 1, 8)
+        assert convs(default) == [(128, 128), (128, 64), (64, 1)]
 
 
 @pytest.mark.parametrize("model", ["gan", "wgan", "dcgan"])
@@ -51,7 +119,7 @@ def test_one_forward_and_backward_at_256_px(model):
 
 
 @pytest.mark.parametrize("size", [16, 32, 64])
-@pytest.mark.parametrize("model", ["gan", "wgan", "dcgan"])
+@pytest.mark.parametrize("model", ["gan", "wgan", "dcgan", "wgan_gp", "sngan"])
 def test_any_power_of_two_size(model, size):
     generator, discriminator = build_models(model, size, 1, 8)
     out = generator(torch.randn(3, 8))

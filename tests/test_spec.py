@@ -59,6 +59,104 @@ def test_a_run_recorded_before_the_frd_keys_keeps_its_identity(tmp_path, prepare
     assert configuration_differences(recorded, fewer) == ["eval.frd_n: (none) -> 100"]
 
 
+# Spec hashes computed by the code before [architecture], augment and gp_lambda existed (commit 744d290), with
+# the prepared set's facts fixed (256 px, 1 channel, 3307 images, content hash 0...0): a spec that doesn't use
+# them must keep its identity, so its runs still resume and count as finished.
+PINNED = {
+    'name = "j"\nmodel = "gan"\n[data]\nprepared = "p"\n': "0c1d0794574c4334",
+    'name = "j"\nmodel = "wgan"\n[data]\nprepared = "p"\n': "5e05eb2457552be6",
+    'name = "j"\nmodel = "dcgan"\n[data]\nprepared = "p"\n': "e9234cb8e4676302",
+    # jobs/gan_default.toml and jobs/wgan_lr0.0001.toml (the thesis protocol)
+    'name = "gan_default"\nmodel = "gan"\n[data]\nprepared = "p"\n[train]\ntf32 = "convolutions"\n'
+    '[eval]\nnormalize = "per_image_minmax"\n': "39737670ed541d05",
+    'name = "wgan_lr0.0001"\nmodel = "wgan"\n[data]\nprepared = "p"\n[train]\ntf32 = "convolutions"\n'
+    'lr = 0.0001\n[eval]\nnormalize = "per_image_minmax"\n': "fca159dada954855",
+    'name = "smoke_dcgan"\nmodel = "dcgan"\n[data]\nprepared = "p"\n[train]\nepochs = 3\nbatch_size = 16\n'
+    'batchnorm_eps = 1e-5\n[eval]\nweights = "untrained"\ndims = 192\nfrd_n = 100\n': "e08b03876b68bfcb",
+}
+
+
+@pytest.fixture
+def fixed_data(monkeypatch):
+    """Every prepared set resolves to the same facts, whatever its path (for hashes pinned across machines)."""
+    from types import SimpleNamespace
+
+    from heartjobs.prepared import PreparedSet
+
+    facts = SimpleNamespace(size=256, channels=1, count=3307, content_hash="0" * 64)
+    monkeypatch.setattr(PreparedSet, "open", staticmethod(lambda path: facts))
+
+
+@pytest.mark.parametrize("text", list(PINNED))
+def test_a_spec_without_the_new_knobs_hashes_as_before_them(tmp_path, fixed_data, text):
+    spec = load_spec(_spec(tmp_path, text))
+    assert spec.spec_hash == PINNED[text]
+    # the knobs spelled out at their defaults are the same configuration
+    if spec.model in ("gan", "wgan"):
+        again = text + "[architecture]\nhidden = [128, 256, 512, 1024]\n"
+    else:
+        again = text + "[architecture]\nwidth = 128\n"
+    again = again.replace("[data]", "[train]\naugment = 'none'\n[data]") if "[train]" not in text else again
+    assert load_spec(_spec(tmp_path, again, "again.toml")).spec_hash == PINNED[text]
+
+
+def test_the_new_models_resolve_to_their_papers_defaults(tmp_path, prepared32):
+    gp = load_spec(_spec(tmp_path, _minimal(prepared32, "wgan_gp"))).train
+    assert (gp.optimizer, gp.lr, gp.betas, gp.n_critic, gp.gp_lambda, gp.clip_value) == (
+        "adam",
+        1e-4,
+        (0.0, 0.9),
+        5,
+        10.0,
+        None,
+    )
+    sn = load_spec(_spec(tmp_path, _minimal(prepared32, "sngan"))).train
+    assert (sn.optimizer, sn.lr, sn.betas, sn.n_critic, sn.gp_lambda) == ("adam", 2e-4, (0.0, 0.9), None, None)
+    assert sn.augment == gp.augment == "none" and sn.batchnorm_eps == 0.8
+
+
+def test_architecture_knobs_resolve_and_count_in_the_hash(tmp_path, prepared32):
+    base = load_spec(_spec(tmp_path, _minimal(prepared32, "gan")))
+    assert (base.architecture.hidden, base.architecture.width) == ((128, 256, 512, 1024), None)
+    narrow = load_spec(_spec(tmp_path, _minimal(prepared32, "gan") + "[architecture]\nhidden = [64, 128]\n", "n.toml"))
+    assert narrow.architecture.hidden == (64, 128) and narrow.spec_hash != base.spec_hash
+    deeper = load_spec(
+        _spec(tmp_path, _minimal(prepared32, "gan") + "[architecture]\nhidden = [64, 128, 256]\n", "d.toml")
+    )
+    assert len({base.spec_hash, narrow.spec_hash, deeper.spec_hash}) == 3
+    conv = load_spec(_spec(tmp_path, _minimal(prepared32, "dcgan")))
+    assert (conv.architecture.hidden, conv.architecture.width) == (None, 128)
+    wide = load_spec(_spec(tmp_path, _minimal(prepared32, "dcgan") + "[architecture]\nwidth = 64\n", "w.toml"))
+    assert wide.architecture.width == 64 and wide.spec_hash != conv.spec_hash
+    from heartjobs.spec import configuration_differences
+
+    assert configuration_differences(base.model_dump(mode="json"), narrow) == [
+        "architecture.hidden: (none) -> [64, 128]"
+    ]
+    augmented = load_spec(_spec(tmp_path, _minimal(prepared32, "gan", "augment = 'translation, cutout'"), "a.toml"))
+    assert augmented.train.augment == "translation,cutout" and augmented.spec_hash != base.spec_hash
+    assert configuration_differences(base.model_dump(mode="json"), augmented) == [
+        "train.augment: (none) -> translation,cutout"
+    ]
+
+
+def test_a_run_recorded_before_the_new_knobs_keeps_its_identity(tmp_path, prepared32):
+    from heartjobs.spec import ResolvedSpec, configuration_differences
+
+    for model in ("wgan", "dcgan"):
+        spec = load_spec(_spec(tmp_path, _minimal(prepared32, model)))
+        recorded = spec.model_dump(mode="json")
+        del recorded["architecture"], recorded["train"]["augment"], recorded["train"]["gp_lambda"]
+        assert ResolvedSpec.model_validate(recorded).spec_hash == spec.spec_hash
+        assert configuration_differences(recorded, spec) == []
+
+
+def test_model_as_a_table_says_where_the_knobs_go(tmp_path, prepared32):
+    path = _spec(tmp_path, _minimal(prepared32, "gan") + "[model]\nhidden = [64]\n")
+    with pytest.raises(HeartjobsError, match=r"the networks' knobs go in \[architecture\]"):
+        load_spec(path)
+
+
 BAD_SPECS = [
     # (text after the valid header, or a whole file with {prepared}, expected message fragment)
     ("lr = 0", "train.lr: Input should be greater than 0"),
@@ -81,6 +179,40 @@ BAD_SPECS = [
         "model: Input should be 'gan', 'wgan' or 'dcgan'",
     ),
     ('name = "x"\nmodel = "gan"\n[dta]\nprepared = "{prepared}"\n', "dta: unknown key (did you mean 'data'?)"),
+    # beyond the thesis: the new keys and [architecture]
+    (
+        "augment = 'translation,flip'",
+        "train.augment: unknown augmentation 'flip'; use none or translation, cutout, brightness, contrast",
+    ),
+    ("augment = 'cutuot'", "train.augment: unknown augmentation 'cutuot' (did you mean 'cutout'?)"),
+    ("augment = 'none,cutout'", 'train.augment: "none" stands alone'),
+    ("augment = 'cutout,cutout'", "train.augment: name each augmentation once"),
+    ("gp_lambda = 10", "train.gp_lambda: applies to wgan_gp only, not wgan"),
+    (
+        'name = "x"\nmodel = "sngan2"\n[data]\nprepared = "{prepared}"\n',
+        "model: Input should be 'gan', 'wgan' or 'dcgan' (the thesis' models), or 'wgan_gp' or 'sngan' (beyond "
+        "them) (did you mean 'sngan'?)",
+    ),
+    ("[architecture]\nhidden = []", "architecture.hidden: Tuple should have at least 1 item"),
+    ("[architecture]\nhidden = [64, 0]", "architecture.hidden.1: Input should be greater than 0"),
+    ("[architecture]\nwidth = 64", "architecture.width: applies to dcgan, sngan, not wgan"),
+    ("[architecture]\nhiden = [64]", "architecture.hiden: unknown key (did you mean 'hidden'?)"),
+    (
+        'name = "x"\nmodel = "dcgan"\n[data]\nprepared = "{prepared}"\n[architecture]\nwidth = 12\n',
+        "architecture.width: Input should be a multiple of 8",
+    ),
+    (
+        'name = "x"\nmodel = "sngan"\n[data]\nprepared = "{prepared}"\n[architecture]\nhidden = [64]\n',
+        "architecture.hidden: applies to gan, wgan, wgan_gp, not sngan",
+    ),
+    (
+        'name = "x"\nmodel = "sngan"\n[data]\nprepared = "{prepared}"\n[train]\nn_critic = 2\n',
+        "train.n_critic: applies to wgan only (and wgan_gp), not sngan",
+    ),
+    (
+        'name = "x"\nmodel = "wgan_gp"\n[data]\nprepared = "{prepared}"\n[train]\nclip_value = 0.01\n',
+        "train.clip_value: applies to wgan only, not wgan_gp",
+    ),
     ('name = "x"\nmodel = "gan"\n', "data: required key is missing"),
     ('name = "a/b"\nmodel = "gan"\n[data]\nprepared = "{prepared}"\n', "name: use letters, digits"),
     (

@@ -1,16 +1,32 @@
-"""The fully connected GAN of the thesis (also WGAN's generator and, without Sigmoid, its critic)."""
+"""The fully connected GAN of the thesis (also WGAN's and WGAN-GP's generator and, without Sigmoid, their
+critic), with the generator's hidden widths as a knob (the thesis' 128, 256, 512, 1024 by default)."""
 
 from __future__ import annotations
+
+import itertools
 
 import torch
 from torch import nn
 
+THESIS_HIDDEN = (128, 256, 512, 1024)
+
 
 class MLPGenerator(nn.Module):
-    """latent -> 128 -> 256 -> 512 -> 1024 -> C*H*W, Tanh; BatchNorm1d after every hidden layer but the first."""
+    """latent -> hidden... -> C*H*W, Tanh; LeakyReLU(0.2) after every hidden layer and BatchNorm1d before it
+    in all but the first. The thesis' hidden widths are 128 -> 256 -> 512 -> 1024; any depth >= 1 builds
+    the same pattern (the layers keep their places, so the thesis' state_dict keys and init order hold)."""
 
-    def __init__(self, latent_dim: int, channels: int, size: int, batchnorm_eps: float = 0.8):
+    def __init__(
+        self,
+        latent_dim: int,
+        channels: int,
+        size: int,
+        batchnorm_eps: float = 0.8,
+        hidden: tuple[int, ...] = THESIS_HIDDEN,
+    ):
         super().__init__()
+        if not hidden or min(hidden) < 1:
+            raise ValueError(f"hidden widths must be at least one positive width, got {hidden}")
         self.shape = (channels, size, size)
 
         def block(n_in: int, n_out: int, normalize: bool = True) -> list[nn.Module]:
@@ -20,14 +36,13 @@ class MLPGenerator(nn.Module):
             layers.append(nn.LeakyReLU(0.2, inplace=True))
             return layers
 
-        self.model = nn.Sequential(
-            *block(latent_dim, 128, normalize=False),
-            *block(128, 256),
-            *block(256, 512),
-            *block(512, 1024),
-            nn.Linear(1024, channels * size * size),
-            nn.Tanh(),
-        )
+        widths = [latent_dim, *hidden]
+        layers = [
+            layer
+            for i, (n_in, n_out) in enumerate(itertools.pairwise(widths))
+            for layer in block(n_in, n_out, normalize=i > 0)
+        ]
+        self.model = nn.Sequential(*layers, nn.Linear(widths[-1], channels * size * size), nn.Tanh())
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.model(z).view(z.shape[0], *self.shape)

@@ -1,9 +1,11 @@
-"""The training loop of the thesis' GAN, WGAN and DCGAN, apart from artifacts and metrics.
+"""The training loop of the thesis' GAN, WGAN and DCGAN, and of WGAN-GP and SNGAN beyond it, apart from
+artifacts and metrics.
 
 The whole prepared set sits on the device as uint8 and is shuffled there each epoch; batches become
 [-1, 1] floats on the fly. Losses are summed on the device and read once per epoch. Every random
 source has its own seeded generator, and the whole state (including the position inside an epoch)
-goes into a checkpoint, so a resumed run continues bit for bit where it stopped.
+goes into a checkpoint, so a resumed run continues bit for bit where it stopped. With [train] augment,
+every image the discriminator sees goes through DiffAugment first (heartjobs.training.augment).
 """
 
 from __future__ import annotations
@@ -15,11 +17,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from heartjobs.imaging import to_uint8
 from heartjobs.models import build_models
-from heartjobs.spec import ResolvedSpec
+from heartjobs.spec import CONV_MODELS, ResolvedSpec
+from heartjobs.training.augment import DiffAugment
+from heartjobs.training.penalty import gradient_penalty
 
 SAMPLE_GRID = 16  # a 4x4 grid of samples from one fixed noise batch
 
@@ -93,16 +98,19 @@ class Trainer:
         self.device = device
         self.images = images.to(device)
         seed_everything(t.seed)
-        self.G, self.D = build_models(spec.model, spec.data.size, spec.data.channels, t.latent_dim, t.batchnorm_eps)
+        arch = spec.architecture
+        self.G, self.D = build_models(
+            spec.model, spec.data.size, spec.data.channels, t.latent_dim, t.batchnorm_eps, arch.hidden, arch.width
+        )
         self.G.to(device)
         self.D.to(device)
         cuda = device.type == "cuda"
         if cuda:  # TF32 tensor cores: matmuls and convolutions, convolutions only, or neither (full float32)
             torch.backends.cuda.matmul.allow_tf32 = t.tf32 is True
             torch.backends.cudnn.allow_tf32 = t.tf32 in (True, "convolutions")
-        # DCGAN's convolutions run faster in NHWC: on tensor cores, and with oneDNN on the CPU
-        # (bench/bench_train.py measures it; docs/performance.md has the figures).
-        self.channels_last = spec.model == "dcgan"
+        # DCGAN's (and SNGAN's) convolutions run faster in NHWC: on tensor cores, and with oneDNN on the CPU
+        # (bench/bench_train.py measures it for DCGAN; docs/performance.md has the figures).
+        self.channels_last = spec.model in CONV_MODELS
         if self.channels_last:
             self.G.to(memory_format=torch.channels_last)
             self.D.to(memory_format=torch.channels_last)
@@ -123,6 +131,13 @@ class Trainer:
         self.noise_gen = torch.Generator(device=device).manual_seed(t.seed + 2)
         fixed_gen = torch.Generator(device=device).manual_seed(t.seed + 3)
         self.fixed_noise = torch.randn(SAMPLE_GRID, t.latent_dim, generator=fixed_gen, device=device)
+        # DiffAugment's draws have a stream of their own (seed + 4 picks the real grid in heartjobs.job), so
+        # the other streams, and the thesis runs without augmentation, draw exactly what they did before.
+        self.augment_gen: torch.Generator | None = None
+        self.augment: DiffAugment | None = None
+        if t.augment != "none":
+            self.augment_gen = torch.Generator(device=device).manual_seed(t.seed + 5)
+            self.augment = DiffAugment(t.augment, self.augment_gen)
         self.bce = nn.BCELoss()
         self.bounds = batch_bounds(self.images.shape[0], t.batch_size)
         self.epoch = 0  # epochs completed
@@ -139,10 +154,16 @@ class Trainer:
         with self.autocast:
             return self.gen(z)
 
-    def _score(self, images: torch.Tensor) -> torch.Tensor:
-        """D's output in float32: losses (BCE above all) are computed outside bf16 autocast."""
+    def _score(self, images: torch.Tensor, disc: nn.Module | None = None) -> torch.Tensor:
+        """D's output in float32: losses (BCE above all) are computed outside bf16 autocast. Every image D
+        sees, real or generated, is augmented first when the spec asks for it (in float32, differentiably).
+        `disc`: another view of D to call (the eager one, for the gradient penalty)."""
+        if self.augment is not None:  # in float32, also a bf16 generated batch: the draws stay float32's
+            images = self.augment(images.float())
+            if self.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
         with self.autocast:
-            return self.disc(images).float()
+            return (self.disc if disc is None else disc)(images).float()
 
     def _labels(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         if n not in self._targets:  # reused across steps: no per-step allocation
@@ -187,6 +208,46 @@ class Trainer:
         self.opt_G.step()
         return d_loss.detach(), g_loss.detach()
 
+    def _step_wgan_gp(self, real: torch.Tensor, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """WGAN-GP (Gulrajani et al. 2017, Algorithm 1): the critic every batch with the gradient penalty
+        instead of clipping; the generator every n_critic-th batch, with that batch's noise (the thesis
+        WGAN's schedule). The recorded D loss includes the penalty, as the paper's critic loss does."""
+        t = self.spec.train
+        z = self._noise(real.shape[0])
+        self.opt_D.zero_grad(set_to_none=True)
+        fake = self._generate(z).detach()
+        # one interpolation weight per image, from the noise stream: seeded, checkpointed, on the device
+        eps = torch.rand(real.shape[0], 1, 1, 1, generator=self.noise_gen, device=self.device)
+        # the eager D: torch.compile'd graphs have no double backward (heartjobs.training.penalty)
+        penalty = gradient_penalty(lambda x: self._score(x, self.D), real, fake, eps)
+        d_loss = -torch.mean(self._score(real)) + torch.mean(self._score(fake)) + t.gp_lambda * penalty
+        d_loss.backward()
+        self.opt_D.step()
+        if index % t.n_critic:
+            return d_loss.detach(), None
+        self.opt_G.zero_grad(set_to_none=True)
+        g_loss = -torch.mean(self._score(self._generate(z)))
+        g_loss.backward()
+        self.opt_G.step()
+        return d_loss.detach(), g_loss.detach()
+
+    def _step_sngan(self, real: torch.Tensor, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """SNGAN with the hinge loss (Miyato et al. 2018), in its reference updater's order, which is also
+        the thesis GAN's: the generator first (-D(G(z))), then the discriminator (relu(1 - D(x)) +
+        relu(1 + D(G(z)))) on the same generated batch."""
+        z = self._noise(real.shape[0])
+        self.opt_G.zero_grad(set_to_none=True)
+        generated = self._generate(z)
+        g_loss = -torch.mean(self._score(generated))
+        g_loss.backward()
+        self.opt_G.step()
+
+        self.opt_D.zero_grad(set_to_none=True)
+        d_loss = F.relu(1 - self._score(real)).mean() + F.relu(1 + self._score(generated.detach())).mean()
+        d_loss.backward()
+        self.opt_D.step()
+        return d_loss.detach(), g_loss.detach()
+
     # --- one epoch ---
 
     def train_epoch(
@@ -194,7 +255,13 @@ class Trainer:
     ) -> EpochStats:
         """Train one epoch (or the rest of an interrupted one). Raises Interrupted between batches when
         should_stop() says so; the trainer's state then holds the position for a checkpoint."""
-        step = self._step_wgan if self.spec.model == "wgan" else self._step_gan
+        step = {
+            "gan": self._step_gan,
+            "dcgan": self._step_gan,
+            "wgan": self._step_wgan,
+            "wgan_gp": self._step_wgan_gp,
+            "sngan": self._step_sngan,
+        }[self.spec.model]
         if self.position is None:
             zero = torch.zeros((), device=self.device)
             perm = torch.randperm(self.images.shape[0], generator=self.shuffle_gen, device=self.device)
@@ -302,6 +369,8 @@ class Trainer:
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "shuffle": self.shuffle_gen.get_state(),
             "noise": self.noise_gen.get_state(),
+            # only with augmentation: a checkpoint of a run without it is what it was before augment existed
+            **({"augment": self.augment_gen.get_state()} if self.augment_gen is not None else {}),
         }
 
     def _load_rng_state(self, rng: dict) -> None:
@@ -313,3 +382,6 @@ class Trainer:
             torch.cuda.set_rng_state_all(rng["cuda"])
         self.shuffle_gen.set_state(rng["shuffle"])
         self.noise_gen.set_state(rng["noise"])
+        if self.augment_gen is not None:
+            # always there: augment is in the spec hash, so this checkpoint was made with augmentation too
+            self.augment_gen.set_state(rng["augment"])
