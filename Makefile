@@ -58,7 +58,7 @@ test-fast: install ## the inner loop: the suite without the tests marked slow (m
 	bash scripts/ensure-system-packages.sh browser
 	$(BIN)/python -m pytest -q -m "not slow and not slurm"
 
-demo: install ## the main job on the embedded phantom: make and prepare it (64 px), the validity ladder, the smoke queue (3 models, FID/KID/FRD), report
+demo: install ## the main job on the embedded phantom: make and prepare it (64 px), the validity ladder, the smoke queue (the 3 thesis models and SNGAN with augmentation, FID/KID/FRD), report
 	$(MAKE) --no-print-directory run-all JOBS=jobs/smoke LADDER="$(SMOKE_LADDER)"
 
 run-all: install ## prepare data if needed, queue $(JOBS)/*.toml, run them one by one, write the report
@@ -72,7 +72,7 @@ submit-all: install ## on a Slurm login node: prepare data if needed, submit $(J
 	BIN=$(BIN) HIPCT_SRC=$(HIPCT_SRC) bash scripts/prepare-data.sh $(JOBS)
 	$(BIN)/heartjobs submit $(filter-out %.sweep.toml,$(wildcard $(JOBS)/*.toml)) $(SUBMIT_ARGS)
 
-smoke: ## the smoke jobs end to end on the CPU (phantom, prepare, ladder, 3 models, FID/KID/FRD with untrained weights, report)
+smoke: ## the smoke jobs end to end on the CPU (phantom, prepare, ladder, the 3 thesis models and SNGAN with augmentation, FID/KID/FRD with untrained weights, report)
 	$(MAKE) --no-print-directory run-all JOBS=jobs/smoke LADDER="$(SMOKE_LADDER)"
 
 study-smoke: install ## the study pipeline on the CPU: a 3-seed sweep (3 models x default and a variant, 32 px phantom), queue, report with intervals over seeds and report.html

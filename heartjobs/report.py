@@ -21,7 +21,13 @@ from heartjobs.evaluation import verdicts
 from heartjobs.evaluation.records import FAILS_LADDER, failed_ladder
 from heartjobs.repeats import TEST
 from heartjobs.rundir import RunDir, versions
-from heartjobs.spec import BOOKKEEPING_KEYS, COMMON_DEFAULTS, MODEL_DEFAULTS, configuration_key
+from heartjobs.spec import (
+    ARCHITECTURE_DEFAULTS,
+    BOOKKEEPING_KEYS,
+    COMMON_DEFAULTS,
+    MODEL_DEFAULTS,
+    configuration_key,
+)
 from heartjobs.sweep import abbreviation, format_value
 
 # Thesis Table 1: FID mean and std (3 x 3000 generated vs 3307 real, pytorch-fid 0.3.0, 2048-d).
@@ -73,7 +79,7 @@ _NOT_CONFIGURATION = {*BOOKKEEPING_KEYS, "device", "optimizer", *PRECISION_KEYS,
 # The hyperparameters a configuration's label names; left out, what remains is the context in which
 # configurations are compared (model, data, measurement, precision).
 HYPERPARAMETERS = tuple(
-    sorted({k for d in (COMMON_DEFAULTS, *MODEL_DEFAULTS.values()) for k in d} - _NOT_CONFIGURATION)
+    sorted({k for d in (COMMON_DEFAULTS, *MODEL_DEFAULTS.values(), ARCHITECTURE_DEFAULTS) for k in d} - _NOT_CONFIGURATION)
 )
 COLUMNS = [
     "job", "model", "configuration", "seed", "state", "fid_mean", "fid_std", "kid_mean", "frd_mean", "frd_std",
@@ -97,14 +103,19 @@ DEAD_AFTER_S = 300
 FAILS_LADDER_MARK = "†"  # after a value whose metric failed the validity ladder
 
 
-def differences(model: str, train: dict) -> dict:
-    """Training values that differ from the model's defaults (the thesis', or its paper's beyond the thesis)."""
+def differences(model: str, train: dict, architecture: dict | None = None) -> dict:
+    """Training values that differ from the model's defaults (the thesis', or its paper's beyond the
+    thesis), then the [architecture] values that differ from the thesis' widths (hidden, width)."""
     defaults = COMMON_DEFAULTS | MODEL_DEFAULTS[model]
-    return {
+    changes = {
         k: v
         for k, v in train.items()
         if k not in _NOT_CONFIGURATION and v is not None and k in defaults and _differs(defaults[k], v)
     }
+    for key, value in (architecture or {}).items():
+        if value is not None and key in ARCHITECTURE_DEFAULTS and _differs(ARCHITECTURE_DEFAULTS[key], value):
+            changes[key] = value
+    return changes
 
 
 def _differs(default, value) -> bool:
@@ -164,7 +175,7 @@ def _row(job: str, run_dir: Path | None) -> dict:
     row["protocol"] = "thesis" if not differing else "differs: " + ", ".join(differing)
     row["protocol_values"] = protocol
     if model in MODEL_DEFAULTS:
-        changes = differences(model, train)
+        changes = differences(model, train, spec.get("architecture"))
         row["configuration"] = label(changes)
         row["changes"] = changes
         row["configuration_key"] = configuration_key(spec)

@@ -79,7 +79,7 @@ def hyperparameter_series(configs: list[dict]) -> list[tuple[str, str, list[tupl
     """(model, key, [(value, configuration)]) for every set of two or more measured configurations that
     differ in `key` alone (same model, data and measurement, the same other hyperparameters); a
     configuration that leaves `key` at the model's default stands at the default's value."""
-    from heartjobs.spec import COMMON_DEFAULTS, MODEL_DEFAULTS
+    from heartjobs.spec import ARCHITECTURE_DEFAULTS, COMMON_DEFAULTS, MODEL_DEFAULTS
 
     keys = list(dict.fromkeys(k for c in configs for k in c["changes"]))
     series = []
@@ -89,7 +89,7 @@ def hyperparameter_series(configs: list[dict]) -> list[tuple[str, str, list[tupl
             if c["n"] == 0 or c["model"] not in MODEL_DEFAULTS:
                 continue
             rest = json.dumps({k: v for k, v in c["changes"].items() if k != key}, sort_keys=True)
-            default = (COMMON_DEFAULTS | MODEL_DEFAULTS[c["model"]]).get(key)
+            default = (COMMON_DEFAULTS | MODEL_DEFAULTS[c["model"]] | ARCHITECTURE_DEFAULTS).get(key)
             groups.setdefault((c["model"], c["context"], rest), []).append((c["changes"].get(key, default), c))
         for (model, _, _), points in groups.items():
             if len({json.dumps(v) for v, _ in points}) > 1 and all(v is not None for v, _ in points):

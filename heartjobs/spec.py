@@ -365,16 +365,19 @@ def configuration_differences(recorded: dict, spec: ResolvedSpec) -> list[str]:
 
 
 def configuration_key(recorded: dict, leave_out: tuple[str, ...] = ("seed",)) -> str:
-    """What a run computed apart from its name and the [train] values in `leave_out`, hashed: runs of one
-    configuration with different seeds share it (a resolved spec as recorded, a dict; one from older code
-    is hashed as is)."""
+    """What a run computed apart from its name and the [train] and [architecture] values in `leave_out`,
+    hashed: runs of one configuration with different seeds share it (a resolved spec as recorded, a dict;
+    one from older code is hashed as is)."""
     try:
         payload = ResolvedSpec.model_validate(recorded).hash_payload()
     except ValidationError:
         payload = {k: (dict(v) if isinstance(v, dict) else v) for k, v in recorded.items()}
     payload.pop("name", None)
-    if isinstance(payload.get("train"), dict):
-        payload["train"] = {k: v for k, v in payload["train"].items() if k not in leave_out}
+    for section in ("train", "architecture"):
+        if isinstance(payload.get(section), dict):
+            payload[section] = {k: v for k, v in payload[section].items() if k not in leave_out}
+    if payload.get("architecture") == {}:
+        payload.pop("architecture")  # as hash_payload() leaves it out at the thesis' widths
     return sha256_json(payload)[:16]
 
 

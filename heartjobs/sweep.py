@@ -39,6 +39,8 @@ ABBREVIATIONS = {
     "clip_value": "clip",
     "n_critic": "ncritic",
     "batchnorm_eps": "bneps",
+    "gp_lambda": "gp",
+    "augment": "aug",
 }
 
 

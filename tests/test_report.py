@@ -29,9 +29,12 @@ def specs(tmp_path, prepared32):
     folder = tmp_path / "jobs"
     folder.mkdir()
 
-    def resolved(name: str, model: str, **train) -> dict:
+    def resolved(name: str, model: str, architecture: str = "", **train) -> dict:
         train.setdefault("tf32", "convolutions")  # the thesis' precision, as jobs/thesis.sweep.toml sets it
-        spec = load_spec(write_spec(folder, name, model, prepared32, **train))
+        path = write_spec(folder, name, model, prepared32, **train)
+        if architecture:
+            path.write_text(path.read_text() + f"[architecture]\n{architecture}\n")
+        spec = load_spec(path)
         record = {"spec_hash": spec.spec_hash, "spec": spec.model_dump(mode="json")}
         record["spec"]["data"]["count"] = 3307  # recorded as if trained on the thesis' set
         return record
@@ -186,6 +189,27 @@ def test_runs_off_the_thesis_configurations_get_no_thesis_value(tmp_path, specs)
         assert rows[job]["thesis_fid"] is None and rows[job]["thesis_fid_std"] is None, job
         assert rows[job]["fid_mean"] == 250.0, job
     assert (rows["wgan_ldim200"]["configuration"], rows["wgan_ldim200"]["thesis_fid"]) == ("ldim = 200", 253.06)
+
+
+def test_an_architecture_off_the_thesis_widths_is_its_own_configuration_compared_with_the_default(tmp_path, specs):
+    artifacts = tmp_path / "artifacts"
+    _run(artifacts, specs("gan_default", "gan"), fids=[250.0])
+    widths = "hidden = [128, 256, 512, 1024]"
+    _run(artifacts, specs("gan_thesis_widths", "gan", architecture=widths), fids=[250.0, 251.0, 249.0])
+    _run(artifacts, specs("gan_deeper", "gan", architecture="hidden = [128, 256, 512, 1024, 1024]"), fids=[240.0])
+    _run(artifacts, specs("dcgan_narrow", "dcgan", architecture="width = 64", lr=0.0001), fids=[260.0])
+    rows = _by_job(collect(artifacts))
+    # the thesis' widths written out are the default, with its Table 1 value
+    assert rows["gan_thesis_widths"]["configuration"] == "default" and rows["gan_thesis_widths"]["thesis_fid"]
+    assert rows["gan_thesis_widths"]["configuration_key"] == rows["gan_default"]["configuration_key"]
+    deeper = rows["gan_deeper"]
+    assert deeper["configuration"] == "hidden = (128, 256, 512, 1024, 1024)" and deeper["thesis_fid"] is None
+    assert deeper["changes"] == {"hidden": [128, 256, 512, 1024, 1024]}
+    # a configuration of its own, in the default's context (so the report compares the two)
+    assert deeper["configuration_key"] != rows["gan_default"]["configuration_key"]
+    assert deeper["context_key"] == rows["gan_default"]["context_key"]
+    assert rows["dcgan_narrow"]["configuration"] == "lr = 0.0001, width = 64"
+    assert rows["dcgan_narrow"]["thesis_fid"] is None
 
 
 def test_a_job_expected_but_never_run_shows_as_missing(tmp_path, specs):
