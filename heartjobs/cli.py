@@ -422,7 +422,28 @@ def cmd_show(args: argparse.Namespace) -> None:
     from heartjobs.spec import load_spec
 
     spec = load_spec(args.spec)
-    out.print_json(json.dumps({"spec_hash": spec.spec_hash, **spec.model_dump(mode="json")}))
+    shown = {"spec_hash": spec.spec_hash, **spec.model_dump(mode="json"), "parameters": _parameter_counts(spec)}
+    out.print_json(json.dumps(shown))
+
+
+def _parameter_counts(spec) -> dict:
+    """The networks' trainable parameters at the spec's image size, counted on the meta device (no memory,
+    no initialisation)."""
+    import torch
+
+    from heartjobs.models import build_models, count_parameters
+
+    with torch.device("meta"):
+        generator, discriminator = build_models(
+            spec.model,
+            spec.data.size,
+            spec.data.channels,
+            spec.train.latent_dim,
+            spec.train.batchnorm_eps,
+            spec.architecture.hidden,
+            spec.architecture.width,
+        )
+    return {"generator": count_parameters(generator), "discriminator": count_parameters(discriminator)}
 
 
 def _print_summary(path: Path, manifest: dict) -> None:

@@ -262,3 +262,21 @@ def test_validate_reports_every_bad_spec_and_show_prints_the_resolved_spec(tmp_p
     resolved = json.loads(shown.stdout)
     assert resolved["train"]["latent_dim"] == 200 and resolved["train"]["n_critic"] == 5
     assert resolved["spec_hash"] == load_spec(good).spec_hash
+
+
+def test_show_prints_the_networks_parameter_counts_at_the_sets_size(tmp_path, prepared32):
+    from heartjobs.models import build_models, count_parameters
+
+    for model, architecture, counted in (
+        ("wgan", "", ("wgan", {})),
+        ("wgan_gp", "[architecture]\nhidden = [64, 128]\n", ("wgan_gp", {"hidden": (64, 128)})),
+        ("sngan", "[architecture]\nwidth = 32\n", ("sngan", {"width": 32})),
+    ):
+        spec = tmp_path / f"{model}.toml"
+        spec.write_text(f'name = "{model}"\nmodel = "{model}"\n[data]\nprepared = "{prepared32}"\n{architecture}')
+        shown = run_cli("show", spec)
+        assert shown.returncode == 0, shown.stderr
+        name, knobs = counted
+        generator, discriminator = build_models(name, 32, 1, 100, **knobs)
+        expected = {"generator": count_parameters(generator), "discriminator": count_parameters(discriminator)}
+        assert json.loads(shown.stdout)["parameters"] == expected, model
