@@ -79,7 +79,9 @@ _NOT_CONFIGURATION = {*BOOKKEEPING_KEYS, "device", "optimizer", *PRECISION_KEYS,
 # The hyperparameters a configuration's label names; left out, what remains is the context in which
 # configurations are compared (model, data, measurement, precision).
 HYPERPARAMETERS = tuple(
-    sorted({k for d in (COMMON_DEFAULTS, *MODEL_DEFAULTS.values(), ARCHITECTURE_DEFAULTS) for k in d} - _NOT_CONFIGURATION)
+    sorted(
+        {k for d in (COMMON_DEFAULTS, *MODEL_DEFAULTS.values(), ARCHITECTURE_DEFAULTS) for k in d} - _NOT_CONFIGURATION
+    )
 )
 COLUMNS = [
     "job", "model", "configuration", "seed", "state", "fid_mean", "fid_std", "kid_mean", "frd_mean", "frd_std",
