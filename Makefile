@@ -24,15 +24,27 @@ SUBMIT_ARGS ?=
 # their reports say which metrics this data can trust: the prepared set and the ladder's options.
 SMOKE_LADDER := data/prepared/phantom64 --weights untrained --dims 192 --n 100
 LADDER ?=
+# make wheelhouse: where, for which Python, and what goes in (scripts/wheelhouse.py); make install OFFLINE=DIR
+WHEELHOUSE ?= dist/wheelhouse
+PYTHON_VERSION ?=
+WITH_TORCH ?= 0
+LEAN ?= 0
+LEAVE_OUT ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help install test test-fast lint pytest demo run-all submit-all smoke study-smoke slurm-test faults report bench fid-weights docker-folders docker-build docker-run-all docker-test \
+	wheelhouse wheelhouse-test \
 	sif gpu-check gpu-bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-install: $(STAMP) ## create .venv with torch, the project and its dev tools; install libopenjp2
+ifdef OFFLINE
+install:
+	bash scripts/install.sh --offline $(OFFLINE) --venv $(VENV) --python $(PYTHON)
+else
+install: $(STAMP) ## create .venv with torch, the project and its dev tools; install libopenjp2 (OFFLINE=DIR: from a wheelhouse, no index, no dev tools)
+endif
 $(STAMP): pyproject.toml Makefile scripts/ensure-system-packages.sh scripts/install.sh
 	bash scripts/ensure-system-packages.sh
 	$(BIN)/python -m pip --version >/dev/null 2>&1 || { rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); } \
@@ -104,6 +116,15 @@ gpu-check: install ## GPU smoke: each model a few hundred steps at 256 px, FID w
 
 gpu-bench: install ## GPU: heartjobs against the thesis' own pipeline, side by side (images/s per model and batch size at 256 px, FID time, speed switches, the 21-job projection); bench/results/gpu_bench.json
 	$(BIN)/python bench/gpu_bench.py
+
+wheelhouse: install ## dist/wheelhouse/ (WHEELHOUSE=DIR): heartjobs and its runtime dependencies for an offline install (PYTHON_VERSION=3.12 WITH_TORCH=1 LEAN=1 LEAVE_OUT=numpy,... FID_WEIGHTS=FILE)
+	$(BIN)/python scripts/wheelhouse.py --out $(WHEELHOUSE) $(if $(PYTHON_VERSION),--python-version $(PYTHON_VERSION)) \
+		$(if $(filter 1,$(WITH_TORCH)),--with-torch) $(if $(filter 1,$(LEAN)),--lean) $(if $(LEAVE_OUT),--leave-out $(LEAVE_OUT)) \
+		$(if $(filter-out download skip,$(FID_WEIGHTS)),--fid-weights $(FID_WEIGHTS))
+
+wheelhouse-test: install ## the offline install for real: a wheelhouse, a fresh venv from it with every index closed on a box with its own torch, the smoke job
+	rm -rf dist/wheelhouse-test
+	BIN=$(BIN) bash scripts/wheelhouse-test.sh dist/wheelhouse-test
 
 docker-folders: ## the host folders compose mounts, created by you (Docker would make missing ones as root)
 	mkdir -p data artifacts queue weights

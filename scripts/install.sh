@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The one way heartjobs is installed: by the Makefile into .venv, by the Dockerfile into the image.
+# The one way heartjobs is installed: by the Makefile into .venv, by the Dockerfile into the image, and
+# from a wheelhouse (scripts/wheelhouse.py) on a machine that reaches no package index.
 #   scripts/install.sh PYTHON [--editable] [EXTRAS]
 #   scripts/install.sh PYTHON --deps-only   (what the project needs, not the project: the Dockerfile's
 #                                             cached layer, so a code change does not reinstall torch)
+#   scripts/install.sh --offline DIR [--venv PATH] [--python PYTHON]   (make install OFFLINE=DIR)
 # torch and torchvision are pinned here and installed first, so that the project's own dependency list
 # (pyproject.toml) never pulls another torch build. Where they are already at these versions (the CUDA
 # base image), pip keeps them.
@@ -14,7 +16,12 @@ TORCH_PINS=(torch==2.14.1 torchvision==0.29.1)
 # carries broken build metadata (it imports versioneer, which it does not declare); 3.0.1 builds.
 RADIOMICS_PIN=pyradiomics==3.0.1
 
-python=${1:?usage: install.sh PYTHON [--editable] [EXTRAS]}
+if [ "${1:-}" = "--offline" ]; then
+    shift
+    exec bash "$(dirname "$0")/install-offline.sh" "$@"
+fi
+
+python=${1:?usage: install.sh PYTHON [--editable] [EXTRAS] | install.sh --offline DIR [--venv PATH] [--python PYTHON]}
 shift
 deps_only=
 if [ "${1:-}" = "--deps-only" ]; then
