@@ -41,8 +41,11 @@ if ! bad=$(cd "$dir" && sha256sum --quiet --check SHA256SUMS 2>&1); then
 fi
 manifest() { # a manifest field, as text (lists one item a line)
     "$python" -c 'import json, sys
-v = json.load(open(sys.argv[1]))[sys.argv[2]]
-print("\n".join(v) if isinstance(v, list) else v)' "$dir/manifest.json" "$1"
+try:
+    v = json.load(open(sys.argv[1]))[sys.argv[2]]
+except (OSError, ValueError, KeyError) as exc:
+    sys.exit(f"error: install --offline: {sys.argv[1]}: no readable {sys.argv[2]!r} ({type(exc).__name__})")
+print("\n".join(v) if isinstance(v, list) else v)' "$dir/manifest.json" "$1" || exit 2
 }
 wanted=$(manifest python_version)
 here=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
@@ -62,6 +65,8 @@ else
 fi
 if [ -x "$venv/bin/python" ]; then
     echo "install --offline: into the existing venv $venv"
+    venv_version=$("$venv/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+    [ "$venv_version" = "$wanted" ] || die "$venv is a Python $venv_version venv, $dir is for $wanted: remove $venv or pass --venv"
 else
     "$python" -m venv "${venv_args[@]}" "$venv" || die "'$python -m venv' failed (Debian: apt-get install python3-venv)"
 fi
@@ -69,23 +74,29 @@ vpy=$venv/bin/python
 if [ -n "$torch_here" ]; then
     # PYTHON may itself be a venv (a CUDA image's /opt/venv): --system-site-packages reaches only its base
     # interpreter's packages, so its own site folders are named in a .pth, after the venv's own
+    # (as site.addsitedir lines, so that the .pth files in those folders are read too)
     "$python" -c 'import site, sys
 if sys.prefix != sys.base_prefix:
-    print("\n".join(site.getsitepackages()))' >"$("$vpy" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/_heartjobs_system_site.pth"
+    print("\n".join(f"import site; site.addsitedir({d!r})" for d in site.getsitepackages()))' \
+        >"$("$vpy" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/_heartjobs_system_site.pth"
+    "$vpy" -c 'import torch' 2>/dev/null \
+        || die "the venv $venv does not see $python's torch (made without --system-site-packages?): remove it or pass --venv"
 fi
 
 # only the wheelhouse: no index, and no pip configuration that could name another source
-export PIP_CONFIG_FILE=/dev/null PIP_NO_INDEX=1 PIP_FIND_LINKS=$dir PIP_DISABLE_PIP_VERSION_CHECK=1
-export PIP_NO_CACHE_DIR=1
+# (--find-links on the command line: pip splits PIP_FIND_LINKS at spaces)
+export PIP_CONFIG_FILE=/dev/null PIP_NO_INDEX=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+pip_install() { "$vpy" -m pip install -q --find-links "$dir" "$@"; }
 requirements=$(mktemp)
 trap 'rm -f "$requirements"' EXIT
 manifest install >"$requirements"
 if compgen -G "$dir/*.tar.gz" >/dev/null; then # source releases compile against these, without isolation
-    "$vpy" -m pip install -q setuptools wheel numpy || die "the build tools for the source releases did not install"
+    pip_install setuptools wheel numpy || die "the build tools for the source releases did not install"
 fi
 heartjobs_wheel=$(compgen -G "$dir/heartjobs-*.whl" | head -n 1) || die "$dir has no heartjobs wheel"
-"$vpy" -m pip install -q --no-deps "$heartjobs_wheel" || die "heartjobs' wheel did not install"
-"$vpy" -m pip install -q --no-build-isolation -r "$requirements" \
+# (--force-reinstall: a venv with the same version number from an older wheelhouse gets this one's code)
+pip_install --no-deps --force-reinstall "$heartjobs_wheel" || die "heartjobs' wheel did not install"
+pip_install --no-build-isolation -r "$requirements" \
     || die "its requirements did not install from $dir alone (pip's message is above)"
 
 if [ -n "$bundled_openjpeg" ] \
@@ -115,7 +126,9 @@ weights=$(compgen -G "$dir/weights/*.pth" | head -n 1 || true)
 if [ -n "$weights" ]; then
     target=$("$vpy" -c 'from heartjobs.evaluation.weights import hub_path; print(hub_path())')
     mkdir -p "$(dirname "$target")"
-    cp "$weights" "$target.tmp" && mv "$target.tmp" "$target"
+    if ! { cp "$weights" "$target.tmp" && mv "$target.tmp" "$target"; }; then
+        die "could not put the FID weights at $target"
+    fi
     echo "install --offline: FID weights (sha256 checked) in $target"
 fi
 

@@ -13,8 +13,9 @@ file, checked by its sha256); manifest.json (each file's sha256 and size, what w
 total) and SHA256SUMS. torch and torchvision are left out unless --with-torch (sites have their own CUDA
 build; with it, the pinned pair and their CUDA libraries, gigabytes). --lean leaves FRD's stack out
 (frd-score, pyradiomics, SimpleITK, OpenCV, PyWavelets, ...): FID and KID work, FRD can't run there.
---leave-out names more packages the target already has (its PyTorch image's numpy, say); the offline
-install checks that they import there. Built in a folder beside --out and renamed into place.
+--leave-out names more packages the target already has (its PyTorch image's numpy, say); at install
+time pip finds them there, at versions heartjobs accepts, or stops naming the one it lacks. Built in a
+folder beside --out, then put in its place (an existing --out must be a wheelhouse: it is replaced).
 """
 
 from __future__ import annotations
@@ -129,34 +130,60 @@ def project_requirements() -> list[Requirement]:
 
 
 def collect_wheels(out: Path, python_version: str, left_out: dict[str, str], sources: Path) -> dict[str, str]:
-    """Every runtime dependency into `out`, down the Requires-Dist graph, skipping left_out's names (and
-    what only they pull in). A package with no wheel for the target on the index (pyradiomics, docopt) is
-    built here: a pure-Python wheel serves any target, and a compiled one only this Python's version, so
-    for another version its source release goes in instead, with the build tools, to be compiled on the
-    target. Returns how each built package was shipped."""
+    """Every runtime dependency into `out`, down the Requires-Dist graph with the extras each requirement
+    asks for (torch's cuda-toolkit[cublas, ...]), skipping left_out's names (and what only they pull in).
+    Each at the version installed here where the target has a wheel of it, else the newest wheel the
+    requirement allows. A package with no wheel for the target at all (pyradiomics, docopt) is built here:
+    a pure-Python wheel serves any target, a compiled one only this Python's version, so for another version
+    its source release goes in instead, with the build tools, to be compiled on the target. Returns how
+    each package that is not the tested version's wheel was shipped."""
     environment = target_environment(python_version)
-    seen: set[str] = set()
-    built: dict[str, str] = {}
+    shipped: dict[str, str] = {}
+    requires: dict[str, list[Requirement]] = {}  # each fetched package's own requirements
+    expanded: dict[str, set[str]] = {}  # and the extras already followed
     # setuptools too: a Python 3.11 venv starts with its own old one, which then hides the target's newer
     # one that torch requires (setuptools>=77), so pip must be able to upgrade it from here
-    wanted = [*project_requirements(), Requirement("setuptools")]
+    wanted = [r for r in [*project_requirements(), Requirement("setuptools")] if applies(r, environment)]
     while wanted:
-        requirement = wanted.pop(0)
+        requirement = wanted.pop(0)  # its marker was evaluated when it was added, with the extra that asked
         name = canonicalize_name(requirement.name)
-        if name in seen or name in left_out or not applies(requirement, environment):
+        if name in left_out:
             continue
-        seen.add(name)
-        before = set(out.iterdir())
-        try:
-            download_binaries([pinned(requirement)], out, python_version)
-        except WheelhouseError:
-            built[name] = build_here(pinned(requirement), out, python_version, sources)
-        for new in set(out.iterdir()) - before:
-            if new.name.endswith(".whl") and wheel_name(new) == name:
-                wanted += wheel_requirements(new)
-            elif not new.name.endswith(".whl"):  # a source release: its requirements as installed here
-                wanted += [Requirement(r) for r in importlib.metadata.requires(requirement.name) or []]
-    return built
+        if name not in requires:
+            requires[name] = fetch(requirement, out, python_version, sources, shipped)
+            expanded[name] = set()
+        extras = ({""} | set(requirement.extras)) - expanded[name]
+        expanded[name] |= extras
+        for dependency in requires[name]:
+            marker = dependency.marker
+            if marker is None or any(marker.evaluate(environment | {"extra": e}) for e in extras):
+                wanted.append(dependency)
+    return shipped
+
+
+def fetch(requirement: Requirement, out: Path, python_version: str, sources: Path, shipped: dict) -> list:
+    """One package into `out` (see collect_wheels); returns its requirements."""
+    name = canonicalize_name(requirement.name)
+    before = set(out.iterdir())
+    tested = pinned(requirement)
+    try:
+        download_binaries([tested], out, python_version)
+    except WheelhouseError as exc:
+        if "No matching distribution" not in str(exc):
+            raise
+        try:  # no wheel of the tested version for the target: the newest wheel the requirement allows
+            download_binaries([str(requirement.name) + str(requirement.specifier)], out, python_version)
+        except WheelhouseError as again:
+            if "No matching distribution" not in str(again):
+                raise
+            shipped[name] = build_here(tested, out, python_version, sources)
+    new = sorted(set(out.iterdir()) - before)
+    own = [f for f in new if f.name.endswith(".whl") and wheel_name(f) == name]
+    if own and name not in shipped and "==" in tested and f"-{tested.partition('==')[2]}-" not in own[0].name:
+        shipped[name] = f"{own[0].name}: not the version tested here ({tested}), which has no wheel for the target"
+    if own:
+        return wheel_requirements(own[0])
+    return [Requirement(r) for r in importlib.metadata.requires(requirement.name) or []]  # a source release
 
 
 def build_here(spec: str, out: Path, python_version: str, sources: Path) -> str:
@@ -169,7 +196,7 @@ def build_here(spec: str, out: Path, python_version: str, sources: Path) -> str:
         shutil.move(wheel, out / wheel.name)
         return "pure-Python wheel built here" if pure else f"wheel built here for Python {here}"
     wheel.unlink()
-    pip("download", "--quiet", "--no-deps", "--no-binary=:all:", spec, "--dest", str(out))
+    pip("download", "--quiet", "--no-deps", "--no-build-isolation", "--no-binary=:all:", spec, "--dest", str(out))
     tools = [f"{n}=={installed_version(n)}" if installed_version(n) else n for n in BUILD_TOOLS]
     download_binaries(tools, out, python_version)
     return f"source release (Python {here} here, not {python_version}): compiled on the target by the offline install"
@@ -215,6 +242,13 @@ def add_weights(out: Path, weights: Path) -> None:
     check_weights(out / "weights" / STANDARD_FILENAME)  # the copy too
 
 
+def is_wheelhouse(folder: Path) -> bool:
+    try:
+        return json.loads((folder / "manifest.json").read_text()).get("kind") == "heartjobs-wheelhouse"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def write_manifest(out: Path, record: dict) -> dict:
     files = sorted(p for p in out.rglob("*") if p.is_file())
     entries = [{"file": str(p.relative_to(out)), "sha256": sha256_of(p), "bytes": p.stat().st_size} for p in files]
@@ -233,6 +267,8 @@ def build(out: Path, python_version: str, with_torch: bool, lean: bool, leave_ou
     left_out |= dict.fromkeys((canonicalize_name(n) for n in leave_out), "--leave-out: the target has it")
     if weights is not None:
         check_weights(weights)  # before minutes of downloads
+    if out.exists() and not is_wheelhouse(out):
+        raise WheelhouseError(f"--out {out}: exists and is not a wheelhouse; give a new folder or remove it")
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -251,7 +287,7 @@ def build(out: Path, python_version: str, with_torch: bool, lean: bool, leave_ou
             "with_torch": with_torch,
             "lean": lean,
             "left_out": left_out,
-            "built_here": built,
+            "shipped_otherwise": built,
             # what the offline install asks pip for besides heartjobs (its own requirements, less the ones
             # --lean leaves out): met by the wheelhouse, or by the target's own packages (its torch)
             "install": [
@@ -286,15 +322,15 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PIP_DISABLE_PIP_VERSION_CHECK", "1")
     try:
         record = build(args.out, args.python_version, args.with_torch, args.lean, leave_out, args.fid_weights)
-    except WheelhouseError as exc:
-        print(f"error: wheelhouse: {exc}", file=sys.stderr)
+    except (WheelhouseError, OSError) as exc:
+        print(f"error: wheelhouse: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     count = len(record["files"])
     size = record["total_bytes"] / 2**20
     print(f"wheelhouse: {args.out}: {count} files, {size:.1f} MiB, for CPython {args.python_version} manylinux x86_64")
     for name, why in sorted(record["left_out"].items()):
         print(f"  left out {name}: {why}")
-    for name, how in sorted(record["built_here"].items()):
+    for name, how in sorted(record["shipped_otherwise"].items()):
         print(f"  {name}: {how}")
     print(f"install it on the target: scripts/install.sh --offline {args.out}")
     return 0

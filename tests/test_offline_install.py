@@ -43,6 +43,12 @@ def test_a_weights_file_that_is_not_the_standard_one_is_refused_before_any_downl
 
     missing = _wheelhouse("--out", str(tmp_path / "wheelhouse"), "--fid-weights", str(tmp_path / "nope.pth"))
     assert missing.returncode == 2 and "nope.pth: no such file" in missing.stderr
+    other = tmp_path / "photos"  # an existing folder that is not a wheelhouse is never replaced
+    other.mkdir()
+    (other / "keep.txt").write_text("mine")
+    refused = _wheelhouse("--out", str(other))
+    assert refused.returncode == 2 and "exists and is not a wheelhouse" in refused.stderr, refused.stderr
+    assert (other / "keep.txt").read_text() == "mine"
     bad_version = _wheelhouse("--python-version", "3")
     assert bad_version.returncode == 2 and "give major.minor" in bad_version.stderr
 
