@@ -200,13 +200,18 @@ class Trainer:
         with torch.no_grad():
             for p in self.D.parameters():
                 p.clamp_(-t.clip_value, t.clip_value)
-        if index % t.n_critic:
-            return d_loss.detach(), None
+        return d_loss.detach(), self._critic_schedule_generator_step(z, index)
+
+    def _critic_schedule_generator_step(self, z: torch.Tensor, index: int) -> torch.Tensor | None:
+        """WGAN's and WGAN-GP's generator step: on every n_critic-th batch, with that batch's noise, to
+        raise the critic's score of its images; None on the other batches."""
+        if index % self.spec.train.n_critic:
+            return None
         self.opt_G.zero_grad(set_to_none=True)
         g_loss = -torch.mean(self._score(self._generate(z)))
         g_loss.backward()
         self.opt_G.step()
-        return d_loss.detach(), g_loss.detach()
+        return g_loss.detach()
 
     def _step_wgan_gp(self, real: torch.Tensor, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """WGAN-GP (Gulrajani et al. 2017, Algorithm 1): the critic every batch with the gradient penalty
@@ -223,13 +228,7 @@ class Trainer:
         d_loss = -torch.mean(self._score(real)) + torch.mean(self._score(fake)) + t.gp_lambda * penalty
         d_loss.backward()
         self.opt_D.step()
-        if index % t.n_critic:
-            return d_loss.detach(), None
-        self.opt_G.zero_grad(set_to_none=True)
-        g_loss = -torch.mean(self._score(self._generate(z)))
-        g_loss.backward()
-        self.opt_G.step()
-        return d_loss.detach(), g_loss.detach()
+        return d_loss.detach(), self._critic_schedule_generator_step(z, index)
 
     def _step_sngan(self, real: torch.Tensor, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """SNGAN with the hinge loss (Miyato et al. 2018), in its reference updater's order, which is also
