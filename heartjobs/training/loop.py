@@ -133,11 +133,9 @@ class Trainer:
         self.fixed_noise = torch.randn(SAMPLE_GRID, t.latent_dim, generator=fixed_gen, device=device)
         # DiffAugment's draws have a stream of their own (seed + 4 picks the real grid in heartjobs.job), so
         # the other streams, and the thesis runs without augmentation, draw exactly what they did before.
-        self.augment_gen: torch.Generator | None = None
         self.augment: DiffAugment | None = None
         if t.augment != "none":
-            self.augment_gen = torch.Generator(device=device).manual_seed(t.seed + 5)
-            self.augment = DiffAugment(t.augment, self.augment_gen)
+            self.augment = DiffAugment(t.augment, torch.Generator(device=device).manual_seed(t.seed + 5))
         self.bce = nn.BCELoss()
         self.bounds = batch_bounds(self.images.shape[0], t.batch_size)
         self.epoch = 0  # epochs completed
@@ -369,7 +367,7 @@ class Trainer:
             "shuffle": self.shuffle_gen.get_state(),
             "noise": self.noise_gen.get_state(),
             # only with augmentation: a checkpoint of a run without it is what it was before augment existed
-            **({"augment": self.augment_gen.get_state()} if self.augment_gen is not None else {}),
+            **({"augment": self.augment.generator.get_state()} if self.augment is not None else {}),
         }
 
     def _load_rng_state(self, rng: dict) -> None:
@@ -381,6 +379,6 @@ class Trainer:
             torch.cuda.set_rng_state_all(rng["cuda"])
         self.shuffle_gen.set_state(rng["shuffle"])
         self.noise_gen.set_state(rng["noise"])
-        if self.augment_gen is not None:
+        if self.augment is not None:
             # always there: augment is in the spec hash, so this checkpoint was made with augmentation too
-            self.augment_gen.set_state(rng["augment"])
+            self.augment.generator.set_state(rng["augment"])
