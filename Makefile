@@ -19,6 +19,8 @@ GIT_COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null)
 HEARTJOBS_LOCKS ?= /tmp/heartjobs-locks
 export IMAGE HOST_UID HOST_GID GIT_COMMIT HEARTJOBS_LOCKS BASE_IMAGE FID_WEIGHTS PIP_CONF PIP_CA
 SIF ?= heartjobs.sif
+# pytest-xdist workers for make test / test-fast: two fill a 2-core CI machine (each computes on one thread)
+PYTEST_WORKERS ?= 2
 SUBMIT_ARGS ?=
 # The validity ladder before the smoke jobs, in their feature space (untrained Inception, 192-d), so that
 # their reports say which metrics this data can trust: the prepared set and the ladder's options.
@@ -60,15 +62,15 @@ lint: install ## ruff (lint, format), hadolint (Dockerfile), shellcheck (shell s
 	$(BIN)/hadolint --no-color Dockerfile
 	$(BIN)/shellcheck scripts/*.sh .ci/run
 
-pytest: install ## the test suite alone (installs headless Chromium for the report's browser test)
+pytest: install ## the test suite alone, on 2 pytest-xdist workers (PYTEST_WORKERS=N; installs headless Chromium for the report's browser test)
 	bash scripts/ensure-system-packages.sh browser
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS)
 
 test: lint pytest ## lint, then the test suite
 
-test-fast: install ## the inner loop: the suite without the tests marked slow (make test runs them all)
+test-fast: install ## the inner loop: the suite without the tests marked slow (make test runs them all), 2 workers
 	bash scripts/ensure-system-packages.sh browser
-	$(BIN)/python -m pytest -q -m "not slow and not slurm"
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) -m "not slow and not slurm"
 
 demo: install ## the main job on the embedded phantom: make and prepare it (64 px), the validity ladder, the smoke queue (the 3 thesis models and SNGAN with augmentation, FID/KID/FRD), report
 	$(MAKE) --no-print-directory run-all JOBS=jobs/smoke LADDER="$(SMOKE_LADDER)"

@@ -1,34 +1,58 @@
-"""Shared fixtures and helpers: a small real phantom (JPEG 2000 on disk), the real CLI as a subprocess,
-job spec files, waiting for a condition, and comparing a resumed run with an uninterrupted one."""
+"""Shared fixtures and helpers: a small real phantom (JPEG 2000 on disk), the CLI in this process and as
+a real subprocess, job spec files, waiting for a condition, the one reference run of the signal tests made
+once per session (also across pytest-xdist's workers), and comparing a resumed run with an uninterrupted one.
+
+Every process of the suite computes with one torch thread: the test process (each xdist worker) here, and
+every child through OMP_NUM_THREADS, which `heartjobs run` honours. A run made in one process and its
+resumed twin made in another then do the same arithmetic, bit for bit, and two xdist workers fill the
+two cores of a CI machine without oversubscribing them."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-import torch
+os.environ["OMP_NUM_THREADS"] = "1"  # before torch is imported: children inherit it
 
-from heartjobs.data.phantom import PhantomParams, generate
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from heartjobs.data.phantom import PhantomParams, generate  # noqa: E402
+
+torch.set_num_threads(1)
 
 SMALL_PHANTOM = PhantomParams(slices=12, size=128, seed=7)
+
+# Mounting a tmpfs, acting as another user: root's alone. CI runs the suite as root; elsewhere these skip
+# with this reason rather than fail on a permission.
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mounts a tmpfs or acts as another uid)")
 
 
 @pytest.fixture(scope="session")
 def phantom_dir(tmp_path_factory) -> Path:
     """A 12-slice 128 px phantom, generated once per test session (treat as read-only)."""
-    out = tmp_path_factory.mktemp("phantom") / "phantom"
-    generate(out, SMALL_PHANTOM, workers=1)
-    return out
+
+    def make(folder: Path) -> Path:
+        generate(folder / "phantom", SMALL_PHANTOM, workers=1)
+        return folder / "phantom"
+
+    return made_once(tmp_path_factory, "phantom", make)
 
 
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run `python -m heartjobs ARGS` as a real subprocess (extra environment variables in `env`)."""
+    """Run `python -m heartjobs ARGS` as a real subprocess (extra environment variables in `env`): for what
+    only a real process shows (a signal, a kill, the entry point, an exit code through the OS). Everything
+    else calls `cli` (in this process)."""
     return subprocess.run(
         [sys.executable, "-m", "heartjobs", *map(str, args)],
         cwd=cwd,
@@ -39,14 +63,80 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> sub
     )
 
 
+@dataclass
+class CliResult:
+    """What `cli` returns: the fields of subprocess.CompletedProcess the tests read."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def cli(*args, cwd: Path | None = None, env: dict | None = None) -> CliResult:
+    """`heartjobs ARGS` in this process: heartjobs.cli.main, its exit code and what it printed (argparse's
+    own exits included). `env` (values; None removes a variable) and `cwd` hold for the call only; the stop
+    signals' handlers and torch's thread count, which `run`, `fid` and `ladder` set for their process, are
+    put back afterwards."""
+    from heartjobs.cli import main
+    from heartjobs.procs import STOP_SIGNALS
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    handlers = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    threads, saved_env, saved_cwd = torch.get_num_threads(), dict(os.environ), Path.cwd()
+    try:
+        for key, value in (env or {}).items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = str(value)
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                code = main([str(a) for a in args])
+            except SystemExit as exit_:  # argparse: --help, --version, a bad option
+                code = exit_.code if isinstance(exit_.code, int) else 0 if exit_.code is None else 2
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        torch.set_num_threads(threads)
+    return CliResult(code, stdout.getvalue(), stderr.getvalue())
+
+
+def shared_root(tmp_path_factory) -> Path:
+    """A folder of this test session that every pytest-xdist worker sees (the workers' base folders are
+    siblings in it); the session's own base folder without xdist."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def made_once(tmp_path_factory, name: str, make: Callable[[Path], Path]) -> Path:
+    """What make(folder) returns, made once per test session in shared_root/name: the first worker to ask
+    makes it under an exclusive lock, the others wait on that lock and take what it wrote."""
+    folder = shared_root(tmp_path_factory) / name
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    done = folder.with_name(name + ".done")
+    with open(folder.with_name(name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            folder.mkdir()
+            done.write_text(str(make(folder)))
+    return Path(done.read_text())
+
+
 @pytest.fixture(scope="session")
 def prepared32(tmp_path_factory, phantom_dir) -> Path:
     """The small phantom prepared at 32 px (12 images), shared by the training tests (read-only)."""
     from heartjobs.data.prepare import PrepareParams, prepare
 
-    out = tmp_path_factory.mktemp("prepared") / "phantom32"
-    prepare(phantom_dir, out, PrepareParams(size=32), workers=1)
-    return out
+    def make(folder: Path) -> Path:
+        prepare(phantom_dir, folder / "phantom32", PrepareParams(size=32), workers=1)
+        return folder / "phantom32"
+
+    return made_once(tmp_path_factory, "prepared32", make)
 
 
 def _toml_value(value) -> str:
@@ -108,13 +198,29 @@ def assert_same_run(resumed: Path, reference: Path) -> None:
     assert strip[0] == strip[1]
 
 
-# DCGAN (dropout: the global RNG matters too), many small batches so that signals land mid-run.
-SLOW_DCGAN = {"epochs": 30, "batch_size": 2, "sample_every": 10, "checkpoint_every": 2, "device": "cpu"}
+# DCGAN (dropout: the global RNG matters too), many small batches so that signals land mid-run: the
+# signal tests wait for a checkpoint or an epoch's losses to appear and signal then, with most epochs left.
+SLOW_DCGAN = {"epochs": 12, "batch_size": 2, "sample_every": 4, "checkpoint_every": 2, "device": "cpu"}
+
+
+@pytest.fixture(scope="session")
+def slow_dcgan_reference(tmp_path_factory, prepared32) -> Path:
+    """Job "resume_me" (SLOW_DCGAN) trained start to end, once per session: what every interrupted and
+    resumed run of it (tests/test_resume.py, tests/test_cluster.py) must match bit for bit."""
+    return made_once(tmp_path_factory, "slow_dcgan_reference", lambda folder: _trained(folder, prepared32))
+
+
+def _trained(folder: Path, prepared: Path) -> Path:
+    from heartjobs.job import run_job
+
+    return run_job(write_spec(folder, "resume_me", "dcgan", prepared, **SLOW_DCGAN))
 
 
 @pytest.fixture(scope="session", autouse=True)
 def private_cache(tmp_path_factory):
-    """heartjobs' cache (untrained Inception weights, real FID statistics) in a fresh folder per session,
+    """heartjobs' cache (untrained Inception weights, real FID statistics) and its device locks in fresh
+    folders per session (per xdist worker: a test's cache hits and lock waits are its own worker's),
     shared with the subprocesses the tests start."""
     os.environ["HEARTJOBS_CACHE"] = str(tmp_path_factory.mktemp("heartjobs_cache"))
+    os.environ["HEARTJOBS_LOCK_DIR"] = str(tmp_path_factory.mktemp("heartjobs_locks"))
     yield

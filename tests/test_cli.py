@@ -1,41 +1,49 @@
-"""The `heartjobs` command as a user runs it: real subprocesses, exit codes and messages."""
+"""The `heartjobs` command as a user runs it: the installed entry point and an error's exit code through a
+real process, the rest in this process (`cli`): exit codes and messages."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 from heartjobs import __version__
 
-from .conftest import run_cli
+from .conftest import cli, run_cli
 
 
-def test_version():
-    result = run_cli("--version")
+def test_the_installed_command_runs_and_its_exit_code_reaches_the_shell(tmp_path):
+    command = Path(sys.executable).parent / "heartjobs"  # the console script pip installed beside this Python
+    result = subprocess.run([command, "--version"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and __version__ in result.stdout
+    missing = subprocess.run(["sh", "-c", f"'{command}' data info '{tmp_path / 'nothing'}'; echo \"exit $?\""],
+                             capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert missing.stdout.strip() == "exit 2" and len(missing.stderr.strip().splitlines()) == 1
 
 
 def test_phantom_command_writes_slices_manifest_and_contact_sheet(tmp_path):
     out = tmp_path / "data" / "phantom"
-    result = run_cli("data", "phantom", "--out", out, "--slices", "4", "--size", "64", "--seed", "3")
+    result = cli("data", "phantom", "--out", out, "--slices", "4", "--size", "64", "--seed", "3")
     assert result.returncode == 0, result.stderr
     assert "wrote" in result.stdout and "4 slices 64x64" in result.stdout
     names = sorted(p.name for p in out.iterdir())
     assert names == ["manifest.json"] + [f"slice_{i:05d}.jp2" for i in range(4)]
     assert json.loads((out / "manifest.json").read_text())["parameters"]["seed"] == 3
     assert (tmp_path / "data" / "phantom_contact_sheet.png").is_file()
-    again = run_cli("data", "phantom", "--out", out, "--slices", "4", "--size", "64", "--seed", "3")
+    again = cli("data", "phantom", "--out", out, "--slices", "4", "--size", "64", "--seed", "3")
     assert again.returncode == 0 and "up to date" in again.stdout
 
 
 def test_phantom_bad_arguments_are_one_line_errors(tmp_path):
-    result = run_cli("data", "phantom", "--out", tmp_path / "p", "--size", "8")
+    result = cli("data", "phantom", "--out", tmp_path / "p", "--size", "8")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == ["error: phantom: --size must be >= 16, got 8"]
     assert not (tmp_path / "p").exists()
 
 
 def test_info_on_a_missing_set_is_a_one_line_error(tmp_path):
-    result = run_cli("data", "info", tmp_path / "nothing")
+    result = cli("data", "info", tmp_path / "nothing")
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "nothing" in lines[0] and "heartjobs data prepare" in lines[0]
@@ -45,9 +53,9 @@ def test_debug_prints_the_traceback_with_its_cause_and_still_ends_with_the_one_l
     spec = tmp_path / "latin1.toml"
     spec.write_bytes('name = "caf\xe9"\n'.encode("latin-1"))  # not UTF-8: the error hides a UnicodeDecodeError
     expected = f"error: {spec}: not a UTF-8 text file (TOML must be UTF-8)"
-    plain = run_cli("show", spec)
+    plain = run_cli("show", spec)  # a real process: nothing but the one line on its stderr, exit 2
     assert plain.returncode == 2 and plain.stderr.strip().splitlines() == [expected]
-    for result in (run_cli("--debug", "show", spec), run_cli("show", spec, env={"HEARTJOBS_DEBUG": "1"})):
+    for result in (cli("--debug", "show", spec), cli("show", spec, env={"HEARTJOBS_DEBUG": "1"})):
         assert result.returncode == 2
         assert "Traceback" in result.stderr and "UnicodeDecodeError" in result.stderr  # the cause, kept
         assert result.stderr.strip().splitlines()[-1] == expected

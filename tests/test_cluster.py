@@ -1,5 +1,7 @@
 """`heartjobs submit`: real submitit (its local executor: controller and task processes, pickles, the
-requeue signal and requeue), and the sbatch script submitit writes for Slurm, read from a fake sbatch."""
+requeue signal and requeue), and the sbatch script submitit writes for Slurm, read from a fake sbatch.
+`heartjobs submit` itself runs in this process (`cli`); the controller and the tasks it starts are real
+processes."""
 
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ from heartjobs.spec import load_spec
 from heartjobs.status import now_iso
 
 from .conftest import SLOW_DCGAN as SLOW
-from .conftest import assert_same_run, losses, run_cli, uninterrupted_run, wait_for, write_spec
+from .conftest import assert_same_run, cli, losses, wait_for, write_spec
 
 QUICK = {"epochs": 2, "batch_size": 4, "device": "cpu"}
 LOCAL = ("--executor", "local", "--gpus-per-job", "0")
@@ -60,7 +62,7 @@ def test_an_array_of_three_jobs_runs_to_the_end_and_a_bad_spec_is_left_out(tmp_p
     bad.write_text(f'name = "bad"\nmodel = "gan"\n[data]\nprepared = "{prepared32}"\n[train]\nepochz = 3\n')
     folder = tmp_path / "submissions"
 
-    result = run_cli("submit", specs[0], bad, *specs[1:], *LOCAL, "--folder", folder, "--wait", cwd=tmp_path)
+    result = cli("submit", specs[0], bad, *specs[1:], *LOCAL, "--folder", folder, "--wait", cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     errors = result.stderr.strip().splitlines()
     assert any("bad.toml: train.epochz" in line for line in errors)
@@ -76,41 +78,32 @@ def test_an_array_of_three_jobs_runs_to_the_end_and_a_bad_spec_is_left_out(tmp_p
         assert Path(task["snapshot"]).read_bytes() == Path(task["spec"]).read_bytes()
         assert f"{task['job_id']}: COMPLETED" in result.stdout
 
-    status = run_cli("submit", "--status", "--folder", folder)
+    status = cli("submit", "--status", "--folder", folder)
     assert status.returncode == 0, status.stderr
     lines = [line.split("\t") for line in status.stdout.strip().splitlines()[1:]]
     assert [(row[1], row[3]) for row in lines] == [(t, "COMPLETED") for t in ("gan_a", "wgan_a", "dcgan_a")]
     assert all(Path(row[5]).exists() for row in lines)  # where each task's log is
 
-    again = run_cli("submit", *specs, *LOCAL, "--folder", folder, cwd=tmp_path)
+    again = cli("submit", *specs, *LOCAL, "--folder", folder, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert again.stdout.count("already finished in") == 3 and "nothing to submit" in again.stdout
     assert versions(folder) == [folder / "v0001"]  # no new submission
     assert not any((tmp_path / "artifacts" / t["job"] / "v0002").exists() for t in record["tasks"])
 
 
-# long enough that a signal sent after the first epochs lands well before the end, even on a fast machine
-LONG = {**SLOW, "epochs": 60}
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory, prepared32):
-    return uninterrupted_run(tmp_path_factory, prepared32, **LONG)
-
-
 @pytest.mark.slow
-def test_a_local_task_told_to_stop_is_requeued_and_resumes_bit_identical(tmp_path, prepared32, reference):
-    spec = write_spec(tmp_path, "resume_me", "dcgan", prepared32, **LONG)
+def test_a_local_task_told_to_stop_is_requeued_and_resumes_bit_identical(tmp_path, prepared32, slow_dcgan_reference):
+    spec = write_spec(tmp_path, "resume_me", "dcgan", prepared32, **SLOW)
     folder = tmp_path / "submissions"
     run_dir = tmp_path / "artifacts" / "resume_me" / "v0001"
 
-    result = run_cli("submit", spec, *LOCAL, "--folder", folder, cwd=tmp_path)  # returns; the task runs on
+    result = cli("submit", spec, *LOCAL, "--folder", folder, cwd=tmp_path)  # returns; the task runs on
     assert result.returncode == 0, result.stderr
     task = _submission(folder)["tasks"][0]
     wait_for(lambda: (run_dir / "losses.jsonl").exists() and len(losses(run_dir)) >= 2)
     (task_pid,) = _children(int(task["job_id"]))  # the controller's task; its own child is `heartjobs run`
     os.kill(task_pid, signal.SIGUSR2)  # what the local controller sends --signal-delay s before the limit
-    # 60 epochs after the requeue: about 30 s on an idle 2-core machine, several minutes on a busy one
+    # the rest of the epochs after the requeue: seconds on an idle machine, minutes on a busy one
     wait_for(lambda: RunDir(run_dir).status().get("state") == "done", timeout=900)
 
     log = Path(task["stdout"]).read_text() + Path(task["stderr"]).read_text()
@@ -118,9 +111,9 @@ def test_a_local_task_told_to_stop_is_requeued_and_resumes_bit_identical(tmp_pat
     assert "stopped by SIGTERM" in log and "resuming" in log  # the run checkpointed, then continued
     status = RunDir(run_dir).status()
     assert status["resumed"] == 1 and not (run_dir.parent / "v0002").exists()
-    assert [e["epoch"] for e in losses(run_dir)] == list(range(1, LONG["epochs"] + 1))
-    assert_same_run(run_dir, reference)
-    wait_for(lambda: "COMPLETED" in run_cli("submit", "--status", folder).stdout, timeout=30)
+    assert [e["epoch"] for e in losses(run_dir)] == list(range(1, SLOW["epochs"] + 1))
+    assert_same_run(run_dir, slow_dcgan_reference)
+    wait_for(lambda: "COMPLETED" in cli("submit", "--status", folder).stdout, timeout=30)
 
 
 @pytest.mark.slow
@@ -187,7 +180,7 @@ def test_slurm_parameters_submitit_passes_to_sbatch(tmp_path, prepared32):
     twin.write_bytes(specs[0].read_bytes())
     namesake = tmp_path / "namesake.toml"  # the same job name (run folder), another configuration
     namesake.write_text(specs[0].read_text().replace("epochs = 2", "epochs = 3"))
-    result = run_cli("submit", *specs, twin, namesake, "--executor", "slurm", *options, cwd=tmp_path, env=env)
+    result = cli("submit", *specs, twin, namesake, "--executor", "slurm", *options, cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr
     assert f"skipped {twin}: the same configuration as {specs[0]}" in result.stdout
     assert f"skipped {namesake}: the job name 'job0' is {specs[0]}'s too, with another configuration" in result.stdout
@@ -221,7 +214,7 @@ def test_slurm_parameters_submitit_passes_to_sbatch(tmp_path, prepared32):
         assert submitted.function.stop_wait_s == 90  # --signal-delay 120 less 30 s for the requeue
         assert task["stdout"].endswith(f"logs/4242_{i}_0_log.out")
 
-    status = run_cli("submit", "--status", "--folder", tmp_path / "submissions", env=env)
+    status = cli("submit", "--status", "--folder", tmp_path / "submissions", env=env)
     assert status.returncode == 0, status.stderr
     states = [line.split("\t")[3] for line in status.stdout.strip().splitlines()[1:]]
     assert states == ["COMPLETED", "RUNNING", "PENDING"]  # without accounting: squeue, then scontrol
@@ -229,7 +222,7 @@ def test_slurm_parameters_submitit_passes_to_sbatch(tmp_path, prepared32):
 
     # Submitting again: the tasks Slurm still runs or holds are not submitted twice; the one it ended
     # (COMPLETED by scontrol, though its run never finished here) is.
-    again = run_cli("submit", *specs, "--executor", "slurm", *options, cwd=tmp_path, env=env)
+    again = cli("submit", *specs, "--executor", "slurm", *options, cwd=tmp_path, env=env)
     assert again.returncode == 0, again.stderr
     assert f"skipped {specs[1]}: waiting or running in {tmp_path / 'submissions' / 'v0001'} (task 4242_1: RUNNING)" in (
         again.stdout
@@ -244,14 +237,14 @@ def test_sbatch_refusing_the_array_is_one_line_error_and_takes_no_number(tmp_pat
     sbatch = Path(env["PATH"].split(os.pathsep)[0]) / "sbatch"
     sbatch.write_text("#!/bin/sh\necho 'sbatch: error: Invalid generic resource (gres) specification' >&2\nexit 1\n")
     folder = tmp_path / "submissions"
-    result = run_cli("submit", spec, "--gpus-per-job", "1", "--folder", folder, cwd=tmp_path, env=env)
+    result = cli("submit", spec, "--gpus-per-job", "1", "--folder", folder, cwd=tmp_path, env=env)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "error: sbatch refused the submission, nothing was submitted: sbatch: error: Invalid generic resource "
         "(gres) specification; this cluster has no GPUs as a generic resource (GRES) here: pass --gpus-per-job 0"
     ]
     assert versions(folder) == [] and not (folder / "latest").exists()  # a submission of nothing is no submission
-    status = run_cli("submit", "--status", "--folder", folder)
+    status = cli("submit", "--status", "--folder", folder)
     assert status.returncode == 2 and "not a submission folder" in status.stderr
 
 
@@ -266,20 +259,20 @@ def test_bad_submit_options_fail_in_one_line_before_anything_is_written(tmp_path
         ([*LOCAL, "--time", "1"], {}, "error: --signal-delay: 120 s is not shorter than the time limit (1 min)"),
     ]
     for args, env, message in cases:
-        result = run_cli("submit", spec, *args, "--folder", folder, cwd=tmp_path, env=env)
+        result = cli("submit", spec, *args, "--folder", folder, cwd=tmp_path, env=env)
         assert result.returncode == 2 and message in result.stderr, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
     assert not folder.exists()
     a_file = tmp_path / "a_file"
     a_file.write_text("")
-    result = run_cli("submit", spec, *LOCAL, "--folder", a_file, cwd=tmp_path)
+    result = cli("submit", spec, *LOCAL, "--folder", a_file, cwd=tmp_path)
     assert result.returncode == 2 and result.stderr.startswith(f"error: --folder {a_file}: cannot make"), result.stderr
     unwritable = tmp_path / "unwritable.toml"
     unwritable.write_text(spec.read_text().replace(str(tmp_path / "artifacts"), str(a_file / "artifacts")))
-    result = run_cli("submit", unwritable, *LOCAL, "--folder", folder, cwd=tmp_path)
+    result = cli("submit", unwritable, *LOCAL, "--folder", folder, cwd=tmp_path)
     assert result.returncode == 2 and f"unwritable.toml: output.root: cannot make {a_file}" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and versions(folder) == []  # no submission
-    missing = run_cli("submit", "--status", "--folder", folder)
+    missing = cli("submit", "--status", "--folder", folder)
     assert missing.returncode == 2 and "not a submission folder" in missing.stderr
 
 
@@ -350,11 +343,19 @@ def test_a_run_counts_as_running_only_while_its_own_process_lives(tmp_path, prep
 
     # A task waits while the run is alive, then takes the version over and finishes it.
     _write_status(run_dir, **live)
-    monkeypatch.setattr(cluster, "RUNNING_POLL_S", 0.2)
+    monkeypatch.setattr(cluster, "RUNNING_POLL_S", 0.05)
+    looked = []  # each time the waiting task looks whether the run still lives elsewhere
+
+    def counted(*args, **kwargs):
+        looked.append(running_elsewhere(*args, **kwargs))
+        return looked[-1]
+
+    monkeypatch.setattr(cluster, "running_elsewhere", counted)
     outcome = {}
     waiting = threading.Thread(target=lambda: outcome.update(run=SpecTask(str(spec_path), str(tmp_path))()))
     waiting.start()
-    time.sleep(2)
+    wait_for(lambda: len(looked) >= 5)  # it looked five times, found the run alive each time, and waits on
+    assert looked[:5] == [run_dir] * 5
     assert waiting.is_alive() and not (run_dir / "generator.pt").exists()
     sleeper.kill()
     sleeper.wait()

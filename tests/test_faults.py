@@ -1,9 +1,13 @@
-"""Faults the runner must survive, each reproduced for real: here, a disk that fills up (a real tmpfs,
-mounted for the test; the suite runs as root, as CI does)."""
+"""Faults the runner must survive, each reproduced for real: a disk that fills up (a real tmpfs, mounted for
+the test: these tests need root, as CI has, and say so otherwise), damaged and hostile input, and stop
+signals at the edges of a run. `heartjobs` runs in this process (`cli`), a real SIGTERM included; a real
+subprocess where the process itself is at stake (a set cut under it, which would kill it with SIGBUS)."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +17,7 @@ import pytest
 from heartjobs.checkpoint import list_checkpoints
 from heartjobs.job import run_job
 
-from .conftest import run_cli, write_spec
+from .conftest import cli, needs_root, write_spec
 
 
 @pytest.fixture
@@ -38,6 +42,7 @@ def _spec_on(folder: Path, out: Path, prepared: Path, **train) -> Path:
     return spec
 
 
+@needs_root
 @pytest.mark.slow
 def test_a_full_disk_fails_in_one_line_keeps_the_last_checkpoint_and_resumes_once_there_is_room(
     tmp_path, prepared32, small_disk
@@ -51,7 +56,7 @@ def test_a_full_disk_fails_in_one_line_keeps_the_last_checkpoint_and_resumes_onc
 
     # room for two checkpoints and a bit: the third is refused before it is written
     resize(int(2.6 * size) + 2**20)
-    result = run_cli("run", spec)
+    result = cli("run", spec)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     [error] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert "no space left on the device" in error and "MiB free there" in error and "--resume" in error
@@ -62,19 +67,20 @@ def test_a_full_disk_fails_in_one_line_keeps_the_last_checkpoint_and_resumes_onc
 
     # room for everything: the run resumes from its last checkpoint and finishes
     resize(8 * size + 8 * 2**20)
-    resumed = run_cli("run", spec, "--resume")
+    resumed = cli("run", spec, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads((run_dir / "status.json").read_text())["state"] == "done"
     assert [json.loads(line)["epoch"] for line in (run_dir / "losses.jsonl").read_text().splitlines()] == [1, 2, 3]
 
 
+@needs_root
 @pytest.mark.slow
 def test_a_disk_that_fills_in_the_middle_of_a_write_leaves_no_partial_file(tmp_path, prepared32, small_disk):
     disk, resize = small_disk
     reference = run_job(_spec_on(tmp_path, tmp_path / "reference", prepared32, device="cpu"))
     size = list_checkpoints(reference / "checkpoints")[-1].stat().st_size
     resize(size // 2)  # not even the first checkpoint fits
-    result = run_cli("run", _spec_on(tmp_path, disk / "artifacts", prepared32, device="cpu"))
+    result = cli("run", _spec_on(tmp_path, disk / "artifacts", prepared32, device="cpu"))
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert "no space left on the device" in result.stderr, result.stderr
     run_dir = disk / "artifacts" / "full" / "v0001"
@@ -82,6 +88,7 @@ def test_a_disk_that_fills_in_the_middle_of_a_write_leaves_no_partial_file(tmp_p
     assert not list(run_dir.rglob(".*.tmp")) and list_checkpoints(run_dir / "checkpoints") == []
 
 
+@needs_root
 @pytest.mark.slow
 def test_a_worker_survives_a_full_queue_folder_and_the_job_stays_recoverable(tmp_path, prepared32, small_disk):
     from heartjobs.jobqueue import Queue
@@ -96,7 +103,7 @@ def test_a_worker_survives_a_full_queue_folder_and_the_job_stays_recoverable(tmp
                 filler.write(b"\0" * 4096)
         except OSError:
             pass
-    result = run_cli("worker", "--queue", queue.root, "--slot", "test-cramped")
+    result = cli("worker", "--queue", queue.root, "--slot", "test-cramped")
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
     assert "its record could not be written" in result.stderr and "left in running/" in result.stderr
     assert [e.name for e in queue.entries("running")] == ["cramped"]  # recoverable, not lost
@@ -104,7 +111,7 @@ def test_a_worker_survives_a_full_queue_folder_and_the_job_stays_recoverable(tmp
     (disk / "filler").unlink()
     for entry in queue.recover_stale(stale_after=0):
         assert entry.recovered == 1
-    assert run_cli("worker", "--queue", queue.root, "--slot", "test-cramped").returncode == 0
+    assert cli("worker", "--queue", queue.root, "--slot", "test-cramped").returncode == 0
     assert [e.name for e in queue.entries("done")] == ["cramped"]
 
 
@@ -125,48 +132,47 @@ def test_a_damaged_prepared_set_is_a_one_line_error(tmp_path, prepared32):
     images = broken / "images.npy"
     images.write_bytes(images.read_bytes()[:200])  # truncated
     spec = write_spec(tmp_path, "damaged", "gan", broken, epochs=1, device="cpu")
-    _one_line_error(run_cli("run", spec), "images.npy: ")
+    _one_line_error(cli("run", spec), "images.npy: ")
     images.write_bytes(b"garbage, not numpy")
-    _one_line_error(run_cli("run", spec), "images.npy: unreadable")
+    _one_line_error(cli("run", spec), "images.npy: unreadable")
     manifest = json.loads((prepared32 / "manifest.json").read_text())
     shutil.copy(prepared32 / "images.npy", images)
     for field, value in (("shape", None), ("count", "12")):
         (broken / "manifest.json").write_text(json.dumps({**manifest, field: value}))
-        _one_line_error(run_cli("data", "info", broken), f"manifest.json: {field}: expected")
-        _one_line_error(run_cli("run", spec), f"manifest.json: {field}: expected")
+        _one_line_error(cli("data", "info", broken), f"manifest.json: {field}: expected")
+        _one_line_error(cli("run", spec), f"manifest.json: {field}: expected")
 
 
 def test_a_spec_that_is_not_a_regular_file_is_refused_without_reading_it(tmp_path):
-    import os
-
     fifo = tmp_path / "fifo.toml"
     os.mkfifo(fifo)
-    _one_line_error(run_cli("validate", fifo), "fifo.toml: not a regular file")
+    _one_line_error(cli("validate", fifo), "fifo.toml: not a regular file")
     endless = tmp_path / "zero.toml"
     endless.symlink_to("/dev/zero")
-    _one_line_error(run_cli("validate", endless), "zero.toml: not a regular file")
+    _one_line_error(cli("validate", endless), "zero.toml: not a regular file")
     huge = tmp_path / "huge.toml"
     huge.write_bytes(b"#" * (2 << 20))
-    _one_line_error(run_cli("validate", huge), "huge.toml: larger than 1024 KiB")
+    _one_line_error(cli("validate", huge), "huge.toml: larger than 1024 KiB")
 
 
 def test_worker_poll_must_be_positive(tmp_path):
-    result = run_cli("worker", "--queue", tmp_path / "q", "--poll", "-1")
+    result = cli("worker", "--queue", tmp_path / "q", "--poll", "-1")
     assert result.returncode == 2 and "--poll: must be > 0" in result.stderr and "Traceback" not in result.stderr
 
 
+@needs_root
 def test_a_read_only_queue_is_a_one_line_error(tmp_path, prepared32):
     ro = tmp_path / "ro"
     ro.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)], check=True)
     try:
         spec = write_spec(tmp_path, "ro", "gan", prepared32, epochs=1, device="cpu")
-        _one_line_error(run_cli("enqueue", spec, "--queue", ro / "q"), f"--queue {ro / 'q'}: cannot add")
-        _one_line_error(run_cli("worker", "--queue", ro / "q"), f"--queue {ro / 'q'}: cannot use it as a queue")
+        _one_line_error(cli("enqueue", spec, "--queue", ro / "q"), f"--queue {ro / 'q'}: cannot add")
+        _one_line_error(cli("worker", "--queue", ro / "q"), f"--queue {ro / 'q'}: cannot use it as a queue")
         # artifacts where nothing can be written: the path and what the system said, in one line
         unwritable = write_spec(tmp_path, "ro_out", "gan", prepared32, epochs=1, device="cpu")
         unwritable.write_text(unwritable.read_text().replace(str(tmp_path / "artifacts"), str(ro / "artifacts")))
-        _one_line_error(run_cli("run", unwritable), f"{ro / 'artifacts'}", "Read-only file system")
+        _one_line_error(cli("run", unwritable), f"{ro / 'artifacts'}", "Read-only file system")
     finally:
         subprocess.run(["umount", "-l", str(ro)], check=True)
 
@@ -174,44 +180,44 @@ def test_a_read_only_queue_is_a_one_line_error(tmp_path, prepared32):
 # --- signals at the edges of a run: a real SIGTERM, sent by the run to itself at the exact moment ---
 
 
-def _run_signalled_at(spec: Path, where: str) -> subprocess.CompletedProcess:
-    """`heartjobs run spec` in a fresh interpreter that sends itself SIGTERM at `where`: "setup" (while
-    the spec's weights are checked, before a version exists) or "done" (the instant status.json says done)."""
-    program = f"""
-import os, signal, sys
-import heartjobs.job, heartjobs.status
-from heartjobs.cli import main
-where = {where!r}
-if where == "setup":
-    checked = heartjobs.job.check_measurable
-    def check_measurable(*args, **kwargs):
-        checked(*args, **kwargs)
-        os.kill(os.getpid(), signal.SIGTERM)
-    heartjobs.job.check_measurable = check_measurable
-else:
-    finish = heartjobs.status.StatusFile.finish
-    def finish_then_signal(self, state, error=None):
-        finish(self, state, error)
-        if state == "done":
+def _run_signalled_at(spec: Path, where: str, monkeypatch) -> object:
+    """`heartjobs run spec`, sending this process a real SIGTERM at `where`: "setup" (while the spec's weights
+    are checked, before a version exists) or "done" (the instant status.json says done)."""
+    import heartjobs.job
+    import heartjobs.status
+
+    if where == "setup":
+        checked = heartjobs.job.check_measurable
+
+        def check_measurable(*args, **kwargs):
+            checked(*args, **kwargs)
             os.kill(os.getpid(), signal.SIGTERM)
-    heartjobs.status.StatusFile.finish = finish_then_signal
-sys.exit(main(["run", {str(spec)!r}]))
-"""
-    return subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=600)
+
+        monkeypatch.setattr(heartjobs.job, "check_measurable", check_measurable)
+    else:
+        finish = heartjobs.status.StatusFile.finish
+
+        def finish_then_signal(self, state, error=None):
+            finish(self, state, error)
+            if state == "done":
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        monkeypatch.setattr(heartjobs.status.StatusFile, "finish", finish_then_signal)
+    return cli("run", spec)  # a SIGTERM that `run` did not take as a request would end the test process
 
 
-def test_sigterm_during_setup_stops_before_a_version_is_claimed(tmp_path, prepared32):
+def test_sigterm_during_setup_stops_before_a_version_is_claimed(tmp_path, prepared32, monkeypatch):
     spec = write_spec(tmp_path, "edge", "gan", prepared32, epochs=1, device="cpu")
-    result = _run_signalled_at(spec, "setup")
-    assert result.returncode == 128 + 15, (result.returncode, result.stderr)  # not death by signal (-15)
+    result = _run_signalled_at(spec, "setup", monkeypatch)
+    assert result.returncode == 128 + 15, (result.returncode, result.stderr)  # a request, not a death
     assert "stopped by SIGTERM during setup, before a version was chosen" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "artifacts" / "edge").exists() or not list((tmp_path / "artifacts" / "edge").iterdir())
 
 
-def test_sigterm_just_after_the_job_finished_exits_0(tmp_path, prepared32):
+def test_sigterm_just_after_the_job_finished_exits_0(tmp_path, prepared32, monkeypatch):
     spec = write_spec(tmp_path, "edge", "gan", prepared32, epochs=1, device="cpu")
-    result = _run_signalled_at(spec, "done")
+    result = _run_signalled_at(spec, "done", monkeypatch)
     assert result.returncode == 0, (result.returncode, result.stderr)  # before the fix: -15 after "done"
     assert "a stop signal came after the job had finished; nothing to stop" in result.stdout
     status = json.loads((tmp_path / "artifacts" / "edge" / "v0001" / "status.json").read_text())

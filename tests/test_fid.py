@@ -26,7 +26,7 @@ from heartjobs.prepared import PreparedSet
 from heartjobs.rundir import RunDir
 from heartjobs.spec import EvalSection
 
-from .conftest import run_cli, write_spec
+from .conftest import cli, write_spec
 
 # Small but not singular: 160 real images, dims 64 (Inception's first block), untrained weights. FRD has
 # tests of its own (test_frd.py).
@@ -183,25 +183,21 @@ def test_standard_weights_with_a_wrong_hash_are_refused(tmp_path, monkeypatch):
 def test_a_job_whose_weights_are_missing_fails_before_training_with_the_fix(tmp_path, prepared160):
     spec = write_spec(tmp_path, "no_weights", "gan", prepared160, eval={"n_generated": 10}, epochs=1, device="cpu")
     # a named file that is not there
-    result = run_cli("run", spec, env={"HEARTJOBS_FID_WEIGHTS": str(tmp_path / "missing.pth")})
+    result = cli("run", spec, env={"HEARTJOBS_FID_WEIGHTS": str(tmp_path / "missing.pth")})
     assert result.returncode == 2 and "Traceback" not in result.stderr
     [error] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert f"{spec}: eval.weights:" in error and "missing.pth: no such file" in error and "heartjobs fid" in error
     # no file and no way to download it now (a proxy that refuses every connection): nothing trained
     offline = {"TORCH_HOME": str(tmp_path / "empty_torch_home"), "https_proxy": "http://127.0.0.1:9"}
     offline |= {"HTTPS_PROXY": "http://127.0.0.1:9", "no_proxy": "", "NO_PROXY": ""}
-    env = {k: v for k, v in os.environ.items() if k != "HEARTJOBS_FID_WEIGHTS"} | offline
-    result = subprocess.run(
-        [sys.executable, "-m", "heartjobs", "run", str(spec)], capture_output=True, text=True, env=env, timeout=120
-    )
+    offline |= {"HEARTJOBS_FID_WEIGHTS": None}
+    result = cli("run", spec, env=offline)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     [error] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert "cannot be downloaded now" in error and "make fid-weights" in error and "fid = false" in error
     assert not (tmp_path / "artifacts").exists()  # no run folder: nothing was trained
     # validate says the same, for every spec it is given
-    validate = subprocess.run(
-        [sys.executable, "-m", "heartjobs", "validate", str(spec)], capture_output=True, text=True, env=env, timeout=120
-    )
+    validate = cli("validate", spec, env=offline)
     assert validate.returncode == 2 and "eval.weights" in validate.stderr
 
 
@@ -234,13 +230,13 @@ def test_a_generator_from_another_run_is_refused(tmp_path, prepared32):
     one = run_job(write_spec(tmp_path, "one", "gan", prepared32, epochs=1, device="cpu"))
     other = run_job(write_spec(tmp_path, "other", "gan", prepared32, epochs=1, latent_dim=50, device="cpu"))
     shutil.copy(other / "generator.pt", one / "generator.pt")  # copied in by hand
-    result = run_cli("fid", one, "--weights", "untrained", "--dims", "64", "--n", "10", "--repeats", "1", "--no-frd")
+    result = cli("fid", one, "--weights", "untrained", "--dims", "64", "--n", "10", "--repeats", "1", "--no-frd")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "generator.pt: spec_hash: made by spec" in result.stderr and "another run's generator" in result.stderr
     # one whose weights do not fit its own architecture record: a one-line error too
     payload = _torch.load(other / "generator.pt", weights_only=False)
     payload["latent_dim"] = 100
     _torch.save(payload, one / "generator.pt")
-    result = run_cli("fid", one, "--weights", "untrained", "--dims", "64", "--n", "10", "--repeats", "1", "--no-frd")
+    result = cli("fid", one, "--weights", "untrained", "--dims", "64", "--n", "10", "--repeats", "1", "--no-frd")
     assert result.returncode == 2 and "not a generator this architecture can load" in result.stderr
     assert "Traceback" not in result.stderr

@@ -16,7 +16,7 @@ from heartjobs.evaluation.ladder import RUNGS, build_sets, parse_metrics, verdic
 from heartjobs.evaluation.records import FAILS_LADDER, summary_line
 from heartjobs.prepared import PreparedSet
 
-from .conftest import run_cli
+from .conftest import cli
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +99,7 @@ def test_verdicts_are_looked_up_by_set_metric_and_feature_space():
 def test_ladder_cli_measures_every_rung_and_its_verdicts_reach_later_measurements(tmp_path, prepared48):
     out = tmp_path / "ladder"
     args = ["--metrics", "fid,kid,frd", "--weights", "untrained", "--dims", "64", "--n", "24", "--out", out]
-    result = run_cli("ladder", prepared48, *args)
+    result = cli("ladder", prepared48, *args)
     assert result.returncode == 0, result.stderr
     ladder = json.loads((out / "ladder.json").read_text())
     assert [r["name"] for r in ladder["rungs"]] == [r.name for r in RUNGS] and ladder["n"] == 24
@@ -132,6 +132,6 @@ def test_ladder_cli_measures_every_rung_and_its_verdicts_reach_later_measurement
 def test_ladder_refuses_an_unusable_out_folder_before_measuring(tmp_path, prepared48):
     taken = tmp_path / "a_file"
     taken.write_text("not a folder")
-    result = run_cli("ladder", prepared48, "--metrics", "frd", "--out", taken)
+    result = cli("ladder", prepared48, "--metrics", "frd", "--out", taken)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert f"--out {taken}: cannot make the folder" in result.stderr and "radiomic" not in result.stderr

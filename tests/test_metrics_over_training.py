@@ -14,7 +14,7 @@ from heartjobs.report import cells, collect
 from heartjobs.rundir import RunDir
 from heartjobs.spec import load_spec
 
-from .conftest import run_cli, write_spec
+from .conftest import cli, write_spec
 
 FINAL = {
     "n_generated": 20,
@@ -99,7 +99,7 @@ def test_fid_all_checkpoints_measures_each_kept_checkpoint_afterwards(tmp_path, 
     run = RunDir(run_job(write_spec(tmp_path, "after", "gan", prepared32, eval=FINAL, **train)))
     assert not run.metric_curve()  # measured once, at the end: no curve
 
-    result = run_cli("fid", run.path, "--all-checkpoints", "--n", "12")
+    result = cli("fid", run.path, "--all-checkpoints", "--n", "12")
     assert result.returncode == 0, result.stderr
     records = [r for r in run.metric_records() if r["snapshot"]["file"].startswith("checkpoints/")]
     assert [r["snapshot"]["epoch"] for r in records] == [1, 2, 3, 4]
@@ -111,5 +111,5 @@ def test_fid_all_checkpoints_measures_each_kept_checkpoint_afterwards(tmp_path, 
     assert torch.load(run / RunDir.BEST, map_location="cpu", weights_only=False)["epoch"] == best["snapshot"]["epoch"]
     assert (run / RunDir.METRICS_PLOT).is_file()
 
-    both = run_cli("fid", run.path, "--all-checkpoints", "--checkpoint", run / "checkpoints" / "epoch_0001.pt")
+    both = cli("fid", run.path, "--all-checkpoints", "--checkpoint", run / "checkpoints" / "epoch_0001.pt")
     assert both.returncode == 2 and both.stderr.count("\n") == 1 and "--all-checkpoints" in both.stderr

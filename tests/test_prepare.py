@@ -18,7 +18,7 @@ from heartjobs.errors import HeartjobsError
 from heartjobs.hashing import sha256_array, sha256_file
 from heartjobs.prepared import PreparedSet, load_prepared
 
-from .conftest import SMALL_PHANTOM, run_cli, write_spec
+from .conftest import SMALL_PHANTOM, cli, write_spec
 
 
 def _write_pngs(folder, images, suffix=".png"):
@@ -156,7 +156,7 @@ def test_window_none_for_eight_bit_data_with_no_assumption(tmp_path):
 
 def test_window_full_with_percentiles_is_a_one_line_error(tmp_path, phantom_dir):
     out = tmp_path / "out"
-    result = run_cli(
+    result = cli(
         "data",
         "prepare",
         phantom_dir,
@@ -240,7 +240,7 @@ def test_truncated_jp2_gives_one_line_error_and_no_output(tmp_path, phantom_dir)
     shutil.copytree(phantom_dir, src)
     _truncate(src / "slice_00004.jp2")
     out = tmp_path / "data" / "prepared"
-    result = run_cli("data", "prepare", src, "--out", out, "--size", "32")
+    result = cli("data", "prepare", src, "--out", out, "--size", "32")
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("error")]
     assert len(errors) == 1 and "slice_00004.jp2" in errors[0] and "truncated" in errors[0]
@@ -277,7 +277,7 @@ def test_bad_inputs_give_one_line_errors(tmp_path):
         ([small, "--window-percentiles", "90", "10"], "--window-percentiles"),
     ]
     for args, message in cases:
-        result = run_cli("data", "prepare", *args, "--out", tmp_path / "out")
+        result = cli("data", "prepare", *args, "--out", tmp_path / "out")
         assert result.returncode == 2, result.stderr
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], lines
@@ -286,19 +286,19 @@ def test_bad_inputs_give_one_line_errors(tmp_path):
 
 def test_cli_prepare_then_info(tmp_path, phantom_dir):
     out = tmp_path / "prepared"
-    first = run_cli("data", "prepare", phantom_dir, "--out", out, "--size", "32")
+    first = cli("data", "prepare", phantom_dir, "--out", out, "--size", "32")
     assert first.returncode == 0, first.stderr
     assert "prepared" in first.stdout and "12 x 1 x 32 x 32 uint8" in first.stdout
     assert f"{SMALL_PHANTOM.slices}/{SMALL_PHANTOM.slices}" in first.stderr  # plain progress lines
-    again = run_cli("data", "prepare", phantom_dir, "--out", out, "--size", "32")
+    again = cli("data", "prepare", phantom_dir, "--out", out, "--size", "32")
     assert again.returncode == 0 and "up to date" in again.stdout
-    info = run_cli("data", "info", out)
+    info = cli("data", "info", out)
     assert info.returncode == 0 and "percentiles 0.5 / 99.5" in info.stdout
     assert "assumption" in info.stdout
 
     full = tmp_path / "full"
-    assert run_cli("data", "prepare", phantom_dir, "--out", full, "--size", "32", "--window", "full").returncode == 0
-    info = run_cli("data", "info", full)
+    assert cli("data", "prepare", phantom_dir, "--out", full, "--size", "32", "--window", "full").returncode == 0
+    info = cli("data", "info", full)
     assert info.returncode == 0 and "full, the whole 16-bit range: 0.0 .. 65535.0" in info.stdout
 
 
@@ -312,13 +312,13 @@ def test_data_needs_lists_each_prepared_set_once_with_whether_it_is_ready(tmp_pa
     sets, errors = needed_sets(specs)
     assert sets == [(prepared32, True), (missing, False)] and errors == []
 
-    result = run_cli("data", "needs", *specs)
+    result = cli("data", "needs", *specs)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [f"{prepared32}\tready", f"{missing}\tmissing"]
 
     bad = tmp_path / "bad.toml"
     bad.write_text('name = "bad"\nmodel = "gan"\n[data]\nprepared = 3\n')
-    result = run_cli("data", "needs", specs[0], bad)
+    result = cli("data", "needs", specs[0], bad)
     assert result.returncode == 2 and result.stdout.splitlines() == [f"{prepared32}\tready"]
     errors = result.stderr.strip().splitlines()
     assert len(errors) == 2 and errors[0].startswith(f"error: {bad}: data.prepared")

@@ -1,4 +1,5 @@
-"""The directory queue and its worker, with real subprocesses and signals."""
+"""The directory queue and its worker: workers in this process (`cli`) or, where a signal, a kill or a race
+between workers is what is tested, as real subprocesses; every job runs as a real `heartjobs run` child."""
 
 from __future__ import annotations
 
@@ -19,11 +20,12 @@ from heartjobs.jobqueue import Queue
 from heartjobs.rundir import versions
 from heartjobs.status import now_iso
 
-from .conftest import run_cli, wait_for, write_spec
+from .conftest import cli, needs_root, wait_for, write_spec
 
 QUICK = {"epochs": 2, "batch_size": 4, "device": "cpu"}
-# slow enough to be caught mid-run: DCGAN, batches of 2, many epochs
-SLOW = {"epochs": 25, "batch_size": 2, "checkpoint_every": 1, "device": "cpu"}
+# slow enough to be caught mid-run: DCGAN, batches of 2, a checkpoint every epoch; the tests signal as soon
+# as a checkpoint appears, with most epochs left
+SLOW = {"epochs": 10, "batch_size": 2, "checkpoint_every": 1, "device": "cpu"}
 
 
 def _worker(queue, *args):
@@ -50,7 +52,7 @@ def test_enqueue_refuses_bad_specs_and_queues_the_rest_in_order(tmp_path, prepar
     good = [write_spec(tmp_path, f"job{i}", "gan", prepared32, **QUICK) for i in range(3)]
     bad = tmp_path / "bad.toml"
     bad.write_text('name = "bad"\nmodel = "gan"\n[data]\nprepared = "/nowhere"\n')
-    result = run_cli("enqueue", good[0], bad, good[1], good[2], "--queue", tmp_path / "q")
+    result = cli("enqueue", good[0], bad, good[1], good[2], "--queue", tmp_path / "q")
     assert result.returncode == 2
     errors = result.stderr.strip().splitlines()
     assert any("bad.toml: data.prepared" in line for line in errors)
@@ -74,7 +76,7 @@ def test_worker_runs_everything_once_and_a_failing_job_goes_to_failed(tmp_path, 
     Queue(queue).add(write_spec(tmp_path, "doomed", "gan", doomed_data, **QUICK))
     shutil.rmtree(doomed_data)
 
-    result = run_cli("worker", "--queue", queue, "--until-empty", "--slot", "test-a")
+    result = cli("worker", "--queue", queue, "--until-empty", "--slot", "test-a")
     assert result.returncode == 0, result.stderr
     assert _names(queue, "done") == ["a", "b"] and _names(queue, "failed") == ["doomed"]
     assert _names(queue, "pending") == _names(queue, "running") == []
@@ -86,15 +88,15 @@ def test_worker_runs_everything_once_and_a_failing_job_goes_to_failed(tmp_path, 
 
     # idempotent: the same job again is skipped, unless forced
     Queue(queue).add(jobs[0])
-    again = run_cli("worker", "--queue", queue, "--slot", "test-a")
+    again = cli("worker", "--queue", queue, "--slot", "test-a")
     assert "already finished" in again.stderr
     assert json.loads((queue / "done" / "000004_a.json").read_text())["state"] == "skipped"
     Queue(queue).add(jobs[0])
-    forced = run_cli("worker", "--queue", queue, "--slot", "test-a", "--force")
+    forced = cli("worker", "--queue", queue, "--slot", "test-a", "--force")
     assert forced.returncode == 0
     assert [p.name for p in versions(tmp_path / "artifacts" / "a")] == ["v0001", "v0002"]
 
-    status = run_cli("queue", "status", "--queue", queue)
+    status = cli("queue", "status", "--queue", queue)
     assert status.returncode == 0 and "000003_doomed.toml" in status.stdout
 
 
@@ -110,7 +112,7 @@ def test_sigkill_of_the_worker_mid_job_then_a_new_worker_resumes_it(tmp_path, pr
     first.wait()
     assert _names(queue, "running") == ["long"]  # left behind by the dead worker
 
-    second = run_cli("worker", "--queue", queue, "--slot", "test-kill")
+    second = cli("worker", "--queue", queue, "--slot", "test-kill")
     assert second.returncode == 0, second.stderr
     assert "its worker died" in second.stderr and "resuming" in second.stderr
     assert sorted(_names(queue, "done")) == ["after", "long"]  # each exactly once
@@ -129,7 +131,7 @@ def test_a_job_that_dies_before_writing_its_result_fails_with_the_last_line_it_p
     (fake / "__init__.py").write_text('raise ImportError("no torch here")\n')
     queue = tmp_path / "q"
     Queue(queue).add(write_spec(tmp_path, "notorch", "gan", prepared32, **QUICK))
-    result = run_cli("worker", "--queue", queue, "--slot", "test-notorch", env={"PYTHONPATH": str(fake.parent)})
+    result = cli("worker", "--queue", queue, "--slot", "test-notorch", env={"PYTHONPATH": str(fake.parent)})
     assert result.returncode == 0, result.stderr
     failed = json.loads((queue / "failed" / "000001_notorch.json").read_text())
     assert failed["error"] == "exit code 1: ImportError: no torch here" and failed["run_dir"] is None
@@ -151,7 +153,7 @@ def test_a_worker_heartbeat_in_either_encoding_holds_its_job_and_an_unreadable_o
 @pytest.mark.slow
 def test_two_workers_on_one_queue_run_each_job_once(tmp_path, prepared32):
     queue = tmp_path / "q"
-    names = [f"j{i}" for i in range(6)]
+    names = [f"j{i}" for i in range(4)]
     for name in names:
         Queue(queue).add(write_spec(tmp_path, name, "gan", prepared32, **QUICK))
     workers = [_worker(queue, "--slot", f"test-pair-{i}") for i in range(2)]
@@ -164,7 +166,7 @@ def test_two_workers_on_one_queue_run_each_job_once(tmp_path, prepared32):
     assert len(ran) == len(names)
 
 
-@pytest.mark.slow
+@needs_root
 def test_a_device_lock_is_shared_by_workers_of_other_users(monkeypatch):
     # compose runs each container as its caller's uid: another uid must open the lock file for writing,
     # as heartjobs does, and find it held (run as root, like CI; the probe runs as uid 4242)
@@ -208,7 +210,7 @@ def test_sigterm_to_the_worker_checkpoints_the_job_and_puts_it_back_to_resume(tm
     assert [e.path.name for e in Queue(queue).entries("pending")] == ["000001_stopped.r1.toml"]
     assert json.loads((run_dir / "status.json").read_text())["state"] == "interrupted"
 
-    again = run_cli("worker", "--queue", queue, "--slot", "test-term")
+    again = cli("worker", "--queue", queue, "--slot", "test-term")
     assert again.returncode == 0 and "resuming" in again.stderr
     assert _names(queue, "done") == ["stopped"] and _names(queue, "pending") == []
     status = json.loads((run_dir / "status.json").read_text())
@@ -250,8 +252,8 @@ def test_a_configuration_another_process_is_running_is_not_started_twice(tmp_pat
     queue.add(spec_file)
     # another process (a worker's job, a user's run) is running this configuration: it holds the lock
     with config_lock(spec.run_root, spec.spec_hash):
-        result = run_cli("worker", "--queue", queue.root, "--slot", "test-twice")
-        direct = run_cli("run", spec_file, "--resume")
+        result = cli("worker", "--queue", queue.root, "--slot", "test-twice")
+        direct = cli("run", spec_file, "--resume")
     assert result.returncode == 0, result.stderr
     record = json.loads((queue.root / "done" / "000001_twice.json").read_text())
     assert record["state"] == "skipped" and "being run by another process" in record["reason"]
@@ -274,7 +276,7 @@ def test_a_forced_rerun_recovered_by_a_worker_without_force_is_resumed_not_skipp
     recovered = pending.with_name(pending.name.replace(".toml", ".r1.toml"))
     pending.rename(recovered)
     atomic.write_json(recovered.with_name(recovered.name.replace(".toml", ".forced")), {"forced_by": {}})
-    result = run_cli("worker", "--queue", queue.root, "--slot", "test-forced")  # no --force
+    result = cli("worker", "--queue", queue.root, "--slot", "test-forced")  # no --force
     assert result.returncode == 0, result.stderr
     record = json.loads((queue.root / "done" / "000001_again.r1.json").read_text())
     assert record["state"] == "done" and record["run_dir"] == str(forced)  # the forced version, finished
@@ -294,7 +296,7 @@ def test_a_recovered_job_whose_version_another_process_runs_is_skipped_not_faile
     pending = Path(queue.add(spec_file))
     pending.rename(pending.with_name(pending.name.replace(".toml", ".r1.toml")))  # recovered: it resumes
     with run_lock(run_dir):  # a user's --resume got there first
-        result = run_cli("worker", "--queue", queue.root, "--slot", "test-taken")
+        result = cli("worker", "--queue", queue.root, "--slot", "test-taken")
     assert result.returncode == 0, result.stderr
     record = json.loads((queue.root / "done" / "000001_taken.r1.json").read_text())
     assert record["state"] == "skipped" and "another process is running it" in record["reason"]

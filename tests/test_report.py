@@ -17,7 +17,7 @@ from PIL import Image
 from heartjobs.report import COLUMNS, ROW_KEYS, collect, differences, label, markdown, write_report
 from heartjobs.spec import load_spec
 
-from .conftest import run_cli, write_spec
+from .conftest import cli, write_spec
 
 FIGURES = ("report_best_grids.png", "report_fid_vs_hyperparameters.png")  # and a loss figure per model
 
@@ -306,7 +306,7 @@ def test_report_cli_prints_the_table_with_every_job(tmp_path, specs):
     _run(artifacts, specs("dcgan_lr0.0004", "dcgan", lr=0.0004), fids=[248.0, 247.0])
     _run(artifacts, specs("wgan_default", "wgan"), state="failed")
     specs("gan_bsize32", "gan", batch_size=32)  # a job spec with no run
-    result = run_cli("report", artifacts, "--jobs", tmp_path / "jobs")
+    result = cli("report", artifacts, "--jobs", tmp_path / "jobs")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith("| job | model | configuration | state | FID |")
@@ -402,7 +402,7 @@ def test_a_killed_run_shows_as_died_and_the_finished_version_keeps_its_numbers(t
 
 
 def test_report_on_a_folder_that_is_not_there_is_an_error(tmp_path):
-    result = run_cli("report", tmp_path / "nowhere")
+    result = cli("report", tmp_path / "nowhere")
     assert result.returncode == 2 and "no such folder" in result.stderr and not (tmp_path / "nowhere").exists()
 
 
@@ -419,7 +419,7 @@ def test_damaged_run_files_do_not_break_the_report(tmp_path, specs):
     assert by_job["gan_default"]["fid_mean"] is None and by_job["gan_default"]["epochs"] == 1
     assert by_job["wgan_default"]["fid_mean"] == 250.0
     assert artifacts / "report_best_grids.png" in written
-    assert run_cli("report", artifacts).returncode == 0
+    assert cli("report", artifacts).returncode == 0
 
 
 def test_runs_over_seeds_form_configurations_with_intervals_and_a_welch_comparison_to_the_default(tmp_path, specs):

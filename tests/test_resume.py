@@ -1,4 +1,6 @@
-"""Interruption and resume in real subprocesses: SIGKILL, SIGTERM, and refusing a changed spec."""
+"""Interruption and resume: real signals (SIGKILL, SIGTERM, SIGINT, SIGUSR2) to real `heartjobs run`
+processes, then the resume in this process (`cli`), bit for bit against the session's reference run; and
+refusing a changed spec."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from heartjobs.errors import HeartjobsError
 from heartjobs.job import run_job
 from heartjobs.spec import load_spec
 
-from .conftest import SLOW_DCGAN, assert_same_run, losses, run_cli, uninterrupted_run, wait_for, write_spec
+from .conftest import SLOW_DCGAN, assert_same_run, cli, losses, wait_for, write_spec
 
 SLOW = SLOW_DCGAN
 
@@ -30,13 +32,8 @@ def _start(spec):
     )
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory, prepared32):
-    return uninterrupted_run(tmp_path_factory, prepared32, **SLOW)
-
-
 @pytest.mark.slow
-def test_sigkill_after_a_checkpoint_then_resume_is_bit_identical(tmp_path, prepared32, reference):
+def test_sigkill_after_a_checkpoint_then_resume_is_bit_identical(tmp_path, prepared32, slow_dcgan_reference):
     spec = write_spec(tmp_path, "resume_me", "dcgan", prepared32, **SLOW)
     run_dir = tmp_path / "artifacts" / "resume_me" / "v0001"
     proc = _start(spec)
@@ -46,17 +43,19 @@ def test_sigkill_after_a_checkpoint_then_resume_is_bit_identical(tmp_path, prepa
     status = json.loads((run_dir / "status.json").read_text())
     assert status["state"] == "running" and status["epochs_done"] < SLOW["epochs"]  # died mid-run
 
-    result = run_cli("run", spec, "--resume")
+    result = cli("run", spec, "--resume")
     assert result.returncode == 0, result.stderr
     assert "resuming" in result.stderr and "v0001" in result.stdout
     assert not (run_dir.parent / "v0002").exists()  # continued in place, no new version
     status = json.loads((run_dir / "status.json").read_text())
     assert status["state"] == "done" and status["resumed"] == 1
-    assert_same_run(run_dir, reference)
+    assert_same_run(run_dir, slow_dcgan_reference)
 
 
 @pytest.mark.slow
-def test_sigterm_writes_a_checkpoint_marks_interrupted_and_resumes_bit_identical(tmp_path, prepared32, reference):
+def test_sigterm_writes_a_checkpoint_marks_interrupted_and_resumes_bit_identical(
+    tmp_path, prepared32, slow_dcgan_reference
+):
     spec = write_spec(tmp_path, "resume_me", "dcgan", prepared32, **SLOW)
     run_dir = tmp_path / "artifacts" / "resume_me" / "v0001"
     proc = _start(spec)
@@ -71,9 +70,9 @@ def test_sigterm_writes_a_checkpoint_marks_interrupted_and_resumes_bit_identical
     state = torch.load(newest, weights_only=True)
     assert state["epoch"] == status["epochs_done"] >= 3  # nothing finished was lost
 
-    result = run_cli("run", spec, "--resume")
+    result = cli("run", spec, "--resume")
     assert result.returncode == 0, result.stderr
-    assert_same_run(run_dir, reference)
+    assert_same_run(run_dir, slow_dcgan_reference)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGUSR2])  # Ctrl-C; Slurm's time-limit signal
@@ -111,14 +110,16 @@ def test_resume_refuses_a_changed_spec_and_never_touches_finished_versions(tmp_p
         load_checkpoint(checkpoint, load_spec(changed).spec_hash)
 
 
-@pytest.mark.slow
-def test_a_running_version_is_not_resumed_twice(tmp_path, prepared32):
+def test_a_running_version_is_not_resumed_twice(tmp_path, prepared32, monkeypatch):
+    import heartjobs.job
+
     spec = write_spec(tmp_path, "busy", "dcgan", prepared32, **SLOW)
     run_dir = tmp_path / "artifacts" / "busy" / "v0001"
     proc = _start(spec)
     try:
         wait_for(lambda: (run_dir / "losses.jsonl").exists(), proc=proc)
-        result = run_cli("run", spec, "--resume", env={"HEARTJOBS_RESUME_WAIT_S": "1"})
+        monkeypatch.setattr(heartjobs.job, "RESUME_WAIT_S", 1.0)  # what HEARTJOBS_RESUME_WAIT_S=1 sets
+        result = cli("run", spec, "--resume")
         assert result.returncode == 75 and "is being run by another process" in result.stderr, result.stderr
     finally:
         proc.kill()
@@ -129,8 +130,8 @@ def test_a_running_version_is_not_resumed_twice(tmp_path, prepared32):
 def test_sigterm_during_fid_interrupts_and_resume_only_evaluates_the_repeats_left(tmp_path, prepared32):
     # each finished repeat (FID and KID, then its FRD) is kept as it ends: a slot shorter than the whole
     # evaluation still gets through it, one repeat at a time, instead of starting over each time
-    fid = {"n_generated": 200, "repeats": 3, "dims": 64, "batch_size": 50, "weights": "untrained", "kid": True}
-    fid |= {"kid_subsets": 5, "kid_subset_size": 50, "frd": True, "frd_n": 60}
+    fid = {"n_generated": 40, "repeats": 3, "dims": 64, "batch_size": 40, "weights": "untrained", "kid": True}
+    fid |= {"kid_subsets": 5, "kid_subset_size": 20, "frd": True, "frd_n": 20}
     spec = write_spec(tmp_path, "fid_stop", "gan", prepared32, eval=fid, epochs=2, batch_size=4, device="cpu")
     run_dir = tmp_path / "artifacts" / "fid_stop" / "v0001"
     proc = _start(spec)
@@ -149,7 +150,7 @@ def test_sigterm_during_fid_interrupts_and_resume_only_evaluates_the_repeats_lef
     assert "0" in kept and "2" not in kept  # stopped between repeats, before the last
     trained = load_generator(run_dir / "generator.pt")[0].state_dict()
 
-    result = run_cli("run", spec, "--resume")
+    result = cli("run", spec, "--resume")
     assert result.returncode == 0, result.stderr
     assert "epoch" not in result.stderr.replace("epoch_", "")  # no training: only the evaluation ran
     for r in kept:  # not measured again
@@ -163,7 +164,7 @@ def test_sigterm_during_fid_interrupts_and_resume_only_evaluates_the_repeats_lef
 
     # the pieced-together record equals one measurement from start to end, value for value
     pieced = json.loads((run_dir / "fid.json").read_text())
-    assert run_cli("fid", run_dir).returncode == 0
+    assert cli("fid", run_dir).returncode == 0
     whole = json.loads((run_dir / "fid.json").read_text())
     assert pieced["repeats"] == whole["repeats"] and len(whole["repeats"]) == 3
     assert pieced["frd"]["mean"] == whole["frd"]["mean"] and pieced["kid_mean"] == whole["kid_mean"]
@@ -177,7 +178,7 @@ def test_a_version_left_without_identity_is_never_resumed(tmp_path, prepared32):
     run_dir = run_job(spec, resume=True)  # nothing to resume: a new version, trained
     assert run_dir.name == "v0002" and json.loads((run_dir / "status.json").read_text())["state"] == "done"
     # and a finished job resumed again is finished, not retrained (a restart loop)
-    again = run_cli("run", spec, "--resume")
+    again = cli("run", spec, "--resume")
     assert again.returncode == 0 and f"already finished in {run_dir}" in again.stderr
     assert sorted(p.name for p in (tmp_path / "artifacts" / "bare").glob("v*")) == ["v0001", "v0002"]
 
@@ -216,7 +217,7 @@ def test_a_version_another_process_holds_is_not_run_twice(tmp_path, prepared32):
     # starting up): a second resume is refused, not run alongside it
     (first / "status.json").write_text(json.dumps({**status, "state": "interrupted"}))
     with run_lock(first):
-        result = run_cli("run", spec, "--resume")
+        result = cli("run", spec, "--resume")
     assert result.returncode == 75 and "another process is running it; not running it twice" in result.stderr
     assert json.loads((first / "status.json").read_text())["state"] == "interrupted"  # untouched
 
@@ -231,7 +232,7 @@ def test_resuming_removes_what_a_killed_writer_left(tmp_path, prepared32):
     for path in litter:
         path.write_bytes(b"\0" * 1000)
     (run_dir / "eval_images.partial" / "real").mkdir(parents=True)
-    result = run_cli("run", spec, "--resume")
+    result = cli("run", spec, "--resume")
     assert result.returncode == 0, result.stderr
     assert not any(p.exists() for p in litter) and not (run_dir / "eval_images.partial").exists()
     assert "removed checkpoints/.epoch_0002.pt.k3j1x.tmp, left by a killed process" in result.stderr
@@ -250,6 +251,6 @@ def test_resume_leaves_an_older_unfinished_version_of_a_configuration_that_finis
     proc.communicate(timeout=120)
     assert json.loads((first / "status.json").read_text())["state"] == "interrupted"
     second = run_job(spec)
-    result = run_cli("run", spec, "--resume")
+    result = cli("run", spec, "--resume")
     assert result.returncode == 0 and f"already finished in {second}" in result.stderr, result.stderr
     assert json.loads((first / "status.json").read_text())["state"] == "interrupted"  # left, not retrained

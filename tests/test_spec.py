@@ -10,7 +10,7 @@ from heartjobs.data.prepare import PrepareParams, prepare
 from heartjobs.errors import HeartjobsError
 from heartjobs.spec import load_spec
 
-from .conftest import run_cli
+from .conftest import cli
 
 
 def _spec(tmp_path, text: str, name="job.toml"):
@@ -248,7 +248,7 @@ def test_validate_reports_every_bad_spec_and_show_prints_the_resolved_spec(tmp_p
     good = _spec(tmp_path, _minimal(prepared32, "wgan", "latent_dim = 200\n[eval]\nweights = 'untrained'"), "good.toml")
     bad1 = _spec(tmp_path, _minimal(prepared32, "wgan", "lr = -1"), "bad1.toml")
     bad2 = _spec(tmp_path, "name = 3\n", "bad2.toml")
-    result = run_cli("validate", good, bad1, bad2)
+    result = cli("validate", good, bad1, bad2)
     assert result.returncode == 2
     assert f"ok: {good}" in result.stdout
     errors = result.stderr.strip().splitlines()
@@ -257,7 +257,7 @@ def test_validate_reports_every_bad_spec_and_show_prints_the_resolved_spec(tmp_p
     assert errors[-1] == "error: 2 of 3 specs are invalid"
     assert "Traceback" not in result.stderr
 
-    shown = run_cli("show", good)
+    shown = cli("show", good)
     assert shown.returncode == 0, shown.stderr
     resolved = json.loads(shown.stdout)
     assert resolved["train"]["latent_dim"] == 200 and resolved["train"]["n_critic"] == 5
@@ -274,7 +274,7 @@ def test_show_prints_the_networks_parameter_counts_at_the_sets_size(tmp_path, pr
     ):
         spec = tmp_path / f"{model}.toml"
         spec.write_text(f'name = "{model}"\nmodel = "{model}"\n[data]\nprepared = "{prepared32}"\n{architecture}')
-        shown = run_cli("show", spec)
+        shown = cli("show", spec)
         assert shown.returncode == 0, shown.stderr
         name, knobs = counted
         generator, discriminator = build_models(name, 32, 1, 100, **knobs)

@@ -12,7 +12,7 @@ from heartjobs.errors import HeartjobsError
 from heartjobs.spec import load_spec, parse_spec
 from heartjobs.sweep import write_jobs
 
-from .conftest import run_cli
+from .conftest import cli
 
 GRID = {"lr": [0.0001, 0.0004], "latent_dim": [50, 100, 200]}
 GRID_VARY = "".join(f"{key} = {values}\n" for key, values in GRID.items())
@@ -38,7 +38,7 @@ def test_sweep_generation_matches_the_committed_jobs(tmp_path, monkeypatch):
     assert sorted(p.name for p in written) == expected and len(expected) == 21
     for path in written:
         assert path.read_bytes() == (root / "jobs" / path.name).read_bytes(), path.name
-    dry = run_cli("sweep", "jobs/thesis.sweep.toml", "--out", tmp_path / "dry", "--dry-run", cwd=root)
+    dry = cli("sweep", "jobs/thesis.sweep.toml", "--out", tmp_path / "dry", "--dry-run", cwd=root)
     assert dry.returncode == 0 and "21 jobs" in dry.stdout and not (tmp_path / "dry").exists()
 
 
@@ -70,7 +70,7 @@ def test_a_vary_key_that_is_not_a_train_key_is_one_error_line_naming_the_file_an
     assert message == f"{sweep}: group[0].vary.learning_rate: not a [train] key"
     assert not (tmp_path / "jobs").exists()
 
-    result = run_cli("sweep", sweep, "--out", tmp_path / "jobs")
+    result = cli("sweep", sweep, "--out", tmp_path / "jobs")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"error: {message}"]
     assert not (tmp_path / "jobs").exists()
@@ -130,7 +130,7 @@ def test_seeds_repeat_every_configuration_and_seed_0_keeps_the_single_seed_job(t
 def test_the_future_work_sweep_lists_valid_unique_names_for_the_untested_hyperparameters(tmp_path):
     root = Path(__file__).resolve().parent.parent
     existed = (root / "jobs" / "future").exists()  # a developer's own expansion
-    result = run_cli("sweep", "jobs/future.sweep.toml", "--dry-run", cwd=root)
+    result = cli("sweep", "jobs/future.sweep.toml", "--dry-run", cwd=root)
     assert result.returncode == 0, result.stderr
     paths = [line.removeprefix("would write ") for line in result.stdout.splitlines() if line.startswith("would")]
     names = [Path(p).stem for p in paths]
@@ -184,7 +184,7 @@ def test_seeds_said_twice_or_in_the_wrong_place_are_one_error_line(tmp_path, tex
     sweep = tmp_path / "bad.sweep.toml"
     groups = "" if "[[group]]" in text else "[[group]]\nmodel = 'gan'\n"
     sweep.write_text(text + groups)
-    result = run_cli("sweep", sweep, "--out", tmp_path / "jobs")
+    result = cli("sweep", sweep, "--out", tmp_path / "jobs")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"error: {sweep}: {message}"]
 

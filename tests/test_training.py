@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 
@@ -20,7 +21,7 @@ from heartjobs.prepared import PreparedSet
 from heartjobs.spec import load_spec
 from heartjobs.training.loop import Interrupted, Trainer, seed_everything
 
-from .conftest import run_cli, write_spec
+from .conftest import cli, write_spec
 
 TINY = {"epochs": 3, "batch_size": 4, "sample_every": 2, "checkpoint_every": 1, "keep_checkpoints": 2, "device": "cpu"}
 
@@ -108,7 +109,7 @@ def test_training_moves_the_generator_toward_the_data(tmp_path, prepared32):
 
 def test_device_cuda_without_cuda_is_a_clear_error(tmp_path, prepared32):
     spec = write_spec(tmp_path, "cuda_job", "gan", prepared32, epochs=1, device="cuda")
-    result = run_cli("run", spec, env={"CUDA_VISIBLE_DEVICES": ""})  # no GPU visible, as on CI
+    result = cli("run", spec, env={"CUDA_VISIBLE_DEVICES": ""})  # no GPU visible, as on CI
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [
         "error: train.device: cuda requested, but CUDA is not available on this machine"
@@ -117,8 +118,11 @@ def test_device_cuda_without_cuda_is_a_clear_error(tmp_path, prepared32):
 
 
 @pytest.mark.parametrize("switch", ["compile", "bf16"])
-def test_speed_switches_train_the_same_model(tmp_path, prepared32, switch):
-    # torch.compile must compute what eager mode computes; bf16 autocast only approximately so.
+def test_speed_switches_train_the_same_model(tmp_path, prepared32, monkeypatch, switch):
+    # torch.compile must compute what eager mode computes; bf16 autocast only approximately so. The
+    # compiled graphs go through aot_eager: the graphs inductor would get (Dynamo's capture, AOTAutograd's
+    # forward and backward), without generating and compiling C++ on this CPU (about 25 s a run).
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
     base = {"epochs": 1, "batch_size": 4, "device": "cpu", "sample_every": 1}
     plain = run_job(write_spec(tmp_path, "plain", "gan", prepared32, **base))
     counters.clear()
@@ -163,11 +167,10 @@ def test_a_trainer_stopped_mid_epoch_continues_bit_identical_from_its_saved_stat
     assert strip[0] == strip[1] and len(strip[0]) == 3
 
 
-@pytest.mark.slow
 def test_run_writes_a_result_record_of_how_it_ended(tmp_path, prepared32):
     # What a queue worker reads instead of the job's log: done with its run folder, or failed with the error.
     spec = write_spec(tmp_path, "recorded", "gan", prepared32, epochs=1, batch_size=4, device="cpu")
-    done = run_cli("run", spec, "--result", tmp_path / "done.json")
+    done = cli("run", spec, "--result", tmp_path / "done.json")
     assert done.returncode == 0, done.stderr
     record = json.loads((tmp_path / "done.json").read_text())
     assert record == {
@@ -179,12 +182,12 @@ def test_run_writes_a_result_record_of_how_it_ended(tmp_path, prepared32):
     }
     bad = tmp_path / "bad.toml"
     bad.write_text('name = "bad"\nmodel = "gan"\n[data]\nprepared = "/nowhere"\n')
-    failed = run_cli("run", bad, "--result", tmp_path / "failed.json")
+    failed = cli("run", bad, "--result", tmp_path / "failed.json")
     record = json.loads((tmp_path / "failed.json").read_text())
     assert failed.returncode == 2 == record["exit_code"]
     assert record["state"] == "failed" and record["run_dir"] is None
     assert record["error"].startswith(f"{bad}: data.prepared:") and record["error"] in failed.stderr
-    folder = run_cli("run", spec, "--result", tmp_path)  # refused before any training
+    folder = cli("run", spec, "--result", tmp_path)  # refused before any training
     assert (
         folder.returncode == 2 and folder.stderr.strip() == f"error: --result {tmp_path}: is a folder; give a file path"
     )
