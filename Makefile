@@ -25,6 +25,8 @@ SUBMIT_ARGS ?=
 # The validity ladder before the smoke jobs, in their feature space (untrained Inception, 192-d), so that
 # their reports say which metrics this data can trust: the prepared set and the ladder's options.
 SMOKE_LADDER := data/prepared/phantom64 --weights untrained --dims 192 --n 100
+# the same before the study smoke (make study-smoke), in its jobs' feature space (64-d)
+STUDY_LADDER := data/prepared/phantom32 --weights untrained --dims 64 --n 50
 LADDER ?=
 # make wheelhouse: where, for which Python, and what goes in (scripts/wheelhouse.py); make install OFFLINE=DIR
 WHEELHOUSE ?= dist/wheelhouse
@@ -89,9 +91,9 @@ submit-all: install ## on a Slurm login node: prepare data if needed, submit $(J
 smoke: ## the smoke jobs end to end on the CPU (phantom, prepare, ladder, the 3 thesis models and SNGAN with augmentation, FID/KID/FRD with untrained weights, report)
 	$(MAKE) --no-print-directory run-all JOBS=jobs/smoke LADDER="$(SMOKE_LADDER)"
 
-study-smoke: install ## the study pipeline on the CPU: a 3-seed sweep (3 models x default and a variant, 32 px phantom), queue, report with intervals over seeds and report.html
+study-smoke: install ## CI's end-to-end queue run on the CPU: the ladder, then a 2-seed sweep (the 4 smoke models x default and a variant, 32 px phantom, FID/KID/FRD), queue, report with intervals over seeds and report.html
 	$(BIN)/heartjobs sweep jobs/smoke-study.sweep.toml --out jobs/smoke-study
-	$(MAKE) --no-print-directory run-all JOBS=jobs/smoke-study ARTIFACTS=artifacts/smoke-study
+	$(MAKE) --no-print-directory run-all JOBS=jobs/smoke-study ARTIFACTS=artifacts/smoke-study LADDER="$(STUDY_LADDER)"
 
 slurm-test: install ## real Slurm (root): a single-node cluster started here (scripts/slurm-ci.sh), the Slurm tests, the smoke jobs submitted with --wait, each done once; stopped again
 	BIN=$(BIN) HIPCT_SRC=$(HIPCT_SRC) bash scripts/prepare-data.sh jobs/smoke

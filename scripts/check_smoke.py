@@ -1,5 +1,10 @@
-"""CI's check of `make smoke`: every smoke job has a finished run with the artifacts a run promises, FRD
-beside FID with the ladder's verdicts, and the report's best picks follow a metric that passed the ladder."""
+"""The smoke check of a queue run (CI: `make study-smoke`; also `make smoke`): every job has a finished run
+with the artifacts a run promises, FRD beside FID with the ladder's verdicts, and the report's best picks
+follow a metric that passed the ladder.
+
+    python scripts/check_smoke.py artifacts/smoke-study jobs/smoke-study
+    python scripts/check_smoke.py artifacts jobs/smoke
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""CI's check of `make study-smoke`: every job of the 3-seed study finished and was measured during
+"""CI's check of `make study-smoke`: every job of the study over seeds finished and was measured during
 training, and the report's per-configuration statistics agree with values computed here by hand from
 the runs' own fid.json files: mean, std and 95 % t interval over the seeds, and each variant's difference
 to its model's default with Welch's t-test (scipy's ttest_ind, equal_var=False, as the reference).
@@ -44,9 +44,12 @@ def check(root: Path, jobs: Path) -> list[str]:
             problems.append(f"{run}: not measured during training at epochs 2 and 4 (curve {curve.get('epochs')})")
     summary = json.loads((root / "summary.json").read_text())
     configs = summary["configurations"]
-    if len(configs) != 6 or any(c["n"] != 3 or [r["seed"] for r in c["runs"]] != [0, 1, 2] for c in configs):
+    expected = _configurations_by_hand(jobs)
+    found = sorted(tuple(r["seed"] for r in c["runs"]) for c in configs)
+    if found != sorted(expected.values()):
         problems.append(
-            f"summary.json: expected 6 configurations of 3 seeds: {[(c['configuration'], c['n']) for c in configs]}"
+            f"summary.json: expected {len(expected)} configurations with seeds {sorted(expected.values())}, "
+            f"found {[(c['configuration'], c['n']) for c in configs]}"
         )
     by_label = {(c["model"], c["configuration"]): c for c in configs}
     for c in configs:
@@ -80,6 +83,18 @@ def check(root: Path, jobs: Path) -> list[str]:
         if not (root / name).is_file():
             problems.append(f"{root / name}: missing")
     return problems
+
+
+def _configurations_by_hand(jobs: Path) -> dict[str, tuple[int, ...]]:
+    """The job files grouped by what they train and measure, apart from the job's name and seed: each
+    group's seeds, in order."""
+    groups: dict[str, list[int]] = {}
+    for spec_file in sorted(jobs.glob("*.toml")):
+        record = parse_spec(spec_file).model_dump(mode="json")
+        seed = record["train"].pop("seed")
+        record.pop("name")
+        groups.setdefault(json.dumps(record, sort_keys=True), []).append(seed)
+    return {key: tuple(sorted(seeds)) for key, seeds in groups.items()}
 
 
 def _metric(report: dict, metric: str) -> float:

@@ -134,7 +134,7 @@ cd "$work/project"
 
 step "prepare the phantom inside the container (./data writable in the cli service)"
 export HOST_UID=0 HOST_GID=0 # the caller (root here): root must work without a rebuild
-in_project run --rm -T cli data phantom --out data/phantom >/dev/null
+in_project run --rm -T cli data phantom --out data/phantom --slices 100 --size 128 >/dev/null # small: seconds
 in_project run --rm -T cli data prepare data/phantom --out data/prepared/phantom64 --size 64 >/dev/null
 check "the prepared set is on the host" test -f data/prepared/phantom64/images.npy
 
@@ -180,7 +180,8 @@ EOF
 check "artifacts owned by uid $USER_ID" test "$(stat -c %u artifacts/mounted_weights/v0001/fid.json)" = "$USER_ID"
 
 step "the worker stopped mid-job, then resumed in a fresh container"
-sed -e 's/^name = "smoke_gan"/name = "stop_me"/' -e 's/^epochs = 20/epochs = 40/' -e 's/^checkpoint_every = 5/checkpoint_every = 1/' \
+# 16 epochs, a checkpoint each: the stop comes right after the second, with most of the run left
+sed -e 's/^name = "smoke_gan"/name = "stop_me"/' -e 's/^epochs = 20/epochs = 16/' -e 's/^checkpoint_every = 5/checkpoint_every = 1/' \
     -e 's/^\[eval\]/[eval]\nfid = false/' jobs/smoke/gan.toml >jobs/stop_me.toml
 in_project run --rm -T cli enqueue jobs/stop_me.toml --queue /app/queue >/dev/null
 in_project up -d cpu-worker >/dev/null 2>&1
@@ -208,7 +209,7 @@ check "resumed in the fresh container and finished ($resumed)" test "$resumed" =
 
 step "two worker containers on one device never train at once (the lock folder is shared)"
 for i in 1 2; do
-    sed -e "s/^name = \"stop_me\"/name = \"one_device_$i\"/" -e 's/^epochs = 40/epochs = 8/' jobs/stop_me.toml >"jobs/one_device_$i.toml"
+    sed -e "s/^name = \"stop_me\"/name = \"one_device_$i\"/" -e 's/^epochs = 16/epochs = 4/' jobs/stop_me.toml >"jobs/one_device_$i.toml"
 done
 in_project run --rm -T cli enqueue jobs/one_device_1.toml jobs/one_device_2.toml --queue /app/queue >/dev/null
 # each in its own compose project (two separate containers), each on its default slot: the CPU

@@ -2,7 +2,8 @@
 scripts/slurm-ci.sh, without accounting storage, as many small clusters run): arrays to the end with
 --wait and --status, `scontrol requeue` and a time limit's USR2 mid-run, a stop during evaluation,
 resubmission while a job is running, requeued, pending or finished, two submits at once, and the
-refusals. Run by `make slurm-test` (and CI), which starts the cluster first; `make test` leaves these out."""
+refusals. `heartjobs submit` runs in this process (`cli`) but where two submits race; the tasks are real
+Slurm jobs. Run by `make slurm-test` (and CI), which starts the cluster first; `make test` leaves these out."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from submitit.core.utils import JobPaths, pickle_load
 
 from heartjobs.rundir import RunDir, versions
 
-from .conftest import assert_same_run, losses, run_cli, wait_for, write_spec
+from .conftest import assert_same_run, cli, losses, wait_for, write_spec
 
 pytestmark = pytest.mark.slurm
 
@@ -29,6 +30,7 @@ QUICK = {"epochs": 2, "batch_size": 4, "device": "cpu"}
 # faster machine (with 140 epochs, a CI machine once finished in that slot before the USR2 came)
 LONG = {"epochs": 300, "batch_size": 2, "sample_every": 150, "checkpoint_every": 10, "device": "cpu"}
 SHORT_SLOT = ("--time", "2", "--signal-delay", "60")
+NO_OMP = {"OMP_NUM_THREADS": None}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -64,7 +66,9 @@ def _scontrol(*args: str) -> None:
 def test_an_array_runs_to_done_with_wait_and_status_without_accounting(tmp_path, prepared32):
     specs = [write_spec(tmp_path, name, name.split("_")[0], prepared32, **QUICK) for name in ("gan_a", "wgan_a")]
     folder = tmp_path / "submissions"
-    result = run_cli("submit", *specs, "--time", "10", "--folder", folder, "--wait", cwd=tmp_path)
+    # without the suite's OMP_NUM_THREADS=1 (sbatch exports the environment): the tasks' one thread each
+    # must come from the CPUs Slurm gave them
+    result = cli("submit", *specs, "--time", "10", "--folder", folder, "--wait", cwd=tmp_path, env=NO_OMP)
     assert result.returncode == 0, result.stderr
     assert f"submitted 2 tasks as a Slurm job array ({folder / 'v0001'})" in result.stdout
     record = _submission(folder)
@@ -78,12 +82,12 @@ def test_an_array_runs_to_done_with_wait_and_status_without_accounting(tmp_path,
         assert env["cpus_allotted"] == "1 (SLURM_CPUS_ON_NODE)" and env["torch_threads"] == 1
         assert pickle_load(JobPaths(Path(task["stdout"]).parent, task["job_id"], 0).result_pickle)[0] == "success"
 
-    status = run_cli("submit", "--status", "--folder", folder)
+    status = cli("submit", "--status", "--folder", folder)
     assert status.returncode == 0, status.stderr
     rows = [line.split("\t") for line in status.stdout.strip().splitlines()[1:]]
     assert [(row[1], row[3]) for row in rows] == [("gan_a", "COMPLETED"), ("wgan_a", "COMPLETED")]
 
-    again = run_cli("submit", *specs, "--folder", folder, cwd=tmp_path)
+    again = cli("submit", *specs, "--folder", folder, cwd=tmp_path)
     assert again.returncode == 0 and again.stdout.count("already finished in") == 2, again.stdout
     assert versions(folder) == [folder / "v0001"]
 
@@ -101,26 +105,26 @@ def test_requeue_time_limit_and_a_stop_during_evaluation_resume_and_never_train_
     reference_folder = tmp_path / "reference"
     reference_folder.mkdir()
     reference_spec = write_spec(reference_folder, "long_a", "dcgan", prepared32, **LONG)
-    # the uninterrupted run, on one thread as the tasks are (another thread count may round differently)
+    # the uninterrupted run, on one thread as the tasks are (another thread count may round differently;
+    # tests/conftest.py sets OMP_NUM_THREADS=1 for every child)
     reference = subprocess.Popen(
         [sys.executable, "-m", "heartjobs", "run", str(reference_spec)],
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
     )
     folder = tmp_path / "submissions"
-    result = run_cli("submit", a, b, *SHORT_SLOT, "--folder", folder, cwd=tmp_path)
+    result = cli("submit", a, b, *SHORT_SLOT, "--folder", folder, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     task_a, task_b = _submission(folder)["tasks"]
     run_a, run_b = (tmp_path / "artifacts" / name / "v0001" for name in ("long_a", "eval_b"))
 
     wait_for(lambda: (run_a / "losses.jsonl").exists() and len(losses(run_a)) >= 2, timeout=300)
-    running = run_cli("submit", a, *SHORT_SLOT, "--folder", folder, cwd=tmp_path)
+    running = cli("submit", a, *SHORT_SLOT, "--folder", folder, cwd=tmp_path)
     assert f"skipped {a}: running now in {run_a}" in running.stdout and "nothing to submit" in running.stdout
     _scontrol("requeue", task_a["job_id"])
     wait_for(lambda: _squeue_state(task_a["job_id"]) not in ("RUNNING", None), timeout=60)
-    held = run_cli("submit", a, *SHORT_SLOT, "--folder", folder, cwd=tmp_path)
+    held = cli("submit", a, *SHORT_SLOT, "--folder", folder, cwd=tmp_path)
     assert f"skipped {a}: waiting or running in" in held.stdout and "nothing to submit" in held.stdout, held.stdout
 
     def first_repeat_kept() -> bool:
@@ -153,9 +157,9 @@ def test_requeue_time_limit_and_a_stop_during_evaluation_resume_and_never_train_
 
     for task in (task_a, task_b):  # the task ends a moment after its run wrote "done"
         wait_for(lambda task=task: _squeue_state(task["job_id"]) is None, timeout=120)
-    status = run_cli("submit", "--status", "--folder", folder)
+    status = cli("submit", "--status", "--folder", folder)
     assert status.returncode == 0 and status.stdout.count("\tCOMPLETED\t") == 2, status.stdout
-    after = run_cli("submit", a, b, *SHORT_SLOT, "--folder", folder, cwd=tmp_path)
+    after = cli("submit", a, b, *SHORT_SLOT, "--folder", folder, cwd=tmp_path)
     assert after.stdout.count("already finished in") == 2 and versions(folder) == [folder / "v0001"]
 
 
@@ -175,10 +179,10 @@ def test_two_submits_at_once_and_a_pending_job_train_once(tmp_path, prepared32):
 
     (task,) = _submission(folder)["tasks"]
     assert "_" not in task["job_id"]  # one file: a plain job, not an array
-    pending = run_cli("submit", spec, "--folder", folder, cwd=tmp_path)
+    pending = cli("submit", spec, "--folder", folder, cwd=tmp_path)
     assert f"(task {task['job_id']}: PENDING)" in pending.stdout and "nothing to submit" in pending.stdout
     _scontrol("release", task["job_id"])
-    waited = run_cli("submit", "--status", "--folder", folder)
+    waited = cli("submit", "--status", "--folder", folder)
     assert waited.returncode == 0
     runs = tmp_path / "artifacts" / "once"
     wait_for(lambda: RunDir(runs / "v0001").status().get("state") == "done", timeout=300)
@@ -191,7 +195,7 @@ def test_refusals_are_one_line_and_take_no_submission_number(tmp_path, prepared3
     folder = tmp_path / "submissions"
 
     def refused(*args: str, env: dict | None = None) -> str:
-        result = run_cli("submit", spec, *args, "--folder", folder, cwd=tmp_path, env=env)
+        result = cli("submit", spec, *args, "--folder", folder, cwd=tmp_path, env=env)
         assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert "Traceback" not in result.stderr
         return result.stderr
@@ -209,8 +213,8 @@ def test_refusals_are_one_line_and_take_no_submission_number(tmp_path, prepared3
     assert "nothing was submitted" in controller_down and "Unable to contact slurm controller" in controller_down
     assert versions(folder) == []
 
-    result = run_cli("submit", spec, "--folder", folder, "--wait", cwd=tmp_path)  # a good one, to look at
+    result = cli("submit", spec, "--folder", folder, "--wait", cwd=tmp_path)  # a good one, to look at
     assert result.returncode == 0, result.stderr
-    status = run_cli("submit", "--status", "--folder", folder, env={"SLURM_CONF": str(down)})
+    status = cli("submit", "--status", "--folder", folder, env={"SLURM_CONF": str(down)})
     assert status.returncode == 2 and status.stderr.startswith("error: squeue failed, so Slurm states are unknown: ")
     assert "Unable to contact slurm controller" in status.stderr and len(status.stderr.strip().splitlines()) == 1
