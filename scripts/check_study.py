@@ -90,8 +90,10 @@ def _configurations_by_hand(jobs: Path) -> dict[str, tuple[int, ...]]:
     group's seeds, in order."""
     groups: dict[str, list[int]] = {}
     for spec_file in sorted(jobs.glob("*.toml")):
-        record = parse_spec(spec_file).model_dump(mode="json")
-        seed = record["train"].pop("seed")
+        spec = parse_spec(spec_file)
+        seed = 0 if spec.train.seed is None else spec.train.seed  # a job that names no seed trains with 0
+        record = spec.model_dump(mode="json")
+        record["train"].pop("seed")
         record.pop("name")
         groups.setdefault(json.dumps(record, sort_keys=True), []).append(seed)
     return {key: tuple(sorted(seeds)) for key, seeds in groups.items()}
