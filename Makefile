@@ -36,7 +36,7 @@ LEAN ?= 0
 LEAVE_OUT ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast lint pytest demo run-all submit-all smoke study-smoke slurm-test faults report bench fid-weights docker-folders docker-build docker-run-all docker-test \
+.PHONY: help install test test-fast lint pytest ci demo run-all submit-all smoke study-smoke slurm-test faults report bench fid-weights docker-folders docker-build docker-run-all docker-test \
 	wheelhouse wheelhouse-test \
 	sif gpu-check gpu-bench clean
 
@@ -69,6 +69,9 @@ pytest: install ## the test suite alone, on 2 pytest-xdist workers (PYTEST_WORKE
 	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS)
 
 test: lint pytest ## lint, then the test suite
+
+ci: ## what CI runs (.ci/run), each phase timed, the table at the end: install, test, study-smoke + its checks, faults, slurm-test, wheelhouse-test, docker-test (root; budget 30 min, docs/development.md)
+	.ci/run
 
 test-fast: install ## the inner loop: the suite without the tests marked slow (make test runs them all), 2 workers
 	bash scripts/ensure-system-packages.sh browser
@@ -109,6 +112,7 @@ bench: install ## benchmarks: each prints the ratio of two ways of doing the sam
 	$(BIN)/python bench/bench_ingest.py
 	$(BIN)/python bench/bench_fid.py
 	$(BIN)/python bench/bench_frd.py
+	$(BIN)/python bench/bench_pool.py
 	$(BIN)/python bench/bench_train.py
 	$(BIN)/python bench/bench_flops.py
 

@@ -8,6 +8,7 @@ Slurm jobs. Run by `make slurm-test` (and CI), which starts the cluster first; `
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -24,11 +25,13 @@ from .conftest import assert_same_run, cli, losses, wait_for, write_spec
 pytestmark = pytest.mark.slurm
 
 QUICK = {"epochs": 2, "batch_size": 4, "device": "cpu"}
-# DCGAN, many small batches: 0.4-0.75 s an epoch on one thread of a 2-core machine, 2-4 minutes of training
-# in all. A 2-minute slot's USR2 (--signal-delay 60) comes 30-55 s into the slot, so the slot after the
-# requeue ends by the limit's stop while the run still has over twice that much work left even on the
-# faster machine (with 140 epochs, a CI machine once finished in that slot before the USR2 came)
+# DCGAN, many small batches, for about 90 s of training on one idle thread of this machine: its epochs
+# are set by a short probe run (_long_for_this_machine). A 2-minute slot's USR2 (--signal-delay 60) comes
+# 30-55 s into the slot, so the slot after the requeue ends by the limit's stop while the run still has
+# about twice that much work left, on a fast machine as on a slow one. (A fixed count was too little work
+# once epochs took 0.1 s instead of 0.4-0.75 s: the run then finished in that slot before the USR2 came.)
 LONG = {"epochs": 300, "batch_size": 2, "sample_every": 150, "checkpoint_every": 10, "device": "cpu"}
+LONG_WORK_S = 90
 SHORT_SLOT = ("--time", "2", "--signal-delay", "60")
 NO_OMP = {"OMP_NUM_THREADS": None}
 
@@ -92,19 +95,33 @@ def test_an_array_runs_to_done_with_wait_and_status_without_accounting(tmp_path,
     assert versions(folder) == [folder / "v0001"]
 
 
+def _long_for_this_machine(folder: Path, prepared: Path) -> dict:
+    """LONG with the epochs that take about LONG_WORK_S on one thread here, from the median epoch of a short
+    run of the same job (never fewer than LONG's own 300)."""
+    from heartjobs.job import run_job
+
+    folder.mkdir()
+    probe = run_job(write_spec(folder, "probe", "dcgan", prepared, **{**LONG, "epochs": 15}))
+    seconds = sorted(e["seconds"] for e in losses(probe))[len(losses(probe)) // 2]
+    epochs = max(LONG["epochs"], math.ceil(LONG_WORK_S / seconds))
+    print(f"LONG: {seconds:.3f} s an epoch here, so {epochs} epochs")
+    return {**LONG, "epochs": epochs, "sample_every": epochs // 2, "checkpoint_every": max(1, epochs // 30)}
+
+
 def test_requeue_time_limit_and_a_stop_during_evaluation_resume_and_never_train_twice(tmp_path, prepared32):
     """One array of two tasks in 2-minute slots. A (DCGAN) is requeued by `scontrol requeue` after two
     epochs and stopped by the limit's USR2 later: it resumes each time in the same version and ends bit
     for bit as an uninterrupted run. B is requeued once its evaluation has finished a repeat: it goes on
     with the next repeat. Submitting again while A runs, while it waits after its requeue, and after both
     finished submits nothing."""
-    a = write_spec(tmp_path, "long_a", "dcgan", prepared32, **LONG)
+    long = _long_for_this_machine(tmp_path / "probe", prepared32)
+    a = write_spec(tmp_path, "long_a", "dcgan", prepared32, **long)
     evaluation = {"n_generated": 200, "repeats": 3, "dims": 64, "batch_size": 50, "weights": "untrained"}
     evaluation |= {"kid_subsets": 5, "kid_subset_size": 50, "frd": True, "frd_n": 60}
     b = write_spec(tmp_path, "eval_b", "gan", prepared32, eval=evaluation, **QUICK)
     reference_folder = tmp_path / "reference"
     reference_folder.mkdir()
-    reference_spec = write_spec(reference_folder, "long_a", "dcgan", prepared32, **LONG)
+    reference_spec = write_spec(reference_folder, "long_a", "dcgan", prepared32, **long)
     # the uninterrupted run, on one thread as the tasks are (another thread count may round differently;
     # tests/conftest.py sets OMP_NUM_THREADS=1 for every child)
     reference = subprocess.Popen(

@@ -21,7 +21,7 @@ from heartjobs.prepared import PreparedSet
 from heartjobs.spec import load_spec
 from heartjobs.training.loop import Interrupted, Trainer, seed_everything
 
-from .conftest import cli, write_spec
+from .conftest import cli, run_cli, write_spec
 
 TINY = {"epochs": 3, "batch_size": 4, "sample_every": 2, "checkpoint_every": 1, "keep_checkpoints": 2, "device": "cpu"}
 
@@ -109,7 +109,9 @@ def test_training_moves_the_generator_toward_the_data(tmp_path, prepared32):
 
 def test_device_cuda_without_cuda_is_a_clear_error(tmp_path, prepared32):
     spec = write_spec(tmp_path, "cuda_job", "gan", prepared32, epochs=1, device="cuda")
-    result = cli("run", spec, env={"CUDA_VISIBLE_DEVICES": ""})  # no GPU visible, as on CI
+    # a real process: CUDA reads CUDA_VISIBLE_DEVICES once, when it starts, which in this process (on a GPU
+    # box) may have happened already
+    result = run_cli("run", spec, env={"CUDA_VISIBLE_DEVICES": ""})  # no GPU visible, as on CI
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [
         "error: train.device: cuda requested, but CUDA is not available on this machine"
