@@ -24,7 +24,7 @@ from heartjobs.prepared import PreparedSet
 
 def shut_down_pools() -> None:
     """What ordered_map did after every map before: its pool shut down, the next one started afresh."""
-    for executor in pool._pools.values():
+    for _, executor in pool._pools.values():
         executor.shutdown(wait=True)
     pool._pools.clear()
 

@@ -224,10 +224,9 @@ def _still_running(status: dict) -> bool:
     return status.get("state") == "running" and procs.process_alive(status)
 
 
-def _wait_until_stopped(run: RunDir, stop: dict, patience_s: float | None = None) -> dict:
-    """A job whose worker died gets SIGTERM and writes its checkpoint; give it time to finish that
-    (RESUME_WAIT_S unless told, read when called)."""
-    deadline = time.monotonic() + (RESUME_WAIT_S if patience_s is None else patience_s)
+def _wait_until_stopped(run: RunDir, stop: dict, patience_s: float = RESUME_WAIT_S) -> dict:
+    """A job whose worker died gets SIGTERM and writes its checkpoint; give it time to finish that."""
+    deadline = time.monotonic() + patience_s
     status = run.status()
     while _still_running(status) and time.monotonic() < deadline:
         _stop_before_a_version(stop, "while waiting for the previous process")

@@ -220,17 +220,19 @@ def run_command(spec_path: Path, *, resume: bool, result_file: Path | None = Non
     return command
 
 
-def _die_with_parent() -> None:
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """In a child: have the kernel send it `sig` when its parent dies (Linux' PR_SET_PDEATHSIG; elsewhere
+    nothing)."""
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        libc.prctl(1, sig)  # PR_SET_PDEATHSIG
 
 
 def start_run(spec_path: Path, *, resume: bool, result_file: Path | None = None, **popen) -> subprocess.Popen:
     """Start `heartjobs run SPEC [--resume] [--result FILE]` as a child; popen: stdout, stderr, cwd, env as
     for subprocess.Popen. The result file (see heartjobs.job) says how the run ended."""
     command = run_command(spec_path, resume=resume, result_file=result_file)
-    return subprocess.Popen(command, preexec_fn=_die_with_parent, **popen)
+    return subprocess.Popen(command, preexec_fn=die_with_parent, **popen)
 
 
 # --- the device lock ---

@@ -134,7 +134,7 @@ cd "$work/project"
 
 step "prepare the phantom inside the container (./data writable in the cli service)"
 export HOST_UID=0 HOST_GID=0 # the caller (root here): root must work without a rebuild
-in_project run --rm -T cli data phantom --out data/phantom --slices 100 --size 128 >/dev/null # small: seconds
+in_project run --rm -T cli data phantom --out data/phantom >/dev/null
 in_project run --rm -T cli data prepare data/phantom --out data/prepared/phantom64 --size 64 >/dev/null
 check "the prepared set is on the host" test -f data/prepared/phantom64/images.npy
 

@@ -4,8 +4,7 @@
 # torch and torchvision and nothing else of heartjobs' (the torch .venv installed, linked in); every
 # index and proxy pointing at a closed port. scripts/install.sh --offline makes a fresh venv from the
 # wheelhouse alone, with the wheelhouse's own OpenJPEG (--bundled-openjpeg), then that venv makes the
-# phantom (a small one), prepares it and runs the smoke GAN job (shortened) with FID, KID and FRD. Fails on
-# any step.
+# phantom, prepares it and runs the smoke GAN job (shortened) with FID, KID and FRD. Fails on any step.
 #   BIN=.venv/bin bash scripts/wheelhouse-test.sh [WHEELHOUSE]   (built there unless it exists)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -86,8 +85,7 @@ mkdir -p "$project/jobs"
 sed -e 's/^epochs = 20/epochs = 4/' -e 's/^sample_every = 5/sample_every = 2/' -e 's/^checkpoint_every = 5/checkpoint_every = 2/' \
     -e 's/^n_generated = 200/n_generated = 100/' -e 's/^frd_n = 100/frd_n = 50/' jobs/smoke/gan.toml >"$project/jobs/gan.toml"
 cd "$project"
-# a smaller phantom than the default (100 slices of 128 px, not 200 of 512): the same code, seconds not minutes
-"$venv/bin/heartjobs" data phantom --out data/phantom --slices 100 --size 128 >"$work/data.log" 2>&1 || { tail -n 5 "$work/data.log" >&2; fail "the phantom"; }
+"$venv/bin/heartjobs" data phantom --out data/phantom >"$work/data.log" 2>&1 || { tail -n 5 "$work/data.log" >&2; fail "the phantom"; }
 "$venv/bin/heartjobs" data prepare data/phantom --out data/prepared/phantom64 --size 64 >>"$work/data.log" 2>&1 || { tail -n 5 "$work/data.log" >&2; fail "preparing the phantom"; }
 "$venv/bin/heartjobs" run jobs/gan.toml >"$work/smoke.log" 2>&1 || { tail -n 20 "$work/smoke.log" >&2; fail "the smoke job"; }
 "$venv/bin/python" -c 'import json, sys

@@ -14,10 +14,13 @@ import fcntl
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,16 +76,20 @@ class CliResult:
 
 
 def cli(*args, cwd: Path | None = None, env: dict | None = None) -> CliResult:
-    """`heartjobs ARGS` in this process: heartjobs.cli.main, its exit code and what it printed (argparse's
-    own exits included). `env` (values; None removes a variable) and `cwd` hold for the call only; the stop
-    signals' handlers and torch's thread count, which `run`, `fid` and `ladder` set for their process, are
-    put back afterwards."""
+    """`heartjobs ARGS` in this process: heartjobs.cli.main, its exit code and what a real process would have
+    printed: what it wrote to sys.stdout and sys.stderr, what anything wrote to file descriptors 1 and 2
+    meanwhile (C libraries, processes it started), and the warnings Python's default filters show.
+    argparse's own exits count. `env` (values; None removes a variable), `cwd` and sys.argv hold for the
+    call only; the stop signals' handlers and torch's thread count, which `run`, `fid` and `ladder` set for
+    their process, are put back afterwards."""
     from heartjobs.cli import main
+    from heartjobs.evaluation import preflight
     from heartjobs.procs import STOP_SIGNALS
 
+    preflight._downloadable.cache_clear()  # a fresh process asks the network again
     stdout, stderr = io.StringIO(), io.StringIO()
     handlers = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
-    threads, saved_env, saved_cwd = torch.get_num_threads(), dict(os.environ), Path.cwd()
+    threads, saved_env, saved_cwd, saved_argv = torch.get_num_threads(), dict(os.environ), Path.cwd(), sys.argv
     try:
         for key, value in (env or {}).items():
             if value is None:
@@ -91,12 +98,18 @@ def cli(*args, cwd: Path | None = None, env: dict | None = None) -> CliResult:
                 os.environ[key] = str(value)
         if cwd is not None:
             os.chdir(cwd)
-        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-            try:
-                code = main([str(a) for a in args])
-            except SystemExit as exit_:  # argparse: --help, --version, a bad option
-                code = exit_.code if isinstance(exit_.code, int) else 0 if exit_.code is None else 2
+        sys.argv = ["heartjobs", *map(str, args)]
+        with _file_descriptors_to(stdout, stderr), warnings.catch_warnings(record=True) as shown:
+            _python_default_warning_filters()
+            with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+                try:
+                    code = main([str(a) for a in args])
+                except SystemExit as exit_:  # argparse: --help, --version, a bad option
+                    code = exit_.code if isinstance(exit_.code, int) else 0 if exit_.code is None else 2
+            for w in shown:
+                stderr.write(warnings.formatwarning(w.message, w.category, w.filename, w.lineno, w.line))
     finally:
+        sys.argv = saved_argv
         os.chdir(saved_cwd)
         os.environ.clear()
         os.environ.update(saved_env)
@@ -104,6 +117,38 @@ def cli(*args, cwd: Path | None = None, env: dict | None = None) -> CliResult:
             signal.signal(sig, handler)
         torch.set_num_threads(threads)
     return CliResult(code, stdout.getvalue(), stderr.getvalue())
+
+
+def _python_default_warning_filters() -> None:
+    """The filters a Python process starts with (no -W, no dev mode): pytest's own show everything."""
+    warnings.resetwarnings()
+    warnings.filterwarnings("default", category=DeprecationWarning, module="__main__", append=True)
+    for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+        warnings.simplefilter("ignore", category, append=True)
+
+
+@contextlib.contextmanager
+def _file_descriptors_to(stdout: io.StringIO, stderr: io.StringIO):
+    """File descriptors 1 and 2 into temporary files meanwhile, then their text appended to stdout and
+    stderr (as pytest's capfd does)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        saved = [os.dup(1), os.dup(2)]
+        try:
+            os.dup2(out.fileno(), 1)
+            os.dup2(err.fileno(), 2)
+            yield
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                stream.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+            for file, text in ((out, stdout), (err, stderr)):
+                file.seek(0)
+                text.write(file.read().decode(errors="replace"))
 
 
 def shared_root(tmp_path_factory) -> Path:
@@ -122,6 +167,7 @@ def made_once(tmp_path_factory, name: str, make: Callable[[Path], Path]) -> Path
     with open(folder.with_name(name + ".lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # what a make that failed in another worker left
             folder.mkdir()
             done.write_text(str(make(folder)))
     return Path(done.read_text())

@@ -34,7 +34,7 @@ from heartjobs.spec import load_spec
 from heartjobs.status import now_iso
 
 from .conftest import SLOW_DCGAN as SLOW
-from .conftest import assert_same_run, cli, losses, wait_for, write_spec
+from .conftest import assert_same_run, cli, losses, run_cli, wait_for, write_spec
 
 QUICK = {"epochs": 2, "batch_size": 4, "device": "cpu"}
 LOCAL = ("--executor", "local", "--gpus-per-job", "0")
@@ -97,7 +97,9 @@ def test_a_local_task_told_to_stop_is_requeued_and_resumes_bit_identical(tmp_pat
     folder = tmp_path / "submissions"
     run_dir = tmp_path / "artifacts" / "resume_me" / "v0001"
 
-    result = cli("submit", spec, *LOCAL, "--folder", folder, cwd=tmp_path)  # returns; the task runs on
+    # a real process whose output pipes are read to the end: it returns while the task runs on, the local
+    # controller holding neither pipe
+    result = run_cli("submit", spec, *LOCAL, "--folder", folder, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     task = _submission(folder)["tasks"][0]
     wait_for(lambda: (run_dir / "losses.jsonl").exists() and len(losses(run_dir)) >= 2)

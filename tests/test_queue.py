@@ -20,7 +20,7 @@ from heartjobs.jobqueue import Queue
 from heartjobs.rundir import versions
 from heartjobs.status import now_iso
 
-from .conftest import cli, needs_root, wait_for, write_spec
+from .conftest import cli, needs_root, run_cli, wait_for, write_spec
 
 QUICK = {"epochs": 2, "batch_size": 4, "device": "cpu"}
 # slow enough to be caught mid-run: DCGAN, batches of 2, a checkpoint every epoch; the tests signal as soon
@@ -131,7 +131,8 @@ def test_a_job_that_dies_before_writing_its_result_fails_with_the_last_line_it_p
     (fake / "__init__.py").write_text('raise ImportError("no torch here")\n')
     queue = tmp_path / "q"
     Queue(queue).add(write_spec(tmp_path, "notorch", "gan", prepared32, **QUICK))
-    result = cli("worker", "--queue", queue, "--slot", "test-notorch", env={"PYTHONPATH": str(fake.parent)})
+    # a real worker process with the broken torch on its path too: the worker itself never needs torch
+    result = run_cli("worker", "--queue", queue, "--slot", "test-notorch", env={"PYTHONPATH": str(fake.parent)})
     assert result.returncode == 0, result.stderr
     failed = json.loads((queue / "failed" / "000001_notorch.json").read_text())
     assert failed["error"] == "exit code 1: ImportError: no torch here" and failed["run_dir"] is None
@@ -153,7 +154,7 @@ def test_a_worker_heartbeat_in_either_encoding_holds_its_job_and_an_unreadable_o
 @pytest.mark.slow
 def test_two_workers_on_one_queue_run_each_job_once(tmp_path, prepared32):
     queue = tmp_path / "q"
-    names = [f"j{i}" for i in range(4)]
+    names = [f"j{i}" for i in range(6)]
     for name in names:
         Queue(queue).add(write_spec(tmp_path, name, "gan", prepared32, **QUICK))
     workers = [_worker(queue, "--slot", f"test-pair-{i}") for i in range(2)]

@@ -18,7 +18,7 @@ from heartjobs.errors import HeartjobsError
 from heartjobs.job import run_job
 from heartjobs.spec import load_spec
 
-from .conftest import SLOW_DCGAN, assert_same_run, cli, losses, wait_for, write_spec
+from .conftest import SLOW_DCGAN, assert_same_run, cli, losses, run_cli, wait_for, write_spec
 
 SLOW = SLOW_DCGAN
 
@@ -110,16 +110,14 @@ def test_resume_refuses_a_changed_spec_and_never_touches_finished_versions(tmp_p
         load_checkpoint(checkpoint, load_spec(changed).spec_hash)
 
 
-def test_a_running_version_is_not_resumed_twice(tmp_path, prepared32, monkeypatch):
-    import heartjobs.job
-
+def test_a_running_version_is_not_resumed_twice(tmp_path, prepared32):
     spec = write_spec(tmp_path, "busy", "dcgan", prepared32, **SLOW)
     run_dir = tmp_path / "artifacts" / "busy" / "v0001"
     proc = _start(spec)
     try:
         wait_for(lambda: (run_dir / "losses.jsonl").exists(), proc=proc)
-        monkeypatch.setattr(heartjobs.job, "RESUME_WAIT_S", 1.0)  # what HEARTJOBS_RESUME_WAIT_S=1 sets
-        result = cli("run", spec, "--resume")
+        # a real process: heartjobs reads HEARTJOBS_RESUME_WAIT_S when it starts
+        result = run_cli("run", spec, "--resume", env={"HEARTJOBS_RESUME_WAIT_S": "1"})
         assert result.returncode == 75 and "is being run by another process" in result.stderr, result.stderr
     finally:
         proc.kill()

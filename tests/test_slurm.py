@@ -140,8 +140,11 @@ def test_requeue_time_limit_and_a_stop_during_evaluation_resume_and_never_train_
     running = cli("submit", a, *SHORT_SLOT, "--folder", folder, cwd=tmp_path)
     assert f"skipped {a}: running now in {run_a}" in running.stdout and "nothing to submit" in running.stdout
     _scontrol("requeue", task_a["job_id"])
-    # requeued (not running by Slurm), and its run has checkpointed and stopped (not running by its status)
+    # requeued by Slurm, its run perhaps still writing its checkpoint: nothing is submitted either way
     wait_for(lambda: _squeue_state(task_a["job_id"]) not in ("RUNNING", None), timeout=60)
+    stopping = cli("submit", a, *SHORT_SLOT, "--folder", folder, cwd=tmp_path)
+    assert f"skipped {a}: " in stopping.stdout and "nothing to submit" in stopping.stdout, stopping.stdout
+    # its run stopped (checkpointed, interrupted): the submission's waiting task holds it
     wait_for(lambda: RunDir(run_a).status().get("state") == "interrupted", timeout=60)
     held = cli("submit", a, *SHORT_SLOT, "--folder", folder, cwd=tmp_path)
     assert f"skipped {a}: waiting or running in" in held.stdout and "nothing to submit" in held.stdout, held.stdout
