@@ -15,6 +15,13 @@ from heartjobs.errors import HeartjobsError
 
 
 def _umask() -> int:
+    """The process's umask, read without changing it (Linux >= 4.7 says it in /proc/self/status): setting
+    it to 0 and back, as os.umask alone can read it, would let a file another thread creates meanwhile
+    get mode 666. Only where /proc does not say it, that."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
     mask = os.umask(0)
     os.umask(mask)
     return mask

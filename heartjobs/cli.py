@@ -16,8 +16,10 @@ from heartjobs import __version__
 from heartjobs.errors import HeartjobsError, one_line
 
 DEBUG_ENV = "HEARTJOBS_DEBUG"
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)  # long notes stay one line each
+# markup off: what heartjobs prints holds user text (paths, job names, errors), and a path with "[x]" or
+# "[/x]" in it must print as it is, not be taken for rich markup (or raise on it)
+out = Console(highlight=False, soft_wrap=True, markup=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)  # long notes stay one line each
 
 
 def _positive_int(text: str) -> int:
@@ -93,9 +95,10 @@ def cmd_run(args: argparse.Namespace) -> None:
 
     if args.result is not None and args.result.is_dir():  # found out now, not after hours of training
         raise HeartjobsError(f"--result {args.result}: is a folder; give a file path")
-    from heartjobs.procs import stop_on_signals_until_exit, use_allotted_cpus
+    from heartjobs.procs import die_with_starter, stop_on_signals_until_exit, use_allotted_cpus
 
     stop = stop_on_signals_until_exit()  # taken first: a signal during setup is a request, not a death
+    die_with_starter()
     use_allotted_cpus()
     run_dir = run_job(args.spec, resume=args.resume, result_file=args.result, stop=stop)
     if stop["signal"] is not None:  # it came after the job had finished: nothing was stopped
@@ -144,7 +147,7 @@ def cmd_fid(args: argparse.Namespace) -> None:
         args.run_dir, settings, checkpoint=args.checkpoint, device=args.device, save_images=args.save_images
     )
     snapshot = report["snapshot"]
-    out.print(f"{args.run_dir} ({snapshot['file']}, epoch {snapshot['epoch']}): {summary_line(report)}", markup=False)
+    out.print(f"{args.run_dir} ({snapshot['file']}, epoch {snapshot['epoch']}): {summary_line(report)}")
 
 
 def cmd_ladder(args: argparse.Namespace) -> None:
@@ -252,13 +255,13 @@ def cmd_submit(args: argparse.Namespace) -> None:
     with cluster.submitting(args.folder):  # what is held, then what is submitted, decided by one submit at a time
         plan = cluster.plan(good, args.folder, force=args.force)
         for note in plan.notes:
-            err.print(f"note: {note}", markup=False)
+            err.print(f"note: {note}")
         for skipped in plan.skipped:
-            out.print(f"skipped {skipped['spec']}: {skipped['reason']}", markup=False)
+            out.print(f"skipped {skipped['spec']}: {skipped['reason']}")
         if plan.submit:
             options, note = cluster.resolve_gpus(options, plan.submit)
             if note:
-                err.print(f"note: {note}", markup=False)
+                err.print(f"note: {note}")
             record, jobs = cluster.submit(plan.submit, options, args.folder)
     if plan.submit:
         _print_submitted(record, options.executor)
@@ -298,20 +301,20 @@ def _print_submitted(record: dict, executor: str) -> None:
     else:
         kind = "local submitit jobs" if count > 1 else "a local submitit job"
     tasks = f"{count} tasks" if count > 1 else "1 task"
-    out.print(f"submitted {tasks} as {kind} ({record['folder']})", markup=False)
+    out.print(f"submitted {tasks} as {kind} ({record['folder']})")
     for task in record["tasks"]:
-        out.print(f"  {task['index']:3d} {task['job']} -> {task['job_id']}  log {task['stdout']}", markup=False)
-    out.print(f"status: heartjobs submit --status {record['folder']}", markup=False)
+        out.print(f"  {task['index']:3d} {task['job']} -> {task['job_id']}  log {task['stdout']}")
+    out.print(f"status: heartjobs submit --status {record['folder']}")
 
 
 def _wait_for_submission(record: dict, jobs: list) -> None:
     """--wait: a line per state change; an error line per task that did not complete."""
     from heartjobs import cluster
 
-    rows = cluster.wait(record, jobs, lambda row: out.print(_status_line(row), markup=False))
+    rows = cluster.wait(record, jobs, lambda row: out.print(_status_line(row)))
     failed = [row for row in rows if row["state"] != "COMPLETED"]
     for row in failed:
-        err.print(f"error: {row['job']} ({row['job_id']}): {row['state']}; log {row['log']}", markup=False)
+        err.print(f"error: {row['job']} ({row['job_id']}): {row['state']}; log {row['log']}")
     if failed:
         raise HeartjobsError(f"{len(failed)} of {len(rows)} tasks did not complete")
 
@@ -390,7 +393,7 @@ def cmd_report(args: argparse.Namespace) -> None:
             table.add_row(*cells(row))
         out.print(table)
     else:  # plain text for logs: the markdown table
-        out.print(markdown(rows), markup=False)
+        out.print(markdown(rows))
     for path in written:
         out.print(f"wrote {path}")
 

@@ -45,11 +45,10 @@ from heartjobs.rundir import (
     version_number,
     versions,
 )
-from heartjobs.status import now_iso, progress_text, seconds_since
+from heartjobs.status import RUN_DEAD_AFTER_S, now_iso, progress_text, seconds_since
 
 SUBMISSION = "submission.json"
 DEFAULT_TIME = {"slurm": "24:00:00", "local": "30-00:00:00"}
-RUNNING_ELSEWHERE_S = 300  # a run whose heartbeat is younger than this is running in another task
 RUNNING_POLL_S = 10.0  # how often a task waiting for a run alive elsewhere looks again
 STOP_MARGIN_S = 30  # of --signal-delay, left for submitit's requeue after the run has stopped
 # How much earlier than --signal-delay says the limit's signal may come: up to 60 s by Slurm's sbatch
@@ -146,7 +145,7 @@ class SpecTask(submitit.helpers.Checkpointable):
         spec = load_spec(Path(self.spec_path))
         told = False
         while (busy := running_elsewhere(spec, self.after)) is not None:
-            if not told:  # e.g. a node that failed: its heartbeat goes stale within RUNNING_ELSEWHERE_S
+            if not told:  # e.g. a node that failed: its heartbeat goes stale within RUN_DEAD_AFTER_S
                 print(f"{spec.name}: {busy} is running in another process; waiting for it", flush=True)
                 told = True
             time.sleep(RUNNING_POLL_S)
@@ -241,14 +240,14 @@ def resumable(spec, after: int = 0) -> Path | None:
 
 def running_elsewhere(spec, after: int = 0) -> Path | None:
     """A version of this configuration whose run is alive: its process, on this host; its heartbeat
-    younger than RUNNING_ELSEWHERE_S, on another."""
+    younger than RUN_DEAD_AFTER_S, on another."""
     run_dir = resumable(spec, after)
     if run_dir is None:
         return None
     status = RunDir(run_dir).status()
     if status.get("state") != "running":
         return None
-    return run_dir if procs.alive(status, RUNNING_ELSEWHERE_S) else None
+    return run_dir if procs.alive(status, RUN_DEAD_AFTER_S) else None
 
 
 # --- submitting ---

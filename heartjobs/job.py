@@ -31,7 +31,6 @@ from heartjobs.errors import HeartjobsError, JobInterrupted, one_line
 from heartjobs.evaluation.inception import measure
 from heartjobs.evaluation.preflight import check_measurable
 from heartjobs.evaluation.records import evaluation_record, settings_hash, summary_line, write_record
-from heartjobs.evaluation.repeatlog import PREFIX as REPEAT_LOG_PREFIX
 from heartjobs.evaluation.repeatlog import RepeatLog
 from heartjobs.grids import save_grid
 from heartjobs.hashing import sha256_json
@@ -88,7 +87,7 @@ def _write_result(path: Path | None, outcome: dict, state: str, error: str | Non
     try:
         atomic.write_json(path, {**outcome, "state": state, "error": error, "exit_code": exit_code})
     except OSError as exc:
-        console.print(f"warning: --result {path}: not written ({one_line(exc, 200)})", markup=False)
+        console.print(f"warning: --result {path}: not written ({one_line(exc, 200)})")
 
 
 def _run(spec_path: Path, resume: bool, outcome: dict, stop: dict) -> Path:
@@ -111,7 +110,7 @@ def _run(spec_path: Path, resume: bool, outcome: dict, stop: dict) -> Path:
         if resume and (done := finished_version(spec, after=version_number(unfinished) if unfinished else 0)):
             # a restart loop that resumes a finished job must not retrain it forever, nor an older version
             # of a configuration that has since finished
-            console.print(f"{spec.name}: already finished in {done}; nothing to resume", markup=False)
+            console.print(f"{spec.name}: already finished in {done}; nothing to resume")
             outcome["run_dir"] = str(done)
             return done
         run = _open_run(spec, spec_path, resume, device, held, stop)
@@ -128,7 +127,7 @@ def _stop_before_a_version(stop: dict, when: str) -> None:
 
 def _run_locked(spec: ResolvedSpec, spec_path: Path, run: RunDir, device: torch.device, stop: dict) -> Path:
     for path in run.remove_stale_temp_files():  # left by a process killed mid-write
-        console.print(f"{spec.name}: removed {path.relative_to(run.path)}, left by a killed process", markup=False)
+        console.print(f"{spec.name}: removed {path.relative_to(run.path)}, left by a killed process")
     t = spec.train
     prepared = PreparedSet.open(spec.data.prepared)
     status = run.status_file(t.epochs, procs.this_process())
@@ -160,7 +159,7 @@ def _run_locked(spec: ResolvedSpec, spec_path: Path, run: RunDir, device: torch.
         with contextlib.suppress(OSError):  # a status that can't be written must not hide the error
             status.finish("failed", error=one_line(exc, with_type=True))
         raise
-    for left in run.path.glob(f"{REPEAT_LOG_PREFIX}*.json"):  # a measurement during training stopped part-way
+    for left in run.path.glob(RunDir.EVAL_PROGRESS.format(key="*")):  # a measurement during training stopped part-way
         left.unlink(missing_ok=True)
     status.finish("done")
     return run.path
@@ -254,10 +253,10 @@ def _train(
     checkpoints = list_checkpoints(run.checkpoints)
     if checkpoints:
         trainer.load_state_dict(load_checkpoint(checkpoints[-1], spec.spec_hash))
-        console.print(f"{spec.name}: resuming {run} from {checkpoints[-1].name}", markup=False)
+        console.print(f"{spec.name}: resuming {run} from {checkpoints[-1].name}")
     _write_losses(run, trainer.history)  # drops epochs logged after the checkpoint
     t = spec.train
-    events = EventLog(run.path, trainer.epoch) if spec.output.tensorboard else contextlib.nullcontext()
+    events = EventLog(run / RunDir.TENSORBOARD, trainer.epoch) if spec.output.tensorboard else contextlib.nullcontext()
     with events as log:
         _measure_missed(spec, run, prepared, device, status, log)  # a stop during a measurement left it undone
         if not (run / RunDir.REAL_GRID).exists():
@@ -350,9 +349,7 @@ def _measure_during(
         record = evaluate_run(
             run.path, spec.eval.during_settings(), checkpoint=checkpoint, poll=status.beat, prepared=prepared
         )
-    console.print(
-        f"{spec.name}: epoch {record['snapshot']['epoch']}, during training: {summary_line(record)}", markup=False
-    )
+    console.print(f"{spec.name}: epoch {record['snapshot']['epoch']}, during training: {summary_line(record)}")
     if log is not None:
         log.measurement(record, during=True)
     curve = run.metric_curve(record["settings_hash"])  # this setting's own curve
@@ -376,7 +373,7 @@ def measure_checkpoints(run_dir: Path, overrides: dict, device: str | None = Non
     records = []
     for path in checkpoints:
         record = evaluate_run(run.path, settings, checkpoint=path, device=device, prepared=prepared)
-        console.print(f"{run.path} ({record['snapshot']['file']}): {summary_line(record)}", markup=False)
+        console.print(f"{run.path} ({record['snapshot']['file']}): {summary_line(record)}")
         records.append(record)
     # best.pt: the best of this setting's whole curve (also epochs measured during training whose
     # checkpoints are gone); replaced only when that best is one of the checkpoints measured now
@@ -425,9 +422,9 @@ def _evaluate(run: RunDir, prepared: PreparedSet, status: StatusFile, stop_if_re
         raise HeartjobsError(
             f"{exc} (training finished; its artifacts are intact in {run}; evaluate later with: heartjobs fid {run})"
         ) from None
-    console.print(summary_line(record), markup=False)
+    console.print(summary_line(record))
     if run.spec().output.tensorboard:
-        with EventLog(run.path, None) as log:
+        with EventLog(run / RunDir.TENSORBOARD, None) as log:
             log.measurement(record, during=False)
 
 
@@ -466,7 +463,7 @@ def evaluate_run(
     # what the values depend on: a stopped measurement of the same goes on from its last finished repeat
     gpu = torch.cuda.get_device_name(torch_device) if torch_device.type == "cuda" else None
     key = sha256_json([settings_hash(settings), snapshot.file, snapshot.epoch, str(torch_device), gpu])[:12]
-    progress = RepeatLog(run.path, key)
+    progress = RepeatLog(run / RunDir.EVAL_PROGRESS.format(key=key))
     result = measure(
         snapshot.generator,
         spec.train.latent_dim,

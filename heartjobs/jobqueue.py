@@ -27,13 +27,11 @@ from heartjobs.errors import HeartjobsError, one_line
 from heartjobs.progress import console
 from heartjobs.rundir import RunDir, finished_version, versions
 from heartjobs.spec import load_spec, parse_spec
-from heartjobs.status import heartbeat_age, now_iso, progress_text
+from heartjobs.status import WORKER_BEAT_S, WORKER_DEAD_AFTER_S, heartbeat_age, now_iso, progress_text
 
 STATES = ("pending", "running", "done", "failed")
 FORCED = "forced"  # sidecar: the entry was claimed by a worker with --force
 SIDECARS = ("log", FORCED)  # what travels with an entry from folder to folder
-HEARTBEAT_S = 5.0
-STALE_AFTER_S = 60.0
 OUTSIDE_STOPS_RESUMED = 3  # a job whose run is stopped or killed from outside goes back this many times
 _ENTRY = re.compile(r"(\d{6})_(.+?)(?:\.r(\d+))?\.toml")
 
@@ -122,7 +120,7 @@ class Queue:
             return Entry(target)
         return None
 
-    def recover_stale(self, stale_after: float = STALE_AFTER_S) -> list[Entry]:
+    def recover_stale(self, stale_after: float = WORKER_DEAD_AFTER_S) -> list[Entry]:
         """Put jobs whose worker is gone back into pending/, marked to resume."""
         recovered = []
         for entry in self.entries("running"):
@@ -189,8 +187,8 @@ class _Heartbeat(threading.Thread):
             try:
                 atomic.write_json(self.path, {**self.record, "heartbeat": now_iso()})
             except OSError as exc:  # keep beating: a missed beat is better than a dead heartbeat thread
-                console.print(f"worker: heartbeat not written ({exc})", markup=False)
-            self.stopped.wait(HEARTBEAT_S)
+                console.print(f"worker: heartbeat not written ({exc})")
+            self.stopped.wait(WORKER_BEAT_S)
 
     def stop(self) -> None:
         self.stopped.set()
@@ -218,9 +216,7 @@ class Worker:
             with procs.device_lock(self.slot, lambda: self.stop_signal is not None) as locked:
                 while locked and self.stop_signal is None:
                     for entry in self.queue.recover_stale():
-                        console.print(
-                            f"worker: {entry.name}: its worker died; back in pending/ to resume", markup=False
-                        )
+                        console.print(f"worker: {entry.name}: its worker died; back in pending/ to resume")
                     entry = self.queue.claim()
                     if entry is None:
                         if not watch:
@@ -268,7 +264,7 @@ class Worker:
         # One configuration runs once at a time, however often it was queued and whoever else runs it: the
         # job holds its configuration's lock (procs.config_lock) and exits Busy when another process has it.
         doing = "resuming" if entry.recovered else "running"
-        console.print(f"worker: {entry.name}: {doing} on {self.slot}", markup=False)
+        console.print(f"worker: {entry.name}: {doing} on {self.slot}")
         return self._start(entry)
 
     def _start(self, entry: Entry) -> tuple[str, dict]:
@@ -303,7 +299,7 @@ class Worker:
         if outcome == "requeued":
             self.queue.requeue(entry)
             why = info.get("reason", "stopped")
-            console.print(f"worker: {entry.name}: {why}; back in pending/ to resume", markup=False)
+            console.print(f"worker: {entry.name}: {why}; back in pending/ to resume")
             return outcome
         state = "done" if outcome in ("done", "skipped") else "failed"
         try:
@@ -311,20 +307,17 @@ class Worker:
         except OSError as exc:  # a full or read-only queue folder (OutOfSpace too) must not end the worker
             console.print(
                 f"worker: {entry.name}: {outcome}, but its record could not be written ({one_line(exc, 200)}); "
-                "left in running/, where a worker recovers it",
-                markup=False,
+                "left in running/, where a worker recovers it"
             )
             return outcome
         if outcome == "skipped" and info.get("reason"):
-            console.print(f"worker: {entry.name}: skipped: {info['reason']}", markup=False)
+            console.print(f"worker: {entry.name}: skipped: {info['reason']}")
         elif outcome == "skipped":
-            console.print(
-                f"worker: {entry.name}: already finished in {info['run_dir']}; skipped (--force reruns)", markup=False
-            )
+            console.print(f"worker: {entry.name}: already finished in {info['run_dir']}; skipped (--force reruns)")
         elif outcome == "done":
-            console.print(f"worker: {entry.name}: done ({info['run_dir']})", markup=False)
+            console.print(f"worker: {entry.name}: done ({info['run_dir']})")
         else:
-            console.print(f"worker: {entry.name}: failed: {info['error']}", markup=False)
+            console.print(f"worker: {entry.name}: failed: {info['error']}")
         return outcome
 
 

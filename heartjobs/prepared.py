@@ -99,8 +99,3 @@ class PreparedSet:
 
         images = torch.from_numpy(self.images).unsqueeze(1)
         return images if device is None else images.to(device)
-
-
-def load_prepared(path: Path, device: str | None = None):
-    """Shortcut: the prepared set at `path` as a uint8 tensor N x 1 x H x W."""
-    return PreparedSet.open(path).tensor(device)

@@ -228,11 +228,31 @@ def die_with_parent(sig: int = signal.SIGTERM) -> None:
         libc.prctl(1, sig)  # PR_SET_PDEATHSIG
 
 
+# The pid of the process that started a `heartjobs run` child, which the child dies with (SIGTERM: it
+# checkpoints and stops). The child sets that up itself (die_with_starter): a preexec_fn would run
+# between fork and exec, which Python documents as unsafe while other threads run (the worker's heartbeat
+# does), and could deadlock the child before it ever ran.
+STARTER_ENV = "HEARTJOBS_DIE_WITH"
+
+
 def start_run(spec_path: Path, *, resume: bool, result_file: Path | None = None, **popen) -> subprocess.Popen:
-    """Start `heartjobs run SPEC [--resume] [--result FILE]` as a child; popen: stdout, stderr, cwd, env as
-    for subprocess.Popen. The result file (see heartjobs.job) says how the run ended."""
+    """Start `heartjobs run SPEC [--resume] [--result FILE]` as a child that stops (SIGTERM) when this
+    process dies; popen: stdout, stderr, cwd, env as for subprocess.Popen. The result file (see
+    heartjobs.job) says how the run ended."""
     command = run_command(spec_path, resume=resume, result_file=result_file)
-    return subprocess.Popen(command, preexec_fn=die_with_parent, **popen)
+    env = {**(popen.pop("env", None) or os.environ), STARTER_ENV: str(os.getpid())}
+    return subprocess.Popen(command, env=env, **popen)
+
+
+def die_with_starter() -> None:
+    """In `heartjobs run`, once its stop signals are requests: be sent SIGTERM when the process that
+    started it (start_run) dies, and stop now if it has died already. Nothing when started otherwise."""
+    starter = os.environ.pop(STARTER_ENV, "")
+    if not starter.isdigit():
+        return
+    die_with_parent(signal.SIGTERM)
+    if os.getppid() != int(starter):  # it died before that took effect: the same request
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 # --- the device lock ---
@@ -266,9 +286,6 @@ def lock_dir() -> Path:
     return folder
 
 
-RUN_LOCK = ".lock"
-
-
 class Busy(HeartjobsError):
     """What another process holds (a run, a configuration): nothing wrong with the job itself. Its exit
     code, 75 (EX_TEMPFAIL), lets a queue worker tell it from a failure."""
@@ -300,7 +317,9 @@ def exclusive(path: Path, busy: str, wait_s: float = 0.0) -> Iterator[None]:
 def run_lock(folder: Path) -> contextlib.AbstractContextManager[None]:
     """Hold a run folder for this process alone, for the whole run. Taking over a version is this lock,
     not a check of its status: two resumes of one version a moment apart cannot both train it."""
-    return exclusive(Path(folder) / RUN_LOCK, f"{folder}: another process is running it; not running it twice")
+    from heartjobs.rundir import RunDir
+
+    return exclusive(Path(folder) / RunDir.RUN_LOCK, f"{folder}: another process is running it; not running it twice")
 
 
 def config_lock(run_root: Path, spec_hash: str, wait_s: float = 0.0) -> contextlib.AbstractContextManager[None]:
@@ -312,20 +331,6 @@ def config_lock(run_root: Path, spec_hash: str, wait_s: float = 0.0) -> contextl
         f"the same configuration (spec {spec_hash}) is being run by another process; not running it twice",
         wait_s,
     )
-
-
-def run_locked(folder: Path) -> bool:
-    """Whether some process holds `folder`'s run lock now."""
-    path = Path(folder) / RUN_LOCK
-    if not path.is_file():
-        return False
-    with open(path, "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(f, fcntl.LOCK_UN)
-        return False
 
 
 @contextlib.contextmanager
@@ -346,7 +351,7 @@ def device_lock(slot: str, should_stop: Callable[[], bool] = lambda: False) -> I
                     yield False
                     return
                 if not told:
-                    console.print(f"device {slot} is busy with another job; waiting for it", markup=False)
+                    console.print(f"device {slot} is busy with another job; waiting for it")
                     told = True
                 time.sleep(0.5)
         try:

@@ -9,7 +9,8 @@ from collections.abc import Callable, Iterator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-console = Console(stderr=True, soft_wrap=True)
+# markup off: progress lines hold paths and job names, printed as they are (see heartjobs.cli)
+console = Console(stderr=True, soft_wrap=True, markup=False)
 
 
 def _plain_reporter(description: str, total: int, steps: int = 10) -> Callable[[int], None]:
@@ -35,7 +36,7 @@ def track(description: str, total: int) -> Iterator[Callable[[int], None]]:
         yield _plain_reporter(description, total)
         return
     columns = (
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         TimeRemainingColumn(),
@@ -56,10 +57,10 @@ class TrainingProgress:
     def __enter__(self) -> TrainingProgress:
         if console.is_terminal:
             self._bar = Progress(
-                TextColumn("{task.description}"),
+                TextColumn("{task.description}", markup=False),
                 BarColumn(),
                 MofNCompleteColumn(),
-                TextColumn("{task.fields[info]}"),
+                TextColumn("{task.fields[info]}", markup=False),
                 TimeRemainingColumn(),
                 console=console,
             )

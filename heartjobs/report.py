@@ -28,6 +28,7 @@ from heartjobs.spec import (
     MODEL_DEFAULTS,
     configuration_key,
 )
+from heartjobs.status import RUN_DEAD_AFTER_S
 from heartjobs.sweep import abbreviation, format_value
 
 # Thesis Table 1: FID mean and std (3 x 3000 generated vs 3307 real, pytorch-fid 0.3.0, 2048-d).
@@ -100,8 +101,6 @@ ROW_KEYS = [
     "changes",
     "last_measured_epoch",
 ]
-# A run on another host whose heartbeat is older than this is taken for dead (runs beat every 10 s).
-DEAD_AFTER_S = 300
 FAILS_LADDER_MARK = "†"  # after a value whose metric failed the validity ladder
 
 
@@ -230,7 +229,7 @@ def _state(status: dict) -> str:
     """A run's state as the report shows it: "running" only while its process lives (a run whose process
     was killed outright still says "running" in its status.json)."""
     state = status.get("state", "unknown")
-    if state == "running" and not procs.alive(status, stale_after=DEAD_AFTER_S):
+    if state == "running" and not procs.alive(status, stale_after=RUN_DEAD_AFTER_S):
         return "died"
     return state
 

@@ -107,6 +107,9 @@ class RunDir:
     BEST = "best.pt"  # the checkpoint of the best-measured epoch ([eval] keep_best)
     EVALS = "evals"  # reports of other snapshots or settings
     EVAL_IMAGES = "eval_images"  # with [eval] save_images: the images the last own measurement saw, as PNG
+    EVAL_PROGRESS = "eval_progress_{key}.json"  # a measurement's finished repeats, until its record is written
+    TENSORBOARD = "tensorboard"  # with [output] tensorboard: the event files
+    RUN_LOCK = ".lock"  # held by the process running this version (heartjobs.procs.run_lock)
 
     def __init__(self, path: Path | str):
         self.path = Path(path)

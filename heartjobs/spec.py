@@ -11,10 +11,10 @@ from __future__ import annotations
 import difflib
 import math
 import re
+import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-import tomli
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -442,8 +442,8 @@ def read_toml(path: Path) -> dict:
     except UnicodeDecodeError:
         raise HeartjobsError(f"{path}: not a UTF-8 text file (TOML must be UTF-8)") from None
     try:
-        return tomli.loads(text)
-    except tomli.TOMLDecodeError as exc:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
         hint = ""
         if re.search(r"^\s*\[model\]", text, re.MULTILINE):  # the natural guess for the networks' knobs
             hint = " ([model] clashes with the key `model`; the networks' knobs go in [architecture])"

@@ -13,6 +13,15 @@ from pathlib import Path
 
 from heartjobs import atomic
 
+# Liveness by heartbeat, for a process on another host (on this one its pid and start time decide). Each
+# kind of heartbeat is written at most every *_BEAT_S and counts as dead after *_DEAD_AFTER_S without one:
+# a queue worker's heartbeat thread beats steadily; a run beats from its training and evaluation loops,
+# which can go minutes between beats (a long evaluation step), so it is given longer.
+WORKER_BEAT_S = 5.0
+WORKER_DEAD_AFTER_S = 60.0
+RUN_BEAT_S = 10.0
+RUN_DEAD_AFTER_S = 300.0
+
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
@@ -74,9 +83,9 @@ class StatusFile:
         atomic.write_json(self.path, self.data)
 
     def beat(self, *, force: bool = False, **fields) -> None:
-        """Update the heartbeat (at most every 10 s unless forced or fields change)."""
+        """Update the heartbeat (at most every RUN_BEAT_S unless forced or fields change)."""
         self.data.update(fields)
-        if force or fields or time.monotonic() - self._last_beat >= 10:
+        if force or fields or time.monotonic() - self._last_beat >= RUN_BEAT_S:
             self._last_beat = time.monotonic()
             self.data["heartbeat"] = now_iso()
             self.write()

@@ -12,8 +12,6 @@ import numpy as np
 
 from heartjobs.errors import HeartjobsError
 
-FOLDER = "tensorboard"
-
 
 def check_available(spec_path: Path | str) -> None:
     """A one-line error naming the spec file and field when the tensorboard package is missing."""
@@ -31,12 +29,10 @@ class EventLog:
     logged are dropped (they are trained again from the checkpoint), so each epoch appears once; None (the
     final measurement's writer) drops nothing."""
 
-    def __init__(self, run_dir: Path, resume_epoch: int | None):
+    def __init__(self, folder: Path, resume_epoch: int | None):
         from torch.utils.tensorboard import SummaryWriter
 
-        self._writer = SummaryWriter(
-            str(Path(run_dir) / FOLDER), purge_step=None if resume_epoch is None else resume_epoch + 1
-        )
+        self._writer = SummaryWriter(str(folder), purge_step=None if resume_epoch is None else resume_epoch + 1)
 
     def epoch(self, stats: dict) -> None:
         step = stats["epoch"]

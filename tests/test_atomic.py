@@ -49,3 +49,18 @@ def test_an_append_after_a_line_cut_by_a_crash_starts_on_a_fresh_line(tmp_path):
     atomic.append_lines(tmp_path / "new.jsonl", ["a"])
     atomic.append_lines(tmp_path / "new.jsonl", ["b"])
     assert (tmp_path / "new.jsonl").read_text() == "a\nb\n"
+
+
+def test_the_umask_is_read_without_being_set(monkeypatch):
+    # setting it to 0 and back (os.umask's only way to read it) races every other thread's file creation
+    old = os.umask(0o027)
+    try:
+
+        def must_not_set(mask):
+            raise AssertionError(f"os.umask({mask:o}) called")
+
+        monkeypatch.setattr(os, "umask", must_not_set)
+        assert atomic._umask() == 0o027
+        monkeypatch.undo()
+    finally:
+        os.umask(old)

@@ -59,3 +59,19 @@ def test_debug_prints_the_traceback_with_its_cause_and_still_ends_with_the_one_l
         assert result.returncode == 2
         assert "Traceback" in result.stderr and "UnicodeDecodeError" in result.stderr  # the cause, kept
         assert result.stderr.strip().splitlines()[-1] == expected
+
+
+def test_paths_that_look_like_markup_print_as_they_are(tmp_path, prepared32):
+    # rich would read "[x]" as a style (and drop it) and "[/x]" as a closing tag (and raise MarkupError)
+    from .conftest import write_spec
+
+    folder = tmp_path / "jobs" / "[x]"
+    folder.mkdir(parents=True)
+    spec = write_spec(folder, "a", "gan", prepared32, epochs=1, device="cpu")
+    queued = cli("enqueue", spec, "--queue", tmp_path / "q")
+    assert queued.returncode == 0, queued.stderr
+    assert f"queued {spec} -> " in queued.stdout and "[x]/a.toml" in queued.stdout
+    closing = tmp_path / "[" / "x]" / "missing.toml"  # a path holding "[/x]"
+    refused = cli("show", closing)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr and "MarkupError" not in refused.stderr
+    assert refused.stderr.startswith(f"error: {closing}: ") and len(refused.stderr.strip().splitlines()) == 1

@@ -22,7 +22,6 @@ from submitit.core.utils import DelayedSubmission
 
 from heartjobs import atomic, cluster, procs
 from heartjobs.cluster import (
-    RUNNING_ELSEWHERE_S,
     SpecTask,
     parse_time,
     queued_elsewhere,
@@ -31,7 +30,7 @@ from heartjobs.cluster import (
 )
 from heartjobs.rundir import RunDir, claim_version, versions
 from heartjobs.spec import load_spec
-from heartjobs.status import now_iso
+from heartjobs.status import RUN_DEAD_AFTER_S, now_iso
 
 from .conftest import SLOW_DCGAN as SLOW
 from .conftest import assert_same_run, cli, losses, run_cli, wait_for, write_spec
@@ -339,7 +338,7 @@ def test_a_run_counts_as_running_only_while_its_own_process_lives(tmp_path, prep
     assert running_elsewhere(spec) is None
     _write_status(run_dir, pid=1, host="elsewhere")  # another host: its heartbeat decides
     assert running_elsewhere(spec) == run_dir
-    old = datetime.fromtimestamp(time.time() - RUNNING_ELSEWHERE_S - 60, UTC).isoformat(timespec="seconds")
+    old = datetime.fromtimestamp(time.time() - RUN_DEAD_AFTER_S - 60, UTC).isoformat(timespec="seconds")
     _write_status(run_dir, pid=1, host="elsewhere", heartbeat=old)  # a node that failed
     assert running_elsewhere(spec) is None
 
@@ -413,3 +412,20 @@ def test_states_without_accounting_come_from_squeue_then_scontrol_then_the_tasks
         "h9": f"waiting or running in {root / 'v0002'} (task {sleeper.pid}: RUNNING)",
     }
     assert notes == []
+
+
+def test_the_report_and_a_task_agree_when_a_run_elsewhere_is_dead(tmp_path, prepared32, monkeypatch):
+    # one threshold for a run's heartbeat (heartjobs.status.RUN_DEAD_AFTER_S), not one per module
+    from heartjobs.report import _state
+    from heartjobs.status import WORKER_DEAD_AFTER_S
+
+    monkeypatch.chdir(tmp_path)
+    spec = load_spec(write_spec(tmp_path, "elsewhere", "gan", prepared32, **QUICK))
+    run_dir = claim_version(spec.run_root)
+    atomic.write_json(run_dir / "resolved.json", {"spec_hash": spec.spec_hash})
+    for age in (WORKER_DEAD_AFTER_S + 30, RUN_DEAD_AFTER_S - 30, RUN_DEAD_AFTER_S + 30):
+        beat = datetime.fromtimestamp(time.time() - age, UTC).isoformat(timespec="seconds")
+        _write_status(run_dir, pid=1, host="another-host", heartbeat=beat)
+        alive = age < RUN_DEAD_AFTER_S
+        assert (running_elsewhere(spec) == run_dir) is alive, age
+        assert _state(RunDir(run_dir).status()) == ("running" if alive else "died"), age

@@ -5,10 +5,10 @@ Dockerfile in `make lint`."""
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path, PurePosixPath
 
 import pytest
-import tomli
 import yaml
 
 from heartjobs.cli import build_parser
@@ -99,7 +99,7 @@ def test_dockerfile_installs_like_the_makefile():
 
 def test_entrypoint_is_an_installed_command_of_the_package():
     assert _dockerfile_instruction("ENTRYPOINT") == ['["heartjobs", "run"]']
-    scripts = tomli.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["heartjobs"] == "heartjobs.cli:main"
     args = build_parser().parse_args(["run", "jobs/wgan_ldim200.toml"])  # the compose argument parses
     assert args.func.__name__ == "cmd_run" and str(args.spec) == "jobs/wgan_ldim200.toml"

@@ -166,3 +166,65 @@ def test_time_left_reads_squeues_formats(tmp_path, monkeypatch, text):
     monkeypatch.setenv("SLURM_JOB_ID", "9")
     _fake_squeue(tmp_path, monkeypatch, text)
     assert time_left(0.0, 600) == (90.0, "squeue")
+
+
+def test_a_run_stops_when_the_process_that_started_it_dies(tmp_path, prepared32):
+    # start_run's child sets its parent-death signal itself, after exec (no preexec_fn, which is unsafe
+    # while a worker's heartbeat thread runs): SIGKILL the starter, and the run checkpoints and stops
+    import json
+    import subprocess
+
+    from .conftest import SLOW_DCGAN, losses, wait_for, write_spec
+
+    spec = write_spec(tmp_path, "orphan", "dcgan", prepared32, **SLOW_DCGAN)
+    run_dir = tmp_path / "artifacts" / "orphan" / "v0001"
+    starter_code = (
+        "import subprocess, sys, time\nfrom pathlib import Path\nfrom heartjobs.procs import start_run\n"
+        f"child = start_run(Path({str(spec)!r}), resume=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+        "print(child.pid, flush=True)\ntime.sleep(600)\n"
+    )
+    starter = subprocess.Popen([sys.executable, "-c", starter_code], stdout=subprocess.PIPE, text=True)
+    child = int(starter.stdout.readline())
+    wait_for(lambda: (run_dir / "losses.jsonl").exists() and len(losses(run_dir)) >= 1, proc=starter)
+    starter.kill()
+    starter.wait()
+    starter.stdout.close()
+    wait_for(lambda: not procs.pid_running(child), timeout=60)
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "interrupted" and status["error"] == "stopped by SIGTERM"
+    assert status["epochs_done"] < SLOW_DCGAN["epochs"]
+
+
+def test_nothing_starts_a_child_with_a_preexec_fn():
+    # Python: preexec_fn "is not safe to use in the presence of threads"; heartjobs' workers have threads
+    import ast
+
+    import heartjobs
+
+    found = [
+        f"{path.name}:{node.lineno}"
+        for path in Path(heartjobs.__file__).parent.rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.keyword) and node.arg == "preexec_fn"
+    ]
+    assert not found, found
+
+
+def test_the_submitit_internals_heartjobs_uses_are_there_at_the_pinned_version():
+    # heartjobs.cluster reaches past submitit's public API; only the exact pin makes that safe
+    import importlib.metadata as md
+    import inspect
+    import re
+
+    from submitit.core.job_environment import SignalHandler
+    from submitit.core.utils import JobPaths, pickle_load
+    from submitit.slurm.slurm import SlurmInfoWatcher
+
+    pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    assert md.version("submitit") == re.search(r'"submitit==([^"]+)"', pyproject).group(1) == "1.5.4"
+    assert JobPaths(Path("/logs"), "7_1", 0).result_pickle == Path("/logs/7_1_0_result.pkl")
+    assert callable(pickle_load)
+    info = SlurmInfoWatcher().read_info("JobID|State\n7_1|RUNNING\n")
+    assert info["7_1"]["State"] == "RUNNING"
+    assert callable(SignalHandler.has_timed_out) and "self._start_time = " in inspect.getsource(SignalHandler.__init__)
+    assert SignalHandler.checkpoint_and_try_requeue.__name__ == "checkpoint_and_try_requeue"  # the USR2 handler

@@ -16,7 +16,7 @@ from heartjobs.data.needs import needed_sets
 from heartjobs.data.prepare import PrepareParams, prepare
 from heartjobs.errors import HeartjobsError
 from heartjobs.hashing import sha256_array, sha256_file
-from heartjobs.prepared import PreparedSet, load_prepared
+from heartjobs.prepared import PreparedSet
 
 from .conftest import SMALL_PHANTOM, cli, write_spec
 
@@ -55,7 +55,7 @@ def test_phantom_prepares_into_a_uint8_set_with_its_manifest(tmp_path, phantom_d
 def test_loader_returns_a_uint8_tensor_n_1_h_w(tmp_path, phantom_dir):
     out = tmp_path / "prepared"
     prepare(phantom_dir, out, PrepareParams(size=32), workers=1)
-    tensor = load_prepared(out)
+    tensor = PreparedSet.open(out).tensor()
     assert tensor.dtype == torch.uint8 and tuple(tensor.shape) == (12, 1, 32, 32)
     assert torch.equal(tensor[:, 0], torch.from_numpy(np.load(out / "images.npy")))
     prepared = PreparedSet.open(out)

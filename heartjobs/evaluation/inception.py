@@ -230,7 +230,7 @@ def measure(
         frd_result = frd_of(saved) if saved is not None else None
         wants_frd = real_frd is not None and frd_error is None
         if saved is not None and (not wants_frd or has_frd(saved)) and save_images is None:
-            console.print(f"repeat {r + 1}/{settings.repeats}: measured before this process, kept", markup=False)
+            console.print(f"repeat {r + 1}/{settings.repeats}: measured before this process, kept")
         else:  # this repeat's images are needed: for FID/KID, for its FRD, or to save them
             keeper = _Keeper(frd_n if wants_frd else 0, save_images / f"repeat_{r}" if save_images else None)
             batches = keeper(generated_batches(generator, latent_dim, settings.n_generated, seed, settings, device))

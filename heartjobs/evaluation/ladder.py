@@ -195,11 +195,11 @@ def run_ladder(
     if "frd" in metrics and n <= radiomics.FEATURES_KEPT:
         warnings.append(f"n = {n} <= ~{radiomics.FEATURES_KEPT} radiomic features: FRD's covariance is singular")
     for text in warnings:
-        console.print(f"warning: {text}", markup=False)
+        console.print(f"warning: {text}")
     verdicts = {metric: verdict({rung: v[metric] for rung, v in values.items()}) for metric in metrics}
     for metric, result in verdicts.items():
         if not result["passes"]:
-            console.print(f"warning: {metric} fails the validity ladder: {'; '.join(result['failures'])}", markup=False)
+            console.print(f"warning: {metric} fails the validity ladder: {'; '.join(result['failures'])}")
     return {
         "prepared": str(prepared.path),
         "content_hash": prepared.content_hash,

@@ -12,14 +12,12 @@ import numpy as np
 from heartjobs import atomic
 from heartjobs.evaluation.radiomics import FrdResult
 
-PREFIX = "eval_progress_"
-
 
 class RepeatLog:
     """Each finished repeat's entry (fid, kid), then its FRD, written atomically as it is known."""
 
-    def __init__(self, folder: Path, key: str):
-        self.path = Path(folder) / f"{PREFIX}{key}.json"
+    def __init__(self, path: Path):
+        self.path = Path(path)
         self.entries: dict[int, dict] = {int(k): v for k, v in atomic.read_json(self.path).get("repeats", {}).items()}
 
     def get(self, repeat: int) -> dict | None:
