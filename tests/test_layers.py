@@ -103,3 +103,23 @@ def test_the_rule_catches_a_violation(tmp_path):
         assert {(u, t) for u, t, _ in _edges()} == {("training", "evaluation"), ("training", "job")}
     finally:
         PACKAGE = saved
+
+
+def test_run_folder_names_are_spelled_only_in_rundir():
+    # RunDir owns the names of a run folder's files; a module that spells one itself drifts from it
+    from heartjobs.rundir import RunDir
+
+    names = {value for key, value in vars(RunDir).items() if key.isupper() and isinstance(value, str)}
+    names |= {name.split("{")[0] for name in names if "{" in name}  # eval_progress_{key}.json: its prefix too
+    not_run_files = {("tblog.py", "samples"), ("weights.py", "checkpoints")}  # a TensorBoard tag; torch.hub's
+    spelled = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.name == "rundir.py":
+            continue
+        tree = ast.parse(path.read_text())
+        in_fstrings = {id(part) for node in ast.walk(tree) if isinstance(node, ast.JoinedStr) for part in node.values}
+        for node in ast.walk(tree):
+            is_name = isinstance(node, ast.Constant) and node.value in names and id(node) not in in_fstrings
+            if is_name and (path.name, node.value) not in not_run_files:
+                spelled.append(f"{path.relative_to(PACKAGE)}:{node.lineno}: {node.value!r}")
+    assert not spelled, spelled
