@@ -16,6 +16,21 @@ from heartjobs import __version__
 from heartjobs.errors import HeartjobsError, one_line
 
 DEBUG_ENV = "HEARTJOBS_DEBUG"
+EPILOG = """examples:
+  heartjobs data phantom && heartjobs data prepare data/phantom --out data/prepared/phantom64 --size 64
+  heartjobs validate jobs/smoke/*.toml
+  heartjobs run jobs/smoke/gan.toml            (then --resume after an interruption)
+  heartjobs evaluate artifacts/smoke_gan/v0001
+  heartjobs enqueue jobs/*.toml --queue queue/jobs && heartjobs worker --queue queue/jobs
+  heartjobs report artifacts --jobs jobs
+
+exit codes:
+  0    done (also: a stop signal that came after the job had finished)
+  2    bad input or environment: one line naming the file and field (--debug: the traceback too)
+  75   the same run or configuration is being run by another process; not run twice
+  128+N stopped by signal N (15 SIGTERM, 2 SIGINT, 12 SIGUSR2) after writing a checkpoint: --resume continues
+  130  interrupted outside a run (Ctrl-C)
+"""
 # markup off: what heartjobs prints holds user text (paths, job names, errors), and a path with "[x]" or
 # "[/x]" in it must print as it is, not be taken for rich markup (or raise on it)
 out = Console(highlight=False, soft_wrap=True, markup=False)
@@ -487,7 +502,12 @@ def _window_line(window: dict) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="heartjobs", description=__doc__.split(":")[0])
+    parser = argparse.ArgumentParser(
+        prog="heartjobs",
+        description="Train GANs on heart CT slices and measure them (FID, KID, FRD), as batch jobs from TOML specs.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"heartjobs {__version__}")
     parser.add_argument(
         "--debug",
@@ -535,13 +555,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_prepare)
 
     p = data_commands.add_parser("info", help="summarise a prepared set")
-    p.add_argument("path", type=Path)
+    p.add_argument("path", type=Path, help="a prepared set's folder, e.g. data/prepared/phantom64")
     p.set_defaults(func=cmd_info)
 
     p = data_commands.add_parser(
         "needs", help="the prepared sets job specs train on: one line each, FOLDER<tab>ready|missing"
     )
-    p.add_argument("specs", type=Path, nargs="+", metavar="SPEC")
+    p.add_argument("specs", type=Path, nargs="+", metavar="SPEC", help="job specs (TOML)")
     p.set_defaults(func=cmd_needs)
 
     p = commands.add_parser("run", help="train one job spec into a new versioned artifact folder")
@@ -552,7 +572,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_run)
 
-    p = commands.add_parser("fid", help="evaluate FID/KID of a run (its final generator or a checkpoint)")
+    p = commands.add_parser(
+        "evaluate",
+        aliases=["fid"],
+        help="measure a run with FID, KID and FRD as its spec's [eval] says (its final generator or a checkpoint); "
+        "`fid` is the same command",
+    )
     p.add_argument("run_dir", type=Path, help="a run folder, e.g. artifacts/wgan_ldim200/v0001")
     p.add_argument("--checkpoint", type=Path, help="a checkpoint file of that run (default: generator.pt)")
     p.add_argument(
@@ -562,11 +587,18 @@ def build_parser() -> argparse.ArgumentParser:
         "metric against the epoch, in metrics.jsonl and metrics.png; the best kept as best.pt",
     )
     p.add_argument("--n", type=_positive_int, help="generated images per repeat (default: the spec's)")
-    p.add_argument("--repeats", type=_positive_int)
-    p.add_argument("--dims", type=int, choices=(64, 192, 768, 2048))
-    p.add_argument("--batch-size", type=_positive_int)
+    p.add_argument("--repeats", type=_positive_int, help="measurements, each of new images (default: the spec's)")
+    p.add_argument(
+        "--dims", type=int, choices=(64, 192, 768, 2048), help="Inception feature dimensions (default: the spec's)"
+    )
+    p.add_argument("--batch-size", type=_positive_int, help="images per Inception batch (default: the spec's)")
     p.add_argument("--weights", help="standard | untrained | /path/to/weights.pth")
-    p.add_argument("--normalize", choices=("fixed", "per_image_minmax"))
+    p.add_argument(
+        "--normalize",
+        choices=("fixed", "per_image_minmax"),
+        help="generated images to 8 bits: fixed [-1, 1] -> [0, 255], or each image's own min-max as the thesis "
+        "did (default: the spec's)",
+    )
     p.add_argument("--n-real", type=_positive_int, help="real images used (default: the whole prepared set)")
     p.add_argument("--frd", action=argparse.BooleanOptionalAction, help="FRD too (default: the spec's [eval] frd)")
     p.add_argument("--frd-n", type=_positive_int, help="generated images per repeat FRD measures (default: the spec's)")
@@ -577,7 +609,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the real and generated images measured, as PNG, into DIR (a new folder), with the commands "
         "that recompute each number with pytorch-fid's and frd-score's own CLIs",
     )
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where to measure (default: the spec's)")
     p.set_defaults(func=cmd_fid)
 
     p = commands.add_parser(
@@ -586,12 +618,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("prepared", type=Path, help="a prepared set, e.g. data/prepared/phantom64")
     p.add_argument("--metrics", default="fid,kid,frd", help="comma-separated: fid, kid, frd (default all)")
     p.add_argument("--n", type=_positive_int, default=100, help="images per rung (default 100; at most half the set)")
-    p.add_argument("--out", type=Path, default=Path("ladder"), help="folder for ladder.json and ladder.png")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("artifacts/ladder"),
+        help="folder for ladder.json and ladder.png (default artifacts/ladder, where make run-all puts it)",
+    )
     p.add_argument("--weights", default="standard", help="FID/KID Inception: standard | untrained | a path")
-    p.add_argument("--dims", type=int, choices=(64, 192, 768, 2048), default=2048)
-    p.add_argument("--batch-size", type=_positive_int, default=50)
+    dims_help = "Inception feature dimensions (default 2048)"
+    p.add_argument("--dims", type=int, choices=(64, 192, 768, 2048), default=2048, help=dims_help)
+    p.add_argument("--batch-size", type=_positive_int, default=50, help="images per Inception batch (default 50)")
     p.add_argument("--seed", type=int, default=0, help="which half is the reference, and the degradations")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument(
+        "--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to measure (default: a GPU if any)"
+    )
     p.set_defaults(func=cmd_ladder)
 
     p = commands.add_parser("sweep", help="expand a sweep file into job spec files")
@@ -603,7 +643,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sweep)
 
     p = commands.add_parser("enqueue", help="validate job specs and add the good ones to a queue")
-    p.add_argument("specs", type=Path, nargs="+", metavar="SPEC")
+    p.add_argument("specs", type=Path, nargs="+", metavar="SPEC", help="job specs (TOML)")
     p.add_argument("--queue", type=Path, default=Path("queue"), help="queue folder (default queue/)")
     p.set_defaults(func=cmd_enqueue)
 
@@ -620,7 +660,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("queue", help="queue inspection")
     queue_commands = p.add_subparsers(dest="queue_command", required=True, metavar="COMMAND")
     p = queue_commands.add_parser("status", help="pending, running (progress, heartbeat age), done, failed")
-    p.add_argument("--queue", type=Path, default=Path("queue"))
+    p.add_argument("--queue", type=Path, default=Path("queue"), help="queue folder (default queue/)")
     p.set_defaults(func=cmd_queue_status)
 
     p = commands.add_parser(
@@ -664,16 +704,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_submit)
 
     p = commands.add_parser("report", help="summarise the runs in an artifacts folder (tables and figures)")
-    p.add_argument("artifacts", type=Path, nargs="?", default=Path("artifacts"))
+    p.add_argument(
+        "artifacts", type=Path, nargs="?", default=Path("artifacts"), help="artifacts folder (default artifacts/)"
+    )
     p.add_argument("--jobs", type=Path, help="a folder of job specs: jobs without runs show as missing")
     p.set_defaults(func=cmd_report)
 
     p = commands.add_parser("validate", help="check job specs; report every bad one")
-    p.add_argument("specs", type=Path, nargs="+", metavar="SPEC")
+    p.add_argument("specs", type=Path, nargs="+", metavar="SPEC", help="job specs (TOML)")
     p.set_defaults(func=cmd_validate)
 
     p = commands.add_parser("show", help="print a job spec resolved with its defaults, and its hash")
-    p.add_argument("spec", type=Path)
+    p.add_argument("spec", type=Path, help="a job spec (TOML)")
     p.set_defaults(func=cmd_show)
     return parser
 

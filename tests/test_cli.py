@@ -75,3 +75,29 @@ def test_paths_that_look_like_markup_print_as_they_are(tmp_path, prepared32):
     refused = cli("show", closing)
     assert refused.returncode == 2 and "Traceback" not in refused.stderr and "MarkupError" not in refused.stderr
     assert refused.stderr.startswith(f"error: {closing}: ") and len(refused.stderr.strip().splitlines()) == 1
+
+
+def test_every_command_and_option_says_what_it_is_and_the_exit_codes_are_listed():
+    import argparse
+
+    from heartjobs.cli import build_parser
+
+    parser = build_parser()
+    silent = []
+
+    def walk(p: argparse.ArgumentParser, path: str) -> None:
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, f"{path} {name}")
+            elif not action.help and not isinstance(action, argparse._HelpAction):
+                silent.append(f"{path} {'/'.join(action.option_strings) or action.dest}")
+
+    walk(parser, "heartjobs")
+    assert not silent, silent
+    shown = cli("--help")
+    assert shown.returncode == 0 and "examples:" in shown.stdout
+    for code in ("  2 ", "  75 ", "128+N", "  130 "):
+        assert code in shown.stdout, code
+    # the measuring command is named for what it measures; `fid` stays the same command
+    assert cli("evaluate", "--help").stdout == cli("fid", "--help").stdout and "FRD" in shown.stdout
