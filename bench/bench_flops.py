@@ -60,12 +60,16 @@ def main() -> None:
             spec_path = tmp / f"{model}.toml"
             spec_path.write_text(
                 f'name = "flops"\nmodel = "{model}"\n[data]\nprepared = "{tmp / "prepared"}"\n'
-                f'[train]\nbatch_size = {args.batch_size}\ndevice = "{device.type}"\n[eval]\nfid = false\n'
+                f'[train]\nbatch_size = {args.batch_size}\ndevice = "{device.type}"\n[eval]\nmeasure = false\n'
             )
             from heartjobs.prepared import PreparedSet
 
             trainer = Trainer(load_spec(spec_path), PreparedSet.open(tmp / "prepared").tensor(), device)
-            step = trainer._step_wgan if model == "wgan" else trainer._step_gan
+            family_step = trainer.family.step
+
+            def step(real, index, family_step=family_step, trainer=trainer):
+                return family_step(trainer, real, index)
+
             real = trainer.images[: args.batch_size].float().div_(127.5).sub_(1.0)
             # WGAN: n_critic steps, one of which also trains G, make up one "step" of the schedule
             schedule = range(trainer.spec.train.n_critic or 1)

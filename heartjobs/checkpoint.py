@@ -104,17 +104,19 @@ def _architecture(spec: dict) -> dict:
 
 def build_generator(architecture: dict, state_dict: dict, device: str | torch.device = "cpu") -> torch.nn.Module:
     """The one generator rebuild: the model named in `architecture` with `state_dict`, in eval mode."""
-    from heartjobs.models import build_models
+    from heartjobs.models import Networks, build_networks
 
-    generator, _ = build_models(
-        architecture["model"],
-        architecture["size"],
-        architecture["channels"],
-        architecture["latent_dim"],
-        architecture["batchnorm_eps"],
-        # absent from a generator file written before [architecture] existed: the thesis' widths
-        architecture.get("hidden"),
-        architecture.get("width"),
+    hidden = architecture.get("hidden")  # hidden and width: absent from a generator file written before
+    generator, _ = build_networks(  # [architecture] existed (the thesis' widths)
+        Networks(
+            model=architecture["model"],
+            size=architecture["size"],
+            channels=architecture["channels"],
+            latent_dim=architecture["latent_dim"],
+            batchnorm_eps=architecture["batchnorm_eps"],
+            hidden=None if hidden is None else tuple(hidden),
+            width=architecture.get("width"),
+        )
     )
     generator.load_state_dict(state_dict)
     return generator.to(device).eval()

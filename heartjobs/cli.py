@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from heartjobs import __version__
+from heartjobs.choices import DEVICES, FEATURE_DIMS, NORMALIZATIONS
 from heartjobs.errors import HeartjobsError, one_line
 
 DEBUG_ENV = "HEARTJOBS_DEBUG"
@@ -115,7 +116,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     stop = stop_on_signals_until_exit()  # taken first: a signal during setup is a request, not a death
     die_with_starter()
     use_allotted_cpus()
-    run_dir = run_job(args.spec, resume=args.resume, result_file=args.result, stop=stop)
+    run_dir = run_job(args.spec, resume=args.resume, result_file=args.result, stop=stop, device=args.device)
     if stop["signal"] is not None:  # it came after the job had finished: nothing was stopped
         out.print("a stop signal came after the job had finished; nothing to stop")
     out.print(f"done: {run_dir}")
@@ -167,12 +168,12 @@ def cmd_fid(args: argparse.Namespace) -> None:
 
 def cmd_ladder(args: argparse.Namespace) -> None:
     from heartjobs import atomic
+    from heartjobs.device import resolve_device
     from heartjobs.evaluation.ladder import parse_metrics, run_ladder
     from heartjobs.evaluation.verdicts import remember
     from heartjobs.plots import plot_ladder
     from heartjobs.prepared import PreparedSet
     from heartjobs.procs import use_allotted_cpus
-    from heartjobs.training.loop import resolve_device
 
     use_allotted_cpus()
 
@@ -192,7 +193,7 @@ def cmd_ladder(args: argparse.Namespace) -> None:
         weights=args.weights,
         dims=args.dims,
         batch_size=args.batch_size,
-        device=resolve_device(args.device),
+        device=resolve_device(args.device, "--device"),
     )
     rows = [{"rung": r["name"], **{m: f"{r[m]:.4g}" for m in metrics}} for r in ladder["rungs"]]
     rho = {m: "-" if v["spearman"] is None else f"{v['spearman']:.3f}" for m, v in ladder["verdicts"].items()}
@@ -449,18 +450,10 @@ def _parameter_counts(spec) -> dict:
     no initialisation)."""
     import torch
 
-    from heartjobs.models import build_models, count_parameters
+    from heartjobs.models import build_networks, count_parameters
 
     with torch.device("meta"):
-        generator, discriminator = build_models(
-            spec.model,
-            spec.data.size,
-            spec.data.channels,
-            spec.train.latent_dim,
-            spec.train.batchnorm_eps,
-            spec.architecture.hidden,
-            spec.architecture.width,
-        )
+        generator, discriminator = build_networks(spec.networks())
     return {"generator": count_parameters(generator), "discriminator": count_parameters(discriminator)}
 
 
@@ -570,6 +563,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--result", type=Path, metavar="FILE", help="write how the run ended here as JSON (what the queue reads)"
     )
+    p.add_argument(
+        "--device",
+        choices=DEVICES,
+        help="where to train this time (default: the spec's train.device; not part of the job's identity)",
+    )
     p.set_defaults(func=cmd_run)
 
     p = commands.add_parser(
@@ -588,14 +586,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--n", type=_positive_int, help="generated images per repeat (default: the spec's)")
     p.add_argument("--repeats", type=_positive_int, help="measurements, each of new images (default: the spec's)")
-    p.add_argument(
-        "--dims", type=int, choices=(64, 192, 768, 2048), help="Inception feature dimensions (default: the spec's)"
-    )
+    p.add_argument("--dims", type=int, choices=FEATURE_DIMS, help="Inception feature dimensions (default: the spec's)")
     p.add_argument("--batch-size", type=_positive_int, help="images per Inception batch (default: the spec's)")
     p.add_argument("--weights", help="standard | untrained | /path/to/weights.pth")
     p.add_argument(
         "--normalize",
-        choices=("fixed", "per_image_minmax"),
+        choices=NORMALIZATIONS,
         help="generated images to 8 bits: fixed [-1, 1] -> [0, 255], or each image's own min-max as the thesis "
         "did (default: the spec's)",
     )
@@ -609,7 +605,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the real and generated images measured, as PNG, into DIR (a new folder), with the commands "
         "that recompute each number with pytorch-fid's and frd-score's own CLIs",
     )
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where to measure (default: the spec's)")
+    p.add_argument("--device", choices=DEVICES, help="where to measure (default: the spec's)")
     p.set_defaults(func=cmd_fid)
 
     p = commands.add_parser(
@@ -626,12 +622,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--weights", default="standard", help="FID/KID Inception: standard | untrained | a path")
     dims_help = "Inception feature dimensions (default 2048)"
-    p.add_argument("--dims", type=int, choices=(64, 192, 768, 2048), default=2048, help=dims_help)
+    p.add_argument("--dims", type=int, choices=FEATURE_DIMS, default=2048, help=dims_help)
     p.add_argument("--batch-size", type=_positive_int, default=50, help="images per Inception batch (default 50)")
     p.add_argument("--seed", type=int, default=0, help="which half is the reference, and the degradations")
-    p.add_argument(
-        "--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to measure (default: a GPU if any)"
-    )
+    p.add_argument("--device", choices=DEVICES, default="auto", help="where to measure (default: a GPU if any)")
     p.set_defaults(func=cmd_ladder)
 
     p = commands.add_parser("sweep", help="expand a sweep file into job spec files")

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 
-Normalize = Literal["fixed", "per_image_minmax"]
+from heartjobs.choices import Normalize
 
 
 def to_uint8(images: torch.Tensor, normalize: Normalize = "fixed") -> torch.Tensor:

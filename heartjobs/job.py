@@ -27,6 +27,7 @@ from heartjobs.checkpoint import (
     save_checkpoint,
     save_generator,
 )
+from heartjobs.device import resolve_device
 from heartjobs.errors import HeartjobsError, JobInterrupted, one_line
 from heartjobs.evaluation.inception import measure
 from heartjobs.evaluation.preflight import check_measurable
@@ -42,7 +43,7 @@ from heartjobs.rundir import RunDir, claim_version, finished_version, newest_unf
 from heartjobs.spec import EvalSection, ResolvedSpec, configuration_differences, load_spec
 from heartjobs.status import StatusFile, mark_done
 from heartjobs.tblog import EventLog, check_available
-from heartjobs.training.loop import SAMPLE_GRID, Interrupted, Trainer, resolve_device
+from heartjobs.training.loop import SAMPLE_GRID, Interrupted, Trainer
 
 RESUME_WAIT_S = float(os.environ.get("HEARTJOBS_RESUME_WAIT_S", "60"))
 CONFIG_LOCK_WAIT_S = 10.0  # a holder that said it stopped is exiting: the kernel frees its lock then
@@ -52,7 +53,12 @@ CONFIG_LOCK_WAIT_S = 10.0  # a holder that said it stopped is exiting: the kerne
 
 
 def run_job(
-    spec_path: Path, *, resume: bool = False, result_file: Path | None = None, stop: dict | None = None
+    spec_path: Path,
+    *,
+    resume: bool = False,
+    result_file: Path | None = None,
+    stop: dict | None = None,
+    device: str | None = None,
 ) -> Path:
     """Train the job in `spec_path` to the end and measure it; returns its run folder.
 
@@ -61,12 +67,14 @@ def run_job(
     it, the signals are taken while the job runs and handed back afterwards. With result_file, how
     the run ended ({"state": done | interrupted | failed, "run_dir", "error", "exit_code"}) is written
     there, atomically, however this function ends: what a queue worker reads instead of the log. (A
-    process killed outright, or one that fails before it gets here, writes none.)
+    process killed outright, or one that fails before it gets here, writes none.) device: where to train
+    this time instead of the spec's train.device (not part of the job's identity: the run's env.json
+    records where it ran, and a resume may run elsewhere).
     """
     outcome: dict = {"spec": str(spec_path), "run_dir": None}
     try:
         with contextlib.nullcontext(stop) if stop is not None else procs.stop_on_signals() as stop:
-            run_dir = _run(Path(spec_path), resume, outcome, stop)
+            run_dir = _run(Path(spec_path), resume, outcome, stop, device)
     except JobInterrupted as exc:
         _write_result(result_file, outcome, "interrupted", str(exc), exc.exit_code)
         raise
@@ -90,14 +98,13 @@ def _write_result(path: Path | None, outcome: dict, state: str, error: str | Non
         console.print(f"warning: --result {path}: not written ({one_line(exc, 200)})")
 
 
-def _run(spec_path: Path, resume: bool, outcome: dict, stop: dict) -> Path:
+def _run(spec_path: Path, resume: bool, outcome: dict, stop: dict, device_override: str | None) -> Path:
     spec = load_spec(spec_path)
     check_measurable(spec, spec_path)  # fail now, not after hours of training
     if spec.output.tensorboard:
         check_available(spec_path)
     _stop_before_a_version(stop, "during setup")
-    t = spec.train
-    device = resolve_device(t.device)
+    device = resolve_device(device_override or spec.train.device, "--device" if device_override else "train.device")
     # the configuration's lock and the run's, held from choosing the version to the end
     with contextlib.ExitStack() as held:
         stopping = 0.0
@@ -147,7 +154,7 @@ def _run_locked(spec: ResolvedSpec, spec_path: Path, run: RunDir, device: torch.
         stop_if_requested("before training")
         _train(spec, run, prepared, device, status, stop, stop_if_requested)
         stop_if_requested("after training, before evaluation")
-        if spec.eval.fid:
+        if spec.eval.measure:
             _evaluate(run, prepared, status, lambda: stop_if_requested("during evaluation"))
     except JobInterrupted:
         raise
@@ -453,7 +460,7 @@ def evaluate_run(
     if save_images is None and settings.save_images and own:
         staged = save_images = run / f"{RunDir.EVAL_IMAGES}.partial"
         shutil.rmtree(staged, ignore_errors=True)
-    torch_device = resolve_device(device or spec.train.device)
+    torch_device = resolve_device(device or spec.train.device, "--device" if device else "train.device")
     prepared = prepared or PreparedSet.open(spec.data.prepared)
     if prepared.content_hash != spec.data.content_hash:
         raise HeartjobsError(

@@ -19,15 +19,10 @@ from heartjobs import atomic, procs, reportfigures, study, studypage
 from heartjobs.errors import HeartjobsError
 from heartjobs.evaluation import verdicts
 from heartjobs.evaluation.records import FAILS_LADDER, failed_ladder
+from heartjobs.models import MODELS
 from heartjobs.repeats import TEST
 from heartjobs.rundir import RunDir, versions
-from heartjobs.spec import (
-    ARCHITECTURE_DEFAULTS,
-    BOOKKEEPING_KEYS,
-    COMMON_DEFAULTS,
-    MODEL_DEFAULTS,
-    configuration_key,
-)
+from heartjobs.spec import ARCHITECTURE_DEFAULTS, BOOKKEEPING_KEYS, configuration_key, is_default, train_defaults
 from heartjobs.status import RUN_DEAD_AFTER_S
 from heartjobs.sweep import abbreviation, format_value
 
@@ -80,9 +75,7 @@ _NOT_CONFIGURATION = {*BOOKKEEPING_KEYS, "device", "optimizer", *PRECISION_KEYS,
 # The hyperparameters a configuration's label names; left out, what remains is the context in which
 # configurations are compared (model, data, measurement, precision).
 HYPERPARAMETERS = tuple(
-    sorted(
-        {k for d in (COMMON_DEFAULTS, *MODEL_DEFAULTS.values(), ARCHITECTURE_DEFAULTS) for k in d} - _NOT_CONFIGURATION
-    )
+    sorted(({k for m in MODELS for k in train_defaults(m)} | set(ARCHITECTURE_DEFAULTS)) - _NOT_CONFIGURATION)
 )
 COLUMNS = [
     "job", "model", "configuration", "seed", "state", "fid_mean", "fid_std", "kid_mean", "frd_mean", "frd_std",
@@ -107,22 +100,16 @@ FAILS_LADDER_MARK = "†"  # after a value whose metric failed the validity ladd
 def differences(model: str, train: dict, architecture: dict | None = None) -> dict:
     """Training values that differ from the model's defaults (the thesis', or its paper's beyond the
     thesis), then the [architecture] values that differ from the thesis' widths (hidden, width)."""
-    defaults = COMMON_DEFAULTS | MODEL_DEFAULTS[model]
+    defaults = train_defaults(model)
     changes = {
         k: v
         for k, v in train.items()
-        if k not in _NOT_CONFIGURATION and v is not None and k in defaults and _differs(defaults[k], v)
+        if k not in _NOT_CONFIGURATION and v is not None and k in defaults and not is_default(defaults[k], v)
     }
     for key, value in (architecture or {}).items():
-        if value is not None and key in ARCHITECTURE_DEFAULTS and _differs(ARCHITECTURE_DEFAULTS[key], value):
+        if value is not None and key in ARCHITECTURE_DEFAULTS and not is_default(ARCHITECTURE_DEFAULTS[key], value):
             changes[key] = value
     return changes
-
-
-def _differs(default, value) -> bool:
-    if isinstance(default, tuple | list):
-        return list(default) != list(value)
-    return default != value
 
 
 def label(changes: dict) -> str:
@@ -175,7 +162,7 @@ def _row(job: str, run_dir: Path | None) -> dict:
     differing = protocol_differences(protocol)
     row["protocol"] = "thesis" if not differing else "differs: " + ", ".join(differing)
     row["protocol_values"] = protocol
-    if model in MODEL_DEFAULTS:
+    if model in MODELS:
         changes = differences(model, train, spec.get("architecture"))
         row["configuration"] = label(changes)
         row["changes"] = changes

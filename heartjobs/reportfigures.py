@@ -79,17 +79,18 @@ def hyperparameter_series(configs: list[dict]) -> list[tuple[str, str, list[tupl
     """(model, key, [(value, configuration)]) for every set of two or more measured configurations that
     differ in `key` alone (same model, data and measurement, the same other hyperparameters); a
     configuration that leaves `key` at the model's default stands at the default's value."""
-    from heartjobs.spec import ARCHITECTURE_DEFAULTS, COMMON_DEFAULTS, MODEL_DEFAULTS
+    from heartjobs.models import MODELS
+    from heartjobs.spec import ARCHITECTURE_DEFAULTS, train_defaults
 
     keys = list(dict.fromkeys(k for c in configs for k in c["changes"]))
     series = []
     for key in keys:
         groups: dict[tuple, list] = {}
         for c in configs:
-            if c["n"] == 0 or c["model"] not in MODEL_DEFAULTS:
+            if c["n"] == 0 or c["model"] not in MODELS:
                 continue
             rest = json.dumps({k: v for k, v in c["changes"].items() if k != key}, sort_keys=True)
-            default = (COMMON_DEFAULTS | MODEL_DEFAULTS[c["model"]] | ARCHITECTURE_DEFAULTS).get(key)
+            default = (train_defaults(c["model"]) | ARCHITECTURE_DEFAULTS).get(key)
             groups.setdefault((c["model"], c["context"], rest), []).append((c["changes"].get(key, default), c))
         for (model, _, _), points in groups.items():
             if len({json.dumps(v) for v, _ in points}) > 1 and all(v is not None for v, _ in points):

@@ -13,9 +13,10 @@ import math
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import (
+    AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
@@ -25,36 +26,37 @@ from pydantic import (
     model_validator,
 )
 
+from heartjobs.choices import Device, FeatureDims, Normalize
 from heartjobs.errors import HeartjobsError
 from heartjobs.hashing import sha256_json
+from heartjobs.models import FAMILIES, MODELS, Networks
+from heartjobs.models.family import THESIS_HIDDEN, THESIS_WIDTH
 
-ModelName = Literal["gan", "wgan", "dcgan", "wgan_gp", "sngan"]
+ModelName = Literal[MODELS]  # type: ignore[valid-type]  # the registry's names, in its order
 MAX_TOML_BYTES = 1 << 20  # a spec or sweep file is a few hundred bytes; read no more than this
-MODELS: tuple[str, ...] = ("gan", "wgan", "dcgan", "wgan_gp", "sngan")
-MODEL_CHOICES = "'gan', 'wgan' or 'dcgan' (the thesis' models), or 'wgan_gp' or 'sngan' (beyond them)"
-# The models with the thesis' fully connected generator (its knob: [architecture] hidden), and those with
-# its convolutional one (the base width knob, [architecture] width).
-MLP_MODELS: tuple[str, ...] = ("gan", "wgan", "wgan_gp")
-CONV_MODELS: tuple[str, ...] = ("dcgan", "sngan")
-# DiffAugment's operations for one-channel images (Zhao et al. 2020 without the colour ones but brightness
-# and contrast); [train] augment names them in the order they are applied.
-AUGMENTATIONS: tuple[str, ...] = ("translation", "cutout", "brightness", "contrast")
 
-# The thesis' hyperparameters per model (the PyTorch-GAN reference implementations).
-THESIS_DEFAULTS: dict[str, dict[str, Any]] = {
-    "gan": {"optimizer": "adam", "lr": 2e-4, "betas": (0.5, 0.999)},
-    "dcgan": {"optimizer": "adam", "lr": 2e-4, "betas": (0.5, 0.999)},
-    "wgan": {"optimizer": "rmsprop", "lr": 5e-5, "n_critic": 5, "clip_value": 0.01},
-}
-# Beyond the thesis, each model with its paper's settings. WGAN-GP (Gulrajani et al. 2017, Algorithm 1):
-# Adam (0.0, 0.9) at 1e-4, 5 critic steps per generator step, penalty weight 10. SNGAN (Miyato et al.
-# 2018): Adam (0.0, 0.9) at 2e-4 as in its hinge-loss experiments, with one discriminator step per
-# generator step (the thesis DCGAN's schedule, so the two differ in the discriminator and the loss only).
-BEYOND_DEFAULTS: dict[str, dict[str, Any]] = {
-    "wgan_gp": {"optimizer": "adam", "lr": 1e-4, "betas": (0.0, 0.9), "n_critic": 5, "gp_lambda": 10.0},
-    "sngan": {"optimizer": "adam", "lr": 2e-4, "betas": (0.0, 0.9)},
-}
-MODEL_DEFAULTS: dict[str, dict[str, Any]] = THESIS_DEFAULTS | BEYOND_DEFAULTS
+
+def _quoted(names: list[str]) -> str:
+    quoted = [f"'{name}'" for name in names]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
+
+
+MODEL_CHOICES = (
+    f"{_quoted([m for m in MODELS if FAMILIES[m].thesis])} (the thesis' models), "
+    f"or {_quoted([m for m in MODELS if not FAMILIES[m].thesis])} (beyond them)"
+)
+# DiffAugment's operations for one-channel images (Zhao et al. 2020 without the colour ones but brightness
+# and contrast); [train] augment names them in the order they are applied. heartjobs.training.augment
+# implements one function of each name (its import fails otherwise).
+AUGMENTATIONS: tuple[str, ...] = ("translation", "cutout", "brightness", "contrast")
+# [train] keys that only some families have among their defaults (betas: Adam's; n_critic, clip_value,
+# gp_lambda: the critics'): each applies to the families that have it, and no other.
+FAMILY_KEYS: tuple[str, ...] = tuple(
+    dict.fromkeys(
+        key for f in FAMILIES.values() for key in f.defaults if not all(key in g.defaults for g in FAMILIES.values())
+    )
+)
+OPTIMIZER_NAMES = {"adam": "Adam", "rmsprop": "RMSprop"}
 COMMON_DEFAULTS: dict[str, Any] = {
     "epochs": 200,
     "batch_size": 64,
@@ -78,7 +80,29 @@ COMMON_DEFAULTS: dict[str, Any] = {
 }
 # The architectures' knobs ([architecture]) and their thesis values: the fully connected generator's hidden
 # widths, and the convolutional models' base width (heartjobs.models builds the same by default).
-ARCHITECTURE_DEFAULTS: dict[str, Any] = {"hidden": (128, 256, 512, 1024), "width": 128}
+ARCHITECTURE_DEFAULTS: dict[str, Any] = {"hidden": THESIS_HIDDEN, "width": THESIS_WIDTH}
+
+
+def train_defaults(model: str) -> dict[str, Any]:
+    """Every [train] value a job of `model` has unless its spec says otherwise: the common ones, then its
+    family's (the thesis' for its models, their papers' beyond them)."""
+    return COMMON_DEFAULTS | dict(FAMILIES[model].defaults)
+
+
+def architecture_defaults(model: str) -> dict[str, Any]:
+    """The [architecture] knob `model` has, at the thesis' value ({"hidden": ...} or {"width": ...})."""
+    knob = FAMILIES[model].knob
+    return {knob: ARCHITECTURE_DEFAULTS[knob]}
+
+
+def is_default(default: Any, value: Any) -> bool:
+    """Whether `value` is `default` (the one rule for "is this a change from the default?"): a list is its
+    tuple, and a bool is no number (tf32 = true is not tf32 = 1)."""
+    if isinstance(default, list | tuple) and isinstance(value, list | tuple):
+        return list(default) == list(value)
+    if isinstance(default, bool) or isinstance(value, bool):
+        return default is value
+    return default == value
 
 
 # How a run is bookkept, not what it computes: left out of the spec hash (and of a configuration's label).
@@ -116,7 +140,7 @@ class TrainSection(_Strict):
     sample_every: int | None = Field(None, ge=1)
     checkpoint_every: int | None = Field(None, ge=1)
     keep_checkpoints: int | None = Field(None, ge=1)
-    device: Literal["auto", "cpu", "cuda"] | None = None
+    device: Device | None = None
     batchnorm_eps: float | None = Field(None, gt=0)
     tf32: bool | Literal["convolutions"] | None = None
     compile: bool | None = None
@@ -181,18 +205,23 @@ class DuringTraining(_Strict):
 class EvalSection(_Strict):
     """What is measured at the end of training, and how. The FID defaults are the thesis' sizes (3 x 3000
     generated vs the whole real set, 2048-d, standard weights); its exact protocol also needs
-    normalize = "per_image_minmax" (jobs/thesis.sweep.toml sets it). fid = false: nothing is measured at
-    the end of training (measure later with `heartjobs fid RUN`)."""
+    normalize = "per_image_minmax" (jobs/thesis.sweep.toml sets it). measure = false: nothing is measured
+    at the end of training, neither FID nor KID nor FRD (measure later with `heartjobs evaluate RUN`); the
+    key was called `fid` first, and `fid = false` still says the same."""
 
-    fid: bool = True
+    # What is left out of a measurement's identity (the spec hash, a settings hash): where copies of the
+    # measured images go and what is measured on the way, not what is measured at the end.
+    NOT_MEASURED: ClassVar[tuple[str, ...]] = ("save_images", "every", "during", "keep_best")
+
+    measure: bool = Field(True, validation_alias=AliasChoices("measure", "fid"))
     n_generated: int = Field(3000, ge=2)
     repeats: int = Field(3, ge=1)
-    dims: Literal[64, 192, 768, 2048] = 2048
+    dims: FeatureDims = 2048
     batch_size: int = Field(100, ge=1)
     weights: str = "standard"  # standard | untrained | a path to an FID Inception state dict
     # fixed: [-1, 1] -> 0..255 for every image; per_image_minmax: each image stretched to its own
     # min..max, as the thesis' save_image(normalize=True) did before pytorch-fid.
-    normalize: Literal["fixed", "per_image_minmax"] = "fixed"
+    normalize: Normalize = "fixed"
     kid: bool = True
     kid_subsets: int = Field(100, ge=1)
     kid_subset_size: int = Field(1000, ge=2)
@@ -212,7 +241,14 @@ class EvalSection(_Strict):
 
     def during_settings(self) -> EvalSection:
         """The settings of a measurement during training: these, with [eval.during]'s sizes and metrics."""
-        return self.model_copy(update={**self.during.model_dump(), "fid": True, "save_images": False})
+        return self.model_copy(update={**self.during.model_dump(), "measure": True, "save_images": False})
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_name_for_measure(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "measure" in data and "fid" in data:
+            raise ValueError("say `measure` (or its first name, `fid`), not both")
+        return data
 
     @field_validator("weights")
     @classmethod
@@ -248,18 +284,16 @@ class JobSpec(_Strict):
 
     @model_validator(mode="after")
     def _options_fit_the_model(self) -> JobSpec:
-        if self.model == "wgan" and self.train.betas is not None:
-            raise _FieldError(("train", "betas"), "applies to Adam (gan, dcgan); wgan uses RMSprop")
-        for key, models, also in (
-            ("n_critic", ("wgan", "wgan_gp"), " (and wgan_gp)"),
-            ("clip_value", ("wgan",), ""),
-            ("gp_lambda", ("wgan_gp",), ""),
-        ):
-            if self.model not in models and getattr(self.train, key) is not None:
-                raise _FieldError(("train", key), f"applies to {models[0]} only{also}, not {self.model}")
-        for key, models in (("hidden", MLP_MODELS), ("width", CONV_MODELS)):
-            if self.model not in models and getattr(self.architecture, key) is not None:
-                raise _FieldError(("architecture", key), f"applies to {', '.join(models)}, not {self.model}")
+        family = FAMILIES[self.model]
+        for key in FAMILY_KEYS:
+            if key not in family.defaults and getattr(self.train, key) is not None:
+                having = [m for m in MODELS if key in FAMILIES[m].defaults]
+                why = f" (it trains with {OPTIMIZER_NAMES[family.defaults['optimizer']]})" if key == "betas" else ""
+                raise _FieldError(("train", key), f"applies to {', '.join(having)}, not {self.model}{why}")
+        for key in ARCHITECTURE_DEFAULTS:
+            if key != family.knob and getattr(self.architecture, key) is not None:
+                having = [m for m in MODELS if FAMILIES[m].knob == key]
+                raise _FieldError(("architecture", key), f"applies to {', '.join(having)}, not {self.model}")
         return self
 
 
@@ -282,7 +316,7 @@ class ResolvedTrain(_Strict):
     sample_every: int
     checkpoint_every: int
     keep_checkpoints: int
-    device: Literal["auto", "cpu", "cuda"]
+    device: Device
     batchnorm_eps: float
     tf32: bool | Literal["convolutions"]
     compile: bool
@@ -327,10 +361,9 @@ class ResolvedSpec(_Strict):
         payload["data"].pop("prepared")
         for bookkeeping in BOOKKEEPING_KEYS:
             payload["train"].pop(bookkeeping)
-        # where copies of the measured images go, and what is measured on the way, not what is measured at the
-        # end or trained
-        for key in ("save_images", "every", "during", "keep_best"):
+        for key in EvalSection.NOT_MEASURED:
             payload["eval"].pop(key)
+        payload["eval"]["fid"] = payload["eval"].pop("measure")  # hashed under its first name
         for section, defaults in LATER_DEFAULTS.items():
             values = payload[section]
             for key, default in defaults.items():
@@ -347,6 +380,18 @@ class ResolvedSpec(_Strict):
     @property
     def run_root(self) -> Path:
         return self.output.root / self.name
+
+    def networks(self) -> Networks:
+        """What its networks are built from (heartjobs.models.build_networks)."""
+        return Networks(
+            model=self.model,
+            size=self.data.size,
+            channels=self.data.channels,
+            latent_dim=self.train.latent_dim,
+            batchnorm_eps=self.train.batchnorm_eps,
+            hidden=self.architecture.hidden,
+            width=self.architecture.width,
+        )
 
 
 def configuration_differences(recorded: dict, spec: ResolvedSpec) -> list[str]:
@@ -477,14 +522,13 @@ def resolve(spec: JobSpec, path: Path) -> ResolvedSpec:
         raise HeartjobsError(f"{path}: data.prepared: {prepared.count} image; training needs at least 2")
     if size < 16 or not _is_power_of_two(size):
         raise HeartjobsError(f"{path}: data.prepared: image size {size} must be a power of two >= 16")
-    if spec.model in CONV_MODELS and size % 16:
+    family = FAMILIES[spec.model]
+    if family.convolutional and size % 16:
         raise HeartjobsError(f"{path}: data.prepared: {spec.model} needs an image size divisible by 16, got {size}")
 
-    given = spec.train.model_dump(exclude_none=True)
-    train = COMMON_DEFAULTS | MODEL_DEFAULTS[spec.model] | given
-    knob = "hidden" if spec.model in MLP_MODELS else "width"
-    chosen = getattr(spec.architecture, knob)
-    architecture = ResolvedArchitecture(**{knob: ARCHITECTURE_DEFAULTS[knob] if chosen is None else chosen})
+    train = train_defaults(spec.model) | spec.train.model_dump(exclude_none=True)
+    knob = architecture_defaults(spec.model) | spec.architecture.model_dump(exclude_none=True)
+    architecture = ResolvedArchitecture(**knob)
     return ResolvedSpec(
         name=spec.name,
         model=spec.model,

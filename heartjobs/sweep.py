@@ -20,15 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from heartjobs import atomic
 from heartjobs.errors import HeartjobsError
-from heartjobs.spec import (
-    BOOKKEEPING_KEYS,
-    COMMON_DEFAULTS,
-    MODEL_DEFAULTS,
-    JobSpec,
-    ModelName,
-    TrainSection,
-    read_toml,
-)
+from heartjobs.spec import BOOKKEEPING_KEYS, JobSpec, ModelName, TrainSection, is_default, read_toml, train_defaults
 
 # Short names for the varied hyperparameters in job names and labels: the thesis' own (lr, ldim, bsize),
 # then short forms of the rest; any other [train] key is named by itself without underscores.
@@ -111,16 +103,8 @@ def _variants(group: SweepGroup, mode: str, base_train: dict[str, Any]) -> list[
         combos = [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*group.vary.values())]
     else:
         combos = [{}] + [{key: value} for key, values in group.vary.items() for value in values]
-    defaults = COMMON_DEFAULTS | MODEL_DEFAULTS[group.model] | base_train
-    return [{k: v for k, v in combo.items() if not _same(defaults.get(k), v)} for combo in combos]
-
-
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
-        return list(a) == list(b)
-    if isinstance(a, bool) or isinstance(b, bool):  # tf32 = true is not tf32 = 1
-        return a is b
-    return a == b
+    defaults = train_defaults(group.model) | base_train
+    return [{k: v for k, v in combo.items() if not is_default(defaults.get(k), v)} for combo in combos]
 
 
 def _where(error: dict) -> str:

@@ -182,7 +182,7 @@ check "artifacts owned by uid $USER_ID" test "$(stat -c %u artifacts/mounted_wei
 step "the worker stopped mid-job, then resumed in a fresh container"
 # 16 epochs, a checkpoint each: the stop comes right after the second, with most of the run left
 sed -e 's/^name = "smoke_gan"/name = "stop_me"/' -e 's/^epochs = 20/epochs = 16/' -e 's/^checkpoint_every = 5/checkpoint_every = 1/' \
-    -e 's/^\[eval\]/[eval]\nfid = false/' jobs/smoke/gan.toml >jobs/stop_me.toml
+    -e 's/^\[eval\]/[eval]\nmeasure = false/' jobs/smoke/gan.toml >jobs/stop_me.toml
 in_project run --rm -T cli enqueue jobs/stop_me.toml --queue /app/queue >/dev/null
 in_project up -d cpu-worker >/dev/null 2>&1
 stop_run=artifacts/stop_me/v0001

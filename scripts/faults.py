@@ -48,7 +48,7 @@ JOBS = {
     "fa_dcgan": 'model = "dcgan"\n[train]\nepochs = 3\nbatch_size = 2\ncheckpoint_every = 1\nsample_every = 3\n',
 }
 EVAL = {  # fa_dcgan is measured: FID and KID with untrained Inception weights (no download), small and quick
-    "fa_gan": "fid = false\n",
+    "fa_gan": "measure = false\n",
     "fa_dcgan": 'weights = "untrained"\ndims = 64\nn_generated = 16\nrepeats = 2\nfrd = false\n',
 }
 FAULTS = (

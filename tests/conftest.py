@@ -200,7 +200,7 @@ def write_spec(folder: Path, name: str, model: str, prepared: Path, eval: dict |
     artifacts under folder/artifacts."""
     lines = [f'name = "{name}"', f'model = "{model}"', "[data]", f'prepared = "{prepared}"', "[train]"]
     lines += _toml_table(train)
-    lines += ["[eval]", *_toml_table(eval if eval is not None else {"fid": False})]
+    lines += ["[eval]", *_toml_table(eval if eval is not None else {"measure": False})]
     lines += ["[output]", f'root = "{folder / "artifacts"}"']
     path = folder / f"{name}.toml"
     path.write_text("\n".join(lines) + "\n")

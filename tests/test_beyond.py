@@ -19,11 +19,11 @@ from heartjobs.checkpoint import list_checkpoints, load_generator
 from heartjobs.errors import JobInterrupted
 from heartjobs.job import run_job
 from heartjobs.models import build_models
+from heartjobs.models.penalty import gradient_penalty
 from heartjobs.prepared import PreparedSet
 from heartjobs.spec import AUGMENTATIONS, load_spec
 from heartjobs.training.augment import OPERATIONS, DiffAugment
 from heartjobs.training.loop import Trainer
-from heartjobs.training.penalty import gradient_penalty
 
 from .conftest import assert_same_run, losses, uninterrupted_run, write_spec
 

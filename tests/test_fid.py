@@ -47,7 +47,7 @@ def prepared160(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory, prepared160):
     folder = tmp_path_factory.mktemp("fid_run")
-    spec = write_spec(folder, "fid_gan", "gan", prepared160, eval={"fid": False, **EVAL}, epochs=2, device="cpu")
+    spec = write_spec(folder, "fid_gan", "gan", prepared160, eval={"measure": False, **EVAL}, epochs=2, device="cpu")
     return run_job(spec)
 
 
@@ -194,7 +194,7 @@ def test_a_job_whose_weights_are_missing_fails_before_training_with_the_fix(tmp_
     result = cli("run", spec, env=offline)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     [error] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert "cannot be downloaded now" in error and "make fid-weights" in error and "fid = false" in error
+    assert "cannot be downloaded now" in error and "make fid-weights" in error and "measure = false" in error
     assert not (tmp_path / "artifacts").exists()  # no run folder: nothing was trained
     # validate says the same, for every spec it is given
     validate = cli("validate", spec, env=offline)

@@ -17,8 +17,8 @@ import heartjobs
 
 PACKAGE = Path(heartjobs.__file__).parent
 LAYERS = [
-    {"__init__", "atomic", "hashing", "errors", "progress", "imaging", "grids", "plots", "repeats", "tblog"},
-    {"checkpoint", "rundir", "status", "procs", "prepared", "provenance", "models", "spec"},
+    {"__init__", "atomic", "hashing", "errors", "choices", "progress", "imaging", "grids", "plots", "repeats", "tblog"},
+    {"checkpoint", "rundir", "status", "procs", "device", "prepared", "provenance", "models", "spec"},
     {"training", "evaluation", "data"},
     {"job", "jobqueue", "cluster", "report", "sweep", "study", "reportfigures", "studypage"},
     {"cli", "__main__"},

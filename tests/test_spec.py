@@ -8,7 +8,7 @@ import pytest
 
 from heartjobs.data.prepare import PrepareParams, prepare
 from heartjobs.errors import HeartjobsError
-from heartjobs.spec import load_spec
+from heartjobs.spec import ResolvedSpec, load_spec
 
 from .conftest import cli
 
@@ -169,10 +169,10 @@ BAD_SPECS = [
     ("[eval]\nn_generated = 1", "eval.n_generated: Input should be greater than or equal to 2"),
     ("[eval]\ndims = 100", "eval.dims: Input should be 64, 192, 768 or 2048"),
     ("[eval]\nnormalise = 'fixed'", "eval.normalise: unknown key (did you mean 'normalize'?)"),
-    ("betas = [0.5, 0.9]", "train.betas: applies to Adam (gan, dcgan); wgan uses RMSprop"),
+    ("betas = [0.5, 0.9]", "train.betas: applies to gan, dcgan, wgan_gp, sngan, not wgan (it trains with RMSprop)"),
     (
         'name = "x"\nmodel = "gan"\n[data]\nprepared = "{prepared}"\n[train]\nn_critic = 2\n',
-        "train.n_critic: applies to wgan only",
+        "train.n_critic: applies to wgan, wgan_gp, not gan",
     ),
     (
         'name = "x"\nmodel = "gann"\n[data]\nprepared = "{prepared}"\n',
@@ -187,7 +187,7 @@ BAD_SPECS = [
     ("augment = 'cutuot'", "train.augment: unknown augmentation 'cutuot' (did you mean 'cutout'?)"),
     ("augment = 'none,cutout'", 'train.augment: "none" stands alone'),
     ("augment = 'cutout,cutout'", "train.augment: name each augmentation once"),
-    ("gp_lambda = 10", "train.gp_lambda: applies to wgan_gp only, not wgan"),
+    ("gp_lambda = 10", "train.gp_lambda: applies to wgan_gp, not wgan"),
     (
         'name = "x"\nmodel = "sngan2"\n[data]\nprepared = "{prepared}"\n',
         "model: Input should be 'gan', 'wgan' or 'dcgan' (the thesis' models), or 'wgan_gp' or 'sngan' (beyond "
@@ -207,11 +207,11 @@ BAD_SPECS = [
     ),
     (
         'name = "x"\nmodel = "sngan"\n[data]\nprepared = "{prepared}"\n[train]\nn_critic = 2\n',
-        "train.n_critic: applies to wgan only (and wgan_gp), not sngan",
+        "train.n_critic: applies to wgan, wgan_gp, not sngan",
     ),
     (
         'name = "x"\nmodel = "wgan_gp"\n[data]\nprepared = "{prepared}"\n[train]\nclip_value = 0.01\n',
-        "train.clip_value: applies to wgan only, not wgan_gp",
+        "train.clip_value: applies to wgan, not wgan_gp",
     ),
     ('name = "x"\nmodel = "gan"\n', "data: required key is missing"),
     ('name = "a/b"\nmodel = "gan"\n[data]\nprepared = "{prepared}"\n', "name: use letters, digits"),
@@ -280,3 +280,22 @@ def test_show_prints_the_networks_parameter_counts_at_the_sets_size(tmp_path, pr
         generator, discriminator = build_models(name, 32, 1, 100, **knobs)
         expected = {"generator": count_parameters(generator), "discriminator": count_parameters(discriminator)}
         assert json.loads(shown.stdout)["parameters"] == expected, model
+
+
+def test_eval_measure_keeps_its_first_name_fid_and_the_hash_of_specs_that_used_it(tmp_path, prepared32):
+    # [eval] measure was called fid: both spellings are the same spec (and hash), and one spec says it once
+    specs = {}
+    for key in ("measure", "fid"):
+        path = tmp_path / f"{key}.toml"
+        path.write_text(f'name = "x"\nmodel = "gan"\n[data]\nprepared = "{prepared32}"\n[eval]\n{key} = false\n')
+        specs[key] = load_spec(path)
+    assert specs["measure"] == specs["fid"] and not specs["fid"].eval.measure
+    assert specs["fid"].hash_payload()["eval"]["fid"] is False and "measure" not in specs["fid"].hash_payload()["eval"]
+    # a resolved spec recorded before the rename (spec.json of an older run) reads back to the same hash
+    recorded = specs["measure"].model_dump(mode="json")
+    recorded["eval"]["fid"] = recorded["eval"].pop("measure")
+    assert ResolvedSpec.model_validate(recorded).spec_hash == specs["measure"].spec_hash
+    both = tmp_path / "both.toml"
+    both.write_text(f'name = "x"\nmodel = "gan"\n[data]\nprepared = "{prepared32}"\n[eval]\nfid = false\nmeasure = 1\n')
+    with pytest.raises(HeartjobsError, match=r"both.toml: eval: say `measure` \(or its first name, `fid`\), not both"):
+        load_spec(both)

@@ -100,7 +100,7 @@ def test_the_committed_jobs_resolve_to_the_thesis_protocol(tmp_path, prepared32)
         }
         assert protocol_differences(measured_protocol(spec, measured)) == [], path.name
         assert measured_protocol(spec, measured) == THESIS_PROTOCOL
-        assert e["fid"] and e["frd"], path.name  # measured at the end of training, FRD beside FID
+        assert e["measure"] and e["frd"], path.name  # measured at the end of training, FRD beside FID
 
 
 def _header_free(path: Path) -> str:

@@ -17,7 +17,7 @@ from . import radiomics
 
 REACH_TIMEOUT_S = 5.0
 LATER = (
-    'or set `[eval] weights = "untrained"` (FRD stays meaningful; FID is then labelled), or `[eval] fid = false` '
+    'or set `[eval] weights = "untrained"` (FRD stays meaningful; FID is then labelled), or `[eval] measure = false` '
     "and measure later with `heartjobs fid RUN`"
 )
 
@@ -40,8 +40,8 @@ def check_measurable(spec: ResolvedSpec, path: Path | str) -> None:
     settings = spec.eval
     if settings.every is not None:  # measured during training even where nothing is measured at the end
         during = settings.during_settings()
-        settings = settings.model_copy(update={"fid": True, "frd": settings.frd and settings.fid or during.frd})
-    if not settings.fid:
+        settings = settings.model_copy(update={"measure": True, "frd": settings.frd and settings.measure or during.frd})
+    if not settings.measure:
         return
     from .weights import ENV_WEIGHTS, how_to_get, hub_path, resolve_weights  # torch: only when there is a check
 

@@ -33,7 +33,9 @@ def evaluation_record(run: RunDir, spec: ResolvedSpec, snapshot: Snapshot, resul
 def settings_hash(settings: EvalSection) -> str:
     """What a measurement's value depends on, hashed: not when or how often it is taken, nor where copies of
     its images go."""
-    return sha256_json(settings.model_dump(mode="json", exclude={"every", "during", "keep_best", "save_images"}))[:8]
+    values = settings.model_dump(mode="json", exclude=set(EvalSection.NOT_MEASURED))
+    values["fid"] = values.pop("measure")  # hashed under its first name, so a curve's earlier records still match
+    return sha256_json(values)[:8]
 
 
 def write_record(run: RunDir, record: dict, settings: EvalSection, own: bool) -> None:

@@ -1,13 +1,85 @@
-"""The thesis' three models (GAN, WGAN, DCGAN) and two beyond it (WGAN-GP, SNGAN), for any power-of-two
-image size, with the generator's widths as knobs."""
+"""The model families, declared once: the thesis' three (GAN, WGAN, DCGAN) and two beyond it (WGAN-GP,
+SNGAN). The spec's model choices, defaults and per-model key checks, the trainer's step and every network
+build are derived from FAMILIES. Adding a family is one module (its networks, `build` and `step`) and one
+entry here (docs/development.md, "Adding a model").
+
+Torch-free: a family's module is imported only when its networks are built or trained.
+"""
 
 from __future__ import annotations
 
-from torch import nn
+from typing import TYPE_CHECKING
 
-from heartjobs.models.dcgan import THESIS_WIDTH, DCGANDiscriminator, DCGANGenerator
-from heartjobs.models.mlp import THESIS_HIDDEN, MLPDiscriminator, MLPGenerator
-from heartjobs.models.sngan import SNDiscriminator, sngan_generator
+from heartjobs.models.family import ModelFamily, Networks
+
+if TYPE_CHECKING:
+    from torch import nn
+
+# The thesis' hyperparameters (the PyTorch-GAN reference implementations) for its three; beyond it, each
+# model with its paper's settings.
+FAMILIES: dict[str, ModelFamily] = {
+    family.name: family
+    for family in (
+        ModelFamily(
+            name="gan",
+            summary="the thesis' fully connected GAN (BCE loss)",
+            thesis=True,
+            module="heartjobs.models.gan",
+            defaults={"optimizer": "adam", "lr": 2e-4, "betas": (0.5, 0.999)},
+            knob="hidden",
+            convolutional=False,
+        ),
+        ModelFamily(
+            name="wgan",
+            summary="the thesis' WGAN: the GAN's networks as a critic with weight clipping, RMSprop",
+            thesis=True,
+            module="heartjobs.models.wgan",
+            defaults={"optimizer": "rmsprop", "lr": 5e-5, "n_critic": 5, "clip_value": 0.01},
+            knob="hidden",
+            convolutional=False,
+        ),
+        ModelFamily(
+            name="dcgan",
+            summary="the thesis' DCGAN (upsampling convolutions, BCE loss)",
+            thesis=True,
+            module="heartjobs.models.dcgan",
+            defaults={"optimizer": "adam", "lr": 2e-4, "betas": (0.5, 0.999)},
+            knob="width",
+            convolutional=True,
+        ),
+        # Gulrajani et al. 2017, Algorithm 1: Adam (0.0, 0.9) at 1e-4, 5 critic steps per generator step,
+        # penalty weight 10.
+        ModelFamily(
+            name="wgan_gp",
+            summary="WGAN with the gradient penalty instead of clipping (Gulrajani et al. 2017)",
+            thesis=False,
+            module="heartjobs.models.wgan_gp",
+            defaults={"optimizer": "adam", "lr": 1e-4, "betas": (0.0, 0.9), "n_critic": 5, "gp_lambda": 10.0},
+            knob="hidden",
+            convolutional=False,
+        ),
+        # Miyato et al. 2018: Adam (0.0, 0.9) at 2e-4 as in its hinge-loss experiments, with one
+        # discriminator step per generator step (the thesis DCGAN's schedule, so the two differ in the
+        # discriminator and the loss only).
+        ModelFamily(
+            name="sngan",
+            summary="the DCGAN generator with bilinear resizes, a spectrally normalised discriminator, hinge loss",
+            thesis=False,
+            module="heartjobs.models.sngan",
+            defaults={"optimizer": "adam", "lr": 2e-4, "betas": (0.0, 0.9)},
+            knob="width",
+            convolutional=True,
+        ),
+    )
+}
+MODELS: tuple[str, ...] = tuple(FAMILIES)
+
+
+def build_networks(networks: Networks) -> tuple[nn.Module, nn.Module]:
+    """The one network build: (generator, discriminator) of networks.model, freshly initialised."""
+    if networks.model not in FAMILIES:
+        raise ValueError(f"unknown model {networks.model!r}; use one of {', '.join(MODELS)}")
+    return FAMILIES[networks.model].build(networks)
 
 
 def build_models(
@@ -19,26 +91,15 @@ def build_models(
     hidden: tuple[int, ...] | None = None,
     width: int | None = None,
 ) -> tuple[nn.Module, nn.Module]:
-    """(generator, discriminator) of `model` ("gan", "wgan", "dcgan", "wgan_gp" or "sngan"), freshly
-    initialised; hidden (the fully connected generator's widths) and width (the convolutional models' base
-    width) default to the thesis' values."""
-    hidden = THESIS_HIDDEN if hidden is None else tuple(hidden)
-    width = THESIS_WIDTH if width is None else width
-    if model in ("gan", "wgan", "wgan_gp"):
-        generator = MLPGenerator(latent_dim, channels, size, batchnorm_eps, hidden)
-        # The WGAN and WGAN-GP critic is the GAN discriminator without its Sigmoid.
-        discriminator = MLPDiscriminator(channels, size, sigmoid=model == "gan")
-        return generator, discriminator
-    if model == "dcgan":
-        return DCGANGenerator(latent_dim, channels, size, batchnorm_eps, width), DCGANDiscriminator(
-            channels, size, batchnorm_eps, width
-        )
-    if model == "sngan":
-        return sngan_generator(latent_dim, channels, size, batchnorm_eps, width), SNDiscriminator(channels, size, width)
-    raise ValueError(f"unknown model {model!r}")
+    """build_networks with the values spelled out (tests and benchmarks build networks by hand)."""
+    hidden = None if hidden is None else tuple(hidden)
+    return build_networks(Networks(model, size, channels, latent_dim, batchnorm_eps, hidden, width))
 
 
 def count_parameters(module: nn.Module) -> int:
     """Trainable parameters (BatchNorm running buffers and spectral norm's power-iteration vectors are
     buffers, not parameters)."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+__all__ = ["FAMILIES", "MODELS", "ModelFamily", "Networks", "build_models", "build_networks", "count_parameters"]

@@ -7,6 +7,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from heartjobs.models.family import THESIS_WIDTH, Networks
+from heartjobs.models.gan import step  # DCGAN trains as the thesis GAN does (BCE, generator first)
+
+__all__ = ["DCGANDiscriminator", "DCGANGenerator", "build", "step"]
+
 
 def init_weights(module: nn.Module) -> None:
     """The reference init: conv weights N(0, 0.02); BatchNorm2d weights N(1, 0.02), biases 0.
@@ -16,9 +21,6 @@ def init_weights(module: nn.Module) -> None:
     elif isinstance(module, nn.BatchNorm2d):
         nn.init.normal_(module.weight, 1.0, 0.02)
         nn.init.zeros_(module.bias)
-
-
-THESIS_WIDTH = 128
 
 
 def upsample(mode: str) -> nn.Upsample:
@@ -94,3 +96,11 @@ class DCGANDiscriminator(nn.Module):
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
         return self.adv_layer(self.model(img).flatten(1))
+
+
+def build(networks: Networks) -> tuple[DCGANGenerator, DCGANDiscriminator]:
+    n = networks
+    width = THESIS_WIDTH if n.width is None else n.width
+    return DCGANGenerator(n.latent_dim, n.channels, n.size, n.batchnorm_eps, width), DCGANDiscriminator(
+        n.channels, n.size, n.batchnorm_eps, width
+    )

@@ -8,7 +8,7 @@ import itertools
 import torch
 from torch import nn
 
-THESIS_HIDDEN = (128, 256, 512, 1024)
+from heartjobs.models.family import THESIS_HIDDEN
 
 
 class MLPGenerator(nn.Module):

@@ -25,10 +25,12 @@ from __future__ import annotations
 import itertools
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from heartjobs.models.dcgan import THESIS_WIDTH, DCGANGenerator, init_weights
+from heartjobs.models.family import Networks, StepContext
 
 
 def sngan_generator(
@@ -63,3 +65,28 @@ class SNDiscriminator(nn.Module):
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
         return self.adv_layer(self.model(img).flatten(1))
+
+
+def build(networks: Networks) -> tuple[DCGANGenerator, SNDiscriminator]:
+    n = networks
+    width = THESIS_WIDTH if n.width is None else n.width
+    return sngan_generator(n.latent_dim, n.channels, n.size, n.batchnorm_eps, width), SNDiscriminator(
+        n.channels, n.size, width
+    )
+
+
+def step(ctx: StepContext, real: torch.Tensor, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The hinge loss in the reference updater's order, which is also the thesis GAN's: the generator first
+    (-D(G(z))), then the discriminator (relu(1 - D(x)) + relu(1 + D(G(z)))) on the same generated batch."""
+    z = ctx.noise(real.shape[0])
+    ctx.opt_G.zero_grad(set_to_none=True)
+    generated = ctx.generate(z)
+    g_loss = -torch.mean(ctx.score(generated))
+    g_loss.backward()
+    ctx.opt_G.step()
+
+    ctx.opt_D.zero_grad(set_to_none=True)
+    d_loss = F.relu(1 - ctx.score(real)).mean() + F.relu(1 + ctx.score(generated.detach())).mean()
+    d_loss.backward()
+    ctx.opt_D.step()
+    return d_loss.detach(), g_loss.detach()

@@ -1,5 +1,5 @@
-"""The training loop of the thesis' GAN, WGAN and DCGAN, and of WGAN-GP and SNGAN beyond it, apart from
-artifacts and metrics.
+"""The training loop of every model family (heartjobs.models), apart from artifacts and metrics: a family's
+own losses and their order are its `step`; everything around them is here.
 
 The whole prepared set sits on the device as uint8 and is shuffled there each epoch; batches become
 [-1, 1] floats on the fly. Losses are summed on the device and read once per epoch. Every random
@@ -17,14 +17,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from heartjobs.imaging import to_uint8
-from heartjobs.models import build_models
-from heartjobs.spec import CONV_MODELS, ResolvedSpec
+from heartjobs.models import FAMILIES, build_networks
+from heartjobs.spec import ResolvedSpec
 from heartjobs.training.augment import DiffAugment
-from heartjobs.training.penalty import gradient_penalty
 
 SAMPLE_GRID = 16  # a 4x4 grid of samples from one fixed noise batch
 
@@ -73,16 +71,6 @@ def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
     return bounds
 
 
-def resolve_device(requested: str) -> torch.device:
-    from heartjobs.errors import HeartjobsError
-
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise HeartjobsError("train.device: cuda requested, but CUDA is not available on this machine")
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(requested)
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -98,19 +86,17 @@ class Trainer:
         self.device = device
         self.images = images.to(device)
         seed_everything(t.seed)
-        arch = spec.architecture
-        self.G, self.D = build_models(
-            spec.model, spec.data.size, spec.data.channels, t.latent_dim, t.batchnorm_eps, arch.hidden, arch.width
-        )
+        self.family = FAMILIES[spec.model]
+        self.G, self.D = build_networks(spec.networks())
         self.G.to(device)
         self.D.to(device)
         cuda = device.type == "cuda"
         if cuda:  # TF32 tensor cores: matmuls and convolutions, convolutions only, or neither (full float32)
             torch.backends.cuda.matmul.allow_tf32 = t.tf32 is True
             torch.backends.cudnn.allow_tf32 = t.tf32 in (True, "convolutions")
-        # DCGAN's (and SNGAN's) convolutions run faster in NHWC: on tensor cores, and with oneDNN on the CPU
-        # (bench/bench_train.py measures it for DCGAN; docs/performance.md has the figures).
-        self.channels_last = spec.model in CONV_MODELS
+        # Convolutions run faster in NHWC: on tensor cores, and with oneDNN on the CPU (bench/bench_train.py
+        # measures it for DCGAN; docs/performance.md has the figures).
+        self.channels_last = self.family.convolutional
         if self.channels_last:
             self.G.to(memory_format=torch.channels_last)
             self.D.to(memory_format=torch.channels_last)
@@ -136,23 +122,26 @@ class Trainer:
         self.augment: DiffAugment | None = None
         if t.augment != "none":
             self.augment = DiffAugment(t.augment, torch.Generator(device=device).manual_seed(t.seed + 5))
-        self.bce = nn.BCELoss()
         self.bounds = batch_bounds(self.images.shape[0], t.batch_size)
         self.epoch = 0  # epochs completed
         self.position: _Position | None = None
         self.history: list[dict] = []
         self._targets: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    # --- one batch ---
+    # --- what a family's step uses (heartjobs.models.family.StepContext) ---
 
-    def _noise(self, n: int) -> torch.Tensor:
+    @property
+    def train(self):
+        return self.spec.train
+
+    def noise(self, n: int) -> torch.Tensor:
         return torch.randn(n, self.spec.train.latent_dim, generator=self.noise_gen, device=self.device)
 
-    def _generate(self, z: torch.Tensor) -> torch.Tensor:
+    def generate(self, z: torch.Tensor) -> torch.Tensor:
         with self.autocast:
             return self.gen(z)
 
-    def _score(self, images: torch.Tensor, disc: nn.Module | None = None) -> torch.Tensor:
+    def score(self, images: torch.Tensor, disc: nn.Module | None = None) -> torch.Tensor:
         """D's output in float32: losses (BCE above all) are computed outside bf16 autocast. Every image D
         sees, real or generated, is augmented first when the spec asks for it (in float32, differentiably).
         `disc`: another view of D to call (the eager one, for the gradient penalty)."""
@@ -163,87 +152,11 @@ class Trainer:
         with self.autocast:
             return (self.disc if disc is None else disc)(images).float()
 
-    def _labels(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def labels(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """All-ones ("real") and all-zeros ("generated") targets for n images."""
         if n not in self._targets:  # reused across steps: no per-step allocation
             self._targets[n] = (torch.ones(n, 1, device=self.device), torch.zeros(n, 1, device=self.device))
         return self._targets[n]
-
-    def _step_gan(self, real: torch.Tensor, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """GAN and DCGAN: generator first, BCE against "real"; then the discriminator on both."""
-        valid, fake = self._labels(real.shape[0])
-        z = self._noise(real.shape[0])
-        self.opt_G.zero_grad(set_to_none=True)
-        generated = self._generate(z)
-        g_loss = self.bce(self._score(generated), valid)
-        g_loss.backward()
-        self.opt_G.step()
-
-        self.opt_D.zero_grad(set_to_none=True)
-        real_loss = self.bce(self._score(real), valid)
-        fake_loss = self.bce(self._score(generated.detach()), fake)
-        d_loss = (real_loss + fake_loss) / 2
-        d_loss.backward()
-        self.opt_D.step()
-        return d_loss.detach(), g_loss.detach()
-
-    def _step_wgan(self, real: torch.Tensor, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """WGAN: the critic every batch (then weight clipping); the generator every n_critic-th batch,
-        with that batch's noise."""
-        t = self.spec.train
-        z = self._noise(real.shape[0])
-        self.opt_D.zero_grad(set_to_none=True)
-        d_loss = -torch.mean(self._score(real)) + torch.mean(self._score(self._generate(z).detach()))
-        d_loss.backward()
-        self.opt_D.step()
-        with torch.no_grad():
-            for p in self.D.parameters():
-                p.clamp_(-t.clip_value, t.clip_value)
-        return d_loss.detach(), self._critic_schedule_generator_step(z, index)
-
-    def _critic_schedule_generator_step(self, z: torch.Tensor, index: int) -> torch.Tensor | None:
-        """WGAN's and WGAN-GP's generator step: on every n_critic-th batch, with that batch's noise, to
-        raise the critic's score of its images; None on the other batches."""
-        if index % self.spec.train.n_critic:
-            return None
-        self.opt_G.zero_grad(set_to_none=True)
-        g_loss = -torch.mean(self._score(self._generate(z)))
-        g_loss.backward()
-        self.opt_G.step()
-        return g_loss.detach()
-
-    def _step_wgan_gp(self, real: torch.Tensor, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """WGAN-GP (Gulrajani et al. 2017, Algorithm 1): the critic every batch with the gradient penalty
-        instead of clipping; the generator every n_critic-th batch, with that batch's noise (the thesis
-        WGAN's schedule). The recorded D loss includes the penalty, as the paper's critic loss does."""
-        t = self.spec.train
-        z = self._noise(real.shape[0])
-        self.opt_D.zero_grad(set_to_none=True)
-        fake = self._generate(z).detach()
-        # one interpolation weight per image, from the noise stream: seeded, checkpointed, on the device
-        eps = torch.rand(real.shape[0], 1, 1, 1, generator=self.noise_gen, device=self.device)
-        # the eager D: torch.compile'd graphs have no double backward (heartjobs.training.penalty)
-        penalty = gradient_penalty(lambda x: self._score(x, self.D), real, fake, eps)
-        d_loss = -torch.mean(self._score(real)) + torch.mean(self._score(fake)) + t.gp_lambda * penalty
-        d_loss.backward()
-        self.opt_D.step()
-        return d_loss.detach(), self._critic_schedule_generator_step(z, index)
-
-    def _step_sngan(self, real: torch.Tensor, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """SNGAN with the hinge loss (Miyato et al. 2018), in its reference updater's order, which is also
-        the thesis GAN's: the generator first (-D(G(z))), then the discriminator (relu(1 - D(x)) +
-        relu(1 + D(G(z)))) on the same generated batch."""
-        z = self._noise(real.shape[0])
-        self.opt_G.zero_grad(set_to_none=True)
-        generated = self._generate(z)
-        g_loss = -torch.mean(self._score(generated))
-        g_loss.backward()
-        self.opt_G.step()
-
-        self.opt_D.zero_grad(set_to_none=True)
-        d_loss = F.relu(1 - self._score(real)).mean() + F.relu(1 + self._score(generated.detach())).mean()
-        d_loss.backward()
-        self.opt_D.step()
-        return d_loss.detach(), g_loss.detach()
 
     # --- one epoch ---
 
@@ -252,13 +165,7 @@ class Trainer:
     ) -> EpochStats:
         """Train one epoch (or the rest of an interrupted one). Raises Interrupted between batches when
         should_stop() says so; the trainer's state then holds the position for a checkpoint."""
-        step = {
-            "gan": self._step_gan,
-            "dcgan": self._step_gan,
-            "wgan": self._step_wgan,
-            "wgan_gp": self._step_wgan_gp,
-            "sngan": self._step_sngan,
-        }[self.spec.model]
+        step = self.family.step
         if self.position is None:
             zero = torch.zeros((), device=self.device)
             perm = torch.randperm(self.images.shape[0], generator=self.shuffle_gen, device=self.device)
@@ -275,7 +182,7 @@ class Trainer:
                 real = self.images[pos.perm[start:end]].float().div_(127.5).sub_(1.0)
                 if self.channels_last:
                     real = real.contiguous(memory_format=torch.channels_last)
-                d_loss, g_loss = step(real, index)
+                d_loss, g_loss = step(self, real, index)
                 pos.d_sum += d_loss
                 if g_loss is not None:
                     pos.g_sum += g_loss

@@ -1,0 +1,89 @@
+"""What a model family is: its name, the module with its networks and its training step, the optimiser
+and schedule it trains with by default, and its architecture knob. Torch-free, so that reading a spec
+does not import torch; a family's module is imported when its networks are built or its step runs."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+# The thesis' network sizes: the fully connected generator's hidden widths ([architecture] hidden) and the
+# convolutional models' base width ([architecture] width).
+THESIS_HIDDEN: tuple[int, ...] = (128, 256, 512, 1024)
+THESIS_WIDTH = 128
+
+
+@dataclass(frozen=True)
+class Networks:
+    """What it takes to build a family's networks (and to rebuild a saved generator): the one input of
+    every builder. hidden and width None: the thesis' widths."""
+
+    model: str
+    size: int
+    channels: int
+    latent_dim: int
+    batchnorm_eps: float = 0.8
+    hidden: tuple[int, ...] | None = None
+    width: int | None = None
+
+
+class StepContext(Protocol):
+    """What a training step may use of the trainer (heartjobs.training.loop.Trainer): the networks, their
+    optimisers, the resolved [train] values, and the trainer's seeded noise, generation and scoring (which
+    apply its precision, compilation and augmentation), so a step holds only its family's losses and order."""
+
+    G: nn.Module
+    D: nn.Module
+    opt_G: torch.optim.Optimizer
+    opt_D: torch.optim.Optimizer
+    noise_gen: torch.Generator
+    device: torch.device
+    train: Any  # heartjobs.spec.ResolvedTrain
+
+    def noise(self, n: int) -> torch.Tensor: ...
+    def generate(self, z: torch.Tensor) -> torch.Tensor: ...
+    def score(self, images: torch.Tensor, disc: nn.Module | None = None) -> torch.Tensor: ...
+    def labels(self, n: int) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+# One batch's step: (context, real images in [-1, 1], batch index in the epoch) -> (D loss, G loss or None
+# on a batch without a generator step), both detached tensors on the device.
+Step = Callable[["StepContext", "torch.Tensor", int], tuple["torch.Tensor", "torch.Tensor | None"]]
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    """One model family, declared once in heartjobs.models.FAMILIES.
+
+    module: the module that defines `build(networks: Networks) -> (generator, discriminator)` and `step`
+    (a Step). defaults: the [train] values the family trains with unless a spec says otherwise (optimizer
+    and lr always; betas for Adam; the family's own keys such as n_critic): a [train] key that some family
+    has among its defaults applies only to the families that have it. knob: the [architecture] key that
+    sizes its networks. convolutional: its networks are convolutional (trained channels-last; the image
+    size must be divisible by 16)."""
+
+    name: str
+    summary: str
+    thesis: bool  # one of the thesis' models (or beyond them)
+    module: str
+    defaults: Mapping[str, Any]
+    knob: Literal["hidden", "width"]
+    convolutional: bool
+
+    def implementation(self) -> ModuleType:
+        return importlib.import_module(self.module)
+
+    def build(self, networks: Networks) -> tuple[nn.Module, nn.Module]:
+        """(generator, discriminator), freshly initialised (the torch default device's)."""
+        return self.implementation().build(networks)
+
+    @property
+    def step(self) -> Step:
+        return self.implementation().step
