@@ -1,9 +1,10 @@
 """FID benchmark: the thesis' route versus `heartjobs fid`, same generator, same n, same weights.
 
-Thesis route, per repeat: generate the images one at a time, save each with torchvision's
-save_image(normalize=True), then run pytorch-fid's CLI on the real PNG folder and the generated one
-(which recomputes the real statistics every time). heartjobs: `evaluate_run()` with the same n, repeats,
-dims, weights and per-image min-max quantization, starting from an empty statistics cache.
+Thesis route, per repeat (bench/thesis_pipeline.py's fid_repeat): generate the images one at a time, save
+each with torchvision's save_image(normalize=True), then run pytorch-fid's CLI on the real PNG folder and the
+generated one (which recomputes the real statistics every time); fed heartjobs' noise, so the FIDs must agree.
+heartjobs: `evaluate_run()` with the same n, repeats, dims, weights and per-image min-max quantization,
+starting from an empty statistics cache.
 Prints both times, both FID values and the ratio; appends a JSON line to bench/results/fid.jsonl.
 """
 
@@ -11,50 +12,40 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+import thesis_pipeline
 import torch
 from results_log import RESULTS, record
-from torchvision.utils import save_image
 
 from heartjobs.checkpoint import load_generator
 from heartjobs.data.phantom import PhantomParams, generate
 from heartjobs.data.prepare import PrepareParams, prepare
-from heartjobs.evaluation.weights import STANDARD_FILENAME, resolve_weights
+from heartjobs.evaluation.weights import resolve_weights
 from heartjobs.job import evaluate_run, run_job
 from heartjobs.spec import EvalSection
 
+EVAL_BATCH = 100  # heartjobs' evaluation batch here, which its noise is drawn in
 
-def thesis_route(
-    run_dir: Path, real_png: Path, n: int, repeats: int, dims: int, torch_home: Path, batch_size: int
-) -> list[float]:
+
+def thesis_route(run_dir: Path, real_png: Path, n: int, repeats: int, dims: int, weights: Path) -> list[float]:
+    """The thesis' FID (thesis_pipeline.fid_repeat) `repeats` times, each in a fresh folder; the FIDs."""
     generator, meta = load_generator(run_dir / "generator.pt")
     values = []
     for r in range(repeats):
-        # The same noise heartjobs draws for repeat r (seed r, in batches), so both routes measure the
-        # same images and their FIDs must agree.
+        # The same noise heartjobs draws for repeat r (seed r, in batches of EVAL_BATCH), so both routes
+        # measure the same images and their FIDs must agree.
         rng = torch.Generator().manual_seed(r)
         z = torch.cat(
-            [torch.randn(min(batch_size, n - s), meta["latent_dim"], generator=rng) for s in range(0, n, batch_size)]
+            [torch.randn(min(EVAL_BATCH, n - s), meta["latent_dim"], generator=rng) for s in range(0, n, EVAL_BATCH)]
         )
-        with tempfile.TemporaryDirectory() as fakes:
-            with torch.no_grad():
-                for i in range(n):  # one image at a time, as the thesis' script did
-                    image = generator(z[i : i + 1])
-                    save_image(image, Path(fakes) / f"{i:05d}.png", normalize=True)
-            result = subprocess.run(
-                [sys.executable, "-m", "pytorch_fid", str(real_png), fakes, "--dims", str(dims), "--device", "cpu"],
-                capture_output=True,
-                text=True,
-                env={**os.environ, "TORCH_HOME": str(torch_home)},
-                check=True,
+        with tempfile.TemporaryDirectory() as work:
+            run = thesis_pipeline.fid_repeat(
+                generator, meta["latent_dim"], real_png, n, dims, weights, "cpu", Path(work), noise=z
             )
-            values.append(float(re.search(r"FID:\s+([0-9.eE+-]+)", result.stdout).group(1)))
+        values.append(run["fid"])
     return values
 
 
@@ -81,18 +72,13 @@ def main() -> None:
         )
         run_dir = run_job(spec)
         weights = resolve_weights(args.weights)
-        hub = tmp / "torch_home" / "hub" / "checkpoints"  # pytorch-fid's CLI loads the same file from here
-        hub.mkdir(parents=True)
-        (hub / STANDARD_FILENAME).symlink_to(weights.path.resolve())
 
         start = time.perf_counter()
-        thesis = thesis_route(
-            run_dir, tmp / "prepared" / "png", args.n, args.repeats, args.dims, tmp / "torch_home", batch_size=100
-        )
+        thesis = thesis_route(run_dir, tmp / "prepared" / "png", args.n, args.repeats, args.dims, weights.path)
         thesis_s = time.perf_counter() - start
 
         settings = EvalSection(
-            batch_size=100,
+            batch_size=EVAL_BATCH,
             n_generated=args.n,
             repeats=args.repeats,
             dims=args.dims,

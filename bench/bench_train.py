@@ -1,9 +1,10 @@
 """Training throughput and peak memory: heartjobs' trainer versus the thesis pipeline, per model.
 
-The thesis pipeline (the PyTorch-GAN reference scripts it used): PNG files read through torchvision's
-ImageFolder with the thesis transforms (Grayscale, Resize, ToTensor, Normalize(0.5, 0.5)), a DataLoader with
-shuffling (num_workers 0, the scripts' default), noise drawn with numpy on the host, and the losses read with
-.item() after every batch. heartjobs: the Trainer (the set on the device as uint8, no host sync per step).
+The thesis pipeline (its scripts, as bench/thesis_pipeline.py rebuilds them for every benchmark): PNG files
+read through torchvision's ImageFolder with the thesis transforms (Grayscale, Resize, ToTensor, Normalize(0.5,
+0.5)), a DataLoader with shuffling (num_workers 0, the scripts' default), noise drawn with torch.randn on the
+device, and the losses read with .item() after every batch. heartjobs: the Trainer (the set on the device as
+uint8, no host sync per step).
 Same model, batch size and number of steps; each route runs in its own subprocess (one at a time) so that
 its peak RSS is its own. Prints images/s of both, the ratio, and the peak memory; appends JSON lines to
 bench/results/train.jsonl.
@@ -21,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import thesis_pipeline
 import torch
 from results_log import RESULTS, record
 
@@ -33,72 +35,20 @@ def _peak_memory(device: str) -> dict:
 
 
 def thesis_route(prepared: Path, model: str, batch_size: int, epochs: int, device: str) -> dict:
-    """The reference scripts' loop, as the thesis ran it."""
-    from torchvision import datasets, transforms
-
-    from heartjobs.models import build_models
-
+    """The thesis scripts' loop (thesis_pipeline.train), one warm-up epoch, at the thesis' latent dim."""
     size = np.load(prepared / "images.npy", mmap_mode="r").shape[-1]
-    transform = transforms.Compose(
-        [transforms.Grayscale(), transforms.Resize(size), transforms.ToTensor(), transforms.Normalize([0.5], [0.5])]
+    run = thesis_pipeline.train(
+        prepared / "imagefolder",
+        size,
+        model,
+        batch_size,
+        latent_dim=100,
+        warmup=1,
+        epochs=epochs,
+        device=device,
+        samples=prepared.parent / "thesis_samples",
     )
-    dataset = datasets.ImageFolder(str(prepared / "imagefolder"), transform=transform)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True)
-    latent = 100
-    torch.manual_seed(0)
-    G, D = (m.to(device) for m in build_models(model, size, 1, latent))
-    if model == "wgan":
-        opt_G, opt_D = torch.optim.RMSprop(G.parameters(), lr=5e-5), torch.optim.RMSprop(D.parameters(), lr=5e-5)
-    else:
-        opt_G = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
-        opt_D = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    bce = torch.nn.BCELoss()
-
-    def epoch() -> int:
-        seen = 0
-        for i, (imgs, _) in enumerate(loader):
-            if imgs.shape[0] < 2:
-                continue  # the reference scripts crash here (BatchNorm); skipping keeps the run going
-            real = imgs.to(device)
-            z = torch.tensor(np.random.normal(0, 1, (imgs.shape[0], latent)), dtype=torch.float32, device=device)
-            if model == "wgan":
-                opt_D.zero_grad()
-                d_loss = -torch.mean(D(real)) + torch.mean(D(G(z).detach()))
-                d_loss.backward()
-                opt_D.step()
-                for p in D.parameters():
-                    p.data.clamp_(-0.01, 0.01)
-                if i % 5 == 0:
-                    opt_G.zero_grad()
-                    g_loss = -torch.mean(D(G(z)))
-                    g_loss.backward()
-                    opt_G.step()
-                    g_loss.item()
-            else:
-                valid = torch.ones(imgs.shape[0], 1, device=device)
-                fake = torch.zeros(imgs.shape[0], 1, device=device)
-                opt_G.zero_grad()
-                gen = G(z)
-                g_loss = bce(D(gen), valid)
-                g_loss.backward()
-                opt_G.step()
-                opt_D.zero_grad()
-                d_loss = (bce(D(real), valid) + bce(D(gen.detach()), fake)) / 2
-                d_loss.backward()
-                opt_D.step()
-                g_loss.item()
-            d_loss.item()  # the scripts print both losses every batch: a host sync per step
-            seen += imgs.shape[0]
-        return seen
-
-    epoch()  # warm-up (allocator, first-call overheads), not timed
-    if device == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    seen = sum(epoch() for _ in range(epochs))
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return {"images_per_s": seen / (time.perf_counter() - start), **_peak_memory(device)}
+    return {"images_per_s": run["images"] / run["seconds"], **_peak_memory(device)}
 
 
 def heartjobs_route(prepared: Path, model: str, batch_size: int, epochs: int, device: str) -> dict:
@@ -133,9 +83,7 @@ def _prepare(folder: Path, images: int, size: int) -> Path:
 
     generate(folder / "phantom", PhantomParams(slices=images, size=size * 2, seed=3))
     prepare(folder / "phantom", folder / "prepared", PrepareParams(size=size, export_png=True))
-    # ImageFolder wants one folder per class: the thesis' dataset layout
-    (folder / "prepared" / "imagefolder").mkdir()
-    (folder / "prepared" / "imagefolder" / "heart").symlink_to(folder / "prepared" / "png")
+    thesis_pipeline.imagefolder(folder / "prepared")
     return folder / "prepared"
 
 

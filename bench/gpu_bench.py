@@ -31,14 +31,12 @@ import gc
 import json
 import os
 import platform
-import re
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+import thesis_pipeline
 import tomli_w
 import torch
 from results_log import RESULTS
@@ -51,9 +49,8 @@ from heartjobs.data.prepare import PrepareParams, prepare
 from heartjobs.errors import HeartjobsError, one_line
 from heartjobs.evaluation.inception import measure
 from heartjobs.evaluation.statistics import kernel_inception_distance
-from heartjobs.evaluation.weights import STANDARD_FILENAME, resolve_weights
+from heartjobs.evaluation.weights import resolve_weights
 from heartjobs.grids import save_grid
-from heartjobs.models import build_models
 from heartjobs.plots import plot_losses
 from heartjobs.prepared import PreparedSet
 from heartjobs.spec import COMMON_DEFAULTS, THESIS_DEFAULTS, EvalSection, load_spec
@@ -65,7 +62,6 @@ SWEEP = ROOT / "jobs" / "thesis.sweep.toml"  # the thesis' 21 jobs
 THESIS_IMAGES = 3307  # the thesis' training set (every second slice of the 6613 of LADAF-2020-27)
 THESIS_PRECISION = {"tf32": "convolutions", "compile": False, "bf16": False}  # PyTorch's defaults of its time
 SWITCHES = {"tf32": {"tf32": True}, "bf16": {"bf16": True}, "compile": {"compile": True}}
-SAMPLE_INTERVAL = 400  # the thesis scripts' --sample_interval: a 5x5 sample grid every 400 batches
 PROFILES = {
     # one H100 or H200: about 4-5 minutes in all (the docstring of main() has the budget)
     "gpu": {
@@ -140,8 +136,7 @@ def phantom_set(folder: Path, images: int, size: int) -> Path:
     workers = 1 if images * size <= 64 * 64 else None
     generate(folder / "phantom", PhantomParams(slices=images, size=size, seed=3), workers=workers)
     prepare(folder / "phantom", folder / "prepared", PrepareParams(size=size, export_png=True), workers=workers)
-    (folder / "prepared" / "imagefolder").mkdir()
-    (folder / "prepared" / "imagefolder" / "heart").symlink_to(folder / "prepared" / "png")
+    thesis_pipeline.imagefolder(folder / "prepared")
     return folder / "prepared"
 
 
@@ -182,117 +177,17 @@ def configurations(jobs: list[dict]) -> list[dict]:
     return list(configs.values())
 
 
-# --- training: the thesis' pipeline ---
+# --- training: both routes ---
 
 
-def thesis_route(
-    imagefolder: Path,
-    size: int,
-    model: str,
-    batch_size: int,
-    latent_dim: int,
-    warmup: int,
-    epochs: int,
-    device: str,
-    samples: Path,
-) -> dict:
-    """The thesis scripts' training loop (run_gan, run_wgan, run_dcgan in gan.py, wgan.py, dcgan.py, which its
-    experiments ran) on heartjobs' models, timed over `epochs` epochs after `warmup`."""
-    from torchvision import datasets, transforms
-    from torchvision.utils import save_image
-
-    if device == "cuda":  # PyTorch's default precision, as the thesis ran: FP32 matmuls, TF32 convolutions
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = True
-    transform = transforms.Compose(
-        [
-            transforms.Grayscale(num_output_channels=1),
-            transforms.Resize(size),
-            transforms.ToTensor(),
-            transforms.Normalize([0.5], [0.5]),
-        ]
-    )
-    dataset = datasets.ImageFolder(root=str(imagefolder), transform=transform)
-    dataloader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True)
-    _reset_peak(device)
-    torch.manual_seed(0)
-    generator, discriminator = (m.to(device) for m in build_models(model, size, 1, latent_dim))
-    hp = THESIS_DEFAULTS[model]
-    if model == "wgan":
-        optimizer_G = torch.optim.RMSprop(generator.parameters(), lr=hp["lr"])
-        optimizer_D = torch.optim.RMSprop(discriminator.parameters(), lr=hp["lr"])
-    else:
-        optimizer_G = torch.optim.Adam(generator.parameters(), lr=hp["lr"], betas=hp["betas"])
-        optimizer_D = torch.optim.Adam(discriminator.parameters(), lr=hp["lr"], betas=hp["betas"])
-    adversarial_loss = torch.nn.BCELoss()
-    samples.mkdir(parents=True, exist_ok=True)
-    total = warmup + epochs
-
-    def epoch(e: int, sink) -> int:
-        dis_loss = gen_loss = 0.0
-        gen_updates = 0
-        seen = 0
-        gen_imgs = None
-        for i, (imgs, _) in enumerate(dataloader):
-            real_imgs = imgs.to(dtype=torch.float32, device=device)
-            if model == "wgan":
-                optimizer_D.zero_grad()
-                z = torch.randn(imgs.size(0), latent_dim, device=device)
-                fake_imgs = generator(z).detach()
-                loss_D = -torch.mean(discriminator(real_imgs)) + torch.mean(discriminator(fake_imgs))
-                loss_D.backward()
-                dis_loss += loss_D.item()
-                optimizer_D.step()
-                for p in discriminator.parameters():
-                    p.data.clamp_(-hp["clip_value"], hp["clip_value"])
-                if i % hp["n_critic"] == 0:
-                    optimizer_G.zero_grad()
-                    gen_imgs = generator(z)
-                    loss_G = -torch.mean(discriminator(gen_imgs))
-                    loss_G.backward()
-                    optimizer_G.step()
-                    gen_loss += loss_G.item()
-                    gen_updates += 1
-            else:
-                valid = torch.full((imgs.size(0), 1), 1.0, device=device, requires_grad=False)
-                fake = torch.full((imgs.size(0), 1), 0.0, device=device, requires_grad=False)
-                optimizer_G.zero_grad()
-                z = torch.randn(imgs.size(0), latent_dim, device=device)
-                gen_imgs = generator(z)
-                g_loss = adversarial_loss(discriminator(gen_imgs), valid)
-                g_loss.backward()
-                optimizer_G.step()
-                optimizer_D.zero_grad()
-                real_loss = adversarial_loss(discriminator(real_imgs), valid)
-                fake_loss = adversarial_loss(discriminator(gen_imgs.detach()), fake)
-                d_loss = (real_loss + fake_loss) / 2
-                d_loss.backward()
-                optimizer_D.step()
-                dis_loss += d_loss.item()
-                gen_loss += g_loss.item()
-                gen_updates += 1
-            batches_done = e * len(dataloader) + i
-            if batches_done % SAMPLE_INTERVAL == 0:
-                save_image(gen_imgs.data[:25], samples / f"{batches_done}.png", nrow=5, normalize=True)
-            seen += imgs.size(0)
-        line = "[Epoch %d/%d] [average D loss: %f] [average G loss: %f]"
-        print(line % (e, total, dis_loss / len(dataloader), gen_loss / max(1, gen_updates)), file=sink)
-        return seen
-
-    with open(os.devnull, "w") as sink:  # the scripts' console output: formatted and written, then dropped
-        started = time.perf_counter()
-        for e in range(warmup):
-            epoch(e, sink)
-        _sync(device)
-        start = time.perf_counter()
-        seen = sum(epoch(warmup + e, sink) for e in range(epochs))
-        _sync(device)
-        seconds = time.perf_counter() - start
+def throughput(images: int, seconds: float, warmup_s: float, device: str) -> dict:
+    """A route's training figures as the JSON has them: images/s, the timed images and seconds, the warm-up's
+    seconds and the peak GPU memory since the route's _reset_peak."""
     return {
-        "images_per_s": round(seen / seconds, 2),
-        "images": seen,
+        "images_per_s": round(images / seconds, 2),
+        "images": images,
         "seconds": round(seconds, 3),
-        "warmup_s": round(start - started, 3),
+        "warmup_s": round(warmup_s, 3),
         "peak_gpu_mib": _peak_mib(device),
     }
 
@@ -327,15 +222,7 @@ def heartjobs_route(
         trainer.train_epoch()
     _sync(device)
     seconds = time.perf_counter() - start
-    images = epochs * trainer.images.shape[0]
-    result = {
-        "images_per_s": round(images / seconds, 2),
-        "images": images,
-        "seconds": round(seconds, 3),
-        "warmup_s": round(start - started, 3),
-        "peak_gpu_mib": _peak_mib(device),
-    }
-    return result, trainer
+    return throughput(epochs * trainer.images.shape[0], seconds, start - started, device), trainer
 
 
 def state_mib(state) -> float:
@@ -434,57 +321,16 @@ def heartjobs_fid(
     }
 
 
-def thesis_fid_repeat(
-    generator: torch.nn.Module,
-    latent_dim: int,
-    real_png: Path,
-    n: int,
-    dims: int,
-    weights: Path,
-    device: str,
-    tmp: Path,
-) -> dict:
-    """One repeat of the thesis' FID: generate_dataset.py (one image per call, numpy noise, autograd on,
-    save_image(normalize=True), a printed line per image), then `python -m pytorch_fid REAL FAKE`, which
-    computes the real statistics again."""
-    from torchvision.utils import save_image
-
-    torch_home = tmp / "torch_home"  # pytorch-fid's CLI loads the same weights file from here
-    (torch_home / "hub" / "checkpoints").mkdir(parents=True, exist_ok=True)
-    link = torch_home / "hub" / "checkpoints" / STANDARD_FILENAME
-    if not link.exists():
-        link.symlink_to(weights.resolve())
-    fakes = tmp / "thesis_fid_images"
-    fakes.mkdir(parents=True, exist_ok=True)
-    generator.eval()
-    np.random.seed(0)
-    _sync(device)
-    start = time.perf_counter()
-    with open(os.devnull, "w") as sink:
-        for i in range(n):
-            z = torch.tensor(np.random.normal(0, 1, (1, latent_dim)), dtype=torch.float32, device=device)
-            gen_img = generator(z)
-            save_image(gen_img.data, fakes / f"fake_image_{i}.png", normalize=True)
-            print(f"Generated image {i + 1}/{n}", file=sink)
-    _sync(device)
-    generate_s = time.perf_counter() - start
-    command = [sys.executable, "-m", "pytorch_fid", str(real_png), str(fakes), "--dims", str(dims), "--device", device]
-    start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "TORCH_HOME": str(torch_home)})
-    cli_s = time.perf_counter() - start
-    found = re.search(r"FID:\s+([0-9.eE+-]+)", done.stdout)
-    if done.returncode != 0 or not found:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-        raise HeartjobsError(f"pytorch-fid CLI failed (exit {done.returncode}): {' | '.join(tail)}")
-    n_real = sum(1 for _ in real_png.glob("*.png"))
+def thesis_fid_figures(run: dict) -> dict:
+    """One repeat of the thesis' FID (thesis_pipeline.fid_repeat) as the JSON has it."""
     return {
-        "generate_and_save_s": round(generate_s, 3),
-        "cli_s": round(cli_s, 3),
-        "seconds": round(generate_s + cli_s, 3),
-        "fid": round(float(found.group(1)), 4),
-        "n_generated": n,
-        "n_real": n_real,
-        "dims": dims,
+        "generate_and_save_s": round(run["generate_and_save_s"], 3),
+        "cli_s": round(run["cli_s"], 3),
+        "seconds": round(run["generate_and_save_s"] + run["cli_s"], 3),
+        "fid": round(run["fid"], 4),
+        "n_generated": run["n_generated"],
+        "n_real": run["n_real"],
+        "dims": run["dims"],
     }
 
 
@@ -755,8 +601,10 @@ def main() -> None:
             model = config["model"]
             epochs = args.dcgan_epochs if model == "dcgan" else args.mlp_epochs
             label = f"{model} batch {config['batch_size']} latent {config['latent_dim']}"
-            thesis = thesis_route(imagefolder, args.size, model, config["batch_size"], config["latent_dim"],
-                                  args.warmup_epochs, epochs, device, tmp / "thesis_samples")  # fmt: skip
+            _reset_peak(device)
+            timed = thesis_pipeline.train(imagefolder, args.size, model, config["batch_size"], config["latent_dim"],
+                                          args.warmup_epochs, epochs, device, tmp / "thesis_samples")  # fmt: skip
+            thesis = throughput(timed["images"], timed["seconds"], timed["warmup_s"], device)
             train = {**config["train"], "batch_size": config["batch_size"], "latent_dim": config["latent_dim"]}
             ours, trainer = heartjobs_route(prepared, tmp / "hj", model, train, args.warmup_epochs, epochs, device)
             if model in written:
@@ -793,9 +641,11 @@ def main() -> None:
         if not args.no_thesis_fid:
             start = time.perf_counter()
             try:
-                results["fid"]["thesis_repeat"] = thesis_fid_repeat(
+                # numpy's noise, as the thesis' script drew it (this FID is not compared with heartjobs')
+                repeat = thesis_pipeline.fid_repeat(
                     generator, 100, prepared / "png", args.fid_n, args.fid_dims, weights.path, device, tmp
                 )
+                results["fid"]["thesis_repeat"] = thesis_fid_figures(repeat)
             except HeartjobsError as exc:
                 results["fid"]["thesis_error"] = str(exc)
                 _say(f"thesis FID route failed: {exc}")
