@@ -53,7 +53,7 @@ from heartjobs.evaluation.weights import resolve_weights
 from heartjobs.grids import save_grid
 from heartjobs.plots import plot_losses
 from heartjobs.prepared import PreparedSet
-from heartjobs.spec import COMMON_DEFAULTS, THESIS_DEFAULTS, EvalSection, load_spec
+from heartjobs.spec import COMMON_DEFAULTS, EvalSection, load_spec, train_defaults
 from heartjobs.sweep import expand, load_sweep
 from heartjobs.training.loop import Trainer
 
@@ -148,7 +148,7 @@ def thesis_matrix() -> list[dict]:
     job file sets, and its resolved [eval] section."""
     jobs = []
     for name, spec in expand(load_sweep(SWEEP), SWEEP).items():
-        train = COMMON_DEFAULTS | THESIS_DEFAULTS[spec["model"]] | spec.get("train", {})
+        train = train_defaults(spec["model"]) | spec.get("train", {})
         jobs.append(
             {
                 "name": name,

@@ -26,8 +26,7 @@ import torch
 
 from heartjobs.errors import HeartjobsError
 from heartjobs.evaluation.weights import STANDARD_FILENAME
-from heartjobs.models import build_models
-from heartjobs.spec import THESIS_DEFAULTS
+from heartjobs.models import FAMILIES, build_models
 
 SAMPLE_INTERVAL = 400  # the thesis scripts' --sample_interval: a 5x5 sample grid every 400 batches
 
@@ -84,7 +83,7 @@ def train(
     dataloader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True)
     torch.manual_seed(0)
     generator, discriminator = (m.to(device) for m in build_models(model, size, 1, latent_dim))
-    hp = THESIS_DEFAULTS[model]
+    hp = FAMILIES[model].defaults
     if model == "wgan":
         optimizer_G = torch.optim.RMSprop(generator.parameters(), lr=hp["lr"])
         optimizer_D = torch.optim.RMSprop(discriminator.parameters(), lr=hp["lr"])
