@@ -7,15 +7,11 @@ import torch
 import torch.nn.functional as F
 
 from heartjobs.models.family import Networks, StepContext
-from heartjobs.models.mlp import THESIS_HIDDEN, MLPDiscriminator, MLPGenerator
+from heartjobs.models.mlp import MLPDiscriminator, MLPGenerator, mlp_networks
 
 
 def build(networks: Networks) -> tuple[MLPGenerator, MLPDiscriminator]:
-    n = networks
-    hidden = THESIS_HIDDEN if n.hidden is None else tuple(n.hidden)
-    return MLPGenerator(n.latent_dim, n.channels, n.size, n.batchnorm_eps, hidden), MLPDiscriminator(
-        n.channels, n.size, sigmoid=True
-    )
+    return mlp_networks(networks, sigmoid=True)
 
 
 def step(ctx: StepContext, real: torch.Tensor, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -8,7 +8,7 @@ import itertools
 import torch
 from torch import nn
 
-from heartjobs.models.family import THESIS_HIDDEN
+from heartjobs.models.family import THESIS_HIDDEN, Networks
 
 
 class MLPGenerator(nn.Module):
@@ -66,3 +66,11 @@ class MLPDiscriminator(nn.Module):
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
         return self.model(img.flatten(1))
+
+
+def mlp_networks(networks: Networks, sigmoid: bool) -> tuple[MLPGenerator, MLPDiscriminator]:
+    """The fully connected pair at networks' sizes: the GAN's (sigmoid) or the WGAN critic's (raw scores)."""
+    n = networks
+    hidden = THESIS_HIDDEN if n.hidden is None else tuple(n.hidden)
+    generator = MLPGenerator(n.latent_dim, n.channels, n.size, n.batchnorm_eps, hidden)
+    return generator, MLPDiscriminator(n.channels, n.size, sigmoid=sigmoid)

@@ -6,16 +6,12 @@ from __future__ import annotations
 import torch
 
 from heartjobs.models.family import Networks, StepContext
-from heartjobs.models.mlp import THESIS_HIDDEN, MLPDiscriminator, MLPGenerator
+from heartjobs.models.mlp import MLPDiscriminator, MLPGenerator, mlp_networks
 
 
 def build(networks: Networks) -> tuple[MLPGenerator, MLPDiscriminator]:
-    n = networks
-    hidden = THESIS_HIDDEN if n.hidden is None else tuple(n.hidden)
     # the critic is the GAN discriminator without its Sigmoid
-    return MLPGenerator(n.latent_dim, n.channels, n.size, n.batchnorm_eps, hidden), MLPDiscriminator(
-        n.channels, n.size, sigmoid=False
-    )
+    return mlp_networks(networks, sigmoid=False)
 
 
 def step(ctx: StepContext, real: torch.Tensor, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
