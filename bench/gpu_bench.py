@@ -47,7 +47,7 @@ from heartjobs.checkpoint import build_generator, save_checkpoint
 from heartjobs.data.phantom import PhantomParams, generate
 from heartjobs.data.prepare import PrepareParams, prepare
 from heartjobs.errors import HeartjobsError, one_line
-from heartjobs.evaluation.inception import measure
+from heartjobs.evaluation.driver import measure
 from heartjobs.evaluation.statistics import kernel_inception_distance
 from heartjobs.evaluation.weights import resolve_weights
 from heartjobs.grids import save_grid

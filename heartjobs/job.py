@@ -29,7 +29,7 @@ from heartjobs.checkpoint import (
 )
 from heartjobs.device import resolve_device
 from heartjobs.errors import HeartjobsError, JobInterrupted, one_line
-from heartjobs.evaluation.inception import measure
+from heartjobs.evaluation.driver import measure
 from heartjobs.evaluation.preflight import check_measurable
 from heartjobs.evaluation.records import evaluation_record, settings_hash, summary_line, write_record
 from heartjobs.evaluation.repeatlog import RepeatLog

@@ -18,7 +18,8 @@ from heartjobs.checkpoint import load_snapshot
 from heartjobs.data.phantom import PhantomParams, generate
 from heartjobs.data.prepare import PrepareParams, prepare
 from heartjobs.errors import HeartjobsError
-from heartjobs.evaluation.inception import FeatureExtractor, generated_batches
+from heartjobs.evaluation.driver import generated_batches
+from heartjobs.evaluation.inception import FeatureExtractor
 from heartjobs.evaluation.statistics import frechet_distance, kernel_inception_distance, mean_and_covariance
 from heartjobs.evaluation.weights import STANDARD_FILENAME, resolve_weights
 from heartjobs.job import evaluate_run, run_job

@@ -23,11 +23,13 @@ from heartjobs.prepared import PreparedSet
 from heartjobs.progress import console
 
 from . import radiomics
-from .inception import FeatureExtractor, library_versions
-from .statistics import frechet_distance, kernel_inception_distance, mean_and_covariance
+from .driver import library_versions
+from .inception import FeatureExtractor
+from .metrics import METRICS as REGISTRY
+from .metrics import Options, Reference, in_space, singular_warnings
 from .weights import resolve_weights
 
-METRICS = ("fid", "kid", "frd")
+METRICS = tuple(REGISTRY)
 # Within each kind of degradation, (weaker, stronger): the stronger must score worse.
 SEVERITY_PAIRS = (("blur_mild", "blur_strong"), ("noise_low", "noise_high"))
 PASS_RULE = (
@@ -164,7 +166,10 @@ def run_ladder(
     n = len(reference)
     values: dict[str, dict[str, float]] = {rung.name: {} for rung in RUNGS}
     protocol: dict[str, dict] = {}
-    if {"fid", "kid"} & set(metrics):
+    chosen = [REGISTRY[name] for name in metrics]
+    # one subset of all n for KID: every subset would be the whole set again
+    options = Options(seed=seed, kid_subsets=1, kid_subset_size=n)
+    if in_space(chosen, "inception"):
         inception = resolve_weights(weights)
         extractor = FeatureExtractor(inception, dims, device, batch_size)
 
@@ -173,27 +178,28 @@ def run_ladder(
             chunks = (tensor[i : i + batch_size] for i in range(0, len(tensor), batch_size))
             return extractor.of_batches(chunks, len(tensor), label)
 
-        real = features(reference, "reference: Inception features")
-        mu_real, sigma_real = mean_and_covariance(real)
+        real = Reference.of(features(reference, "reference: Inception features"))
         for rung in RUNGS:
             fake = features(sets[rung.name], f"{rung.name}: Inception features")
-            if "fid" in metrics:
-                values[rung.name]["fid"] = frechet_distance(*mean_and_covariance(fake), mu_real, sigma_real)
-            if "kid" in metrics:  # one subset of all n: every subset would be the whole set again
-                values[rung.name]["kid"] = kernel_inception_distance(real, fake, subsets=1, subset_size=n, seed=seed)[0]
+            for metric in in_space(chosen, "inception"):
+                values[rung.name][metric.name] = metric.value(metric.compute(real, fake, options)[0])
         inception_protocol = {"weights": inception.describe(), "standard_weights": inception.standard, "dims": dims}
-        protocol |= {m: inception_protocol for m in ("fid", "kid") if m in metrics}
-    if "frd" in metrics:
+        protocol |= {m.name: inception_protocol for m in in_space(chosen, "inception")}
+    if in_space(chosen, "radiomics"):
         real_radiomics = radiomics.extract(reference, "reference: radiomic features")
         for rung in RUNGS:
             generated = radiomics.extract(sets[rung.name], f"{rung.name}: radiomic features")
-            values[rung.name]["frd"] = radiomics.frechet_radiomics_distance(real_radiomics, generated).frd
-        protocol["frd"] = {"version": radiomics.FRD_VERSION, "versions": radiomics.versions()}
+            for metric in in_space(chosen, "radiomics"):
+                values[rung.name][metric.name] = metric.value(metric.compute(real_radiomics, generated, options)[0])
+        protocol |= {
+            m.name: {"version": radiomics.FRD_VERSION, "versions": radiomics.versions()}
+            for m in in_space(chosen, "radiomics")
+        }
     warnings = []
-    if {"fid", "kid"} & set(metrics) and n <= dims:
-        warnings.append(f"n = {n} <= dims = {dims}: FID's covariance is singular; its verdict is for this n")
-    if "frd" in metrics and n <= radiomics.FEATURES_KEPT:
-        warnings.append(f"n = {n} <= ~{radiomics.FEATURES_KEPT} radiomic features: FRD's covariance is singular")
+    if in_space(chosen, "inception"):
+        warnings += singular_warnings("inception", {"n": n}, dims)
+    if in_space(chosen, "radiomics"):
+        warnings += singular_warnings("radiomics", {"n": n}, radiomics.FEATURES_KEPT, approximate=True)
     for text in warnings:
         console.print(f"warning: {text}")
     verdicts = {metric: verdict({rung: v[metric] for rung, v in values.items()}) for metric in metrics}
