@@ -162,6 +162,16 @@ def test_equals_pytorch_fid_cli_on_the_same_png_files(tmp_path, trained_run, pre
         assert report["fid_mean"] == pytest.approx(cli_fid, rel=1e-3), real
 
 
+def test_the_untrained_weights_hash_alike_in_every_cache(tmp_path, monkeypatch):
+    # their sha256 keys the ladder's verdicts and the real statistics: made in another cache (another
+    # machine, a CI run), the same weights must hash the same
+    hashes = set()
+    for cache in ("one", "two"):
+        monkeypatch.setenv("HEARTJOBS_CACHE", str(tmp_path / cache))
+        hashes.add(resolve_weights("untrained").sha256)
+    assert len(hashes) == 1
+
+
 def test_standard_weights_with_a_wrong_hash_are_refused(tmp_path, monkeypatch):
     untrained = resolve_weights("untrained").path
     monkeypatch.setenv("HEARTJOBS_FID_WEIGHTS", str(untrained))

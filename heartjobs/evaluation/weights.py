@@ -189,6 +189,8 @@ def untrained_weights_file(seed: int = 0) -> Path:
     """The untrained weights as a file in heartjobs' cache (made once, atomically; about 96 MB)."""
     path = cache_dir() / "fid" / f"untrained_inception_seed{seed}_torch{torch.__version__.split('+')[0]}.pth"
     if not path.is_file():
-        with atomic.replacing(path) as tmp:
-            torch.save(untrained_state_dict(seed), tmp)
+        # through a file object: torch.save names the archive inside after a path's stem, which for the
+        # temporary file is random, so the same weights would hash differently in every cache
+        with atomic.replacing(path) as tmp, open(tmp, "wb") as f:
+            torch.save(untrained_state_dict(seed), f)
     return path
