@@ -117,7 +117,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     die_with_starter()
     use_allotted_cpus()
     run_dir = run_job(args.spec, resume=args.resume, result_file=args.result, stop=stop, device=args.device)
-    if stop["signal"] is not None:  # it came after the job had finished: nothing was stopped
+    if stop.signal is not None:  # it came after the job had finished: nothing was stopped
         out.print("a stop signal came after the job had finished; nothing to stop")
     out.print(f"done: {run_dir}")
 
@@ -151,9 +151,9 @@ def cmd_fid(args: argparse.Namespace) -> None:
                 "--all-checkpoints: measures every kept checkpoint; leave out --checkpoint and --save-images"
             )
         records = measure_checkpoints(args.run_dir, overrides, device=args.device)
-        best = min(records, key=lambda r: r["fid_mean"])
-        out.print(f"{len(records)} checkpoints measured; best FID at epoch {best['snapshot']['epoch']} "
-                  f"({best['fid_mean']:.3f}, n={best['n_generated']} x {len(best['repeats'])})")  # fmt: skip
+        best = min(records, key=lambda r: r.fid_mean)
+        out.print(f"{len(records)} checkpoints measured; best FID at epoch {best.epoch} "
+                  f"({best.fid_mean:.3f}, n={best.n_generated} x {len(best.repeats)})")  # fmt: skip
         return
     settings = spec.eval.model_copy(update=overrides)
     taken = args.save_images is not None and args.save_images.exists()
@@ -162,8 +162,7 @@ def cmd_fid(args: argparse.Namespace) -> None:
     report = evaluate_run(
         args.run_dir, settings, checkpoint=args.checkpoint, device=args.device, save_images=args.save_images
     )
-    snapshot = report["snapshot"]
-    out.print(f"{args.run_dir} ({snapshot['file']}, epoch {snapshot['epoch']}): {summary_line(report)}")
+    out.print(f"{args.run_dir} ({report.snapshot['file']}, epoch {report.epoch}): {summary_line(report)}")
 
 
 def cmd_ladder(args: argparse.Namespace) -> None:

@@ -35,6 +35,7 @@ from submitit.slurm.slurm import SlurmInfoWatcher
 
 from heartjobs import atomic, procs
 from heartjobs.errors import HeartjobsError, one_line
+from heartjobs.records import Record
 from heartjobs.rundir import (
     LATEST,
     RunDir,
@@ -245,9 +246,9 @@ def running_elsewhere(spec, after: int = 0) -> Path | None:
     if run_dir is None:
         return None
     status = RunDir(run_dir).status()
-    if status.get("state") != "running":
+    if status.state != "running":
         return None
-    return run_dir if procs.alive(status, RUN_DEAD_AFTER_S) else None
+    return run_dir if procs.alive(status.process(), RUN_DEAD_AFTER_S) else None
 
 
 # --- submitting ---
@@ -383,12 +384,12 @@ def queued_elsewhere(root: Path, hashes: set[str], notes: list[str]) -> dict[str
     requeued), each with a note saying where; a submission whose states can't be read adds to notes."""
     held: dict[str, str] = {}
     for folder in versions(root):
-        record = atomic.read_json(folder / SUBMISSION)
-        tasks = [t for t in record.get("tasks", []) if t.get("spec_hash") in hashes]
-        if not tasks or (record["executor"] == "local" and record.get("host") != socket.gethostname()):
+        record = Submission.read(folder / SUBMISSION)
+        tasks = [t for t in record.tasks if t.get("spec_hash") in hashes] if record else []
+        if not tasks or (record.executor == "local" and record.host != socket.gethostname()):
             continue
         try:
-            states = scheduler_states({**record, "tasks": tasks})
+            states = scheduler_states({**record.data(), "tasks": tasks})
         except HeartjobsError as exc:  # can't tell: better not submitted now than trained twice
             for task in tasks:
                 held[task["spec_hash"]] = f"task {task['job_id']} in {folder} can't be checked now ({exc}); try again"
@@ -451,7 +452,7 @@ def submit(specs: list[tuple[Path, object]], options: SubmitOptions, root: Path)
         if isinstance(exc.__cause__, subprocess.CalledProcessError):  # sbatch exited non-zero: nothing was
             _forget_submission(folder, root)  # submitted, so no numbered folder stands for it
         else:  # e.g. sbatch timed out: a job may have gone in, so its folder and pickles stay, recorded
-            atomic.write_json(folder / SUBMISSION, {**record, "tasks": [], "error": error})
+            Submission(**{**record, "tasks": [], "error": error}).write(folder / SUBMISSION)
             raise HeartjobsError(f"{folder}: sbatch failed, and a job may have been submitted: {error}") from None
         if "generic resource" in error and options.gpus_per_job:
             error += "; this cluster has no GPUs as a generic resource (GRES) here: pass --gpus-per-job 0"
@@ -460,7 +461,7 @@ def submit(specs: list[tuple[Path, object]], options: SubmitOptions, root: Path)
         row.update(job_id=job.job_id, stdout=str(job.paths.stdout), stderr=str(job.paths.stderr))
         if options.executor == "local":  # tells the controller from a later process given its pid
             row["pid_started"] = procs.process_start_ticks(int(job.job_id))
-    atomic.write_json(folder / SUBMISSION, record)
+    Submission(**record).write(folder / SUBMISSION)
     return {**record, "folder": str(folder)}, jobs
 
 
@@ -535,17 +536,32 @@ def _tasks(
 # --- status ---
 
 
+class Submission(Record):
+    """submission.json of a submission folder: the executor, when and where it was submitted from, its
+    options, and one row per task (its index, job, spec and snapshot, spec hash, run root, the version it
+    must come after, the scheduler's job id, its logs, and with the local executor the controller's start
+    time); `error` where sbatch failed and a job may have gone in anyway."""
+
+    executor: str
+    created: str | None = None
+    host: str | None = None
+    cwd: str | None = None
+    options: dict = {}
+    tasks: list[dict] = []
+    error: str | None = None
+
+
 def read_submission(path: Path) -> dict:
     """A submission's record; `path` is a submission folder or the root that holds them (its newest)."""
     folder = Path(path)
     if not (folder / SUBMISSION).exists() and (folder / LATEST).exists():
         folder = folder / LATEST
-    record = atomic.read_json(folder / SUBMISSION)
-    if not record:
+    record = Submission.read(folder / SUBMISSION)
+    if record is None:
         raise HeartjobsError(f"{path}: no {SUBMISSION} here; not a submission folder (see submissions/)")
-    if record.get("error"):
-        raise HeartjobsError(f"{folder}: this submission failed, nothing was submitted: {record['error']}")
-    return {**record, "folder": str(folder.resolve())}
+    if record.error:
+        raise HeartjobsError(f"{folder}: this submission failed, nothing was submitted: {record.error}")
+    return {**record.data(), "folder": str(folder.resolve())}
 
 
 def scheduler_states(record: dict) -> dict[str, str]:
@@ -662,7 +678,7 @@ def _sacct_states(arrays: list[str]) -> dict[str, str]:
 
 def _finished_run(task: dict) -> bool:
     """Whether the task's job has a finished version made by this submission."""
-    return any(RunDir(folder).status().get("state") == "done" for folder in _task_runs(task))
+    return any(RunDir(folder).status().state == "done" for folder in _task_runs(task))
 
 
 def _task_runs(task: dict) -> list[Path]:
@@ -683,9 +699,9 @@ def status(record: dict) -> list[dict]:
         runs = _task_runs(task)
         if runs:
             run = RunDir(runs[-1]).status()
-            row["run"] = f"{runs[-1]} {run.get('state', '?')} {progress_text(run)}"
-            if run.get("resumed"):
-                row["run"] += f" (resumed {run['resumed']}x)"
+            row["run"] = f"{runs[-1]} {run.state or '?'} {progress_text(run)}"
+            if run.resumed:
+                row["run"] += f" (resumed {run.resumed}x)"
         else:
             row["run"] = "-"
         row["log"] = task["stdout"]

@@ -39,9 +39,10 @@ from heartjobs.plots import plot_losses, plot_metric_curve
 from heartjobs.prepared import PreparedSet
 from heartjobs.progress import TrainingProgress, console
 from heartjobs.provenance import environment
+from heartjobs.records import Measurement
 from heartjobs.rundir import RunDir, claim_version, finished_version, newest_unfinished, version_number
 from heartjobs.spec import EvalSection, ResolvedSpec, configuration_differences, load_spec
-from heartjobs.status import StatusFile, mark_done
+from heartjobs.status import Status, StatusFile, mark_done
 from heartjobs.tblog import EventLog, check_available
 from heartjobs.training.loop import SAMPLE_GRID, Interrupted, Trainer
 
@@ -57,7 +58,7 @@ def run_job(
     *,
     resume: bool = False,
     result_file: Path | None = None,
-    stop: dict | None = None,
+    stop: procs.StopRequest | None = None,
     device: str | None = None,
 ) -> Path:
     """Train the job in `spec_path` to the end and measure it; returns its run folder.
@@ -71,7 +72,7 @@ def run_job(
     this time instead of the spec's train.device (not part of the job's identity: the run's env.json
     records where it ran, and a resume may run elsewhere).
     """
-    outcome: dict = {"spec": str(spec_path), "run_dir": None}
+    outcome = procs.RunResult(spec=str(spec_path), run_dir=None)
     try:
         with contextlib.nullcontext(stop) if stop is not None else procs.stop_on_signals() as stop:
             run_dir = _run(Path(spec_path), resume, outcome, stop, device)
@@ -88,17 +89,19 @@ def run_job(
     return run_dir
 
 
-def _write_result(path: Path | None, outcome: dict, state: str, error: str | None, exit_code: int) -> None:
+def _write_result(path: Path | None, outcome: procs.RunResult, state: str, error: str | None, exit_code: int) -> None:
     """The result record; failing to write it is a warning that never hides how the run ended."""
     if path is None:
         return
     try:
-        atomic.write_json(path, {**outcome, "state": state, "error": error, "exit_code": exit_code})
+        outcome.model_copy(update={"state": state, "error": error, "exit_code": exit_code}).write(path)
     except OSError as exc:
         console.print(f"warning: --result {path}: not written ({one_line(exc, 200)})")
 
 
-def _run(spec_path: Path, resume: bool, outcome: dict, stop: dict, device_override: str | None) -> Path:
+def _run(
+    spec_path: Path, resume: bool, outcome: procs.RunResult, stop: procs.StopRequest, device_override: str | None
+) -> Path:
     spec = load_spec(spec_path)
     check_measurable(spec, spec_path)  # fail now, not after hours of training
     if spec.output.tensorboard:
@@ -118,21 +121,23 @@ def _run(spec_path: Path, resume: bool, outcome: dict, stop: dict, device_overri
             # a restart loop that resumes a finished job must not retrain it forever, nor an older version
             # of a configuration that has since finished
             console.print(f"{spec.name}: already finished in {done}; nothing to resume")
-            outcome["run_dir"] = str(done)
+            outcome.run_dir = str(done)
             return done
         run = _open_run(spec, spec_path, resume, device, held, stop)
-        outcome["run_dir"] = str(run.path)
+        outcome.run_dir = str(run.path)
         return _run_locked(spec, spec_path, run, device, stop)
 
 
-def _stop_before_a_version(stop: dict, when: str) -> None:
+def _stop_before_a_version(stop: procs.StopRequest, when: str) -> None:
     """A stop request that came before a version was chosen: nothing to checkpoint, nothing claimed."""
-    if stop["signal"] is not None:
-        name = signal.Signals(stop["signal"]).name
-        raise JobInterrupted(f"stopped by {name} {when}, before a version was chosen", stop["signal"])
+    if stop.signal is not None:
+        name = signal.Signals(stop.signal).name
+        raise JobInterrupted(f"stopped by {name} {when}, before a version was chosen", stop.signal)
 
 
-def _run_locked(spec: ResolvedSpec, spec_path: Path, run: RunDir, device: torch.device, stop: dict) -> Path:
+def _run_locked(
+    spec: ResolvedSpec, spec_path: Path, run: RunDir, device: torch.device, stop: procs.StopRequest
+) -> Path:
     for path in run.remove_stale_temp_files():  # left by a process killed mid-write
         console.print(f"{spec.name}: removed {path.relative_to(run.path)}, left by a killed process")
     t = spec.train
@@ -142,12 +147,12 @@ def _run_locked(spec: ResolvedSpec, spec_path: Path, run: RunDir, device: torch.
     # between repeats; either way the run is left resumable. Once "done" is written, there is nothing to stop.
 
     def stop_if_requested(what: str) -> None:
-        if stop["signal"] is not None:
-            name = signal.Signals(stop["signal"]).name
+        if stop.signal is not None:
+            name = signal.Signals(stop.signal).name
             status.finish("interrupted", error=f"stopped by {name}")
             raise JobInterrupted(
                 f"{run}: stopped by {name} {what}; continue with: heartjobs run {spec_path} --resume",
-                stop["signal"],
+                stop.signal,
             )
 
     try:
@@ -176,7 +181,12 @@ def _run_locked(spec: ResolvedSpec, spec_path: Path, run: RunDir, device: torch.
 
 
 def _open_run(
-    spec: ResolvedSpec, spec_path: Path, resume: bool, device: torch.device, held: contextlib.ExitStack, stop: dict
+    spec: ResolvedSpec,
+    spec_path: Path,
+    resume: bool,
+    device: torch.device,
+    held: contextlib.ExitStack,
+    stop: procs.StopRequest,
 ) -> RunDir:
     """The run folder, locked for this process (in `held`): with resume, the newest unfinished version of
     this job (checked); otherwise, or when there is none, a new version, which appears with its identity
@@ -185,7 +195,7 @@ def _open_run(
         run = _resumable_version(spec, spec_path, stop)
         if run is not None:
             held.enter_context(procs.run_lock(run.path))
-            atomic.write_json(run.resumed_env(run.status().get("resumed", 0) + 1), environment(str(device)))
+            atomic.write_json(run.resumed_env(run.status().resumed + 1), environment(str(device)))
             return run
         console.print(f"{spec.name}: nothing to resume; starting a new version")
     run = _new_version(spec, spec_path, device)
@@ -193,7 +203,7 @@ def _open_run(
     return run
 
 
-def _resumable_version(spec: ResolvedSpec, spec_path: Path, stop: dict) -> RunDir | None:
+def _resumable_version(spec: ResolvedSpec, spec_path: Path, stop: procs.StopRequest) -> RunDir | None:
     """The newest unfinished version, once its process (if any) has stopped; refused when it is still
     running or was made under another configuration (the refusal names the values that differ)."""
     found = newest_unfinished(spec.run_root)
@@ -202,7 +212,7 @@ def _resumable_version(spec: ResolvedSpec, spec_path: Path, stop: dict) -> RunDi
     run = RunDir(found)
     status = _wait_until_stopped(run, stop)
     if _still_running(status):
-        raise procs.Busy(f"{run}: still running (pid {status['pid']}); not resuming it twice")
+        raise procs.Busy(f"{run}: still running (pid {status.pid}); not resuming it twice")
     recorded = run.spec_hash()
     if recorded != spec.spec_hash:
         recorded_spec = run.spec_dict()
@@ -225,12 +235,12 @@ def _new_version(spec: ResolvedSpec, spec_path: Path, device: torch.device) -> R
     return RunDir(claim_version(spec.run_root, identity))
 
 
-def _still_running(status: dict) -> bool:
+def _still_running(status: Status) -> bool:
     """Whether a version's status says running and its process is alive."""
-    return status.get("state") == "running" and procs.process_alive(status)
+    return status.state == "running" and procs.process_alive(status.process())
 
 
-def _wait_until_stopped(run: RunDir, stop: dict, patience_s: float = RESUME_WAIT_S) -> dict:
+def _wait_until_stopped(run: RunDir, stop: procs.StopRequest, patience_s: float = RESUME_WAIT_S) -> Status:
     """A job whose worker died gets SIGTERM and writes its checkpoint; give it time to finish that."""
     deadline = time.monotonic() + patience_s
     status = run.status()
@@ -250,7 +260,7 @@ def _train(
     prepared: PreparedSet,
     device: torch.device,
     status: StatusFile,
-    stop: dict,
+    stop: procs.StopRequest,
     stop_if_requested: Callable[[str], None],
 ) -> None:
     """Train from the newest checkpoint (or the start) to the spec's epochs, then save the generator.
@@ -294,7 +304,7 @@ def _epochs(
     trainer: Trainer,
     run: RunDir,
     status: StatusFile,
-    stop: dict,
+    stop: procs.StopRequest,
     measure_checkpoint: Callable[[Path], None],
     log: EventLog | None,
 ) -> None:
@@ -309,7 +319,7 @@ def _epochs(
             status.beat()
 
         while trainer.epoch < t.epochs:
-            stats = trainer.train_epoch(lambda: stop["signal"] is not None, on_batch).as_dict()
+            stats = trainer.train_epoch(lambda: stop.signal is not None, on_batch).as_dict()
             atomic.append_lines(run / RunDir.LOSSES, [json.dumps(stats)])  # one short line per epoch
             progress.epoch(stats)
             if log is not None:
@@ -356,17 +366,17 @@ def _measure_during(
         record = evaluate_run(
             run.path, spec.eval.during_settings(), checkpoint=checkpoint, poll=status.beat, prepared=prepared
         )
-    console.print(f"{spec.name}: epoch {record['snapshot']['epoch']}, during training: {summary_line(record)}")
+    console.print(f"{spec.name}: epoch {record.epoch}, during training: {summary_line(record)}")
     if log is not None:
         log.measurement(record, during=True)
-    curve = run.metric_curve(record["settings_hash"])  # this setting's own curve
-    if spec.eval.keep_best and (not curve or curve["best_epoch"] == record["snapshot"]["epoch"]):
+    curve = run.metric_curve(record.settings_hash)  # this setting's own curve
+    if spec.eval.keep_best and (not curve or curve["best_epoch"] == record.epoch):
         atomic.copy_file(checkpoint, run / RunDir.BEST)
     if curve:
         plot_metric_curve(curve, run / RunDir.METRICS_PLOT, f"{spec.name} {run.path.name}")
 
 
-def measure_checkpoints(run_dir: Path, overrides: dict, device: str | None = None) -> list[dict]:
+def measure_checkpoints(run_dir: Path, overrides: dict, device: str | None = None) -> list[Measurement]:
     """`heartjobs fid RUN --all-checkpoints`: every kept end-of-epoch checkpoint of a run measured as during
     training ([eval.during]'s settings, `overrides` on top), its metric curve drawn and its best checkpoint
     kept as best.pt ([eval] keep_best); returns the records, oldest epoch first."""
@@ -380,14 +390,14 @@ def measure_checkpoints(run_dir: Path, overrides: dict, device: str | None = Non
     records = []
     for path in checkpoints:
         record = evaluate_run(run.path, settings, checkpoint=path, device=device, prepared=prepared)
-        console.print(f"{run.path} ({record['snapshot']['file']}): {summary_line(record)}")
+        console.print(f"{run.path} ({record.snapshot['file']}): {summary_line(record)}")
         records.append(record)
     # best.pt: the best of this setting's whole curve (also epochs measured during training whose
     # checkpoints are gone); replaced only when that best is one of the checkpoints measured now
-    curve = run.metric_curve(records[-1]["settings_hash"])
-    best = next((r for r in records if curve and r["snapshot"]["epoch"] == curve["best_epoch"]), None)
+    curve = run.metric_curve(records[-1].settings_hash)
+    best = next((r for r in records if curve and r.epoch == curve["best_epoch"]), None)
     if spec.eval.keep_best and best is not None:
-        atomic.copy_file(run / best["snapshot"]["file"], run / RunDir.BEST)
+        atomic.copy_file(run / best.snapshot["file"], run / RunDir.BEST)
     if curve:
         plot_metric_curve(curve, run / RunDir.METRICS_PLOT, f"{spec.name} {run.path.name}")
     return records
@@ -405,7 +415,7 @@ def _measure_missed(
     if spec.eval.every is None:
         return
     tag = settings_hash(spec.eval.during_settings())
-    done = {r["snapshot"]["epoch"] for r in run.metric_records() if r.get("settings_hash") == tag}
+    done = {r.epoch for r in run.metric_records() if r.settings_hash == tag}
     for path in list_checkpoints(run.checkpoints):
         epoch = checkpoint_epoch(path)
         if "_batch_" not in path.name and _measured_epoch(spec, epoch) and epoch not in done:
@@ -444,7 +454,7 @@ def evaluate_run(
     poll: Callable[[], None] | None = None,
     save_images: Path | None = None,
     prepared: PreparedSet | None = None,
-) -> dict:
+) -> Measurement:
     """Measure a run's final generator (or one of its checkpoints) and record it in the run folder (see
     heartjobs.evaluation.records); returns the record. The measured images go to save_images as PNG, or,
     when the settings say save_images and this is the run's own measurement, to its eval_images/ (replaced
@@ -489,6 +499,6 @@ def evaluate_run(
     write_record(run, record, settings, own)
     progress.remove()
     status = run.status()
-    if own and status.get("state") == "failed" and status.get("phase") == "evaluating":
+    if own and status.state == "failed" and status.phase == "evaluating":
         mark_done(run / RunDir.STATUS)
     return record

@@ -22,9 +22,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from heartjobs import atomic, procs
+from heartjobs import procs
 from heartjobs.errors import HeartjobsError, one_line
 from heartjobs.progress import console
+from heartjobs.records import Record
 from heartjobs.rundir import RunDir, finished_version, versions
 from heartjobs.spec import load_spec, parse_spec
 from heartjobs.status import WORKER_BEAT_S, WORKER_DEAD_AFTER_S, heartbeat_age, now_iso, progress_text
@@ -34,6 +35,41 @@ FORCED = "forced"  # sidecar: the entry was claimed by a worker with --force
 SIDECARS = ("log", FORCED)  # what travels with an entry from folder to folder
 OUTSIDE_STOPS_RESUMED = 3  # a job whose run is stopped or killed from outside goes back this many times
 _ENTRY = re.compile(r"(\d{6})_(.+?)(?:\.r(\d+))?\.toml")
+
+
+class Outcome(Record):
+    """done/<entry>.json or failed/<entry>.json: how a queued job ended (done, skipped, failed), its run
+    folder, its error or why it was skipped, its exit code and how long the worker spent on it."""
+
+    state: str | None = None
+    run_dir: str | None = None
+    error: str | None = None
+    reason: str | None = None
+    exit_code: int | None = None
+    seconds: float | None = None
+
+
+class WorkerBeat(Record):
+    """<entry>.worker.json beside a running job: the worker running it (procs.this_process()), its device
+    slot, when it started the job, and its heartbeat (heartjobs.status)."""
+
+    pid: int | None = None
+    host: str | None = None
+    pid_started: int | None = None
+    slot: str | None = None
+    started: str | None = None
+    heartbeat: str | float | None = None
+
+    def process(self) -> dict:
+        """The worker's process and heartbeat, as procs.alive reads them."""
+        return {"pid": self.pid, "host": self.host, "pid_started": self.pid_started, "heartbeat": self.heartbeat}
+
+
+class Forced(Record):
+    """<entry>.forced: the entry was claimed by a worker with --force (which process, when)."""
+
+    forced_by: dict = {}
+    at: str | None = None
 
 
 @dataclass(frozen=True)
@@ -124,7 +160,7 @@ class Queue:
         """Put jobs whose worker is gone back into pending/, marked to resume."""
         recovered = []
         for entry in self.entries("running"):
-            beat = atomic.read_json(entry.sidecar("worker.json"))
+            beat = WorkerBeat.read(entry.sidecar("worker.json"))
             if beat and not _worker_gone(beat, stale_after):
                 continue
             try:
@@ -146,10 +182,10 @@ class Queue:
             entry.sidecar("worker.json").unlink()
         return Entry(target)
 
-    def finish(self, entry: Entry, state: str, record: dict) -> Path:
+    def finish(self, entry: Entry, state: str, record: Outcome) -> Path:
         """Move a running job into done/ or failed/ with its log and a record of how it ended."""
         target = self.root / state / entry.path.name
-        atomic.write_json(self.root / state / f"{entry.stem}.json", record)
+        record.write(self.root / state / f"{entry.stem}.json")
         _move_sidecars(entry, self.root / state, entry.stem, keep=SIDECARS)
         os.rename(entry.path, target)
         with contextlib.suppress(FileNotFoundError):
@@ -157,8 +193,8 @@ class Queue:
         return target
 
 
-def _worker_gone(beat: dict, stale_after: float) -> bool:
-    return not procs.alive(beat, stale_after)
+def _worker_gone(beat: WorkerBeat, stale_after: float) -> bool:
+    return not procs.alive(beat.process(), stale_after)
 
 
 def _move_sidecars(entry: Entry, folder: Path, stem: str, keep: tuple[str, ...]) -> None:
@@ -177,7 +213,7 @@ def _move_sidecars(entry: Entry, folder: Path, stem: str, keep: tuple[str, ...])
 class _Heartbeat(threading.Thread):
     """Rewrites the worker's heartbeat file beside the running job every few seconds."""
 
-    def __init__(self, path: Path, record: dict):
+    def __init__(self, path: Path, record: WorkerBeat):
         super().__init__(daemon=True)
         self.path, self.record = path, record
         self.stopped = threading.Event()
@@ -185,7 +221,7 @@ class _Heartbeat(threading.Thread):
     def run(self) -> None:
         while not self.stopped.is_set():
             try:
-                atomic.write_json(self.path, {**self.record, "heartbeat": now_iso()})
+                self.record.model_copy(update={"heartbeat": now_iso()}).write(self.path)
             except OSError as exc:  # keep beating: a missed beat is better than a dead heartbeat thread
                 console.print(f"worker: heartbeat not written ({exc})")
             self.stopped.wait(WORKER_BEAT_S)
@@ -235,8 +271,8 @@ class Worker:
         if self.force and not entry.sidecar(FORCED).exists():
             # the entry remembers it was claimed to be rerun: a worker that recovers it after a crash,
             # with or without --force, resumes the forced version instead of skipping to the old one
-            atomic.write_json(entry.sidecar(FORCED), {"forced_by": procs.this_process(), "at": now_iso()})
-        record = {**procs.this_process(), "slot": self.slot, "started": now_iso()}
+            Forced(forced_by=procs.this_process(), at=now_iso()).write(entry.sidecar(FORCED))
+        record = WorkerBeat(**procs.this_process(), slot=self.slot, started=now_iso())
         beat = _Heartbeat(entry.sidecar("worker.json"), record)
         beat.start()
         try:
@@ -280,12 +316,12 @@ class Worker:
             )
             code = self.process.wait()
             self.process = None
-            result = atomic.read_json(result_file)
-        info = {"exit_code": code, "run_dir": result.get("run_dir")}
+            result = procs.RunResult.read(result_file) or procs.RunResult()  # none: it died before writing one
+        info = {"exit_code": code, "run_dir": result.run_dir}
         if code == 0:
             return "done", info
         if code == procs.Busy.exit_code:  # e.g. a user's --resume took the version first: it is being run
-            return "skipped", {**info, "reason": result.get("error") or "another process is running it"}
+            return "skipped", {**info, "reason": result.error or "another process is running it"}
         if self.stop_signal is not None and (procs.stopped_by_signal(code) or -code in procs.STOP_SIGNALS):
             return "requeued", info  # the worker was asked to stop; the job checkpointed
         if (procs.stopped_by_signal(code) or code < 0) and entry.recovered < OUTSIDE_STOPS_RESUMED:
@@ -303,7 +339,7 @@ class Worker:
             return outcome
         state = "done" if outcome in ("done", "skipped") else "failed"
         try:
-            self.queue.finish(entry, state, {"state": outcome, **info})
+            self.queue.finish(entry, state, Outcome(state=outcome, **info))
         except OSError as exc:  # a full or read-only queue folder (OutOfSpace too) must not end the worker
             console.print(
                 f"worker: {entry.name}: {outcome}, but its record could not be written ({one_line(exc, 200)}); "
@@ -321,11 +357,11 @@ class Worker:
         return outcome
 
 
-def _failure(result: dict, code: int, log: Path, attempt_starts: int) -> str:
+def _failure(result: procs.RunResult, code: int, log: Path, attempt_starts: int) -> str:
     """Why a job failed: its run's own error, or, where it died without writing one (before heartjobs had
     loaded, or killed), how its process ended and the last line it printed in this attempt."""
-    if result.get("error"):
-        return one_line(result["error"])
+    if result.error:
+        return one_line(result.error)
     error = f"exit code {code}"
     if code < 0:
         error += f" (killed by signal {-code})"
@@ -346,10 +382,10 @@ def status(queue: Queue) -> dict[str, list[dict]]:
         for entry in queue.entries(state):
             row = {"job": entry.path.name, "name": entry.name}
             if state == "running":
-                beat = atomic.read_json(entry.sidecar("worker.json"))
-                age = heartbeat_age(beat)
+                beat = WorkerBeat.read(entry.sidecar("worker.json")) or WorkerBeat()
+                age = heartbeat_age(beat.process())
                 row["heartbeat_age_s"] = None if age is None else round(age, 1)
-                row["worker"] = beat.get("pid")
+                row["worker"] = beat.pid
                 with contextlib.suppress(HeartjobsError):
                     spec = parse_spec(entry.path)
                     runs = versions(spec.output.root / spec.name)
@@ -357,7 +393,7 @@ def status(queue: Queue) -> dict[str, list[dict]]:
                         row["run_dir"] = str(runs[-1])
                         row["progress"] = f"{progress_text(RunDir(runs[-1]).status())} epochs"
             elif state in ("done", "failed"):
-                record = atomic.read_json(entry.sidecar("json"))
+                record = (Outcome.read(entry.sidecar("json")) or Outcome()).data()
                 row.update({k: record.get(k) for k in ("state", "run_dir", "error", "seconds") if record.get(k)})
             rows.append(row)
         out[state] = rows

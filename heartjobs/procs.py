@@ -24,6 +24,7 @@ from pathlib import Path
 
 from heartjobs.errors import HeartjobsError
 from heartjobs.progress import console
+from heartjobs.records import Record
 from heartjobs.status import heartbeat_age
 
 # The signals `heartjobs run` turns into "checkpoint, then stop" (SIGUSR2 is what Slurm sends before a
@@ -169,10 +170,25 @@ def exited(process: subprocess.Popen) -> bool:
 # --- stop signals ---
 
 
+class StopRequest:
+    """A stop asked for by a stop signal: the signal's number once one came (None before), which the job
+    honours at its next safe point (heartjobs.job)."""
+
+    def __init__(self) -> None:
+        self._signal: int | None = None
+
+    @property
+    def signal(self) -> int | None:
+        return self._signal
+
+    def request(self, signum: int) -> None:
+        self._signal = signum
+
+
 @contextlib.contextmanager
-def stop_on_signals() -> Iterator[dict]:
-    """Turn the stop signals into a stop request ({"signal": number or None}) that the caller honours
-    at its next safe point; the previous handlers come back afterwards."""
+def stop_on_signals() -> Iterator[StopRequest]:
+    """Turn the stop signals into a stop request that the caller honours at its next safe point; the
+    previous handlers come back afterwards."""
     requested, previous = _request_stop_on_signals()
     try:
         yield requested
@@ -181,18 +197,18 @@ def stop_on_signals() -> Iterator[dict]:
             signal.signal(sig, old)
 
 
-def stop_on_signals_until_exit() -> dict:
+def stop_on_signals_until_exit() -> StopRequest:
     """The same stop request, for a process whose one job is the run (`heartjobs run`): never handed
     back, so a signal at any moment, setup or after the job finished included, is a request and not a
     death (a run that finished exits 0 however late the signal came)."""
     return _request_stop_on_signals()[0]
 
 
-def _request_stop_on_signals() -> tuple[dict, dict]:
-    requested: dict = {"signal": None}
+def _request_stop_on_signals() -> tuple[StopRequest, dict]:
+    requested = StopRequest()
 
     def handler(signum, frame):
-        requested["signal"] = signum
+        requested.request(signum)
 
     previous = {}
     try:
@@ -209,6 +225,18 @@ def stopped_by_signal(code: int | None) -> bool:
 
 
 # --- the child: `heartjobs run` ---
+
+
+class RunResult(Record):
+    """The result record of `heartjobs run --result FILE` (heartjobs.job writes it): how the run ended (done,
+    interrupted, failed), its run folder, its error and exit code. What a queue worker reads instead of the
+    log."""
+
+    spec: str | None = None
+    run_dir: str | None = None
+    state: str | None = None
+    error: str | None = None
+    exit_code: int | None = None
 
 
 def run_command(spec_path: Path, *, resume: bool, result_file: Path | None = None) -> list[str]:

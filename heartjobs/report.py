@@ -20,10 +20,11 @@ from heartjobs.errors import HeartjobsError
 from heartjobs.evaluation import verdicts
 from heartjobs.evaluation.records import FAILS_LADDER, failed_ladder
 from heartjobs.models import MODELS
+from heartjobs.records import Measurement
 from heartjobs.repeats import TEST
 from heartjobs.rundir import RunDir, versions
 from heartjobs.spec import ARCHITECTURE_DEFAULTS, BOOKKEEPING_KEYS, configuration_key, is_default, train_defaults
-from heartjobs.status import RUN_DEAD_AFTER_S
+from heartjobs.status import RUN_DEAD_AFTER_S, Status
 from heartjobs.sweep import abbreviation, format_value
 
 # Thesis Table 1: FID mean and std (3 x 3000 generated vs 3307 real, pytorch-fid 0.3.0, 2048-d).
@@ -119,19 +120,19 @@ def label(changes: dict) -> str:
     return ", ".join(f"{abbreviation(k)} = {format_value(v)}" for k, v in changes.items())
 
 
-def measured_protocol(spec: dict, fid: dict | None) -> dict:
+def measured_protocol(spec: dict, fid: Measurement | None) -> dict:
     """The values THESIS_PROTOCOL names, as this run was trained and measured (None: not measured)."""
     train = spec.get("train", {})
     protocol = {key: train.get(key) for key in ("epochs", "tf32", "bf16")}
     if fid:
         count = spec.get("data", {}).get("count")
         protocol |= {
-            "standard_weights": fid["standard_weights"],
-            "n_generated": fid["n_generated"],
-            "repeats": len(fid["repeats"]),
-            "dims": fid["dims"],
-            "normalize": fid["normalize"],
-            "n_real": fid["n_real"] if fid["n_real"] == count else f"{fid['n_real']} of {count}",
+            "standard_weights": fid.standard_weights,
+            "n_generated": fid.n_generated,
+            "repeats": len(fid.repeats),
+            "dims": fid.dims,
+            "normalize": fid.normalize,
+            "n_real": fid.n_real if fid.n_real == count else f"{fid.n_real} of {count}",
         }
     return protocol
 
@@ -155,9 +156,7 @@ def _row(job: str, run_dir: Path | None) -> dict:
     spec = run.spec_dict()
     model, train = spec.get("model"), spec.get("train", {})
     row.update(run_dir=str(run_dir), model=model, state=_state(run.status()), seed=train.get("seed"))
-    fid = run.fid_report()
-    if fid and not (isinstance(fid.get("fid_mean"), int | float) and isinstance(fid.get("repeats"), list)):
-        fid = {}  # a fid.json damaged or made by something else: the run counts as not measured
+    fid = run.fid_report()  # None for a fid.json damaged or made by something else: the run counts as not measured
     protocol = measured_protocol(spec, fid)
     differing = protocol_differences(protocol)
     row["protocol"] = "thesis" if not differing else "differs: " + ", ".join(differing)
@@ -182,41 +181,41 @@ def _row(job: str, run_dir: Path | None) -> dict:
         row["images_per_s"] = round(sum(e.get("images_per_s", 0) for e in losses) / len(losses), 1)
     if fid:
         row.update(
-            fid_mean=round(fid["fid_mean"], 3),
-            fid_std=round(fid["fid_std"], 3),
-            kid_mean=round(fid["kid_mean"], 5) if "kid_mean" in fid else None,
-            standard_weights=fid["standard_weights"],
-            n_generated=fid["n_generated"],
+            fid_mean=round(fid.fid_mean, 3),
+            fid_std=round(fid.fid_std, 3),
+            kid_mean=None if fid.kid_mean is None else round(fid.kid_mean, 5),
+            standard_weights=fid.standard_weights,
+            n_generated=fid.n_generated,
         )
-        row["metrics"] = {"fid": fid["fid_mean"], "kid": fid.get("kid_mean"), "frd": None}
-        if "mean" in (fid.get("frd") or {}):
-            row.update(frd_mean=round(fid["frd"]["mean"], 3), frd_std=round(fid["frd"]["std"], 3))
-            row["metrics"]["frd"] = fid["frd"]["mean"]
+        row["metrics"] = {"fid": fid.fid_mean, "kid": fid.kid_mean, "frd": None}
+        if "mean" in (fid.frd or {}):
+            row.update(frd_mean=round(fid.frd["mean"], 3), frd_std=round(fid.frd["std"], 3))
+            row["metrics"]["frd"] = fid.frd["mean"]
         row["ladder_fails"] = ",".join(m for m in ("fid", "kid", "frd") if failed_ladder(_with_verdicts(fid, spec), m))
         row["ladder_fails"] = row["ladder_fails"] or None
     return row
 
 
-def _with_verdicts(fid: dict, spec: dict) -> dict:
+def _with_verdicts(fid: Measurement, spec: dict) -> Measurement:
     """The report's own verdicts, filled in from the ladder's memory for metrics that were measured before
     a ladder ran on their set (or by older code): a metric that failed is marked wherever it is shown."""
-    ladder = dict(fid.get("ladder") or {})
+    ladder = dict(fid.ladder or {})
     space = {
-        "weights_sha256": fid.get("weights", {}).get("sha256"),
-        "dims": fid.get("dims"),
-        "frd_version": (fid.get("frd") or {}).get("version"),
+        "weights_sha256": fid.weights.get("sha256"),
+        "dims": fid.dims,
+        "frd_version": (fid.frd or {}).get("version"),
     }
     for metric in ("fid", "kid", "frd"):
         if ladder.get(metric) is None:
             ladder[metric] = verdicts.lookup(spec.get("data", {}).get("content_hash"), metric, **space)
-    return {**fid, "ladder": ladder}
+    return fid.model_copy(update={"ladder": ladder})
 
 
-def _state(status: dict) -> str:
+def _state(status: Status) -> str:
     """A run's state as the report shows it: "running" only while its process lives (a run whose process
     was killed outright still says "running" in its status.json)."""
-    state = status.get("state", "unknown")
-    if state == "running" and not procs.alive(status, stale_after=RUN_DEAD_AFTER_S):
+    state = status.state or "unknown"
+    if state == "running" and not procs.alive(status.process(), stale_after=RUN_DEAD_AFTER_S):
         return "died"
     return state
 
@@ -232,7 +231,7 @@ def collect(root: Path, expected: list[str] | None = None) -> list[dict]:
     for name in names:
         found = versions(root / name)
         newest = found[-1] if found else None
-        finished = next((v for v in reversed(found) if RunDir(v).status().get("state") == "done"), None)
+        finished = next((v for v in reversed(found) if RunDir(v).status().state == "done"), None)
         if newest is not None and finished is not None and finished != newest:
             row = _row(name, finished)
             row["state"] = f"done; {newest.name} {_state(RunDir(newest).status())}"

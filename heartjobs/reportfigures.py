@@ -150,10 +150,10 @@ def _metrics_vs_hyperparameters(path: Path, configs: list[dict]) -> Path | None:
 def _repeats_std(config: dict, metric: str) -> float:
     """The std over FID repeats of a configuration's one run (0 when unknown)."""
     run = config["runs"][0]
+    report = RunDir(run["run_dir"]).fid_report()
     try:
-        report = RunDir(run["run_dir"]).fid_report()
-        return float(report["fid_std"] if metric == "fid" else report[metric]["std"])
-    except (KeyError, TypeError, ValueError):
+        return float(report.fid_std if metric == "fid" else getattr(report, metric)["std"])
+    except (AttributeError, KeyError, TypeError, ValueError):  # not measured, or not this metric
         return 0.0
 
 

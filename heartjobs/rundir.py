@@ -22,7 +22,8 @@ from pathlib import Path
 
 from heartjobs import atomic
 from heartjobs.errors import HeartjobsError
-from heartjobs.status import StatusFile, read_status
+from heartjobs.records import Measurement
+from heartjobs.status import Status, StatusFile, read_status
 
 _VERSION = re.compile(r"v(\d{4,})")
 LATEST = "latest"
@@ -180,7 +181,7 @@ class RunDir:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise HeartjobsError(f"{self.path / self.RESOLVED}: not a heartjobs run folder ({exc})") from None
 
-    def status(self) -> dict:
+    def status(self) -> Status:
         return read_status(self.path / self.STATUS)
 
     def status_file(self, epochs_total: int, process: dict) -> StatusFile:
@@ -197,8 +198,9 @@ class RunDir:
                     records.append(record)
         return records
 
-    def fid_report(self) -> dict:
-        return atomic.read_json(self.path / self.FID_REPORT)
+    def fid_report(self) -> Measurement | None:
+        """The run's own measurement (fid.json); None where it has none, or a damaged or foreign one."""
+        return Measurement.read(self.path / self.FID_REPORT)
 
     def metric_curve(self, settings_hash: str | None = None) -> dict:
         """The run's metrics against the epoch: the measurements (metrics.jsonl) taken with one setting
@@ -206,13 +208,13 @@ class RunDir:
         per epoch. {"settings_hash", "n_generated", "repeats", "epochs": [...], "fid": [...], "frd": [...]
         (None where not measured or not a finite number), "best_epoch" (by FID), "last_epoch"}; {} without
         such measurements."""
-        groups: dict[str, dict[int, dict]] = {}
+        groups: dict[str, dict[int, Measurement]] = {}
         for record in self.metric_records():
-            key = record.get("settings_hash") or json.dumps(  # records from before settings were hashed
-                [record.get(k) for k in ("n_generated", "dims", "normalize", "n_real")]
-                + [len(record.get("repeats") or []), (record.get("weights") or {}).get("sha256")]
+            key = record.settings_hash or json.dumps(  # records from before settings were hashed
+                [record.n_generated, record.dims, record.normalize, record.n_real]
+                + [len(record.repeats), record.weights.get("sha256")]
             )
-            groups.setdefault(key, {})[record["snapshot"]["epoch"]] = record
+            groups.setdefault(key, {})[record.epoch] = record
         if settings_hash is not None:
             groups = {settings_hash: groups.get(settings_hash, {})}
         if not groups:
@@ -220,15 +222,15 @@ class RunDir:
         key, by_epoch = max(groups.items(), key=lambda item: len(item[1]))
         epochs = sorted(by_epoch)
         records = [by_epoch[e] for e in epochs]
-        fid = [_finite(r.get("fid_mean")) for r in records]
-        frd = [_finite((r.get("frd") or {}).get("mean")) for r in records]
+        fid = [_finite(r.fid_mean) for r in records]
+        frd = [_finite((r.frd or {}).get("mean")) for r in records]
         measured = [(value, e) for value, e in zip(fid, epochs, strict=True) if value is not None]
         if len(measured) < 2:
             return {}
         return {
             "settings_hash": key,
-            "n_generated": records[-1].get("n_generated"),
-            "repeats": len(records[-1].get("repeats") or []),
+            "n_generated": records[-1].n_generated,
+            "repeats": len(records[-1].repeats),
             "epochs": epochs,
             "fid": fid,
             "frd": frd,
@@ -236,17 +238,11 @@ class RunDir:
             "last_epoch": epochs[-1],
         }
 
-    def metric_records(self) -> list[dict]:
+    def metric_records(self) -> list[Measurement]:
         """Every measurement of this run, in order (metrics.jsonl): each names the snapshot (file, epoch) it
         measured; a damaged line is left out."""
-        records = []
-        for line in _lines(self.path / self.METRICS):
-            with contextlib.suppress(ValueError):
-                record = json.loads(line)
-                snapshot = record.get("snapshot") if isinstance(record, dict) else None
-                if isinstance(snapshot, dict) and isinstance(snapshot.get("epoch"), int):
-                    records.append(record)
-        return records
+        records = [Measurement.parse_line(line) for line in _lines(self.path / self.METRICS)]
+        return [record for record in records if record is not None and record.epoch is not None]
 
 
 def _finite(value: object) -> float | None:
@@ -271,7 +267,7 @@ def newest_unfinished(job_root: Path) -> Path | None:
     resolved spec (a folder left by a process killed while older code claimed it) is no run: skipped."""
     for run_dir in reversed(versions(job_root)):
         run = RunDir(run_dir)
-        if (run / RunDir.RESOLVED).is_file() and run.status().get("state") != "done":
+        if (run / RunDir.RESOLVED).is_file() and run.status().state != "done":
             return run_dir
     return None
 
@@ -283,6 +279,6 @@ def finished_version(spec, after: int = 0) -> Path | None:
         if version_number(run_dir) <= after:
             break
         run = RunDir(run_dir)
-        if run.spec_hash() == spec.spec_hash and run.status().get("state") == "done":
+        if run.spec_hash() == spec.spec_hash and run.status().state == "done":
             return run_dir
     return None

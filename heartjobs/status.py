@@ -11,7 +11,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from heartjobs import atomic
+from heartjobs.records import Record
 
 # Liveness by heartbeat, for a process on another host (on this one its pid and start time decide). Each
 # kind of heartbeat is written at most every *_BEAT_S and counts as dead after *_DEAD_AFTER_S without one:
@@ -27,9 +27,9 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def heartbeat_age(record: dict) -> float | None:
+def heartbeat_age(record: dict | Status) -> float | None:
     """Seconds since the record's heartbeat; None when it has none or it is not a time."""
-    return seconds_since(record.get("heartbeat"))
+    return seconds_since(record.heartbeat if isinstance(record, Status) else record.get("heartbeat"))
 
 
 def seconds_since(stamp: object) -> float | None:
@@ -46,59 +46,93 @@ def seconds_since(stamp: object) -> float | None:
     return time.time() - moment.timestamp()
 
 
-def progress_text(status: dict) -> str:
+def progress_text(status: Status) -> str:
     """How far a run got: "12/200" (epochs done / total)."""
-    return f"{status.get('epochs_done', 0)}/{status.get('epochs_total', '?')}"
+    return f"{status.epochs_done}/{'?' if status.epochs_total is None else status.epochs_total}"
 
 
-def read_status(path: Path) -> dict:
-    """A status file's record; {} when it is missing or unreadable."""
-    return atomic.read_json(path)
+class Status(Record):
+    """status.json: a run's state (running, interrupted, failed, done; None: no status), its heartbeat, start
+    and end times, epochs done, error, the phase it is in ("evaluating"; none while training or once done),
+    and the process that runs it (procs.this_process(): pid, host, pid_started), which `resumed` times
+    took it over."""
+
+    state: str | None = None
+    started: str | None = None
+    ended: str | None = None
+    heartbeat: str | float | None = None
+    epochs_done: int = 0
+    epochs_total: int | None = None
+    error: str | None = None
+    pid: int | None = None
+    host: str | None = None
+    pid_started: int | None = None
+    resumed: int = 0
+    phase: str | None = None
+
+    def process(self) -> dict:
+        """The process the status names, as procs.this_process() records one."""
+        return {"pid": self.pid, "host": self.host, "pid_started": self.pid_started, "heartbeat": self.heartbeat}
+
+
+def read_status(path: Path) -> Status:
+    """A status file's record; an empty one (state None) when it is missing or unreadable."""
+    return Status.read(path) or Status()
 
 
 class StatusFile:
-    """status.json of one run: state, heartbeat, start and end times, epochs done, error, the process."""
+    """status.json of one run, kept up to date by the process that runs it."""
 
     def __init__(self, path: Path, epochs_total: int, process: dict):
         previous = read_status(path)
         # a resume is another process taking the run over (its own first record, written when the
         # version was claimed, is no resume)
-        taken_over = bool(previous) and any(previous.get(k) != process.get(k) for k in ("pid", "pid_started", "host"))
+        taken_over = previous.state is not None and any(
+            getattr(previous, k) != process.get(k) for k in ("pid", "pid_started", "host")
+        )
         self.path = Path(path)
-        self.data: dict = {
-            "state": "running",
-            "started": previous.get("started", now_iso()),
-            "ended": None,
-            "heartbeat": now_iso(),
-            "epochs_done": previous.get("epochs_done", 0),
-            "epochs_total": epochs_total,
-            "error": None,
+        self.data = Status(
+            state="running",
+            started=previous.started or now_iso(),
+            ended=None,
+            heartbeat=now_iso(),
+            epochs_done=previous.epochs_done,
+            epochs_total=epochs_total,
+            error=None,
             **process,
-            "resumed": previous.get("resumed", 0) + (1 if taken_over else 0),
-        }
+            resumed=previous.resumed + (1 if taken_over else 0),
+        )
         self._last_beat = 0.0
         self.write()
 
     def write(self) -> None:
-        atomic.write_json(self.path, self.data)
+        self.data.write(self.path)
 
     def beat(self, *, force: bool = False, **fields) -> None:
         """Update the heartbeat (at most every RUN_BEAT_S unless forced or fields change)."""
-        self.data.update(fields)
+        for key, value in fields.items():
+            setattr(self.data, key, value)
         if force or fields or time.monotonic() - self._last_beat >= RUN_BEAT_S:
             self._last_beat = time.monotonic()
-            self.data["heartbeat"] = now_iso()
+            self.data.heartbeat = now_iso()
             self.write()
 
     def finish(self, state: str, error: str | None = None) -> None:
-        self.data.update(state=state, error=error, ended=now_iso(), heartbeat=now_iso())
+        self.data.state, self.data.error, self.data.ended, self.data.heartbeat = state, error, now_iso(), now_iso()
         if state == "done":  # a done run is in no phase; a failed one keeps the phase it failed in
-            self.data.pop("phase", None)
+            _forget_phase(self.data)
         self.write()
+
+
+def _forget_phase(status: Status) -> None:
+    """No phase: left out of the file, as a record that never had one."""
+    status.phase = None
+    status.model_fields_set.discard("phase")
 
 
 def mark_done(path: Path) -> None:
     """Mark a run done whose training had finished and only its evaluation had failed."""
     status = read_status(path)
-    status.pop("phase", None)
-    atomic.write_json(path, {**status, "state": "done", "error": None, "ended": now_iso()})
+    _forget_phase(status)
+    status.state, status.error, status.ended = "done", None, now_iso()
+    status.write(path)

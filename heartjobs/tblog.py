@@ -7,10 +7,14 @@ runs without the package unless a spec asks for this.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from heartjobs.errors import HeartjobsError
+
+if TYPE_CHECKING:
+    from heartjobs.records import Measurement
 
 
 def check_available(spec_path: Path | str) -> None:
@@ -49,15 +53,15 @@ class EventLog:
             image = np.asarray(grid.convert("L"))
         self._writer.add_image("samples", image, epoch, dataformats="HW")
 
-    def measurement(self, record: dict, during: bool) -> None:
+    def measurement(self, record: Measurement, during: bool) -> None:
         """One measurement record (heartjobs.evaluation.records), at its snapshot's epoch; `during`: taken
         while training ran (its own tag: the sizes differ from the final measurement's)."""
-        step, kind = record["snapshot"]["epoch"], "during" if during else "final"
-        self._writer.add_scalar(f"fid/{kind}", record["fid_mean"], step)
-        if "kid_mean" in record:
-            self._writer.add_scalar(f"kid/{kind}", record["kid_mean"], step)
-        if "mean" in (record.get("frd") or {}):
-            self._writer.add_scalar(f"frd/{kind}", record["frd"]["mean"], step)
+        step, kind = record.epoch, "during" if during else "final"
+        self._writer.add_scalar(f"fid/{kind}", record.fid_mean, step)
+        if record.kid_mean is not None:
+            self._writer.add_scalar(f"kid/{kind}", record.kid_mean, step)
+        if "mean" in (record.frd or {}):
+            self._writer.add_scalar(f"frd/{kind}", record.frd["mean"], step)
 
     def __enter__(self) -> EventLog:
         return self

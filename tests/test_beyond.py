@@ -21,6 +21,7 @@ from heartjobs.job import run_job
 from heartjobs.models import build_models
 from heartjobs.models.penalty import gradient_penalty
 from heartjobs.prepared import PreparedSet
+from heartjobs.procs import StopRequest
 from heartjobs.spec import AUGMENTATIONS, load_spec
 from heartjobs.training.augment import OPERATIONS, DiffAugment
 from heartjobs.training.loop import Trainer
@@ -249,20 +250,21 @@ def test_the_augmentations_have_the_reference_ranges():
 # --- tiny runs: train, checkpoint, stop, resume ---
 
 
-class _StopAfterCheckpoint(dict):
+class _StopAfterCheckpoint(StopRequest):
     """The stop request a SIGTERM would set (run_job's `stop`), arriving deterministically: at the
     `batch`-th check after `checkpoint` exists, i.e. just before that batch of the next epoch."""
 
     def __init__(self, checkpoint: Path, batch: int):
-        super().__init__(signal=None)
+        super().__init__()
         self.checkpoint, self.checks_left = checkpoint, batch
 
-    def __getitem__(self, key):
-        if key == "signal" and dict.__getitem__(self, key) is None and self.checkpoint.exists():
+    @property
+    def signal(self) -> int | None:
+        if super().signal is None and self.checkpoint.exists():
             self.checks_left -= 1
             if self.checks_left < 0:
-                self[key] = signal.SIGTERM
-        return dict.__getitem__(self, key)
+                self.request(signal.SIGTERM)
+        return super().signal
 
 
 @pytest.mark.parametrize("run", list(RUNS))

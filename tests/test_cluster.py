@@ -71,7 +71,7 @@ def test_an_array_of_three_jobs_runs_to_the_end_and_a_bad_spec_is_left_out(tmp_p
     assert [t["job"] for t in record["tasks"]] == ["gan_a", "wgan_a", "dcgan_a"]  # the bad one never went
     for task in record["tasks"]:
         run_dir = tmp_path / "artifacts" / task["job"] / "v0001"
-        assert RunDir(run_dir).status()["state"] == "done"
+        assert RunDir(run_dir).status().state == "done"
         assert (run_dir / "generator.pt").exists() and (run_dir / "samples" / "epoch_0002.png").exists()
         assert f"done: {run_dir}" in Path(task["stdout"]).read_text()  # the task ran `heartjobs run`
         assert Path(task["snapshot"]).read_bytes() == Path(task["spec"]).read_bytes()
@@ -105,13 +105,13 @@ def test_a_local_task_told_to_stop_is_requeued_and_resumes_bit_identical(tmp_pat
     (task_pid,) = _children(int(task["job_id"]))  # the controller's task; its own child is `heartjobs run`
     os.kill(task_pid, signal.SIGUSR2)  # what the local controller sends --signal-delay s before the limit
     # the rest of the epochs after the requeue: seconds on an idle machine, minutes on a busy one
-    wait_for(lambda: RunDir(run_dir).status().get("state") == "done", timeout=900)
+    wait_for(lambda: RunDir(run_dir).status().state == "done", timeout=900)
 
     log = Path(task["stdout"]).read_text() + Path(task["stderr"]).read_text()
     assert "Caught signal SIGUSR2" in log and "Requeued job" in log
     assert "stopped by SIGTERM" in log and "resuming" in log  # the run checkpointed, then continued
     status = RunDir(run_dir).status()
-    assert status["resumed"] == 1 and not (run_dir.parent / "v0002").exists()
+    assert status.resumed == 1 and not (run_dir.parent / "v0002").exists()
     assert [e["epoch"] for e in losses(run_dir)] == list(range(1, SLOW["epochs"] + 1))
     assert_same_run(run_dir, slow_dcgan_reference)
     wait_for(lambda: "COMPLETED" in cli("submit", "--status", folder).stdout, timeout=30)
@@ -361,7 +361,7 @@ def test_a_run_counts_as_running_only_while_its_own_process_lives(tmp_path, prep
     sleeper.kill()
     sleeper.wait()
     waiting.join(timeout=120)
-    assert outcome["run"] == str(run_dir) and RunDir(run_dir).status()["state"] == "done"
+    assert outcome["run"] == str(run_dir) and RunDir(run_dir).status().state == "done"
     assert versions(spec.run_root) == [run_dir]
 
 

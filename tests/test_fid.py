@@ -96,7 +96,7 @@ def test_fid_orders_self_halves_and_noise(prepared160, extractor):
 @pytest.mark.slow
 def test_report_is_complete_consistent_and_reproducible(trained_run):
     settings = RunDir(trained_run).spec().eval
-    report = evaluate_run(trained_run)
+    report = evaluate_run(trained_run).data()
     assert json.loads((trained_run / "fid.json").read_text()) == report
     lines = (trained_run / "metrics.jsonl").read_text().splitlines()
     assert json.loads(lines[-1]) == report
@@ -112,24 +112,24 @@ def test_report_is_complete_consistent_and_reproducible(trained_run):
     assert any("not comparable" in w for w in report["warnings"])
     assert report["seconds"] > 0 and report["device"] == "cpu"
     # the same evaluation again: the same numbers
-    again = evaluate_run(trained_run, settings)
+    again = evaluate_run(trained_run, settings).data()
     assert again["repeats"] == report["repeats"]
 
 
 @pytest.mark.slow
 def test_real_statistics_are_cached_and_reused(trained_run):
     settings = EvalSection(**{**EVAL, "repeats": 1, "normalize": "per_image_minmax"})  # a fresh cache key
-    first = evaluate_run(trained_run, settings)
+    first = evaluate_run(trained_run, settings).data()
     assert first["real_statistics"]["from_cache"] is False
     cache = first["real_statistics"]["file"]
-    second = evaluate_run(trained_run, settings)
+    second = evaluate_run(trained_run, settings).data()
     assert second["real_statistics"] == {"file": cache, "from_cache": True}
     assert second["repeats"] == first["repeats"]
     # prove the second evaluation read the cache rather than recomputing: shift the cached mean
     with np.load(cache) as data:
         arrays = dict(data)
     np.savez(cache, **{**arrays, "mu": arrays["mu"] + 1.0})
-    shifted = evaluate_run(trained_run, settings)
+    shifted = evaluate_run(trained_run, settings).data()
     assert shifted["repeats"][0]["fid"] > first["repeats"][0]["fid"] + 1.0
     assert (trained_run / "evals").is_dir()  # not the spec's settings: not fid.json
 
@@ -137,7 +137,7 @@ def test_real_statistics_are_cached_and_reused(trained_run):
 @pytest.mark.slow
 def test_equals_pytorch_fid_cli_on_the_same_png_files(tmp_path, trained_run, prepared160):
     settings = EvalSection(**{**EVAL, "repeats": 1})
-    report = evaluate_run(trained_run, settings)
+    report = evaluate_run(trained_run, settings).data()
     # The same generated images, written as PNG files, and the real set's PNGs (--export-png).
     spec = RunDir(trained_run).spec()
     snapshot = load_snapshot(RunDir(trained_run), spec, None, torch.device("cpu"))

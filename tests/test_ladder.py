@@ -15,6 +15,7 @@ from heartjobs.evaluation import verdicts
 from heartjobs.evaluation.ladder import RUNGS, build_sets, parse_metrics, verdict
 from heartjobs.evaluation.records import FAILS_LADDER, summary_line
 from heartjobs.prepared import PreparedSet
+from heartjobs.records import Measurement
 
 from .conftest import cli
 
@@ -121,11 +122,11 @@ def test_ladder_cli_measures_every_rung_and_its_verdicts_reach_later_measurement
         found = verdicts.lookup(ladder["content_hash"], metric, **space)
         assert found["passes"] == ladder["verdicts"][metric]["passes"]
         assert found["ladder"] == str((out / "ladder.json").resolve())
-    record = {
-        "fid_mean": 1.0, "fid_std": 0.0, "n_generated": 10, "repeats": [{}], "n_real": 48, "dims": 64,
-        "normalize": "fixed", "standard_weights": False, "weights": {"kind": "untrained"},
-        "ladder": {"fid": {"passes": False}, "frd": {"passes": True}},
-    }  # fmt: skip
+    record = Measurement(
+        fid_mean=1.0, fid_std=0.0, n_generated=10, repeats=[{}], n_real=48, dims=64, normalize="fixed",
+        standard_weights=False, weights={"kind": "untrained"},
+        ladder={"fid": {"passes": False}, "frd": {"passes": True}},
+    )  # fmt: skip
     assert f"FID 1.000 +- 0.000 [{FAILS_LADDER}]" in summary_line(record)
 
 

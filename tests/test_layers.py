@@ -3,7 +3,7 @@ layers below, training and evaluation never import each other, and data imports 
 
     cli -> {job, jobqueue, cluster, report, sweep} -> {training, evaluation, data}
         -> {checkpoint, rundir, status, procs, prepared, provenance, models, spec}
-        -> {atomic, hashing, errors, and the small helpers: progress, imaging, grids, plots, repeats}
+        -> {atomic, records, hashing, errors, and the small helpers: progress, imaging, grids, plots, repeats}
 
 Every import counts, also one inside a function.
 """
@@ -17,7 +17,20 @@ import heartjobs
 
 PACKAGE = Path(heartjobs.__file__).parent
 LAYERS = [
-    {"__init__", "atomic", "hashing", "errors", "choices", "progress", "imaging", "grids", "plots", "repeats", "tblog"},
+    {
+        "__init__",
+        "atomic",
+        "records",
+        "hashing",
+        "errors",
+        "choices",
+        "progress",
+        "imaging",
+        "grids",
+        "plots",
+        "repeats",
+        "tblog",
+    },
     {"checkpoint", "rundir", "status", "procs", "device", "prepared", "provenance", "models", "spec"},
     {"training", "evaluation", "data"},
     {"job", "jobqueue", "cluster", "report", "sweep", "study", "reportfigures", "studypage"},

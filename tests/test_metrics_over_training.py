@@ -50,7 +50,7 @@ def test_checkpoints_measured_during_training_leave_training_unchanged_and_keep_
 
     spec = load_spec(spec_path)
     tag = settings_hash(spec.eval.during_settings())
-    records = run.metric_records()
+    records = [r.data() for r in run.metric_records()]
     during_records = [r for r in records if r["settings_hash"] == tag]
     # epochs 2 and 4 (every 2, and the last), each its checkpoint, with the cheaper settings; then the final
     assert [(r["snapshot"]["epoch"], r["snapshot"]["file"], r["n_generated"]) for r in during_records] == [
@@ -101,7 +101,7 @@ def test_fid_all_checkpoints_measures_each_kept_checkpoint_afterwards(tmp_path, 
 
     result = cli("fid", run.path, "--all-checkpoints", "--n", "12")
     assert result.returncode == 0, result.stderr
-    records = [r for r in run.metric_records() if r["snapshot"]["file"].startswith("checkpoints/")]
+    records = [r.data() for r in run.metric_records() if r.snapshot["file"].startswith("checkpoints/")]
     assert [r["snapshot"]["epoch"] for r in records] == [1, 2, 3, 4]
     assert {r["n_generated"] for r in records} == {12} and len({r["settings_hash"] for r in records}) == 1
     curve = run.metric_curve()

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from heartjobs.records import Measurement
 from heartjobs.report import COLUMNS, ROW_KEYS, collect, differences, label, markdown, write_report
 from heartjobs.spec import load_spec
 
@@ -47,12 +48,13 @@ def _png(path: Path, shade: int) -> None:
     Image.fromarray(np.full((16, 16), shade, dtype=np.uint8), mode="L").save(path)
 
 
-def _fid_report(run: Path, record: dict, fids: list[float], epochs: int, **protocol) -> dict:
-    """fid.json as heartjobs writes it: the measurement (evaluation.inception.measure) with what it measured,
-    by default under the thesis' protocol (`protocol` overrides its values); FRD is 5 + FID / 100."""
+def _fid_report(run: Path, record: dict, fids: list[float], epochs: int, **protocol) -> Measurement:
+    """fid.json as heartjobs writes it (its record, heartjobs.records.Measurement): the measurement
+    (evaluation.inception.measure) with what it measured, by default under the thesis' protocol (`protocol`
+    overrides its values); FRD is 5 + FID / 100."""
     kids = [0.2 + f / 10_000 for f in fids]
     frds = [5 + f / 100 for f in fids]
-    return {
+    values = {
         "metric": "fid",
         "run": str(run),
         "job": record["spec"]["name"],
@@ -80,7 +82,8 @@ def _fid_report(run: Path, record: dict, fids: list[float], epochs: int, **proto
         "frd": {"mean": float(np.mean(frds)), "std": float(np.std(frds)), "version": "v1", "n_generated": 1000},
         "seconds": 41.5,
         "time": "2026-01-02T03:04:05+00:00",
-    } | protocol
+    }
+    return Measurement(**values | protocol)
 
 
 def _run(
@@ -115,7 +118,7 @@ def _run(
     _png(run / "samples" / "epoch_0002.png", 90)
     _png(run / "real.png", 200)
     if fids is not None:
-        (run / "fid.json").write_text(json.dumps(_fid_report(run, record, fids, 2, **protocol)))
+        _fid_report(run, record, fids, 2, **protocol).write(run / "fid.json")
     return run
 
 
@@ -344,9 +347,9 @@ def test_metrics_that_failed_the_ladder_are_marked_and_best_runs_follow_frd(tmp_
     # FID would pick the first, FRD (5 + FID / 100 here, plus a shift) the second
     _run(artifacts, specs("low_fid", "gan", lr=0.0001), fids=[10.0] * 3, **off)
     second = _run(artifacts, specs("low_frd", "gan", lr=0.0004), fids=[20.0] * 3, **off)
-    report = json.loads((second / "fid.json").read_text())
-    report["frd"]["mean"] = 1.0
-    (second / "fid.json").write_text(json.dumps(report))
+    report = Measurement.read(second / "fid.json")
+    report.frd["mean"] = 1.0
+    report.write(second / "fid.json")
     rows, _ = write_report(artifacts)
     by_job = _by_job(rows)
     assert by_job["low_frd"]["frd_mean"] == 1.0 and by_job["low_fid"]["frd_mean"] == 5.1

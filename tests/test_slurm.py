@@ -79,7 +79,7 @@ def test_an_array_runs_to_done_with_wait_and_status_without_accounting(tmp_path,
     for task in record["tasks"]:
         assert f"{task['job_id']}: COMPLETED" in result.stdout
         runs = tmp_path / "artifacts" / task["job"]
-        assert versions(runs) == [runs / "v0001"] and RunDir(runs / "v0001").status()["state"] == "done"
+        assert versions(runs) == [runs / "v0001"] and RunDir(runs / "v0001").status().state == "done"
         env = json.loads((runs / "v0001" / "env.json").read_text())
         # one CPU each (Slurm's default): one torch thread each, not one per core of the node
         assert env["cpus_allotted"] == "1 (SLURM_CPUS_ON_NODE)" and env["torch_threads"] == 1
@@ -145,7 +145,7 @@ def test_requeue_time_limit_and_a_stop_during_evaluation_resume_and_never_train_
     stopping = cli("submit", a, *SHORT_SLOT, "--folder", folder, cwd=tmp_path)
     assert f"skipped {a}: " in stopping.stdout and "nothing to submit" in stopping.stdout, stopping.stdout
     # its run stopped (checkpointed, interrupted): the submission's waiting task holds it
-    wait_for(lambda: RunDir(run_a).status().get("state") == "interrupted", timeout=60)
+    wait_for(lambda: RunDir(run_a).status().state == "interrupted", timeout=60)
     held = cli("submit", a, *SHORT_SLOT, "--folder", folder, cwd=tmp_path)
     assert f"skipped {a}: waiting or running in" in held.stdout and "nothing to submit" in held.stdout, held.stdout
 
@@ -158,13 +158,13 @@ def test_requeue_time_limit_and_a_stop_during_evaluation_resume_and_never_train_
     subprocess.run(["scontrol", "requeue", task_b["job_id"]], capture_output=True, timeout=60)
 
     for run in (run_a, run_b):
-        wait_for(lambda run=run: RunDir(run).status().get("state") == "done", timeout=900)
+        wait_for(lambda run=run: RunDir(run).status().state == "done", timeout=900)
     assert reference.wait(timeout=600) == 0, reference.stderr.read()
 
     log_a, log_b = _task_log(task_a), _task_log(task_b)
     limits = log_a.count("limit left (squeue): the time limit")  # the limit's USR2, by Slurm's clock
     assert limits >= 1, f"A was never stopped by its time limit (too little work for this machine):\n{log_a}"
-    assert RunDir(run_a).status()["resumed"] >= 2 and versions(run_a.parent) == [run_a]
+    assert RunDir(run_a).status().resumed >= 2 and versions(run_a.parent) == [run_a]
     assert "stopped by signal 15 after a checkpoint" in log_a  # the requeue: one line, and on
     # each counted as a timeout, the requeue by scontrol not: 10 allowed, one fewer left after each
     assert f"({10 - limits} remaining timeouts)" in log_a
@@ -175,7 +175,7 @@ def test_requeue_time_limit_and_a_stop_during_evaluation_resume_and_never_train_
     assert "measured before this process, kept" in log_b and "Traceback" not in log_b
     assert (run_b / "fid.json").is_file() and not list(run_b.glob("eval_progress_*.json"))
     assert len(json.loads((run_b / "fid.json").read_text())["repeats"]) == 3
-    assert RunDir(run_b).status()["resumed"] >= 1 and versions(run_b.parent) == [run_b]
+    assert RunDir(run_b).status().resumed >= 1 and versions(run_b.parent) == [run_b]
 
     for task in (task_a, task_b):  # the task ends a moment after its run wrote "done"
         wait_for(lambda task=task: _squeue_state(task["job_id"]) is None, timeout=120)
@@ -207,7 +207,7 @@ def test_two_submits_at_once_and_a_pending_job_train_once(tmp_path, prepared32):
     waited = cli("submit", "--status", "--folder", folder)
     assert waited.returncode == 0
     runs = tmp_path / "artifacts" / "once"
-    wait_for(lambda: RunDir(runs / "v0001").status().get("state") == "done", timeout=300)
+    wait_for(lambda: RunDir(runs / "v0001").status().state == "done", timeout=300)
     wait_for(lambda: _squeue_state(task["job_id"]) is None, timeout=60)
     assert versions(runs) == [runs / "v0001"]
 

@@ -77,6 +77,7 @@ def test_a_vary_key_that_is_not_a_train_key_is_one_error_line_naming_the_file_an
 
 
 def test_the_committed_jobs_resolve_to_the_thesis_protocol(tmp_path, prepared32):
+    from heartjobs.records import Measurement
     from heartjobs.report import THESIS_PROTOCOL, measured_protocol, protocol_differences
 
     root = Path(__file__).resolve().parent.parent
@@ -90,14 +91,16 @@ def test_the_committed_jobs_resolve_to_the_thesis_protocol(tmp_path, prepared32)
         spec["data"]["count"] = 3307  # the HiP-CT heart, every second slice: the thesis' set
         e = spec["eval"]
         # what a measurement under these settings records (heartjobs.evaluation.inception.measure)
-        measured = {
-            "standard_weights": e["weights"] == "standard",
-            "n_generated": e["n_generated"],
-            "repeats": [{}] * e["repeats"],
-            "dims": e["dims"],
-            "normalize": e["normalize"],
-            "n_real": spec["data"]["count"] if e["n_real"] is None else e["n_real"],
-        }
+        measured = Measurement(
+            fid_mean=0.0,
+            fid_std=0.0,
+            standard_weights=e["weights"] == "standard",
+            n_generated=e["n_generated"],
+            repeats=[{}] * e["repeats"],
+            dims=e["dims"],
+            normalize=e["normalize"],
+            n_real=spec["data"]["count"] if e["n_real"] is None else e["n_real"],
+        )
         assert protocol_differences(measured_protocol(spec, measured)) == [], path.name
         assert measured_protocol(spec, measured) == THESIS_PROTOCOL
         assert e["measure"] and e["frd"], path.name  # measured at the end of training, FRD beside FID

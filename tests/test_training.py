@@ -176,6 +176,7 @@ def test_run_writes_a_result_record_of_how_it_ended(tmp_path, prepared32):
     assert done.returncode == 0, done.stderr
     record = json.loads((tmp_path / "done.json").read_text())
     assert record == {
+        "format": 2,
         "spec": str(spec),
         "run_dir": str(tmp_path / "artifacts" / "recorded" / "v0001"),
         "state": "done",

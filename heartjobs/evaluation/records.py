@@ -4,12 +4,11 @@ console summary. Each record names the snapshot it measured and carries its prot
 
 from __future__ import annotations
 
-import json
-
 from heartjobs import atomic
 from heartjobs.checkpoint import Snapshot
 from heartjobs.evaluation.radiomics import describe_difference
 from heartjobs.hashing import sha256_json
+from heartjobs.records import Measurement
 from heartjobs.rundir import RunDir
 from heartjobs.spec import EvalSection, ResolvedSpec
 from heartjobs.status import now_iso
@@ -17,17 +16,17 @@ from heartjobs.status import now_iso
 FAILS_LADDER = "fails the validity ladder"
 
 
-def evaluation_record(run: RunDir, spec: ResolvedSpec, snapshot: Snapshot, result: dict) -> dict:
+def evaluation_record(run: RunDir, spec: ResolvedSpec, snapshot: Snapshot, result: dict) -> Measurement:
     """A measurement (heartjobs.evaluation.inception.measure's result) with what it measured."""
-    return {
-        "metric": "fid",
-        "run": str(run.path),
-        "job": spec.name,
-        "spec_hash": spec.spec_hash,
-        "snapshot": {"file": snapshot.file, "epoch": snapshot.epoch},
+    return Measurement(
+        metric="fid",
+        run=str(run.path),
+        job=spec.name,
+        spec_hash=spec.spec_hash,
+        snapshot={"file": snapshot.file, "epoch": snapshot.epoch},
         **result,
-        "time": now_iso(),
-    }
+        time=now_iso(),
+    )
 
 
 def settings_hash(settings: EvalSection) -> str:
@@ -38,27 +37,27 @@ def settings_hash(settings: EvalSection) -> str:
     return sha256_json(values)[:8]
 
 
-def write_record(run: RunDir, record: dict, settings: EvalSection, own: bool) -> None:
+def write_record(run: RunDir, record: Measurement, settings: EvalSection, own: bool) -> None:
     """The run's own measurement (its final generator with the spec's own settings) goes to fid.json; any
     other snapshot or settings to evals/<snapshot>_<settings hash>.json. Every record is also appended to
     metrics.jsonl, with the hash of the settings it was measured with (records of one curve share it)."""
     tag = settings_hash(settings)
-    record["settings_hash"] = tag
+    record.settings_hash = tag
     if own:
-        atomic.write_json(run / RunDir.FID_REPORT, record)
+        record.write(run / RunDir.FID_REPORT)
     else:
-        name = record["snapshot"]["file"].replace("/", "_").removesuffix(".pt")
-        atomic.write_json(run / RunDir.EVALS / f"{name}_{tag}.json", record)
-    atomic.append_lines(run / RunDir.METRICS, [json.dumps(record)])  # one line per evaluation
+        name = record.snapshot["file"].replace("/", "_").removesuffix(".pt")
+        record.write(run / RunDir.EVALS / f"{name}_{tag}.json")
+    atomic.append_lines(run / RunDir.METRICS, [record.line()])  # one line per evaluation
 
 
-def failed_ladder(report: dict, metric: str) -> bool:
-    """Whether `heartjobs ladder` found `metric` invalid on this set and feature space (report["ladder"])."""
-    verdict = (report.get("ladder") or {}).get(metric)
-    return verdict is not None and not verdict["passes"]
+def failed_ladder(report: Measurement, metric: str) -> bool:
+    """Whether `heartjobs ladder` found `metric` invalid on this set and feature space (report.ladder)."""
+    verdict = (report.ladder or {}).get(metric)
+    return isinstance(verdict, dict) and not verdict.get("passes", True)
 
 
-def summary_line(report: dict) -> str:
+def summary_line(report: Measurement) -> str:
     """FID, KID and FRD with their protocol, any metric the validity ladder failed labelled so, and what
     differs most, on one line."""
 
@@ -66,20 +65,20 @@ def summary_line(report: dict) -> str:
         return f" [{FAILS_LADDER}]" if failed_ladder(report, metric) else ""
 
     text = (
-        f"FID {report['fid_mean']:.3f} +- {report['fid_std']:.3f}{mark('fid')} "
-        f"(n={report['n_generated']} x {len(report['repeats'])}, real n={report['n_real']}, dims {report['dims']}, "
-        f"{report['normalize']})"
+        f"FID {report.fid_mean:.3f} +- {report.fid_std:.3f}{mark('fid')} "
+        f"(n={report.n_generated} x {len(report.repeats)}, real n={report.n_real}, dims {report.dims}, "
+        f"{report.normalize})"
     )
-    if "kid_mean" in report:
-        text += f"  KID {report['kid_mean']:.5f} +- {report['kid_std']:.5f}{mark('kid')}"
-    if not report["standard_weights"]:
-        text += f"  [{report['weights']['kind']} weights: not comparable to published FID]"
-    frd = report.get("frd")
+    if report.kid_mean is not None:
+        text += f"  KID {report.kid_mean:.5f} +- {report.kid_std:.5f}{mark('kid')}"
+    if not report.standard_weights:
+        text += f"  [{report.weights.get('kind')} weights: not comparable to published FID]"
+    frd = report.frd
     if frd and "error" in frd:
         text += f"  FRD not measured: {frd['error']}"
     elif frd:
         text += f"  FRD {frd['mean']:.3f} +- {frd['std']:.3f}{mark('frd')} ({frd['version']}, n={frd['n_generated']} x "
-        text += f"{len(report['repeats'])}, real n={frd['n_real']})"
+        text += f"{len(report.repeats)}, real n={frd['n_real']})"
         if frd["top_differences"]:
             text += "; generated: " + ", ".join(describe_difference(e) for e in frd["top_differences"][:2])
     return text

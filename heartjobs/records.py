@@ -1,0 +1,121 @@
+"""Records on disk: each JSON file heartjobs writes is a pydantic model with a format number, written and
+read through Record alone; and the measurement record (fid.json, evals/*.json, a line of metrics.jsonl),
+which the run folder, the evaluation and the report all read.
+
+A file without a format number is format 1, what heartjobs wrote before records had one. Every format
+written so far is read, upgraded to the current one (Record.upgrade). What other machines write is not
+trusted: a file that is missing, not JSON, or not such a record reads as None, and a field that does not
+validate reads as missing; neither ever raises.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from heartjobs import atomic
+
+
+class Record(BaseModel):
+    """A record with its format number. Fields a record's writer did not set are not written, so a
+    record read and written again keeps its keys; keys a model does not name travel along unchanged."""
+
+    model_config = ConfigDict(extra="allow")
+
+    FORMAT: ClassVar[int] = 2  # what this code writes; 1: the same fields, before records had a number
+    format: int = FORMAT
+
+    @model_validator(mode="before")
+    @classmethod
+    def _upgraded(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            written = data.get("format", 1)
+            data = cls.upgrade(dict(data), written if isinstance(written, int) else 1)
+            data["format"] = cls.FORMAT  # set, so that it is written
+        return data
+
+    @classmethod
+    def upgrade(cls, data: dict, written: int) -> dict:
+        """A record of format `written` as the current format's fields. Format 1 had today's fields."""
+        return data
+
+    @classmethod
+    def parse(cls, data: object) -> Self | None:
+        """The record in `data` (a decoded JSON value); None when it is not one. A field that does not
+        validate is read as missing (a record that needs it is then none)."""
+        if not isinstance(data, dict):
+            return None
+        for _ in range(2):
+            try:
+                return cls.model_validate(data)
+            except ValidationError as exc:
+                bad = {error["loc"][0] for error in exc.errors() if error["loc"]}
+                if not bad & data.keys():
+                    return None
+                data = {key: value for key, value in data.items() if key not in bad}
+        return None
+
+    @classmethod
+    def read(cls, path: Path) -> Self | None:
+        """The record in the file at `path`; None when it is missing, unreadable or not such a record."""
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, ValueError):
+            return None
+        return cls.parse(data)
+
+    @classmethod
+    def parse_line(cls, line: str) -> Self | None:
+        """The record on one line of a JSON-lines log; None for a damaged line."""
+        with contextlib.suppress(ValueError):
+            return cls.parse(json.loads(line))
+        return None
+
+    def data(self) -> dict:
+        """The record as the JSON object it is written as."""
+        return self.model_dump(exclude_unset=True)
+
+    def write(self, path: Path) -> None:
+        """Write the record to `path` atomically."""
+        atomic.write_json(path, self.data())
+
+    def line(self) -> str:
+        """The record as one line of a JSON-lines log."""
+        return json.dumps(self.data())
+
+
+class Measurement(Record):
+    """A measurement of a generator (heartjobs.evaluation.inception.measure's result) with what it
+    measured: fid.json (the run's own), evals/<snapshot>_<settings hash>.json, a line of metrics.jsonl.
+    A record without its values or their protocol is no measurement (a damaged or foreign file)."""
+
+    metric: str = "fid"
+    run: str | None = None
+    job: str | None = None
+    spec_hash: str | None = None
+    snapshot: dict | None = None  # {"file": "generator.pt", "epoch": 200}
+    fid_mean: float
+    fid_std: float
+    repeats: list[dict]
+    n_generated: int
+    n_real: int
+    dims: int
+    normalize: str
+    standard_weights: bool
+    weights: dict = {}
+    kid_mean: float | None = None
+    kid_std: float | None = None
+    frd: dict | None = None  # {"mean", "std", "version", ...} or {"error", ...}
+    ladder: dict | None = None  # the validity ladder's verdict per metric (None: never laddered)
+    settings_hash: str | None = None
+    time: str | None = None
+
+    @property
+    def epoch(self) -> int | None:
+        """The epoch of the snapshot measured; None where the record does not say."""
+        epoch = (self.snapshot or {}).get("epoch")
+        return epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None
