@@ -150,10 +150,16 @@ def cmd_fid(args: argparse.Namespace) -> None:
             raise HeartjobsError(
                 "--all-checkpoints: measures every kept checkpoint; leave out --checkpoint and --save-images"
             )
+        from heartjobs.best import value
+
         records = measure_checkpoints(args.run_dir, overrides, device=args.device)
-        best = min(records, key=lambda r: r.fid_mean)
-        out.print(f"{len(records)} checkpoints measured; best FID at epoch {best.epoch} "
-                  f"({best.fid_mean:.3f}, n={best.n_generated} x {len(best.repeats)})")  # fmt: skip
+        best, choice = RunDir(args.run_dir).best_measured(records[-1].settings_hash)
+        if best is None:
+            out.print(f"{len(records)} checkpoints measured; no best: {choice.describe()}")
+        else:
+            measured = f"{choice.metric.upper()} {value(best, choice.metric):.3f}"
+            out.print(f"{len(records)} checkpoints measured; best {choice.describe()} at epoch {best.epoch} "
+                      f"({measured}, n={best.n_generated} x {len(best.repeats)})")  # fmt: skip
         return
     settings = spec.eval.model_copy(update=overrides)
     taken = args.save_images is not None and args.save_images.exists()

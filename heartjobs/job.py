@@ -369,9 +369,12 @@ def _measure_during(
     console.print(f"{spec.name}: epoch {record.epoch}, during training: {summary_line(record)}")
     if log is not None:
         log.measurement(record, during=True)
-    curve = run.metric_curve(record.settings_hash)  # this setting's own curve
-    if spec.eval.keep_best and (not curve or curve["best_epoch"] == record.epoch):
+    best, choice = run.best_measured(record.settings_hash)  # of this setting's own curve
+    if spec.eval.keep_best and best is not None and best.epoch == record.epoch:
         atomic.copy_file(checkpoint, run / RunDir.BEST)
+    elif spec.eval.keep_best and best is None:
+        console.print(f"{spec.name}: no best checkpoint kept: best is {choice.describe()}")
+    curve = run.metric_curve(record.settings_hash)
     if curve:
         plot_metric_curve(curve, run / RunDir.METRICS_PLOT, f"{spec.name} {run.path.name}")
 
@@ -394,10 +397,10 @@ def measure_checkpoints(run_dir: Path, overrides: dict, device: str | None = Non
         records.append(record)
     # best.pt: the best of this setting's whole curve (also epochs measured during training whose
     # checkpoints are gone); replaced only when that best is one of the checkpoints measured now
-    curve = run.metric_curve(records[-1].settings_hash)
-    best = next((r for r in records if curve and r.epoch == curve["best_epoch"]), None)
-    if spec.eval.keep_best and best is not None:
+    best, _ = run.best_measured(records[-1].settings_hash)
+    if spec.eval.keep_best and best is not None and best.snapshot in [r.snapshot for r in records]:
         atomic.copy_file(run / best.snapshot["file"], run / RunDir.BEST)
+    curve = run.metric_curve(records[-1].settings_hash)
     if curve:
         plot_metric_curve(curve, run / RunDir.METRICS_PLOT, f"{spec.name} {run.path.name}")
     return records

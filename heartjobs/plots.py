@@ -81,9 +81,9 @@ def plot_metric_curve(curve: dict, path: Path, title: str) -> None:
     for ax, metric in zip(axes[0], metrics, strict=True):
         points = [(e, v) for e, v in zip(curve["epochs"], curve[metric], strict=True) if v is not None]
         ax.plot(*zip(*points, strict=True), marker="o")
-        if metric == "fid":
+        if metric == curve.get("best_by") and curve.get("best_epoch") is not None:
             best = curve["epochs"].index(curve["best_epoch"])
-            ax.plot([curve["best_epoch"]], [curve["fid"][best]], marker="*", markersize=14, label="best epoch")
+            ax.plot([curve["best_epoch"]], [curve[metric][best]], marker="*", markersize=14, label="best epoch")
             ax.legend()
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric.upper())

@@ -15,7 +15,7 @@ import csv
 import io
 from pathlib import Path
 
-from heartjobs import atomic, procs, reportfigures, study, studypage
+from heartjobs import atomic, best, procs, reportfigures, study, studypage
 from heartjobs.errors import HeartjobsError
 from heartjobs.evaluation import verdicts
 from heartjobs.evaluation.records import FAILS_LADDER, failed_ladder
@@ -94,6 +94,8 @@ ROW_KEYS = [
     "context_key",
     "changes",
     "last_measured_epoch",
+    "best_epoch_by",
+    "assessment",
 ]
 FAILS_LADDER_MARK = "†"  # after a value whose metric failed the validity ladder
 
@@ -174,6 +176,7 @@ def _row(job: str, run_dir: Path | None) -> dict:
             row["thesis_fid"], row["thesis_fid_std"] = thesis
     curve = run.metric_curve()  # measured during training ([eval] every) or after (--all-checkpoints)
     row["best_epoch"], row["last_measured_epoch"] = curve.get("best_epoch"), curve.get("last_epoch")
+    row["best_epoch_by"] = curve.get("best_by")
     losses = run.losses()
     if losses:
         row["epochs"] = losses[-1]["epoch"]
@@ -191,8 +194,9 @@ def _row(job: str, run_dir: Path | None) -> dict:
         if "mean" in (fid.frd or {}):
             row.update(frd_mean=round(fid.frd["mean"], 3), frd_std=round(fid.frd["std"], 3))
             row["metrics"]["frd"] = fid.frd["mean"]
-        row["ladder_fails"] = ",".join(m for m in ("fid", "kid", "frd") if failed_ladder(_with_verdicts(fid, spec), m))
-        row["ladder_fails"] = row["ladder_fails"] or None
+        laddered = _with_verdicts(fid, spec)
+        row["ladder_fails"] = ",".join(m for m in ("fid", "kid", "frd") if failed_ladder(laddered, m)) or None
+        row["assessment"] = best.assess(laddered)  # what the one rule of "best" needs of this run
     return row
 
 
@@ -281,9 +285,10 @@ def _epochs_cell(row: dict) -> str:
         return "-"
     if row["best_epoch"] is None:
         return str(row["epochs"])
+    by = (row.get("best_epoch_by") or "fid").upper()
     if row["best_epoch"] == row["last_measured_epoch"]:
-        return f"{row['epochs']} (best FID at the last measured, {row['best_epoch']})"
-    return f"{row['epochs']} (best FID at {row['best_epoch']}, not the last measured, {row['last_measured_epoch']})"
+        return f"{row['epochs']} (best {by} at the last measured, {row['best_epoch']})"
+    return f"{row['epochs']} (best {by} at {row['best_epoch']}, not the last measured, {row['last_measured_epoch']})"
 
 
 def markdown(rows: list[dict]) -> str:
@@ -292,16 +297,9 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def ranking_metric(rows: list[dict]) -> str | None:
-    """What "best" follows: the first of FID (only where every measured run used the standard weights) and
-    FRD that every measured run has and that failed the validity ladder for none; None if neither."""
-    measured = [r for r in rows if r["fid_mean"] is not None]
-    for metric in ("fid", "frd"):
-        if metric == "fid" and not all(r["standard_weights"] for r in measured):
-            continue
-        if all(r[f"{metric}_mean"] is not None and metric not in (r["ladder_fails"] or "") for r in measured):
-            return metric
-    return None
+def ranking(rows: list[dict]) -> best.Choice:
+    """What the best runs follow: heartjobs.best's one rule over the measured runs."""
+    return best.choose([r["assessment"] for r in rows if r["assessment"] is not None])
 
 
 def write_report(root: Path, expected: list[str] | None = None) -> tuple[list[dict], list[Path]]:
@@ -311,7 +309,8 @@ def write_report(root: Path, expected: list[str] | None = None) -> tuple[list[di
         raise HeartjobsError(f"{root}: no such folder (nothing has run into it yet?)")
     rows = collect(root, expected)
     configs = study.configurations(rows)
-    metric = ranking_metric(rows)
+    choice = ranking(rows)
+    metric = choice.metric
     written = [root / "summary.md", root / "summary.csv", root / "summary.json"]
     note = (
         "FID, KID, FRD: mean ± std over repeats. FRD: Fréchet Radiomics Distance (frd-score v1, log scale). "
@@ -320,9 +319,9 @@ def write_report(root: Path, expected: list[str] | None = None) -> tuple[list[di
         "to the thesis' values. A thesis FID stands beside a run only when its protocol (weights, n, repeats, "
         "dims, normalize, real set, epochs, precision) is the thesis'; `protocol` names what differs. "
         + (
-            f"Best runs (figures) by {metric.upper()}."
+            f"Best runs (figures) {choice.describe()}."
             if metric
-            else "No best runs: neither FID nor FRD is measured for every run and trusted by the ladder."
+            else f"No best runs: no metric is measured for every run and trusted ({choice.describe()})."
         )
         + "\n\n"
     )
@@ -343,6 +342,7 @@ def write_report(root: Path, expected: list[str] | None = None) -> tuple[list[di
             "statistics": {"note": study.NOTE, "confidence": 0.95, "test": TEST},
             "thesis_protocol": THESIS_PROTOCOL,
             "best_by": metric,
+            "best_choice": choice.describe(),
             "note": note.strip(),
         },
     )

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from heartjobs import atomic
+from heartjobs.best import Choice, best_of
 from heartjobs.errors import HeartjobsError
 from heartjobs.records import Measurement
 from heartjobs.status import Status, StatusFile, read_status
@@ -206,8 +207,38 @@ class RunDir:
         """The run's metrics against the epoch: the measurements (metrics.jsonl) taken with one setting
         (`settings_hash`, else the setting measured at most epochs) at two epochs or more, the newest record
         per epoch. {"settings_hash", "n_generated", "repeats", "epochs": [...], "fid": [...], "frd": [...]
-        (None where not measured or not a finite number), "best_epoch" (by FID), "last_epoch"}; {} without
-        such measurements."""
+        (None where not measured or not a finite number), "best_epoch" (heartjobs.best's rule; None when no
+        metric is trusted), "best_by" (its metric), "best_choice" (the choice in words), "last_epoch"}; {}
+        without such measurements."""
+        key, by_epoch = self._measured_per_epoch(settings_hash)
+        epochs = sorted(by_epoch)
+        records = [by_epoch[e] for e in epochs]
+        fid = [_finite(r.fid_mean) for r in records]
+        frd = [_finite((r.frd or {}).get("mean")) for r in records]
+        if sum(value is not None for value in fid) < 2:
+            return {}
+        best, choice = best_of(records)
+        return {
+            "settings_hash": key,
+            "n_generated": records[-1].n_generated,
+            "repeats": len(records[-1].repeats),
+            "epochs": epochs,
+            "fid": fid,
+            "frd": frd,
+            "best_epoch": best.epoch if best else None,
+            "best_by": choice.metric,
+            "best_choice": choice.describe(),
+            "last_epoch": epochs[-1],
+        }
+
+    def best_measured(self, settings_hash: str) -> tuple[Measurement | None, Choice]:
+        """The best of the measurements taken with one setting (the newest per epoch), by heartjobs.best's
+        rule, and the choice behind it; what best.pt is kept by."""
+        return best_of(list(self._measured_per_epoch(settings_hash)[1].values()))
+
+    def _measured_per_epoch(self, settings_hash: str | None) -> tuple[str | None, dict[int, Measurement]]:
+        """(setting, {epoch: its newest measurement}) for `settings_hash`, else the setting measured at most
+        epochs; (None, {}) without measurements."""
         groups: dict[str, dict[int, Measurement]] = {}
         for record in self.metric_records():
             key = record.settings_hash or json.dumps(  # records from before settings were hashed
@@ -218,25 +249,8 @@ class RunDir:
         if settings_hash is not None:
             groups = {settings_hash: groups.get(settings_hash, {})}
         if not groups:
-            return {}
-        key, by_epoch = max(groups.items(), key=lambda item: len(item[1]))
-        epochs = sorted(by_epoch)
-        records = [by_epoch[e] for e in epochs]
-        fid = [_finite(r.fid_mean) for r in records]
-        frd = [_finite((r.frd or {}).get("mean")) for r in records]
-        measured = [(value, e) for value, e in zip(fid, epochs, strict=True) if value is not None]
-        if len(measured) < 2:
-            return {}
-        return {
-            "settings_hash": key,
-            "n_generated": records[-1].n_generated,
-            "repeats": len(records[-1].repeats),
-            "epochs": epochs,
-            "fid": fid,
-            "frd": frd,
-            "best_epoch": min(measured)[1],
-            "last_epoch": epochs[-1],
-        }
+            return None, {}
+        return max(groups.items(), key=lambda item: len(item[1]))
 
     def metric_records(self) -> list[Measurement]:
         """Every measurement of this run, in order (metrics.jsonl): each names the snapshot (file, epoch) it

@@ -31,7 +31,7 @@ LAYERS = [
         "repeats",
         "tblog",
     },
-    {"checkpoint", "rundir", "status", "procs", "device", "prepared", "provenance", "models", "spec"},
+    {"checkpoint", "rundir", "status", "procs", "device", "prepared", "provenance", "models", "spec", "best"},
     {"training", "evaluation", "data"},
     {"job", "jobqueue", "cluster", "report", "sweep", "study", "reportfigures", "studypage"},
     {"cli", "__main__"},

@@ -28,11 +28,31 @@ FINAL = {
 TRAIN = {"epochs": 4, "device": "cpu", "batch_size": 4, "keep_checkpoints": 1, "checkpoint_every": 4}
 
 
+def _ladder_verdict_on_fid(prepared, passes: bool = True) -> None:
+    """What `heartjobs ladder` remembers when FID passes (or fails) it on this set in FINAL's feature space
+    (the untrained weights at 64 dims): the newest verdict decides whether FID is trusted there, and so
+    whether "best" may follow it."""
+    from heartjobs.evaluation import verdicts
+    from heartjobs.evaluation.weights import resolve_weights
+    from heartjobs.prepared import PreparedSet
+
+    weights = resolve_weights("untrained").describe()
+    verdicts.remember(
+        {
+            "content_hash": PreparedSet.open(prepared).content_hash,
+            "n": 50,
+            "verdicts": {"fid": {"passes": passes, "failures": [] if passes else ["blur_mild"], "spearman": 0.5}},
+            "protocol": {"fid": {"weights": weights, "dims": 64}},
+        }
+    )
+
+
 def _generator(run: RunDir) -> dict:
     return torch.load(run / RunDir.GENERATOR, map_location="cpu", weights_only=False)["state_dict"]
 
 
 def test_checkpoints_measured_during_training_leave_training_unchanged_and_keep_the_best(tmp_path, prepared32):
+    _ladder_verdict_on_fid(prepared32)
     during = {**FINAL, "every": 2, "during": {"n_generated": 12, "repeats": 1}}
     spec_path = write_spec(tmp_path, "during", "gan", prepared32, eval=during, sample_every=2, **TRAIN)
     with open(spec_path, "a") as f:  # [output] is the file's last table
@@ -65,7 +85,7 @@ def test_checkpoints_measured_during_training_leave_training_unchanged_and_keep_
     curve = run.metric_curve()
     fids = [r["fid_mean"] for r in during_records]
     assert curve["epochs"] == [2, 4] and curve["fid"] == fids and curve["last_epoch"] == 4
-    assert curve["best_epoch"] == (2 if fids[0] < fids[1] else 4)
+    assert curve["best_epoch"] == (2 if fids[0] < fids[1] else 4) and curve["best_by"] == "fid"
     assert torch.load(run / RunDir.BEST, map_location="cpu", weights_only=False)["epoch"] == curve["best_epoch"]
     assert (run / RunDir.METRICS_PLOT).stat().st_size > 1000
 
@@ -99,15 +119,25 @@ def test_fid_all_checkpoints_measures_each_kept_checkpoint_afterwards(tmp_path, 
     run = RunDir(run_job(write_spec(tmp_path, "after", "gan", prepared32, eval=FINAL, **train)))
     assert not run.metric_curve()  # measured once, at the end: no curve
 
+    # FID that the ladder failed on this set and feature space is not trusted, and no other metric is
+    # measured: nothing is best, and the console says why
+    _ladder_verdict_on_fid(prepared32, passes=False)
+    result = cli("evaluate", run.path, "--all-checkpoints", "--n", "12")
+    assert result.returncode == 0, result.stderr
+    untrusted = "FID: fails the validity ladder; FRD: not measured"
+    assert f"4 checkpoints measured; no best: none ({untrusted})" in result.stdout
+    assert not (run / RunDir.BEST).exists() and run.metric_curve()["best_epoch"] is None
+
+    _ladder_verdict_on_fid(prepared32)  # once a ladder passed FID on this set and feature space, best follows it
     result = cli("fid", run.path, "--all-checkpoints", "--n", "12")
     assert result.returncode == 0, result.stderr
-    records = [r.data() for r in run.metric_records() if r.snapshot["file"].startswith("checkpoints/")]
+    records = [r.data() for r in run.metric_records() if r.snapshot["file"].startswith("checkpoints/")][4:]
     assert [r["snapshot"]["epoch"] for r in records] == [1, 2, 3, 4]
     assert {r["n_generated"] for r in records} == {12} and len({r["settings_hash"] for r in records}) == 1
     curve = run.metric_curve()
     best = min(records, key=lambda r: r["fid_mean"])
     assert curve["epochs"] == [1, 2, 3, 4] and curve["best_epoch"] == best["snapshot"]["epoch"]
-    assert f"4 checkpoints measured; best FID at epoch {best['snapshot']['epoch']}" in result.stdout
+    assert f"4 checkpoints measured; best by FID at epoch {best['snapshot']['epoch']}" in result.stdout
     assert torch.load(run / RunDir.BEST, map_location="cpu", weights_only=False)["epoch"] == best["snapshot"]["epoch"]
     assert (run / RunDir.METRICS_PLOT).is_file()
 

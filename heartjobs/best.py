@@ -1,0 +1,81 @@
+"""What "best" means, in one rule for every place that picks one (best.pt and best_epoch during and after
+training, `evaluate --all-checkpoints`, the report's best runs): the lowest value of the first metric in
+ORDER that every measurement compared has and trusts. A metric is not trusted in a measurement when the
+validity ladder failed it on that data and feature space, or when it is an Inception metric on weights
+other than pytorch-fid's standard file that the ladder has not passed. When no metric is trusted, nothing
+is best, and the choice says why.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from heartjobs.records import Measurement
+
+ORDER = ("fid", "frd")  # FID first: the thesis' metric, comparable to published values; then FRD
+INCEPTION_METRICS = ("fid", "kid")
+
+
+def value(measurement: Measurement, metric: str) -> float | None:
+    """The measurement's mean of `metric`; None where it was not measured or is not a finite number."""
+    frd = (measurement.frd or {}).get("mean")
+    number = frd if metric == "frd" else getattr(measurement, f"{metric}_mean", None)
+    finite = isinstance(number, int | float) and not isinstance(number, bool) and math.isfinite(number)
+    return float(number) if finite else None
+
+
+def distrust(measurement: Measurement, metric: str) -> str | None:
+    """Why `metric` is not to be trusted in this measurement; None when it is."""
+    if value(measurement, metric) is None:
+        return "not measured"
+    verdict = (measurement.ladder or {}).get(metric)
+    if isinstance(verdict, dict) and verdict.get("passes") is False:
+        return "fails the validity ladder"
+    laddered = isinstance(verdict, dict) and verdict.get("passes") is True
+    if metric in INCEPTION_METRICS and not measurement.standard_weights and not laddered:
+        kind = (measurement.weights or {}).get("kind", "non-standard")
+        return f"{kind} Inception weights, not passed by the validity ladder"
+    return None
+
+
+def assess(measurement: Measurement) -> dict[str, dict]:
+    """{metric: {"value", "distrust"}} for each metric in ORDER: what the rule needs of one measurement
+    (a report row keeps it)."""
+    return {m: {"value": value(measurement, m), "distrust": distrust(measurement, m)} for m in ORDER}
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The metric best follows (None: none is trusted by every measurement), and why each metric before
+    it in ORDER was passed over."""
+
+    metric: str | None
+    passed_over: dict[str, str]
+
+    def describe(self) -> str:
+        """ "by FID", "by FRD (FID: fails the validity ladder)", "none (FID: ...; FRD: not measured)"."""
+        reasons = "; ".join(f"{m.upper()}: {why}" for m, why in self.passed_over.items())
+        head = f"by {self.metric.upper()}" if self.metric else "none"
+        return f"{head} ({reasons})" if reasons else head
+
+
+def choose(assessments: list[dict[str, dict]]) -> Choice:
+    """The one rule: the first metric in ORDER that every assessed measurement has and trusts."""
+    passed_over: dict[str, str] = {}
+    for metric in ORDER:
+        reasons = [a[metric]["distrust"] for a in assessments if a[metric]["distrust"]]
+        if assessments and not reasons:
+            return Choice(metric, passed_over)
+        passed_over[metric] = reasons[0] if reasons else "nothing measured"
+        if len(set(reasons)) > 1:
+            passed_over[metric] += " (in some)"
+    return Choice(None, passed_over)
+
+
+def best_of(measurements: list[Measurement]) -> tuple[Measurement | None, Choice]:
+    """The best measurement (the earliest of equals) and the choice behind it; None when nothing is best."""
+    choice = choose([assess(m) for m in measurements])
+    if choice.metric is None:
+        return None, choice
+    return min(measurements, key=lambda m: value(m, choice.metric)), choice
