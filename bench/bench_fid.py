@@ -20,12 +20,12 @@ import thesis_pipeline
 import torch
 from results_log import RESULTS, record
 
-from heartjobs.checkpoint import load_generator
 from heartjobs.data.phantom import PhantomParams, generate
 from heartjobs.data.prepare import PrepareParams, prepare
 from heartjobs.evaluation.weights import resolve_weights
-from heartjobs.job import evaluate_run, run_job
-from heartjobs.spec import EvalSection
+from heartjobs.runner.lifecycle import evaluate_run, run_job
+from heartjobs.spec.schema import EvalSection
+from heartjobs.store.checkpoint import load_generator
 
 EVAL_BATCH = 100  # heartjobs' evaluation batch here, which its noise is drawn in
 

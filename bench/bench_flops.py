@@ -19,7 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from heartjobs.data.phantom import PhantomParams, generate
 from heartjobs.data.prepare import PrepareParams, prepare
-from heartjobs.spec import load_spec
+from heartjobs.spec.schema import load_spec
 from heartjobs.training.loop import Trainer
 
 
@@ -62,7 +62,7 @@ def main() -> None:
                 f'name = "flops"\nmodel = "{model}"\n[data]\nprepared = "{tmp / "prepared"}"\n'
                 f'[train]\nbatch_size = {args.batch_size}\ndevice = "{device.type}"\n[eval]\nmeasure = false\n'
             )
-            from heartjobs.prepared import PreparedSet
+            from heartjobs.store.prepared import PreparedSet
 
             trainer = Trainer(load_spec(spec_path), PreparedSet.open(tmp / "prepared").tensor(), device)
             family_step = trainer.family.step

@@ -26,7 +26,7 @@ from heartjobs.data.phantom import PhantomParams, generate
 from heartjobs.data.prepare import PrepareParams, prepare
 from heartjobs.evaluation import radiomics
 from heartjobs.imaging import save_pngs
-from heartjobs.prepared import PreparedSet
+from heartjobs.store.prepared import PreparedSet
 
 # A thesis job's FRD: 3 repeats x frd_n 1000 generated images, plus the 3307 real images once per set.
 THESIS_FRD_IMAGES = 3 * 1000

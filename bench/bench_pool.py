@@ -19,7 +19,7 @@ from heartjobs.data import pool
 from heartjobs.data.phantom import PhantomParams, generate
 from heartjobs.data.prepare import PrepareParams, prepare
 from heartjobs.evaluation import radiomics
-from heartjobs.prepared import PreparedSet
+from heartjobs.store.prepared import PreparedSet
 
 
 def shut_down_pools() -> None:

@@ -52,7 +52,7 @@ def thesis_route(prepared: Path, model: str, batch_size: int, epochs: int, devic
 
 
 def heartjobs_route(prepared: Path, model: str, batch_size: int, epochs: int, device: str) -> dict:
-    from heartjobs.spec import load_spec
+    from heartjobs.spec.schema import load_spec
     from heartjobs.training.loop import Trainer
 
     spec_path = prepared.parent / f"{model}.toml"
@@ -60,7 +60,7 @@ def heartjobs_route(prepared: Path, model: str, batch_size: int, epochs: int, de
         f'name = "bench"\nmodel = "{model}"\n[data]\nprepared = "{prepared}"\n'
         f'[train]\nbatch_size = {batch_size}\ndevice = "{device}"\n[eval]\nfid = false\n'
     )
-    from heartjobs.prepared import PreparedSet
+    from heartjobs.store.prepared import PreparedSet
 
     trainer = Trainer(load_spec(spec_path), PreparedSet.open(prepared).tensor(), torch.device(device))
     trainer.train_epoch()  # warm-up, not timed

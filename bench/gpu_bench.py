@@ -43,7 +43,6 @@ from results_log import RESULTS
 from rich.console import Console
 from rich.table import Table
 
-from heartjobs.checkpoint import build_generator, save_checkpoint
 from heartjobs.data.phantom import PhantomParams, generate
 from heartjobs.data.prepare import PrepareParams, prepare
 from heartjobs.errors import HeartjobsError, one_line
@@ -52,9 +51,10 @@ from heartjobs.evaluation.statistics import kernel_inception_distance
 from heartjobs.evaluation.weights import resolve_weights
 from heartjobs.grids import save_grid
 from heartjobs.plots import plot_losses
-from heartjobs.prepared import PreparedSet
-from heartjobs.spec import COMMON_DEFAULTS, EvalSection, load_spec, train_defaults
-from heartjobs.sweep import expand, load_sweep
+from heartjobs.spec.schema import COMMON_DEFAULTS, EvalSection, load_spec, train_defaults
+from heartjobs.spec.sweep import expand, load_sweep
+from heartjobs.store.checkpoint import build_generator, save_checkpoint
+from heartjobs.store.prepared import PreparedSet
 from heartjobs.training.loop import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent

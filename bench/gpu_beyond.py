@@ -19,7 +19,7 @@ import torch
 
 from heartjobs.data.phantom import PhantomParams, generate
 from heartjobs.data.prepare import PrepareParams, prepare
-from heartjobs.job import run_job
+from heartjobs.runner.lifecycle import run_job
 
 CASES = [  # (model, extra [train] line)
     ("wgan", ""),

@@ -21,8 +21,8 @@ from heartjobs.data.phantom import PhantomParams, generate
 from heartjobs.data.prepare import PrepareParams, prepare
 from heartjobs.errors import HeartjobsError
 from heartjobs.evaluation.weights import resolve_weights
-from heartjobs.job import evaluate_run, run_job
-from heartjobs.spec import EvalSection
+from heartjobs.runner.lifecycle import evaluate_run, run_job
+from heartjobs.spec.schema import EvalSection
 
 
 def main() -> None:

@@ -13,8 +13,8 @@ import math
 import sys
 from pathlib import Path
 
-from heartjobs.rundir import RunDir, versions
-from heartjobs.spec import parse_spec
+from heartjobs.spec.schema import parse_spec
+from heartjobs.store.rundir import RunDir, versions
 
 REQUIRED = [RunDir.JOB_TOML, RunDir.RESOLVED, RunDir.ENV, RunDir.STATUS, RunDir.LOSSES, RunDir.LOSSES_PLOT,
             RunDir.REAL_GRID, RunDir.GENERATOR, RunDir.FID_REPORT, RunDir.METRICS]  # fmt: skip

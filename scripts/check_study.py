@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from heartjobs.rundir import RunDir, versions
-from heartjobs.spec import parse_spec
+from heartjobs.spec.schema import parse_spec
+from heartjobs.store.rundir import RunDir, versions
 
 
 def close(a: float, b: float) -> bool:

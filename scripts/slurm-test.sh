@@ -30,8 +30,8 @@ echo "$again"
 import sys
 from pathlib import Path
 
-from heartjobs.rundir import RunDir, versions
-from heartjobs.spec import parse_spec
+from heartjobs.store.rundir import RunDir, versions
+from heartjobs.spec.schema import parse_spec
 
 project = Path(sys.argv[1])
 problems = []

@@ -76,15 +76,15 @@ class CliResult:
 
 
 def cli(*args, cwd: Path | None = None, env: dict | None = None) -> CliResult:
-    """`heartjobs ARGS` in this process: heartjobs.cli.main, its exit code and what a real process would have
+    """`heartjobs ARGS` in this process: heartjobs.cli.main.main, its exit code and what a real process would have
     printed: what it wrote to sys.stdout and sys.stderr, what anything wrote to file descriptors 1 and 2
     meanwhile (C libraries, processes it started), and the warnings Python's default filters show.
     argparse's own exits count. `env` (values; None removes a variable), `cwd` and sys.argv hold for the
     call only; the stop signals' handlers and torch's thread count, which `run`, `fid` and `ladder` set for
     their process, are put back afterwards."""
-    from heartjobs.cli import main
+    from heartjobs.cli.main import main
     from heartjobs.evaluation import preflight
-    from heartjobs.procs import STOP_SIGNALS
+    from heartjobs.system.procs import STOP_SIGNALS
 
     preflight._downloadable.cache_clear()  # a fresh process asks the network again
     stdout, stderr = io.StringIO(), io.StringIO()
@@ -212,7 +212,7 @@ def uninterrupted_run(
 ) -> Path:
     """Job `name` (DCGAN unless `model` says otherwise) trained start to end: what an interrupted-and-resumed
     run of the same spec must match bit for bit."""
-    from heartjobs.job import run_job
+    from heartjobs.runner.lifecycle import run_job
 
     return run_job(write_spec(tmp_path_factory.mktemp("reference"), name, model, prepared, **train))
 
@@ -232,7 +232,7 @@ def losses(run_dir: Path) -> list[dict]:
 
 def assert_same_run(resumed: Path, reference: Path) -> None:
     """Bit for bit: the final generator, the last checkpoint's discriminator, and every epoch's losses."""
-    from heartjobs.checkpoint import list_checkpoints, load_generator
+    from heartjobs.store.checkpoint import list_checkpoints, load_generator
 
     a, b = (load_generator(d / "generator.pt")[0].state_dict() for d in (resumed, reference))
     for key in b:
@@ -257,7 +257,7 @@ def slow_dcgan_reference(tmp_path_factory, prepared32) -> Path:
 
 
 def _trained(folder: Path, prepared: Path) -> Path:
-    from heartjobs.job import run_job
+    from heartjobs.runner.lifecycle import run_job
 
     return run_job(write_spec(folder, "resume_me", "dcgan", prepared, **SLOW_DCGAN))
 

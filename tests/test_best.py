@@ -1,10 +1,10 @@
-"""One meaning of "best" (heartjobs.best): the first metric in FID, FRD order that every measurement compared
+"""One meaning of "best" (heartjobs.store.best): the first metric in FID, FRD order that every measurement compared
 has and trusts; what best.pt, best_epoch, the report and the console all follow."""
 
 from __future__ import annotations
 
-from heartjobs import best
 from heartjobs.records import Measurement
+from heartjobs.store import best
 
 STANDARD = {"kind": "standard", "sha256": "6726825d", "standard": True}
 UNTRAINED = {"kind": "untrained", "sha256": "ab12", "standard": False}

@@ -15,14 +15,14 @@ from torch import nn
 from torch._dynamo.utils import counters
 from torch.func import functional_call
 
-from heartjobs.checkpoint import list_checkpoints, load_generator
 from heartjobs.errors import JobInterrupted
-from heartjobs.job import run_job
 from heartjobs.models import build_models
 from heartjobs.models.penalty import gradient_penalty
-from heartjobs.prepared import PreparedSet
-from heartjobs.procs import StopRequest
-from heartjobs.spec import AUGMENTATIONS, load_spec
+from heartjobs.runner.lifecycle import run_job
+from heartjobs.spec.schema import AUGMENTATIONS, load_spec
+from heartjobs.store.checkpoint import list_checkpoints, load_generator
+from heartjobs.store.prepared import PreparedSet
+from heartjobs.system.procs import StopRequest
 from heartjobs.training.augment import OPERATIONS, DiffAugment
 from heartjobs.training.loop import Trainer
 
@@ -294,7 +294,7 @@ def test_a_tiny_run_trains_checkpoints_and_resumes_bit_identical(tmp_path, tmp_p
 
 def test_wgan_gp_with_every_augmentation_continues_bit_identical_mid_epoch(tmp_path, prepared32):
     # the penalty's interpolation weights and the augmentations' draws, stopped inside an epoch
-    from heartjobs.checkpoint import load_checkpoint, save_checkpoint
+    from heartjobs.store.checkpoint import load_checkpoint, save_checkpoint
     from heartjobs.training.loop import Interrupted
 
     augment = ",".join(AUGMENTATIONS)

@@ -80,7 +80,7 @@ def test_paths_that_look_like_markup_print_as_they_are(tmp_path, prepared32):
 def test_every_command_and_option_says_what_it_is_and_the_exit_codes_are_listed():
     import argparse
 
-    from heartjobs.cli import build_parser
+    from heartjobs.cli.main import build_parser
 
     parser = build_parser()
     silent = []

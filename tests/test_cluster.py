@@ -20,17 +20,19 @@ from pathlib import Path
 import pytest
 from submitit.core.utils import DelayedSubmission
 
-from heartjobs import atomic, cluster, procs
-from heartjobs.cluster import (
+from heartjobs import atomic
+from heartjobs.cluster import submit as cluster
+from heartjobs.cluster.submit import (
     SpecTask,
     parse_time,
     queued_elsewhere,
     resumable,
     running_elsewhere,
 )
-from heartjobs.rundir import RunDir, claim_version, versions
-from heartjobs.spec import load_spec
-from heartjobs.status import RUN_DEAD_AFTER_S, now_iso
+from heartjobs.spec.schema import load_spec
+from heartjobs.store.rundir import RunDir, claim_version, versions
+from heartjobs.store.status import RUN_DEAD_AFTER_S, now_iso
+from heartjobs.system import procs
 
 from .conftest import SLOW_DCGAN as SLOW
 from .conftest import assert_same_run, cli, losses, run_cli, wait_for, write_spec
@@ -415,9 +417,9 @@ def test_states_without_accounting_come_from_squeue_then_scontrol_then_the_tasks
 
 
 def test_the_report_and_a_task_agree_when_a_run_elsewhere_is_dead(tmp_path, prepared32, monkeypatch):
-    # one threshold for a run's heartbeat (heartjobs.status.RUN_DEAD_AFTER_S), not one per module
-    from heartjobs.report import _state
-    from heartjobs.status import WORKER_DEAD_AFTER_S
+    # one threshold for a run's heartbeat (heartjobs.store.status.RUN_DEAD_AFTER_S), not one per module
+    from heartjobs.report.summary import _state
+    from heartjobs.store.status import WORKER_DEAD_AFTER_S
 
     monkeypatch.chdir(tmp_path)
     spec = load_spec(write_spec(tmp_path, "elsewhere", "gan", prepared32, **QUICK))

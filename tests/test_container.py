@@ -11,8 +11,8 @@ from pathlib import Path, PurePosixPath
 import pytest
 import yaml
 
-from heartjobs.cli import build_parser
-from heartjobs.spec import parse_spec
+from heartjobs.cli.main import build_parser
+from heartjobs.spec.schema import parse_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((ROOT / "compose.yaml").read_text())

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from heartjobs import cluster, procs
-from heartjobs.cluster import SpecTask, SubmitOptions, resolve_gpus, time_left
+from heartjobs.cluster import submit as cluster
+from heartjobs.cluster.submit import SpecTask, SubmitOptions, resolve_gpus, time_left
+from heartjobs.system import procs
 
 
 def _tree(root: Path, files: dict[str, str]) -> Path:
@@ -61,7 +62,7 @@ def test_allotted_cpus_take_the_fewest_and_torch_follows(monkeypatch):
     assert procs.allotted_cpus() == (1, "SLURM_CPUS_ON_NODE")
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "64")  # more than this machine: the affinity decides
     assert procs.allotted_cpus() == (len(os.sched_getaffinity(0)), "CPU affinity")
-    code = "from heartjobs import procs; import torch; procs.use_allotted_cpus(); print(torch.get_num_threads())"
+    code = "from heartjobs.system import procs; import torch; procs.use_allotted_cpus(); print(torch.get_num_threads())"
     import subprocess
 
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "SLURM_CPUS_PER_TASK")}
@@ -124,7 +125,7 @@ def test_a_task_pickled_by_an_older_heartjobs_still_starts(tmp_path):
 
 
 def test_gpus_per_job_default_follows_the_jobs_and_the_cluster(tmp_path, monkeypatch, prepared32):
-    from heartjobs.spec import load_spec
+    from heartjobs.spec.schema import load_spec
 
     from .conftest import write_spec
 
@@ -147,7 +148,7 @@ def test_gpus_per_job_default_follows_the_jobs_and_the_cluster(tmp_path, monkeyp
 
 def test_a_submission_whose_state_cant_be_read_holds_its_jobs(tmp_path, monkeypatch):
     from heartjobs import atomic
-    from heartjobs.rundir import claim_version
+    from heartjobs.store.rundir import claim_version
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -179,7 +180,7 @@ def test_a_run_stops_when_the_process_that_started_it_dies(tmp_path, prepared32)
     spec = write_spec(tmp_path, "orphan", "dcgan", prepared32, **SLOW_DCGAN)
     run_dir = tmp_path / "artifacts" / "orphan" / "v0001"
     starter_code = (
-        "import subprocess, sys, time\nfrom pathlib import Path\nfrom heartjobs.procs import start_run\n"
+        "import subprocess, sys, time\nfrom pathlib import Path\nfrom heartjobs.system.procs import start_run\n"
         f"child = start_run(Path({str(spec)!r}), resume=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
         "print(child.pid, flush=True)\ntime.sleep(600)\n"
     )
@@ -211,7 +212,7 @@ def test_nothing_starts_a_child_with_a_preexec_fn():
 
 
 def test_the_submitit_internals_heartjobs_uses_are_there_at_the_pinned_version():
-    # heartjobs.cluster reaches past submitit's public API; only the exact pin makes that safe
+    # heartjobs.cluster.submit reaches past submitit's public API; only the exact pin makes that safe
     import importlib.metadata as md
     import inspect
     import re

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from heartjobs.checkpoint import list_checkpoints
-from heartjobs.job import run_job
+from heartjobs.runner.lifecycle import run_job
+from heartjobs.store.checkpoint import list_checkpoints
 
 from .conftest import cli, needs_root, write_spec
 
@@ -91,7 +91,7 @@ def test_a_disk_that_fills_in_the_middle_of_a_write_leaves_no_partial_file(tmp_p
 @needs_root
 @pytest.mark.slow
 def test_a_worker_survives_a_full_queue_folder_and_the_job_stays_recoverable(tmp_path, prepared32, small_disk):
-    from heartjobs.jobqueue import Queue
+    from heartjobs.queue.worker import Queue
 
     disk, resize = small_disk
     resize(4 * 2**20)
@@ -183,26 +183,26 @@ def test_a_read_only_queue_is_a_one_line_error(tmp_path, prepared32):
 def _run_signalled_at(spec: Path, where: str, monkeypatch) -> object:
     """`heartjobs run spec`, sending this process a real SIGTERM at `where`: "setup" (while the spec's weights
     are checked, before a version exists) or "done" (the instant status.json says done)."""
-    import heartjobs.job
-    import heartjobs.status
+    import heartjobs.runner.lifecycle
+    import heartjobs.store.status
 
     if where == "setup":
-        checked = heartjobs.job.check_measurable
+        checked = heartjobs.runner.lifecycle.check_measurable
 
         def check_measurable(*args, **kwargs):
             checked(*args, **kwargs)
             os.kill(os.getpid(), signal.SIGTERM)
 
-        monkeypatch.setattr(heartjobs.job, "check_measurable", check_measurable)
+        monkeypatch.setattr(heartjobs.runner.lifecycle, "check_measurable", check_measurable)
     else:
-        finish = heartjobs.status.StatusFile.finish
+        finish = heartjobs.store.status.StatusFile.finish
 
         def finish_then_signal(self, state, error=None):
             finish(self, state, error)
             if state == "done":
                 os.kill(os.getpid(), signal.SIGTERM)
 
-        monkeypatch.setattr(heartjobs.status.StatusFile, "finish", finish_then_signal)
+        monkeypatch.setattr(heartjobs.store.status.StatusFile, "finish", finish_then_signal)
     return cli("run", spec)  # a SIGTERM that `run` did not take as a request would end the test process
 
 

@@ -14,7 +14,6 @@ import torch
 from PIL import Image
 from pytorch_fid.fid_score import calculate_frechet_distance
 
-from heartjobs.checkpoint import load_snapshot
 from heartjobs.data.phantom import PhantomParams, generate
 from heartjobs.data.prepare import PrepareParams, prepare
 from heartjobs.errors import HeartjobsError
@@ -22,10 +21,11 @@ from heartjobs.evaluation.driver import generated_batches
 from heartjobs.evaluation.inception import FeatureExtractor
 from heartjobs.evaluation.statistics import frechet_distance, kernel_inception_distance, mean_and_covariance
 from heartjobs.evaluation.weights import STANDARD_FILENAME, resolve_weights
-from heartjobs.job import evaluate_run, run_job
-from heartjobs.prepared import PreparedSet
-from heartjobs.rundir import RunDir
-from heartjobs.spec import EvalSection
+from heartjobs.runner.lifecycle import evaluate_run, run_job
+from heartjobs.spec.schema import EvalSection
+from heartjobs.store.checkpoint import load_snapshot
+from heartjobs.store.prepared import PreparedSet
+from heartjobs.store.rundir import RunDir
 
 from .conftest import cli, write_spec
 

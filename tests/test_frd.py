@@ -15,7 +15,7 @@ import pytest
 from heartjobs.data.prepare import PrepareParams, prepare
 from heartjobs.errors import HeartjobsError
 from heartjobs.evaluation import radiomics
-from heartjobs.prepared import PreparedSet
+from heartjobs.store.prepared import PreparedSet
 
 from .conftest import cli, run_cli, write_spec
 
@@ -133,9 +133,9 @@ def test_constant_images_count_as_unmeasurable_not_as_a_crash(prepared64):
 
 
 def test_the_save_images_switch_keeps_the_own_measurements_images_in_the_run(tmp_path, prepared64):
-    from heartjobs.job import evaluate_run, run_job
-    from heartjobs.rundir import RunDir
-    from heartjobs.spec import EvalSection
+    from heartjobs.runner.lifecycle import evaluate_run, run_job
+    from heartjobs.spec.schema import EvalSection
+    from heartjobs.store.rundir import RunDir
 
     settings = {"weights": "untrained", "n_generated": 8, "repeats": 1, "dims": 64, "batch_size": 8}
     settings |= {"frd": False, "kid": False, "save_images": True}

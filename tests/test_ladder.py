@@ -14,8 +14,8 @@ from heartjobs.data.prepare import PrepareParams, prepare
 from heartjobs.evaluation import verdicts
 from heartjobs.evaluation.ladder import RUNGS, build_sets, parse_metrics, verdict
 from heartjobs.evaluation.records import FAILS_LADDER, summary_line
-from heartjobs.prepared import PreparedSet
 from heartjobs.records import Measurement
+from heartjobs.store.prepared import PreparedSet
 
 from .conftest import cli
 

@@ -1,9 +1,9 @@
-"""The package's dependency rule, checked on its source: each module imports only its own layer or the
-layers below, training and evaluation never import each other, and data imports neither.
+"""The package's dependency rule, checked on its source: each package imports only its own layer or the
+layers below, training and evaluation never import each other, and data imports neither. The packages are
+the layers:
 
-    cli -> {job, jobqueue, cluster, report, sweep} -> {training, evaluation, data}
-        -> {checkpoint, rundir, status, procs, prepared, provenance, models, spec}
-        -> {atomic, records, hashing, errors, and the small helpers: progress, imaging, grids, plots, repeats}
+    cli -> {runner, queue, cluster, report} -> {training, evaluation, data}
+        -> {spec, store, system, models} -> the base modules at the top of the package
 
 Every import counts, also one inside a function.
 """
@@ -17,24 +17,12 @@ import heartjobs
 
 PACKAGE = Path(heartjobs.__file__).parent
 LAYERS = [
-    {
-        "__init__",
-        "atomic",
-        "records",
-        "hashing",
-        "errors",
-        "choices",
-        "progress",
-        "imaging",
-        "grids",
-        "plots",
-        "repeats",
-        "tblog",
-    },
-    {"checkpoint", "rundir", "status", "procs", "device", "prepared", "provenance", "models", "spec", "best"},
-    {"training", "evaluation", "data"},
-    {"job", "jobqueue", "cluster", "report", "sweep", "study", "reportfigures", "studypage"},
-    {"cli", "__main__"},
+    # base: small modules every layer may use
+    {"__init__", "atomic", "hashing", "errors", "choices", "records", "progress", "imaging", "grids", "plots"},
+    {"spec", "store", "system", "models"},  # formats and processes
+    {"training", "evaluation", "data"},  # work
+    {"runner", "queue", "cluster", "report"},  # orchestration
+    {"cli", "__main__"},  # interface
 ]
 # Within the work layer, only data may be imported sideways.
 FORBIDDEN = {("training", "evaluation"), ("evaluation", "training"), ("data", "training"), ("data", "evaluation")}
@@ -107,24 +95,26 @@ def test_the_rule_catches_a_violation(tmp_path):
     # The checker itself: an upward import and a training -> evaluation import are both seen.
     source = tmp_path / "heartjobs" / "training" / "bad.py"
     source.parent.mkdir(parents=True)
-    (source.parents[1] / "job.py").write_text("")
-    source.write_text("def f():\n    from heartjobs.evaluation import inception\n    from heartjobs import job\n")
+    (source.parents[1] / "runner").mkdir()
+    source.write_text(
+        "def f():\n    from heartjobs.evaluation import inception\n    from heartjobs.runner import lifecycle\n"
+    )
     global PACKAGE
     saved, PACKAGE = PACKAGE, tmp_path / "heartjobs"
     try:
-        assert _imports(source) == {"heartjobs.evaluation", "heartjobs.job"}
-        assert {(u, t) for u, t, _ in _edges()} == {("training", "evaluation"), ("training", "job")}
+        assert _imports(source) == {"heartjobs.evaluation", "heartjobs.runner"}
+        assert {(u, t) for u, t, _ in _edges()} == {("training", "evaluation"), ("training", "runner")}
     finally:
         PACKAGE = saved
 
 
 def test_run_folder_names_are_spelled_only_in_rundir():
     # RunDir owns the names of a run folder's files; a module that spells one itself drifts from it
-    from heartjobs.rundir import RunDir
+    from heartjobs.store.rundir import RunDir
 
     names = {value for key, value in vars(RunDir).items() if key.isupper() and isinstance(value, str)}
     names |= {name.split("{")[0] for name in names if "{" in name}  # eval_progress_{key}.json: its prefix too
-    not_run_files = {("tblog.py", "samples"), ("weights.py", "checkpoints")}  # a TensorBoard tag; torch.hub's
+    not_run_files = {("eventlog.py", "samples"), ("weights.py", "checkpoints")}  # a TensorBoard tag; torch.hub's
     spelled = []
     for path in sorted(PACKAGE.rglob("*.py")):
         if path.name == "rundir.py":

@@ -9,10 +9,10 @@ import json
 import torch
 
 from heartjobs.evaluation.records import settings_hash
-from heartjobs.job import run_job
-from heartjobs.report import cells, collect
-from heartjobs.rundir import RunDir
-from heartjobs.spec import load_spec
+from heartjobs.report.summary import cells, collect
+from heartjobs.runner.lifecycle import run_job
+from heartjobs.spec.schema import load_spec
+from heartjobs.store.rundir import RunDir
 
 from .conftest import cli, write_spec
 
@@ -34,7 +34,7 @@ def _ladder_verdict_on_fid(prepared, passes: bool = True) -> None:
     whether "best" may follow it."""
     from heartjobs.evaluation import verdicts
     from heartjobs.evaluation.weights import resolve_weights
-    from heartjobs.prepared import PreparedSet
+    from heartjobs.store.prepared import PreparedSet
 
     weights = resolve_weights("untrained").describe()
     verdicts.remember(

@@ -16,7 +16,7 @@ from heartjobs.data.needs import needed_sets
 from heartjobs.data.prepare import PrepareParams, prepare
 from heartjobs.errors import HeartjobsError
 from heartjobs.hashing import sha256_array, sha256_file
-from heartjobs.prepared import PreparedSet
+from heartjobs.store.prepared import PreparedSet
 
 from .conftest import SMALL_PHANTOM, cli, write_spec
 

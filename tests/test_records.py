@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from heartjobs import procs
-from heartjobs.cluster import Submission, read_submission
-from heartjobs.jobqueue import Forced, Outcome, Queue, WorkerBeat, status
+from heartjobs.cluster.submit import Submission, read_submission
+from heartjobs.queue.worker import Forced, Outcome, Queue, WorkerBeat, status
 from heartjobs.records import Measurement, Record
-from heartjobs.report import collect
-from heartjobs.rundir import RunDir
-from heartjobs.status import Status, read_status
+from heartjobs.report.summary import collect
+from heartjobs.store.rundir import RunDir
+from heartjobs.store.status import Status, read_status
+from heartjobs.system import procs
 
 FIXTURES = Path(__file__).parent / "fixtures" / "records"
 V1 = FIXTURES / "v1"

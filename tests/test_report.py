@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 
 from heartjobs.records import Measurement
-from heartjobs.report import COLUMNS, ROW_KEYS, collect, differences, label, markdown, write_report
-from heartjobs.spec import load_spec
+from heartjobs.report.summary import COLUMNS, ROW_KEYS, collect, differences, label, markdown, write_report
+from heartjobs.spec.schema import load_spec
 
 from .conftest import cli, write_spec
 
@@ -389,8 +389,8 @@ def test_no_best_runs_when_no_metric_is_trusted_and_verdicts_from_a_later_ladder
 
 
 def test_a_killed_run_shows_as_died_and_the_finished_version_keeps_its_numbers(tmp_path, specs):
-    from heartjobs.procs import this_process
-    from heartjobs.status import now_iso
+    from heartjobs.store.status import now_iso
+    from heartjobs.system.procs import this_process
 
     artifacts = tmp_path / "artifacts"
     record = specs("gan_default", "gan")

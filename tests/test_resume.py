@@ -13,10 +13,10 @@ import sys
 import pytest
 import torch
 
-from heartjobs.checkpoint import list_checkpoints, load_checkpoint, load_generator
 from heartjobs.errors import HeartjobsError
-from heartjobs.job import run_job
-from heartjobs.spec import load_spec
+from heartjobs.runner.lifecycle import run_job
+from heartjobs.spec.schema import load_spec
+from heartjobs.store.checkpoint import list_checkpoints, load_checkpoint, load_generator
 
 from .conftest import SLOW_DCGAN, assert_same_run, cli, losses, run_cli, wait_for, write_spec
 
@@ -185,7 +185,7 @@ def test_a_version_appears_with_its_identity_or_not_at_all(tmp_path):
     # SIGKILL in the middle of writing a version's first files: no version is left behind
     root, ready = tmp_path / "job", tmp_path / "ready"
     code = (
-        "import sys, time\nfrom pathlib import Path\nfrom heartjobs.rundir import claim_version\n"
+        "import sys, time\nfrom pathlib import Path\nfrom heartjobs.store.rundir import claim_version\n"
         "def fill(folder):\n    (folder / 'resolved.json').write_text('{}')\n"
         f"    Path({str(ready)!r}).touch()\n    time.sleep(120)\n"
         f"claim_version(Path({str(root)!r}), fill)\n"
@@ -196,14 +196,14 @@ def test_a_version_appears_with_its_identity_or_not_at_all(tmp_path):
     proc.wait()
     assert not list(root.glob("v*"))  # only a hidden staging folder, which no reader takes for a version
     # a claim after it gets v0001, with its files
-    from heartjobs.rundir import claim_version
+    from heartjobs.store.rundir import claim_version
 
     claimed = claim_version(root, lambda folder: (folder / "resolved.json").write_text("{}"))
     assert claimed.name == "v0001" and sorted(p.name for p in claimed.iterdir()) == ["resolved.json"]
 
 
 def test_a_version_another_process_holds_is_not_run_twice(tmp_path, prepared32):
-    from heartjobs.procs import run_lock
+    from heartjobs.system.procs import run_lock
 
     spec = write_spec(tmp_path, "held", "gan", prepared32, epochs=1, device="cpu")
     run_dir = tmp_path / "artifacts" / "held" / "v0001"

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from submitit.core.utils import JobPaths, pickle_load
 
-from heartjobs.rundir import RunDir, versions
+from heartjobs.store.rundir import RunDir, versions
 
 from .conftest import assert_same_run, cli, losses, wait_for, write_spec
 
@@ -98,7 +98,7 @@ def test_an_array_runs_to_done_with_wait_and_status_without_accounting(tmp_path,
 def _long_for_this_machine(folder: Path, prepared: Path) -> dict:
     """LONG with the epochs that take about LONG_WORK_S on one thread here, from the median epoch of a short
     run of the same job (never fewer than LONG's own 300)."""
-    from heartjobs.job import run_job
+    from heartjobs.runner.lifecycle import run_job
 
     folder.mkdir()
     probe = run_job(write_spec(folder, "probe", "dcgan", prepared, **{**LONG, "epochs": 15}))

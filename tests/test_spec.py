@@ -8,7 +8,7 @@ import pytest
 
 from heartjobs.data.prepare import PrepareParams, prepare
 from heartjobs.errors import HeartjobsError
-from heartjobs.spec import ResolvedSpec, load_spec
+from heartjobs.spec.schema import ResolvedSpec, load_spec
 
 from .conftest import cli
 
@@ -45,7 +45,7 @@ def test_spec_hash_is_stable_and_tracks_what_matters(tmp_path, prepared32):
 
 
 def test_a_run_recorded_before_the_frd_keys_keeps_its_identity(tmp_path, prepared32):
-    from heartjobs.spec import ResolvedSpec, configuration_differences
+    from heartjobs.spec.schema import ResolvedSpec, configuration_differences
 
     spec = load_spec(_spec(tmp_path, _minimal(prepared32, "gan")))
     recorded = spec.model_dump(mode="json")
@@ -81,7 +81,7 @@ def fixed_data(monkeypatch):
     """Every prepared set resolves to the same facts, whatever its path (for hashes pinned across machines)."""
     from types import SimpleNamespace
 
-    from heartjobs.prepared import PreparedSet
+    from heartjobs.store.prepared import PreparedSet
 
     facts = SimpleNamespace(size=256, channels=1, count=3307, content_hash="0" * 64)
     monkeypatch.setattr(PreparedSet, "open", staticmethod(lambda path: facts))
@@ -128,7 +128,7 @@ def test_architecture_knobs_resolve_and_count_in_the_hash(tmp_path, prepared32):
     assert (conv.architecture.hidden, conv.architecture.width) == (None, 128)
     wide = load_spec(_spec(tmp_path, _minimal(prepared32, "dcgan") + "[architecture]\nwidth = 64\n", "w.toml"))
     assert wide.architecture.width == 64 and wide.spec_hash != conv.spec_hash
-    from heartjobs.spec import configuration_differences
+    from heartjobs.spec.schema import configuration_differences
 
     assert configuration_differences(base.model_dump(mode="json"), narrow) == [
         "architecture.hidden: (none) -> [64, 128]"
@@ -141,7 +141,7 @@ def test_architecture_knobs_resolve_and_count_in_the_hash(tmp_path, prepared32):
 
 
 def test_a_run_recorded_before_the_new_knobs_keeps_its_identity(tmp_path, prepared32):
-    from heartjobs.spec import ResolvedSpec, configuration_differences
+    from heartjobs.spec.schema import ResolvedSpec, configuration_differences
 
     for model in ("wgan", "dcgan"):
         spec = load_spec(_spec(tmp_path, _minimal(prepared32, model)))

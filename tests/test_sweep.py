@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from heartjobs.errors import HeartjobsError
-from heartjobs.spec import load_spec, parse_spec
-from heartjobs.sweep import write_jobs
+from heartjobs.spec.schema import load_spec, parse_spec
+from heartjobs.spec.sweep import write_jobs
 
 from .conftest import cli
 
@@ -78,7 +78,7 @@ def test_a_vary_key_that_is_not_a_train_key_is_one_error_line_naming_the_file_an
 
 def test_the_committed_jobs_resolve_to_the_thesis_protocol(tmp_path, prepared32):
     from heartjobs.records import Measurement
-    from heartjobs.report import THESIS_PROTOCOL, measured_protocol, protocol_differences
+    from heartjobs.report.summary import THESIS_PROTOCOL, measured_protocol, protocol_differences
 
     root = Path(__file__).resolve().parent.parent
     jobs = [p for p in sorted((root / "jobs").glob("*.toml")) if not p.name.endswith(".sweep.toml")]
@@ -193,10 +193,10 @@ def test_seeds_said_twice_or_in_the_wrong_place_are_one_error_line(tmp_path, tex
 
 
 def test_two_entries_that_would_share_a_name_are_an_error_naming_both(tmp_path, prepared32, monkeypatch):
-    import heartjobs.sweep
+    import heartjobs.spec.sweep
 
     # two keys abbreviated alike, with values written alike: the names collide, the specs differ
-    monkeypatch.setitem(heartjobs.sweep.ABBREVIATIONS, "n_critic", "clip")
+    monkeypatch.setitem(heartjobs.spec.sweep.ABBREVIATIONS, "n_critic", "clip")
     sweep = tmp_path / "s.sweep.toml"
     sweep.write_text(
         f'[base.data]\nprepared = "{prepared32}"\n[[group]]\nmodel = "wgan"\n[group.vary]\n'

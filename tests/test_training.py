@@ -13,12 +13,12 @@ import torch.nn.functional as F
 from PIL import Image
 from torch._dynamo.utils import counters
 
-from heartjobs.checkpoint import list_checkpoints, load_checkpoint, load_generator, save_checkpoint
 from heartjobs.imaging import to_uint8
-from heartjobs.job import run_job
 from heartjobs.models import build_models
-from heartjobs.prepared import PreparedSet
-from heartjobs.spec import load_spec
+from heartjobs.runner.lifecycle import run_job
+from heartjobs.spec.schema import load_spec
+from heartjobs.store.checkpoint import list_checkpoints, load_checkpoint, load_generator, save_checkpoint
+from heartjobs.store.prepared import PreparedSet
 from heartjobs.training.loop import Interrupted, Trainer, seed_everything
 
 from .conftest import cli, run_cli, write_spec

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from heartjobs.errors import HeartjobsError
-from heartjobs.prepared import PreparedSet
-from heartjobs.spec import parse_spec
+from heartjobs.spec.schema import parse_spec
+from heartjobs.store.prepared import PreparedSet
 
 
 def needed_sets(spec_paths: list[Path]) -> tuple[list[tuple[Path, bool]], list[HeartjobsError]]:

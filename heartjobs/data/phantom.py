@@ -23,8 +23,8 @@ from heartjobs.data import jp2
 from heartjobs.data.pool import ordered_map, worker_count
 from heartjobs.errors import HeartjobsError
 from heartjobs.hashing import sha256_file
-from heartjobs.prepared import MANIFEST_FILE
 from heartjobs.progress import track
+from heartjobs.store.prepared import MANIFEST_FILE
 
 MANIFEST_KIND = "heartjobs-phantom"
 

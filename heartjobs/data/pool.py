@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from functools import partial
 from itertools import islice
 
-from heartjobs.procs import allotted_cpus, die_with_parent
+from heartjobs.system.procs import allotted_cpus, die_with_parent
 
 # The pool this process has started for each initializer, with its size. Starting one costs each of its
 # processes a Python start and the imports of its work (pyradiomics, SimpleITK: about 1.5 s on 2 cores);

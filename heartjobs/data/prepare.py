@@ -8,7 +8,7 @@ assumption: the sample's percentiles by default, or with `window="full"` the pla
 for 16-bit data), so that how much the choice moves FID/FRD can be measured; the manifest says which.
 The set is built in a temporary folder and renamed into place, so a failure leaves nothing behind;
 the same sources and parameters find the finished set and return at once. The format's names are
-heartjobs.prepared's, which reads it.
+heartjobs.store.prepared's, which reads it.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from heartjobs.data.pool import ordered_map, worker_count
 from heartjobs.data.slices import SliceInfo, Window
 from heartjobs.errors import HeartjobsError
 from heartjobs.hashing import sha256_array, sha256_file, sha256_json
-from heartjobs.prepared import (
+from heartjobs.progress import track
+from heartjobs.store.prepared import (
     CONTACT_SHEET,
     FORMAT_VERSION,
     IMAGES_DTYPE,
@@ -38,7 +39,6 @@ from heartjobs.prepared import (
     PNG_FOLDER,
     read_manifest,
 )
-from heartjobs.progress import track
 
 WINDOW_SAMPLE = 32
 DEFAULT_PERCENTILES = (0.5, 99.5)

@@ -25,9 +25,9 @@ from rich.text import Text
 from heartjobs import __version__, atomic
 from heartjobs.errors import HeartjobsError, JobInterrupted
 from heartjobs.imaging import save_pngs, to_uint8
-from heartjobs.prepared import PreparedSet
 from heartjobs.progress import console
-from heartjobs.spec import EvalSection
+from heartjobs.spec.schema import EvalSection
+from heartjobs.store.prepared import PreparedSet
 
 from . import radiomics, verdicts
 from .inception import FeatureExtractor, RealStatistics, real_count, real_statistics

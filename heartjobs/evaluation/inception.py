@@ -15,9 +15,9 @@ import torch.nn.functional as F
 
 from heartjobs import atomic
 from heartjobs.hashing import sha256_json
-from heartjobs.prepared import PreparedSet
 from heartjobs.progress import track
-from heartjobs.spec import EvalSection
+from heartjobs.spec.schema import EvalSection
+from heartjobs.store.prepared import PreparedSet
 
 from .cache import cache_dir
 from .statistics import mean_and_covariance

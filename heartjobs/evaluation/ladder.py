@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from heartjobs.errors import HeartjobsError
-from heartjobs.prepared import PreparedSet
 from heartjobs.progress import console
+from heartjobs.store.prepared import PreparedSet
 
 from . import radiomics
 from .driver import library_versions

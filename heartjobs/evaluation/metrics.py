@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from heartjobs.spec import EvalSection
+from heartjobs.spec.schema import EvalSection
 
 from .statistics import frechet_distance, kernel_inception_distance, mean_and_covariance
 

@@ -11,7 +11,7 @@ import urllib.request
 from pathlib import Path
 
 from heartjobs.errors import HeartjobsError
-from heartjobs.spec import ResolvedSpec
+from heartjobs.spec.schema import ResolvedSpec
 
 from . import radiomics
 

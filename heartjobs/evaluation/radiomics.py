@@ -25,8 +25,8 @@ from heartjobs import atomic
 from heartjobs.data.pool import ordered_map, worker_count
 from heartjobs.errors import HeartjobsError
 from heartjobs.hashing import sha256_json
-from heartjobs.prepared import PreparedSet
 from heartjobs.progress import track
+from heartjobs.store.prepared import PreparedSet
 
 from .cache import cache_dir
 

@@ -5,13 +5,13 @@ console summary. Each record names the snapshot it measured and carries its prot
 from __future__ import annotations
 
 from heartjobs import atomic
-from heartjobs.checkpoint import Snapshot
 from heartjobs.evaluation.radiomics import describe_difference
 from heartjobs.hashing import sha256_json
 from heartjobs.records import Measurement
-from heartjobs.rundir import RunDir
-from heartjobs.spec import EvalSection, ResolvedSpec
-from heartjobs.status import now_iso
+from heartjobs.spec.schema import EvalSection, ResolvedSpec
+from heartjobs.store.checkpoint import Snapshot
+from heartjobs.store.rundir import RunDir
+from heartjobs.store.status import now_iso
 
 FAILS_LADDER = "fails the validity ladder"
 

@@ -45,7 +45,7 @@ class StepContext(Protocol):
     opt_D: torch.optim.Optimizer
     noise_gen: torch.Generator
     device: torch.device
-    train: Any  # heartjobs.spec.ResolvedTrain
+    train: Any  # heartjobs.spec.schema.ResolvedTrain
 
     def noise(self, n: int) -> torch.Tensor: ...
     def generate(self, z: torch.Tensor) -> torch.Tensor: ...

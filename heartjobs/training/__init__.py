@@ -1,3 +1,3 @@
 """Training: the Trainer loop and device resolution (loop.py), DiffAugment (augment.py) and WGAN-GP's
 gradient penalty (penalty.py). The run around it (folders, status, signals, resume, evaluation) is
-heartjobs.job's; training never imports evaluation."""
+heartjobs.runner.lifecycle's; training never imports evaluation."""

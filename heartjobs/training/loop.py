@@ -21,7 +21,7 @@ from torch import nn
 
 from heartjobs.imaging import to_uint8
 from heartjobs.models import FAMILIES, build_networks
-from heartjobs.spec import ResolvedSpec
+from heartjobs.spec.schema import ResolvedSpec
 from heartjobs.training.augment import DiffAugment
 
 SAMPLE_GRID = 16  # a 4x4 grid of samples from one fixed noise batch
@@ -117,7 +117,7 @@ class Trainer:
         self.noise_gen = torch.Generator(device=device).manual_seed(t.seed + 2)
         fixed_gen = torch.Generator(device=device).manual_seed(t.seed + 3)
         self.fixed_noise = torch.randn(SAMPLE_GRID, t.latent_dim, generator=fixed_gen, device=device)
-        # DiffAugment's draws have a stream of their own (seed + 4 picks the real grid in heartjobs.job), so
+        # DiffAugment's draws have a stream of their own (seed + 4 picks the real grid in heartjobs.runner), so
         # the other streams, and the thesis runs without augmentation, draw exactly what they did before.
         self.augment: DiffAugment | None = None
         if t.augment != "none":

@@ -15,17 +15,20 @@ import csv
 import io
 from pathlib import Path
 
-from heartjobs import atomic, best, procs, reportfigures, study, studypage
+from heartjobs import atomic
 from heartjobs.errors import HeartjobsError
 from heartjobs.evaluation import verdicts
 from heartjobs.evaluation.records import FAILS_LADDER, failed_ladder
 from heartjobs.models import MODELS
 from heartjobs.records import Measurement
-from heartjobs.repeats import TEST
-from heartjobs.rundir import RunDir, versions
-from heartjobs.spec import ARCHITECTURE_DEFAULTS, BOOKKEEPING_KEYS, configuration_key, is_default, train_defaults
-from heartjobs.status import RUN_DEAD_AFTER_S, Status
-from heartjobs.sweep import abbreviation, format_value
+from heartjobs.report import configurations, figures, page
+from heartjobs.report.statistics import TEST
+from heartjobs.spec.schema import ARCHITECTURE_DEFAULTS, BOOKKEEPING_KEYS, configuration_key, is_default, train_defaults
+from heartjobs.spec.sweep import abbreviation, format_value
+from heartjobs.store import best
+from heartjobs.store.rundir import RunDir, versions
+from heartjobs.store.status import RUN_DEAD_AFTER_S, Status
+from heartjobs.system import procs
 
 # Thesis Table 1: FID mean and std (3 x 3000 generated vs 3307 real, pytorch-fid 0.3.0, 2048-d).
 THESIS_TABLE1: dict[tuple[str, str], tuple[float, float]] = {
@@ -298,7 +301,7 @@ def markdown(rows: list[dict]) -> str:
 
 
 def ranking(rows: list[dict]) -> best.Choice:
-    """What the best runs follow: heartjobs.best's one rule over the measured runs."""
+    """What the best runs follow: heartjobs.store.best's one rule over the measured runs."""
     return best.choose([r["assessment"] for r in rows if r["assessment"] is not None])
 
 
@@ -308,7 +311,7 @@ def write_report(root: Path, expected: list[str] | None = None) -> tuple[list[di
     if not root.is_dir():
         raise HeartjobsError(f"{root}: no such folder (nothing has run into it yet?)")
     rows = collect(root, expected)
-    configs = study.configurations(rows)
+    configs = configurations.configurations(rows)
     choice = ranking(rows)
     metric = choice.metric
     written = [root / "summary.md", root / "summary.csv", root / "summary.json"]
@@ -327,7 +330,12 @@ def write_report(root: Path, expected: list[str] | None = None) -> tuple[list[di
     )
     text = "# heartjobs summary\n\n" + note + markdown(rows)
     if any(c["n"] > 1 for c in configs):  # a study with repeated runs: its configurations, over seeds
-        text += "\n## Configurations over seeds\n\n" + study.NOTE + "\n\n" + study.markdown(configs, FAILS_LADDER_MARK)
+        text += (
+            "\n## Configurations over seeds\n\n"
+            + configurations.NOTE
+            + "\n\n"
+            + configurations.markdown(configs, FAILS_LADDER_MARK)
+        )
     atomic.write_bytes(written[0], text.encode())
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
@@ -339,16 +347,16 @@ def write_report(root: Path, expected: list[str] | None = None) -> tuple[list[di
         {
             "rows": rows,
             "configurations": configs,
-            "statistics": {"note": study.NOTE, "confidence": 0.95, "test": TEST},
+            "statistics": {"note": configurations.NOTE, "confidence": 0.95, "test": TEST},
             "thesis_protocol": THESIS_PROTOCOL,
             "best_by": metric,
             "best_choice": choice.describe(),
             "note": note.strip(),
         },
     )
-    figures = reportfigures.figures(root, rows, configs, metric)
-    page = studypage.write_page(
-        root, rows, configs, figures, note=note.strip(), mark=FAILS_LADDER_MARK, header=HEADER, cells=cells
+    drawn = figures.figures(root, rows, configs, metric)
+    written_page = page.write_page(
+        root, rows, configs, drawn, note=note.strip(), mark=FAILS_LADDER_MARK, header=HEADER, cells=cells
     )
-    written += [*figures, page]
+    written += [*drawn, written_page]
     return rows, written

@@ -33,10 +33,10 @@ import submitit
 from submitit.core.utils import JobPaths, pickle_load
 from submitit.slurm.slurm import SlurmInfoWatcher
 
-from heartjobs import atomic, procs
+from heartjobs import atomic
 from heartjobs.errors import HeartjobsError, one_line
 from heartjobs.records import Record
-from heartjobs.rundir import (
+from heartjobs.store.rundir import (
     LATEST,
     RunDir,
     claim_version,
@@ -46,7 +46,8 @@ from heartjobs.rundir import (
     version_number,
     versions,
 )
-from heartjobs.status import RUN_DEAD_AFTER_S, now_iso, progress_text, seconds_since
+from heartjobs.store.status import RUN_DEAD_AFTER_S, now_iso, progress_text, seconds_since
+from heartjobs.system import procs
 
 SUBMISSION = "submission.json"
 DEFAULT_TIME = {"slurm": "24:00:00", "local": "30-00:00:00"}
@@ -139,7 +140,7 @@ class SpecTask(submitit.helpers.Checkpointable):
         return {**self.__dict__, "_process": None}
 
     def __call__(self) -> str:
-        from heartjobs.spec import load_spec
+        from heartjobs.spec.schema import load_spec
 
         os.chdir(self.cwd)  # the specs' relative paths (data, artifacts) are the project folder's
         self._count_timeouts_by_the_limit()

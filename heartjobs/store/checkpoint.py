@@ -18,7 +18,7 @@ import torch
 
 from heartjobs import atomic
 from heartjobs.errors import HeartjobsError, one_line
-from heartjobs.rundir import RunDir
+from heartjobs.store.rundir import RunDir
 
 CHECKPOINT_FORMAT = 1
 _NAME = re.compile(r"epoch_(\d{4,})(?:_batch_(\d{4,}))?\.pt")

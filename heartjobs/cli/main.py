@@ -89,7 +89,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> None:
-    from heartjobs.prepared import PreparedSet
+    from heartjobs.store.prepared import PreparedSet
 
     prepared = PreparedSet.open(args.path)
     _print_summary(prepared.path, prepared.manifest)
@@ -107,11 +107,11 @@ def cmd_needs(args: argparse.Namespace) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    from heartjobs.job import run_job
+    from heartjobs.runner.lifecycle import run_job
 
     if args.result is not None and args.result.is_dir():  # found out now, not after hours of training
         raise HeartjobsError(f"--result {args.result}: is a folder; give a file path")
-    from heartjobs.procs import die_with_starter, stop_on_signals_until_exit, use_allotted_cpus
+    from heartjobs.system.procs import die_with_starter, stop_on_signals_until_exit, use_allotted_cpus
 
     stop = stop_on_signals_until_exit()  # taken first: a signal during setup is a request, not a death
     die_with_starter()
@@ -124,9 +124,9 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 def cmd_fid(args: argparse.Namespace) -> None:
     from heartjobs.evaluation.records import summary_line
-    from heartjobs.job import evaluate_run, measure_checkpoints
-    from heartjobs.procs import use_allotted_cpus
-    from heartjobs.rundir import RunDir
+    from heartjobs.runner.lifecycle import evaluate_run, measure_checkpoints
+    from heartjobs.store.rundir import RunDir
+    from heartjobs.system.procs import use_allotted_cpus
 
     use_allotted_cpus()
     spec = RunDir(args.run_dir).spec()
@@ -150,7 +150,7 @@ def cmd_fid(args: argparse.Namespace) -> None:
             raise HeartjobsError(
                 "--all-checkpoints: measures every kept checkpoint; leave out --checkpoint and --save-images"
             )
-        from heartjobs.best import value
+        from heartjobs.store.best import value
 
         records = measure_checkpoints(args.run_dir, overrides, device=args.device)
         best, choice = RunDir(args.run_dir).best_measured(records[-1].settings_hash)
@@ -173,12 +173,12 @@ def cmd_fid(args: argparse.Namespace) -> None:
 
 def cmd_ladder(args: argparse.Namespace) -> None:
     from heartjobs import atomic
-    from heartjobs.device import resolve_device
     from heartjobs.evaluation.ladder import parse_metrics, run_ladder
     from heartjobs.evaluation.verdicts import remember
     from heartjobs.plots import plot_ladder
-    from heartjobs.prepared import PreparedSet
-    from heartjobs.procs import use_allotted_cpus
+    from heartjobs.store.prepared import PreparedSet
+    from heartjobs.system.device import resolve_device
+    from heartjobs.system.procs import use_allotted_cpus
 
     use_allotted_cpus()
 
@@ -217,7 +217,7 @@ def cmd_ladder(args: argparse.Namespace) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
-    from heartjobs.sweep import default_jobs_folder, write_jobs
+    from heartjobs.spec.sweep import default_jobs_folder, write_jobs
 
     out_dir = args.out or default_jobs_folder(args.file)
     paths = write_jobs(args.file, out_dir, dry_run=args.dry_run)
@@ -230,7 +230,7 @@ def _valid_specs(paths: list[Path]) -> tuple[list[tuple[Path, object]], int]:
     """Validate every spec, and that its evaluation can run here, and report each bad one on its own line;
     (the good ones, how many were bad)."""
     from heartjobs.evaluation.preflight import check_measurable
-    from heartjobs.spec import load_spec
+    from heartjobs.spec.schema import load_spec
 
     good, bad = [], 0
     for path in paths:
@@ -250,7 +250,7 @@ def _fail_if_bad(bad: int, total: int, verdict: str) -> None:
 
 
 def cmd_enqueue(args: argparse.Namespace) -> None:
-    from heartjobs.jobqueue import Queue
+    from heartjobs.queue.worker import Queue
 
     queue = Queue(args.queue)  # touches nothing on disk; add() reports a folder it cannot write
     good, bad = _valid_specs(args.specs)
@@ -263,7 +263,7 @@ def cmd_enqueue(args: argparse.Namespace) -> None:
 
 
 def cmd_submit(args: argparse.Namespace) -> None:
-    from heartjobs import cluster
+    from heartjobs.cluster import submit as cluster
 
     if args.status is not None:
         _print_submission_status(cluster.read_submission(args.folder if args.status is True else args.status))
@@ -294,7 +294,7 @@ def cmd_submit(args: argparse.Namespace) -> None:
 
 
 def _submit_options(args: argparse.Namespace):
-    from heartjobs.cluster import SubmitOptions
+    from heartjobs.cluster.submit import SubmitOptions
 
     return SubmitOptions(
         executor=args.executor,
@@ -330,7 +330,7 @@ def _print_submitted(record: dict, executor: str) -> None:
 
 def _wait_for_submission(record: dict, jobs: list) -> None:
     """--wait: a line per state change; an error line per task that did not complete."""
-    from heartjobs import cluster
+    from heartjobs.cluster import submit as cluster
 
     rows = cluster.wait(record, jobs, lambda row: out.print(_status_line(row)))
     failed = [row for row in rows if row["state"] != "COMPLETED"]
@@ -354,7 +354,7 @@ def _status_line(row: dict) -> str:
 
 
 def _print_submission_status(record: dict) -> None:
-    from heartjobs.cluster import status
+    from heartjobs.cluster.submit import status
 
     rows = status(record)
     title = f"submission {record['folder']} ({record['executor']}, {record['created']})"
@@ -377,7 +377,7 @@ def _print_rows(title: str, columns: list[str], rows: list[dict]) -> None:
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
-    from heartjobs.jobqueue import Queue, Worker
+    from heartjobs.queue.worker import Queue, Worker
 
     try:
         worker = Worker(Queue(args.queue), slot=args.slot, force=args.force, poll_s=args.poll)
@@ -390,7 +390,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
 
 
 def cmd_queue_status(args: argparse.Namespace) -> None:
-    from heartjobs.jobqueue import Queue, status
+    from heartjobs.queue.worker import Queue, status
 
     rows = []
     for state, entries in status(Queue(args.queue)).items():
@@ -403,7 +403,7 @@ def cmd_queue_status(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from heartjobs.report import HEADER, cells, markdown, write_report
+    from heartjobs.report.summary import HEADER, cells, markdown, write_report
 
     rows, written = write_report(args.artifacts, _expected_jobs(args.jobs) if args.jobs else None)
     if out.is_terminal:
@@ -421,7 +421,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 def _expected_jobs(folder: Path) -> list[str]:
     """The job names of a folder of specs (a spec that can't be read counts by its file name)."""
-    from heartjobs.spec import parse_spec
+    from heartjobs.spec.schema import parse_spec
 
     names = []
     for path in sorted(Path(folder).glob("*.toml")):
@@ -443,7 +443,7 @@ def cmd_validate(args: argparse.Namespace) -> None:
 def cmd_show(args: argparse.Namespace) -> None:
     import json
 
-    from heartjobs.spec import load_spec
+    from heartjobs.spec.schema import load_spec
 
     spec = load_spec(args.spec)
     shown = {"spec_hash": spec.spec_hash, **spec.model_dump(mode="json"), "parameters": _parameter_counts(spec)}

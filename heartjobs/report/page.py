@@ -14,9 +14,10 @@ import os
 from pathlib import Path
 from urllib.parse import quote
 
-from heartjobs import atomic, study
-from heartjobs.rundir import RunDir
-from heartjobs.status import now_iso
+from heartjobs import atomic
+from heartjobs.report import configurations
+from heartjobs.store.rundir import RunDir
+from heartjobs.store.status import now_iso
 
 PAGE = "report.html"
 
@@ -94,13 +95,13 @@ def _figure(src: str, alt: str, caption: str) -> str:
 
 
 def _config_table(configs: list[dict], root: Path, mark: str) -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h in [*study.HEADER[:-1], "protocol", "runs"])
+    head = "".join(f"<th>{_e(h)}</th>" for h in [*configurations.HEADER[:-1], "protocol", "runs"])
     body = []
     for config in configs:
-        texts = study.cells(config, mark)[:-1]
+        texts = configurations.cells(config, mark)[:-1]
         sort_values = [
             None, None, config["n"], None,
-            *((config[m] or {}).get("mean") for m in study.METRICS),
+            *((config[m] or {}).get("mean") for m in configurations.METRICS),
             None,
             *((config["vs_reference"].get(m) or {}).get("difference") for m in ("fid", "frd")),
             config["thesis_fid"],
@@ -164,7 +165,7 @@ def write_page(root: Path, rows: list[dict], configs: list[dict], figures: list[
 <h1>heartjobs study: {_e(root.resolve())}</h1>
 <p>{len(configs)} configurations, {measured} measured runs of {len(rows)} jobs; written {_e(now_iso())}.</p>
 <h2>Configurations</h2>
-<p class="note">{_e(study.NOTE)}</p>
+<p class="note">{_e(configurations.NOTE)}</p>
 {_config_table(configs, root, mark)}
 <h2>Figures</h2>
 {images or "<p>No figures: nothing measured to plot yet.</p>"}

@@ -21,10 +21,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from heartjobs import atomic
-from heartjobs.best import Choice, best_of
 from heartjobs.errors import HeartjobsError
 from heartjobs.records import Measurement
-from heartjobs.status import Status, StatusFile, read_status
+from heartjobs.store.best import Choice, best_of
+from heartjobs.store.status import Status, StatusFile, read_status
 
 _VERSION = re.compile(r"v(\d{4,})")
 LATEST = "latest"
@@ -95,7 +95,7 @@ class RunDir:
 
     JOB_TOML = "job.toml"  # the spec file as given
     RESOLVED = "resolved.json"  # {"spec_hash", "spec": the resolved spec}
-    ENV = "env.json"  # what ran it (heartjobs.provenance); env.resumeN.json for each resume
+    ENV = "env.json"  # what ran it (heartjobs.store.provenance); env.resumeN.json for each resume
     STATUS = "status.json"
     LOSSES = "losses.jsonl"  # one line per epoch
     LOSSES_PLOT = "losses.png"
@@ -111,7 +111,7 @@ class RunDir:
     EVAL_IMAGES = "eval_images"  # with [eval] save_images: the images the last own measurement saw, as PNG
     EVAL_PROGRESS = "eval_progress_{key}.json"  # a measurement's finished repeats, until its record is written
     TENSORBOARD = "tensorboard"  # with [output] tensorboard: the event files
-    RUN_LOCK = ".lock"  # held by the process running this version (heartjobs.procs.run_lock)
+    RUN_LOCK = ".lock"  # held by the process running this version (heartjobs.system.procs.run_lock)
 
     def __init__(self, path: Path | str):
         self.path = Path(path)
@@ -173,8 +173,8 @@ class RunDir:
         return spec if isinstance(spec, dict) else {}
 
     def spec(self):
-        """The resolved spec as a heartjobs.spec.ResolvedSpec; a folder without one is a one-line error."""
-        from heartjobs.spec import ResolvedSpec
+        """The resolved spec as a heartjobs.spec.schema.ResolvedSpec; a folder without one is a one-line error."""
+        from heartjobs.spec.schema import ResolvedSpec
 
         try:
             record = json.loads((self.path / self.RESOLVED).read_text())
@@ -207,7 +207,7 @@ class RunDir:
         """The run's metrics against the epoch: the measurements (metrics.jsonl) taken with one setting
         (`settings_hash`, else the setting measured at most epochs) at two epochs or more, the newest record
         per epoch. {"settings_hash", "n_generated", "repeats", "epochs": [...], "fid": [...], "frd": [...]
-        (None where not measured or not a finite number), "best_epoch" (heartjobs.best's rule; None when no
+        (None where not measured or not a finite number), "best_epoch" (heartjobs.store.best's rule; None when no
         metric is trusted), "best_by" (its metric), "best_choice" (the choice in words), "last_epoch"}; {}
         without such measurements."""
         key, by_epoch = self._measured_per_epoch(settings_hash)
@@ -232,7 +232,7 @@ class RunDir:
         }
 
     def best_measured(self, settings_hash: str) -> tuple[Measurement | None, Choice]:
-        """The best of the measurements taken with one setting (the newest per epoch), by heartjobs.best's
+        """The best of the measurements taken with one setting (the newest per epoch), by heartjobs.store.best's
         rule, and the choice behind it; what best.pt is kept by."""
         return best_of(list(self._measured_per_epoch(settings_hash)[1].values()))
 

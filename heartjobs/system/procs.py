@@ -25,7 +25,7 @@ from pathlib import Path
 from heartjobs.errors import HeartjobsError
 from heartjobs.progress import console
 from heartjobs.records import Record
-from heartjobs.status import heartbeat_age
+from heartjobs.store.status import heartbeat_age
 
 # The signals `heartjobs run` turns into "checkpoint, then stop" (SIGUSR2 is what Slurm sends before a
 # time limit); its exit code is then 128 + the signal number.
@@ -122,7 +122,7 @@ def process_alive(record: dict) -> bool:
 
 def alive(record: dict, stale_after: float) -> bool:
     """Whether the process a this_process() record names is alive: on this host, by its pid and start
-    time; on another, by the record's heartbeat (see heartjobs.status) being younger than stale_after."""
+    time; on another, by the record's heartbeat (see heartjobs.store.status) being younger than stale_after."""
     if record.get("host") == socket.gethostname():
         return process_alive(record)
     age = heartbeat_age(record)
@@ -172,7 +172,7 @@ def exited(process: subprocess.Popen) -> bool:
 
 class StopRequest:
     """A stop asked for by a stop signal: the signal's number once one came (None before), which the job
-    honours at its next safe point (heartjobs.job)."""
+    honours at its next safe point (heartjobs.runner.lifecycle)."""
 
     def __init__(self) -> None:
         self._signal: int | None = None
@@ -228,8 +228,8 @@ def stopped_by_signal(code: int | None) -> bool:
 
 
 class RunResult(Record):
-    """The result record of `heartjobs run --result FILE` (heartjobs.job writes it): how the run ended (done,
-    interrupted, failed), its run folder, its error and exit code. What a queue worker reads instead of the
+    """The result record of `heartjobs run --result FILE` (heartjobs.runner.lifecycle writes it): how the run
+    ended (done, interrupted, failed), its run folder, its error and exit code. What a queue worker reads instead of the
     log."""
 
     spec: str | None = None
@@ -266,7 +266,7 @@ STARTER_ENV = "HEARTJOBS_DIE_WITH"
 def start_run(spec_path: Path, *, resume: bool, result_file: Path | None = None, **popen) -> subprocess.Popen:
     """Start `heartjobs run SPEC [--resume] [--result FILE]` as a child that stops (SIGTERM) when this
     process dies; popen: stdout, stderr, cwd, env as for subprocess.Popen. The result file (see
-    heartjobs.job) says how the run ended."""
+    heartjobs.runner.lifecycle) says how the run ended."""
     command = run_command(spec_path, resume=resume, result_file=result_file)
     env = {**(popen.pop("env", None) or os.environ), STARTER_ENV: str(os.getpid())}
     return subprocess.Popen(command, env=env, **popen)
@@ -345,7 +345,7 @@ def exclusive(path: Path, busy: str, wait_s: float = 0.0) -> Iterator[None]:
 def run_lock(folder: Path) -> contextlib.AbstractContextManager[None]:
     """Hold a run folder for this process alone, for the whole run. Taking over a version is this lock,
     not a check of its status: two resumes of one version a moment apart cannot both train it."""
-    from heartjobs.rundir import RunDir
+    from heartjobs.store.rundir import RunDir
 
     return exclusive(Path(folder) / RunDir.RUN_LOCK, f"{folder}: another process is running it; not running it twice")
 

@@ -1,4 +1,4 @@
-"""The report's figures, from its rows and configurations (heartjobs.report, heartjobs.study): each model's
+"""The report's figures, from its rows and configurations (summary.py, configurations.py): each model's
 best sample grid beside the real grid (the thesis' Figure 2), each metric against each varied
 hyperparameter with error bars over seeds, the loss curves of every configuration of a model overlaid
 (as the thesis' own plotting code did), and each metric against the training epoch where checkpoints were
@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from heartjobs.plots import save_figure
-from heartjobs.rundir import RunDir
-from heartjobs.sweep import abbreviation, format_value
+from heartjobs.spec.sweep import abbreviation, format_value
+from heartjobs.store.rundir import RunDir
 
 BEST_GRIDS = "report_best_grids.png"
 METRICS_VS_HYPERPARAMETERS = "report_fid_vs_hyperparameters.png"
@@ -80,7 +80,7 @@ def hyperparameter_series(configs: list[dict]) -> list[tuple[str, str, list[tupl
     differ in `key` alone (same model, data and measurement, the same other hyperparameters); a
     configuration that leaves `key` at the model's default stands at the default's value."""
     from heartjobs.models import MODELS
-    from heartjobs.spec import ARCHITECTURE_DEFAULTS, train_defaults
+    from heartjobs.spec.schema import ARCHITECTURE_DEFAULTS, train_defaults
 
     keys = list(dict.fromkeys(k for c in configs for k in c["changes"]))
     series = []

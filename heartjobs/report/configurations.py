@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 
-from heartjobs.repeats import TEST, summarize, welch
+from heartjobs.report.statistics import TEST, summarize, welch
 
 METRICS = ("fid", "kid", "frd")
 NOTE = (

@@ -9,8 +9,9 @@ import socket
 import subprocess
 import sys
 
-from heartjobs import __version__, procs
-from heartjobs.status import now_iso
+from heartjobs import __version__
+from heartjobs.store.status import now_iso
+from heartjobs.system import procs
 
 
 def environment(device: str) -> dict:

@@ -511,7 +511,7 @@ def _is_power_of_two(n: int) -> bool:
 
 def resolve(spec: JobSpec, path: Path) -> ResolvedSpec:
     """Fill in the model's defaults and the prepared set's facts; check the combination."""
-    from heartjobs.prepared import PreparedSet
+    from heartjobs.store.prepared import PreparedSet
 
     try:
         prepared = PreparedSet.open(spec.data.prepared)

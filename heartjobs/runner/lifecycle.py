@@ -18,16 +18,7 @@ from pathlib import Path
 
 import torch
 
-from heartjobs import atomic, procs
-from heartjobs.checkpoint import (
-    checkpoint_epoch,
-    list_checkpoints,
-    load_checkpoint,
-    load_snapshot,
-    save_checkpoint,
-    save_generator,
-)
-from heartjobs.device import resolve_device
+from heartjobs import atomic
 from heartjobs.errors import HeartjobsError, JobInterrupted, one_line
 from heartjobs.evaluation.driver import measure
 from heartjobs.evaluation.preflight import check_measurable
@@ -36,14 +27,24 @@ from heartjobs.evaluation.repeatlog import RepeatLog
 from heartjobs.grids import save_grid
 from heartjobs.hashing import sha256_json
 from heartjobs.plots import plot_losses, plot_metric_curve
-from heartjobs.prepared import PreparedSet
 from heartjobs.progress import TrainingProgress, console
-from heartjobs.provenance import environment
 from heartjobs.records import Measurement
-from heartjobs.rundir import RunDir, claim_version, finished_version, newest_unfinished, version_number
-from heartjobs.spec import EvalSection, ResolvedSpec, configuration_differences, load_spec
-from heartjobs.status import Status, StatusFile, mark_done
-from heartjobs.tblog import EventLog, check_available
+from heartjobs.runner.eventlog import EventLog, check_available
+from heartjobs.spec.schema import EvalSection, ResolvedSpec, configuration_differences, load_spec
+from heartjobs.store.checkpoint import (
+    checkpoint_epoch,
+    list_checkpoints,
+    load_checkpoint,
+    load_snapshot,
+    save_checkpoint,
+    save_generator,
+)
+from heartjobs.store.prepared import PreparedSet
+from heartjobs.store.provenance import environment
+from heartjobs.store.rundir import RunDir, claim_version, finished_version, newest_unfinished, version_number
+from heartjobs.store.status import Status, StatusFile, mark_done
+from heartjobs.system import procs
+from heartjobs.system.device import resolve_device
 from heartjobs.training.loop import SAMPLE_GRID, Interrupted, Trainer
 
 RESUME_WAIT_S = float(os.environ.get("HEARTJOBS_RESUME_WAIT_S", "60"))

@@ -1,11 +1,11 @@
 """A crash-safe directory queue of job specs, and the worker that runs them one at a time.
 
 A queue is a folder with pending/, running/, done/ and failed/. A job is claimed by renaming its file
-from pending/ into running/ (atomic: exactly one worker wins), run in a child process (heartjobs.procs),
+from pending/ into running/ (atomic: exactly one worker wins), run in a child process (heartjobs.system.procs),
 and renamed into done/ or failed/ beside its log. A worker's heartbeat file sits beside the job it runs; a job
 left in running/ by a dead worker goes back to pending/, marked to resume from its last checkpoint.
 A per-device lock (flock, released by the kernel when its holder dies) keeps two workers off one device.
-The worker learns how a job ended from the result record its `heartjobs run` writes (heartjobs.job),
+The worker learns how a job ended from the result record its `heartjobs run` writes (heartjobs.runner.lifecycle),
 and from the exit code and the last line the child printed where it died without writing one.
 """
 
@@ -22,13 +22,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from heartjobs import procs
 from heartjobs.errors import HeartjobsError, one_line
 from heartjobs.progress import console
 from heartjobs.records import Record
-from heartjobs.rundir import RunDir, finished_version, versions
-from heartjobs.spec import load_spec, parse_spec
-from heartjobs.status import WORKER_BEAT_S, WORKER_DEAD_AFTER_S, heartbeat_age, now_iso, progress_text
+from heartjobs.spec.schema import load_spec, parse_spec
+from heartjobs.store.rundir import RunDir, finished_version, versions
+from heartjobs.store.status import WORKER_BEAT_S, WORKER_DEAD_AFTER_S, heartbeat_age, now_iso, progress_text
+from heartjobs.system import procs
 
 STATES = ("pending", "running", "done", "failed")
 FORCED = "forced"  # sidecar: the entry was claimed by a worker with --force
@@ -51,7 +51,7 @@ class Outcome(Record):
 
 class WorkerBeat(Record):
     """<entry>.worker.json beside a running job: the worker running it (procs.this_process()), its device
-    slot, when it started the job, and its heartbeat (heartjobs.status)."""
+    slot, when it started the job, and its heartbeat (heartjobs.store.status)."""
 
     pid: int | None = None
     host: str | None = None

@@ -1,0 +1,1 @@
+"""Orchestration: job specs submitted to Slurm (or run locally) as submitit arrays, and their states."""

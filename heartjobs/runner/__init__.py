@@ -1,0 +1,2 @@
+"""Orchestration: one run's lifecycle (version, status, signals, resume, train, measure, record) and its
+TensorBoard event log."""

@@ -1,0 +1,1 @@
+"""Processes: this machine's CPUs and devices, liveness, stop signals, locks, and starting `heartjobs run`."""
