@@ -41,7 +41,7 @@ from heartjobs.queue.worker import Queue
 from heartjobs.runner.lifecycle import run_job
 from heartjobs.store.checkpoint import load_generator
 from heartjobs.store.rundir import RunDir, versions
-from heartjobs.system.procs import process_alive
+from heartjobs.system.liveness import process_alive
 
 JOBS = {
     "fa_gan": 'model = "gan"\n[train]\nepochs = 6\nbatch_size = 2\ncheckpoint_every = 1\nsample_every = 3\n',

@@ -84,7 +84,7 @@ def cli(*args, cwd: Path | None = None, env: dict | None = None) -> CliResult:
     their process, are put back afterwards."""
     from heartjobs.cli.main import main
     from heartjobs.evaluation import preflight
-    from heartjobs.system.procs import STOP_SIGNALS
+    from heartjobs.system.stopping import STOP_SIGNALS
 
     preflight._downloadable.cache_clear()  # a fresh process asks the network again
     stdout, stderr = io.StringIO(), io.StringIO()

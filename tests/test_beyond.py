@@ -22,7 +22,7 @@ from heartjobs.runner.lifecycle import run_job
 from heartjobs.spec.schema import AUGMENTATIONS, load_spec
 from heartjobs.store.checkpoint import list_checkpoints, load_generator
 from heartjobs.store.prepared import PreparedSet
-from heartjobs.system.procs import StopRequest
+from heartjobs.system.stopping import StopRequest
 from heartjobs.training.augment import OPERATIONS, DiffAugment
 from heartjobs.training.loop import Trainer
 

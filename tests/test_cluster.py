@@ -32,7 +32,7 @@ from heartjobs.cluster.submit import (
 from heartjobs.spec.schema import load_spec
 from heartjobs.store.rundir import RunDir, claim_version, versions
 from heartjobs.store.status import RUN_DEAD_AFTER_S, now_iso
-from heartjobs.system import procs
+from heartjobs.system import liveness
 
 from .conftest import SLOW_DCGAN as SLOW
 from .conftest import assert_same_run, cli, losses, run_cli, wait_for, write_spec
@@ -49,7 +49,7 @@ def _children(pid: int) -> list[int]:
     """Processes whose parent is `pid` (read from /proc, which every Linux has)."""
     found = []
     for proc in Path("/proc").glob("[0-9]*"):
-        fields = procs.proc_stat(int(proc.name))
+        fields = liveness.proc_stat(int(proc.name))
         if fields and int(fields[1]) == pid:
             found.append(int(proc.name))
     return found
@@ -289,14 +289,14 @@ def test_slurm_time_formats(text, minutes):
 
 def test_exited_tells_a_running_child_from_an_exited_one_without_reaping_it():
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    assert not procs.exited(proc)
+    assert not liveness.exited(proc)
     proc.kill()
     os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)  # wait until it has exited, leaving it unreaped
-    assert procs.exited(proc) and proc.returncode is None
+    assert liveness.exited(proc) and proc.returncode is None
     assert proc.wait() == -signal.SIGKILL  # still Popen's to reap
     other = subprocess.Popen([sys.executable, "-c", "pass"])
     os.waitpid(other.pid, 0)  # reaped behind Popen's back, as a poll() the signal interrupted may have done
-    assert procs.exited(other)
+    assert liveness.exited(other)
 
 
 def test_checkpoint_stops_the_run_and_kills_one_that_outlasts_the_stop_wait(tmp_path):
@@ -332,7 +332,7 @@ def test_a_run_counts_as_running_only_while_its_own_process_lives(tmp_path, prep
     run_dir = claim_version(spec.run_root)
     atomic.write_json(run_dir / "resolved.json", {"spec_hash": spec.spec_hash})
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
-    live = {"pid": sleeper.pid, "host": socket.gethostname(), "pid_started": procs.process_start_ticks(sleeper.pid)}
+    live = {"pid": sleeper.pid, "host": socket.gethostname(), "pid_started": liveness.process_start_ticks(sleeper.pid)}
     _write_status(run_dir, **live)
     assert resumable(spec) == run_dir and resumable(spec, after=1) is None  # --force: only newer versions
     assert running_elsewhere(spec) == run_dir

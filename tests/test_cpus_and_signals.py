@@ -15,7 +15,7 @@ import pytest
 
 from heartjobs.cluster import submit as cluster
 from heartjobs.cluster.submit import SpecTask, SubmitOptions, resolve_gpus, time_left
-from heartjobs.system import procs
+from heartjobs.system import cpus, liveness
 
 
 def _tree(root: Path, files: dict[str, str]) -> Path:
@@ -35,11 +35,11 @@ def test_cgroup_v2_quota_is_the_tightest_from_the_own_cgroup_up(tmp_path):
             "sys/fs/cgroup/cpu.max": "400000 100000\n",
         },
     )
-    assert procs._cgroup_cpu_quota(root) == 2
+    assert cpus._cgroup_cpu_quota(root) == 2
     (root / "sys/fs/cgroup/job/cpu.max").write_text("max 100000\n")
-    assert procs._cgroup_cpu_quota(root) == 4
+    assert cpus._cgroup_cpu_quota(root) == 4
     (root / "sys/fs/cgroup/cpu.max").write_text("max 100000\n")
-    assert procs._cgroup_cpu_quota(root) is None
+    assert cpus._cgroup_cpu_quota(root) is None
 
 
 def test_cgroup_v1_quota_in_the_cpu_hierarchy(tmp_path):
@@ -53,16 +53,16 @@ def test_cgroup_v1_quota_in_the_cpu_hierarchy(tmp_path):
             "sys/fs/cgroup/cpu,cpuacct/docker/cpu.cfs_period_us": "100000\n",
         },
     )
-    assert procs._cgroup_cpu_quota(root) == 1
+    assert cpus._cgroup_cpu_quota(root) == 1
 
 
 def test_allotted_cpus_take_the_fewest_and_torch_follows(monkeypatch):
     monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
     monkeypatch.setenv("SLURM_CPUS_ON_NODE", "1")
-    assert procs.allotted_cpus() == (1, "SLURM_CPUS_ON_NODE")
+    assert cpus.allotted_cpus() == (1, "SLURM_CPUS_ON_NODE")
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "64")  # more than this machine: the affinity decides
-    assert procs.allotted_cpus() == (len(os.sched_getaffinity(0)), "CPU affinity")
-    code = "from heartjobs.system import procs; import torch; procs.use_allotted_cpus(); print(torch.get_num_threads())"
+    assert cpus.allotted_cpus() == (len(os.sched_getaffinity(0)), "CPU affinity")
+    code = "from heartjobs.system import cpus; import torch; cpus.use_allotted_cpus(); print(torch.get_num_threads())"
     import subprocess
 
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "SLURM_CPUS_PER_TASK")}
@@ -180,7 +180,7 @@ def test_a_run_stops_when_the_process_that_started_it_dies(tmp_path, prepared32)
     spec = write_spec(tmp_path, "orphan", "dcgan", prepared32, **SLOW_DCGAN)
     run_dir = tmp_path / "artifacts" / "orphan" / "v0001"
     starter_code = (
-        "import subprocess, sys, time\nfrom pathlib import Path\nfrom heartjobs.system.procs import start_run\n"
+        "import subprocess, sys, time\nfrom pathlib import Path\nfrom heartjobs.system.launching import start_run\n"
         f"child = start_run(Path({str(spec)!r}), resume=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
         "print(child.pid, flush=True)\ntime.sleep(600)\n"
     )
@@ -190,7 +190,7 @@ def test_a_run_stops_when_the_process_that_started_it_dies(tmp_path, prepared32)
     starter.kill()
     starter.wait()
     starter.stdout.close()
-    wait_for(lambda: not procs.pid_running(child), timeout=60)
+    wait_for(lambda: not liveness.pid_running(child), timeout=60)
     status = json.loads((run_dir / "status.json").read_text())
     assert status["state"] == "interrupted" and status["error"] == "stopped by SIGTERM"
     assert status["epochs_done"] < SLOW_DCGAN["epochs"]

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from heartjobs.data.pool import ordered_map
-from heartjobs.system.procs import pid_running
+from heartjobs.system.liveness import pid_running
 
 from .conftest import wait_for
 

@@ -173,7 +173,7 @@ def test_a_device_lock_is_shared_by_workers_of_other_users(monkeypatch):
     # as heartjobs does, and find it held (run as root, like CI; the probe runs as uid 4242)
     import tempfile
 
-    from heartjobs.system.procs import device_lock
+    from heartjobs.system.locks import device_lock
 
     shared = Path(tempfile.mkdtemp(dir="/tmp"))  # a folder uid 4242 can reach (pytest's tmp_path is 0700)
     shared.chmod(0o755)
@@ -222,7 +222,7 @@ def test_sigterm_to_the_worker_checkpoints_the_job_and_puts_it_back_to_resume(tm
 @pytest.mark.slow
 def test_a_run_stopped_or_killed_from_outside_the_worker_is_resumed_a_few_times_then_failed(tmp_path, prepared32):
     from heartjobs.queue.worker import OUTSIDE_STOPS_RESUMED
-    from heartjobs.system.procs import process_alive
+    from heartjobs.system.liveness import process_alive
 
     queue, run_dir, worker = _one_slow_job_and_a_worker(tmp_path, prepared32, "outside", "test-outside")
     signals = [signal.SIGTERM] + [signal.SIGKILL] * OUTSIDE_STOPS_RESUMED  # one more than it forgives
@@ -245,7 +245,7 @@ def test_a_run_stopped_or_killed_from_outside_the_worker_is_resumed_a_few_times_
 
 def test_a_configuration_another_process_is_running_is_not_started_twice(tmp_path, prepared32):
     from heartjobs.spec.schema import load_spec
-    from heartjobs.system.procs import config_lock
+    from heartjobs.system.locks import config_lock
 
     spec_file = write_spec(tmp_path, "twice", "gan", prepared32, **QUICK)
     spec = load_spec(spec_file)
@@ -287,7 +287,7 @@ def test_a_forced_rerun_recovered_by_a_worker_without_force_is_resumed_not_skipp
 
 def test_a_recovered_job_whose_version_another_process_runs_is_skipped_not_failed(tmp_path, prepared32):
     from heartjobs.runner.lifecycle import run_job
-    from heartjobs.system.procs import run_lock
+    from heartjobs.system.locks import run_lock
 
     spec_file = write_spec(tmp_path, "taken", "gan", prepared32, **QUICK)
     run_dir = run_job(spec_file)

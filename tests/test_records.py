@@ -21,7 +21,7 @@ from heartjobs.records import Measurement, Record
 from heartjobs.report.summary import collect
 from heartjobs.store.rundir import RunDir
 from heartjobs.store.status import Status, read_status
-from heartjobs.system import procs
+from heartjobs.system import launching, stopping
 
 FIXTURES = Path(__file__).parent / "fixtures" / "records"
 V1 = FIXTURES / "v1"
@@ -37,7 +37,7 @@ def _json(path: Path) -> dict:
     [
         (Measurement, RUN_V1 / "fid.json"),
         (Status, RUN_V1 / "status.json"),
-        (procs.RunResult, V1 / "result.json"),
+        (launching.RunResult, V1 / "result.json"),
         (Submission, V1 / "submission.json"),
         (Outcome, V1 / "queue" / "done.json"),
         (Outcome, V1 / "queue" / "failed.json"),
@@ -95,7 +95,7 @@ def test_a_record_that_is_missing_damaged_or_foreign_is_none(tmp_path):
 
 
 def test_the_stop_request_is_a_typed_request():
-    stop = procs.StopRequest()
+    stop = stopping.StopRequest()
     assert stop.signal is None
     stop.request(15)
     assert stop.signal == 15

@@ -390,7 +390,7 @@ def test_no_best_runs_when_no_metric_is_trusted_and_verdicts_from_a_later_ladder
 
 def test_a_killed_run_shows_as_died_and_the_finished_version_keeps_its_numbers(tmp_path, specs):
     from heartjobs.store.status import now_iso
-    from heartjobs.system.procs import this_process
+    from heartjobs.system.liveness import this_process
 
     artifacts = tmp_path / "artifacts"
     record = specs("gan_default", "gan")

@@ -203,7 +203,7 @@ def test_a_version_appears_with_its_identity_or_not_at_all(tmp_path):
 
 
 def test_a_version_another_process_holds_is_not_run_twice(tmp_path, prepared32):
-    from heartjobs.system.procs import run_lock
+    from heartjobs.system.locks import run_lock
 
     spec = write_spec(tmp_path, "held", "gan", prepared32, epochs=1, device="cpu")
     run_dir = tmp_path / "artifacts" / "held" / "v0001"

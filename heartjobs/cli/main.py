@@ -111,7 +111,9 @@ def cmd_run(args: argparse.Namespace) -> None:
 
     if args.result is not None and args.result.is_dir():  # found out now, not after hours of training
         raise HeartjobsError(f"--result {args.result}: is a folder; give a file path")
-    from heartjobs.system.procs import die_with_starter, stop_on_signals_until_exit, use_allotted_cpus
+    from heartjobs.system.cpus import use_allotted_cpus
+    from heartjobs.system.launching import die_with_starter
+    from heartjobs.system.stopping import stop_on_signals_until_exit
 
     stop = stop_on_signals_until_exit()  # taken first: a signal during setup is a request, not a death
     die_with_starter()
@@ -126,7 +128,7 @@ def cmd_fid(args: argparse.Namespace) -> None:
     from heartjobs.evaluation.records import summary_line
     from heartjobs.runner.lifecycle import evaluate_run, measure_checkpoints
     from heartjobs.store.rundir import RunDir
-    from heartjobs.system.procs import use_allotted_cpus
+    from heartjobs.system.cpus import use_allotted_cpus
 
     use_allotted_cpus()
     spec = RunDir(args.run_dir).spec()
@@ -177,8 +179,8 @@ def cmd_ladder(args: argparse.Namespace) -> None:
     from heartjobs.evaluation.verdicts import remember
     from heartjobs.plots import plot_ladder
     from heartjobs.store.prepared import PreparedSet
+    from heartjobs.system.cpus import use_allotted_cpus
     from heartjobs.system.device import resolve_device
-    from heartjobs.system.procs import use_allotted_cpus
 
     use_allotted_cpus()
 

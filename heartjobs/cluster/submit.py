@@ -47,7 +47,7 @@ from heartjobs.store.rundir import (
     versions,
 )
 from heartjobs.store.status import RUN_DEAD_AFTER_S, now_iso, progress_text, seconds_since
-from heartjobs.system import procs
+from heartjobs.system import launching, liveness, locks, stopping
 
 SUBMISSION = "submission.json"
 DEFAULT_TIME = {"slurm": "24:00:00", "local": "30-00:00:00"}
@@ -156,13 +156,13 @@ class SpecTask(submitit.helpers.Checkpointable):
             return str(done)
         resume = resumable(spec, self.after) is not None
         with self._device():
-            self._process = procs.start_run(Path(self.spec_path), resume=resume, cwd=self.cwd)
+            self._process = launching.start_run(Path(self.spec_path), resume=resume, cwd=self.cwd)
             # poll() rather than wait(): the requeue signal's handler (checkpoint below) looks at it too
             while (code := self._process.poll()) is None:
                 time.sleep(0.5)
         if code == 0:
             return str(finished_version(spec, self.after))
-        if procs.stopped_by_signal(code):
+        if stopping.stopped_by_signal(code):
             # stopped from outside (scontrol requeue, a preemption's SIGTERM, scancel): normal operation, not a
             # failure, so one line and no result file (an exception would write an error result); a requeue
             # starts this task again and it resumes from the checkpoint
@@ -201,19 +201,19 @@ class SpecTask(submitit.helpers.Checkpointable):
             yield
             return
         k, n = self.lock
-        with procs.device_lock(procs.default_slot() + (f".{k}" if n > 1 else "")):
+        with locks.device_lock(locks.default_slot() + (f".{k}" if n > 1 else "")):
             yield
 
     def checkpoint(self) -> submitit.helpers.DelayedSubmission:
         """Called by submitit on the requeue signal: stop the run (it writes a checkpoint at the current
         batch), then hand submitit this same task to requeue; its next start resumes the run."""
         process = self._process
-        if process is not None and not procs.exited(process):
+        if process is not None and not liveness.exited(process):
             os.kill(process.pid, signal.SIGTERM)
             deadline = time.monotonic() + self.stop_wait_s  # the requeue must happen before Slurm's kill
-            while not procs.exited(process) and time.monotonic() < deadline:
+            while not liveness.exited(process) and time.monotonic() < deadline:
                 time.sleep(0.2)
-            if not procs.exited(process):  # as Slurm would at the limit: the requeued task must not wait on it
+            if not liveness.exited(process):  # as Slurm would at the limit: the requeued task must not wait on it
                 os.kill(process.pid, signal.SIGKILL)
         return submitit.helpers.DelayedSubmission(self)
 
@@ -249,7 +249,7 @@ def running_elsewhere(spec, after: int = 0) -> Path | None:
     status = RunDir(run_dir).status()
     if status.state != "running":
         return None
-    return run_dir if procs.alive(status.process(), RUN_DEAD_AFTER_S) else None
+    return run_dir if liveness.alive(status.process(), RUN_DEAD_AFTER_S) else None
 
 
 # --- submitting ---
@@ -461,7 +461,7 @@ def submit(specs: list[tuple[Path, object]], options: SubmitOptions, root: Path)
     for row, job in zip(rows, jobs, strict=True):
         row.update(job_id=job.job_id, stdout=str(job.paths.stdout), stderr=str(job.paths.stderr))
         if options.executor == "local":  # tells the controller from a later process given its pid
-            row["pid_started"] = procs.process_start_ticks(int(job.job_id))
+            row["pid_started"] = liveness.process_start_ticks(int(job.job_id))
     Submission(**record).write(folder / SUBMISSION)
     return {**record, "folder": str(folder)}, jobs
 
@@ -474,7 +474,7 @@ def submitting(root: Path, wait_s: float = 120.0) -> Iterator[None]:
         Path(root).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise HeartjobsError(f"--folder {root}: cannot make a submission folder there ({exc.strerror})") from None
-    with procs.exclusive(
+    with locks.exclusive(
         Path(root) / ".submit.lock", f"{root}: another heartjobs submit is still submitting there; try again", wait_s
     ):
         yield
@@ -582,7 +582,7 @@ def _local_states(record: dict) -> dict[str, str]:
         controller = {"pid": task["job_id"], "host": record.get("host"), "pid_started": task.get("pid_started")}
         if not here:
             state = "UNKNOWN"
-        elif procs.process_alive(controller):
+        elif liveness.process_alive(controller):
             state = "RUNNING"
         else:
             state = _result_state(task) or "INTERRUPTED"

@@ -14,7 +14,8 @@ from contextlib import contextmanager
 from functools import partial
 from itertools import islice
 
-from heartjobs.system.procs import allotted_cpus, die_with_parent
+from heartjobs.system.cpus import allotted_cpus
+from heartjobs.system.launching import die_with_parent
 
 # The pool this process has started for each initializer, with its size. Starting one costs each of its
 # processes a Python start and the imports of its work (pyradiomics, SimpleITK: about 1.5 s on 2 cores);
@@ -26,7 +27,7 @@ _pools: dict[Callable[[], None] | None, tuple[int, ProcessPoolExecutor]] = {}
 
 def worker_count(requested: int | None, items: int) -> int:
     """How many processes to use: as requested (default: the CPUs this process was given, see
-    procs.allotted_cpus), never more than there is work."""
+    cpus.allotted_cpus), never more than there is work."""
     return max(1, min(requested or allotted_cpus()[0], items))
 
 

@@ -1,7 +1,7 @@
 """A crash-safe directory queue of job specs, and the worker that runs them one at a time.
 
 A queue is a folder with pending/, running/, done/ and failed/. A job is claimed by renaming its file
-from pending/ into running/ (atomic: exactly one worker wins), run in a child process (heartjobs.system.procs),
+from pending/ into running/ (atomic: exactly one worker wins), run in a child process (heartjobs.system.launching),
 and renamed into done/ or failed/ beside its log. A worker's heartbeat file sits beside the job it runs; a job
 left in running/ by a dead worker goes back to pending/, marked to resume from its last checkpoint.
 A per-device lock (flock, released by the kernel when its holder dies) keeps two workers off one device.
@@ -28,7 +28,7 @@ from heartjobs.records import Record
 from heartjobs.spec.schema import load_spec, parse_spec
 from heartjobs.store.rundir import RunDir, finished_version, versions
 from heartjobs.store.status import WORKER_BEAT_S, WORKER_DEAD_AFTER_S, heartbeat_age, now_iso, progress_text
-from heartjobs.system import procs
+from heartjobs.system import launching, liveness, locks, stopping
 
 STATES = ("pending", "running", "done", "failed")
 FORCED = "forced"  # sidecar: the entry was claimed by a worker with --force
@@ -50,7 +50,7 @@ class Outcome(Record):
 
 
 class WorkerBeat(Record):
-    """<entry>.worker.json beside a running job: the worker running it (procs.this_process()), its device
+    """<entry>.worker.json beside a running job: the worker running it (liveness.this_process()), its device
     slot, when it started the job, and its heartbeat (heartjobs.store.status)."""
 
     pid: int | None = None
@@ -61,7 +61,7 @@ class WorkerBeat(Record):
     heartbeat: str | float | None = None
 
     def process(self) -> dict:
-        """The worker's process and heartbeat, as procs.alive reads them."""
+        """The worker's process and heartbeat, as liveness.alive reads them."""
         return {"pid": self.pid, "host": self.host, "pid_started": self.pid_started, "heartbeat": self.heartbeat}
 
 
@@ -194,7 +194,7 @@ class Queue:
 
 
 def _worker_gone(beat: WorkerBeat, stale_after: float) -> bool:
-    return not procs.alive(beat.process(), stale_after)
+    return not liveness.alive(beat.process(), stale_after)
 
 
 def _move_sidecars(entry: Entry, folder: Path, stem: str, keep: tuple[str, ...]) -> None:
@@ -234,7 +234,7 @@ class _Heartbeat(threading.Thread):
 class Worker:
     def __init__(self, queue: Queue, *, slot: str | None = None, force: bool = False, poll_s: float = 2.0):
         self.queue = queue.ensure()
-        self.slot = slot or procs.default_slot()
+        self.slot = slot or locks.default_slot()
         self.force, self.poll_s = force, poll_s
         self.stop_signal: int | None = None
         self.process: subprocess.Popen | None = None
@@ -249,7 +249,7 @@ class Worker:
         counts = {"done": 0, "failed": 0, "skipped": 0, "requeued": 0}
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
-            with procs.device_lock(self.slot, lambda: self.stop_signal is not None) as locked:
+            with locks.device_lock(self.slot, lambda: self.stop_signal is not None) as locked:
                 while locked and self.stop_signal is None:
                     for entry in self.queue.recover_stale():
                         console.print(f"worker: {entry.name}: its worker died; back in pending/ to resume")
@@ -271,8 +271,8 @@ class Worker:
         if self.force and not entry.sidecar(FORCED).exists():
             # the entry remembers it was claimed to be rerun: a worker that recovers it after a crash,
             # with or without --force, resumes the forced version instead of skipping to the old one
-            Forced(forced_by=procs.this_process(), at=now_iso()).write(entry.sidecar(FORCED))
-        record = WorkerBeat(**procs.this_process(), slot=self.slot, started=now_iso())
+            Forced(forced_by=liveness.this_process(), at=now_iso()).write(entry.sidecar(FORCED))
+        record = WorkerBeat(**liveness.this_process(), slot=self.slot, started=now_iso())
         beat = _Heartbeat(entry.sidecar("worker.json"), record)
         beat.start()
         try:
@@ -298,7 +298,7 @@ class Worker:
         if self.stop_signal is not None:
             return "requeued", {}
         # One configuration runs once at a time, however often it was queued and whoever else runs it: the
-        # job holds its configuration's lock (procs.config_lock) and exits Busy when another process has it.
+        # job holds its configuration's lock (locks.config_lock) and exits Busy when another process has it.
         doing = "resuming" if entry.recovered else "running"
         console.print(f"worker: {entry.name}: {doing} on {self.slot}")
         return self._start(entry)
@@ -311,20 +311,20 @@ class Worker:
         with tempfile.TemporaryDirectory(prefix="heartjobs-result-") as results, open(log_path, "ab") as log:
             result_file = Path(results) / "result.json"
             attempt_starts = log.tell()
-            self.process = procs.start_run(
+            self.process = launching.start_run(
                 entry.path, resume=bool(entry.recovered), result_file=result_file, stdout=log, stderr=subprocess.STDOUT
             )
             code = self.process.wait()
             self.process = None
-            result = procs.RunResult.read(result_file) or procs.RunResult()  # none: it died before writing one
+            result = launching.RunResult.read(result_file) or launching.RunResult()  # none: it died before writing one
         info = {"exit_code": code, "run_dir": result.run_dir}
         if code == 0:
             return "done", info
-        if code == procs.Busy.exit_code:  # e.g. a user's --resume took the version first: it is being run
+        if code == locks.Busy.exit_code:  # e.g. a user's --resume took the version first: it is being run
             return "skipped", {**info, "reason": result.error or "another process is running it"}
-        if self.stop_signal is not None and (procs.stopped_by_signal(code) or -code in procs.STOP_SIGNALS):
+        if self.stop_signal is not None and (stopping.stopped_by_signal(code) or -code in stopping.STOP_SIGNALS):
             return "requeued", info  # the worker was asked to stop; the job checkpointed
-        if (procs.stopped_by_signal(code) or code < 0) and entry.recovered < OUTSIDE_STOPS_RESUMED:
+        if (stopping.stopped_by_signal(code) or code < 0) and entry.recovered < OUTSIDE_STOPS_RESUMED:
             # stopped or killed from outside (an admin, a preemption, the OOM killer): resumable, so it
             # goes back to be resumed, a few times at most (a job the OOM killer takes each time fails)
             how = f"stopped by signal {code - 128}" if code > 0 else f"killed by signal {-code}"
@@ -357,7 +357,7 @@ class Worker:
         return outcome
 
 
-def _failure(result: procs.RunResult, code: int, log: Path, attempt_starts: int) -> str:
+def _failure(result: launching.RunResult, code: int, log: Path, attempt_starts: int) -> str:
     """Why a job failed: its run's own error, or, where it died without writing one (before heartjobs had
     loaded, or killed), how its process ended and the last line it printed in this attempt."""
     if result.error:

@@ -28,7 +28,7 @@ from heartjobs.spec.sweep import abbreviation, format_value
 from heartjobs.store import best
 from heartjobs.store.rundir import RunDir, versions
 from heartjobs.store.status import RUN_DEAD_AFTER_S, Status
-from heartjobs.system import procs
+from heartjobs.system import liveness
 
 # Thesis Table 1: FID mean and std (3 x 3000 generated vs 3307 real, pytorch-fid 0.3.0, 2048-d).
 THESIS_TABLE1: dict[tuple[str, str], tuple[float, float]] = {
@@ -222,7 +222,7 @@ def _state(status: Status) -> str:
     """A run's state as the report shows it: "running" only while its process lives (a run whose process
     was killed outright still says "running" in its status.json)."""
     state = status.state or "unknown"
-    if state == "running" and not procs.alive(status.process(), stale_after=RUN_DEAD_AFTER_S):
+    if state == "running" and not liveness.alive(status.process(), stale_after=RUN_DEAD_AFTER_S):
         return "died"
     return state
 

@@ -43,7 +43,7 @@ from heartjobs.store.prepared import PreparedSet
 from heartjobs.store.provenance import environment
 from heartjobs.store.rundir import RunDir, claim_version, finished_version, newest_unfinished, version_number
 from heartjobs.store.status import Status, StatusFile, mark_done
-from heartjobs.system import procs
+from heartjobs.system import launching, liveness, locks, stopping
 from heartjobs.system.device import resolve_device
 from heartjobs.training.loop import SAMPLE_GRID, Interrupted, Trainer
 
@@ -59,13 +59,13 @@ def run_job(
     *,
     resume: bool = False,
     result_file: Path | None = None,
-    stop: procs.StopRequest | None = None,
+    stop: stopping.StopRequest | None = None,
     device: str | None = None,
 ) -> Path:
     """Train the job in `spec_path` to the end and measure it; returns its run folder.
 
     Raises JobInterrupted (after writing a checkpoint) when a stop signal arrives: `stop` is the request
-    the signals set (procs.stop_on_signals_until_exit, for a process that only runs this job); without
+    the signals set (stopping.stop_on_signals_until_exit, for a process that only runs this job); without
     it, the signals are taken while the job runs and handed back afterwards. With result_file, how
     the run ended ({"state": done | interrupted | failed, "run_dir", "error", "exit_code"}) is written
     there, atomically, however this function ends: what a queue worker reads instead of the log. (A
@@ -73,9 +73,9 @@ def run_job(
     this time instead of the spec's train.device (not part of the job's identity: the run's env.json
     records where it ran, and a resume may run elsewhere).
     """
-    outcome = procs.RunResult(spec=str(spec_path), run_dir=None)
+    outcome = launching.RunResult(spec=str(spec_path), run_dir=None)
     try:
-        with contextlib.nullcontext(stop) if stop is not None else procs.stop_on_signals() as stop:
+        with contextlib.nullcontext(stop) if stop is not None else stopping.stop_on_signals() as stop:
             run_dir = _run(Path(spec_path), resume, outcome, stop, device)
     except JobInterrupted as exc:
         _write_result(result_file, outcome, "interrupted", str(exc), exc.exit_code)
@@ -90,7 +90,9 @@ def run_job(
     return run_dir
 
 
-def _write_result(path: Path | None, outcome: procs.RunResult, state: str, error: str | None, exit_code: int) -> None:
+def _write_result(
+    path: Path | None, outcome: launching.RunResult, state: str, error: str | None, exit_code: int
+) -> None:
     """The result record; failing to write it is a warning that never hides how the run ended."""
     if path is None:
         return
@@ -101,7 +103,7 @@ def _write_result(path: Path | None, outcome: procs.RunResult, state: str, error
 
 
 def _run(
-    spec_path: Path, resume: bool, outcome: procs.RunResult, stop: procs.StopRequest, device_override: str | None
+    spec_path: Path, resume: bool, outcome: launching.RunResult, stop: stopping.StopRequest, device_override: str | None
 ) -> Path:
     spec = load_spec(spec_path)
     check_measurable(spec, spec_path)  # fail now, not after hours of training
@@ -116,7 +118,7 @@ def _run(
             # a process stopping (a dead worker's job) checkpoints first; once it says it stopped, its
             # locks are free the moment it exits
             stopping = 0.0 if _still_running(_wait_until_stopped(RunDir(found), stop)) else CONFIG_LOCK_WAIT_S
-        held.enter_context(procs.config_lock(spec.run_root, spec.spec_hash, wait_s=stopping))
+        held.enter_context(locks.config_lock(spec.run_root, spec.spec_hash, wait_s=stopping))
         unfinished = newest_unfinished(spec.run_root)
         if resume and (done := finished_version(spec, after=version_number(unfinished) if unfinished else 0)):
             # a restart loop that resumes a finished job must not retrain it forever, nor an older version
@@ -129,7 +131,7 @@ def _run(
         return _run_locked(spec, spec_path, run, device, stop)
 
 
-def _stop_before_a_version(stop: procs.StopRequest, when: str) -> None:
+def _stop_before_a_version(stop: stopping.StopRequest, when: str) -> None:
     """A stop request that came before a version was chosen: nothing to checkpoint, nothing claimed."""
     if stop.signal is not None:
         name = signal.Signals(stop.signal).name
@@ -137,13 +139,13 @@ def _stop_before_a_version(stop: procs.StopRequest, when: str) -> None:
 
 
 def _run_locked(
-    spec: ResolvedSpec, spec_path: Path, run: RunDir, device: torch.device, stop: procs.StopRequest
+    spec: ResolvedSpec, spec_path: Path, run: RunDir, device: torch.device, stop: stopping.StopRequest
 ) -> Path:
     for path in run.remove_stale_temp_files():  # left by a process killed mid-write
         console.print(f"{spec.name}: removed {path.relative_to(run.path)}, left by a killed process")
     t = spec.train
     prepared = PreparedSet.open(spec.data.prepared)
-    status = run.status_file(t.epochs, procs.this_process())
+    status = run.status_file(t.epochs, liveness.this_process())
     # The stop signals are a stop request for the whole job: training stops between batches, evaluation
     # between repeats; either way the run is left resumable. Once "done" is written, there is nothing to stop.
 
@@ -187,7 +189,7 @@ def _open_run(
     resume: bool,
     device: torch.device,
     held: contextlib.ExitStack,
-    stop: procs.StopRequest,
+    stop: stopping.StopRequest,
 ) -> RunDir:
     """The run folder, locked for this process (in `held`): with resume, the newest unfinished version of
     this job (checked); otherwise, or when there is none, a new version, which appears with its identity
@@ -195,16 +197,16 @@ def _open_run(
     if resume:
         run = _resumable_version(spec, spec_path, stop)
         if run is not None:
-            held.enter_context(procs.run_lock(run.path))
+            held.enter_context(locks.run_lock(run.path))
             atomic.write_json(run.resumed_env(run.status().resumed + 1), environment(str(device)))
             return run
         console.print(f"{spec.name}: nothing to resume; starting a new version")
     run = _new_version(spec, spec_path, device)
-    held.enter_context(procs.run_lock(run.path))
+    held.enter_context(locks.run_lock(run.path))
     return run
 
 
-def _resumable_version(spec: ResolvedSpec, spec_path: Path, stop: procs.StopRequest) -> RunDir | None:
+def _resumable_version(spec: ResolvedSpec, spec_path: Path, stop: stopping.StopRequest) -> RunDir | None:
     """The newest unfinished version, once its process (if any) has stopped; refused when it is still
     running or was made under another configuration (the refusal names the values that differ)."""
     found = newest_unfinished(spec.run_root)
@@ -213,7 +215,7 @@ def _resumable_version(spec: ResolvedSpec, spec_path: Path, stop: procs.StopRequ
     run = RunDir(found)
     status = _wait_until_stopped(run, stop)
     if _still_running(status):
-        raise procs.Busy(f"{run}: still running (pid {status.pid}); not resuming it twice")
+        raise locks.Busy(f"{run}: still running (pid {status.pid}); not resuming it twice")
     recorded = run.spec_hash()
     if recorded != spec.spec_hash:
         recorded_spec = run.spec_dict()
@@ -231,17 +233,17 @@ def _new_version(spec: ResolvedSpec, spec_path: Path, device: torch.device) -> R
         resolved = {"spec_hash": spec.spec_hash, "spec": spec.model_dump(mode="json")}
         atomic.write_json(folder / RunDir.RESOLVED, resolved)
         atomic.write_json(folder / RunDir.ENV, environment(str(device)))
-        RunDir(folder).status_file(spec.train.epochs, procs.this_process())  # "running", by this process
+        RunDir(folder).status_file(spec.train.epochs, liveness.this_process())  # "running", by this process
 
     return RunDir(claim_version(spec.run_root, identity))
 
 
 def _still_running(status: Status) -> bool:
     """Whether a version's status says running and its process is alive."""
-    return status.state == "running" and procs.process_alive(status.process())
+    return status.state == "running" and liveness.process_alive(status.process())
 
 
-def _wait_until_stopped(run: RunDir, stop: procs.StopRequest, patience_s: float = RESUME_WAIT_S) -> Status:
+def _wait_until_stopped(run: RunDir, stop: stopping.StopRequest, patience_s: float = RESUME_WAIT_S) -> Status:
     """A job whose worker died gets SIGTERM and writes its checkpoint; give it time to finish that."""
     deadline = time.monotonic() + patience_s
     status = run.status()
@@ -261,7 +263,7 @@ def _train(
     prepared: PreparedSet,
     device: torch.device,
     status: StatusFile,
-    stop: procs.StopRequest,
+    stop: stopping.StopRequest,
     stop_if_requested: Callable[[str], None],
 ) -> None:
     """Train from the newest checkpoint (or the start) to the spec's epochs, then save the generator.
@@ -305,7 +307,7 @@ def _epochs(
     trainer: Trainer,
     run: RunDir,
     status: StatusFile,
-    stop: procs.StopRequest,
+    stop: stopping.StopRequest,
     measure_checkpoint: Callable[[Path], None],
     log: EventLog | None,
 ) -> None:

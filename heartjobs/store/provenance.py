@@ -11,7 +11,7 @@ import sys
 
 from heartjobs import __version__
 from heartjobs.store.status import now_iso
-from heartjobs.system import procs
+from heartjobs.system import cpus
 
 
 def environment(device: str) -> dict:
@@ -31,7 +31,7 @@ def environment(device: str) -> dict:
         "gpu": torch.cuda.get_device_name(0) if cuda and device.startswith("cuda") else None,
         "device": device,
         "torch_threads": torch.get_num_threads(),
-        "cpus_allotted": "{} ({})".format(*procs.allotted_cpus()),
+        "cpus_allotted": "{} ({})".format(*cpus.allotted_cpus()),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "host": socket.gethostname(),

@@ -111,7 +111,7 @@ class RunDir:
     EVAL_IMAGES = "eval_images"  # with [eval] save_images: the images the last own measurement saw, as PNG
     EVAL_PROGRESS = "eval_progress_{key}.json"  # a measurement's finished repeats, until its record is written
     TENSORBOARD = "tensorboard"  # with [output] tensorboard: the event files
-    RUN_LOCK = ".lock"  # held by the process running this version (heartjobs.system.procs.run_lock)
+    RUN_LOCK = ".lock"  # held by the process running this version (heartjobs.system.locks.run_lock)
 
     def __init__(self, path: Path | str):
         self.path = Path(path)

@@ -54,7 +54,7 @@ def progress_text(status: Status) -> str:
 class Status(Record):
     """status.json: a run's state (running, interrupted, failed, done; None: no status), its heartbeat, start
     and end times, epochs done, error, the phase it is in ("evaluating"; none while training or once done),
-    and the process that runs it (procs.this_process(): pid, host, pid_started), which `resumed` times
+    and the process that runs it (liveness.this_process(): pid, host, pid_started), which `resumed` times
     took it over."""
 
     state: str | None = None
@@ -71,7 +71,7 @@ class Status(Record):
     phase: str | None = None
 
     def process(self) -> dict:
-        """The process the status names, as procs.this_process() records one."""
+        """The process the status names, as liveness.this_process() records one."""
         return {"pid": self.pid, "host": self.host, "pid_started": self.pid_started, "heartbeat": self.heartbeat}
 
 
