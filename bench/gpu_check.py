@@ -20,8 +20,9 @@ from results_log import RESULTS, record
 from heartjobs.data.phantom import PhantomParams, generate
 from heartjobs.data.prepare import PrepareParams, prepare
 from heartjobs.errors import HeartjobsError
+from heartjobs.evaluation.runs import evaluate_run
 from heartjobs.evaluation.weights import resolve_weights
-from heartjobs.runner.lifecycle import evaluate_run, run_job
+from heartjobs.runner.lifecycle import run_job
 from heartjobs.spec.schema import EvalSection
 
 

@@ -37,7 +37,7 @@ import torch
 
 from heartjobs.data.phantom import PhantomParams, generate
 from heartjobs.data.prepare import PrepareParams, prepare
-from heartjobs.queue.worker import Queue
+from heartjobs.queue.folders import Queue
 from heartjobs.runner.lifecycle import run_job
 from heartjobs.store.checkpoint import load_generator
 from heartjobs.store.rundir import RunDir, versions

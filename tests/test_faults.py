@@ -91,7 +91,7 @@ def test_a_disk_that_fills_in_the_middle_of_a_write_leaves_no_partial_file(tmp_p
 @needs_root
 @pytest.mark.slow
 def test_a_worker_survives_a_full_queue_folder_and_the_job_stays_recoverable(tmp_path, prepared32, small_disk):
-    from heartjobs.queue.worker import Queue
+    from heartjobs.queue.folders import Queue
 
     disk, resize = small_disk
     resize(4 * 2**20)

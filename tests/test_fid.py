@@ -19,9 +19,10 @@ from heartjobs.data.prepare import PrepareParams, prepare
 from heartjobs.errors import HeartjobsError
 from heartjobs.evaluation.driver import generated_batches
 from heartjobs.evaluation.inception import FeatureExtractor
+from heartjobs.evaluation.runs import evaluate_run
 from heartjobs.evaluation.statistics import frechet_distance, kernel_inception_distance, mean_and_covariance
 from heartjobs.evaluation.weights import STANDARD_FILENAME, resolve_weights
-from heartjobs.runner.lifecycle import evaluate_run, run_job
+from heartjobs.runner.lifecycle import run_job
 from heartjobs.spec.schema import EvalSection
 from heartjobs.store.checkpoint import load_snapshot
 from heartjobs.store.prepared import PreparedSet

@@ -133,7 +133,8 @@ def test_constant_images_count_as_unmeasurable_not_as_a_crash(prepared64):
 
 
 def test_the_save_images_switch_keeps_the_own_measurements_images_in_the_run(tmp_path, prepared64):
-    from heartjobs.runner.lifecycle import evaluate_run, run_job
+    from heartjobs.evaluation.runs import evaluate_run
+    from heartjobs.runner.lifecycle import run_job
     from heartjobs.spec.schema import EvalSection
     from heartjobs.store.rundir import RunDir
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from heartjobs import atomic
-from heartjobs.queue.worker import Queue
+from heartjobs.queue.folders import Queue
 from heartjobs.store.rundir import versions
 from heartjobs.store.status import now_iso
 
@@ -221,7 +221,7 @@ def test_sigterm_to_the_worker_checkpoints_the_job_and_puts_it_back_to_resume(tm
 
 @pytest.mark.slow
 def test_a_run_stopped_or_killed_from_outside_the_worker_is_resumed_a_few_times_then_failed(tmp_path, prepared32):
-    from heartjobs.queue.worker import OUTSIDE_STOPS_RESUMED
+    from heartjobs.queue.folders import OUTSIDE_STOPS_RESUMED
     from heartjobs.system.liveness import process_alive
 
     queue, run_dir, worker = _one_slow_job_and_a_worker(tmp_path, prepared32, "outside", "test-outside")

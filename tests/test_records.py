@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from heartjobs.cluster.submit import Submission, read_submission
-from heartjobs.queue.worker import Forced, Outcome, Queue, WorkerBeat, status
+from heartjobs.queue.folders import Forced, Outcome, Queue, WorkerBeat, status
 from heartjobs.records import Measurement, Record
 from heartjobs.report.summary import collect
 from heartjobs.store.rundir import RunDir

@@ -126,7 +126,7 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 def cmd_fid(args: argparse.Namespace) -> None:
     from heartjobs.evaluation.records import summary_line
-    from heartjobs.runner.lifecycle import evaluate_run, measure_checkpoints
+    from heartjobs.evaluation.runs import evaluate_run, measure_checkpoints
     from heartjobs.store.rundir import RunDir
     from heartjobs.system.cpus import use_allotted_cpus
 
@@ -252,7 +252,7 @@ def _fail_if_bad(bad: int, total: int, verdict: str) -> None:
 
 
 def cmd_enqueue(args: argparse.Namespace) -> None:
-    from heartjobs.queue.worker import Queue
+    from heartjobs.queue.folders import Queue
 
     queue = Queue(args.queue)  # touches nothing on disk; add() reports a folder it cannot write
     good, bad = _valid_specs(args.specs)
@@ -379,7 +379,8 @@ def _print_rows(title: str, columns: list[str], rows: list[dict]) -> None:
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
-    from heartjobs.queue.worker import Queue, Worker
+    from heartjobs.queue.folders import Queue
+    from heartjobs.queue.worker import Worker
 
     try:
         worker = Worker(Queue(args.queue), slot=args.slot, force=args.force, poll_s=args.poll)
@@ -392,7 +393,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
 
 
 def cmd_queue_status(args: argparse.Namespace) -> None:
-    from heartjobs.queue.worker import Queue, status
+    from heartjobs.queue.folders import Queue, status
 
     rows = []
     for state, entries in status(Queue(args.queue)).items():

@@ -2,15 +2,14 @@
 
 The run folder is chosen (a new version, or the one to resume), the stop signals become a stop request,
 the Trainer trains (heartjobs.training), the final generator is measured (heartjobs.evaluation), and
-status.json follows each step. This is the only module that calls both training and evaluation.
+status.json follows each step. The runner (this and runner/training.py) is the only place that calls both
+training and evaluation.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import shutil
 import signal
 import time
 from collections.abc import Callable
@@ -20,32 +19,19 @@ import torch
 
 from heartjobs import atomic
 from heartjobs.errors import HeartjobsError, JobInterrupted, one_line
-from heartjobs.evaluation.driver import measure
 from heartjobs.evaluation.preflight import check_measurable
-from heartjobs.evaluation.records import evaluation_record, settings_hash, summary_line, write_record
-from heartjobs.evaluation.repeatlog import RepeatLog
-from heartjobs.grids import save_grid
-from heartjobs.hashing import sha256_json
-from heartjobs.plots import plot_losses, plot_metric_curve
-from heartjobs.progress import TrainingProgress, console
-from heartjobs.records import Measurement
+from heartjobs.evaluation.records import summary_line
+from heartjobs.evaluation.runs import evaluate_run
+from heartjobs.progress import console
 from heartjobs.runner.eventlog import EventLog, check_available
-from heartjobs.spec.schema import EvalSection, ResolvedSpec, configuration_differences, load_spec
-from heartjobs.store.checkpoint import (
-    checkpoint_epoch,
-    list_checkpoints,
-    load_checkpoint,
-    load_snapshot,
-    save_checkpoint,
-    save_generator,
-)
+from heartjobs.runner.training import train
+from heartjobs.spec.schema import ResolvedSpec, configuration_differences, load_spec
 from heartjobs.store.prepared import PreparedSet
 from heartjobs.store.provenance import environment
 from heartjobs.store.rundir import RunDir, claim_version, finished_version, newest_unfinished, version_number
-from heartjobs.store.status import Status, StatusFile, mark_done
+from heartjobs.store.status import Status, StatusFile
 from heartjobs.system import launching, liveness, locks, stopping
 from heartjobs.system.device import resolve_device
-from heartjobs.training.loop import SAMPLE_GRID, Interrupted, Trainer
 
 RESUME_WAIT_S = float(os.environ.get("HEARTJOBS_RESUME_WAIT_S", "60"))
 CONFIG_LOCK_WAIT_S = 10.0  # a holder that said it stopped is exiting: the kernel frees its lock then
@@ -160,7 +146,7 @@ def _run_locked(
 
     try:
         stop_if_requested("before training")
-        _train(spec, run, prepared, device, status, stop, stop_if_requested)
+        train(spec, run, prepared, device, status, stop, stop_if_requested)
         stop_if_requested("after training, before evaluation")
         if spec.eval.measure:
             _evaluate(run, prepared, status, lambda: stop_if_requested("during evaluation"))
@@ -254,178 +240,7 @@ def _wait_until_stopped(run: RunDir, stop: stopping.StopRequest, patience_s: flo
     return status
 
 
-# --- training ---
-
-
-def _train(
-    spec: ResolvedSpec,
-    run: RunDir,
-    prepared: PreparedSet,
-    device: torch.device,
-    status: StatusFile,
-    stop: stopping.StopRequest,
-    stop_if_requested: Callable[[str], None],
-) -> None:
-    """Train from the newest checkpoint (or the start) to the spec's epochs, then save the generator.
-    On a stop request: a checkpoint at the exact batch, then JobInterrupted. With [output] tensorboard, the
-    run's event files are written on the way."""
-    trainer = Trainer(spec, prepared.tensor(), device)
-    checkpoints = list_checkpoints(run.checkpoints)
-    if checkpoints:
-        trainer.load_state_dict(load_checkpoint(checkpoints[-1], spec.spec_hash))
-        console.print(f"{spec.name}: resuming {run} from {checkpoints[-1].name}")
-    _write_losses(run, trainer.history)  # drops epochs logged after the checkpoint
-    t = spec.train
-    events = EventLog(run / RunDir.TENSORBOARD, trainer.epoch) if spec.output.tensorboard else contextlib.nullcontext()
-    with events as log:
-        _measure_missed(spec, run, prepared, device, status, log)  # a stop during a measurement left it undone
-        if not (run / RunDir.REAL_GRID).exists():
-            picks = torch.randperm(prepared.count, generator=torch.Generator().manual_seed(t.seed + 4))
-            save_grid(prepared.images[picks[:SAMPLE_GRID].numpy()], run / RunDir.REAL_GRID)
-        try:
-            _epochs(
-                spec,
-                trainer,
-                run,
-                status,
-                stop,
-                lambda path: _measure_during(spec, run, path, prepared, device, status, log),
-                log,
-            )
-        except Interrupted:
-            path = save_checkpoint(run.checkpoints, trainer.state_dict(), spec.spec_hash, t.keep_checkpoints)
-            stop_if_requested(f"after {trainer.epoch} epochs; checkpoint {path.name} written")
-    save_generator(run.generator, trainer.G, spec.model_dump(mode="json"), trainer.epoch, spec.spec_hash)
-
-
-def _write_losses(run: RunDir, history: list[dict]) -> None:
-    atomic.write_bytes(run / RunDir.LOSSES, "".join(json.dumps(h) + "\n" for h in history).encode())
-
-
-def _epochs(
-    spec: ResolvedSpec,
-    trainer: Trainer,
-    run: RunDir,
-    status: StatusFile,
-    stop: stopping.StopRequest,
-    measure_checkpoint: Callable[[Path], None],
-    log: EventLog | None,
-) -> None:
-    """Epochs until the spec's count; raises Interrupted (state consistent, not yet saved) on a stop. Every
-    [eval] every epochs (and the last) the checkpoint is written and measured."""
-    t = spec.train
-    title = f"{spec.name} {run.path.name}"
-    with TrainingProgress(title, t.epochs, len(trainer.bounds), trainer.epoch) as progress:
-
-        def on_batch(done: int, total: int) -> None:
-            progress.batch(done, total)
-            status.beat()
-
-        while trainer.epoch < t.epochs:
-            stats = trainer.train_epoch(lambda: stop.signal is not None, on_batch).as_dict()
-            atomic.append_lines(run / RunDir.LOSSES, [json.dumps(stats)])  # one short line per epoch
-            progress.epoch(stats)
-            if log is not None:
-                log.epoch(stats)
-            status.beat(epochs_done=trainer.epoch)
-            last = trainer.epoch == t.epochs
-            if trainer.epoch % t.sample_every == 0 or last:
-                save_grid(trainer.samples().numpy(), run.sample_grid(trainer.epoch))
-                if log is not None:
-                    log.samples(run.sample_grid(trainer.epoch), trainer.epoch)
-                plot_losses(trainer.history, run / RunDir.LOSSES_PLOT, title)
-            measured = _measured_epoch(spec, trainer.epoch)
-            if trainer.epoch % t.checkpoint_every == 0 or last or measured:
-                path = save_checkpoint(run.checkpoints, trainer.state_dict(), spec.spec_hash, t.keep_checkpoints)
-                if measured:
-                    measure_checkpoint(path)
-    if trainer.history and not (run / RunDir.LOSSES_PLOT).exists():
-        plot_losses(trainer.history, run / RunDir.LOSSES_PLOT, title)
-
-
-# --- evaluation ---
-
-
-def _measured_epoch(spec: ResolvedSpec, epoch: int) -> bool:
-    """Whether the checkpoint of `epoch` is measured during training ([eval] every, and the last epoch)."""
-    every = spec.eval.every
-    return every is not None and (epoch % every == 0 or epoch == spec.train.epochs)
-
-
-def _measure_during(
-    spec: ResolvedSpec,
-    run: RunDir,
-    checkpoint: Path,
-    prepared: PreparedSet,
-    device: torch.device,
-    status: StatusFile,
-    log: EventLog | None,
-) -> None:
-    """Measure a checkpoint with [eval.during]'s settings while training runs, without touching training's
-    random state (the run stays bit-identical to one that is not measured); keep it as best.pt when it is
-    the best so far ([eval] keep_best), and redraw the run's metric curve."""
-    status.beat(force=True)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        record = evaluate_run(
-            run.path, spec.eval.during_settings(), checkpoint=checkpoint, poll=status.beat, prepared=prepared
-        )
-    console.print(f"{spec.name}: epoch {record.epoch}, during training: {summary_line(record)}")
-    if log is not None:
-        log.measurement(record, during=True)
-    best, choice = run.best_measured(record.settings_hash)  # of this setting's own curve
-    if spec.eval.keep_best and best is not None and best.epoch == record.epoch:
-        atomic.copy_file(checkpoint, run / RunDir.BEST)
-    elif spec.eval.keep_best and best is None:
-        console.print(f"{spec.name}: no best checkpoint kept: best is {choice.describe()}")
-    curve = run.metric_curve(record.settings_hash)
-    if curve:
-        plot_metric_curve(curve, run / RunDir.METRICS_PLOT, f"{spec.name} {run.path.name}")
-
-
-def measure_checkpoints(run_dir: Path, overrides: dict, device: str | None = None) -> list[Measurement]:
-    """`heartjobs fid RUN --all-checkpoints`: every kept end-of-epoch checkpoint of a run measured as during
-    training ([eval.during]'s settings, `overrides` on top), its metric curve drawn and its best checkpoint
-    kept as best.pt ([eval] keep_best); returns the records, oldest epoch first."""
-    run = RunDir(run_dir)
-    spec = run.spec()
-    checkpoints = [p for p in list_checkpoints(run.checkpoints) if "_batch_" not in p.name]
-    if not checkpoints:
-        raise HeartjobsError(f"{run.checkpoints}: no checkpoints kept (see [train] keep_checkpoints)")
-    settings = spec.eval.during_settings().model_copy(update=overrides)
-    prepared = PreparedSet.open(spec.data.prepared)
-    records = []
-    for path in checkpoints:
-        record = evaluate_run(run.path, settings, checkpoint=path, device=device, prepared=prepared)
-        console.print(f"{run.path} ({record.snapshot['file']}): {summary_line(record)}")
-        records.append(record)
-    # best.pt: the best of this setting's whole curve (also epochs measured during training whose
-    # checkpoints are gone); replaced only when that best is one of the checkpoints measured now
-    best, _ = run.best_measured(records[-1].settings_hash)
-    if spec.eval.keep_best and best is not None and best.snapshot in [r.snapshot for r in records]:
-        atomic.copy_file(run / best.snapshot["file"], run / RunDir.BEST)
-    curve = run.metric_curve(records[-1].settings_hash)
-    if curve:
-        plot_metric_curve(curve, run / RunDir.METRICS_PLOT, f"{spec.name} {run.path.name}")
-    return records
-
-
-def _measure_missed(
-    spec: ResolvedSpec,
-    run: RunDir,
-    prepared: PreparedSet,
-    device: torch.device,
-    status: StatusFile,
-    log: EventLog | None,
-) -> None:
-    """On resume: measure the kept checkpoints of measured epochs that have no measurement yet."""
-    if spec.eval.every is None:
-        return
-    tag = settings_hash(spec.eval.during_settings())
-    done = {r.epoch for r in run.metric_records() if r.settings_hash == tag}
-    for path in list_checkpoints(run.checkpoints):
-        epoch = checkpoint_epoch(path)
-        if "_batch_" not in path.name and _measured_epoch(spec, epoch) and epoch not in done:
-            _measure_during(spec, run, path, prepared, device, status, log)
+# --- the measurement at the end ---
 
 
 def _evaluate(run: RunDir, prepared: PreparedSet, status: StatusFile, stop_if_requested: Callable[[], None]) -> None:
@@ -449,62 +264,3 @@ def _evaluate(run: RunDir, prepared: PreparedSet, status: StatusFile, stop_if_re
     if run.spec().output.tensorboard:
         with EventLog(run / RunDir.TENSORBOARD, None) as log:
             log.measurement(record, during=False)
-
-
-def evaluate_run(
-    run_dir: Path,
-    settings: EvalSection | None = None,
-    *,
-    checkpoint: Path | None = None,
-    device: str | None = None,
-    poll: Callable[[], None] | None = None,
-    save_images: Path | None = None,
-    prepared: PreparedSet | None = None,
-) -> Measurement:
-    """Measure a run's final generator (or one of its checkpoints) and record it in the run folder (see
-    heartjobs.evaluation.records); returns the record. The measured images go to save_images as PNG, or,
-    when the settings say save_images and this is the run's own measurement, to its eval_images/ (replaced
-    once the measurement succeeded: they are copies). A run whose
-    training had finished and only its evaluation had failed is marked done once its own evaluation
-    succeeds. `prepared`: the run's set already read (the training's own copy), instead of reading it again."""
-    run = RunDir(run_dir)
-    spec = run.spec()
-    settings = settings or spec.eval
-    own = checkpoint is None and settings == spec.eval
-    # [eval] save_images: the run's own measurement's images, staged and swapped in once it succeeded
-    staged = None
-    if save_images is None and settings.save_images and own:
-        staged = save_images = run / f"{RunDir.EVAL_IMAGES}.partial"
-        shutil.rmtree(staged, ignore_errors=True)
-    torch_device = resolve_device(device or spec.train.device, "--device" if device else "train.device")
-    prepared = prepared or PreparedSet.open(spec.data.prepared)
-    if prepared.content_hash != spec.data.content_hash:
-        raise HeartjobsError(
-            f"{spec.data.prepared}: content_hash: the prepared set changed since {run} was trained on it"
-        )
-    snapshot = load_snapshot(run, spec, checkpoint, torch_device)
-    # what the values depend on: a stopped measurement of the same goes on from its last finished repeat
-    gpu = torch.cuda.get_device_name(torch_device) if torch_device.type == "cuda" else None
-    key = sha256_json([settings_hash(settings), snapshot.file, snapshot.epoch, str(torch_device), gpu])[:12]
-    progress = RepeatLog(run / RunDir.EVAL_PROGRESS.format(key=key))
-    result = measure(
-        snapshot.generator,
-        spec.train.latent_dim,
-        prepared,
-        settings,
-        torch_device,
-        poll=poll,
-        save_images=save_images,
-        progress=progress,
-    )
-    if staged is not None:
-        shutil.rmtree(run / RunDir.EVAL_IMAGES, ignore_errors=True)
-        staged.rename(run / RunDir.EVAL_IMAGES)
-        result["saved_images"] = str((run / RunDir.EVAL_IMAGES).resolve())
-    record = evaluation_record(run, spec, snapshot, result)
-    write_record(run, record, settings, own)
-    progress.remove()
-    status = run.status()
-    if own and status.state == "failed" and status.phase == "evaluating":
-        mark_done(run / RunDir.STATUS)
-    return record
