@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import signal
 import socket
 import stat
@@ -18,17 +19,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from submitit.core.utils import DelayedSubmission
+from submitit.core.utils import DelayedSubmission, cloudpickle_dump
 
 from heartjobs import atomic
-from heartjobs.cluster import submit as cluster
-from heartjobs.cluster.submit import (
-    SpecTask,
-    parse_time,
-    queued_elsewhere,
-    resumable,
-    running_elsewhere,
-)
+from heartjobs.cluster import states as cluster_states
+from heartjobs.cluster import task as cluster_task
+from heartjobs.cluster.options import parse_time
+from heartjobs.cluster.submit import queued_elsewhere
+from heartjobs.cluster.task import SpecTask, resumable, running_elsewhere
 from heartjobs.spec.schema import load_spec
 from heartjobs.store.rundir import RunDir, claim_version, versions
 from heartjobs.store.status import RUN_DEAD_AFTER_S, now_iso
@@ -38,6 +36,7 @@ from .conftest import SLOW_DCGAN as SLOW
 from .conftest import assert_same_run, cli, losses, run_cli, wait_for, write_spec
 
 QUICK = {"epochs": 2, "batch_size": 4, "device": "cpu"}
+ROOT = Path(__file__).resolve().parents[1]
 LOCAL = ("--executor", "local", "--gpus-per-job", "0")
 
 
@@ -320,6 +319,43 @@ def test_checkpoint_stops_the_run_and_kills_one_that_outlasts_the_stop_wait(tmp_
     stubborn.stdout.close()
 
 
+def test_a_pickled_task_unpickles_under_each_name_heartjobs_gave_its_class(tmp_path):
+    """submitit pickles a task by reference: the module and name of its class. A pending or requeued task
+    submitted by an earlier heartjobs names the class where it was then: heartjobs.cluster (one module), then
+    heartjobs.cluster.submit; new pickles name heartjobs.cluster.task. Each must start as a SpecTask, in a
+    fresh process (as submitit's task starts: nothing of heartjobs imported yet)."""
+    import heartjobs.cluster
+    from heartjobs.cluster import submit
+
+    assert SpecTask.__module__ == "heartjobs.cluster.task"
+    assert heartjobs.cluster.SpecTask is SpecTask and submit.SpecTask is SpecTask
+    task = SpecTask("job.toml", str(tmp_path), after=3, lock=(1, 2), limit_s=600.0, signal_delay_s=60.0)
+    task._process = subprocess.Popen([sys.executable, "-c", "pass"])  # not pickled
+    task._process.wait()
+    cloudpickle_dump(task, tmp_path / "task.pkl")  # as submitit writes it
+    new = (tmp_path / "task.pkl").read_bytes()
+    assert b"heartjobs.cluster.task" in new and b"SpecTask" in new
+    # protocol 2 names a class as b"c<module>\n<name>\n": the same task as older versions named it
+    current = pickle.dumps(task, protocol=2)
+    assert b"cheartjobs.cluster.task\nSpecTask\n" in current
+    payloads = {"new": new}
+    for module in ("heartjobs.cluster", "heartjobs.cluster.submit"):
+        payloads[module] = current.replace(b"heartjobs.cluster.task\n", module.encode() + b"\n")
+        assert payloads[module] != current
+    for name, payload in payloads.items():
+        restored = pickle.loads(payload)
+        assert type(restored) is SpecTask, name
+        assert (restored.spec_path, restored.after, restored.lock, restored.limit_s) == ("job.toml", 3, (1, 2), 600.0)
+        assert restored.signal_delay_s == 60.0 and restored._process is None
+        path = tmp_path / f"{name}.pkl"
+        path.write_bytes(payload)
+        load = "import pickle, sys; t = pickle.load(open(sys.argv[1], 'rb')); print(type(t).__module__, t.after)"
+        # in the checkout's folder: python -c imports its heartjobs
+        fresh = subprocess.run([sys.executable, "-c", load, str(path)], capture_output=True, text=True, cwd=ROOT)
+        assert fresh.returncode == 0, fresh.stderr
+        assert fresh.stdout.split() == ["heartjobs.cluster.task", "3"], name
+
+
 def _write_status(run_dir: Path, **fields) -> None:
     atomic.write_json(run_dir / "status.json", {"state": "running", "heartbeat": now_iso(), **fields})
 
@@ -346,14 +382,14 @@ def test_a_run_counts_as_running_only_while_its_own_process_lives(tmp_path, prep
 
     # A task waits while the run is alive, then takes the version over and finishes it.
     _write_status(run_dir, **live)
-    monkeypatch.setattr(cluster, "RUNNING_POLL_S", 0.05)
+    monkeypatch.setattr(cluster_task, "RUNNING_POLL_S", 0.05)
     looked = []  # each time the waiting task looks whether the run still lives elsewhere
 
     def counted(*args, **kwargs):
         looked.append(running_elsewhere(*args, **kwargs))
         return looked[-1]
 
-    monkeypatch.setattr(cluster, "running_elsewhere", counted)
+    monkeypatch.setattr(cluster_task, "running_elsewhere", counted)
     outcome = {}
     waiting = threading.Thread(target=lambda: outcome.update(run=SpecTask(str(spec_path), str(tmp_path))()))
     waiting.start()
@@ -372,7 +408,7 @@ def test_states_without_accounting_come_from_squeue_then_scontrol_then_the_tasks
     then submitit's result file; a task of a submission made a moment ago that nobody lists is pending,
     an older one that left no trace has ended. Real daemons show the first two (tests/test_slurm.py); the
     purged and the just-submitted cases need a controller that forgot or hasn't caught up, so fakes."""
-    from submitit.core.utils import JobPaths, cloudpickle_dump
+    from submitit.core.utils import JobPaths
 
     env = _fake_slurm(tmp_path)
     monkeypatch.setenv("PATH", env["PATH"])
@@ -390,11 +426,11 @@ def test_states_without_accounting_come_from_squeue_then_scontrol_then_the_tasks
     tasks.append(task("4242_4", "h4"))
     cloudpickle_dump(("success", "done"), JobPaths(logs, "4242_3", 0).result_pickle)
     slurm = {"executor": "slurm", "created": old, "tasks": tasks}
-    states = cluster.scheduler_states(slurm)
+    states = cluster_states.scheduler_states(slurm)
     assert states == {"4242_0": "COMPLETED", "4242_1": "RUNNING", "4242_2": "PENDING", "4242_3": "COMPLETED"} | {
         "4242_4": "ENDED"  # purged from slurmctld, no result: cancelled or killed long ago
     }
-    assert cluster.scheduler_states({**slurm, "created": now_iso()})["4242_4"] == "PENDING"  # not listed yet
+    assert cluster_states.scheduler_states({**slurm, "created": now_iso()})["4242_4"] == "PENDING"  # not listed yet
 
     atomic.write_json(claim_version(root) / "submission.json", slurm)
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from heartjobs.cluster import submit as cluster
-from heartjobs.cluster.submit import SpecTask, SubmitOptions, resolve_gpus, time_left
+from heartjobs.cluster.options import SubmitOptions
+from heartjobs.cluster.submit import queued_elsewhere, resolve_gpus
+from heartjobs.cluster.task import SpecTask, time_left
 from heartjobs.system import cpus, liveness
 
 
@@ -158,7 +159,7 @@ def test_a_submission_whose_state_cant_be_read_holds_its_jobs(tmp_path, monkeypa
     root = tmp_path / "submissions"
     task = {"job_id": "5_0", "job": "a", "spec_hash": "h1", "stdout": str(tmp_path / "5_0_0_log.out")}
     atomic.write_json(claim_version(root) / "submission.json", {"executor": "slurm", "tasks": [task]})
-    held = cluster.queued_elsewhere(root, {"h1"}, [])
+    held = queued_elsewhere(root, {"h1"}, [])
     assert "can't be checked now" in held["h1"] and "Socket timed out" in held["h1"]  # not submitted twice
 
 
@@ -212,7 +213,7 @@ def test_nothing_starts_a_child_with_a_preexec_fn():
 
 
 def test_the_submitit_internals_heartjobs_uses_are_there_at_the_pinned_version():
-    # heartjobs.cluster.submit reaches past submitit's public API; only the exact pin makes that safe
+    # heartjobs.cluster (task, states) reaches past submitit's public API; only the exact pin makes that safe
     import importlib.metadata as md
     import inspect
     import re

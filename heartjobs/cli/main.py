@@ -296,7 +296,7 @@ def cmd_submit(args: argparse.Namespace) -> None:
 
 
 def _submit_options(args: argparse.Namespace):
-    from heartjobs.cluster.submit import SubmitOptions
+    from heartjobs.cluster.options import SubmitOptions
 
     return SubmitOptions(
         executor=args.executor,
@@ -332,9 +332,9 @@ def _print_submitted(record: dict, executor: str) -> None:
 
 def _wait_for_submission(record: dict, jobs: list) -> None:
     """--wait: a line per state change; an error line per task that did not complete."""
-    from heartjobs.cluster import submit as cluster
+    from heartjobs.cluster.states import wait
 
-    rows = cluster.wait(record, jobs, lambda row: out.print(_status_line(row)))
+    rows = wait(record, jobs, lambda row: out.print(_status_line(row)))
     failed = [row for row in rows if row["state"] != "COMPLETED"]
     for row in failed:
         err.print(f"error: {row['job']} ({row['job_id']}): {row['state']}; log {row['log']}")
@@ -356,7 +356,7 @@ def _status_line(row: dict) -> str:
 
 
 def _print_submission_status(record: dict) -> None:
-    from heartjobs.cluster.submit import status
+    from heartjobs.cluster.states import status
 
     rows = status(record)
     title = f"submission {record['folder']} ({record['executor']}, {record['created']})"
