@@ -78,7 +78,7 @@ def test_a_vary_key_that_is_not_a_train_key_is_one_error_line_naming_the_file_an
 
 def test_the_committed_jobs_resolve_to_the_thesis_protocol(tmp_path, prepared32):
     from heartjobs.records import Measurement
-    from heartjobs.report.summary import THESIS_PROTOCOL, measured_protocol, protocol_differences
+    from heartjobs.report.thesis import THESIS_PROTOCOL, measured_protocol, protocol_differences
 
     root = Path(__file__).resolve().parent.parent
     jobs = [p for p in sorted((root / "jobs").glob("*.toml")) if not p.name.endswith(".sweep.toml")]
