@@ -19,7 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from heartjobs.data.phantom import PhantomParams, generate
 from heartjobs.data.prepare import PrepareParams, prepare
-from heartjobs.spec.schema import load_spec
+from heartjobs.spec.loading import load_spec
 from heartjobs.training.loop import Trainer
 
 

@@ -52,7 +52,7 @@ def thesis_route(prepared: Path, model: str, batch_size: int, epochs: int, devic
 
 
 def heartjobs_route(prepared: Path, model: str, batch_size: int, epochs: int, device: str) -> dict:
-    from heartjobs.spec.schema import load_spec
+    from heartjobs.spec.loading import load_spec
     from heartjobs.training.loop import Trainer
 
     spec_path = prepared.parent / f"{model}.toml"

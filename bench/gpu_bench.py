@@ -51,7 +51,9 @@ from heartjobs.evaluation.statistics import kernel_inception_distance
 from heartjobs.evaluation.weights import resolve_weights
 from heartjobs.grids import save_grid
 from heartjobs.plots import plot_losses
-from heartjobs.spec.schema import COMMON_DEFAULTS, EvalSection, load_spec, train_defaults
+from heartjobs.spec.defaults import COMMON_DEFAULTS, train_defaults
+from heartjobs.spec.loading import load_spec
+from heartjobs.spec.schema import EvalSection
 from heartjobs.spec.sweep import expand, load_sweep
 from heartjobs.store.checkpoint import build_generator, save_checkpoint
 from heartjobs.store.prepared import PreparedSet

@@ -13,7 +13,7 @@ import math
 import sys
 from pathlib import Path
 
-from heartjobs.spec.schema import parse_spec
+from heartjobs.spec.loading import parse_spec
 from heartjobs.store.rundir import RunDir, versions
 
 REQUIRED = [RunDir.JOB_TOML, RunDir.RESOLVED, RunDir.ENV, RunDir.STATUS, RunDir.LOSSES, RunDir.LOSSES_PLOT,

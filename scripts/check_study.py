@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from heartjobs.spec.schema import parse_spec
+from heartjobs.spec.loading import parse_spec
 from heartjobs.store.rundir import RunDir, versions
 
 

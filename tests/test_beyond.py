@@ -19,7 +19,8 @@ from heartjobs.errors import JobInterrupted
 from heartjobs.models import build_models
 from heartjobs.models.penalty import gradient_penalty
 from heartjobs.runner.lifecycle import run_job
-from heartjobs.spec.schema import AUGMENTATIONS, load_spec
+from heartjobs.spec.defaults import AUGMENTATIONS
+from heartjobs.spec.loading import load_spec
 from heartjobs.store.checkpoint import list_checkpoints, load_generator
 from heartjobs.store.prepared import PreparedSet
 from heartjobs.system.stopping import StopRequest

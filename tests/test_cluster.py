@@ -27,7 +27,7 @@ from heartjobs.cluster import task as cluster_task
 from heartjobs.cluster.options import parse_time
 from heartjobs.cluster.submit import queued_elsewhere
 from heartjobs.cluster.task import SpecTask, resumable, running_elsewhere
-from heartjobs.spec.schema import load_spec
+from heartjobs.spec.loading import load_spec
 from heartjobs.store.rundir import RunDir, claim_version, versions
 from heartjobs.store.status import RUN_DEAD_AFTER_S, now_iso
 from heartjobs.system import liveness

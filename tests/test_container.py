@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from heartjobs.cli.main import build_parser
-from heartjobs.spec.schema import parse_spec
+from heartjobs.spec.loading import parse_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((ROOT / "compose.yaml").read_text())

@@ -126,7 +126,7 @@ def test_a_task_pickled_by_an_older_heartjobs_still_starts(tmp_path):
 
 
 def test_gpus_per_job_default_follows_the_jobs_and_the_cluster(tmp_path, monkeypatch, prepared32):
-    from heartjobs.spec.schema import load_spec
+    from heartjobs.spec.loading import load_spec
 
     from .conftest import write_spec
 

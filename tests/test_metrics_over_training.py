@@ -11,7 +11,7 @@ import torch
 from heartjobs.evaluation.records import settings_hash
 from heartjobs.report.summary import cells, collect
 from heartjobs.runner.lifecycle import run_job
-from heartjobs.spec.schema import load_spec
+from heartjobs.spec.loading import load_spec
 from heartjobs.store.rundir import RunDir
 
 from .conftest import cli, write_spec

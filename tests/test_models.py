@@ -75,7 +75,7 @@ def test_the_new_models_forward_and_backward_at_256_px_with_unbounded_scores(mod
 def test_hidden_widths_and_base_width_shape_the_networks():
     from heartjobs.models.dcgan import THESIS_WIDTH
     from heartjobs.models.mlp import THESIS_HIDDEN
-    from heartjobs.spec.schema import ARCHITECTURE_DEFAULTS
+    from heartjobs.spec.defaults import ARCHITECTURE_DEFAULTS
 
     assert (ARCHITECTURE_DEFAULTS["hidden"], ARCHITECTURE_DEFAULTS["width"]) == (THESIS_HIDDEN, THESIS_WIDTH)
 

@@ -244,7 +244,7 @@ def test_a_run_stopped_or_killed_from_outside_the_worker_is_resumed_a_few_times_
 
 
 def test_a_configuration_another_process_is_running_is_not_started_twice(tmp_path, prepared32):
-    from heartjobs.spec.schema import load_spec
+    from heartjobs.spec.loading import load_spec
     from heartjobs.system.locks import config_lock
 
     spec_file = write_spec(tmp_path, "twice", "gan", prepared32, **QUICK)

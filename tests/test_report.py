@@ -16,7 +16,7 @@ from PIL import Image
 
 from heartjobs.records import Measurement
 from heartjobs.report.summary import COLUMNS, ROW_KEYS, collect, differences, label, markdown, write_report
-from heartjobs.spec.schema import load_spec
+from heartjobs.spec.loading import load_spec
 
 from .conftest import cli, write_spec
 

@@ -15,7 +15,7 @@ import torch
 
 from heartjobs.errors import HeartjobsError
 from heartjobs.runner.lifecycle import run_job
-from heartjobs.spec.schema import load_spec
+from heartjobs.spec.loading import load_spec
 from heartjobs.store.checkpoint import list_checkpoints, load_checkpoint, load_generator
 
 from .conftest import SLOW_DCGAN, assert_same_run, cli, losses, run_cli, wait_for, write_spec

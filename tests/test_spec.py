@@ -8,7 +8,8 @@ import pytest
 
 from heartjobs.data.prepare import PrepareParams, prepare
 from heartjobs.errors import HeartjobsError
-from heartjobs.spec.schema import ResolvedSpec, load_spec
+from heartjobs.spec.loading import load_spec
+from heartjobs.spec.schema import ResolvedSpec
 
 from .conftest import cli
 
@@ -45,7 +46,8 @@ def test_spec_hash_is_stable_and_tracks_what_matters(tmp_path, prepared32):
 
 
 def test_a_run_recorded_before_the_frd_keys_keeps_its_identity(tmp_path, prepared32):
-    from heartjobs.spec.schema import ResolvedSpec, configuration_differences
+    from heartjobs.spec.identity import configuration_differences
+    from heartjobs.spec.schema import ResolvedSpec
 
     spec = load_spec(_spec(tmp_path, _minimal(prepared32, "gan")))
     recorded = spec.model_dump(mode="json")
@@ -128,7 +130,7 @@ def test_architecture_knobs_resolve_and_count_in_the_hash(tmp_path, prepared32):
     assert (conv.architecture.hidden, conv.architecture.width) == (None, 128)
     wide = load_spec(_spec(tmp_path, _minimal(prepared32, "dcgan") + "[architecture]\nwidth = 64\n", "w.toml"))
     assert wide.architecture.width == 64 and wide.spec_hash != conv.spec_hash
-    from heartjobs.spec.schema import configuration_differences
+    from heartjobs.spec.identity import configuration_differences
 
     assert configuration_differences(base.model_dump(mode="json"), narrow) == [
         "architecture.hidden: (none) -> [64, 128]"
@@ -141,7 +143,8 @@ def test_architecture_knobs_resolve_and_count_in_the_hash(tmp_path, prepared32):
 
 
 def test_a_run_recorded_before_the_new_knobs_keeps_its_identity(tmp_path, prepared32):
-    from heartjobs.spec.schema import ResolvedSpec, configuration_differences
+    from heartjobs.spec.identity import configuration_differences
+    from heartjobs.spec.schema import ResolvedSpec
 
     for model in ("wgan", "dcgan"):
         spec = load_spec(_spec(tmp_path, _minimal(prepared32, model)))

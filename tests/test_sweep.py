@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from heartjobs.errors import HeartjobsError
-from heartjobs.spec.schema import load_spec, parse_spec
+from heartjobs.spec.loading import load_spec, parse_spec
 from heartjobs.spec.sweep import write_jobs
 
 from .conftest import cli

@@ -16,7 +16,7 @@ from torch._dynamo.utils import counters
 from heartjobs.imaging import to_uint8
 from heartjobs.models import build_models
 from heartjobs.runner.lifecycle import run_job
-from heartjobs.spec.schema import load_spec
+from heartjobs.spec.loading import load_spec
 from heartjobs.store.checkpoint import list_checkpoints, load_checkpoint, load_generator, save_checkpoint
 from heartjobs.store.prepared import PreparedSet
 from heartjobs.training.loop import Interrupted, Trainer, seed_everything

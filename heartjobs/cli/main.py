@@ -232,7 +232,7 @@ def _valid_specs(paths: list[Path]) -> tuple[list[tuple[Path, object]], int]:
     """Validate every spec, and that its evaluation can run here, and report each bad one on its own line;
     (the good ones, how many were bad)."""
     from heartjobs.evaluation.preflight import check_measurable
-    from heartjobs.spec.schema import load_spec
+    from heartjobs.spec.loading import load_spec
 
     good, bad = [], 0
     for path in paths:
@@ -424,7 +424,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 def _expected_jobs(folder: Path) -> list[str]:
     """The job names of a folder of specs (a spec that can't be read counts by its file name)."""
-    from heartjobs.spec.schema import parse_spec
+    from heartjobs.spec.loading import parse_spec
 
     names = []
     for path in sorted(Path(folder).glob("*.toml")):
@@ -446,7 +446,7 @@ def cmd_validate(args: argparse.Namespace) -> None:
 def cmd_show(args: argparse.Namespace) -> None:
     import json
 
-    from heartjobs.spec.schema import load_spec
+    from heartjobs.spec.loading import load_spec
 
     spec = load_spec(args.spec)
     shown = {"spec_hash": spec.spec_hash, **spec.model_dump(mode="json"), "parameters": _parameter_counts(spec)}

@@ -68,7 +68,7 @@ class SpecTask(submitit.helpers.Checkpointable):
         return {**self.__dict__, "_process": None}
 
     def __call__(self) -> str:
-        from heartjobs.spec.schema import load_spec
+        from heartjobs.spec.loading import load_spec
 
         os.chdir(self.cwd)  # the specs' relative paths (data, artifacts) are the project folder's
         self._count_timeouts_by_the_limit()

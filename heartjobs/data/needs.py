@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from heartjobs.errors import HeartjobsError
-from heartjobs.spec.schema import parse_spec
+from heartjobs.spec.loading import parse_spec
 from heartjobs.store.prepared import PreparedSet
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from heartjobs.errors import HeartjobsError
 from heartjobs.records import Record
-from heartjobs.spec.schema import parse_spec
+from heartjobs.spec.loading import parse_spec
 from heartjobs.store.rundir import RunDir, versions
 from heartjobs.store.status import WORKER_DEAD_AFTER_S, heartbeat_age, progress_text
 from heartjobs.system import liveness

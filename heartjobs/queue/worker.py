@@ -25,7 +25,7 @@ from heartjobs.queue.folders import (
     Queue,
     WorkerBeat,
 )
-from heartjobs.spec.schema import load_spec
+from heartjobs.spec.loading import load_spec
 from heartjobs.store.rundir import finished_version
 from heartjobs.store.status import WORKER_BEAT_S, now_iso
 from heartjobs.system import launching, liveness, locks, stopping

@@ -80,7 +80,7 @@ def hyperparameter_series(configs: list[dict]) -> list[tuple[str, str, list[tupl
     differ in `key` alone (same model, data and measurement, the same other hyperparameters); a
     configuration that leaves `key` at the model's default stands at the default's value."""
     from heartjobs.models import MODELS
-    from heartjobs.spec.schema import ARCHITECTURE_DEFAULTS, train_defaults
+    from heartjobs.spec.defaults import ARCHITECTURE_DEFAULTS, train_defaults
 
     keys = list(dict.fromkeys(k for c in configs for k in c["changes"]))
     series = []

@@ -24,7 +24,8 @@ from heartjobs.records import Measurement
 from heartjobs.report import configurations, figures, page
 from heartjobs.report.statistics import TEST
 from heartjobs.report.thesis import THESIS_KEYS, THESIS_PROTOCOL, THESIS_TABLE1, measured_protocol, protocol_differences
-from heartjobs.spec.schema import ARCHITECTURE_DEFAULTS, BOOKKEEPING_KEYS, configuration_key, is_default, train_defaults
+from heartjobs.spec.defaults import ARCHITECTURE_DEFAULTS, BOOKKEEPING_KEYS, is_default, train_defaults
+from heartjobs.spec.identity import configuration_key
 from heartjobs.spec.sweep import abbreviation, format_value
 from heartjobs.store import best
 from heartjobs.store.rundir import RunDir, versions

@@ -25,7 +25,9 @@ from heartjobs.evaluation.runs import evaluate_run
 from heartjobs.progress import console
 from heartjobs.runner.eventlog import EventLog, check_available
 from heartjobs.runner.training import train
-from heartjobs.spec.schema import ResolvedSpec, configuration_differences, load_spec
+from heartjobs.spec.identity import configuration_differences
+from heartjobs.spec.loading import load_spec
+from heartjobs.spec.schema import ResolvedSpec
 from heartjobs.store.prepared import PreparedSet
 from heartjobs.store.provenance import environment
 from heartjobs.store.rundir import RunDir, claim_version, finished_version, newest_unfinished, version_number

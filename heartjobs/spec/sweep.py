@@ -20,15 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from heartjobs import atomic
 from heartjobs.errors import HeartjobsError
-from heartjobs.spec.schema import (
-    BOOKKEEPING_KEYS,
-    JobSpec,
-    ModelName,
-    TrainSection,
-    is_default,
-    read_toml,
-    train_defaults,
-)
+from heartjobs.spec.defaults import BOOKKEEPING_KEYS, is_default, train_defaults
+from heartjobs.spec.loading import read_toml
+from heartjobs.spec.schema import JobSpec, ModelName, TrainSection
 
 # Short names for the varied hyperparameters in job names and labels: the thesis' own (lr, ldim, bsize),
 # then short forms of the rest; any other [train] key is named by itself without underscores.

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import torch
 
-from heartjobs.spec.schema import AUGMENTATIONS
+from heartjobs.spec.defaults import AUGMENTATIONS
 
 TRANSLATION_RATIO = 1 / 8  # the largest shift, as a fraction of the image side
 CUTOUT_RATIO = 1 / 2  # the cut square's side, as a fraction of the image side
