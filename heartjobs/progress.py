@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-# markup off: progress lines hold paths and job names, printed as they are (see heartjobs.cli.main)
+# markup off: progress lines hold paths and job names, printed as they are (see heartjobs.cli.output)
 console = Console(stderr=True, soft_wrap=True, markup=False)
 
 

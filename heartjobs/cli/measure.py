@@ -1,0 +1,167 @@
+"""The measuring commands: `evaluate` (also `fid`) a run or every kept checkpoint, and the validity `ladder`
+that checks the metrics rank known degradations in order."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from heartjobs.choices import DEVICES, FEATURE_DIMS, NORMALIZATIONS
+from heartjobs.cli.arguments import positive_int
+from heartjobs.cli.output import out, print_rows
+from heartjobs.errors import HeartjobsError
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "evaluate",
+        aliases=["fid"],
+        help="measure a run with FID, KID and FRD as its spec's [eval] says (its final generator or a checkpoint); "
+        "`fid` is the same command",
+    )
+    p.add_argument("run_dir", type=Path, help="a run folder, e.g. artifacts/wgan_ldim200/v0001")
+    p.add_argument("--checkpoint", type=Path, help="a checkpoint file of that run (default: generator.pt)")
+    p.add_argument(
+        "--all-checkpoints",
+        action="store_true",
+        help="every kept checkpoint, with the spec's [eval.during] settings (the options below on top): the "
+        "metric against the epoch, in metrics.jsonl and metrics.png; the best kept as best.pt",
+    )
+    p.add_argument("--n", type=positive_int, help="generated images per repeat (default: the spec's)")
+    p.add_argument("--repeats", type=positive_int, help="measurements, each of new images (default: the spec's)")
+    p.add_argument("--dims", type=int, choices=FEATURE_DIMS, help="Inception feature dimensions (default: the spec's)")
+    p.add_argument("--batch-size", type=positive_int, help="images per Inception batch (default: the spec's)")
+    p.add_argument("--weights", help="standard | untrained | /path/to/weights.pth")
+    p.add_argument(
+        "--normalize",
+        choices=NORMALIZATIONS,
+        help="generated images to 8 bits: fixed [-1, 1] -> [0, 255], or each image's own min-max as the thesis "
+        "did (default: the spec's)",
+    )
+    p.add_argument("--n-real", type=positive_int, help="real images used (default: the whole prepared set)")
+    p.add_argument("--frd", action=argparse.BooleanOptionalAction, help="FRD too (default: the spec's [eval] frd)")
+    p.add_argument("--frd-n", type=positive_int, help="generated images per repeat FRD measures (default: the spec's)")
+    p.add_argument(
+        "--save-images",
+        type=Path,
+        metavar="DIR",
+        help="write the real and generated images measured, as PNG, into DIR (a new folder), with the commands "
+        "that recompute each number with pytorch-fid's and frd-score's own CLIs",
+    )
+    p.add_argument("--device", choices=DEVICES, help="where to measure (default: the spec's)")
+    p.set_defaults(func=cmd_fid)
+
+    p = commands.add_parser(
+        "ladder", help="check that FID, KID and FRD rank image sets of known, decreasing quality in order"
+    )
+    p.add_argument("prepared", type=Path, help="a prepared set, e.g. data/prepared/phantom64")
+    p.add_argument("--metrics", default="fid,kid,frd", help="comma-separated: fid, kid, frd (default all)")
+    p.add_argument("--n", type=positive_int, default=100, help="images per rung (default 100; at most half the set)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("artifacts/ladder"),
+        help="folder for ladder.json and ladder.png (default artifacts/ladder, where make run-all puts it)",
+    )
+    p.add_argument("--weights", default="standard", help="FID/KID Inception: standard | untrained | a path")
+    dims_help = "Inception feature dimensions (default 2048)"
+    p.add_argument("--dims", type=int, choices=FEATURE_DIMS, default=2048, help=dims_help)
+    p.add_argument("--batch-size", type=positive_int, default=50, help="images per Inception batch (default 50)")
+    p.add_argument("--seed", type=int, default=0, help="which half is the reference, and the degradations")
+    p.add_argument("--device", choices=DEVICES, default="auto", help="where to measure (default: a GPU if any)")
+    p.set_defaults(func=cmd_ladder)
+
+
+def cmd_fid(args: argparse.Namespace) -> None:
+    from heartjobs.evaluation.records import summary_line
+    from heartjobs.evaluation.runs import evaluate_run, measure_checkpoints
+    from heartjobs.store.rundir import RunDir
+    from heartjobs.system.cpus import use_allotted_cpus
+
+    use_allotted_cpus()
+    spec = RunDir(args.run_dir).spec()
+    overrides = {
+        key: value
+        for key, value in {
+            "n_generated": args.n,
+            "repeats": args.repeats,
+            "dims": args.dims,
+            "batch_size": args.batch_size,
+            "weights": args.weights,
+            "normalize": args.normalize,
+            "n_real": args.n_real,
+            "frd": args.frd,
+            "frd_n": args.frd_n,
+        }.items()
+        if value is not None
+    }
+    if args.all_checkpoints:
+        if args.checkpoint or args.save_images:
+            raise HeartjobsError(
+                "--all-checkpoints: measures every kept checkpoint; leave out --checkpoint and --save-images"
+            )
+        from heartjobs.store.best import value
+
+        records = measure_checkpoints(args.run_dir, overrides, device=args.device)
+        best, choice = RunDir(args.run_dir).best_measured(records[-1].settings_hash)
+        if best is None:
+            out.print(f"{len(records)} checkpoints measured; no best: {choice.describe()}")
+        else:
+            measured = f"{choice.metric.upper()} {value(best, choice.metric):.3f}"
+            out.print(f"{len(records)} checkpoints measured; best {choice.describe()} at epoch {best.epoch} "
+                      f"({measured}, n={best.n_generated} x {len(best.repeats)})")  # fmt: skip
+        return
+    settings = spec.eval.model_copy(update=overrides)
+    taken = args.save_images is not None and args.save_images.exists()
+    if taken and (not args.save_images.is_dir() or any(args.save_images.iterdir())):
+        raise HeartjobsError(f"--save-images {args.save_images}: exists and is not an empty folder; give a new one")
+    report = evaluate_run(
+        args.run_dir, settings, checkpoint=args.checkpoint, device=args.device, save_images=args.save_images
+    )
+    out.print(f"{args.run_dir} ({report.snapshot['file']}, epoch {report.epoch}): {summary_line(report)}")
+
+
+def cmd_ladder(args: argparse.Namespace) -> None:
+    from heartjobs import atomic
+    from heartjobs.evaluation.ladder import parse_metrics, run_ladder
+    from heartjobs.evaluation.verdicts import remember
+    from heartjobs.plots import plot_ladder
+    from heartjobs.store.prepared import PreparedSet
+    from heartjobs.system.cpus import use_allotted_cpus
+    from heartjobs.system.device import resolve_device
+
+    use_allotted_cpus()
+
+    metrics = parse_metrics(args.metrics)
+    prepared = PreparedSet.open(args.prepared)
+    try:  # the output folder first: not found unusable after minutes of measuring
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise HeartjobsError(f"--out {args.out}: cannot make the folder ({exc.strerror})") from None
+    if not os.access(args.out, os.W_OK):
+        raise HeartjobsError(f"--out {args.out}: not writable")
+    ladder = run_ladder(
+        prepared,
+        metrics,
+        n=args.n,
+        seed=args.seed,
+        weights=args.weights,
+        dims=args.dims,
+        batch_size=args.batch_size,
+        device=resolve_device(args.device, "--device"),
+    )
+    rows = [{"rung": r["name"], **{m: f"{r[m]:.4g}" for m in metrics}} for r in ladder["rungs"]]
+    rho = {m: "-" if v["spearman"] is None else f"{v['spearman']:.3f}" for m, v in ladder["verdicts"].items()}
+    rows.append({"rung": "spearman rho", **rho})
+    rows.append({"rung": "verdict", **{m: "passes" if v["passes"] else "FAILS" for m, v in ladder["verdicts"].items()}})
+    weights = ladder["protocol"].get("fid", ladder["protocol"].get("kid", {})).get("weights", {}).get("kind")
+    title = f"validity ladder: {args.prepared}, n={ladder['n']} per rung"
+    title += f", {weights} Inception" if weights else ""
+    if not out.is_terminal:  # plain lines: say which column is which
+        rows.insert(0, {"rung": "rung", **{m: m for m in metrics}})
+    print_rows(title, ["rung", *metrics], rows)
+    atomic.write_json(args.out / "ladder.json", ladder)
+    plot_ladder(ladder, args.out / "ladder.png")
+    remember(ladder, args.out / "ladder.json")  # later measurements on this set carry these verdicts
+    out.print(f"wrote {args.out / 'ladder.json'} and {args.out / 'ladder.png'} ({ladder['seconds']:.0f} s)")

@@ -1,0 +1,103 @@
+"""What the `heartjobs` command prints: its two consoles, tables or tab-separated rows, one-line errors, a
+prepared set's summary and a submission's tasks. No argument parsing here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from heartjobs.errors import HeartjobsError
+
+# markup off: what heartjobs prints holds user text (paths, job names, errors), and a path with "[x]" or
+# "[/x]" in it must print as it is, not be taken for rich markup (or raise on it)
+out = Console(highlight=False, soft_wrap=True, markup=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)  # long notes stay one line each
+
+
+def print_error(exc: HeartjobsError) -> None:
+    """One line per problem, each starting with "error:"."""
+    for line in str(exc).splitlines():
+        err.print(Text.assemble(("error: ", "red"), line), soft_wrap=True)
+
+
+def print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
+    """A rich table of text cells."""
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    out.print(table)
+
+
+def print_rows(title: str, columns: list[str], rows: list[dict]) -> None:
+    """A table on a terminal; otherwise a title line and one tab-separated line per row (for logs, grep)."""
+    if not out.is_terminal:
+        print(title)  # plain print: rich would expand the tabs
+        for row in rows:
+            print("\t".join(str(row.get(c, "")) for c in columns))
+        return
+    print_table(title, columns, [[str(row.get(c, "")) for c in columns] for row in rows])
+
+
+def print_prepared_set(path: Path, manifest: dict) -> None:
+    window = manifest["window"]
+    table = Table(title=f"prepared set {path}", show_header=False)
+    table.add_row(
+        "images",
+        f"{manifest['count']} x {manifest['shape'][1]} x {manifest['shape'][2]} x "
+        f"{manifest['shape'][3]} {manifest['dtype']}",
+    )
+    table.add_row(
+        "source",
+        f"{manifest['source']} ({len(manifest['sources'])} slices, "
+        f"{manifest['source_shape'][0]}x{manifest['source_shape'][1]}, {window['source_bits']}-bit)",
+    )
+    table.add_row("every", str(manifest["parameters"]["every"]))
+    table.add_row("window", _window_line(window))
+    if window.get("assumption"):  # sets made before the manifest said so lack it
+        table.add_row("assumption", window["assumption"])
+    table.add_row("skipped", ", ".join(s["name"] for s in manifest["skipped"]) or "none")
+    table.add_row("content hash", manifest["content_hash"][:16])
+    table.add_row("contact sheet", str(path / "contact_sheet.png"))
+    if manifest.get("png"):
+        table.add_row("png", str(path / manifest["png"]))
+    out.print(table)
+
+
+def _window_line(window: dict) -> str:
+    """The 16 -> 8 bit window's mode first, then its range (older manifests have no mode: inferred)."""
+    pct = window["percentiles"]
+    mode = window.get("mode") or ("percentiles" if pct else "none")
+    detail = {
+        "percentiles": f"percentiles {pct[0]} / {pct[1]}" if pct else "percentiles",
+        "full": f"full, the whole {window['source_bits']}-bit range",
+        "none": "none, 8-bit as is",
+    }.get(mode, mode)
+    return f"{detail}: {window['low']:.1f} .. {window['high']:.1f}"
+
+
+def print_submitted(record: dict, executor: str) -> None:
+    count = len(record["tasks"])
+    if executor == "slurm":  # submitit submits a single task as a plain job, not an array
+        kind = "a Slurm job array" if count > 1 else "a Slurm job"
+    else:
+        kind = "local submitit jobs" if count > 1 else "a local submitit job"
+    tasks = f"{count} tasks" if count > 1 else "1 task"
+    out.print(f"submitted {tasks} as {kind} ({record['folder']})")
+    for task in record["tasks"]:
+        out.print(f"  {task['index']:3d} {task['job']} -> {task['job_id']}  log {task['stdout']}")
+    out.print(f"status: heartjobs submit --status {record['folder']}")
+
+
+def print_submission_status(record: dict, rows: list[dict]) -> None:
+    title = f"submission {record['folder']} ({record['executor']}, {record['created']})"
+    print_rows(title, ["index", "job", "job_id", "state", "run", "log"], rows)
+
+
+def status_line(row: dict) -> str:
+    """A submitted task's state, one line (what --wait prints at each change)."""
+    return f"{row['index']:3d} {row['job']} {row['job_id']}: {row['state']}  run {row['run']}"
