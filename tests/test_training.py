@@ -117,6 +117,21 @@ def test_device_cuda_without_cuda_is_a_clear_error(tmp_path, prepared32):
         "error: train.device: cuda requested, but CUDA is not available on this machine"
     ]
     assert not (tmp_path / "artifacts").exists()
+    # --device says where to train this time, and names itself when it can't be had
+    result = run_cli("run", spec, "--device", "cuda", env={"CUDA_VISIBLE_DEVICES": ""})
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        "error: --device: cuda requested, but CUDA is not available on this machine"
+    ]
+
+
+def test_run_device_trains_there_without_changing_the_jobs_identity(tmp_path, prepared32):
+    spec = write_spec(tmp_path, "elsewhere", "gan", prepared32, epochs=1, device="cuda")
+    result = cli("run", spec, "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    run = tmp_path / "artifacts" / "elsewhere" / "v0001"
+    assert json.loads((run / "env.json").read_text())["device"] == "cpu"
+    recorded = json.loads((run / "resolved.json").read_text())
+    assert recorded["spec_hash"] == load_spec(spec).spec_hash and recorded["spec"]["train"]["device"] == "cuda"
 
 
 @pytest.mark.parametrize("switch", ["compile", "bf16"])
