@@ -18,7 +18,7 @@ import pytest
 from heartjobs.cluster.submit import Submission, read_submission
 from heartjobs.queue.folders import Forced, Outcome, Queue, WorkerBeat, status
 from heartjobs.records import Measurement, Record
-from heartjobs.report.summary import collect
+from heartjobs.report.summary import Summary, collect
 from heartjobs.store.rundir import RunDir
 from heartjobs.store.status import Status, read_status
 from heartjobs.system import launching, stopping
@@ -43,6 +43,7 @@ def _json(path: Path) -> dict:
         (Outcome, V1 / "queue" / "failed.json"),
         (WorkerBeat, V1 / "queue" / "worker.json"),
         (Forced, V1 / "queue" / "forced.json"),
+        (Summary, V1 / "summary.json"),  # the report's, of the run folder above
     ],
 )
 def test_format_1_is_read_and_written_again_as_the_current_format_with_its_values(tmp_path, model, path):

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from heartjobs.records import Measurement
-from heartjobs.report.summary import COLUMNS, ROW_KEYS, collect, differences, label, markdown, write_report
+from heartjobs.report.summary import COLUMNS, ROW_KEYS, Summary, collect, differences, label, markdown, write_report
 from heartjobs.spec.loading import load_spec
 
 from .conftest import cli, write_spec
@@ -261,7 +261,8 @@ def test_write_report_writes_summaries_that_agree_with_the_rows(tmp_path, specs)
     assert [r["job"] for r in rows] == expected
     assert written[:3] == [artifacts / "summary.md", artifacts / "summary.csv", artifacts / "summary.json"]
     summary = json.loads((artifacts / "summary.json").read_text())
-    assert summary["rows"] == rows and summary["best_by"] == "fid"
+    assert summary["rows"] == rows and summary["best_by"] == "fid" and summary["format"] == Summary.FORMAT
+    assert [row.model_dump() for row in Summary.read(artifacts / "summary.json").rows] == rows  # typed, read back
     assert summary["rows"][1]["protocol_values"] == summary["thesis_protocol"]  # every row carries its protocol
     with open(artifacts / "summary.csv", newline="") as f:
         reader = csv.DictReader(f)

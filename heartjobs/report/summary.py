@@ -15,12 +15,14 @@ import csv
 import io
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict
+
 from heartjobs import atomic
 from heartjobs.errors import HeartjobsError
 from heartjobs.evaluation import verdicts
 from heartjobs.evaluation.records import FAILS_LADDER, failed_ladder
 from heartjobs.models import MODELS
-from heartjobs.records import Measurement
+from heartjobs.records import Measurement, Record
 from heartjobs.report import configurations, figures, page
 from heartjobs.report.statistics import TEST
 from heartjobs.report.thesis import THESIS_KEYS, THESIS_PROTOCOL, THESIS_TABLE1, measured_protocol, protocol_differences
@@ -48,20 +50,65 @@ COLUMNS = [
     "epochs", "train_seconds", "images_per_s", "standard_weights", "n_generated", "ladder_fails", "protocol",
     "thesis_fid", "thesis_fid_std", "best_epoch", "run_dir",
 ]  # fmt: skip
-# summary.json's rows also carry each run's protocol values (THESIS_PROTOCOL's keys), its metrics unrounded,
-# what identifies its configuration and the context it is compared in, and its hyperparameters off the
-# model's defaults; the CSV leaves them out.
-ROW_KEYS = [
-    *COLUMNS,
-    "protocol_values",
-    "metrics",
-    "configuration_key",
-    "context_key",
-    "changes",
-    "last_measured_epoch",
-    "best_epoch_by",
-    "assessment",
-]
+
+
+class ReportRow(BaseModel):
+    """One job's row of the report: COLUMNS (also the CSV's), then what summary.json's rows carry beyond
+    them: the run's protocol values (THESIS_PROTOCOL's keys), its metrics unrounded, what identifies its
+    configuration and the context it is compared in, its hyperparameters off the model's defaults, the
+    metric its best epoch followed, and what heartjobs.store.best's rule needs of it. None: not known (a
+    missing job, a run not measured)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job: str
+    model: str | None = None
+    configuration: str | None = None
+    seed: int | None = None
+    state: str | None = None
+    fid_mean: float | None = None
+    fid_std: float | None = None
+    kid_mean: float | None = None
+    frd_mean: float | None = None
+    frd_std: float | None = None
+    epochs: int | None = None
+    train_seconds: float | None = None
+    images_per_s: float | None = None
+    standard_weights: bool | None = None
+    n_generated: int | None = None
+    ladder_fails: str | None = None
+    protocol: str | None = None
+    thesis_fid: float | None = None
+    thesis_fid_std: float | None = None
+    best_epoch: int | None = None
+    run_dir: str | None = None
+    protocol_values: dict | None = None
+    metrics: dict | None = None
+    configuration_key: str | None = None
+    context_key: str | None = None
+    changes: dict | None = None
+    last_measured_epoch: int | None = None
+    best_epoch_by: str | None = None
+    assessment: dict | None = None
+
+
+ROW_KEYS = list(ReportRow.model_fields)
+assert ROW_KEYS[: len(COLUMNS)] == COLUMNS  # the CSV's columns first, in its order
+
+
+class Summary(Record):
+    """summary.json: the rows, the configurations over seeds with their statistics, the thesis' protocol,
+    what the best runs follow (and the choice in words), and the note the tables carry."""
+
+    rows: list[ReportRow]
+    configurations: list[dict]
+    statistics: dict
+    thesis_protocol: dict
+    best_by: str | None = None
+    best_choice: str | None = None
+    note: str
+
+
 FAILS_LADDER_MARK = "†"  # after a value whose metric failed the validity ladder
 
 
@@ -88,11 +135,12 @@ def label(changes: dict) -> str:
 
 
 def _row(job: str, run_dir: Path | None) -> dict:
+    """The job's row (ReportRow's keys, checked against its types), as the tables index it: a dict."""
     row = dict.fromkeys(ROW_KEYS)
     row["job"] = job
     if run_dir is None:
         row["state"] = "missing"
-        return row
+        return ReportRow.model_validate(row).model_dump()
     run = RunDir(run_dir)
     spec = run.spec_dict()
     model, train = spec.get("model"), spec.get("train", {})
@@ -136,7 +184,7 @@ def _row(job: str, run_dir: Path | None) -> dict:
         laddered = _with_verdicts(fid, spec)
         row["ladder_fails"] = ",".join(m for m in ("fid", "kid", "frd") if failed_ladder(laddered, m)) or None
         row["assessment"] = best.assess(laddered)  # what the one rule of "best" needs of this run
-    return row
+    return ReportRow.model_validate(row).model_dump()
 
 
 def _with_verdicts(fid: Measurement, spec: dict) -> Measurement:
@@ -278,18 +326,15 @@ def write_report(root: Path, expected: list[str] | None = None) -> tuple[list[di
     writer.writeheader()
     writer.writerows(rows)
     atomic.write_bytes(written[1], buf.getvalue().encode())
-    atomic.write_json(
-        written[2],
-        {
-            "rows": rows,
-            "configurations": configs,
-            "statistics": {"note": configurations.NOTE, "confidence": 0.95, "test": TEST},
-            "thesis_protocol": THESIS_PROTOCOL,
-            "best_by": metric,
-            "best_choice": choice.describe(),
-            "note": note.strip(),
-        },
-    )
+    Summary(
+        rows=rows,
+        configurations=configs,
+        statistics={"note": configurations.NOTE, "confidence": 0.95, "test": TEST},
+        thesis_protocol=THESIS_PROTOCOL,
+        best_by=metric,
+        best_choice=choice.describe(),
+        note=note.strip(),
+    ).write(written[2])
     drawn = figures.figures(root, rows, configs, metric)
     written_page = page.write_page(
         root, rows, configs, drawn, note=note.strip(), mark=FAILS_LADDER_MARK, header=HEADER, cells=cells
