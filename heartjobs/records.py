@@ -89,7 +89,7 @@ class Record(BaseModel):
 
 
 class Measurement(Record):
-    """A measurement of a generator (heartjobs.evaluation.inception.measure's result) with what it
+    """A measurement of a generator (heartjobs.evaluation.driver.measure's result) with what it
     measured: fid.json (the run's own), evals/<snapshot>_<settings hash>.json, a line of metrics.jsonl.
     A record without its values or their protocol is no measurement (a damaged or foreign file)."""
 

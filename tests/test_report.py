@@ -50,7 +50,7 @@ def _png(path: Path, shade: int) -> None:
 
 def _fid_report(run: Path, record: dict, fids: list[float], epochs: int, **protocol) -> Measurement:
     """fid.json as heartjobs writes it (its record, heartjobs.records.Measurement): the measurement
-    (evaluation.inception.measure) with what it measured, by default under the thesis' protocol (`protocol`
+    (evaluation.driver.measure) with what it measured, by default under the thesis' protocol (`protocol`
     overrides its values); FRD is 5 + FID / 100."""
     kids = [0.2 + f / 10_000 for f in fids]
     frds = [5 + f / 100 for f in fids]

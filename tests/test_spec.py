@@ -302,3 +302,23 @@ def test_eval_measure_keeps_its_first_name_fid_and_the_hash_of_specs_that_used_i
     both.write_text(f'name = "x"\nmodel = "gan"\n[data]\nprepared = "{prepared32}"\n[eval]\nfid = false\nmeasure = 1\n')
     with pytest.raises(HeartjobsError, match=r"both.toml: eval: say `measure` \(or its first name, `fid`\), not both"):
         load_spec(both)
+
+
+def test_every_committed_job_and_variant_keeps_the_spec_hash_it_had_before_the_model_registry():
+    # the hashes e34f3fa computed (tests/fixtures/spec_hashes.json): a run folder recorded then resumes and
+    # is "already finished" under this code only if its configuration hashes the same
+    from pathlib import Path
+
+    from heartjobs.spec.loading import resolve_with
+    from heartjobs.spec.schema import JobSpec, ResolvedData
+
+    recorded = json.loads((Path(__file__).parent / "fixtures" / "spec_hashes.json").read_text())
+    assert len(recorded["specs"]) > 300
+    changed = []
+    for entry in recorded["specs"]:
+        spec = JobSpec.model_validate(entry["spec"])
+        facts = {key: recorded[key] for key in ("content_hash", "count", "channels")}
+        data = ResolvedData(prepared=spec.data.prepared, size=entry["size"], **facts)
+        if resolve_with(spec, data, Path(entry["label"])).spec_hash != entry["spec_hash"]:
+            changed.append(entry["label"])
+    assert not changed, changed

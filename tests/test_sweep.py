@@ -90,7 +90,7 @@ def test_the_committed_jobs_resolve_to_the_thesis_protocol(tmp_path, prepared32)
         spec = load_spec(job).model_dump(mode="json")
         spec["data"]["count"] = 3307  # the HiP-CT heart, every second slice: the thesis' set
         e = spec["eval"]
-        # what a measurement under these settings records (heartjobs.evaluation.inception.measure)
+        # what a measurement under these settings records (heartjobs.evaluation.driver.measure)
         measured = Measurement(
             fid_mean=0.0,
             fid_std=0.0,

@@ -17,7 +17,7 @@ FAILS_LADDER = "fails the validity ladder"
 
 
 def evaluation_record(run: RunDir, spec: ResolvedSpec, snapshot: Snapshot, result: dict) -> Measurement:
-    """A measurement (heartjobs.evaluation.inception.measure's result) with what it measured."""
+    """A measurement (heartjobs.evaluation.driver.measure's result) with what it measured."""
     return Measurement(
         metric="fid",
         run=str(run.path),

@@ -100,7 +100,5 @@ class DCGANDiscriminator(nn.Module):
 
 def build(networks: Networks) -> tuple[DCGANGenerator, DCGANDiscriminator]:
     n = networks
-    width = THESIS_WIDTH if n.width is None else n.width
-    return DCGANGenerator(n.latent_dim, n.channels, n.size, n.batchnorm_eps, width), DCGANDiscriminator(
-        n.channels, n.size, n.batchnorm_eps, width
-    )
+    generator = DCGANGenerator(n.latent_dim, n.channels, n.size, n.batchnorm_eps, n.base_width)
+    return generator, DCGANDiscriminator(n.channels, n.size, n.batchnorm_eps, n.base_width)

@@ -33,6 +33,16 @@ class Networks:
     hidden: tuple[int, ...] | None = None
     width: int | None = None
 
+    @property
+    def hidden_widths(self) -> tuple[int, ...]:
+        """The fully connected generator's hidden widths: the spec's, else the thesis'."""
+        return THESIS_HIDDEN if self.hidden is None else tuple(self.hidden)
+
+    @property
+    def base_width(self) -> int:
+        """The convolutional models' base width: the spec's, else the thesis'."""
+        return THESIS_WIDTH if self.width is None else self.width
+
 
 class StepContext(Protocol):
     """What a training step may use of the trainer (heartjobs.training.loop.Trainer): the networks, their

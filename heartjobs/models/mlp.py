@@ -71,6 +71,5 @@ class MLPDiscriminator(nn.Module):
 def mlp_networks(networks: Networks, sigmoid: bool) -> tuple[MLPGenerator, MLPDiscriminator]:
     """The fully connected pair at networks' sizes: the GAN's (sigmoid) or the WGAN critic's (raw scores)."""
     n = networks
-    hidden = THESIS_HIDDEN if n.hidden is None else tuple(n.hidden)
-    generator = MLPGenerator(n.latent_dim, n.channels, n.size, n.batchnorm_eps, hidden)
+    generator = MLPGenerator(n.latent_dim, n.channels, n.size, n.batchnorm_eps, n.hidden_widths)
     return generator, MLPDiscriminator(n.channels, n.size, sigmoid=sigmoid)

@@ -69,9 +69,8 @@ class SNDiscriminator(nn.Module):
 
 def build(networks: Networks) -> tuple[DCGANGenerator, SNDiscriminator]:
     n = networks
-    width = THESIS_WIDTH if n.width is None else n.width
-    return sngan_generator(n.latent_dim, n.channels, n.size, n.batchnorm_eps, width), SNDiscriminator(
-        n.channels, n.size, width
+    return sngan_generator(n.latent_dim, n.channels, n.size, n.batchnorm_eps, n.base_width), SNDiscriminator(
+        n.channels, n.size, n.base_width
     )
 
 

@@ -110,30 +110,34 @@ def resolve(spec: JobSpec, path: Path) -> ResolvedSpec:
         prepared = PreparedSet.open(spec.data.prepared)
     except HeartjobsError as exc:
         raise HeartjobsError(f"{path}: data.prepared: {exc}") from None
-    size, channels = prepared.size, prepared.channels
-    if prepared.count < 2:
-        raise HeartjobsError(f"{path}: data.prepared: {prepared.count} image; training needs at least 2")
-    if size < 16 or not _is_power_of_two(size):
-        raise HeartjobsError(f"{path}: data.prepared: image size {size} must be a power of two >= 16")
-    family = FAMILIES[spec.model]
-    if family.convolutional and size % 16:
-        raise HeartjobsError(f"{path}: data.prepared: {spec.model} needs an image size divisible by 16, got {size}")
+    facts = ResolvedData(
+        prepared=spec.data.prepared,
+        content_hash=prepared.content_hash,
+        count=prepared.count,
+        size=prepared.size,
+        channels=prepared.channels,
+    )
+    return resolve_with(spec, facts, path)
 
+
+def resolve_with(spec: JobSpec, data: ResolvedData, path: Path) -> ResolvedSpec:
+    """The spec resolved against these facts of its prepared set (what `resolve` reads from it)."""
+    if data.count < 2:
+        raise HeartjobsError(f"{path}: data.prepared: {data.count} image; training needs at least 2")
+    if data.size < 16 or not _is_power_of_two(data.size):
+        raise HeartjobsError(f"{path}: data.prepared: image size {data.size} must be a power of two >= 16")
+    if FAMILIES[spec.model].convolutional and data.size % 16:
+        raise HeartjobsError(
+            f"{path}: data.prepared: {spec.model} needs an image size divisible by 16, got {data.size}"
+        )
     train = train_defaults(spec.model) | spec.train.model_dump(exclude_none=True)
     knob = architecture_defaults(spec.model) | spec.architecture.model_dump(exclude_none=True)
-    architecture = ResolvedArchitecture(**knob)
     return ResolvedSpec(
         name=spec.name,
         model=spec.model,
-        data=ResolvedData(
-            prepared=spec.data.prepared,
-            content_hash=prepared.content_hash,
-            count=prepared.count,
-            size=size,
-            channels=channels,
-        ),
+        data=data,
         train=ResolvedTrain(**train),
-        architecture=architecture,
+        architecture=ResolvedArchitecture(**knob),
         eval=spec.eval,
         output=spec.output,
     )
