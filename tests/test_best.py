@@ -40,17 +40,16 @@ def test_standard_fid_is_best_unless_the_ladder_failed_it_then_frd():
     assert (found.epoch, choice.describe()) == (1, "by FRD (FID: fails the validity ladder)")
 
 
-def test_fid_on_other_weights_counts_only_once_the_ladder_passed_it():
+def test_fid_on_other_weights_never_chooses_not_even_after_a_ladder_passed_it():
+    # a ladder pass is necessary, not sufficient: untrained FID passed at 192-d and still ranked noise best
     untrained = [_measured(5.0, epoch=1, weights=UNTRAINED), _measured(4.0, epoch=2, weights=UNTRAINED)]
-    found, choice = best.best_of(untrained)
-    assert found is None and choice.metric is None
-    assert (
-        choice.describe()
-        == "none (FID: untrained Inception weights, not passed by the validity ladder; FRD: not measured)"
-    )
     laddered = [m.model_copy(update={"ladder": {"fid": PASSED}}) for m in untrained]
-    found, choice = best.best_of(laddered)
-    assert (found.epoch, choice.metric) == (2, "fid")
+    for measurements in (untrained, laddered):
+        found, choice = best.best_of(measurements)
+        assert found is None and choice.describe() == "none (FID: untrained Inception weights; FRD: not measured)"
+    with_frd = [_measured(5.0, 2.0, epoch=1, weights=UNTRAINED), _measured(4.0, 3.0, epoch=2, weights=UNTRAINED)]
+    found, choice = best.best_of(with_frd)
+    assert (found.epoch, choice.describe()) == (1, "by FRD (FID: untrained Inception weights)")
 
 
 def test_a_metric_missing_from_one_measurement_is_not_chosen_and_equals_keep_the_earliest():

@@ -28,32 +28,13 @@ FINAL = {
 TRAIN = {"epochs": 4, "device": "cpu", "batch_size": 4, "keep_checkpoints": 1, "checkpoint_every": 4}
 
 
-def _ladder_verdict_on_fid(prepared, passes: bool = True) -> None:
-    """What `heartjobs ladder` remembers when FID passes (or fails) it on this set in FINAL's feature space
-    (the untrained weights at 64 dims): the newest verdict decides whether FID is trusted there, and so
-    whether "best" may follow it."""
-    from heartjobs.evaluation import verdicts
-    from heartjobs.evaluation.weights import resolve_weights
-    from heartjobs.store.prepared import PreparedSet
-
-    weights = resolve_weights("untrained").describe()
-    verdicts.remember(
-        {
-            "content_hash": PreparedSet.open(prepared).content_hash,
-            "n": 50,
-            "verdicts": {"fid": {"passes": passes, "failures": [] if passes else ["blur_mild"], "spearman": 0.5}},
-            "protocol": {"fid": {"weights": weights, "dims": 64}},
-        }
-    )
-
-
 def _generator(run: RunDir) -> dict:
     return torch.load(run / RunDir.GENERATOR, map_location="cpu", weights_only=False)["state_dict"]
 
 
 def test_checkpoints_measured_during_training_leave_training_unchanged_and_keep_the_best(tmp_path, prepared32):
-    _ladder_verdict_on_fid(prepared32)
-    during = {**FINAL, "every": 2, "during": {"n_generated": 12, "repeats": 1}}
+    # FRD during training: FID on untrained weights never chooses the best (heartjobs.store.best)
+    during = {**FINAL, "every": 2, "during": {"n_generated": 12, "repeats": 1, "frd": True}}
     spec_path = write_spec(tmp_path, "during", "gan", prepared32, eval=during, sample_every=2, **TRAIN)
     with open(spec_path, "a") as f:  # [output] is the file's last table
         f.write("tensorboard = true\n")
@@ -85,7 +66,9 @@ def test_checkpoints_measured_during_training_leave_training_unchanged_and_keep_
     curve = run.metric_curve()
     fids = [r["fid_mean"] for r in during_records]
     assert curve["epochs"] == [2, 4] and curve["fid"] == fids and curve["last_epoch"] == 4
-    assert curve["best_epoch"] == (2 if fids[0] < fids[1] else 4) and curve["best_by"] == "fid"
+    frds = [r["frd"]["mean"] for r in during_records]
+    assert curve["frd"] == frds and curve["best_by"] == "frd"
+    assert curve["best_epoch"] == (2 if frds[0] <= frds[1] else 4)
     assert torch.load(run / RunDir.BEST, map_location="cpu", weights_only=False)["epoch"] == curve["best_epoch"]
     assert (run / RunDir.METRICS_PLOT).stat().st_size > 1000
 
@@ -108,9 +91,9 @@ def test_checkpoints_measured_during_training_leave_training_unchanged_and_keep_
     row = next(r for r in collect(tmp_path / "artifacts") if r["job"] == "during")
     assert row["best_epoch"] == curve["best_epoch"]
     if curve["best_epoch"] == 4:
-        expected = "4 (best FID at the last measured, 4)"
+        expected = "4 (best FRD at the last measured, 4)"
     else:
-        expected = "4 (best FID at 2, not the last measured, 4)"
+        expected = "4 (best FRD at 2, not the last measured, 4)"
     assert cells(row)[7] == expected
 
 
@@ -119,25 +102,24 @@ def test_fid_all_checkpoints_measures_each_kept_checkpoint_afterwards(tmp_path, 
     run = RunDir(run_job(write_spec(tmp_path, "after", "gan", prepared32, eval=FINAL, **train)))
     assert not run.metric_curve()  # measured once, at the end: no curve
 
-    # FID that the ladder failed on this set and feature space is not trusted, and no other metric is
-    # measured: nothing is best, and the console says why
-    _ladder_verdict_on_fid(prepared32, passes=False)
+    # FID on untrained weights is not trusted to choose, and no other metric is measured: nothing is best,
+    # and the console says why
     result = cli("evaluate", run.path, "--all-checkpoints", "--n", "12")
     assert result.returncode == 0, result.stderr
-    untrusted = "FID: fails the validity ladder; FRD: not measured"
+    untrusted = "FID: untrained Inception weights; FRD: not measured"
     assert f"4 checkpoints measured; no best: none ({untrusted})" in result.stdout
     assert not (run / RunDir.BEST).exists() and run.metric_curve()["best_epoch"] is None
 
-    _ladder_verdict_on_fid(prepared32)  # once a ladder passed FID on this set and feature space, best follows it
-    result = cli("fid", run.path, "--all-checkpoints", "--n", "12")
+    result = cli("fid", run.path, "--all-checkpoints", "--n", "12", "--frd")  # with FRD, best follows it
     assert result.returncode == 0, result.stderr
     records = [r.data() for r in run.metric_records() if r.snapshot["file"].startswith("checkpoints/")][4:]
     assert [r["snapshot"]["epoch"] for r in records] == [1, 2, 3, 4]
     assert {r["n_generated"] for r in records} == {12} and len({r["settings_hash"] for r in records}) == 1
-    curve = run.metric_curve()
-    best = min(records, key=lambda r: r["fid_mean"])
+    curve = run.metric_curve(records[0]["settings_hash"])
+    best = min(records, key=lambda r: r["frd"]["mean"])  # the earliest of equals, as min() keeps it
     assert curve["epochs"] == [1, 2, 3, 4] and curve["best_epoch"] == best["snapshot"]["epoch"]
-    assert f"4 checkpoints measured; best by FID at epoch {best['snapshot']['epoch']}" in result.stdout
+    chosen = "best by FRD (FID: untrained Inception weights)"
+    assert f"4 checkpoints measured; {chosen} at epoch {best['snapshot']['epoch']}" in result.stdout
     assert torch.load(run / RunDir.BEST, map_location="cpu", weights_only=False)["epoch"] == best["snapshot"]["epoch"]
     assert (run / RunDir.METRICS_PLOT).is_file()
 

@@ -1,9 +1,10 @@
 """What "best" means, in one rule for every place that picks one (best.pt and best_epoch during and after
 training, `evaluate --all-checkpoints`, the report's best runs): the lowest value of the first metric in
 ORDER that every measurement compared has and trusts. A metric is not trusted in a measurement when the
-validity ladder failed it on that data and feature space, or when it is an Inception metric on weights
-other than pytorch-fid's standard file that the ladder has not passed. When no metric is trusted, nothing
-is best, and the choice says why.
+validity ladder failed it on that data and feature space, nor when it is an Inception metric on weights
+other than pytorch-fid's standard file: those values are not comparable to published ones, and a ladder
+pass is necessary, not sufficient (the README's demo: untrained FID passed the ladder at 192-d, yet ranked
+a generator of pure noise best). When no metric is trusted, nothing is best, and the choice says why.
 """
 
 from __future__ import annotations
@@ -32,10 +33,8 @@ def distrust(measurement: Measurement, metric: str) -> str | None:
     verdict = (measurement.ladder or {}).get(metric)
     if isinstance(verdict, dict) and verdict.get("passes") is False:
         return "fails the validity ladder"
-    laddered = isinstance(verdict, dict) and verdict.get("passes") is True
-    if metric in INCEPTION_METRICS and not measurement.standard_weights and not laddered:
-        kind = (measurement.weights or {}).get("kind", "non-standard")
-        return f"{kind} Inception weights, not passed by the validity ladder"
+    if metric in INCEPTION_METRICS and not measurement.standard_weights:
+        return f"{(measurement.weights or {}).get('kind', 'non-standard')} Inception weights"
     return None
 
 
