@@ -33,12 +33,16 @@ def check(root: Path, jobs: Path) -> list[str]:
         if missing:
             problems.append(f"{run}: missing {', '.join(missing)}")
             continue
-        if run.status().get("state") != "done":
+        if run.status().state != "done":
             problems.append(f"{run}: status is not done")
         losses = run.losses()
         if len(losses) != spec.train.epochs or not all(math.isfinite(e["d_loss"] + e["g_loss"]) for e in losses):
             problems.append(f"{run}: losses.jsonl has {len(losses)} epochs or non-finite losses")
-        fid = run.fid_report()
+        measured = run.fid_report()
+        if measured is None:
+            problems.append(f"{run}: fid.json is not a measurement")
+            continue
+        fid = measured.data()
         if not math.isfinite(fid["fid_mean"]) or fid["standard_weights"]:
             problems.append(
                 f"{run}: fid.json: unexpected {fid['fid_mean']} / standard_weights {fid['standard_weights']}"
@@ -56,7 +60,9 @@ def check(root: Path, jobs: Path) -> list[str]:
     if not problems:
         best_by = json.loads((root / "summary.json").read_text())["best_by"]
         ladder = json.loads((root / "ladder" / "ladder.json").read_text())
-        if not ladder["verdicts"][best_by]["passes"]:
+        if best_by != "frd":  # untrained Inception weights never choose (heartjobs.store.best); FRD passes here
+            problems.append(f"the report picks best runs by {best_by}, not FRD")
+        elif not ladder["verdicts"][best_by]["passes"]:
             problems.append(f"the report picks best runs by {best_by}, which failed the ladder")
     return problems
 
