@@ -98,8 +98,8 @@ def main() -> None:
         f"dims {args.dims}, {weights.kind} weights"
     )
     print(f"  thesis route (1-by-1 PNGs + pytorch-fid CLI) : {thesis_s:7.1f} s   FID {mean:.3f}  {thesis}")
-    print(f"  heartjobs fid (batched, cached real stats)   : {ours_s:7.1f} s   FID {report['fid_mean']:.3f}  "
-          f"{[round(r['fid'], 3) for r in report['repeats']]}")  # fmt: skip
+    print(f"  heartjobs fid (batched, cached real stats)   : {ours_s:7.1f} s   FID {report.fid_mean:.3f}  "
+          f"{[round(r['fid'], 3) for r in report.repeats]}")  # fmt: skip
     print(f"  speed-up                                     : {thesis_s / ours_s:.2f}x")
     record(
         "fid",
@@ -113,7 +113,7 @@ def main() -> None:
             "heartjobs_s": round(ours_s, 2),
             "ratio": round(thesis_s / ours_s, 2),
             "thesis_fid": thesis,
-            "heartjobs_fid": [r["fid"] for r in report["repeats"]],
+            "heartjobs_fid": [r["fid"] for r in report.repeats],
         },
     )
 

@@ -76,7 +76,7 @@ def main() -> None:
                 start = time.perf_counter()
                 evaluate_run(run_dir, settings, device=device)  # real statistics now cached
                 results["fid_seconds_cached"] = round(time.perf_counter() - start, 2)
-                results["fid"] = round(report["fid_mean"], 3)
+                results["fid"] = round(report.fid_mean, 3)
                 results["fid_n"] = args.fid_n
                 results["fid_weights"] = weights.kind if weights.standard else "untrained"
     for model in ("gan", "wgan", "dcgan"):

@@ -99,14 +99,14 @@ def check(iteration: int, queue: Path, root: Path, references: dict[str, Path], 
     counts["entries_done"] += len(finished["done"])
     for name, reference in references.items():
         runs = [RunDir(v) for v in versions(root / name)]
-        done = [r for r in runs if r.status().get("state") == "done"]
+        done = [r for r in runs if r.status().state == "done"]
         assert len(done) == 1, f"iteration {iteration}: {name}: {len(done)} finished versions"
         for run in runs:
             status = run.status()
-            assert status, f"iteration {iteration}: {run}: no status.json"
-            assert status.get("state") != "running" or not process_alive(status), f"{run}: still running"
+            assert status.state is not None, f"iteration {iteration}: {run}: no status.json"
+            assert status.state != "running" or not process_alive(status.process()), f"{run}: still running"
             temps = list(run.path.rglob(".*.tmp"))
-            assert not temps or run.status().get("state") != "done", f"{run}: temp files left: {temps}"
+            assert not temps or run.status().state != "done", f"{run}: temp files left: {temps}"
         ours = load_generator(done[0].generator)[0].state_dict()
         theirs = load_generator(reference / "generator.pt")[0].state_dict()
         assert all(torch.equal(ours[k], theirs[k]) for k in theirs), f"iteration {iteration}: {name}: weights differ"

@@ -40,7 +40,7 @@ for spec_file in sorted((project / "jobs" / "smoke").glob("*.toml")):
     found = versions(project / "artifacts" / name)
     if len(found) != 1:
         problems.append(f"{name}: {len(found)} versions, not exactly one")
-    elif RunDir(found[0]).status().get("state") != "done" or not (found[0] / RunDir.FID_REPORT).is_file():
+    elif RunDir(found[0]).status().state != "done" or not (found[0] / RunDir.FID_REPORT).is_file():
         problems.append(f"{found[0]}: not done with its fid.json")
     else:
         print(f"slurm-test: {name}: done once, in {found[0].name}")
