@@ -31,7 +31,7 @@ import sys
 from pathlib import Path
 
 from heartjobs.store.rundir import RunDir, versions
-from heartjobs.spec.schema import parse_spec
+from heartjobs.spec.loading import parse_spec
 
 project = Path(sys.argv[1])
 problems = []
