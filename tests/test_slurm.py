@@ -124,12 +124,13 @@ def test_requeue_time_limit_and_a_stop_during_evaluation_resume_and_never_train_
     reference_spec = write_spec(reference_folder, "long_a", "dcgan", prepared32, **long)
     # the uninterrupted run, on one thread as the tasks are (another thread count may round differently;
     # tests/conftest.py sets OMP_NUM_THREADS=1 for every child)
-    reference = subprocess.Popen(
-        [sys.executable, "-m", "heartjobs", "run", str(reference_spec)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    # its output into a file: a pipe nobody reads while the test waits fills up (a line an epoch, ~1000 epochs)
+    # and blocks the run
+    reference_log = reference_folder / "run.log"
+    with open(reference_log, "wb") as log:
+        reference = subprocess.Popen(
+            [sys.executable, "-m", "heartjobs", "run", str(reference_spec)], stdout=log, stderr=subprocess.STDOUT
+        )
     folder = tmp_path / "submissions"
     result = cli("submit", a, b, *SHORT_SLOT, "--folder", folder, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -159,7 +160,7 @@ def test_requeue_time_limit_and_a_stop_during_evaluation_resume_and_never_train_
 
     for run in (run_a, run_b):
         wait_for(lambda run=run: RunDir(run).status().state == "done", timeout=900)
-    assert reference.wait(timeout=600) == 0, reference.stderr.read()
+    assert reference.wait(timeout=600) == 0, reference_log.read_text()[-2000:]
 
     log_a, log_b = _task_log(task_a), _task_log(task_b)
     limits = log_a.count("limit left (squeue): the time limit")  # the limit's USR2, by Slurm's clock
