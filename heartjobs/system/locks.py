@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import re
+import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -35,13 +37,51 @@ LOCK_DIR_ENV = "HEARTJOBS_LOCK_DIR"
 def lock_dir() -> Path:
     """Where the device locks live: $HEARTJOBS_LOCK_DIR, else <tmp>/heartjobs-locks. Compose mounts the
     host's folder into every container, so host and containers share one lock per device. Open to every
-    user (sticky, like /tmp): workers may run as different uids."""
+    user (sticky, like /tmp): workers may run as different uids. A folder someone else could have prepared
+    (a link, another user's, or writable by others without the sticky bit) is refused."""
     folder = Path(os.environ.get(LOCK_DIR_ENV) or Path(tempfile.gettempdir()) / "heartjobs-locks")
-    if not folder.is_dir():
+    if not folder.exists() and not folder.is_symlink():
         folder.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(OSError):
             folder.chmod(0o1777)
+    check_lock_folder(folder)
     return folder
+
+
+def check_lock_folder(folder: Path) -> None:
+    """Refuse, in one line naming it, a lock folder that another user could have planted links in: a
+    symbolic link, a folder owned by neither this user nor root, or one writable by others without the
+    sticky bit (whose files anyone could replace)."""
+    try:
+        info = os.lstat(folder)
+    except OSError as exc:
+        raise HeartjobsError(f"{folder}: cannot use it as the lock folder ({exc.strerror})") from None
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+        raise HeartjobsError(f"{folder}: the lock folder is a symbolic link or not a folder; refusing it")
+    if info.st_uid not in (os.geteuid(), 0):
+        raise HeartjobsError(f"{folder}: the lock folder belongs to another user (uid {info.st_uid}); refusing it")
+    if info.st_mode & stat.S_IWOTH and not info.st_mode & stat.S_ISVTX:
+        raise HeartjobsError(f"{folder}: the lock folder is writable by others without the sticky bit; refusing it")
+
+
+def open_lock_file(path: Path, shared: bool = False) -> int:
+    """A lock file opened for flock without following a link (created 666 less the umask when missing, as
+    open() would); `shared`: made 666 whatever the umask, when it is this user's own, so that every uid can
+    open it. A link or anything but a regular file is refused; another user's file is never chmod'ed."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise HeartjobsError(f"{path}: a symbolic link where a lock file belongs; refusing to follow it") from None
+        raise HeartjobsError(f"{path}: cannot open the lock file ({exc.strerror})") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise HeartjobsError(f"{path}: not a regular file; refusing it as a lock file")
+    if shared and info.st_uid == os.geteuid():
+        with contextlib.suppress(OSError):  # the umask may have narrowed it; another uid's worker must open it
+            os.fchmod(fd, 0o666)
+    return fd
 
 
 class Busy(HeartjobsError):
@@ -57,7 +97,7 @@ def exclusive(path: Path, busy: str, wait_s: float = 0.0) -> Iterator[None]:
     raises Busy(busy) when another process still holds it after `wait_s` seconds."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + wait_s
-    with open(path, "a+") as f:
+    with open(open_lock_file(Path(path)), "r+b") as f:
         while True:
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -96,9 +136,7 @@ def device_lock(slot: str, should_stop: Callable[[], bool] = lambda: False) -> I
     """Hold the machine-wide lock of one device (released by the kernel if this process dies). Waits
     while another worker holds it; yields False if should_stop() said so before the lock came free."""
     path = lock_dir() / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', slot)}.lock"
-    with open(path, "a+") as f:
-        with contextlib.suppress(OSError):  # another uid's worker must be able to open it too
-            os.fchmod(f.fileno(), 0o666)
+    with open(open_lock_file(path, shared=True), "r+b") as f:
         told = False
         while True:
             try:
