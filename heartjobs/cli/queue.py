@@ -7,7 +7,7 @@ from pathlib import Path
 
 from heartjobs.cli.arguments import positive_float
 from heartjobs.cli.jobs import fail_if_bad, valid_specs
-from heartjobs.cli.output import out, print_rows
+from heartjobs.cli.output import out, print_error, print_rows
 from heartjobs.errors import HeartjobsError, one_line
 
 
@@ -44,6 +44,9 @@ def cmd_enqueue(args: argparse.Namespace) -> None:
             out.print(f"queued {path} -> {queue.add(path)}")
         except OSError as exc:  # read-only, full, not a folder
             raise HeartjobsError(f"--queue {args.queue}: cannot add {path} there ({one_line(exc, 200)})") from None
+        except HeartjobsError as exc:  # this spec's file name: refused like a bad spec, the others queued
+            bad += 1
+            print_error(exc)
     fail_if_bad(bad, len(args.specs), "refused; the others are queued")
 
 

@@ -13,6 +13,7 @@ import os
 import re
 import tempfile
 import time
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +28,11 @@ STATES = ("pending", "running", "done", "failed")
 FORCED = "forced"  # sidecar: the entry was claimed by a worker with --force
 SIDECARS = ("log", FORCED)  # what travels with an entry from folder to folder
 OUTSIDE_STOPS_RESUMED = 3  # a job whose run is stopped or killed from outside goes back this many times
-_ENTRY = re.compile(r"(\d{6})_(.+?)(?:\.r(\d+))?\.toml")
+# NNNNNN_<name>[.rK].toml; DOTALL: an entry queued by older versions, which wrote names unspelled, may hold
+# a newline, and is still an entry
+_ENTRY = re.compile(r"(\d{6})_(.+?)(?:\.r(\d+))?\.toml", re.DOTALL)
+_LOOKS_RECOVERED = re.compile(r"\.(r\d+)$")
+MAX_NAME_BYTES = 200  # a spelled name; with the order, the recovery count and a sidecar's suffix, under NAME_MAX
 
 
 class Outcome(Record):
@@ -65,9 +70,28 @@ class Forced(Record):
     at: str | None = None
 
 
+def spell(name: str) -> str:
+    """A user's file name (less .toml) as a queue entry spells it, so that the entry pattern reads back exactly
+    that name and no recovery count: '%', control and other unprintable characters (a newline, bytes that
+    are not UTF-8) percent-encoded, and the dot of a trailing `.r<digits>` too (`job.r7` is not `job`
+    recovered seven times). Readable names stay as they are."""
+    spelled = "".join(c if c.isprintable() and c != "%" else _percent(c) for c in name)
+    return _LOOKS_RECOVERED.sub(r"%2E\1", spelled)
+
+
+def unspell(spelled: str) -> str:
+    """The user's name that `spell` made `spelled` from."""
+    return os.fsdecode(urllib.parse.unquote_to_bytes(os.fsencode(spelled)))
+
+
+def _percent(char: str) -> str:
+    return "".join(f"%{byte:02X}" for byte in os.fsencode(char))
+
+
 @dataclass(frozen=True)
 class Entry:
-    """A job file in the queue: NNNNNN_<name>[.rK].toml (K: times it was recovered after a crash)."""
+    """A job file in the queue: NNNNNN_<name>[.rK].toml (K: times it was recovered after a crash), the name
+    spelled by `spell` from the file the user queued."""
 
     path: Path
 
@@ -81,6 +105,12 @@ class Entry:
 
     @property
     def name(self) -> str:
+        """The name of the file the user queued, less .toml, exactly."""
+        return unspell(self.spelled)
+
+    @property
+    def spelled(self) -> str:
+        """The name as the entry's file spells it: one printable line, what messages show."""
         return self._match.group(2)
 
     @property
@@ -116,7 +146,14 @@ class Queue:
         return max(orders, default=0) + 1
 
     def add(self, spec_path: Path) -> Path:
-        """Copy a spec into pending/ under the next order number (claimed without overwriting)."""
+        """Copy a spec into pending/ under the next order number (claimed without overwriting), named after
+        its file (spelled); a name too long to spell within a file name is a one-line error."""
+        name = spell(Path(spec_path).name.removesuffix(".toml") or Path(spec_path).name)
+        if len(os.fsencode(name)) > MAX_NAME_BYTES:
+            raise HeartjobsError(
+                f"{spec_path}: file name too long for a queue entry ({len(os.fsencode(name))} bytes as the queue "
+                f"spells it, at most {MAX_NAME_BYTES}); rename the file"
+            )
         self.ensure()
         incoming = self.root / ".incoming"
         incoming.mkdir(exist_ok=True)
@@ -128,7 +165,7 @@ class Queue:
                 os.fsync(f.fileno())
             order = self._next_order()
             while True:
-                target = self.root / "pending" / f"{order:06d}_{Path(spec_path).stem}.toml"
+                target = self.root / "pending" / f"{order:06d}_{name}.toml"
                 try:
                     os.link(tmp, target)  # fails if the name exists: two enqueuers never collide
                     return target
@@ -168,7 +205,7 @@ class Queue:
 
     def requeue(self, entry: Entry) -> Entry:
         """Back to pending/, counted as recovered so that it resumes from its checkpoint."""
-        target = self.root / "pending" / f"{entry.order:06d}_{entry.name}.r{entry.recovered + 1}.toml"
+        target = self.root / "pending" / f"{entry.order:06d}_{entry.spelled}.r{entry.recovered + 1}.toml"
         os.rename(entry.path, target)
         _move_sidecars(entry, self.root / "pending", target.name.removesuffix(".toml"), keep=SIDECARS)
         with contextlib.suppress(FileNotFoundError):

@@ -73,7 +73,7 @@ class Worker:
             with locks.device_lock(self.slot, lambda: self.stop_signal is not None) as locked:
                 while locked and self.stop_signal is None:
                     for entry in self.queue.recover_stale():
-                        console.print(f"worker: {entry.name}: its worker died; back in pending/ to resume")
+                        console.print(f"worker: {entry.spelled}: its worker died; back in pending/ to resume")
                     entry = self.queue.claim()
                     if entry is None:
                         if not watch:
@@ -121,7 +121,7 @@ class Worker:
         # One configuration runs once at a time, however often it was queued and whoever else runs it: the
         # job holds its configuration's lock (locks.config_lock) and exits Busy when another process has it.
         doing = "resuming" if entry.recovered else "running"
-        console.print(f"worker: {entry.name}: {doing} on {self.slot}")
+        console.print(f"worker: {entry.spelled}: {doing} on {self.slot}")
         return self._start(entry)
 
     def _start(self, entry: Entry) -> tuple[str, dict]:
@@ -156,25 +156,25 @@ class Worker:
         if outcome == "requeued":
             self.queue.requeue(entry)
             why = info.get("reason", "stopped")
-            console.print(f"worker: {entry.name}: {why}; back in pending/ to resume")
+            console.print(f"worker: {entry.spelled}: {why}; back in pending/ to resume")
             return outcome
         state = "done" if outcome in ("done", "skipped") else "failed"
         try:
             self.queue.finish(entry, state, Outcome(state=outcome, **info))
         except OSError as exc:  # a full or read-only queue folder (OutOfSpace too) must not end the worker
             console.print(
-                f"worker: {entry.name}: {outcome}, but its record could not be written ({one_line(exc, 200)}); "
+                f"worker: {entry.spelled}: {outcome}, but its record could not be written ({one_line(exc, 200)}); "
                 "left in running/, where a worker recovers it"
             )
             return outcome
         if outcome == "skipped" and info.get("reason"):
-            console.print(f"worker: {entry.name}: skipped: {info['reason']}")
+            console.print(f"worker: {entry.spelled}: skipped: {info['reason']}")
         elif outcome == "skipped":
-            console.print(f"worker: {entry.name}: already finished in {info['run_dir']}; skipped (--force reruns)")
+            console.print(f"worker: {entry.spelled}: already finished in {info['run_dir']}; skipped (--force reruns)")
         elif outcome == "done":
-            console.print(f"worker: {entry.name}: done ({info['run_dir']})")
+            console.print(f"worker: {entry.spelled}: done ({info['run_dir']})")
         else:
-            console.print(f"worker: {entry.name}: failed: {info['error']}")
+            console.print(f"worker: {entry.spelled}: failed: {info['error']}")
         return outcome
 
 

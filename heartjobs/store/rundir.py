@@ -17,6 +17,7 @@ import math
 import os
 import re
 import shutil
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,11 +36,49 @@ _CLAIM_MARKER = ".claimed"
 
 
 def versions(root: Path) -> list[Path]:
-    """The vNNNN folders under `root`, oldest first."""
-    if not Path(root).is_dir():
+    """The vNNNN folders under `root`, oldest first: real folders only. A link or a file by such a name is
+    no version, and is never followed (it may point anywhere); the writers refuse it, named
+    (refuse_strays)."""
+    return [path for path, is_folder in _numbered(root) if is_folder]
+
+
+def refuse_strays(root: Path) -> None:
+    """A one-line error naming the first vNNNN or `latest` under `root` that is not what heartjobs makes
+    there (a real version folder; a symbolic link): checked before a version is claimed or resumed, so that
+    nothing is written through a link heartjobs did not make, nor a version claimed that cannot be finished."""
+    for path, is_folder in _numbered(root):
+        if not is_folder:
+            raise HeartjobsError(
+                f"{path}: {_kind(path)} where a version folder belongs; heartjobs does not follow it "
+                "(remove it, or put the real folder there)"
+            )
+    latest = Path(root) / LATEST
+    if os.path.lexists(latest) and not latest.is_symlink():
+        raise HeartjobsError(
+            f"{latest}: {_kind(latest)} where heartjobs keeps its link to the newest version; remove or rename it"
+        )
+
+
+def _numbered(root: Path) -> list[tuple[Path, bool]]:
+    """Every vNNNN name under `root`, by number, and whether it is a real folder (not a link to one)."""
+    try:
+        children = list(Path(root).iterdir())
+    except (FileNotFoundError, NotADirectoryError):
         return []
-    found = [(int(m.group(1)), p) for p in Path(root).iterdir() if (m := _VERSION.fullmatch(p.name)) and p.is_dir()]
-    return [p for _, p in sorted(found)]
+    found = []
+    for path in children:
+        if match := _VERSION.fullmatch(path.name):
+            with contextlib.suppress(FileNotFoundError):  # removed meanwhile
+                found.append((int(match.group(1)), path, stat.S_ISDIR(path.lstat().st_mode)))
+    return [(path, is_folder) for _, path, is_folder in sorted(found)]
+
+
+def _kind(path: Path) -> str:
+    """What a path is, in words, without following it."""
+    mode = path.lstat().st_mode
+    if stat.S_ISLNK(mode):
+        return "a symbolic link" if path.exists() else "a dangling symbolic link"
+    return "a folder" if stat.S_ISDIR(mode) else "a file"
 
 
 def version_number(folder: Path) -> int:
@@ -53,6 +92,7 @@ def claim_version(root: Path, fill: Callable[[Path], None] | None = None) -> Pat
     and rename(2) may replace only an empty one), so two claims never share a version."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
+    refuse_strays(root)  # before anything is staged or claimed
     staged = atomic.temp_dir(root / "claim")
     try:
         if fill is not None:
@@ -66,6 +106,8 @@ def claim_version(root: Path, fill: Callable[[Path], None] | None = None) -> Pat
                 os.rename(staged, candidate)
                 break
             except OSError as exc:
+                if exc.errno == errno.ENOTDIR:  # a link or file put there since refuse_strays looked
+                    refuse_strays(root)
                 if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
                     raise
                 number += 1
@@ -79,12 +121,20 @@ def claim_version(root: Path, fill: Callable[[Path], None] | None = None) -> Pat
 
 
 def point_latest(root: Path, version: Path) -> None:
-    """Make root/latest a symlink to `version`, replaced atomically."""
-    tmp = root / f".{LATEST}.{os.getpid()}"
+    """Make root/latest a symlink to `version`, replaced atomically; anything but a link there is left as it
+    is and named in a one-line error."""
+    latest = Path(root) / LATEST
+    tmp = Path(root) / f".{LATEST}.{os.getpid()}"
     with contextlib.suppress(FileNotFoundError):
         tmp.unlink()
     tmp.symlink_to(version.name)
-    os.replace(tmp, root / LATEST)
+    try:
+        os.replace(tmp, latest)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.errno in (errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST):  # a folder where the link belongs
+            refuse_strays(root)
+        raise
 
 
 # --- one run folder ---
@@ -278,7 +328,10 @@ def _lines(path: Path) -> list[str]:
 
 def newest_unfinished(job_root: Path) -> Path | None:
     """The newest version whose status is not done (running, interrupted or failed). A version without a
-    resolved spec (a folder left by a process killed while older code claimed it) is no run: skipped."""
+    resolved spec (a folder left by a process killed while older code claimed it) is no run: skipped. What
+    looks for a version to resume asks this: a vNNNN that is a link, or a `latest` that is not, is refused
+    (refuse_strays), never followed."""
+    refuse_strays(job_root)
     for run_dir in reversed(versions(job_root)):
         run = RunDir(run_dir)
         if (run / RunDir.RESOLVED).is_file() and run.status().state != "done":
