@@ -131,14 +131,31 @@ def temp_dir(final: Path) -> Path:
     return tmp
 
 
+def refuse_cwd_or_above(folder: Path) -> None:
+    """Refuse a folder that is the current folder or holds it (".", "..", "/"): a folder made whole (staged
+    beside it, then renamed into place) can't be that one, and replacing it would move the ground away
+    under this process and everything else in it."""
+    folder = Path(folder)
+    try:
+        cwd = Path.cwd().resolve()
+    except OSError:  # the current folder was removed: there is nothing under it to protect
+        return
+    if cwd.is_relative_to(folder.resolve()):
+        raise HeartjobsError(
+            f"{folder}: the current folder, or a folder holding it, can't be replaced; give a new folder"
+        )
+
+
 @contextlib.contextmanager
 def staged_dir(final: Path, *, replace: bool = False) -> Iterator[Path]:
     """Yield a temporary directory next to `final`; on success rename it to `final`.
 
     On any error the temporary directory is removed, so no partial output is ever left behind.
-    With `replace`, an existing `final` is swapped out only after the new one is complete.
+    With `replace`, an existing `final` is swapped out only after the new one is complete. `final` may not
+    be the current folder or hold it (refuse_cwd_or_above).
     """
     final = Path(final)
+    refuse_cwd_or_above(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_dir(final)
     try:

@@ -56,6 +56,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 def cmd_submit(args: argparse.Namespace) -> None:
     from heartjobs.cluster import states, submit
+    from heartjobs.cluster.options import refuse_control_characters
 
     if args.status is not None:
         record = submit.read_submission(args.folder if args.status is True else args.status)
@@ -64,6 +65,7 @@ def cmd_submit(args: argparse.Namespace) -> None:
     if not args.specs:
         raise HeartjobsError("submit: give job spec files, or --status to see a submission")
     options = _submit_options(args)
+    refuse_control_characters("--folder", args.folder.absolute())  # its logs/ path is in the #SBATCH lines
     submit.check_available(options)
     good, bad = valid_specs(args.specs)
     with submit.submitting(args.folder):  # what is held, then what is submitted, decided by one submit at a time

@@ -1,9 +1,10 @@
-"""How to submit: the options of `heartjobs submit` (executor, sbatch options, time limit) and Slurm's time
-formats."""
+"""How to submit: the options of `heartjobs submit` (executor, sbatch options, time limit), Slurm's time
+formats, and the text an option may hold (submitit writes options into the batch script as lines)."""
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,18 @@ class SubmitOptions:
     force: bool = False
     extra: dict = field(default_factory=dict)  # further sbatch options, e.g. {"constraint": "a100"}
 
+    def __post_init__(self) -> None:
+        for option, value in (
+            ("--partition", self.partition),
+            ("--account", self.account),
+            ("--qos", self.qos),
+            ("--time", self.time),
+            ("--container", self.container),
+            *(("--setup", line) for line in self.setup),
+            *(("--sbatch", key if value is True else f"{key}={value}") for key, value in self.extra.items()),
+        ):
+            refuse_control_characters(option, value)
+
     @property
     def minutes(self) -> float:
         return parse_time(self.time or DEFAULT_TIME[self.executor])
@@ -52,3 +65,18 @@ def parse_time(text: str) -> float:
     if minutes <= 0:
         raise HeartjobsError(f"--time: {text!r} must be longer than zero")
     return minutes
+
+
+def refuse_control_characters(option: str, value: object) -> None:
+    """Refuse a newline or any other control character in an option's text: submitit writes the sbatch
+    options as `#SBATCH --key='value'` lines and --setup as lines of the batch script, so a newline would
+    end the line and make the rest a shell command (and --folder is in the #SBATCH --output line)."""
+    if value is None:
+        return
+    text = str(value)
+    bad = next((c for c in text if unicodedata.category(c) == "Cc"), None)
+    if bad is not None:
+        hint = "; give one --setup per line" if option == "--setup" else ""
+        raise HeartjobsError(
+            f"{option}: {text!r} holds a control character ({bad!r}), which the batch script can't take{hint}"
+        )

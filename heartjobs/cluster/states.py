@@ -4,13 +4,14 @@ have ended."""
 
 from __future__ import annotations
 
+import pickletools
 import socket
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from submitit.core.utils import JobPaths, pickle_load
+from submitit.core.utils import JobPaths
 from submitit.slurm.slurm import SlurmInfoWatcher
 
 from heartjobs.errors import HeartjobsError, one_line
@@ -50,11 +51,32 @@ def _local_states(record: dict) -> dict[str, str]:
 
 def _result_state(task: dict) -> str | None:
     """COMPLETED or FAILED from the result file submitit writes when a task ends (none when a task was
-    stopped from outside: a requeue, a preemption, scancel)."""
+    stopped from outside: a requeue, a preemption, scancel), read as data, never unpickled: a submissions
+    folder may come from elsewhere, and unpickling runs whatever code its pickles name (see _result_tag)."""
     result = JobPaths(Path(task["stdout"]).parent, task["job_id"], 0).result_pickle
-    if not result.exists():
+    tag = _result_tag(result)
+    return None if tag is None else "COMPLETED" if tag == "success" else "FAILED"
+
+
+RESULT_HEAD_BYTES = 64  # submitit's tag is the pickle's first string, within its first 20 bytes
+
+
+def _result_tag(path: Path) -> str | None:
+    """The tag of submitit's result pickle, ("success", result) or ("error", traceback): its first value,
+    which must be a string after nothing but the protocol and frame opcodes. pickletools only lists the
+    opcodes of the file's first bytes; it imports and calls nothing. None for a file that is not such a
+    pickle, or not a regular file (a FIFO would hang, a device never end)."""
+    try:
+        if not path.is_file():
+            return None
+        with open(path, "rb") as file:
+            head = file.read(RESULT_HEAD_BYTES)
+        for opcode, value, _ in pickletools.genops(head):
+            if opcode.name not in ("PROTO", "FRAME"):
+                return value if isinstance(value, str) and value in ("success", "error") else None
+    except (OSError, ValueError):  # unreadable; truncated or not a pickle at all
         return None
-    return "COMPLETED" if pickle_load(result)[0] == "success" else "FAILED"
+    return None
 
 
 def _slurm_states(record: dict) -> dict[str, str]:

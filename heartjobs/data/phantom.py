@@ -275,15 +275,28 @@ def contact_sheet_path(out: Path) -> Path:
     return out.with_name(out.name + "_contact_sheet.png")
 
 
+def _check_contact_sheet_place(sheet: Path, force: bool) -> None:
+    """Before any slice is made: the contact sheet, written beside the folder, replaces a file there only
+    with --force (that file may be anything of the user's), and never a folder."""
+    if sheet.is_dir() and not sheet.is_symlink():
+        raise HeartjobsError(f"{sheet}: a folder where the phantom's contact sheet goes; choose another --out")
+    if (sheet.exists() or sheet.is_symlink()) and not force:
+        raise HeartjobsError(
+            f"{sheet}: exists, and the phantom's contact sheet would replace it; choose another --out or pass --force"
+        )
+
+
 def generate(out: Path, params: PhantomParams, *, workers: int | None = None, force: bool = False) -> tuple[dict, bool]:
     """Write the phantom's slices, manifest.json and contact sheet; returns (manifest, made_now).
 
     An existing phantom with the same parameters is kept as it is (made_now False); a folder holding
-    anything else is refused unless `force`. The slices appear all at once (staged, then renamed).
+    anything else, or a file where the contact sheet goes, is refused unless `force`. The slices appear
+    all at once (staged, then renamed).
     """
     from heartjobs.data.slices import save_contact_sheet
 
     out = Path(out)
+    atomic.refuse_cwd_or_above(out)
     phantom = Phantom(params)
     if out.exists():
         existing = atomic.read_json(out / MANIFEST_FILE)
@@ -291,6 +304,7 @@ def generate(out: Path, params: PhantomParams, *, workers: int | None = None, fo
             return existing, False
         if not force:
             raise HeartjobsError(f"{out}: exists and is not this phantom; choose another --out or pass --force")
+    _check_contact_sheet_place(contact_sheet_path(out), force)
 
     workers = worker_count(workers, params.slices)
     with atomic.staged_dir(out, replace=force) as tmp:

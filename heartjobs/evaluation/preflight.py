@@ -14,6 +14,7 @@ from heartjobs.errors import HeartjobsError
 from heartjobs.spec.schema import ResolvedSpec
 
 from . import radiomics
+from .cache import cache_dir, check_torch_hub_place
 
 REACH_TIMEOUT_S = 5.0
 LATER = (
@@ -43,7 +44,11 @@ def check_measurable(spec: ResolvedSpec, path: Path | str) -> None:
         settings = settings.model_copy(update={"measure": True, "frd": settings.frd and settings.measure or during.frd})
     if not settings.measure:
         return
+    cache_dir()  # an environment that gives the cache no place (an empty HOME) fails now, not after training
     from .weights import ENV_WEIGHTS, how_to_get, hub_path, resolve_weights  # torch: only when there is a check
+
+    if settings.weights == "standard" and not os.environ.get(ENV_WEIGHTS):
+        check_torch_hub_place()  # likewise torch.hub's folder, where the standard weights are looked for
 
     try:
         resolve_weights(settings.weights, download=False)

@@ -19,7 +19,7 @@ from heartjobs import atomic
 from heartjobs.errors import HeartjobsError, one_line
 from heartjobs.hashing import sha256_file
 
-from .cache import cache_dir
+from .cache import cache_dir, check_torch_hub_place
 
 STANDARD_FILENAME = "pt_inception-2015-12-05-6726825d.pth"
 # The whole sha256 of the standard file (95,628,359 bytes). pytorch-fid publishes only its first 8 hex
@@ -64,6 +64,7 @@ class InceptionWeights:
 
 def hub_path() -> Path:
     """Where pytorch-fid's loader (torch.hub) keeps the standard file."""
+    check_torch_hub_place()
     return Path(torch.hub.get_dir()) / "checkpoints" / STANDARD_FILENAME
 
 
