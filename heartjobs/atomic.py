@@ -7,6 +7,7 @@ import errno
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -101,12 +102,32 @@ def read_json(path: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
+def open_for_append(path: Path, *, read: bool = False):
+    """A log opened for appending in binary (created 666 less the umask when missing), without following a
+    link: a log in a folder others can write (a queue, a run folder from elsewhere) may have been replaced
+    by a link to a file of root's. A link or anything but a regular file is a one-line error naming it."""
+    flags = (os.O_RDWR if read else os.O_WRONLY) | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags | os.O_NONBLOCK, 0o666)  # O_NONBLOCK: a FIFO there must not hang the open
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise HeartjobsError(
+                f"{path}: a symbolic link where heartjobs appends to a log; not following it"
+            ) from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise HeartjobsError(f"{path}: not a regular file where heartjobs appends to a log")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "ab+" if read else "ab")
+
+
 def append_lines(path: Path, lines: list[str]) -> None:
     """Append whole lines to a line-oriented log (JSON lines), in one write. A last line cut short by a
     crash is ended first, so it stays one bad line a reader skips instead of swallowing the new record."""
     path = Path(path)
     text = "".join(line.rstrip("\n") + "\n" for line in lines)
-    with open(path, "ab+") as f:
+    with open_for_append(path, read=True) as f:
         if f.tell() > 0:
             f.seek(-1, os.SEEK_END)
             if f.read(1) != b"\n":

@@ -1,6 +1,8 @@
 """What held when issue 28's adversarial probe tried to break heartjobs, kept so: pickles never run, hostile
 spec files and names are one line each, hostile queue entries fail alone, evaluation output never lands in a
 folder that holds something, and a cache that cannot be written stops a job before it claims a version.
+At the end, links planted in a queue or a run folder from elsewhere, which a resume, a measurement or a
+worker must not write through.
 
 Every case runs the real command (in this process) and checks the exit code, the one line and what was, or
 was not, written. The nineteen cases the probe broke are in the tests/test_hostile_*.py files beside this one
@@ -186,3 +188,43 @@ def test_a_cache_that_cannot_be_written_stops_the_job_before_it_claims_a_version
         cli("run", spec, env={variable: blocked / "cache"}), "cached.toml" if weights == "standard" else "", named
     )
     assert not versions(tmp_path / "artifacts" / "cached")
+
+
+# Links planted inside a queue or a run folder from elsewhere: never written through (no fix before this file)
+
+
+def test_a_queue_log_that_is_a_link_fails_its_job_alone_and_its_target_is_untouched(tmp_path, prepared32):
+    target = tmp_path / "roots_file"
+    target.write_text("keep")
+    queue = Queue(tmp_path / "q")
+    queue.add(write_spec(tmp_path, "linked", "gan", prepared32, **QUICK))
+    queue.add(write_spec(tmp_path, "good", "gan", prepared32, **QUICK))
+    first = queue.entries("pending")[0]
+    first.sidecar("log").symlink_to(target)  # "an earlier attempt's log": it travels into running/ with the job
+    result = cli("worker", "--queue", queue.root, "--until-empty", "--slot", "test-hostile-log")
+    assert "Traceback" not in result.stderr and "a symbolic link where heartjobs appends to a log" in result.stderr
+    assert [e.name for e in queue.entries("done")] == ["good"] and [e.name for e in queue.entries("failed")] == [
+        "linked"
+    ]
+    assert target.read_text() == "keep"
+
+
+@pytest.mark.parametrize("planted", ["losses.jsonl", "metrics.jsonl", "checkpoints"])
+def test_a_link_inside_a_run_folder_from_elsewhere_is_refused_before_a_resume_or_a_measurement(
+    tmp_path, finished_run, prepared32, planted
+):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "file").write_text("keep")
+    run = _copy_of(finished_run, tmp_path)
+    status = json.loads((run / "status.json").read_text())
+    (run / "status.json").write_text(json.dumps({**status, "state": "failed"}))
+    link = run / planted
+    if link.is_dir():
+        shutil.rmtree(link)
+    link.unlink(missing_ok=True)
+    link.symlink_to(elsewhere if planted == "checkpoints" else elsewhere / "file")
+    spec = write_spec(tmp_path, "hostile", "gan", prepared32, **QUICK)
+    one_line_error(cli("run", spec, "--resume"), str(link), "a symbolic link inside a run folder")
+    one_line_error(cli("evaluate", run, *FID), str(link), "a symbolic link inside a run folder")
+    assert [p.name for p in elsewhere.iterdir()] == ["file"] and (elsewhere / "file").read_text() == "keep"

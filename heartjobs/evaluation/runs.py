@@ -47,6 +47,7 @@ def evaluate_run(
     training had finished and only its evaluation had failed is marked done once its own evaluation
     succeeds. `prepared`: the run's set already read (the training's own copy), instead of reading it again."""
     run = RunDir(run_dir)
+    run.refuse_links()  # a run folder from elsewhere: nothing written through a link in it
     spec = run.spec()
     settings = settings or spec.eval
     own = checkpoint is None and settings == spec.eval
@@ -94,6 +95,7 @@ def measure_checkpoints(run_dir: Path, overrides: dict, device: str | None = Non
     training ([eval.during]'s settings, `overrides` on top), its metric curve drawn and its best checkpoint
     kept as best.pt ([eval] keep_best); returns the records, oldest epoch first."""
     run = RunDir(run_dir)
+    run.refuse_links()  # a run folder from elsewhere: nothing written through a link in it
     spec = run.spec()
     checkpoints = [p for p in list_checkpoints(run.checkpoints) if "_batch_" not in p.name]
     if not checkpoints:

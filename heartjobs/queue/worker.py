@@ -14,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+from heartjobs import atomic
 from heartjobs.errors import HeartjobsError, one_line
 from heartjobs.progress import console
 from heartjobs.queue.folders import (
@@ -122,14 +123,20 @@ class Worker:
         # job holds its configuration's lock (locks.config_lock) and exits Busy when another process has it.
         doing = "resuming" if entry.recovered else "running"
         console.print(f"worker: {entry.spelled}: {doing} on {self.slot}")
-        return self._start(entry)
+        try:
+            return self._start(entry)
+        except HeartjobsError as exc:  # its log is a link or not a file (a hostile queue): this job fails alone
+            return "failed", {"error": str(exc), "exit_code": 2}
 
     def _start(self, entry: Entry) -> tuple[str, dict]:
         """Run the job's `heartjobs run` child to its end; how it ended, from its result record."""
         # The result record goes to a folder of this worker's own, outside the queue: a child orphaned by a
         # dead worker may still write it, and must not leave it among the queue's files.
         log_path = entry.sidecar("log")
-        with tempfile.TemporaryDirectory(prefix="heartjobs-result-") as results, open(log_path, "ab") as log:
+        with (
+            tempfile.TemporaryDirectory(prefix="heartjobs-result-") as results,
+            atomic.open_for_append(log_path) as log,
+        ):
             result_file = Path(results) / "result.json"
             attempt_starts = log.tell()
             self.process = launching.start_run(

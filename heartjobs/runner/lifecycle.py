@@ -185,6 +185,7 @@ def _open_run(
     if resume:
         run = _resumable_version(spec, spec_path, stop)
         if run is not None:
+            run.refuse_links()
             held.enter_context(locks.run_lock(run.path))
             atomic.write_json(run.resumed_env(run.status().resumed + 1), environment(str(device)))
             return run

@@ -200,6 +200,18 @@ class RunDir:
             removed.append(path)
         return removed
 
+    def refuse_links(self) -> None:
+        """A one-line error naming the first symbolic link inside this version. heartjobs makes none here, and
+        one in a run folder from elsewhere could point at a file a resume or a measurement would then
+        overwrite or append to: checked before either writes here."""
+        for folder, folders, files in os.walk(self.path):  # a link to a folder is listed, never entered
+            for name in folders + files:
+                if (path := Path(folder) / name).is_symlink():
+                    raise HeartjobsError(
+                        f"{path}: a symbolic link inside a run folder; heartjobs makes none there and does not "
+                        "write through one (remove it)"
+                    )
+
     def resumed_env(self, count: int) -> Path:
         return self.path / f"env.resume{count}.json"
 
