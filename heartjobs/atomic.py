@@ -11,6 +11,7 @@ import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from heartjobs.errors import HeartjobsError
 
@@ -96,7 +97,7 @@ def write_bytes(path: Path, data: bytes) -> None:
 def read_json(path: Path) -> dict:
     """The reading side of write_json: a JSON object, or {} when the file is missing or not one."""
     try:
-        data = json.loads(Path(path).read_text())
+        data = loads_json(Path(path).read_text())
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
@@ -120,6 +121,37 @@ def open_for_append(path: Path, *, read: bool = False):
         raise HeartjobsError(f"{path}: not a regular file where heartjobs appends to a log")
     os.set_blocking(fd, True)
     return os.fdopen(fd, "ab+" if read else "ab")
+
+
+# What heartjobs writes nests a few levels; a file from elsewhere may nest a thousand in a kilobyte, which
+# Python's JSON parser (and anything that walks the value: repr, json.dumps) meets with a RecursionError.
+MAX_JSON_DEPTH = 64
+
+
+def loads_json(text: str) -> Any:
+    """json.loads for a file's text: nesting deeper than MAX_JSON_DEPTH is a ValueError like any other text
+    that is not JSON, so every reader that takes a damaged file for a missing one does so here too."""
+    too_deep = f"JSON nested more than {MAX_JSON_DEPTH} levels deep"
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise ValueError(too_deep) from None
+    if nesting_depth(value) > MAX_JSON_DEPTH:
+        raise ValueError(too_deep)
+    return value
+
+
+def nesting_depth(value: Any) -> int:
+    """How many lists and dicts deep `value` nests (a scalar: 0), counted without recursion: the value may
+    be deeper than Python's recursion limit."""
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        item, depth = todo.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list | tuple) else None
+        if children is not None:
+            deepest = max(deepest, depth)
+            todo.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def append_lines(path: Path, lines: list[str]) -> None:

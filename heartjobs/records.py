@@ -63,7 +63,7 @@ class Record(BaseModel):
     def read(cls, path: Path) -> Self | None:
         """The record in the file at `path`; None when it is missing, unreadable or not such a record."""
         try:
-            data = json.loads(Path(path).read_text())
+            data = atomic.loads_json(Path(path).read_text())
         except (OSError, ValueError):
             return None
         return cls.parse(data)
@@ -72,7 +72,7 @@ class Record(BaseModel):
     def parse_line(cls, line: str) -> Self | None:
         """The record on one line of a JSON-lines log; None for a damaged line."""
         with contextlib.suppress(ValueError):
-            return cls.parse(json.loads(line))
+            return cls.parse(atomic.loads_json(line))
         return None
 
     def data(self) -> dict:

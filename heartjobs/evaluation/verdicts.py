@@ -58,8 +58,8 @@ def lookup(content_hash: str, metric: str, **space) -> dict | None:
     found = None
     for text in path.read_text().splitlines():
         try:
-            line = json.loads(text)
-        except json.JSONDecodeError:
+            line = atomic.loads_json(text)
+        except ValueError:
             continue  # a torn last line of an interrupted append
         if (
             line.get("content_hash") == content_hash

@@ -12,6 +12,7 @@ from pydantic import (
     ValidationError,
 )
 
+from heartjobs.atomic import nesting_depth
 from heartjobs.errors import HeartjobsError
 from heartjobs.models import FAMILIES, MODELS
 from heartjobs.spec.defaults import architecture_defaults, train_defaults
@@ -32,6 +33,10 @@ from heartjobs.spec.schema import (
 )
 
 MAX_TOML_BYTES = 1 << 20  # a spec or sweep file is a few hundred bytes; read no more than this
+# A spec nests three levels deep ([eval.during] n_generated), a sweep six (group, vary, betas' pairs); Python's
+# TOML parser recurses once per level of arrays and inline tables (RecursionError near a thousand), and
+# dotted keys nest without bound, deeper than anything that reads the result can follow.
+MAX_TOML_DEPTH = 32
 
 
 def _section_fields(loc: tuple) -> list[str]:
@@ -79,13 +84,19 @@ def read_toml(path: Path) -> dict:
         raise HeartjobsError(f"{path}: cannot read ({exc.strerror})") from None
     except UnicodeDecodeError:
         raise HeartjobsError(f"{path}: not a UTF-8 text file (TOML must be UTF-8)") from None
+    too_deep = HeartjobsError(f"{path}: nested more than {MAX_TOML_DEPTH} levels deep (a spec nests 3, a sweep 6)")
     try:
-        return tomllib.loads(text)
+        table = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         hint = ""
         if re.search(r"^\s*\[model\]", text, re.MULTILINE):  # the natural guess for the networks' knobs
             hint = " ([model] clashes with the key `model`; the networks' knobs go in [architecture])"
         raise HeartjobsError(f"{path}: TOML syntax error: {exc}{hint}") from None
+    except RecursionError:
+        raise too_deep from None
+    if nesting_depth(table) > MAX_TOML_DEPTH:
+        raise too_deep
+    return table
 
 
 def parse_spec(path: Path) -> JobSpec:
@@ -95,7 +106,17 @@ def parse_spec(path: Path) -> JobSpec:
     try:
         return JobSpec.model_validate(raw)
     except ValidationError as exc:
-        raise HeartjobsError("\n".join(f"{path}: {_describe(e)}" for e in exc.errors())) from None
+        raise HeartjobsError("\n".join(f"{path}: {_describe(e)}" for e in _problems(exc.errors()))) from None
+
+
+def _problems(errors: list[dict]) -> list[dict]:
+    """The errors less a list's "too short" when its items failed (what is left of hidden = [0] is empty):
+    the items' errors say it."""
+    return [
+        e
+        for e in errors
+        if not (e["type"] == "too_short" and any(o["loc"][: len(e["loc"])] == e["loc"] != o["loc"] for o in errors))
+    ]
 
 
 def _is_power_of_two(n: int) -> bool:

@@ -11,14 +11,15 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 from pydantic import (
     AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
-    PositiveInt,
+    StrictFloat,
+    StrictInt,
     field_validator,
     model_validator,
 )
@@ -53,24 +54,59 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class DataSection(_Strict):
-    prepared: Path
+class _SpecSection(_Strict):
+    """What a spec file says, strictly typed: TOML's "1", 1.0 or "true" is no integer or boolean (an
+    integer is a float, though: lr = 1), and floats are finite. Paths and tuples are TOML strings and lists,
+    so those fields take them (strict=False), with strict items."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
-class TrainSection(_Strict):
+# Every number a spec gives is bounded by what the code can use, so that a value that validates also runs:
+# network widths far beyond the thesis' (its widest layer is 1024; a layer between two 2**14 widths holds
+# 2**28 weights, 1 GiB, and no tensor size comes near an overflow), image counts a measurement holds in
+# memory (2**20 images' 2048 features are 16 GiB), counts a 32-bit integer holds (no schedule comes near
+# them), and seeds in a signed 64-bit integer (torch's generators take up to 2**64 - 1, so a seed plus the
+# few offsets the trainer and the repeats add still fits).
+MAX_WIDTH = 2**14
+MAX_IMAGES = 2**20
+MAX_COUNT = 2**31 - 1
+MAX_SEED = 2**63 - 1
+# A learning rate of 1 already moves every weight by about its whole scale each step (Adam's and RMSprop's
+# steps are about lr); a larger one only overflows the weights (non-finite scores, then a BCE range error).
+MAX_LR = 1.0
+
+_Text = TypeVar("_Text", str, Path)
+
+
+def _plain_path(v: _Text) -> _Text:
+    """A path without control characters: NUL is no path at all, and a newline or an escape sequence would
+    break the one-line errors and listings that show it."""
+    if re.search(r"[\x00-\x1f\x7f]", str(v)):
+        raise ValueError("a path without control characters (NUL, newline, ...)")
+    return v
+
+
+class DataSection(_SpecSection):
+    prepared: Path = Field(strict=False)
+
+    _prepared = field_validator("prepared")(_plain_path)
+
+
+class TrainSection(_SpecSection):
     """What a spec may say about training; None means "the model's default"."""
 
-    epochs: int | None = Field(None, ge=1)
-    batch_size: int | None = Field(None, ge=2)
-    lr: float | None = Field(None, gt=0)
-    betas: tuple[float, float] | None = None
-    latent_dim: int | None = Field(None, ge=1)
-    n_critic: int | None = Field(None, ge=1)
+    epochs: int | None = Field(None, ge=1, le=MAX_COUNT)
+    batch_size: int | None = Field(None, ge=2, le=MAX_IMAGES)
+    lr: float | None = Field(None, gt=0, le=MAX_LR)
+    betas: tuple[StrictFloat, StrictFloat] | None = Field(None, strict=False)
+    latent_dim: int | None = Field(None, ge=1, le=MAX_WIDTH)
+    n_critic: int | None = Field(None, ge=1, le=MAX_COUNT)
     clip_value: float | None = Field(None, gt=0)
-    seed: int | None = Field(None, ge=0)
-    sample_every: int | None = Field(None, ge=1)
-    checkpoint_every: int | None = Field(None, ge=1)
-    keep_checkpoints: int | None = Field(None, ge=1)
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
+    sample_every: int | None = Field(None, ge=1, le=MAX_COUNT)
+    checkpoint_every: int | None = Field(None, ge=1, le=MAX_COUNT)
+    keep_checkpoints: int | None = Field(None, ge=1, le=MAX_COUNT)
     device: Device | None = None
     batchnorm_eps: float | None = Field(None, gt=0)
     tf32: bool | Literal["convolutions"] | None = None
@@ -85,6 +121,14 @@ class TrainSection(_Strict):
     def _betas_in_range(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
         if v is not None and not all(0 <= b < 1 for b in v):
             raise ValueError("both betas must be in [0, 1)")
+        return v
+
+    @field_validator("tf32", mode="before")
+    @classmethod
+    def _tf32_value(cls, v: Any) -> Any:
+        # one error for both of the union's members
+        if v is not None and not isinstance(v, bool) and v != "convolutions":
+            raise ValueError('true, false or "convolutions"')
         return v
 
     @field_validator("augment")
@@ -110,30 +154,30 @@ class TrainSection(_Strict):
         return ",".join(names)
 
 
-class ArchitectureSection(_Strict):
+class ArchitectureSection(_SpecSection):
     """[architecture]: the networks' size. (Not [model]: TOML can't have both `model = "gan"` and a
     [model] table.) hidden: the fully connected generator's hidden widths, any depth (gan, wgan, wgan_gp;
     the discriminator stays the thesis'); width: the convolutional models' base width, their generator's
     channels and their discriminator's widest block (dcgan, sngan; the discriminator's blocks have width/8,
     /4, /2 and width channels, so a multiple of 8). None means the thesis' value."""
 
-    hidden: tuple[PositiveInt, ...] | None = Field(None, min_length=1)
-    width: int | None = Field(None, ge=8, multiple_of=8)
+    hidden: tuple[Annotated[StrictInt, Field(gt=0, le=MAX_WIDTH)], ...] | None = Field(None, min_length=1, strict=False)
+    width: int | None = Field(None, ge=8, le=MAX_WIDTH, multiple_of=8)
 
 
-class DuringTraining(_Strict):
+class DuringTraining(_SpecSection):
     """[eval.during]: the cheaper measurement of checkpoints while training runs (every [eval] every
     epochs), in the final measurement's feature space (weights, dims, normalize, real set) so the values
     follow one curve; fewer images, so they are not comparable to the final value or to published FID.
     1000 images and one repeat cost about a third of one thesis-sized repeat (docs/evaluation.md)."""
 
-    n_generated: int = Field(1000, ge=2)
-    repeats: int = Field(1, ge=1)
+    n_generated: int = Field(1000, ge=2, le=MAX_IMAGES)
+    repeats: int = Field(1, ge=1, le=MAX_COUNT)
     kid: bool = False
     frd: bool = False
 
 
-class EvalSection(_Strict):
+class EvalSection(_SpecSection):
     """What is measured at the end of training, and how. The FID defaults are the thesis' sizes (3 x 3000
     generated vs the whole real set, 2048-d, standard weights); its exact protocol also needs
     normalize = "per_image_minmax" (jobs/thesis.sweep.toml sets it). measure = false: nothing is measured
@@ -145,28 +189,28 @@ class EvalSection(_Strict):
     NOT_MEASURED: ClassVar[tuple[str, ...]] = ("save_images", "every", "during", "keep_best")
 
     measure: bool = Field(True, validation_alias=AliasChoices("measure", "fid"))
-    n_generated: int = Field(3000, ge=2)
-    repeats: int = Field(3, ge=1)
+    n_generated: int = Field(3000, ge=2, le=MAX_IMAGES)
+    repeats: int = Field(3, ge=1, le=MAX_COUNT)
     dims: FeatureDims = 2048
-    batch_size: int = Field(100, ge=1)
+    batch_size: int = Field(100, ge=1, le=MAX_IMAGES)
     weights: str = "standard"  # standard | untrained | a path to an FID Inception state dict
     # fixed: [-1, 1] -> 0..255 for every image; per_image_minmax: each image stretched to its own
     # min..max, as the thesis' save_image(normalize=True) did before pytorch-fid.
     normalize: Normalize = "fixed"
     kid: bool = True
-    kid_subsets: int = Field(100, ge=1)
-    kid_subset_size: int = Field(1000, ge=2)
-    n_real: int | None = Field(None, ge=2)  # None: the whole prepared set (FID, KID and FRD)
-    seed: int = Field(0, ge=0)  # repeat r uses seed + r
+    kid_subsets: int = Field(100, ge=1, le=MAX_COUNT)
+    kid_subset_size: int = Field(1000, ge=2, le=MAX_IMAGES)
+    n_real: int | None = Field(None, ge=2, le=MAX_IMAGES)  # None: the whole prepared set (FID, KID and FRD)
+    seed: int = Field(0, ge=0, le=MAX_SEED)  # repeat r uses seed + r
     # Frechet Radiomics Distance (frd-score, v1) on the first frd_n images of each repeat (at most
     # n_generated); 1000 keeps the covariance of its ~400 features full rank (docs/evaluation.md).
     frd: bool = True
-    frd_n: int = Field(1000, ge=2)
+    frd_n: int = Field(1000, ge=2, le=MAX_IMAGES)
     # Write the images each repeat measured (and the real ones) as PNG into the run's eval_images/.
     save_images: bool = False
     # Measure the checkpoint every N epochs during training (and the last) with [eval.during]'s settings,
     # into metrics.jsonl; None: only at the end. keep_best: keep the best-measured checkpoint as best.pt.
-    every: int | None = Field(None, ge=1)
+    every: int | None = Field(None, ge=1, le=MAX_COUNT)
     during: DuringTraining = DuringTraining()
     keep_best: bool = True
 
@@ -186,16 +230,18 @@ class EvalSection(_Strict):
     def _weights_value(cls, v: str) -> str:
         if not v:
             raise ValueError('use "standard", "untrained" or a path to a weights file')
-        return v
+        return _plain_path(v)
 
 
-class OutputSection(_Strict):
-    root: Path = Path("artifacts")
+class OutputSection(_SpecSection):
+    root: Path = Field(Path("artifacts"), strict=False)
     # TensorBoard event files in each run folder (losses, metrics, sample grids); needs the tensorboard package
     tensorboard: bool = False
 
+    _root = field_validator("root")(_plain_path)
 
-class JobSpec(_Strict):
+
+class JobSpec(_SpecSection):
     """A job spec as written in TOML."""
 
     name: str

@@ -12,17 +12,17 @@ from __future__ import annotations
 import itertools
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
 
 from heartjobs import atomic
 from heartjobs.errors import HeartjobsError
 from heartjobs.spec.defaults import BOOKKEEPING_KEYS, is_default, train_defaults
 from heartjobs.spec.loading import read_toml
-from heartjobs.spec.schema import JobSpec, ModelName, TrainSection
+from heartjobs.spec.schema import MAX_SEED, JobSpec, ModelName, TrainSection
 
 # Short names for the varied hyperparameters in job names and labels: the thesis' own (lr, ldim, bsize),
 # then short forms of the rest; any other [train] key is named by itself without underscores.
@@ -38,6 +38,10 @@ ABBREVIATIONS = {
 }
 
 
+# A training seed as [train] seed takes it (an integer, 0 to MAX_SEED), said before any job file is written.
+Seed = Annotated[StrictInt, Field(ge=0, le=MAX_SEED)]
+
+
 def _unique_seeds(seeds: list[int] | None) -> list[int] | None:
     if seeds is not None and len(set(seeds)) != len(seeds):
         raise ValueError("each seed once")
@@ -45,21 +49,23 @@ def _unique_seeds(seeds: list[int] | None) -> list[int] | None:
 
 
 class SweepGroup(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     model: ModelName
     mode: Literal["one-at-a-time", "grid"] | None = None  # this group's design, instead of the sweep's
     vary: dict[str, list[Any]] = {}
-    seeds: list[int] | None = Field(None, min_length=1)  # this group's seeds, instead of the sweep's
+    seeds: list[Seed] | None = Field(None, min_length=1)  # this group's seeds, instead of the sweep's
 
     _seeds = field_validator("seeds")(_unique_seeds)
 
 
 class Sweep(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     mode: Literal["one-at-a-time", "grid"] = "one-at-a-time"
     # Training seeds, each configuration trained once per seed; None: once, with the base's seed.
-    seeds: list[int] | None = Field(None, min_length=1)
-    base: dict[str, Any] = {}
+    seeds: list[Seed] | None = Field(None, min_length=1)
+    # The spec's tables every job starts from ([base.data], [base.train], ...); each group names its model,
+    # the sweep each job.
+    base: dict[str, dict[str, Any]] = {}
     group: list[SweepGroup]
 
     _seeds = field_validator("seeds")(_unique_seeds)
@@ -96,16 +102,27 @@ def _label(changes: dict[str, Any]) -> str:
     return "_".join(name_part(k, changes[k]) for k in sorted(changes, key=order.index))
 
 
+def _canonical(key: str, value: Any) -> Any:
+    """A [train] value as the spec schema takes it (augment "translation, cutout" -> "translation,cutout";
+    a list stays a list), so that one configuration has one name however it is spelled. A value the schema
+    refuses stays as written: expand reports it, naming its job."""
+    try:
+        taken = getattr(TrainSection.model_validate({key: value}), key)
+    except ValidationError:
+        return value
+    return list(taken) if isinstance(taken, tuple) else taken
+
+
 def _variants(group: SweepGroup, mode: str, base_train: dict[str, Any]) -> list[dict[str, Any]]:
     """The changes of each entry, in order. A varied value equal to what the job would have anyway (the
     base's value, else the model's default) is no change: a grid through the default names that cell
     gan_default, and the same entry twice is written once."""
+    vary = {key: [_canonical(key, value) for value in values] for key, values in group.vary.items()}
     if (group.mode or mode) == "grid":
-        keys = list(group.vary)
-        combos = [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*group.vary.values())]
+        combos = [dict(zip(vary, combo, strict=True)) for combo in itertools.product(*vary.values())]
     else:
-        combos = [{}] + [{key: value} for key, values in group.vary.items() for value in values]
-    defaults = train_defaults(group.model) | base_train
+        combos = [{}] + [{key: value} for key, values in vary.items() for value in values]
+    defaults = train_defaults(group.model) | {key: _canonical(key, value) for key, value in base_train.items()}
     return [{k: v for k, v in combo.items() if not is_default(defaults.get(k), v)} for combo in combos]
 
 
@@ -115,6 +132,12 @@ def _where(error: dict) -> str:
 
 def load_sweep(path: Path) -> Sweep:
     raw = read_toml(path)
+    for key, value in (raw.get("base") if isinstance(raw.get("base"), dict) else {}).items():
+        if not isinstance(value, dict):
+            raise HeartjobsError(
+                f"{path}: base.{key}: not a table; [base] holds the spec's tables ([base.data], [base.train], ...),"
+                " each group names its model and the sweep each job"
+            )
     try:
         sweep = Sweep.model_validate(raw)
     except ValidationError as exc:

@@ -239,7 +239,7 @@ class RunDir:
         from heartjobs.spec.schema import ResolvedSpec
 
         try:
-            record = json.loads((self.path / self.RESOLVED).read_text())
+            record = atomic.loads_json((self.path / self.RESOLVED).read_text())
             return ResolvedSpec.model_validate(record["spec"])
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise HeartjobsError(f"{self.path / self.RESOLVED}: not a heartjobs run folder ({exc})") from None
@@ -256,7 +256,7 @@ class RunDir:
         records = []
         for line in _lines(self.path / self.LOSSES):
             with contextlib.suppress(ValueError):
-                record = json.loads(line)
+                record = atomic.loads_json(line)
                 if isinstance(record, dict) and isinstance(record.get("epoch"), int):
                     records.append(record)
         return records
