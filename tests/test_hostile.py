@@ -228,3 +228,11 @@ def test_a_link_inside_a_run_folder_from_elsewhere_is_refused_before_a_resume_or
     one_line_error(cli("run", spec, "--resume"), str(link), "a symbolic link inside a run folder")
     one_line_error(cli("evaluate", run, *FID), str(link), "a symbolic link inside a run folder")
     assert [p.name for p in elsewhere.iterdir()] == ["file"] and (elsewhere / "file").read_text() == "keep"
+
+
+@pytest.mark.parametrize("extra", [(), ("--all-checkpoints",)])
+def test_an_evaluate_option_out_of_a_specs_bounds_is_one_line_naming_the_option(tmp_path, finished_run, extra):
+    run = _copy_of(finished_run, tmp_path)
+    before = sorted(p.name for p in run.iterdir())
+    line = one_line_error(cli("evaluate", run, *FID[:6], "--n", 2**40, *extra), "--n:", "less than or equal")
+    assert "n_generated" not in line and sorted(p.name for p in run.iterdir()) == before

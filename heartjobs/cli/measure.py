@@ -73,29 +73,32 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_ladder)
 
 
+# [eval] settings `heartjobs evaluate` replaces, and the option that does
+_EVAL_OPTIONS = {
+    "n_generated": "--n",
+    "repeats": "--repeats",
+    "dims": "--dims",
+    "batch_size": "--batch-size",
+    "weights": "--weights",
+    "normalize": "--normalize",
+    "n_real": "--n-real",
+    "frd": "--frd",
+    "frd_n": "--frd-n",
+}
+
+
 def cmd_fid(args: argparse.Namespace) -> None:
     from heartjobs.evaluation.records import summary_line
     from heartjobs.evaluation.runs import evaluate_run, measure_checkpoints
+    from heartjobs.spec.loading import overridden
     from heartjobs.store.rundir import RunDir
     from heartjobs.system.cpus import use_allotted_cpus
 
     use_allotted_cpus()
     spec = RunDir(args.run_dir).spec()
-    overrides = {
-        key: value
-        for key, value in {
-            "n_generated": args.n,
-            "repeats": args.repeats,
-            "dims": args.dims,
-            "batch_size": args.batch_size,
-            "weights": args.weights,
-            "normalize": args.normalize,
-            "n_real": args.n_real,
-            "frd": args.frd,
-            "frd_n": args.frd_n,
-        }.items()
-        if value is not None
-    }
+    given = {field: getattr(args, option[2:].replace("-", "_")) for field, option in _EVAL_OPTIONS.items()}
+    overrides = {field: value for field, value in given.items() if value is not None}
+    settings = overridden(spec.eval, overrides, _EVAL_OPTIONS)  # the spec's bounds hold for options too
     if args.all_checkpoints:
         if args.checkpoint or args.save_images:
             raise HeartjobsError(
@@ -112,7 +115,6 @@ def cmd_fid(args: argparse.Namespace) -> None:
             out.print(f"{len(records)} checkpoints measured; best {choice.describe()} at epoch {best.epoch} "
                       f"({measured}, n={best.n_generated} x {len(best.repeats)})")  # fmt: skip
         return
-    settings = spec.eval.model_copy(update=overrides)
     taken = args.save_images is not None and args.save_images.exists()
     if taken and (not args.save_images.is_dir() or any(args.save_images.iterdir())):
         raise HeartjobsError(f"--save-images {args.save_images}: exists and is not an empty folder; give a new one")

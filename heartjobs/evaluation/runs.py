@@ -19,6 +19,7 @@ from heartjobs.hashing import sha256_json
 from heartjobs.plots import plot_metric_curve
 from heartjobs.progress import console
 from heartjobs.records import Measurement
+from heartjobs.spec.loading import overridden
 from heartjobs.spec.schema import EvalSection
 from heartjobs.store.checkpoint import (
     list_checkpoints,
@@ -100,7 +101,7 @@ def measure_checkpoints(run_dir: Path, overrides: dict, device: str | None = Non
     checkpoints = [p for p in list_checkpoints(run.checkpoints) if "_batch_" not in p.name]
     if not checkpoints:
         raise HeartjobsError(f"{run.checkpoints}: no checkpoints kept (see [train] keep_checkpoints)")
-    settings = spec.eval.during_settings().model_copy(update=overrides)
+    settings = overridden(spec.eval.during_settings(), overrides, {})
     prepared = PreparedSet.open(spec.data.prepared)
     records = []
     for path in checkpoints:

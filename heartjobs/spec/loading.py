@@ -8,9 +8,7 @@ import re
 import tomllib
 from pathlib import Path
 
-from pydantic import (
-    ValidationError,
-)
+from pydantic import BaseModel, ValidationError
 
 from heartjobs.atomic import nesting_depth
 from heartjobs.errors import HeartjobsError
@@ -107,6 +105,20 @@ def parse_spec(path: Path) -> JobSpec:
         return JobSpec.model_validate(raw)
     except ValidationError as exc:
         raise HeartjobsError("\n".join(f"{path}: {_describe(e)}" for e in _problems(exc.errors()))) from None
+
+
+def overridden(section: BaseModel, values: dict, options: dict[str, str]) -> BaseModel:
+    """`section` (a spec's table) with `values` put in, validated as the spec file's own values are (types,
+    bounds, combinations): a command-line option that replaces a setting passes the same checks, and an
+    error names the option (`options`: field -> option, e.g. n_generated -> --n)."""
+    try:
+        return type(section).model_validate({**section.model_dump(), **values})
+    except ValidationError as exc:
+        lines = []
+        for error in _problems(exc.errors()):
+            field = str(error["loc"][0]) if error["loc"] else ""
+            lines.append(_describe(error).replace(field, options.get(field, field), 1))
+        raise HeartjobsError("\n".join(lines)) from None
 
 
 def _problems(errors: list[dict]) -> list[dict]:
