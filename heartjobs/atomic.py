@@ -96,7 +96,7 @@ def read_json(path: Path) -> dict:
     """The reading side of write_json: a JSON object, or {} when the file is missing or not one."""
     try:
         data = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: JSON nested too deep to decode
         return {}
     return data if isinstance(data, dict) else {}
 
