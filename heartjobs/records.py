@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from heartjobs import atomic
+from heartjobs.errors import one_line
 
 
 class Record(BaseModel):
@@ -44,29 +46,43 @@ class Record(BaseModel):
         return data
 
     @classmethod
-    def parse(cls, data: object) -> Self | None:
+    def parse(cls, data: object, problems: list[str] | None = None) -> Self | None:
         """The record in `data` (a decoded JSON value); None when it is not one. A field that does not
-        validate is read as missing (a record that needs it is then none)."""
+        validate is read as missing (a record that needs it is then none). Each field so left out, and why,
+        is added to `problems` ("kid_mean: Input should be a valid number"): what a reader that shows
+        other machines' files tells its user."""
         if not isinstance(data, dict):
+            _note(problems, {"": "not a JSON object"})
             return None
+        found: dict[str, str] = {}  # the first reason per field (a field dropped is then missing too)
+        record = None
         for _ in range(2):
             try:
-                return cls.model_validate(data)
+                record = cls.model_validate(data)
+                break
             except ValidationError as exc:
+                for error in exc.errors():
+                    where = ".".join(map(str, error["loc"]))
+                    found.setdefault(where.split(".")[0], f"{where}: {error['msg'].removeprefix('Value error, ')}")
                 bad = {error["loc"][0] for error in exc.errors() if error["loc"]}
                 if not bad & data.keys():
-                    return None
+                    break
                 data = {key: value for key, value in data.items() if key not in bad}
-        return None
+        _note(problems, found)
+        return record
 
     @classmethod
-    def read(cls, path: Path) -> Self | None:
-        """The record in the file at `path`; None when it is missing, unreadable or not such a record."""
+    def read(cls, path: Path, problems: list[str] | None = None) -> Self | None:
+        """The record in the file at `path`; None when it is missing, unreadable or not such a record (what
+        is wrong with a file that is there goes into `problems`, as in parse)."""
         try:
             data = atomic.loads_json(Path(path).read_text())
-        except (OSError, ValueError):
+        except FileNotFoundError:
             return None
-        return cls.parse(data)
+        except (OSError, ValueError) as exc:  # ValueError: not JSON, or nested too deep (atomic.loads_json)
+            _note(problems, {"": f"not readable as JSON ({one_line(exc, 200, with_type=True)})"})
+            return None
+        return cls.parse(data, problems)
 
     @classmethod
     def parse_line(cls, line: str) -> Self | None:
@@ -86,6 +102,12 @@ class Record(BaseModel):
     def line(self) -> str:
         """The record as one line of a JSON-lines log."""
         return json.dumps(self.data())
+
+
+def _note(problems: list[str] | None, found: dict[str, str]) -> None:
+    """Add each problem ({field: "field: why"}; "" for the whole file) to `problems`, one line each."""
+    if problems is not None:
+        problems.extend(one_line(why, 300) for why in found.values())
 
 
 class Measurement(Record):
@@ -113,6 +135,18 @@ class Measurement(Record):
     ladder: dict | None = None  # the validity ladder's verdict per metric (None: never laddered)
     settings_hash: str | None = None
     time: str | None = None
+
+    @field_validator("frd")
+    @classmethod
+    def _frd_values_are_numbers(cls, frd: dict | None) -> dict | None:
+        """A measured FRD has its mean and std as numbers (readers format and round them)."""
+        if frd and ("mean" in frd or "std" in frd):
+            for key in ("mean", "std"):
+                value = frd.get(key)
+                number = isinstance(value, int | float) and not isinstance(value, bool)
+                if not (number and abs(value) <= sys.float_info.max):  # NaN compares False too
+                    raise ValueError(f"{key} is not a finite number")
+        return frd
 
     @property
     def epoch(self) -> int | None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from heartjobs.cli.output import out, print_table
+from rich.text import Text
+
+from heartjobs.cli.output import err, out, print_table
 from heartjobs.errors import HeartjobsError
 
 
@@ -21,7 +23,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 def cmd_report(args: argparse.Namespace) -> None:
     from heartjobs.report.summary import HEADER, cells, markdown, write_report
 
-    rows, written = write_report(args.artifacts, _expected_jobs(args.jobs) if args.jobs else None)
+    warnings: list[str] = []
+    rows, written = write_report(args.artifacts, _expected_jobs(args.jobs) if args.jobs else None, warnings)
+    # A run folder that cannot be read (foreign, partial) is no reason to withhold the rest of the
+    # study: the report is written, each such file is named here, and the exit code stays 0.
+    for line in warnings:
+        err.print(Text.assemble(("warning: ", "bold yellow"), line), soft_wrap=True)
     if out.is_terminal:
         print_table(f"heartjobs summary ({args.artifacts})", HEADER, [cells(row) for row in rows])
     else:  # plain text for logs: the markdown table

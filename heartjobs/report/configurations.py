@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 
+from heartjobs.report.cells import markdown_table
 from heartjobs.report.statistics import TEST, summarize, welch
 
 METRICS = ("fid", "kid", "frd")
@@ -155,6 +156,4 @@ def cells(config: dict, mark: str) -> list[str]:
 
 
 def markdown(configs: list[dict], mark: str) -> str:
-    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    lines += ["| " + " | ".join(cells(c, mark)) + " |" for c in configs]
-    return "\n".join(lines) + "\n"
+    return markdown_table(HEADER, [cells(c, mark) for c in configs])

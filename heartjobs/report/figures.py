@@ -15,12 +15,12 @@ import numpy as np
 
 from heartjobs.plots import save_figure
 from heartjobs.spec.sweep import abbreviation, format_value
-from heartjobs.store.rundir import RunDir
+from heartjobs.store.rundir import REPORT_FIGURE, RunDir
 
-BEST_GRIDS = "report_best_grids.png"
-METRICS_VS_HYPERPARAMETERS = "report_fid_vs_hyperparameters.png"
-LOSSES = "report_losses_{model}.png"
-METRICS_VS_EPOCH = "report_metrics_vs_epoch.png"
+BEST_GRIDS = REPORT_FIGURE.format(what="best_grids")
+METRICS_VS_HYPERPARAMETERS = REPORT_FIGURE.format(what="fid_vs_hyperparameters")
+LOSSES = REPORT_FIGURE.format(what="losses_{model}")
+METRICS_VS_EPOCH = REPORT_FIGURE.format(what="metrics_vs_epoch")
 LOG_SCALE = ("lr", "batchnorm_eps")  # spaced by factors, not steps
 
 
@@ -29,17 +29,23 @@ def figures(root: Path, rows: list[dict], configs: list[dict], metric: str | Non
 
     matplotlib.use("Agg")
     measured = [r for r in rows if r["fid_mean"] is not None]
-    made = [
-        _best_grids(root / BEST_GRIDS, measured, metric) if metric else None,
-        _metrics_vs_hyperparameters(root / METRICS_VS_HYPERPARAMETERS, configs),
-        *(_losses(root / LOSSES.format(model=model), model, rows, configs) for model in _models(rows)),
-        _metrics_vs_epoch(root / METRICS_VS_EPOCH, rows, configs),
-    ]
+    # Labels and titles hold names and values from run folders made elsewhere: "$...$" in one is text,
+    # not mathtext (which fails on a symbol it does not know).
+    with matplotlib.rc_context({"text.parse_math": False}):
+        made = [
+            _best_grids(root / BEST_GRIDS, measured, metric) if metric else None,
+            _metrics_vs_hyperparameters(root / METRICS_VS_HYPERPARAMETERS, configs),
+            *(_losses(root / LOSSES.format(model=model), model, rows, configs) for model in _models(rows)),
+            _metrics_vs_epoch(root / METRICS_VS_EPOCH, rows, configs),
+        ]
     return [path for path in made if path is not None]
 
 
 def _models(rows: list[dict]) -> list[str]:
-    return list(dict.fromkeys(r["model"] for r in rows if r["model"]))
+    """The models of the rows that heartjobs knows (a loss figure's file is named by its model)."""
+    from heartjobs.models import MODELS
+
+    return list(dict.fromkeys(r["model"] for r in rows if r["model"] in MODELS))
 
 
 def _best_grids(path: Path, measured: list[dict], metric: str) -> Path | None:

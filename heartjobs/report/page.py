@@ -16,10 +16,8 @@ from urllib.parse import quote
 
 from heartjobs import atomic
 from heartjobs.report import configurations
-from heartjobs.store.rundir import RunDir
+from heartjobs.store.rundir import REPORT_PAGE, RunDir
 from heartjobs.store.status import now_iso
-
-PAGE = "report.html"
 
 STYLE = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; }
@@ -63,13 +61,16 @@ document.querySelectorAll("table.sortable th").forEach(function (th) {
 
 
 def _link(path: str | Path, root: Path) -> str:
-    """A path as a relative URL from the page's folder."""
+    """A path as a relative URL from the page's folder, percent-encoded (no quote, bracket or colon left:
+    a file name can neither end the attribute nor become a scheme), ready for an href or src."""
     relative = os.path.relpath(Path(path).resolve(), root.resolve())
-    return quote(Path(relative).as_posix())
+    return html.escape(quote(Path(relative).as_posix()), quote=True)
 
 
 def _e(text: object) -> str:
-    return html.escape(str(text))
+    """Any value on the page, as text or inside an attribute: every one may come from a file of a run
+    folder made elsewhere (a name, a seed, a label), so every one is escaped, quotes included."""
+    return html.escape(str(text), quote=True)
 
 
 def protocol_text(values: dict) -> str:
@@ -108,7 +109,7 @@ def _config_table(configs: list[dict], root: Path, mark: str) -> str:
         ]  # fmt: skip
         cells = []
         for text, value in zip(texts, sort_values, strict=True):
-            attribute = f' class="num" data-sort="{value}"' if value is not None else ""
+            attribute = f' class="num" data-sort="{_e(value)}"' if value is not None else ""
             cells.append(f"<td{attribute}>{_e(text)}</td>")
         cells.append(f'<td class="protocol">{_e(protocol_text(config["protocol_values"] or {}))}</td>')
         links = "<br>".join(f'<a href="{_link(run["run_dir"], root)}/">{_e(run["job"])}</a>' for run in config["runs"])
@@ -125,7 +126,7 @@ def _grids(configs: list[dict], root: Path) -> str:
             samples = RunDir(run["run_dir"]).sample_grids()
             if samples:
                 folder = f'<a href="{_link(run["run_dir"], root)}/">{_e(run["job"])}</a>'
-                caption = f"seed {run['seed']}, {samples[-1].stem}: {folder}"
+                caption = f"seed {_e(run['seed'])}, {_e(samples[-1].stem)}: {folder}"
                 figures.append(_figure(_link(samples[-1], root), f"{run['job']} samples", caption))
         real = RunDir(config["runs"][0]["run_dir"]) / RunDir.REAL_GRID if config["runs"] else None
         if real is not None and real.is_file():
@@ -177,6 +178,6 @@ def write_page(root: Path, rows: list[dict], configs: list[dict], figures: list[
 <script>{SORT_SCRIPT}</script>
 </body></html>
 """
-    path = root / PAGE
+    path = root / REPORT_PAGE
     atomic.write_bytes(path, body.encode())
     return path

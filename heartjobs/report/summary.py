@@ -11,26 +11,25 @@ thesis.py.
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
 from heartjobs import atomic
-from heartjobs.errors import HeartjobsError
+from heartjobs.errors import HeartjobsError, one_line
 from heartjobs.evaluation import verdicts
 from heartjobs.evaluation.records import FAILS_LADDER, failed_ladder
 from heartjobs.models import MODELS
 from heartjobs.records import Measurement, Record
 from heartjobs.report import configurations, figures, page
+from heartjobs.report.cells import csv_text, markdown_table
 from heartjobs.report.statistics import TEST
 from heartjobs.report.thesis import THESIS_KEYS, THESIS_PROTOCOL, THESIS_TABLE1, measured_protocol, protocol_differences
 from heartjobs.spec.defaults import ARCHITECTURE_DEFAULTS, BOOKKEEPING_KEYS, is_default, train_defaults
 from heartjobs.spec.identity import configuration_key
 from heartjobs.spec.sweep import abbreviation, format_value
 from heartjobs.store import best
-from heartjobs.store.rundir import RunDir, versions
+from heartjobs.store.rundir import SUMMARY_FILES, RunDir, is_report_output, versions
 from heartjobs.store.status import RUN_DEAD_AFTER_S, Status
 from heartjobs.system import liveness
 
@@ -98,7 +97,8 @@ assert ROW_KEYS[: len(COLUMNS)] == COLUMNS  # the CSV's columns first, in its or
 
 class Summary(Record):
     """summary.json: the rows, the configurations over seeds with their statistics, the thesis' protocol,
-    what the best runs follow (and the choice in words), and the note the tables carry."""
+    what the best runs follow (and the choice in words), the note the tables carry, and what in the run
+    folders could not be read."""
 
     rows: list[ReportRow]
     configurations: list[dict]
@@ -107,8 +107,10 @@ class Summary(Record):
     best_by: str | None = None
     best_choice: str | None = None
     note: str
+    warnings: list[str] = []  # what in the run folders could not be read, one line per file (collect)
 
 
+UNREADABLE = "unreadable"  # the state of a run whose resolved spec is not one (skipped)
 FAILS_LADDER_MARK = "†"  # after a value whose metric failed the validity ladder
 
 
@@ -134,18 +136,28 @@ def label(changes: dict) -> str:
     return ", ".join(f"{abbreviation(k)} = {format_value(v)}" for k, v in changes.items())
 
 
-def _row(job: str, run_dir: Path | None) -> dict:
-    """The job's row (ReportRow's keys, checked against its types), as the tables index it: a dict."""
+def _row(job: str, run_dir: Path | None, warnings: list[str]) -> dict:
+    """The job's row (ReportRow's keys, checked against its types), as the tables index it: a dict. What
+    in the run's files could not be read is left out, a line in `warnings` per file naming its fields; a
+    run whose resolved spec is not one is skipped (its row says "unreadable")."""
     row = dict.fromkeys(ROW_KEYS)
     row["job"] = job
     if run_dir is None:
         row["state"] = "missing"
         return ReportRow.model_validate(row).model_dump()
     run = RunDir(run_dir)
-    spec = run.spec_dict()
+    row["run_dir"] = str(run_dir)
+    problems: list[str] = []
+    spec = run.spec_dict(problems)
+    if problems:
+        _warn(warnings, run / RunDir.RESOLVED, problems, "run skipped")
+        row["state"] = UNREADABLE
+        return ReportRow.model_validate(row).model_dump()
     model, train = spec.get("model"), spec.get("train", {})
-    row.update(run_dir=str(run_dir), model=model, state=_state(run.status()), seed=train.get("seed"))
-    fid = run.fid_report()  # None for a fid.json damaged or made by something else: the run counts as not measured
+    row.update(model=model, state=_state(run.status()), seed=train.get("seed"))
+    # None for a fid.json damaged or made by something else: the run counts as not measured
+    fid = run.fid_report(problems)
+    _warn(warnings, run / RunDir.FID_REPORT, problems, "those values left out" if fid else "counted as not measured")
     protocol = measured_protocol(spec, fid)
     differing = protocol_differences(protocol)
     row["protocol"] = "thesis" if not differing else "differs: " + ", ".join(differing)
@@ -164,7 +176,8 @@ def _row(job: str, run_dir: Path | None) -> dict:
     curve = run.metric_curve()  # measured during training ([eval] every) or after (--all-checkpoints)
     row["best_epoch"], row["last_measured_epoch"] = curve.get("best_epoch"), curve.get("last_epoch")
     row["best_epoch_by"] = curve.get("best_by")
-    losses = run.losses()
+    losses = run.losses(problems)
+    _warn(warnings, run / RunDir.LOSSES, problems, "those lines left out")
     if losses:
         row["epochs"] = losses[-1]["epoch"]
         row["train_seconds"] = round(sum(e.get("seconds", 0) for e in losses), 2)
@@ -185,6 +198,13 @@ def _row(job: str, run_dir: Path | None) -> dict:
         row["ladder_fails"] = ",".join(m for m in ("fid", "kid", "frd") if failed_ladder(laddered, m)) or None
         row["assessment"] = best.assess(laddered)  # what the one rule of "best" needs of this run
     return ReportRow.model_validate(row).model_dump()
+
+
+def _warn(warnings: list[str], path: Path, problems: list[str], consequence: str) -> None:
+    """One line for a file's problems (then cleared): the file, each field and why, what the report did."""
+    if problems:
+        warnings.append(one_line(f"{path}: {'; '.join(problems)}; {consequence}", 1000))
+        problems.clear()
 
 
 def _with_verdicts(fid: Measurement, spec: dict) -> Measurement:
@@ -211,10 +231,12 @@ def _state(status: Status) -> str:
     return state
 
 
-def collect(root: Path, expected: list[str] | None = None) -> list[dict]:
+def collect(root: Path, expected: list[str] | None = None, warnings: list[str] | None = None) -> list[dict]:
     """One row per job: its newest run folder, or, while that one is unfinished, the newest finished one
     (its state cell names the newer one: "done; v0003 running"); jobs in `expected` without any run show
-    as missing."""
+    as missing. What a run folder holds that cannot be read (a foreign or partial file) is left out, and
+    said in `warnings`, one line per file naming its fields: one bad run never stops the report."""
+    warnings = [] if warnings is None else warnings
     root = Path(root)
     jobs = sorted(p.name for p in root.iterdir() if p.is_dir() and versions(p)) if root.is_dir() else []
     names = list(expected or []) + [j for j in jobs if j not in (expected or [])]
@@ -224,11 +246,12 @@ def collect(root: Path, expected: list[str] | None = None) -> list[dict]:
         newest = found[-1] if found else None
         finished = next((v for v in reversed(found) if RunDir(v).status().state == "done"), None)
         if newest is not None and finished is not None and finished != newest:
-            row = _row(name, finished)
-            row["state"] = f"done; {newest.name} {_state(RunDir(newest).status())}"
+            row = _row(name, finished, warnings)
+            if row["state"] != UNREADABLE:
+                row["state"] = f"done; {newest.name} {_state(RunDir(newest).status())}"
             rows.append(row)
         else:
-            rows.append(_row(name, newest))
+            rows.append(_row(name, newest, warnings))
     return rows
 
 
@@ -279,9 +302,7 @@ def _epochs_cell(row: dict) -> str:
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    lines += ["| " + " | ".join(cells(r)) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
+    return markdown_table(HEADER, [cells(r) for r in rows])
 
 
 def ranking(rows: list[dict]) -> best.Choice:
@@ -289,16 +310,29 @@ def ranking(rows: list[dict]) -> best.Choice:
     return best.choose([r["assessment"] for r in rows if r["assessment"] is not None])
 
 
-def write_report(root: Path, expected: list[str] | None = None) -> tuple[list[dict], list[Path]]:
-    """Write summary.md/.csv/.json and the figures into `root`; returns the rows and the files written."""
+def write_report(
+    root: Path, expected: list[str] | None = None, warnings: list[str] | None = None
+) -> tuple[list[dict], list[Path]]:
+    """Write summary.md/.csv/.json and the figures into `root`; returns the rows and the files written.
+    What could not be read in the run folders is left out and added to `warnings` (collect), and kept in
+    summary.json."""
     root = Path(root)
     if not root.is_dir():
         raise HeartjobsError(f"{root}: no such folder (nothing has run into it yet?)")
-    rows = collect(root, expected)
+    # A folder where the report writes a file: a job from before such names were refused (or a folder
+    # made by hand); refused before anything is written, rather than failing halfway through.
+    for path in sorted(root.iterdir()):
+        if is_report_output(path.name) and path.is_dir() and not path.is_symlink():
+            raise HeartjobsError(
+                f"{path}: a folder where `heartjobs report` writes its file {path.name}; rename or move it "
+                "(job names like this are reserved)"
+            )
+    warnings = [] if warnings is None else warnings
+    rows = collect(root, expected, warnings)
     configs = configurations.configurations(rows)
     choice = ranking(rows)
     metric = choice.metric
-    written = [root / "summary.md", root / "summary.csv", root / "summary.json"]
+    written = [root / name for name in SUMMARY_FILES]  # .md, .csv, .json
     note = (
         "FID, KID, FRD: mean ± std over repeats. FRD: Fréchet Radiomics Distance (frd-score v1, log scale). "
         f"{FAILS_LADDER_MARK}: the metric {FAILS_LADDER} (`heartjobs ladder`) on this data and feature space. "
@@ -321,11 +355,7 @@ def write_report(root: Path, expected: list[str] | None = None) -> tuple[list[di
             + configurations.markdown(configs, FAILS_LADDER_MARK)
         )
     atomic.write_bytes(written[0], text.encode())
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic.write_bytes(written[1], buf.getvalue().encode())
+    atomic.write_bytes(written[1], csv_text(COLUMNS, rows).encode())
     Summary(
         rows=rows,
         configurations=configs,
@@ -334,6 +364,7 @@ def write_report(root: Path, expected: list[str] | None = None) -> tuple[list[di
         best_by=metric,
         best_choice=choice.describe(),
         note=note.strip(),
+        warnings=warnings,
     ).write(written[2])
     drawn = figures.figures(root, rows, configs, metric)
     written_page = page.write_page(

@@ -35,6 +35,7 @@ from heartjobs.spec.defaults import (
     LATER_DEFAULTS,
     OPTIMIZER_NAMES,
 )
+from heartjobs.store.rundir import is_report_output
 
 ModelName = Literal[MODELS]  # type: ignore[valid-type]  # the registry's names, in its order
 
@@ -257,6 +258,8 @@ class JobSpec(_SpecSection):
     def _safe_name(cls, v: str) -> str:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", v):
             raise ValueError("use letters, digits, '.', '_' and '-' (it names the artifact folder)")
+        if is_report_output(v):
+            raise ValueError(f"{v} is reserved: `heartjobs report` writes a file of that name beside the job folders")
         return v
 
     @model_validator(mode="after")

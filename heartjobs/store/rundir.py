@@ -21,8 +21,10 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from heartjobs import atomic
-from heartjobs.errors import HeartjobsError
+from heartjobs.errors import HeartjobsError, one_line
 from heartjobs.records import Measurement
 from heartjobs.store.best import Choice, best_of
 from heartjobs.store.status import Status, StatusFile, read_status
@@ -30,6 +32,19 @@ from heartjobs.store.status import Status, StatusFile, read_status
 _VERSION = re.compile(r"v(\d{4,})")
 LATEST = "latest"
 _CLAIM_MARKER = ".claimed"
+
+# --- an artifacts folder: a folder per job, and beside them the files `heartjobs report` writes ---
+
+# The report's files (heartjobs.report names its outputs from these). A job may not be named like one
+# (the spec refuses it): job folders and the report's files never collide.
+SUMMARY_FILES = ("summary.md", "summary.csv", "summary.json")
+REPORT_PAGE = "report.html"
+REPORT_FIGURE = "report_{what}.png"  # each figure
+
+
+def is_report_output(name: str) -> bool:
+    """Whether `name`, in an artifacts folder, is (or could be) a file the report writes there."""
+    return name in (*SUMMARY_FILES, REPORT_PAGE) or (name.startswith("report_") and name.endswith(".png"))
 
 
 # --- numbered version folders ---
@@ -229,10 +244,28 @@ class RunDir:
     def spec_hash(self) -> str | None:
         return self.resolved_record().get("spec_hash")
 
-    def spec_dict(self) -> dict:
-        """The resolved spec as recorded ({} when there is none)."""
-        spec = self.resolved_record().get("spec")
-        return spec if isinstance(spec, dict) else {}
+    def spec_dict(self, problems: list[str] | None = None) -> dict:
+        """The resolved spec as recorded ({} when there is none, or when what is there is not shaped like
+        one: what is wrong, down to each field, is added to `problems`). Checked only as far as readers of
+        an old or foreign run folder rely on it (RecordedSpec), not against today's schema."""
+        try:
+            record = atomic.loads_json((self.path / self.RESOLVED).read_text())
+        except FileNotFoundError:
+            _add(problems, "missing")
+            return {}
+        except (OSError, ValueError) as exc:  # ValueError: not JSON, or nested too deep (atomic.loads_json)
+            _add(problems, f"not readable as JSON ({one_line(exc, 200, with_type=True)})")
+            return {}
+        spec = record.get("spec") if isinstance(record, dict) else None
+        if not isinstance(spec, dict):
+            _add(problems, "spec: not a table")
+            return {}
+        try:
+            RecordedSpec.model_validate(spec)
+        except ValidationError as exc:
+            _add(problems, *(f"spec.{_why(e)}" for e in exc.errors()))
+            return {}
+        return spec
 
     def spec(self):
         """The resolved spec as a heartjobs.spec.schema.ResolvedSpec; a folder without one is a one-line error."""
@@ -250,20 +283,28 @@ class RunDir:
     def status_file(self, epochs_total: int, process: dict) -> StatusFile:
         return StatusFile(self.path / self.STATUS, epochs_total, process)
 
-    def losses(self) -> list[dict]:
-        """The per-epoch records; a line cut short by a crash, or anything else that is not an epoch's
-        record, is left out."""
+    def losses(self, problems: list[str] | None = None) -> list[dict]:
+        """The per-epoch records (LossRecord's fields); a line cut short by a crash, or anything else that
+        is not an epoch's record, is left out. A JSON object that is not a valid epoch record is named in
+        `problems` ("line 3: seconds: Input should be a valid number")."""
         records = []
-        for line in _lines(self.path / self.LOSSES):
-            with contextlib.suppress(ValueError):
+        for number, line in enumerate(_lines(self.path / self.LOSSES), 1):
+            try:
                 record = atomic.loads_json(line)
-                if isinstance(record, dict) and isinstance(record.get("epoch"), int):
-                    records.append(record)
+            except ValueError:
+                continue
+            if not isinstance(record, dict):
+                continue
+            try:
+                records.append(LossRecord.model_validate(record).model_dump())
+            except ValidationError as exc:
+                _add(problems, *(f"line {number}: {_why(e)}" for e in exc.errors()))
         return records
 
-    def fid_report(self) -> Measurement | None:
-        """The run's own measurement (fid.json); None where it has none, or a damaged or foreign one."""
-        return Measurement.read(self.path / self.FID_REPORT)
+    def fid_report(self, problems: list[str] | None = None) -> Measurement | None:
+        """The run's own measurement (fid.json); None where it has none, or a damaged or foreign one (what
+        is wrong with it goes into `problems`, as Record.read says)."""
+        return Measurement.read(self.path / self.FID_REPORT, problems)
 
     def metric_curve(self, settings_hash: str | None = None) -> dict:
         """The run's metrics against the epoch: the measurements (metrics.jsonl) taken with one setting
@@ -319,6 +360,48 @@ class RunDir:
         measured; a damaged line is left out."""
         records = [Measurement.parse_line(line) for line in _lines(self.path / self.METRICS)]
         return [record for record in records if record is not None and record.epoch is not None]
+
+
+class LossRecord(BaseModel):
+    """One line of losses.jsonl (training.loop.EpochStats.as_dict); what a reader may rely on."""
+
+    model_config = ConfigDict(extra="allow")
+
+    epoch: int
+    d_loss: float | None = None
+    g_loss: float | None = None
+    seconds: float = 0.0
+    images_per_s: float = 0.0
+
+
+class _RecordedTrain(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    seed: int | None = None
+
+
+class RecordedSpec(BaseModel):
+    """resolved.json's "spec" as far as readers of any run folder rely on it: its model, and its tables as
+    tables (the training seed an integer). Looser than today's ResolvedSpec, which older runs need not pass."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str
+    train: _RecordedTrain = Field(default_factory=_RecordedTrain)
+    data: dict = Field(default_factory=dict)
+    architecture: dict | None = None
+
+
+def _add(problems: list[str] | None, *found: str) -> None:
+    """Add what a reader found wrong with a file to `problems` (where the caller collects them), a line each."""
+    if problems is not None:
+        problems.extend(one_line(text, 300) for text in found)
+
+
+def _why(error: dict) -> str:
+    """A validation error as "field: why" (a table is a table, whatever model reads it)."""
+    why = "Input should be a table" if error["type"] == "model_type" else error["msg"]
+    return f"{'.'.join(map(str, error['loc']))}: {why}"
 
 
 def _finite(value: object) -> float | None:
