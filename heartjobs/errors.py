@@ -1,7 +1,9 @@
 """The one exception type users see: one line per problem, printed without a traceback, exit code 2;
-and the one way to turn any exception into such a line."""
+and the one way to turn any exception into such a line, with no control character left raw in it."""
 
 from __future__ import annotations
+
+import unicodedata
 
 
 class HeartjobsError(Exception):
@@ -20,11 +22,21 @@ class JobInterrupted(HeartjobsError):
         self.exit_code = 128 + signum
 
 
+def printable(text: str) -> str:
+    """`text` with every control or invisible format character (NUL, ESC, DEL, the C1 codes, bidi overrides)
+    written as repr() writes it ("\\x00", "\\x1b", "\\u202e"). Error lines carry file names and values
+    from files nobody vetted; raw, those bytes would reach the terminal and move the cursor, recolour or
+    clear the screen, or hide what the line says."""
+    if text.isprintable():
+        return text
+    return "".join(repr(ch)[1:-1] if unicodedata.category(ch) in ("Cc", "Cf") else ch for ch in text)
+
+
 def one_line(exc: BaseException | str, limit: int = 500, *, with_type: bool = False) -> str:
-    """An exception's text (or any text) on one line, whitespace collapsed, at most `limit` characters;
-    with_type puts the exception's class name first ("OSError: ...")."""
+    """An exception's text (or any text) on one line, whitespace collapsed, control characters escaped
+    (printable), at most `limit` characters; with_type puts the exception's class name first ("OSError: ...")."""
     text = f"{type(exc).__name__}: {exc}" if with_type and isinstance(exc, BaseException) else str(exc)
-    text = " ".join(text.split())
+    text = printable(" ".join(text.split()))
     if not text and isinstance(exc, BaseException):  # an exception with no message: its class at least
         text = type(exc).__name__
     return text[:limit]

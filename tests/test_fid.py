@@ -245,9 +245,11 @@ def test_a_generator_from_another_run_is_refused(tmp_path, prepared32):
     result = cli("fid", one, "--weights", "untrained", "--dims", "64", "--n", "10", "--repeats", "1", "--no-frd")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "generator.pt: spec_hash: made by spec" in result.stderr and "another run's generator" in result.stderr
-    # one whose weights do not fit its own architecture record: a one-line error too
+    # one whose weights do not fit its own architecture record (this run's spec hash and latent_dim, the other
+    # run's weights): a one-line error too
     payload = _torch.load(other / "generator.pt", weights_only=False)
     payload["latent_dim"] = 100
+    payload["spec_hash"] = json.loads((one / "resolved.json").read_text())["spec_hash"]
     _torch.save(payload, one / "generator.pt")
     result = cli("fid", one, "--weights", "untrained", "--dims", "64", "--n", "10", "--repeats", "1", "--no-frd")
     assert result.returncode == 2 and "not a generator this architecture can load" in result.stderr

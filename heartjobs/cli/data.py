@@ -90,10 +90,17 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> None:
-    from heartjobs.store.prepared import PreparedSet
+    from heartjobs.errors import HeartjobsError, one_line
+    from heartjobs.store.prepared import MANIFEST_FILE, PreparedSet
 
     prepared = PreparedSet.open(args.path)
-    print_prepared_set(prepared.path, prepared.manifest)
+    manifest = prepared.path / MANIFEST_FILE
+    try:  # the fields training needs are checked on opening; those only shown here are not
+        print_prepared_set(prepared.path, prepared.manifest)
+    except KeyError as exc:
+        raise HeartjobsError(f"{manifest}: {exc.args[0]}: missing") from None
+    except (TypeError, IndexError, ValueError, AttributeError) as exc:
+        raise HeartjobsError(f"{manifest}: not what heartjobs writes ({one_line(exc, 160)})") from None
 
 
 def cmd_needs(args: argparse.Namespace) -> None:

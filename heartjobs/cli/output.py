@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from heartjobs.errors import HeartjobsError
+from heartjobs.errors import HeartjobsError, printable
 
 # markup off: what heartjobs prints holds user text (paths, job names, errors), and a path with "[x]" or
 # "[/x]" in it must print as it is, not be taken for rich markup (or raise on it)
@@ -18,9 +18,10 @@ err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)  # lon
 
 
 def print_error(exc: HeartjobsError) -> None:
-    """One line per problem, each starting with "error:"."""
-    for line in str(exc).splitlines():
-        err.print(Text.assemble(("error: ", "red"), line), soft_wrap=True)
+    """One line per problem, each starting with "error:", with no control character left raw (a hostile file
+    name or value must not drive the terminal)."""
+    for line in str(exc).rstrip("\n").split("\n"):  # the problems' separator; every other line break is escaped
+        err.print(Text.assemble(("error: ", "red"), printable(line)), soft_wrap=True)
 
 
 def print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:

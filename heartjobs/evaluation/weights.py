@@ -18,6 +18,7 @@ import torch
 from heartjobs import atomic
 from heartjobs.errors import HeartjobsError, one_line
 from heartjobs.hashing import sha256_file
+from heartjobs.store.checkpoint import load_tensors
 
 from .cache import cache_dir, check_torch_hub_place
 
@@ -110,6 +111,7 @@ def resolve_weights(spec_value: str, *, download: bool = True) -> InceptionWeigh
     path = Path(spec_value)
     if not path.is_file():
         raise HeartjobsError(f"FID weights: {path}: no such file")
+    _inception_state_dict(path)  # a file nobody vouched for: checked now, not after hours of training
     return InceptionWeights("path", path, sha256_file(path))
 
 
@@ -135,10 +137,7 @@ def build_inception(weights: InceptionWeights, dims: int, device: torch.device) 
     """pytorch-fid's InceptionV3 returning the `dims`-feature block, with `weights`, in eval mode."""
     from pytorch_fid.inception import InceptionV3
 
-    try:
-        state_dict = torch.load(weights.path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise HeartjobsError(f"FID weights: {weights.path}: unreadable ({one_line(exc, 160)})") from None
+    state_dict = _inception_state_dict(weights.path)
     try:
         with _pytorch_fid_loading(state_dict):
             model = InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[dims]])
@@ -147,6 +146,25 @@ def build_inception(weights: InceptionWeights, dims: int, device: torch.device) 
             f"FID weights: {weights.path}: not an FID Inception state dict ({one_line(exc, 120)})"
         ) from None
     return model.to(device).eval()
+
+
+def _inception_state_dict(path: Path) -> dict:
+    """A weights file's tensors, loaded without running any code it holds and checked to be the FID
+    Inception's, name for name and shape for shape: loaded strictly, as pytorch-fid loads them, into the
+    network built on the meta device (no memory, no compute)."""
+    try:
+        state_dict = load_tensors(path, "Inception weights file")
+    except HeartjobsError as exc:
+        raise HeartjobsError(f"FID weights: {exc}") from None
+    with torch.device("meta"):
+        skeleton = _fid_inception_skeleton()
+    try:
+        if not isinstance(state_dict, dict):
+            raise TypeError(f"it holds a {type(state_dict).__name__}, not a dict")
+        skeleton.load_state_dict(state_dict, strict=True, assign=True)
+    except (RuntimeError, TypeError, ValueError, AttributeError) as exc:
+        raise HeartjobsError(f"FID weights: {path}: not an FID Inception state dict ({one_line(exc, 120)})") from None
+    return state_dict
 
 
 def _fid_inception_skeleton() -> torch.nn.Module:

@@ -24,7 +24,7 @@ from heartjobs.evaluation.records import summary_line
 from heartjobs.evaluation.runs import evaluate_run
 from heartjobs.progress import console
 from heartjobs.runner.eventlog import EventLog, check_available
-from heartjobs.runner.training import train
+from heartjobs.runner.training import newest_checkpoint, train
 from heartjobs.spec.identity import configuration_differences
 from heartjobs.spec.loading import load_spec
 from heartjobs.spec.schema import ResolvedSpec
@@ -187,6 +187,7 @@ def _open_run(
         if run is not None:
             run.refuse_links()
             held.enter_context(locks.run_lock(run.path))
+            newest_checkpoint(run, spec)  # one that is not this run's is refused before anything is written
             atomic.write_json(run.resumed_env(run.status().resumed + 1), environment(str(device)))
             return run
         console.print(f"{spec.name}: nothing to resume; starting a new version")

@@ -12,9 +12,11 @@ from pathlib import Path
 import torch
 
 from heartjobs import atomic
+from heartjobs.errors import HeartjobsError, one_line
 from heartjobs.evaluation.records import settings_hash, summary_line
 from heartjobs.evaluation.runs import evaluate_run
 from heartjobs.grids import save_grid
+from heartjobs.models import build_networks
 from heartjobs.plots import plot_losses, plot_metric_curve
 from heartjobs.progress import TrainingProgress, console
 from heartjobs.runner.eventlog import EventLog
@@ -46,10 +48,14 @@ def train(
     On a stop request: a checkpoint at the exact batch, then JobInterrupted. With [output] tensorboard, the
     run's event files are written on the way."""
     trainer = Trainer(spec, prepared.tensor(), device)
-    checkpoints = list_checkpoints(run.checkpoints)
-    if checkpoints:
-        trainer.load_state_dict(load_checkpoint(checkpoints[-1], spec.spec_hash))
-        console.print(f"{spec.name}: resuming {run} from {checkpoints[-1].name}")
+    if (newest := newest_checkpoint(run, spec)) is not None:
+        path, state = newest
+        try:
+            trainer.load_state_dict(state)
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as exc:  # tensors of other networks
+            raise HeartjobsError(f"{path}: not a checkpoint of this run's networks ({one_line(exc, 160)})") from None
+        del newest, state  # the trainer holds what training needs; the file's copy is not kept meanwhile
+        console.print(f"{spec.name}: resuming {run} from {path.name}")
     _write_losses(run, trainer.history)  # drops epochs logged after the checkpoint
     t = spec.train
     events = EventLog(run / RunDir.TENSORBOARD, trainer.epoch) if spec.output.tensorboard else contextlib.nullcontext()
@@ -72,6 +78,30 @@ def train(
             path = save_checkpoint(run.checkpoints, trainer.state_dict(), spec.spec_hash, t.keep_checkpoints)
             stop_if_requested(f"after {trainer.epoch} epochs; checkpoint {path.name} written")
     save_generator(run.generator, trainer.G, spec.model_dump(mode="json"), trainer.epoch, spec.spec_hash)
+
+
+def newest_checkpoint(run: RunDir, spec: ResolvedSpec) -> tuple[Path, dict] | None:
+    """The checkpoint a resume continues from (the newest by name) and its checked contents; None when the
+    run has none. One that is not this run's (another configuration, not a heartjobs checkpoint, tensors
+    of other networks) is refused in one line naming it, and the one before it, if any, is offered."""
+    checkpoints = list_checkpoints(run.checkpoints)
+    if not checkpoints:
+        return None
+    try:
+        state = load_checkpoint(checkpoints[-1], spec.spec_hash)
+        with torch.device("meta"):  # the networks' tensor names and shapes, without their memory
+            generator, discriminator = build_networks(spec.networks())
+        for key, network, what in (("G", generator, "generator"), ("D", discriminator, "discriminator")):
+            expected = {name: tuple(t.shape) for name, t in network.state_dict().items()}
+            if {name: tuple(t.shape) for name, t in state[key].items()} != expected:
+                raise HeartjobsError(
+                    f"{checkpoints[-1]}: {key}: not the {what} this spec builds (tensor names or shapes differ)"
+                )
+        return checkpoints[-1], state
+    except HeartjobsError as exc:
+        if len(checkpoints) > 1:
+            raise HeartjobsError(f"{exc} (move it away to resume from {checkpoints[-2].name})") from None
+        raise
 
 
 def _write_losses(run: RunDir, history: list[dict]) -> None:

@@ -5,12 +5,16 @@ epoch_0004_batch_0012.pt when a run was stopped twelve batches into the fifth. I
 hash, and a run refuses to continue from a checkpoint made under another configuration. generator.pt
 holds the final generator alone with what it takes to rebuild it. Files are written atomically; the
 newest few checkpoints are kept.
+
+Reading trusts no file: torch.load runs with weights_only (no pickled code), and what it returns is
+checked field by field (required keys, their types, a known model) before anything is built from it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +22,7 @@ import torch
 
 from heartjobs import atomic
 from heartjobs.errors import HeartjobsError, one_line
+from heartjobs.models import FAMILIES, MODELS
 from heartjobs.store.rundir import RunDir
 
 CHECKPOINT_FORMAT = 1
@@ -65,25 +70,122 @@ def save_checkpoint(folder: Path, trainer_state: dict, spec_hash: str, keep: int
     return path
 
 
-def _load(path: Path, what: str) -> dict:
-    """torch.load on the CPU, tensors and plain types only; a file it can't read is a one-line error."""
+# torch's advice when weights_only refuses a file: load it with weights_only=False, or allowlist the
+# refused class ("if you trust the source"). Both run what a hostile file holds, so it is left out.
+_UNSAFE_ADVICE = re.compile(r"weights_only|trust|safe_globals|check the documentation|please file an issue", re.I)
+
+
+def torch_load_reason(exc: BaseException) -> str:
+    """Why torch.load refused a file, on one line, without torch's advice to take the unsafe route."""
+    if isinstance(exc, OSError) and exc.filename is not None:  # opening it failed: the system's reason
+        return one_line(exc.strerror or exc)
+    text = str(exc)
+    if not text.startswith("Weights only load failed"):  # garbage, a truncated archive: torch's bare words
+        text = f"not a file torch.save wrote: {type(exc).__name__}: {text}"
+    head, marker, detail = text.partition("WeightsUnpickler error:")
+    kept = [s for s in re.split(r"(?<=\.)\s+", head) if s.strip() and not _UNSAFE_ADVICE.search(s)]
+    if marker:  # what the unpickler refused, up to its own advice
+        kept.append(f"{marker} {re.split(r'Please use|Check the documentation', detail)[0].strip()}")
+    return one_line(" ".join(kept) or type(exc).__name__, 200)
+
+
+def load_tensors(path: Path, what: str) -> object:
+    """torch.load on the CPU, tensors and plain types only (weights_only: a pickle's code never runs); a file
+    it can't read is a one-line error naming it. What comes back is unchecked: any list, dict or tensor."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise HeartjobsError(f"{path}: unreadable {what} ({one_line(exc, 200)})") from None
+        raise HeartjobsError(f"{path}: unreadable {what} ({torch_load_reason(exc)})") from None
+
+
+# --- what a file must hold: (key, test, what the test expects), checked in order ---
+
+
+def _whole(value: object, least: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def _tensors(value: object) -> bool:
+    return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items())
+
+
+Field = tuple[str, Callable[[object], bool], str]
+_GENERATOR_FIELDS: list[Field] = [
+    ("model", lambda v: isinstance(v, str) and v in FAMILIES, f"one of {', '.join(MODELS)}"),
+    ("size", lambda v: _whole(v, 1), "a positive whole number"),
+    ("channels", lambda v: _whole(v, 1), "a positive whole number"),
+    ("latent_dim", lambda v: _whole(v, 1), "a positive whole number"),
+    ("batchnorm_eps", lambda v: isinstance(v, int | float) and not isinstance(v, bool), "a number"),
+    ("hidden", lambda v: v is None or (isinstance(v, list | tuple) and all(_whole(n, 1) for n in v)), "layer widths"),
+    ("width", lambda v: v is None or _whole(v, 1), "a positive whole number"),
+    ("epoch", lambda v: _whole(v, 0), "a whole number of epochs"),
+    ("spec_hash", lambda v: isinstance(v, str), "a string"),
+    ("state_dict", _tensors, "the generator's tensors by name"),
+]
+_OPTIONAL = {"hidden", "width"}  # absent from a generator file written before [architecture] existed
+_CHECKPOINT_FIELDS: list[Field] = [
+    ("epoch", lambda v: _whole(v, 0), "a whole number of epochs"),
+    ("G", _tensors, "the generator's tensors by name"),
+    ("D", _tensors, "the discriminator's tensors by name"),
+    ("opt_G", lambda v: isinstance(v, dict), "an optimizer state"),
+    ("opt_D", lambda v: isinstance(v, dict), "an optimizer state"),
+    ("fixed_noise", lambda v: isinstance(v, torch.Tensor), "a tensor"),
+    ("history", lambda v: isinstance(v, list) and all(isinstance(h, dict) for h in v), "a list of epoch records"),
+    ("position", lambda v: v is None or isinstance(v, dict), "where in an epoch training stopped"),
+    ("rng", lambda v: isinstance(v, dict), "the random generators' states"),
+]
+_POSITION_FIELDS: list[Field] = [
+    ("perm", lambda v: isinstance(v, torch.Tensor), "a tensor"),
+    ("batch", lambda v: _whole(v, 0), "a whole number"),
+    ("d_sum", lambda v: isinstance(v, torch.Tensor), "a tensor"),
+    ("g_sum", lambda v: isinstance(v, torch.Tensor), "a tensor"),
+    ("g_count", lambda v: _whole(v, 0), "a whole number"),
+    ("seconds", lambda v: isinstance(v, int | float) and not isinstance(v, bool), "a number"),
+]
+
+
+def _shown(value: object) -> str:
+    """A value for an error line: short scalars as they are, anything else by its type."""
+    if isinstance(value, str | int | float | bool) or value is None:
+        return one_line(repr(value), 60)
+    return f"a {type(value).__name__}"
+
+
+def _check_fields(path: Path, record: object, fields: list[Field], what: str, prefix: str = "") -> dict:
+    """`record` as the dict `fields` describe, or a one-line error naming the file and the first field
+    that is missing or not what it should be."""
+    if not isinstance(record, dict):
+        raise HeartjobsError(f"{path}: not a heartjobs {what} (it holds {_shown(record)}, not a dict)")
+    for key, test, expected in fields:
+        if key not in record:
+            if key in _OPTIONAL:
+                continue
+            raise HeartjobsError(f"{path}: {prefix}{key}: missing; not a heartjobs {what}")
+        if not test(record[key]):
+            raise HeartjobsError(f"{path}: {prefix}{key}: expected {expected}, got {_shown(record[key])}")
+    return record
 
 
 def load_checkpoint(path: Path, spec_hash: str) -> dict:
     """Load a checkpoint (on the CPU: RNG states must stay there; the trainer moves the rest to its
-    device), refusing one made under another configuration."""
-    state = _load(path, "checkpoint")
+    device), refusing one made under another configuration or one that is not a heartjobs checkpoint."""
+    return _checked_checkpoint(path, load_tensors(path, "checkpoint"), spec_hash)
+
+
+def _checked_checkpoint(path: Path, state: object, spec_hash: str) -> dict:
+    if not isinstance(state, dict):
+        raise HeartjobsError(f"{path}: not a heartjobs checkpoint (it holds {_shown(state)}, not a dict)")
     if state.get("format") != CHECKPOINT_FORMAT:
-        raise HeartjobsError(f"{path}: format: expected {CHECKPOINT_FORMAT}, got {state.get('format')}")
-    if state.get("spec_hash") != spec_hash:
+        raise HeartjobsError(f"{path}: format: expected {CHECKPOINT_FORMAT}, got {_shown(state.get('format'))}")
+    if (recorded := state.get("spec_hash")) != spec_hash:
+        shown = recorded[:64] if isinstance(recorded, str) else _shown(recorded)
         raise HeartjobsError(
-            f"{path}: spec_hash: the checkpoint was made with spec {state.get('spec_hash')}, "
+            f"{path}: spec_hash: the checkpoint was made with spec {shown}, "
             f"the spec now resolves to {spec_hash}; refusing to resume under a different configuration"
         )
+    _check_fields(path, state, _CHECKPOINT_FIELDS, "checkpoint")
+    if state["position"] is not None:
+        _check_fields(path, state["position"], _POSITION_FIELDS, "checkpoint", "position.")
     return state
 
 
@@ -135,16 +237,24 @@ def save_generator(path: Path, generator: torch.nn.Module, spec: dict, epoch: in
         torch.save(payload, f)
 
 
+def read_generator(path: Path) -> dict:
+    """A generator file's contents, checked: the architecture it names, its epoch, spec hash and tensors."""
+    return _check_fields(path, load_tensors(path, "generator file"), _GENERATOR_FIELDS, "generator file")
+
+
+def _rebuilt(path: Path, architecture: dict, state_dict: dict, device: str | torch.device) -> torch.nn.Module:
+    """build_generator, with weights that do not fit the architecture as a one-line error naming the file."""
+    try:
+        return build_generator(architecture, state_dict, device)
+    except (KeyError, RuntimeError, ValueError) as exc:  # missing architecture keys, weights of another shape
+        raise HeartjobsError(f"{path}: not a generator this architecture can load ({one_line(exc, 160)})") from None
+
+
 def load_generator(path: Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
     """Rebuild a saved generator (in eval mode) on `device`; returns (generator, its metadata)."""
-    payload = _load(path, "generator file")
-    if "state_dict" not in payload:
-        raise HeartjobsError(f"{path}: not a heartjobs generator.pt (no state_dict)")
+    payload = read_generator(path)
     meta = {k: v for k, v in payload.items() if k != "state_dict"}
-    try:
-        return build_generator(meta, payload["state_dict"], device), meta
-    except (KeyError, RuntimeError) as exc:  # missing architecture keys, weights of another shape
-        raise HeartjobsError(f"{path}: not a generator this architecture can load ({one_line(exc, 160)})") from None
+    return _rebuilt(path, meta, payload["state_dict"], device), meta
 
 
 @dataclass
@@ -157,23 +267,34 @@ class Snapshot:
 
 
 def load_snapshot(run: RunDir, spec, checkpoint: Path | None, device: torch.device) -> Snapshot:
-    """The run's final generator (checkpoint None) or the generator inside one of its checkpoints."""
+    """The run's final generator (checkpoint None) or the generator inside one of its checkpoints. A file
+    that is not this run's is refused before a network is built from it."""
+    architecture = _architecture(spec.model_dump(mode="json"))
     if checkpoint is None:
         if not run.generator.is_file():
             raise HeartjobsError(f"{run.generator}: missing; the run has not finished (give --checkpoint FILE)")
-        generator, meta = load_generator(run.generator, device)
-        if meta.get("spec_hash") != spec.spec_hash:  # a generator copied in from another run
+        payload = read_generator(run.generator)
+        if payload["spec_hash"] != spec.spec_hash:  # a generator copied in from another run
             raise HeartjobsError(
-                f"{run.generator}: spec_hash: made by spec {meta.get('spec_hash')}, this run is spec "
+                f"{run.generator}: spec_hash: made by spec {payload['spec_hash'][:64]}, this run is spec "
                 f"{spec.spec_hash}; not measuring another run's generator under this run's name"
             )
-        return Snapshot(generator, RunDir.GENERATOR, int(meta["epoch"]))
-    state = load_checkpoint(Path(checkpoint), spec.spec_hash)
-    if "G" not in state:
+        for key in ("model", "size", "channels", "latent_dim"):  # what the spec hash stands for, edited
+            if payload[key] != architecture[key]:
+                raise HeartjobsError(
+                    f"{run.generator}: {key}: {_shown(payload[key])} here, {architecture[key]!r} in the run's "
+                    "spec; not this run's generator"
+                )
+        meta = {k: v for k, v in payload.items() if k != "state_dict"}
+        generator = _rebuilt(run.generator, meta, payload["state_dict"], device)
+        return Snapshot(generator, RunDir.GENERATOR, payload["epoch"])
+    state = load_tensors(Path(checkpoint), "checkpoint")
+    if isinstance(state, dict) and "G" not in state and "state_dict" in state:  # a generator file
         raise HeartjobsError(f"{checkpoint}: not a training checkpoint (use it without --checkpoint)")
-    generator = build_generator(_architecture(spec.model_dump(mode="json")), state["G"], device)
+    state = _checked_checkpoint(Path(checkpoint), state, spec.spec_hash)
+    generator = _rebuilt(Path(checkpoint), architecture, state["G"], device)
     try:
         name = str(Path(checkpoint).resolve().relative_to(run.path.resolve()))
     except ValueError:
         name = str(checkpoint)
-    return Snapshot(generator, name, int(state["epoch"]))
+    return Snapshot(generator, name, state["epoch"])
