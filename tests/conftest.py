@@ -14,6 +14,7 @@ import fcntl
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -149,6 +150,18 @@ def _file_descriptors_to(stdout: io.StringIO, stderr: io.StringIO):
             for file, text in ((out, stdout), (err, stderr)):
                 file.seek(0)
                 text.write(file.read().decode(errors="replace"))
+
+
+_COUNT_LINE = re.compile(r"error: \d+ of \d+ specs ")  # what validate, enqueue, submit, data needs add
+
+
+def one_line_error(result: CliResult | subprocess.CompletedProcess, *fragments: str) -> str:
+    """The command failed as bad input must: exit 2, no traceback, and exactly one `error:` line (besides the
+    count of refused specs a command over several adds), holding every fragment; returns that line."""
+    assert result.returncode == 2 and "Traceback" not in result.stderr, (result.returncode, result.stderr)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:") and not _COUNT_LINE.match(line)]
+    assert len(errors) == 1 and all(f in errors[0] for f in fragments), result.stderr
+    return errors[0]
 
 
 def shared_root(tmp_path_factory) -> Path:

@@ -17,7 +17,7 @@ import pytest
 from heartjobs.runner.lifecycle import run_job
 from heartjobs.store.checkpoint import list_checkpoints
 
-from .conftest import cli, needs_root, write_spec
+from .conftest import cli, needs_root, one_line_error, write_spec
 
 
 @pytest.fixture
@@ -118,12 +118,6 @@ def test_a_worker_survives_a_full_queue_folder_and_the_job_stays_recoverable(tmp
 # --- bad input: one line naming the file and field, exit 2, never a traceback ---
 
 
-def _one_line_error(result, *fragments: str) -> None:
-    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
-    error = next(line for line in result.stderr.splitlines() if line.startswith("error:"))  # the first
-    assert all(f in error for f in fragments), error
-
-
 def test_a_damaged_prepared_set_is_a_one_line_error(tmp_path, prepared32):
     import shutil
 
@@ -132,27 +126,27 @@ def test_a_damaged_prepared_set_is_a_one_line_error(tmp_path, prepared32):
     images = broken / "images.npy"
     images.write_bytes(images.read_bytes()[:200])  # truncated
     spec = write_spec(tmp_path, "damaged", "gan", broken, epochs=1, device="cpu")
-    _one_line_error(cli("run", spec), "images.npy: ")
+    one_line_error(cli("run", spec), "images.npy: ")
     images.write_bytes(b"garbage, not numpy")
-    _one_line_error(cli("run", spec), "images.npy: unreadable")
+    one_line_error(cli("run", spec), "images.npy: unreadable")
     manifest = json.loads((prepared32 / "manifest.json").read_text())
     shutil.copy(prepared32 / "images.npy", images)
     for field, value in (("shape", None), ("count", "12")):
         (broken / "manifest.json").write_text(json.dumps({**manifest, field: value}))
-        _one_line_error(cli("data", "info", broken), f"manifest.json: {field}: expected")
-        _one_line_error(cli("run", spec), f"manifest.json: {field}: expected")
+        one_line_error(cli("data", "info", broken), f"manifest.json: {field}: expected")
+        one_line_error(cli("run", spec), f"manifest.json: {field}: expected")
 
 
 def test_a_spec_that_is_not_a_regular_file_is_refused_without_reading_it(tmp_path):
     fifo = tmp_path / "fifo.toml"
     os.mkfifo(fifo)
-    _one_line_error(cli("validate", fifo), "fifo.toml: not a regular file")
+    one_line_error(cli("validate", fifo), "fifo.toml: not a regular file")
     endless = tmp_path / "zero.toml"
     endless.symlink_to("/dev/zero")
-    _one_line_error(cli("validate", endless), "zero.toml: not a regular file")
+    one_line_error(cli("validate", endless), "zero.toml: not a regular file")
     huge = tmp_path / "huge.toml"
     huge.write_bytes(b"#" * (2 << 20))
-    _one_line_error(cli("validate", huge), "huge.toml: larger than 1024 KiB")
+    one_line_error(cli("validate", huge), "huge.toml: larger than 1024 KiB")
 
 
 def test_worker_poll_must_be_positive(tmp_path):
@@ -167,12 +161,12 @@ def test_a_read_only_queue_is_a_one_line_error(tmp_path, prepared32):
     subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)], check=True)
     try:
         spec = write_spec(tmp_path, "ro", "gan", prepared32, epochs=1, device="cpu")
-        _one_line_error(cli("enqueue", spec, "--queue", ro / "q"), f"--queue {ro / 'q'}: cannot add")
-        _one_line_error(cli("worker", "--queue", ro / "q"), f"--queue {ro / 'q'}: cannot use it as a queue")
+        one_line_error(cli("enqueue", spec, "--queue", ro / "q"), f"--queue {ro / 'q'}: cannot add")
+        one_line_error(cli("worker", "--queue", ro / "q"), f"--queue {ro / 'q'}: cannot use it as a queue")
         # artifacts where nothing can be written: the path and what the system said, in one line
         unwritable = write_spec(tmp_path, "ro_out", "gan", prepared32, epochs=1, device="cpu")
         unwritable.write_text(unwritable.read_text().replace(str(tmp_path / "artifacts"), str(ro / "artifacts")))
-        _one_line_error(cli("run", unwritable), f"{ro / 'artifacts'}", "Read-only file system")
+        one_line_error(cli("run", unwritable), f"{ro / 'artifacts'}", "Read-only file system")
     finally:
         subprocess.run(["umount", "-l", str(ro)], check=True)
 

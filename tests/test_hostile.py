@@ -23,18 +23,10 @@ import torch
 from heartjobs.queue.folders import Queue
 from heartjobs.store.rundir import versions
 
-from .conftest import cli, made_once, write_spec
+from .conftest import cli, made_once, one_line_error, write_spec
 
 QUICK = {"epochs": 1, "batch_size": 4, "device": "cpu", "checkpoint_every": 1}
 FID = ("--weights", "untrained", "--dims", "64", "--n", "8", "--repeats", "1", "--no-frd")
-
-
-def one_line_error(result, *fragments: str) -> str:
-    """The command failed with exit 2 and one `error:` line holding every fragment, without a traceback."""
-    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert errors and all(f in errors[0] for f in fragments), result.stderr
-    return errors[0]
 
 
 class _Payload:

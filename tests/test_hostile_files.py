@@ -14,24 +14,16 @@ from heartjobs.errors import HeartjobsError
 from heartjobs.evaluation import cache
 from heartjobs.evaluation.weights import hub_path
 
-from .conftest import cli, write_spec
+from .conftest import cli, one_line_error, write_spec
 
 TINY = ("--slices", "2", "--size", "32", "--workers", "1")
-
-
-def _one_error_line(result, *parts: str) -> str:
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and all(part in lines[0] for part in parts), lines
-    return lines[0]
 
 
 def test_a_file_where_the_contact_sheet_goes_is_replaced_only_with_force(tmp_path):
     sheet = tmp_path / "ph_contact_sheet.png"
     sheet.write_bytes(b"the user's own picture")
     refused = cli("data", "phantom", "--out", "ph", *TINY, cwd=tmp_path)
-    _one_error_line(refused, "ph_contact_sheet.png: exists", "--force")
+    one_line_error(refused, "ph_contact_sheet.png: exists", "--force")
     assert sheet.read_bytes() == b"the user's own picture"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ph_contact_sheet.png"]  # no slices were made
 
@@ -43,7 +35,7 @@ def test_a_file_where_the_contact_sheet_goes_is_replaced_only_with_force(tmp_pat
 def test_a_folder_where_the_contact_sheet_goes_is_refused_even_with_force(tmp_path):
     (tmp_path / "ph_contact_sheet.png").mkdir()
     result = cli("data", "phantom", "--out", "ph", *TINY, "--force", cwd=tmp_path)
-    _one_error_line(result, "ph_contact_sheet.png: a folder where the phantom's contact sheet goes")
+    one_line_error(result, "ph_contact_sheet.png: a folder where the phantom's contact sheet goes")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ph_contact_sheet.png"]
 
 
@@ -54,7 +46,7 @@ def test_the_current_folder_or_one_above_it_is_refused_as_out_before_any_work(tm
     (work / "keep.txt").write_text("mine")
     for command in (["phantom", "--out", out, *TINY, "--force"], ["prepare", phantom_dir, "--out", out, "--force"]):
         result = cli("data", *command, cwd=work)
-        _one_error_line(result, f"{out}: the current folder, or a folder holding it, can't be replaced")
+        one_line_error(result, f"{out}: the current folder, or a folder holding it, can't be replaced")
         assert sorted(p.name for p in tmp_path.iterdir()) == ["work"]  # no staging folder, no contact sheet
         assert sorted(p.name for p in work.iterdir()) == ["keep.txt"]
 
@@ -66,7 +58,7 @@ def test_an_empty_home_gives_the_cache_no_place_and_is_refused_before_a_run(tmp_
         cache.cache_dir()
     existed = Path("/.cache/heartjobs").exists()
     spec = write_spec(tmp_path, "measured", "gan", prepared32, eval={"weights": "untrained"}, epochs=1, device="cpu")
-    _one_error_line(cli("run", spec, cwd=tmp_path), "HOME is set but empty", "HEARTJOBS_CACHE")
+    one_line_error(cli("run", spec, cwd=tmp_path), "HOME is set but empty", "HEARTJOBS_CACHE")
     validated = cli("validate", spec, cwd=tmp_path)  # a line per bad spec, then how many were bad
     assert validated.returncode == 2 and validated.stderr.startswith("error: HOME is set but empty")
     assert not (tmp_path / "artifacts").exists()  # refused before a version was claimed

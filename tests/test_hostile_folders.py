@@ -14,7 +14,7 @@ import pytest
 
 from heartjobs.queue.folders import MAX_NAME_BYTES, Queue, spell, unspell
 
-from .conftest import cli, write_spec
+from .conftest import cli, one_line_error, write_spec
 
 QUICK = {"epochs": 1, "batch_size": 4, "device": "cpu"}
 
@@ -28,13 +28,6 @@ def _spec_file(tmp_path: Path, job: str, file_name: str, prepared: Path) -> Path
 def _tree(folder: Path) -> dict[str, tuple[int, int]]:
     """Every path under `folder` with its size and modification time: to show that nothing changed."""
     return {str(p.relative_to(folder)): (p.lstat().st_size, p.lstat().st_mtime_ns) for p in folder.rglob("*")}
-
-
-def _one_error_line(result, *needles: str) -> str:
-    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and all(needle in lines[0] for needle in needles), result.stderr
-    return lines[0]
 
 
 # --- item 7: queue entry names ---
@@ -103,7 +96,7 @@ def test_a_dangling_version_link_is_refused_by_name_and_nothing_is_claimed(tmp_p
     root.mkdir(parents=True)
     (root / "v0001").symlink_to(tmp_path / "gone")
     before = sorted(os.listdir(root))
-    _one_error_line(cli("run", spec), f"{root / 'v0001'}: a dangling symbolic link where a version folder belongs")
+    one_line_error(cli("run", spec), f"{root / 'v0001'}: a dangling symbolic link where a version folder belongs")
     assert sorted(p for p in os.listdir(root) if not p.startswith(".config-")) == before  # no version, no litter
     assert not (tmp_path / "gone").exists()
     (root / "v0001").unlink()  # what the error says to do: the job runs again
@@ -123,7 +116,7 @@ def test_resume_refuses_a_version_that_links_elsewhere_and_writes_nothing_there(
     (elsewhere / "v0001" / "generator.pt").unlink()
     untouched = _tree(elsewhere)
     for args in (("--resume",), ()):
-        _one_error_line(cli("run", spec, *args), f"{root / 'v0001'}: a symbolic link where a version folder belongs")
+        one_line_error(cli("run", spec, *args), f"{root / 'v0001'}: a symbolic link where a version folder belongs")
     assert _tree(elsewhere) == untouched
     assert sorted(p for p in os.listdir(root) if not p.startswith(".config-")) == ["latest", "v0001"]
 
@@ -134,6 +127,6 @@ def test_a_latest_that_is_a_folder_is_refused_by_name_before_a_version_is_claime
     (root / "latest").mkdir(parents=True)
     (root / "latest" / "notes.txt").write_text("mine\n")
     for args in ((), ("--resume",)):
-        _one_error_line(cli("run", spec, *args), f"{root / 'latest'}: a folder where heartjobs keeps its link")
+        one_line_error(cli("run", spec, *args), f"{root / 'latest'}: a folder where heartjobs keeps its link")
     assert sorted(p for p in os.listdir(root) if not p.startswith(".config-")) == ["latest"]  # no v0001, no .latest.N
     assert os.listdir(root / "latest") == ["notes.txt"]

@@ -19,19 +19,9 @@ import torch
 
 from heartjobs.runner.lifecycle import run_job
 
-from .conftest import cli, needs_root, write_spec
+from .conftest import cli, needs_root, one_line_error, write_spec
 
 MEASURE = ("--weights", "untrained", "--dims", "64", "--n", "10", "--repeats", "1", "--no-frd")
-
-
-def _one_line_error(result, *fragments: str) -> str:
-    """The command failed with exit 2 and exactly one error line holding every fragment (besides validate's
-    count of invalid specs); returns it."""
-    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
-    lines = result.stderr.splitlines()
-    errors = [line for line in lines if line.startswith("error:") and not line.endswith("specs are invalid")]
-    assert len(errors) == 1 and all(f in errors[0] for f in fragments), result.stderr
-    return errors[0]
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +62,7 @@ def test_a_generator_file_that_is_not_ours_is_one_line_naming_the_field(tmp_path
     torch.save(payload, run / "generator.pt")
     before = sorted(p.name for p in run.iterdir())
     for command in ("evaluate", "fid"):
-        _one_line_error(cli(command, run, *MEASURE), f"{run / 'generator.pt'}: {expected}")
+        one_line_error(cli(command, run, *MEASURE), f"{run / 'generator.pt'}: {expected}")
     assert sorted(p.name for p in run.iterdir()) == before  # no fid.json, no evals/
 
 
@@ -90,14 +80,14 @@ def test_a_checkpoint_that_is_not_ours_is_one_line_naming_the_field(tmp_path, fi
     for name, (payload, expected) in cases.items():
         path = tmp_path / f"{name}.pt"
         torch.save(payload, path)
-        _one_line_error(cli("evaluate", finished, "--checkpoint", path, *MEASURE), f"{path}: {expected}")
+        one_line_error(cli("evaluate", finished, "--checkpoint", path, *MEASURE), f"{path}: {expected}")
     assert not (finished / "fid.json").exists()
 
 
 def test_a_refused_pickle_is_named_without_torchs_advice_to_load_it_unsafely(tmp_path, finished):
     path = tmp_path / "foreign.pt"
     torch.save({"G": fractions.Fraction(1, 2)}, path)  # a class weights_only does not allow
-    error = _one_line_error(cli("evaluate", finished, "--checkpoint", path, *MEASURE), f"{path}: unreadable checkpoint")
+    error = one_line_error(cli("evaluate", finished, "--checkpoint", path, *MEASURE), f"{path}: unreadable checkpoint")
     assert "Unsupported global: GLOBAL fractions.Fraction" in error
     assert "weights_only" not in error and "trust" not in error and "safe_globals" not in error
     assert "\x1b" not in error  # torch's message holds terminal escapes
@@ -120,7 +110,7 @@ def test_resume_refuses_a_foreign_newest_checkpoint_before_writing_anything(tmp_
         torch.save(payload, planted)
         before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
         status_before = (run / "status.json").read_bytes()
-        _one_line_error(
+        one_line_error(
             cli("run", spec, "--resume"), f"{planted}: {expected}", "move it away to resume from epoch_0002.pt"
         )
         assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")} == before  # no version, no env.resume1.json
@@ -155,18 +145,18 @@ def _tampered(tmp_path: Path, prepared: Path, edit: dict, images: np.ndarray | N
 def test_a_tampered_manifest_is_refused_before_training(tmp_path, prepared32, edit, images, expected):
     folder = _tampered(tmp_path, prepared32, edit, images)
     spec = write_spec(tmp_path, "tampered", "gan", folder, epochs=1, device="cpu")
-    _one_line_error(cli("run", spec), f"{spec}: data.prepared: {folder}", expected)
+    one_line_error(cli("run", spec), f"{spec}: data.prepared: {folder}", expected)
     assert not (tmp_path / "artifacts").exists()  # no version claimed
-    _one_line_error(cli("data", "info", folder), expected)
+    one_line_error(cli("data", "info", folder), expected)
 
 
 def test_data_info_names_a_field_it_shows_that_a_tampered_manifest_lacks(tmp_path, prepared32):
     manifest = json.loads((prepared32 / "manifest.json").read_text())
     folder = _tampered(tmp_path, prepared32, {})
     (folder / "manifest.json").write_text(json.dumps({k: v for k, v in manifest.items() if k != "window"}))
-    _one_line_error(cli("data", "info", folder), f"{folder / 'manifest.json'}: window: missing")
+    one_line_error(cli("data", "info", folder), f"{folder / 'manifest.json'}: window: missing")
     (folder / "manifest.json").write_text(json.dumps({**manifest, "sources": 5}))
-    _one_line_error(cli("data", "info", folder), f"{folder / 'manifest.json'}: not what heartjobs writes")
+    one_line_error(cli("data", "info", folder), f"{folder / 'manifest.json'}: not what heartjobs writes")
 
 
 # --- item 18: weights checked before training, a manifest's real reason, control characters escaped ---
@@ -180,9 +170,9 @@ def test_weights_that_are_not_an_inception_state_dict_fail_before_training(tmp_p
         (str(other), f"FID weights: {other}: not an FID Inception state dict"),
     ):
         spec = write_spec(tmp_path, "weights", "gan", prepared32, eval={"weights": weights}, epochs=1, device="cpu")
-        _one_line_error(cli("run", spec), f"{spec}: eval.weights: {expected}")
+        one_line_error(cli("run", spec), f"{spec}: eval.weights: {expected}")
         assert not (tmp_path / "artifacts").exists()  # refused before a version was claimed
-        _one_line_error(cli("validate", spec), f"{spec}: eval.weights: {expected}")
+        one_line_error(cli("validate", spec), f"{spec}: eval.weights: {expected}")
 
 
 def test_a_manifest_that_cannot_be_read_says_why(tmp_path, prepared32):
@@ -191,15 +181,15 @@ def test_a_manifest_that_cannot_be_read_says_why(tmp_path, prepared32):
     manifest = folder / "manifest.json"
     manifest.unlink()
     manifest.mkdir()
-    _one_line_error(cli("data", "info", folder), f"{manifest}: cannot read (Is a directory)")
+    one_line_error(cli("data", "info", folder), f"{manifest}: cannot read (Is a directory)")
     manifest.rmdir()
     manifest.symlink_to(manifest)
-    _one_line_error(cli("data", "info", folder), f"{manifest}: cannot read (Too many levels of symbolic links)")
+    one_line_error(cli("data", "info", folder), f"{manifest}: cannot read (Too many levels of symbolic links)")
     manifest.unlink()
     manifest.write_text("{")
-    _one_line_error(cli("data", "info", folder), f"{manifest}: not valid JSON (Expecting")
+    one_line_error(cli("data", "info", folder), f"{manifest}: not valid JSON (Expecting")
     manifest.unlink()
-    _one_line_error(cli("data", "info", folder), f"{manifest}: missing")
+    one_line_error(cli("data", "info", folder), f"{manifest}: missing")
 
 
 @needs_root
@@ -215,7 +205,7 @@ def test_a_manifest_another_user_cannot_read_says_permission_denied(prepared32):
             result = cli("data", "info", shared / "set")
         finally:
             os.seteuid(0)
-        _one_line_error(result, f"{shared / 'set' / 'manifest.json'}: cannot read (Permission denied)")
+        one_line_error(result, f"{shared / 'set' / 'manifest.json'}: cannot read (Permission denied)")
     finally:
         shutil.rmtree(shared)
 
@@ -229,10 +219,10 @@ def test_control_characters_in_an_error_line_are_escaped(tmp_path, prepared32):
     spec = write_spec(tmp_path, "controls", "gan", prepared32, epochs=1, device="cpu")
     spec.write_text(spec.read_text().replace(f'prepared = "{prepared32}"', r'prepared = "/no\u0000where\u001b[2J"'))
     result = cli("validate", spec)
-    error = _one_line_error(result, r"/no\x00where\x1b[2J")
+    error = one_line_error(result, r"/no\x00where\x1b[2J")
     assert not _raw_controls(result.stderr), error
     # a file name from the command line, with a colour escape and a bidi override
     hostile = tmp_path / "\x1b[31mred\u202e.toml"
     result = cli("validate", hostile)
-    _one_line_error(result, r"\x1b[31mred\u202e.toml: no such file")
+    one_line_error(result, r"\x1b[31mred\u202e.toml: no such file")
     assert not _raw_controls(result.stderr) and "\u202e" not in result.stderr

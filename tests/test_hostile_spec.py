@@ -13,7 +13,7 @@ from heartjobs.queue.folders import Queue
 from heartjobs.spec.loading import load_spec, parse_spec
 from heartjobs.spec.schema import MAX_SEED, MAX_WIDTH
 
-from .conftest import cli, write_spec
+from .conftest import cli, one_line_error, write_spec
 
 QUICK = {"epochs": 1, "batch_size": 4, "device": "cpu"}
 # Each about a kilobyte, each past Python's recursion limit where it is read or walked: arrays (TOML's
@@ -31,14 +31,6 @@ def _spec_text(prepared, tmp_path, extra: str = "", model: str = "gan") -> str:
     if extra.startswith("[output]\n"):
         output, extra = output + extra.removeprefix("[output]\n"), ""
     return f'name = "j"\nmodel = "{model}"\n[data]\nprepared = "{prepared}"\n{output}{extra}\n'
-
-
-def _one_error(result, path) -> str:
-    """The one line a refused file gets (validate, enqueue and data needs add a count line after it)."""
-    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
-    lines = [line for line in result.stderr.splitlines() if str(path) in line]
-    assert len(lines) == 1 and lines[0].startswith(f"error: {path}: "), result.stderr
-    return lines[0]
 
 
 # Item 6: deep nesting
@@ -64,7 +56,7 @@ def test_a_spec_nested_a_thousand_levels_deep_is_one_line_in_every_command(tmp_p
         assert "deep" in result.stdout
         return
     result = cli(*args)
-    assert "nested more than 32 levels deep" in _one_error(result, path)
+    assert "nested more than 32 levels deep" in one_line_error(result, f"error: {path}: ")
     assert not (tmp_path / "artifacts").exists() and not (tmp_path / "jobs").exists()
     assert Queue(tmp_path / "q").entries("pending") == []
 
@@ -132,14 +124,16 @@ def test_a_value_the_code_cannot_use_is_refused_at_validation(tmp_path, prepared
     model = "dcgan" if "width" in extra else "gan"
     path.write_text(_spec_text(prepared32, tmp_path, extra, model))
     for command in ("validate", "show", "run"):
-        assert field in _one_error(cli(command, path, cwd=tmp_path), path)
+        assert field in one_line_error(cli(command, path, cwd=tmp_path), f"error: {path}: ")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["job.toml"]  # no version claimed, none failed
 
 
 def test_a_nul_in_the_prepared_path_is_one_line(tmp_path):
     path = tmp_path / "job.toml"
     path.write_text(_spec_text("/data\\u0000/set", tmp_path))
-    assert "data.prepared: a path without control characters" in _one_error(cli("validate", path), path)
+    assert "data.prepared: a path without control characters" in one_line_error(
+        cli("validate", path), f"error: {path}: "
+    )
 
 
 def test_values_at_the_bounds_run(tmp_path, prepared32):
@@ -161,7 +155,10 @@ def test_a_sweep_with_seeds_beyond_the_bound_writes_nothing(tmp_path, prepared32
         f'seeds = [0, 1180591620717411303424]\n[base.data]\nprepared = "{prepared32}"\n[[group]]\nmodel = "gan"\n'
     )
     result = cli("sweep", sweep, "--out", tmp_path / "jobs")
-    assert _one_error(result, sweep) == f"error: {sweep}: seeds.1: Input should be less than or equal to {MAX_SEED}"
+    assert (
+        one_line_error(result, f"error: {sweep}: ")
+        == f"error: {sweep}: seeds.1: Input should be less than or equal to {MAX_SEED}"
+    )
     assert not (tmp_path / "jobs").exists()
 
 
@@ -174,7 +171,9 @@ def test_a_value_that_is_no_table_in_a_sweeps_base_is_one_line(tmp_path, line):
     sweep.write_text(f"[base]\n{line}\n[[group]]\nmodel = 'gan'\n")
     result = cli("sweep", sweep, "--out", tmp_path / "jobs")
     key = line.split()[0]
-    assert _one_error(result, sweep).startswith(f"error: {sweep}: base.{key}: not a table; [base] holds the spec's")
+    assert one_line_error(result, f"error: {sweep}: ").startswith(
+        f"error: {sweep}: base.{key}: not a table; [base] holds the spec's"
+    )
     assert not (tmp_path / "jobs").exists()
 
 
@@ -200,7 +199,7 @@ def test_a_value_that_is_no_table_in_a_sweeps_base_is_one_line(tmp_path, line):
 def test_a_value_of_the_wrong_type_is_refused_not_converted(tmp_path, prepared32, extra, field):
     path = tmp_path / "job.toml"
     path.write_text(_spec_text(prepared32, tmp_path, extra))
-    assert _one_error(cli("validate", path), path) == f"error: {path}: {field}"
+    assert one_line_error(cli("validate", path), f"error: {path}: ") == f"error: {path}: {field}"
 
 
 def test_an_integer_is_a_float_and_the_spec_hash_is_the_same(tmp_path, prepared32):
