@@ -22,14 +22,17 @@ class JobInterrupted(HeartjobsError):
         self.exit_code = 128 + signum
 
 
-def printable(text: str) -> str:
+def printable(text: str, keep: str = "") -> str:
     """`text` with every control or invisible format character (NUL, ESC, DEL, the C1 codes, bidi overrides)
     written as repr() writes it ("\\x00", "\\x1b", "\\u202e"). Error lines carry file names and values
     from files nobody vetted; raw, those bytes would reach the terminal and move the cursor, recolour or
-    clear the screen, or hide what the line says."""
+    clear the screen, or hide what the line says. `keep`: control characters left as they are (a console
+    printing several lines keeps "\\n")."""
     if text.isprintable():
         return text
-    return "".join(repr(ch)[1:-1] if unicodedata.category(ch) in ("Cc", "Cf") else ch for ch in text)
+    return "".join(
+        repr(ch)[1:-1] if unicodedata.category(ch) in ("Cc", "Cf") and ch not in keep else ch for ch in text
+    )
 
 
 def one_line(exc: BaseException | str, limit: int = 500, *, with_type: bool = False) -> str:

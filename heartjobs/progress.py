@@ -1,4 +1,5 @@
-"""Progress for long work: a rich bar on a terminal, a few plain lines otherwise (logs, CI)."""
+"""Progress for long work: a rich bar on a terminal, a few plain lines otherwise (logs, CI); and the console
+heartjobs prints through."""
 
 from __future__ import annotations
 
@@ -9,8 +10,22 @@ from collections.abc import Callable, Iterator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-# markup off: progress lines hold paths and job names, printed as they are (see heartjobs.cli.output)
-console = Console(stderr=True, soft_wrap=True, markup=False)
+from heartjobs.errors import printable
+
+
+class PlainConsole(Console):
+    """A rich Console whose text arguments print with control characters escaped (errors.printable): what it
+    prints holds paths, job names and values from files nobody vetted, which must not drive the terminal.
+    Markup is off for the same reason: a path with [x] in it prints as it is."""
+
+    def __init__(self, **options):
+        super().__init__(soft_wrap=True, markup=False, **options)
+
+    def print(self, *objects, **options) -> None:
+        super().print(*(printable(o, keep="\n\t") if isinstance(o, str) else o for o in objects), **options)
+
+
+console = PlainConsole(stderr=True)
 
 
 def _plain_reporter(description: str, total: int, steps: int = 10) -> Callable[[int], None]:

@@ -17,7 +17,7 @@ from urllib.parse import unquote
 from heartjobs.report.summary import HEADER, write_report
 
 from . import test_report
-from .conftest import cli
+from .conftest import cli, one_line_error, write_spec
 from .test_report import _run
 
 specs = test_report.specs  # the fixture that makes resolved spec records, as tests/test_report.py's tests use
@@ -194,6 +194,16 @@ def test_a_foreign_or_partial_run_is_named_in_one_line_and_the_rest_is_reported(
         assert (artifacts / name).is_file(), name
 
 
+def test_a_folder_name_with_control_characters_reaches_the_terminal_escaped(tmp_path, specs):
+    artifacts = tmp_path / "artifacts\x1b[31m"  # what the report prints about its own outputs names it too
+    fid = _run(artifacts, specs("good", "gan"), fids=[260.0] * 3) / "fid.json"
+    fid.write_text(json.dumps({**json.loads(fid.read_text()), "kid_mean": "abc"}))
+    (artifacts / "good").rename(artifacts / "a\x1b[2Jb\u202e")  # clear the screen; reverse what follows
+    result = cli("report", artifacts)
+    assert result.returncode == 0 and "\x1b" not in result.stderr + result.stdout and "\u202e" not in result.stderr
+    assert "a\\x1b[2Jb\\u202e/v0001/fid.json: kid_mean" in result.stderr, result.stderr
+
+
 def test_a_job_named_like_a_report_file_is_refused_at_validation(tmp_path, prepared32, specs):
     from .conftest import write_spec
 
@@ -223,3 +233,8 @@ def test_a_folder_where_the_report_writes_a_file_is_one_line_and_nothing_is_writ
     [line] = result.stderr.strip().splitlines()
     assert f"{artifacts / 'summary.md'}: a folder where `heartjobs report` writes its file" in line
     assert sorted(p.name for p in artifacts.iterdir()) == ["summary.md"]  # nothing written
+
+
+def test_a_job_named_like_the_ladders_folder_is_refused_at_validation(tmp_path, prepared32):
+    spec = write_spec(tmp_path, "ladder", "gan", prepared32, epochs=1, device="cpu")
+    one_line_error(cli("validate", spec), f"{spec}: name: ladder is reserved: the validity ladder's folder")

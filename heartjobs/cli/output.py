@@ -5,16 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from heartjobs.errors import HeartjobsError, printable
+from heartjobs.progress import PlainConsole
 
-# markup off: what heartjobs prints holds user text (paths, job names, errors), and a path with "[x]" or
-# "[/x]" in it must print as it is, not be taken for rich markup (or raise on it)
-out = Console(highlight=False, soft_wrap=True, markup=False)
-err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)  # long notes stay one line each
+# what heartjobs prints holds user text (paths, job names, errors): no markup, no raw control characters
+out = PlainConsole(highlight=False)
+err = PlainConsole(stderr=True, highlight=False)  # soft wrap: long notes stay one line each
 
 
 def print_error(exc: HeartjobsError) -> None:

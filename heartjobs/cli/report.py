@@ -8,7 +8,7 @@ from pathlib import Path
 from rich.text import Text
 
 from heartjobs.cli.output import err, out, print_table
-from heartjobs.errors import HeartjobsError
+from heartjobs.errors import HeartjobsError, printable
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -28,7 +28,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     # A run folder that cannot be read (foreign, partial) is no reason to withhold the rest of the
     # study: the report is written, each such file is named here, and the exit code stays 0.
     for line in warnings:
-        err.print(Text.assemble(("warning: ", "bold yellow"), line), soft_wrap=True)
+        err.print(Text.assemble(("warning: ", "bold yellow"), printable(line)), soft_wrap=True)
     if out.is_terminal:
         print_table(f"heartjobs summary ({args.artifacts})", HEADER, [cells(row) for row in rows])
     else:  # plain text for logs: the markdown table

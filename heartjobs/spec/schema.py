@@ -35,7 +35,7 @@ from heartjobs.spec.defaults import (
     LATER_DEFAULTS,
     OPTIMIZER_NAMES,
 )
-from heartjobs.store.rundir import is_report_output
+from heartjobs.store.rundir import LADDER_FOLDER, is_report_output
 
 ModelName = Literal[MODELS]  # type: ignore[valid-type]  # the registry's names, in its order
 
@@ -260,6 +260,8 @@ class JobSpec(_SpecSection):
             raise ValueError("use letters, digits, '.', '_' and '-' (it names the artifact folder)")
         if is_report_output(v):
             raise ValueError(f"{v} is reserved: `heartjobs report` writes a file of that name beside the job folders")
+        if v == LADDER_FOLDER:
+            raise ValueError(f"{v} is reserved: the validity ladder's folder beside the job folders (artifacts/{v})")
         return v
 
     @model_validator(mode="after")

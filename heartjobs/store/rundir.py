@@ -40,6 +40,7 @@ _CLAIM_MARKER = ".claimed"
 SUMMARY_FILES = ("summary.md", "summary.csv", "summary.json")
 REPORT_PAGE = "report.html"
 REPORT_FIGURE = "report_{what}.png"  # each figure
+LADDER_FOLDER = "ladder"  # `heartjobs ladder`'s folder beside the jobs' (its default --out: artifacts/ladder)
 
 
 def is_report_output(name: str) -> bool:
