@@ -37,7 +37,7 @@ def _plain_reporter(description: str, total: int, steps: int = 10) -> Callable[[
         nonlocal done, next_mark
         done += n
         if done >= next_mark or done == total:
-            print(f"{description}: {done}/{total}", file=sys.stderr, flush=True)
+            print(f"{printable(description)}: {done}/{total}", file=sys.stderr, flush=True)
             while next_mark <= done:
                 next_mark += max(1, total // steps)
 

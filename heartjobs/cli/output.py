@@ -36,9 +36,9 @@ def print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
 def print_rows(title: str, columns: list[str], rows: list[dict]) -> None:
     """A table on a terminal; otherwise a title line and one tab-separated line per row (for logs, grep)."""
     if not out.is_terminal:
-        print(title)  # plain print: rich would expand the tabs
+        print(printable(title))  # plain print: rich would expand the tabs
         for row in rows:
-            print("\t".join(str(row.get(c, "")) for c in columns))
+            print("\t".join(printable(str(row.get(c, ""))) for c in columns))
         return
     print_table(title, columns, [[str(row.get(c, "")) for c in columns] for row in rows])
 
