@@ -30,9 +30,7 @@ def printable(text: str, keep: str = "") -> str:
     printing several lines keeps "\\n")."""
     if text.isprintable():
         return text
-    return "".join(
-        repr(ch)[1:-1] if unicodedata.category(ch) in ("Cc", "Cf") and ch not in keep else ch for ch in text
-    )
+    return "".join(repr(ch)[1:-1] if unicodedata.category(ch) in ("Cc", "Cf") and ch not in keep else ch for ch in text)
 
 
 def one_line(exc: BaseException | str, limit: int = 500, *, with_type: bool = False) -> str:
