@@ -219,13 +219,13 @@ def test_the_submitit_internals_heartjobs_uses_are_there_at_the_pinned_version()
     import re
 
     from submitit.core.job_environment import SignalHandler
-    from submitit.core.utils import JobPaths, pickle_load
+    from submitit.core.utils import JobPaths, cloudpickle_dump
     from submitit.slurm.slurm import SlurmInfoWatcher
 
     pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
     assert md.version("submitit") == re.search(r'"submitit==([^"]+)"', pyproject).group(1) == "1.5.4"
     assert JobPaths(Path("/logs"), "7_1", 0).result_pickle == Path("/logs/7_1_0_result.pkl")
-    assert callable(pickle_load)
+    assert callable(cloudpickle_dump)  # how a task's result is written: (tag, value), read as data by states
     info = SlurmInfoWatcher().read_info("JobID|State\n7_1|RUNNING\n")
     assert info["7_1"]["State"] == "RUNNING"
     assert callable(SignalHandler.has_timed_out) and "self._start_time = " in inspect.getsource(SignalHandler.__init__)
