@@ -111,7 +111,9 @@ def test_resume_refuses_a_changed_spec_and_never_touches_finished_versions(tmp_p
 
 
 def test_a_running_version_is_not_resumed_twice(tmp_path, prepared32):
-    spec = write_spec(tmp_path, "busy", "dcgan", prepared32, **SLOW)
+    # far more epochs than the second process takes to start: the first must still be running when it asks
+    # (SLOW's 12 epochs had ended by then on a loaded machine); it is killed at the end either way
+    spec = write_spec(tmp_path, "busy", "dcgan", prepared32, **{**SLOW, "epochs": 2000})
     run_dir = tmp_path / "artifacts" / "busy" / "v0001"
     proc = _start(spec)
     try:
