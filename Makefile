@@ -36,7 +36,7 @@ LEAN ?= 0
 LEAVE_OUT ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast lint pytest ci demo run-all submit-all smoke study-smoke slurm-test faults report bench fid-weights docker-folders docker-build docker-run-all docker-test \
+.PHONY: help install test test-fast lint pytest ci demo run-all hipct submit-all smoke study-smoke slurm-test faults report bench fid-weights docker-folders docker-build docker-run-all docker-test \
 	wheelhouse wheelhouse-test \
 	sif gpu-check gpu-bench clean
 
@@ -80,12 +80,15 @@ test-fast: install ## the inner loop: the suite without the tests marked slow (m
 demo: install ## the main job on the embedded phantom: make and prepare it (64 px), the validity ladder, the smoke queue (the 3 thesis models and SNGAN with augmentation, FID/KID/FRD), report
 	$(MAKE) --no-print-directory run-all JOBS=jobs/smoke LADDER="$(SMOKE_LADDER)"
 
-run-all: install ## prepare data if needed, queue $(JOBS)/*.toml, run them one by one, write the report
+run-all: install ## prepare data if needed (data/prepared/hipct: from the slices in HIPCT_SRC, else fetched as make hipct does), queue $(JOBS)/*.toml, run them one by one, write the report
 	BIN=$(BIN) HIPCT_SRC=$(HIPCT_SRC) bash scripts/prepare-data.sh $(JOBS)
 	$(if $(LADDER),$(BIN)/heartjobs ladder $(LADDER) --out $(ARTIFACTS)/ladder)
 	$(BIN)/heartjobs enqueue $(filter-out %.sweep.toml,$(wildcard $(JOBS)/*.toml)) --queue $(QUEUE)
 	$(BIN)/heartjobs worker --queue $(QUEUE) --until-empty
 	$(BIN)/heartjobs report $(ARTIFACTS) --jobs $(JOBS)
+
+hipct: install ## fetch the thesis' heart (LADAF-2020-27, level 1: 3307 slices) from the Human Organ Atlas into data/prepared/hipct at 256 px (internet; resumable)
+	BIN=$(BIN) bash scripts/prepare-data.sh --fetch-hipct
 
 submit-all: install ## on a Slurm login node: prepare data if needed, submit $(JOBS)/*.toml as one job array
 	BIN=$(BIN) HIPCT_SRC=$(HIPCT_SRC) bash scripts/prepare-data.sh $(JOBS)

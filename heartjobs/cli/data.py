@@ -1,5 +1,5 @@
-"""`heartjobs data`: make the phantom, prepare a set of slices, summarise a prepared set, and list the sets
-job specs need."""
+"""`heartjobs data`: make the phantom, prepare a set of slices, list and fetch the Human Organ Atlas' hearts,
+summarise a prepared set, and list the sets job specs need."""
 
 from __future__ import annotations
 
@@ -8,7 +8,11 @@ from pathlib import Path
 
 from heartjobs.cli.arguments import positive_int
 from heartjobs.cli.jobs import fail_if_bad
-from heartjobs.cli.output import out, print_error, print_prepared_set
+from heartjobs.cli.output import out, print_error, print_prepared_set, print_rows
+from heartjobs.data.hoa.inventory import SOURCE_ENV, THESIS_DATASET, dataset_url, datasets, find, pin, resolve_source
+from heartjobs.errors import HeartjobsError
+
+MIN_FETCH_SIZE = 8  # px: smaller images are no training set
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -48,6 +52,49 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=positive_int, default=None, help="decoding processes (default: all cores)")
     p.add_argument("--force", action="store_true", help="replace an existing set made differently")
     p.set_defaults(func=cmd_prepare)
+
+    p = data_commands.add_parser(
+        "datasets", help="the Human Organ Atlas' hearts heartjobs can fetch (default: the complete hearts)"
+    )
+    p.add_argument("--organ", default="heart", help="the organ (default heart, the only one pinned)")
+    p.add_argument("--all", action="store_true", help="every pinned record of the organ, parts (VOIs) too")
+    p.set_defaults(func=cmd_datasets)
+
+    p = data_commands.add_parser(
+        "fetch", help="fetch a Human Organ Atlas volume (a level of it) into a prepared set, resumably"
+    )
+    p.add_argument("dataset", help="its inventory name (heartjobs data datasets), e.g. " + THESIS_DATASET)
+    p.add_argument("--out", type=Path, help="the prepared set's folder, e.g. data/prepared/hipct")
+    p.add_argument(
+        "--level",
+        type=int,
+        help="the pyramid level to read (0 full resolution, each next one 2x coarser; default: from --size)",
+    )
+    p.add_argument(
+        "--size",
+        type=int,
+        default=256,
+        help="output width and height in px (default 256); without --level, the coarsest level at least "
+        "this wide is read",
+    )
+    p.add_argument("--slices", metavar="A:B", help="only the level's slices A to B-1 (default: all)")
+    p.add_argument("--every", type=int, default=1, help="keep every K-th slice of the level (default 1)")
+    p.add_argument(
+        "--source",
+        help=f"a mirror keeping the bucket's paths below it: a folder, file:// or http(s):// URL (default "
+        f"${SOURCE_ENV}, else the public bucket)",
+    )
+    p.add_argument(
+        "--window",
+        choices=("dataset", "percentiles"),
+        default="dataset",
+        help="16 -> 8 bit conversion: the dataset's published contrast limits where its record has them, else "
+        "percentiles (default dataset)",
+    )
+    p.add_argument("--keep-slices", action="store_true", help="also keep the 16-bit slices read from the level")
+    p.add_argument("--dry-run", action="store_true", help="print the levels, their sizes and a compressed estimate")
+    p.add_argument("--force", action="store_true", help="replace an existing set made differently")
+    p.set_defaults(func=cmd_fetch)
 
     p = data_commands.add_parser("info", help="summarise a prepared set")
     p.add_argument("path", type=Path, help="a prepared set's folder, e.g. data/prepared/phantom64")
@@ -89,8 +136,87 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     print_prepared_set(Path(args.out), manifest)
 
 
+def cmd_datasets(args: argparse.Namespace) -> None:
+    found = datasets(args.organ, complete=None if args.all else True)
+    which = f"{args.organ} records" if args.all else f"complete {args.organ}s (--all: every {args.organ} record)"
+    pinned = pin()
+    title = (
+        f"{len(found)} {which} of the Human Organ Atlas ({pinned['source']}, pinned {pinned['pinned']}; "
+        f"data licence {pinned['licence']}: cite the DOI)"
+    )
+    rows = [
+        {
+            "name": d.name,
+            "voxel_um": f"{d.voxel_size_um:g}",
+            "shape_xyz": " x ".join(map(str, d.shape_xyz)),
+            "format": d.store_format,
+            "donor": " ".join(str(d.donor[key]) for key in ("id", "age", "sex") if d.donor.get(key) is not None),
+            "doi": d.doi or "",
+        }
+        for d in found
+    ]
+    print_rows(title, ["name", "voxel_um", "shape_xyz", "format", "donor", "doi"], rows)
+
+
+def _slice_range(text: str | None) -> tuple[int, int] | None:
+    """--slices A:B, 0 <= A < B."""
+    if text is None:
+        return None
+    first, sep, end = text.partition(":")
+    try:
+        bounds = (int(first), int(end))
+    except ValueError:
+        bounds = None
+    if not sep or bounds is None or not 0 <= bounds[0] < bounds[1]:
+        raise HeartjobsError(
+            f"fetch: --slices: expected A:B with 0 <= A < B (the level's slices A to B-1), got {text!r}"
+        )
+    return bounds
+
+
+def cmd_fetch(args: argparse.Namespace) -> None:
+    if args.level is not None and args.level < 0:
+        raise HeartjobsError(f"fetch: --level must be >= 0, got {args.level}")
+    if args.size < MIN_FETCH_SIZE:
+        raise HeartjobsError(f"fetch: --size must be >= {MIN_FETCH_SIZE}, got {args.size}")
+    if args.every < 1:
+        raise HeartjobsError(f"fetch: --every must be >= 1, got {args.every}")
+    slices = _slice_range(args.slices)
+    if args.out is None and not args.dry_run:
+        raise HeartjobsError("fetch: --out: required (the prepared set's folder), except with --dry-run")
+    dataset = find(args.dataset)
+    source = resolve_source(args.source)
+    # the reader and the fetch engine (tensorstore) only once the arguments are known to be good
+    from heartjobs.data.hoa import fetch as fetching
+    from heartjobs.data.hoa.volume import open_volume
+    from heartjobs.store.prepared import PreparedSet
+
+    params = fetching.FetchParams(
+        level=args.level,
+        size=args.size,
+        slices=slices,
+        every=args.every,
+        window=args.window,
+        keep_slices=args.keep_slices,
+        force=args.force,
+    )
+    if args.dry_run:
+        volume = open_volume(dataset_url(dataset, source), dataset.store_format)
+        rows = fetching.level_table(dataset, volume)
+        print_rows(f"{dataset.name} at {dataset_url(dataset, source)}", list(rows[0]) if rows else [], rows)
+        level = fetching.plan(dataset, volume, params).level
+        ratio = fetching.estimate_compressed(volume, level)
+        estimate = "unknown (no block could be sampled)" if ratio is None else f"about {ratio:.0%} of the raw bytes"
+        out.print(f"level {level}, compressed: {estimate}")
+        return
+    path = fetching.fetch(dataset, source, args.out, params)
+    out.print(f"fetched {dataset.name} into {path}")
+    print_prepared_set(Path(path), PreparedSet.open(path).manifest)
+    out.print(f"licence {dataset.licence}: cite doi:{dataset.doi} ({dataset.citation})")
+
+
 def cmd_info(args: argparse.Namespace) -> None:
-    from heartjobs.errors import HeartjobsError, one_line
+    from heartjobs.errors import one_line
     from heartjobs.store.prepared import MANIFEST_FILE, PreparedSet
 
     prepared = PreparedSet.open(args.path)

@@ -24,12 +24,12 @@ def print_error(exc: HeartjobsError) -> None:
 
 
 def print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
-    """A rich table of text cells."""
-    table = Table(title=title)
+    """A rich table of text cells (control characters escaped: rich's cells would print them raw)."""
+    table = Table(title=printable(title))
     for column in columns:
         table.add_column(column)
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(printable(str(cell)) for cell in row))
     out.print(table)
 
 
@@ -44,28 +44,64 @@ def print_rows(title: str, columns: list[str], rows: list[dict]) -> None:
 
 
 def print_prepared_set(path: Path, manifest: dict) -> None:
+    """A prepared set's summary: its images, where they came from and how they were made; a fetched set's
+    dataset, citation, licence, level and source too. Every value is from the manifest, escaped."""
     window = manifest["window"]
-    table = Table(title=f"prepared set {path}", show_header=False)
-    table.add_row(
-        "images",
-        f"{manifest['count']} x {manifest['shape'][1]} x {manifest['shape'][2]} x "
-        f"{manifest['shape'][3]} {manifest['dtype']}",
-    )
-    table.add_row(
-        "source",
-        f"{manifest['source']} ({len(manifest['sources'])} slices, "
-        f"{manifest['source_shape'][0]}x{manifest['source_shape'][1]}, {window['source_bits']}-bit)",
-    )
-    table.add_row("every", str(manifest["parameters"]["every"]))
-    table.add_row("window", _window_line(window))
+    rows = [
+        (
+            "images",
+            f"{manifest['count']} x {manifest['shape'][1]} x {manifest['shape'][2]} x "
+            f"{manifest['shape'][3]} {manifest['dtype']}",
+        ),
+        (
+            "source",
+            f"{manifest['source']} ({len(manifest['sources'])} slices, "
+            f"{manifest['source_shape'][0]}x{manifest['source_shape'][1]}, {window['source_bits']}-bit)",
+        ),
+        ("every", str(manifest["parameters"]["every"])),
+        ("window", _window_line(window)),
+    ]
     if window.get("assumption"):  # sets made before the manifest said so lack it
-        table.add_row("assumption", window["assumption"])
-    table.add_row("skipped", ", ".join(s["name"] for s in manifest["skipped"]) or "none")
-    table.add_row("content hash", manifest["content_hash"][:16])
-    table.add_row("contact sheet", str(path / "contact_sheet.png"))
+        rows.append(("assumption", window["assumption"]))
+    rows.append(("skipped", ", ".join(s["name"] for s in manifest["skipped"]) or "none"))
+    rows.append(("content hash", manifest["content_hash"][:16]))
+    rows.append(("contact sheet", str(path / "contact_sheet.png")))
     if manifest.get("png"):
-        table.add_row("png", str(path / manifest["png"]))
+        rows.append(("png", str(path / manifest["png"])))
+    rows += _provenance_rows(manifest.get("provenance"))
+    table = Table(title=printable(f"prepared set {path}"), show_header=False)
+    for name, value in rows:
+        table.add_row(name, printable(str(value)))
     out.print(table)
+
+
+def _provenance_rows(provenance: dict | None) -> list[tuple[str, str]]:
+    """Where a fetched set's volume came from (`data fetch` records it): the dataset, how to cite it, the
+    level read and the source; none for a set prepared from slices."""
+    if not provenance:
+        return []
+    donor = provenance.get("donor") or {}
+    scan = provenance.get("scan") or {}
+    sample = f"{provenance.get('organ')} ({provenance.get('voi')}), {provenance.get('voxel_size_um')} um"
+    sample += "; donor " + " ".join(str(donor[k]) for k in ("id", "age", "sex") if donor.get(k) is not None)
+    if scan.get("date"):
+        sample += f"; scanned {scan['date']} on {scan.get('beamline')}"
+    rows = [
+        ("dataset", str(provenance.get("name"))),
+        ("sample", sample),
+        ("doi", f"https://doi.org/{provenance['doi']}" if provenance.get("doi") else "none recorded"),
+        ("citation", str(provenance.get("citation"))),
+        ("licence", str(provenance.get("licence"))),
+    ]
+    if "level" in provenance:
+        level = f"{provenance['level']} of the {provenance.get('store_format')} pyramid"
+        for key, label in (("level_shape", "shape"), ("block_size", "blocks")):
+            if isinstance(provenance.get(key), list):
+                level += f", {label} {' x '.join(map(str, provenance[key]))}"
+        rows.append(("level", level))
+    if provenance.get("source"):
+        rows.append(("fetched from", str(provenance["source"])))
+    return rows
 
 
 def _window_line(window: dict) -> str:

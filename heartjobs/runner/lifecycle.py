@@ -188,7 +188,8 @@ def _open_run(
             run.refuse_links()
             held.enter_context(locks.run_lock(run.path))
             newest_checkpoint(run, spec)  # one that is not this run's is refused before anything is written
-            atomic.write_json(run.resumed_env(run.status().resumed + 1), environment(str(device)))
+            env = environment(str(device), spec.data.prepared)
+            atomic.write_json(run.resumed_env(run.status().resumed + 1), env)
             return run
         console.print(f"{spec.name}: nothing to resume; starting a new version")
     run = _new_version(spec, spec_path, device)
@@ -222,7 +223,7 @@ def _new_version(spec: ResolvedSpec, spec_path: Path, device: torch.device) -> R
         atomic.write_bytes(folder / RunDir.JOB_TOML, Path(spec_path).read_bytes())
         resolved = {"spec_hash": spec.spec_hash, "spec": spec.model_dump(mode="json")}
         atomic.write_json(folder / RunDir.RESOLVED, resolved)
-        atomic.write_json(folder / RunDir.ENV, environment(str(device)))
+        atomic.write_json(folder / RunDir.ENV, environment(str(device), spec.data.prepared))
         RunDir(folder).status_file(spec.train.epochs, liveness.this_process())  # "running", by this process
 
     return RunDir(claim_version(spec.run_root, identity))

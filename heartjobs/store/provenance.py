@@ -1,4 +1,5 @@
-"""What ran a job: library versions, device, host, git commit and command line (a run's env.json)."""
+"""What ran a job: library versions, device, host, git commit and command line, and the data it trained on
+(a run's env.json)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,15 @@ import platform
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 from heartjobs import __version__
+from heartjobs.store.prepared import read_manifest
 from heartjobs.store.status import now_iso
 from heartjobs.system import cpus
 
 
-def environment(device: str) -> dict:
+def environment(device: str, prepared: Path | None = None) -> dict:
     import torch
 
     cuda = torch.cuda.is_available()
@@ -38,4 +41,17 @@ def environment(device: str) -> dict:
         "git_commit": commit,
         "command": sys.argv,
         "time": now_iso(),
+        **({"data": data_record(prepared)} if prepared is not None else {}),
+    }
+
+
+def data_record(prepared: Path) -> dict:
+    """The prepared set a run trains on: its folder, its content_hash, and where its images came from when
+    its manifest says so (`data fetch` records the dataset, its DOI, citation and licence, the level and the
+    source as `provenance`; a set prepared from slices has none)."""
+    manifest = read_manifest(Path(prepared)) or {}
+    return {
+        "prepared": str(prepared),
+        "content_hash": manifest.get("content_hash"),
+        "provenance": manifest.get("provenance"),
     }
