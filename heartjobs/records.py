@@ -113,6 +113,7 @@ def _note(problems: list[str] | None, found: dict[str, str]) -> None:
 class Measurement(Record):
     """A measurement of a generator (heartjobs.evaluation.driver.measure's result) with what it
     measured: fid.json (the run's own), evals/<snapshot>_<settings hash>.json, a line of metrics.jsonl.
+    One measured against another set than the run's own says which (`against`; its own settings hash).
     A record without its values or their protocol is no measurement (a damaged or foreign file)."""
 
     metric: str = "fid"
@@ -134,6 +135,9 @@ class Measurement(Record):
     frd: dict | None = None  # {"mean", "std", "version", ...} or {"error", ...}
     ladder: dict | None = None  # the validity ladder's verdict per metric (None: never laddered)
     settings_hash: str | None = None
+    # measured against another prepared set than the run's own (`evaluate --against`, [eval] against):
+    # {"prepared": its path, "content_hash": ..., "count": ...}; None: the run's own set
+    against: dict | None = None
     time: str | None = None
 
     @field_validator("frd")

@@ -28,6 +28,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="every kept checkpoint, with the spec's [eval.during] settings (the options below on top): the "
         "metric against the epoch, in metrics.jsonl and metrics.png; the best kept as best.pt",
     )
+    p.add_argument(
+        "--against",
+        type=Path,
+        metavar="PREPARED",
+        help="measure against the real images of another prepared set of the same image size (a held-out "
+        "heart) instead of the run's training set; the record names that set and goes to the run's evals/",
+    )
     p.add_argument("--n", type=positive_int, help="generated images per repeat (default: the spec's)")
     p.add_argument("--repeats", type=positive_int, help="measurements, each of new images (default: the spec's)")
     p.add_argument("--dims", type=int, choices=FEATURE_DIMS, help="Inception feature dimensions (default: the spec's)")
@@ -88,6 +95,7 @@ _EVAL_OPTIONS = {
 
 
 def cmd_fid(args: argparse.Namespace) -> None:
+    from heartjobs.evaluation.preflight import open_against
     from heartjobs.evaluation.records import summary_line
     from heartjobs.evaluation.runs import evaluate_run, measure_checkpoints
     from heartjobs.spec.loading import overridden
@@ -100,9 +108,10 @@ def cmd_fid(args: argparse.Namespace) -> None:
     overrides = {field: value for field, value in given.items() if value is not None}
     settings = overridden(spec.eval, overrides, _EVAL_OPTIONS)  # the spec's bounds hold for options too
     if args.all_checkpoints:
-        if args.checkpoint or args.save_images:
+        if args.checkpoint or args.save_images or args.against:
             raise HeartjobsError(
-                "--all-checkpoints: measures every kept checkpoint; leave out --checkpoint and --save-images"
+                "--all-checkpoints: measures every kept checkpoint against the run's own set (its curve and "
+                "best.pt); leave out --checkpoint, --save-images and --against"
             )
         from heartjobs.store.best import value
 
@@ -118,8 +127,14 @@ def cmd_fid(args: argparse.Namespace) -> None:
     taken = args.save_images is not None and args.save_images.exists()
     if taken and (not args.save_images.is_dir() or any(args.save_images.iterdir())):
         raise HeartjobsError(f"--save-images {args.save_images}: exists and is not an empty folder; give a new one")
+    against = open_against(args.against, spec, "--against ") if args.against is not None else None
     report = evaluate_run(
-        args.run_dir, settings, checkpoint=args.checkpoint, device=args.device, save_images=args.save_images
+        args.run_dir,
+        settings,
+        checkpoint=args.checkpoint,
+        device=args.device,
+        save_images=args.save_images,
+        against=against,
     )
     out.print(f"{args.run_dir} ({report.snapshot['file']}, epoch {report.epoch}): {summary_line(report)}")
 

@@ -1,6 +1,7 @@
 """Can a spec's evaluation run on this machine? Checked before any training, so that a job never trains
 for hours and then finds out it cannot be measured: the Inception weights FID needs are here (or can be
-downloaded now), and frd-score with pyradiomics imports.
+downloaded now), frd-score with pyradiomics imports, and every other set it is measured against ([eval]
+against) is a prepared set of its image size.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from heartjobs.errors import HeartjobsError
 from heartjobs.spec.schema import ResolvedSpec
+from heartjobs.store.prepared import PreparedSet
 
 from . import radiomics
 from .cache import cache_dir, check_torch_hub_place
@@ -69,3 +71,29 @@ def check_measurable(spec: ResolvedSpec, path: Path | str) -> None:
             radiomics.check_available()
         except HeartjobsError as exc:
             raise HeartjobsError(f"{path}: eval.frd: {exc}") from None
+    for other in spec.eval.against:
+        open_against(other, spec, f"{path}: eval.against: ")
+
+
+def open_against(path: Path, spec: ResolvedSpec, where: str) -> PreparedSet:
+    """Another prepared set a run is measured against (a held-out heart): one whose images the run's
+    generator can be compared with (its image size and channels) and that is not the run's own training
+    set; otherwise one line starting with `where` ("--against ", "job.toml: eval.against: ")."""
+    try:
+        other = PreparedSet.open(path)
+    except HeartjobsError as exc:
+        raise HeartjobsError(f"{where}{exc}") from None
+    differs = []
+    if other.size != spec.data.size:
+        differs.append(f"{other.size} px images, but the run's generator makes {spec.data.size} px ones")
+    if other.channels != spec.data.channels:
+        differs.append(f"{other.channels} channels, but the run's images have {spec.data.channels}")
+    if differs:
+        hint = f" (prepare it with --size {spec.data.size})" if other.size != spec.data.size else ""
+        raise HeartjobsError(f"{where}{path}: {'; '.join(differs)}{hint}")
+    if other.content_hash == spec.data.content_hash:
+        raise HeartjobsError(
+            f"{where}{path}: the run's own training set (content_hash {other.content_hash[:12]}), which its own "
+            "measurement measures already"
+        )
+    return other

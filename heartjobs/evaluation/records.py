@@ -1,8 +1,11 @@
 """Where a measurement goes: fid.json, metrics.jsonl and evals/ of a run folder, and the one-line
-console summary. Each record names the snapshot it measured and carries its protocol.
+console summary. Each record names the snapshot it measured and carries its protocol, and, when it was
+measured against another prepared set than the run's own, that set.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from heartjobs import atomic
 from heartjobs.evaluation.radiomics import describe_difference
@@ -10,14 +13,21 @@ from heartjobs.hashing import sha256_json
 from heartjobs.records import Measurement
 from heartjobs.spec.schema import EvalSection, ResolvedSpec
 from heartjobs.store.checkpoint import Snapshot
+from heartjobs.store.prepared import PreparedSet
 from heartjobs.store.rundir import RunDir
 from heartjobs.store.status import now_iso
 
 FAILS_LADDER = "fails the validity ladder"
 
 
-def evaluation_record(run: RunDir, spec: ResolvedSpec, snapshot: Snapshot, result: dict) -> Measurement:
-    """A measurement (heartjobs.evaluation.driver.measure's result) with what it measured."""
+def evaluation_record(
+    run: RunDir, spec: ResolvedSpec, snapshot: Snapshot, result: dict, against: PreparedSet | None = None
+) -> Measurement:
+    """A measurement (heartjobs.evaluation.driver.measure's result) with what it measured; `against`: the
+    real set it was measured against, when not the run's own."""
+    other = {}
+    if against is not None:
+        other["against"] = {"prepared": str(against.path), "content_hash": against.content_hash, "count": against.count}
     return Measurement(
         metric="fid",
         run=str(run.path),
@@ -25,23 +35,28 @@ def evaluation_record(run: RunDir, spec: ResolvedSpec, snapshot: Snapshot, resul
         spec_hash=spec.spec_hash,
         snapshot={"file": snapshot.file, "epoch": snapshot.epoch},
         **result,
+        **other,
         time=now_iso(),
     )
 
 
-def settings_hash(settings: EvalSection) -> str:
+def settings_hash(settings: EvalSection, against: str | None = None) -> str:
     """What a measurement's value depends on, hashed: not when or how often it is taken, nor where copies of
-    its images go."""
+    its images go. `against`: the content hash of the real set measured against when it is not the run's
+    own; such a measurement is another setting, so it never joins the own set's curve or best checkpoint."""
     values = settings.model_dump(mode="json", exclude=set(EvalSection.NOT_MEASURED))
     values["fid"] = values.pop("measure")  # hashed under its first name, so a curve's earlier records still match
+    if against is not None:
+        values["against"] = against
     return sha256_json(values)[:8]
 
 
 def write_record(run: RunDir, record: Measurement, settings: EvalSection, own: bool) -> None:
     """The run's own measurement (its final generator with the spec's own settings) goes to fid.json; any
-    other snapshot or settings to evals/<snapshot>_<settings hash>.json. Every record is also appended to
-    metrics.jsonl, with the hash of the settings it was measured with (records of one curve share it)."""
-    tag = settings_hash(settings)
+    other snapshot, settings or real set to evals/<snapshot>_<settings hash>.json. Every record is also
+    appended to metrics.jsonl, with the hash of the settings it was measured with (records of one curve
+    share it; one against another set has its own)."""
+    tag = settings_hash(settings, (record.against or {}).get("content_hash"))
     record.settings_hash = tag
     if own:
         record.write(run / RunDir.FID_REPORT)
@@ -59,12 +74,14 @@ def failed_ladder(report: Measurement, metric: str) -> bool:
 
 def summary_line(report: Measurement) -> str:
     """FID, KID and FRD with their protocol, any metric the validity ladder failed labelled so, and what
-    differs most, on one line."""
+    differs most, on one line; led by "against <set> (<content hash>)" when measured against another set
+    than the run's own."""
 
     def mark(metric: str) -> str:
         return f" [{FAILS_LADDER}]" if failed_ladder(report, metric) else ""
 
-    text = (
+    text = f"against {against_label(report.against)}: " if report.against else ""
+    text += (
         f"FID {report.fid_mean:.3f} +- {report.fid_std:.3f}{mark('fid')} "
         f"(n={report.n_generated} x {len(report.repeats)}, real n={report.n_real}, dims {report.dims}, "
         f"{report.normalize})"
@@ -82,3 +99,10 @@ def summary_line(report: Measurement) -> str:
         if frd["top_differences"]:
             text += "; generated: " + ", ".join(describe_difference(e) for e in frd["top_differences"][:2])
     return text
+
+
+def against_label(against: dict) -> str:
+    """The other real set of a record, as its summary names it: "ladaf-2021-17-256 (3f2a9c01b4e7)", its
+    folder's name and the start of its content hash, so the number is never taken for the own set's."""
+    name = Path(str(against.get("prepared", "?"))).name
+    return f"{name} ({str(against.get('content_hash', '?'))[:12]})"

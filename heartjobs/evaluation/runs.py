@@ -1,6 +1,7 @@
 """Measuring a run folder: its final generator or a checkpoint measured by the driver and recorded in the
-run (fid.json, evals/, metrics.jsonl), and every kept checkpoint measured afterwards with its best kept as
-best.pt (`heartjobs evaluate RUN [--all-checkpoints]`)."""
+run (fid.json, evals/, metrics.jsonl), against its own set or another prepared set (a held-out heart), and
+every kept checkpoint measured afterwards with its best kept as best.pt (`heartjobs evaluate RUN
+[--all-checkpoints | --against PREPARED]`)."""
 
 from __future__ import annotations
 
@@ -40,33 +41,40 @@ def evaluate_run(
     poll: Callable[[], None] | None = None,
     save_images: Path | None = None,
     prepared: PreparedSet | None = None,
+    against: PreparedSet | None = None,
 ) -> Measurement:
     """Measure a run's final generator (or one of its checkpoints) and record it in the run folder (see
     heartjobs.evaluation.records); returns the record. The measured images go to save_images as PNG, or,
     when the settings say save_images and this is the run's own measurement, to its eval_images/ (replaced
     once the measurement succeeded: they are copies). A run whose
     training had finished and only its evaluation had failed is marked done once its own evaluation
-    succeeds. `prepared`: the run's set already read (the training's own copy), instead of reading it again."""
+    succeeds. `prepared`: the run's set already read (the training's own copy), instead of reading it again.
+    `against`: another prepared set (opened by open_against) measured instead of the run's own; its record
+    names it, has a settings hash of its own and goes to evals/."""
     run = RunDir(run_dir)
     run.refuse_links()  # a run folder from elsewhere: nothing written through a link in it
     spec = run.spec()
     settings = settings or spec.eval
-    own = checkpoint is None and settings == spec.eval
+    own = checkpoint is None and settings == spec.eval and against is None
     # [eval] save_images: the run's own measurement's images, staged and swapped in once it succeeded
     staged = None
     if save_images is None and settings.save_images and own:
         staged = save_images = run / f"{RunDir.EVAL_IMAGES}.partial"
         shutil.rmtree(staged, ignore_errors=True)
     torch_device = resolve_device(device or spec.train.device, "--device" if device else "train.device")
-    prepared = prepared or PreparedSet.open(spec.data.prepared)
-    if prepared.content_hash != spec.data.content_hash:
-        raise HeartjobsError(
-            f"{spec.data.prepared}: content_hash: the prepared set changed since {run} was trained on it"
-        )
+    if against is None:
+        prepared = prepared or PreparedSet.open(spec.data.prepared)
+        if prepared.content_hash != spec.data.content_hash:
+            raise HeartjobsError(
+                f"{spec.data.prepared}: content_hash: the prepared set changed since {run} was trained on it"
+            )
+    else:
+        prepared = against
     snapshot = load_snapshot(run, spec, checkpoint, torch_device)
     # what the values depend on: a stopped measurement of the same goes on from its last finished repeat
     gpu = torch.cuda.get_device_name(torch_device) if torch_device.type == "cuda" else None
-    key = sha256_json([settings_hash(settings), snapshot.file, snapshot.epoch, str(torch_device), gpu])[:12]
+    tag = settings_hash(settings, None if against is None else against.content_hash)
+    key = sha256_json([tag, snapshot.file, snapshot.epoch, str(torch_device), gpu])[:12]
     progress = RepeatLog(run / RunDir.EVAL_PROGRESS.format(key=key))
     result = measure(
         snapshot.generator,
@@ -82,11 +90,14 @@ def evaluate_run(
         shutil.rmtree(run / RunDir.EVAL_IMAGES, ignore_errors=True)
         staged.rename(run / RunDir.EVAL_IMAGES)
         result["saved_images"] = str((run / RunDir.EVAL_IMAGES).resolve())
-    record = evaluation_record(run, spec, snapshot, result)
+    record = evaluation_record(run, spec, snapshot, result, against)
     write_record(run, record, settings, own)
     progress.remove()
+    # the end of training's measurements: its own set's (fid.json), then [eval] against's; the run is done
+    # once they are there (a held-out one that failed at the end, measured now, finishes it too)
+    ends = checkpoint is None and settings == spec.eval and (own or (run / RunDir.FID_REPORT).is_file())
     status = run.status()
-    if own and status.state == "failed" and status.phase == "evaluating":
+    if ends and status.state == "failed" and status.phase == "evaluating":
         mark_done(run / RunDir.STATUS)
     return record
 

@@ -19,7 +19,7 @@ import torch
 
 from heartjobs import atomic
 from heartjobs.errors import HeartjobsError, JobInterrupted, one_line
-from heartjobs.evaluation.preflight import check_measurable
+from heartjobs.evaluation.preflight import check_measurable, open_against
 from heartjobs.evaluation.records import summary_line
 from heartjobs.evaluation.runs import evaluate_run
 from heartjobs.progress import console
@@ -249,8 +249,9 @@ def _wait_until_stopped(run: RunDir, stop: stopping.StopRequest, patience_s: flo
 
 
 def _evaluate(run: RunDir, prepared: PreparedSet, status: StatusFile, stop_if_requested: Callable[[], None]) -> None:
-    """The metrics at the end of training, against the set in memory that training read; if they can't
-    run, the training artifacts stay and the error says how to retry."""
+    """The metrics at the end of training, against the set in memory that training read, then against each
+    other set of [eval] against (into evals/); if they can't run, the training artifacts stay and the error
+    says how to retry."""
     status.beat(force=True, phase="evaluating")
 
     def poll() -> None:  # between batches and repeats: a stop leaves the finished repeats kept
@@ -266,6 +267,18 @@ def _evaluate(run: RunDir, prepared: PreparedSet, status: StatusFile, stop_if_re
             f"{exc} (training finished; its artifacts are intact in {run}; evaluate later with: heartjobs fid {run})"
         ) from None
     console.print(summary_line(record))
-    if run.spec().output.tensorboard:
+    spec = run.spec()
+    if spec.output.tensorboard:  # the own set's number only: a held-out one is no point of its curves
         with EventLog(run / RunDir.TENSORBOARD, None) as log:
             log.measurement(record, during=False)
+    for other in spec.eval.against:
+        try:
+            held_out = evaluate_run(run.path, poll=poll, against=open_against(other, spec, "eval.against: "))
+        except JobInterrupted:
+            raise
+        except HeartjobsError as exc:
+            raise HeartjobsError(
+                f"{exc} (training finished and its own set measured; its artifacts are intact in {run}; "
+                f"measure later with: heartjobs fid {run} --against {other})"
+            ) from None
+        console.print(summary_line(held_out))

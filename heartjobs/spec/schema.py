@@ -186,8 +186,10 @@ class EvalSection(_SpecSection):
     key was called `fid` first, and `fid = false` still says the same."""
 
     # What is left out of a measurement's identity (the spec hash, a settings hash): where copies of the
-    # measured images go and what is measured on the way, not what is measured at the end.
-    NOT_MEASURED: ClassVar[tuple[str, ...]] = ("save_images", "every", "during", "keep_best")
+    # measured images go, what is measured on the way, and which other sets are measured besides (each
+    # such measurement carries its set's content hash in its own settings hash), not what is measured at
+    # the end against the run's own set.
+    NOT_MEASURED: ClassVar[tuple[str, ...]] = ("save_images", "every", "during", "keep_best", "against")
 
     measure: bool = Field(True, validation_alias=AliasChoices("measure", "fid"))
     n_generated: int = Field(3000, ge=2, le=MAX_IMAGES)
@@ -214,6 +216,9 @@ class EvalSection(_SpecSection):
     every: int | None = Field(None, ge=1, le=MAX_COUNT)
     during: DuringTraining = DuringTraining()
     keep_best: bool = True
+    # Other prepared sets (held-out hearts) the final generator is also measured against at the end of
+    # training, with these settings, each into evals/ (never fid.json, a metric curve or best.pt).
+    against: tuple[Annotated[Path, Field(strict=False)], ...] = Field((), strict=False)
 
     def during_settings(self) -> EvalSection:
         """The settings of a measurement during training: these, with [eval.during]'s sizes and metrics."""
@@ -225,6 +230,21 @@ class EvalSection(_SpecSection):
         if isinstance(data, dict) and "measure" in data and "fid" in data:
             raise ValueError("say `measure` (or its first name, `fid`), not both")
         return data
+
+    @field_validator("against")
+    @classmethod
+    def _against_paths(cls, v: tuple[Path, ...]) -> tuple[Path, ...]:
+        for path in v:
+            _plain_path(path)
+        if len(set(v)) != len(v):
+            raise ValueError("name each prepared set once")
+        return v
+
+    @model_validator(mode="after")
+    def _against_is_measured(self) -> EvalSection:
+        if self.against and not self.measure:
+            raise _FieldError(("eval", "against"), "measured at the end of training, which measure = false turns off")
+        return self
 
     @field_validator("weights")
     @classmethod

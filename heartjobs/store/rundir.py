@@ -342,9 +342,12 @@ class RunDir:
 
     def _measured_per_epoch(self, settings_hash: str | None) -> tuple[str | None, dict[int, Measurement]]:
         """(setting, {epoch: its newest measurement}) for `settings_hash`, else the setting measured at most
-        epochs; (None, {}) without measurements."""
+        epochs against the run's own set (one against another set is never the run's curve unless asked for
+        by its hash); (None, {}) without measurements."""
         groups: dict[str, dict[int, Measurement]] = {}
         for record in self.metric_records():
+            if settings_hash is None and record.against is not None:
+                continue
             key = record.settings_hash or json.dumps(  # records from before settings were hashed
                 [record.n_generated, record.dims, record.normalize, record.n_real]
                 + [len(record.repeats), record.weights.get("sha256")]
