@@ -234,11 +234,13 @@ def _fetched_copy(prepared: Path, folder: Path) -> Path:
 def test_data_info_shows_where_a_fetched_set_came_from_and_how_to_cite_it(tmp_path, prepared32):
     info = cli("data", "info", _fetched_copy(prepared32, tmp_path), env={"COLUMNS": "400"})
     assert info.returncode == 0, info.stderr
-    lines = {
-        line.split("│")[1].strip(): line.split("│")[2].strip()
-        for line in info.stdout.splitlines()
-        if line.count("│") == 3
-    }
+    lines: dict[str, str] = {}
+    key = ""
+    for line in info.stdout.splitlines():  # a cell wider than the console goes on in the rows below it
+        if line.count("│") == 3:
+            name, value = (cell.strip() for cell in line.split("│")[1:3])
+            key = name or key
+            lines[key] = f"{lines[key]} {value}" if not name else value
     assert lines["dataset"] == THESIS_DATASET
     assert lines["sample"] == "heart (complete-organ), 25.08 um; donor LADAF-2020-27 94 F; scanned 2020-07-11 on BM05"
     assert lines["doi"] == f"https://doi.org/{THESIS_DOI}" and lines["licence"] == "CC BY 4.0"
