@@ -107,6 +107,10 @@ class _Layout:
         """The transpose that turns a stored-order array into (z, y, x)."""
         return [self.axes.index(a) for a in AXES_ZYX]
 
+    def stored(self, region_zyx: tuple) -> tuple:
+        """A (z, y, x) index in the store's axis order."""
+        return tuple(region_zyx[AXES_ZYX.index(a)] for a in self.axes)
+
     def key(self, block_zyx: tuple[int, int, int]) -> str:
         by_axis = dict(zip(AXES_ZYX, block_zyx, strict=True))
         return self.key_prefix + self.separator.join(str(by_axis[a]) for a in self.axes)
@@ -233,44 +237,45 @@ def _z_scale(dataset: dict, axes: tuple[str, ...]) -> float | None:
 
 
 class PendingSlab:
-    """The block reads of one slab, started; `result()` waits for them and assembles the slab."""
+    """The block reads of one slab, started; `result()` waits for them. tensorstore decodes each block
+    straight into the slab's array (through a view of it in the store's axis order), so a slab in flight
+    costs its own bytes, not a second copy in separate blocks."""
 
     def __init__(self, volume: Volume, level: int, z0: int, z1: int):
+        import tensorstore as ts
+
         self.volume, self.level, self.z0, self.z1 = volume, level, z0, z1
-        info = volume.levels[level]
+        info, layout = volume.levels[level], volume._layouts[level]
         bz0, bz1 = info.block_slabs(z0, z1)[0], info.block_slabs(z0, z1)[-1] + 1
         self.zstart = bz0 * info.block_zyx[0]
         zstop = min(bz1 * info.block_zyx[0], info.shape_zyx[0])
         self.array = np.zeros((zstop - self.zstart, *info.shape_zyx[1:]), dtype=info.dtype)
-        self.reads = []
+        stored = ts.array(self.array)  # shares the array's memory
+        stored = stored[ts.d[[AXES_ZYX.index(a) for a in layout.axes]].transpose[:]]
+        self.copies = []
         grid = info.grid_zyx
         for block in product(range(bz0, bz1), range(grid[1]), range(grid[2])):
             region = tuple(
                 slice(i * b, min((i + 1) * b, n)) for i, b, n in zip(block, info.block_zyx, info.shape_zyx, strict=True)
             )
-            self.reads.append((block, region, volume._read_region(level, region)))
-
-    @property
-    def blocks(self) -> int:
-        return len(self.reads)
+            local = (slice(region[0].start - self.zstart, region[0].stop - self.zstart), *region[1:])
+            source = volume._stores[level][layout.stored(region)]
+            self.copies.append((block, stored[layout.stored(local)].write(source)))
 
     def result(self, advance: Callable[[int], None] | None = None, missing: list[str] | None = None) -> np.ndarray:
         """Slices z0..z1 as (z, y, x); a block the store lacks is zeros and its key is added to `missing`."""
         volume, layout = self.volume, self.volume._layouts[self.level]
-        for block, region, future in self.reads:
+        for block, copy in self.copies:
             try:
-                data = future.result()
+                copy.result()
             except Exception as exc:
-                key = layout.key(block)
                 if _status(exc) != "NOT_FOUND":
                     raise volume._block_error(self.level, block, exc) from None
                 if missing is not None:
-                    missing.append(key)
-            else:
-                local = (slice(region[0].start - self.zstart, region[0].stop - self.zstart), *region[1:])
-                self.array[local] = np.transpose(data, layout.to_zyx)
+                    missing.append(layout.key(block))
             if advance is not None:
                 advance(1)
+        self.copies = []
         return self.array[self.z0 - self.zstart : self.z1 - self.zstart]
 
 
@@ -287,11 +292,6 @@ class Volume:
             chunk = store.chunk_layout.read_chunk.shape
             block = tuple(int(chunk[i]) for i in perm)
             self.levels.append(Level(index, shape, block, store.dtype.name, layout.factor))
-
-    def _read_region(self, level: int, region_zyx: tuple[slice, slice, slice]):
-        """A tensorstore read future for a (z, y, x) region (its result in stored axis order)."""
-        layout = self._layouts[level]
-        return self._stores[level][tuple(region_zyx[AXES_ZYX.index(a)] for a in layout.axes)].read()
 
     def _block_error(self, level: int, block: tuple[int, int, int], exc: BaseException) -> HeartjobsError:
         key = self._layouts[level].key(block)
