@@ -160,7 +160,7 @@ def prepare(
     src, out = Path(src), Path(out)
     files = slices.list_slices(src)[:: params.every]
     key = _request_key(files, params)
-    existing = _finished(out, key, force)
+    existing = finished_request(out, key, force)
     if existing is not None:
         return existing, False
     bad = _BadSlices(params.skip_bad)
@@ -170,13 +170,13 @@ def prepare(
         window, percentiles = _window(src, items, params, pmap, bad)
         images, sources = _decode_all(src, out, tmp / IMAGES_FILE, items, window, params, pmap, bad)
         manifest = _manifest(src, key, params, items[0][1], window, percentiles, images, sources, bad.entries)
-        _write_views(tmp, images, params, manifest)
+        write_views(tmp, images, params, manifest)
         del images
         atomic.write_json(tmp / MANIFEST_FILE, manifest)
     return manifest, True
 
 
-def _finished(out: Path, key: str, force: bool) -> dict | None:
+def finished_request(out: Path, key: str, force: bool) -> dict | None:
     """The manifest of the set already in `out` if it was made from the same request; None where there is
     none, or with `force` where another one is there (it will be replaced); refused otherwise."""
     if not out.exists():
@@ -307,7 +307,7 @@ def _window_record(info: SliceInfo, window: Window, percentiles: tuple[float, fl
     }
 
 
-def _write_views(folder: Path, images: np.ndarray, params: PrepareParams, manifest: dict) -> None:
+def write_views(folder: Path, images: np.ndarray, params: PrepareParams, manifest: dict) -> None:
     """What a person looks at: the contact sheet, and with --export-png the 8-bit PNGs."""
     from heartjobs.grids import save_grid
     from heartjobs.imaging import save_pngs

@@ -51,6 +51,9 @@ class Dataset:
     doi: str | None
     citation: str
     licence: str = LICENCE
+    # the 16-bit values the Atlas windows this scan by (`data fetch --window dataset`); hoa-tools 2.0.0's
+    # records carry none, so every pinned record has None and a fetch windows by percentiles
+    contrast_limits: tuple[int, int] | None = None
 
     @property
     def complete(self) -> bool:
