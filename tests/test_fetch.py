@@ -12,7 +12,8 @@ URL and a real HTTP server on 127.0.0.1, without mocking the reader:
 - a corrupt block (bad header, wrong size, codec error) is a one-line HeartjobsError naming its key, level
   and block, with the finished slabs kept and only the rest read on the next run;
 - a block the store lacks is zeros, said in a warning line and in the manifest;
-- the dry run's level table and compressed-size estimate match the fixture's files.
+- the dry run's level table and compressed-size estimate match the fixture's files;
+- `heartjobs data fetch` by the thesis heart's name, from a mirror that keeps the bucket's paths.
 """
 
 from __future__ import annotations
@@ -30,12 +31,12 @@ import numpy as np
 import pytest
 
 from heartjobs.data.hoa.fetch import JOURNAL, FetchParams, estimate_compressed, fetch, level_table, plan
-from heartjobs.data.hoa.inventory import Dataset
+from heartjobs.data.hoa.inventory import THESIS_DATASET, Dataset, find
 from heartjobs.data.hoa.volume import open_volume
 from heartjobs.data.slices import Window, area_resize, center_crop
 from heartjobs.errors import HeartjobsError
 from heartjobs.store.prepared import PreparedSet
-from tests.conftest import wait_for
+from tests.conftest import cli, wait_for
 from tests.hoa_fixture import (
     SHAPE_ZYX,
     Faults,
@@ -295,3 +296,23 @@ def test_the_dry_run_sizes_match_the_fixture(mirror):
     fetch_plan = plan(dataset("n5"), volume, FetchParams(level=1, slices=(3, 12), every=4))
     assert fetch_plan.picks == (3, 7, 11) and fetch_plan.slabs == ((0, 8), (8, 16))
     assert fetch_plan.blocks == 2 * 2 * 2 and fetch_plan.bytes_to_read == 16 * 15 * 12 * 2
+
+
+def test_data_fetch_reads_the_thesis_heart_from_a_mirror_that_keeps_the_buckets_paths(tmp_path):
+    """The command as a user types it: the thesis' record by name, a mirror on 127.0.0.1 holding the fixture
+    volume where the bucket holds the heart; --dry-run's table, the fetch, data info's provenance."""
+    thesis = find(THESIS_DATASET)
+    arrays = write_n5(tmp_path / "mirror" / thesis.path, position_volume())
+    with serve(tmp_path / "mirror") as server:
+        dry = cli("data", "fetch", THESIS_DATASET, "--source", server.url, "--size", 8, "--dry-run")
+        assert dry.returncode == 0, dry.stderr
+        assert f"{THESIS_DATASET} at {server.url}/{thesis.path}" in dry.stdout
+        assert "this fetch: level 1, " in dry.stdout and not (tmp_path / "set").exists()
+        out = tmp_path / "set"
+        done = cli("data", "fetch", THESIS_DATASET, "--source", server.url, "--size", 8, "--out", out)
+    assert done.returncode == 0, done.stderr
+    prepared = PreparedSet.open(out)
+    assert prepared.count == arrays[1].shape[0] and prepared.size == 8
+    assert prepared.manifest["provenance"]["source"] == server.url and f"cite doi:{thesis.doi}" in done.stdout
+    info = cli("data", "info", out)
+    assert info.returncode == 0 and THESIS_DATASET in info.stdout and "CC BY 4.0" in info.stdout

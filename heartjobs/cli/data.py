@@ -203,11 +203,17 @@ def cmd_fetch(args: argparse.Namespace) -> None:
     if args.dry_run:
         volume = open_volume(dataset_url(dataset, source), dataset.store_format)
         rows = fetching.level_table(dataset, volume)
-        print_rows(f"{dataset.name} at {dataset_url(dataset, source)}", list(rows[0]) if rows else [], rows)
-        level = fetching.plan(dataset, volume, params).level
-        ratio = fetching.estimate_compressed(volume, level)
+        columns = list(rows[0]) if rows else []
+        title = f"{dataset.name} at {dataset_url(dataset, source)}: its levels ({', '.join(columns)})"
+        print_rows(title, columns, rows)
+        chosen = fetching.plan(dataset, volume, params)
+        ratio = fetching.estimate_compressed(volume, chosen.level.index)
         estimate = "unknown (no block could be sampled)" if ratio is None else f"about {ratio:.0%} of the raw bytes"
-        out.print(f"level {level}, compressed: {estimate}")
+        out.print(
+            f"this fetch: level {chosen.level.index}, {len(chosen.picks)} slices of {chosen.slices[0]}:"
+            f"{chosen.slices[1]} to {chosen.size} px; reads {chosen.blocks} blocks, {chosen.bytes_to_read} bytes raw; "
+            f"stored compressed: {estimate} (from sampled blocks)"
+        )
         return
     path = fetching.fetch(dataset, source, args.out, params)
     out.print(f"fetched {dataset.name} into {path}")
