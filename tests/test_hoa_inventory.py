@@ -251,7 +251,7 @@ def test_data_info_shows_where_a_fetched_set_came_from_and_how_to_cite_it(tmp_pa
     assert plain.returncode == 0 and "dataset" not in plain.stdout and "licence" not in plain.stdout
 
 
-def test_a_run_records_the_data_it_trained_on_with_a_fetched_set_s_provenance_in_env_json(tmp_path, prepared32):
+def test_a_run_records_the_data_it_trained_on_in_env_json_and_the_report_cites_a_fetched_set(tmp_path, prepared32):
     from heartjobs.runner.lifecycle import run_job
 
     fetched = _fetched_copy(prepared32, tmp_path)
@@ -267,6 +267,17 @@ def test_a_run_records_the_data_it_trained_on_with_a_fetched_set_s_provenance_in
     plain = run_job(write_spec(tmp_path, "on_slices", "gan", prepared32, **tiny))
     data = json.loads((plain / "env.json").read_text())["data"]
     assert data["prepared"] == str(prepared32) and data["provenance"] is None and data["content_hash"]
+
+    # and the report says what each set is, and how to cite the Atlas' heart
+    assert cli("report", tmp_path / "artifacts").returncode == 0
+    sources = {
+        s["prepared"]: s for s in json.loads((tmp_path / "artifacts" / "summary.json").read_text())["prepared_sets"]
+    }
+    atlas = sources[str(fetched)]
+    assert atlas["jobs"] == ["on_the_atlas"] and atlas["dataset"]["doi"] == THESIS_DOI
+    assert sources[str(prepared32)]["jobs"] == ["on_slices"] and "dataset" not in sources[str(prepared32)]
+    md = (tmp_path / "artifacts" / "summary.md").read_text()
+    assert "## Data" in md and f"doi:{THESIS_DOI}, licence CC BY 4.0" in md
 
 
 def test_data_info_escapes_control_characters_a_manifest_s_provenance_holds(tmp_path, prepared32):

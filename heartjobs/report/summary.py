@@ -22,7 +22,7 @@ from heartjobs.evaluation.records import FAILS_LADDER, failed_ladder
 from heartjobs.models import MODELS
 from heartjobs.records import Measurement, Record
 from heartjobs.report import configurations, figures, page
-from heartjobs.report.cells import csv_text, markdown_table
+from heartjobs.report.cells import csv_text, markdown_cell, markdown_table
 from heartjobs.report.statistics import TEST
 from heartjobs.report.thesis import THESIS_KEYS, THESIS_PROTOCOL, THESIS_TABLE1, measured_protocol, protocol_differences
 from heartjobs.spec.defaults import ARCHITECTURE_DEFAULTS, BOOKKEEPING_KEYS, is_default, train_defaults
@@ -108,6 +108,9 @@ class Summary(Record):
     best_choice: str | None = None
     note: str
     warnings: list[str] = []  # what in the run folders could not be read, one line per file (collect)
+    prepared_sets: list[
+        dict
+    ] = []  # the sets the runs trained on, with a fetched set's dataset and citation (data_sources)
 
 
 UNREADABLE = "unreadable"  # the state of a run whose resolved spec is not one (skipped)
@@ -301,6 +304,46 @@ def _epochs_cell(row: dict) -> str:
     return f"{row['epochs']} (best {by} at {row['best_epoch']}, not the last measured, {row['last_measured_epoch']})"
 
 
+def data_sources(rows: list[dict]) -> list[dict]:
+    """The prepared sets the runs trained on, as each run's env.json records them (one entry per folder and
+    content hash: its folder, the jobs, and for a set `data fetch` made, the dataset, DOI, licence and citation).
+    env.json is read as data from elsewhere: what is not shaped like heartjobs' record is left out."""
+    found: dict[str, dict] = {}
+    for row in rows:
+        if not row.get("run_dir"):
+            continue
+        data = atomic.read_json(Path(row["run_dir"]) / RunDir.ENV).get("data")
+        if not isinstance(data, dict) or not isinstance(data.get("content_hash"), str):
+            continue
+        prepared = str(data.get("prepared"))
+        entry = found.setdefault(
+            f"{prepared}\0{data['content_hash']}",
+            {"prepared": prepared, "content_hash": data["content_hash"], "jobs": []},
+        )
+        entry["jobs"].append(row["job"])
+        provenance = data.get("provenance")
+        if isinstance(provenance, dict):
+            entry["dataset"] = {k: str(provenance.get(k)) for k in ("name", "doi", "licence", "citation")}
+    return list(found.values())
+
+
+def data_markdown(sources: list[dict]) -> str:
+    """The report's "Data" section: what each set is and, for the Atlas' hearts, how to cite it."""
+    lines = []
+    for source in sources:
+        line = f"- `{markdown_cell(source['prepared'])}` (content hash {markdown_cell(source['content_hash'][:16])}; "
+        line += f"{len(source['jobs'])} run(s)): "
+        if dataset := source.get("dataset"):
+            line += (
+                f"{markdown_cell(dataset['name'])} from the Human Organ Atlas, doi:{markdown_cell(dataset['doi'])}, "
+                f"licence {markdown_cell(dataset['licence'])}; cite: {markdown_cell(dataset['citation'])}"
+            )
+        else:
+            line += "no dataset recorded (prepared from slices or the phantom)"
+        lines.append(line)
+    return "\n## Data\n\n" + "\n".join(lines) + "\n" if lines else ""
+
+
 def markdown(rows: list[dict]) -> str:
     return markdown_table(HEADER, [cells(r) for r in rows])
 
@@ -354,6 +397,8 @@ def write_report(
             + "\n\n"
             + configurations.markdown(configs, FAILS_LADDER_MARK)
         )
+    sources = data_sources(rows)
+    text += data_markdown(sources)
     atomic.write_bytes(written[0], text.encode())
     atomic.write_bytes(written[1], csv_text(COLUMNS, rows).encode())
     Summary(
@@ -365,6 +410,7 @@ def write_report(
         best_choice=choice.describe(),
         note=note.strip(),
         warnings=warnings,
+        prepared_sets=sources,
     ).write(written[2])
     drawn = figures.figures(root, rows, configs, metric)
     written_page = page.write_page(
