@@ -278,6 +278,8 @@ def test_a_run_records_the_data_it_trained_on_in_env_json_and_the_report_cites_a
     assert sources[str(prepared32)]["jobs"] == ["on_slices"] and "dataset" not in sources[str(prepared32)]
     md = (tmp_path / "artifacts" / "summary.md").read_text()
     assert "## Data" in md and f"doi:{THESIS_DOI}, licence CC BY 4.0" in md
+    page = (tmp_path / "artifacts" / "report.html").read_text()
+    assert "<h2>Data</h2>" in page and f"doi:{THESIS_DOI}, licence CC BY 4.0" in page
 
 
 def test_data_info_escapes_control_characters_a_manifest_s_provenance_holds(tmp_path, prepared32):

@@ -150,8 +150,25 @@ def _runs_table(rows: list[dict], root: Path, header: list[str], cells) -> str:
     return _table("runs", head, body)
 
 
+def _data_list(prepared_sets: list[dict]) -> str:
+    """The sets the runs trained on (report.summary.data_sources), a fetched heart's citation with it."""
+    items = []
+    for source in prepared_sets:
+        item = f"<code>{_e(source['prepared'])}</code> (content hash {_e(source['content_hash'][:16])}; "
+        item += f"{len(source['jobs'])} run(s)): "
+        if dataset := source.get("dataset"):
+            item += (
+                f"{_e(dataset['name'])} from the Human Organ Atlas, doi:{_e(dataset['doi'])}, licence "
+                f"{_e(dataset['licence'])}; cite: {_e(dataset['citation'])}"
+            )
+        else:
+            item += "no dataset recorded (prepared from slices or the phantom)"
+        items.append(f"<li>{item}</li>")
+    return "<h2>Data</h2>\n<ul>" + "".join(items) + "</ul>" if items else ""
+
+
 def write_page(root: Path, rows: list[dict], configs: list[dict], figures: list[Path], *, note: str, mark: str,
-               header: list[str], cells) -> Path:  # fmt: skip
+               header: list[str], cells, prepared_sets: list[dict] = ()) -> Path:  # fmt: skip
     """Write root/report.html; returns its path."""
     root = Path(root)
     images = "".join(
@@ -175,6 +192,7 @@ def write_page(root: Path, rows: list[dict], configs: list[dict], figures: list[
 <h2>Runs</h2>
 <p class="note">{_e(note)}</p>
 {_runs_table(rows, root, header, cells)}
+{_data_list(prepared_sets)}
 <script>{SORT_SCRIPT}</script>
 </body></html>
 """

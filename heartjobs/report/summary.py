@@ -414,7 +414,15 @@ def write_report(
     ).write(written[2])
     drawn = figures.figures(root, rows, configs, metric)
     written_page = page.write_page(
-        root, rows, configs, drawn, note=note.strip(), mark=FAILS_LADDER_MARK, header=HEADER, cells=cells
+        root,
+        rows,
+        configs,
+        drawn,
+        note=note.strip(),
+        mark=FAILS_LADDER_MARK,
+        header=HEADER,
+        cells=cells,
+        prepared_sets=sources,
     )
     written += [*drawn, written_page]
     return rows, written
