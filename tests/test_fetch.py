@@ -316,3 +316,21 @@ def test_data_fetch_reads_the_thesis_heart_from_a_mirror_that_keeps_the_buckets_
     assert prepared.manifest["provenance"]["source"] == server.url and f"cite doi:{thesis.doi}" in done.stdout
     info = cli("data", "info", out)
     assert info.returncode == 0 and THESIS_DATASET in info.stdout and "CC BY 4.0" in info.stdout
+
+
+def test_data_fetch_out_here_level_alone_and_keep_slices_as_a_user_types_them(tmp_path):
+    thesis = find(THESIS_DATASET)
+    arrays = write_n5(tmp_path / "mirror" / thesis.path, position_volume())
+    here = tmp_path / "here"
+    here.mkdir()
+    base = ("data", "fetch", THESIS_DATASET, "--source", tmp_path / "mirror")
+    refused = cli(*base, "--size", 8, "--out", ".", cwd=here)  # no traceback: the current folder is refused
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+    assert "the current folder" in refused.stderr and not any(here.iterdir())
+    alone = cli(*base, "--level", 2, "--out", tmp_path / "level2")  # --level alone: the level's own width
+    assert alone.returncode == 0, alone.stderr
+    assert PreparedSet.open(tmp_path / "level2").size == min(arrays[2].shape[1:])
+    with_png = cli(*base, "--level", 2, "--keep-slices", "--out", tmp_path / "level2")  # another request
+    assert with_png.returncode == 2 and "--force" in with_png.stderr, with_png.stderr
+    assert cli(*base, "--level", 2, "--keep-slices", "--force", "--out", tmp_path / "level2").returncode == 0
+    assert len(list((tmp_path / "level2" / "png").glob("*.png"))) == arrays[2].shape[0]

@@ -156,6 +156,22 @@ def test_measuring_a_held_out_set_the_end_of_training_failed_on_finishes_the_run
     assert run.status().state == "done" and run.status().phase is None
 
 
+def test_a_run_is_done_only_once_every_held_out_set_of_its_spec_is_measured(trained, hearts, tmp_path):
+    # as left when [eval] against's set failed at the end: its record is not there; measuring a set the spec
+    # does not name must not finish the run, measuring the one it names does
+    run = RunDir(shutil.copytree(trained["run"], tmp_path / "artifacts" / "held" / "v0001"))
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    (run / "metrics.jsonl").write_text("".join(f"{line}\n" for line in lines if '"against"' not in line))
+    status = json.loads((run / "status.json").read_text())
+    (run / "status.json").write_text(json.dumps({**status, "state": "failed", "phase": "evaluating"}))
+    third = tmp_path / "third_heart"  # 32 px too, other images: a set the spec does not name
+    prepare(Path(hearts["other"]).parent / "slices", third, PrepareParams(size=32, every=2), workers=1)
+    assert cli("evaluate", run.path, "--against", third).returncode == 0
+    assert run.status().state == "failed"
+    assert cli("evaluate", run.path, "--against", hearts["other"]).returncode == 0
+    assert run.status().state == "done"
+
+
 def test_a_set_of_another_size_a_missing_one_or_the_own_is_one_line(trained, hearts, prepared32, tmp_path):
     run = trained["run"]
     before = sorted(p.name for p in (run / "evals").iterdir()), (run / "metrics.jsonl").read_bytes()

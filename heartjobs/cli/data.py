@@ -73,9 +73,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--size",
         type=int,
-        default=256,
-        help="output width and height in px (default 256); without --level, the coarsest level at least "
-        "this wide is read",
+        help="output width and height in px (default 256; with --level alone, the level's own width); without "
+        "--level, the coarsest level at least this wide is read",
     )
     p.add_argument("--slices", metavar="A:B", help="only the level's slices A to B-1 (default: all)")
     p.add_argument("--every", type=int, default=1, help="keep every K-th slice of the level (default 1)")
@@ -88,10 +87,14 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--window",
         choices=("dataset", "percentiles"),
         default="dataset",
-        help="16 -> 8 bit conversion: the dataset's published contrast limits where its record has them, else "
-        "percentiles (default dataset)",
+        help="16 -> 8 bit conversion: the dataset's published contrast limits where its record has them (no "
+        "pinned record has any yet), else the 0.5/99.5 percentiles (default dataset)",
     )
-    p.add_argument("--keep-slices", action="store_true", help="also keep the 16-bit slices read from the level")
+    p.add_argument(
+        "--keep-slices",
+        action="store_true",
+        help="also write the images as 8-bit PNGs (png/), as `data prepare --export-png`",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the levels, their sizes and a compressed estimate")
     p.add_argument("--force", action="store_true", help="replace an existing set made differently")
     p.set_defaults(func=cmd_fetch)
@@ -177,7 +180,9 @@ def _slice_range(text: str | None) -> tuple[int, int] | None:
 def cmd_fetch(args: argparse.Namespace) -> None:
     if args.level is not None and args.level < 0:
         raise HeartjobsError(f"fetch: --level must be >= 0, got {args.level}")
-    if args.size < MIN_FETCH_SIZE:
+    if args.size is None and args.level is None:
+        args.size = 256  # the thesis' size; with --level alone, the level keeps its own width
+    if args.size is not None and args.size < MIN_FETCH_SIZE:
         raise HeartjobsError(f"fetch: --size must be >= {MIN_FETCH_SIZE}, got {args.size}")
     if args.every < 1:
         raise HeartjobsError(f"fetch: --every must be >= 1, got {args.every}")

@@ -26,10 +26,14 @@ def print_error(exc: HeartjobsError) -> None:
 def print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
     """A rich table of text cells (control characters escaped: rich's cells would print them raw)."""
     table = Table(title=printable(title))
-    for column in columns:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*(printable(str(cell)) for cell in row))
+    cells = [[printable(str(cell)) for cell in row] for row in rows]
+    # the first column names the row (a job, a dataset to fetch): kept whole, to be read and copied; the
+    # others fold where the console is narrow, never cut to "…"
+    first = max((len(row[0]) for row in cells if row), default=0)
+    for index, column in enumerate(columns):
+        table.add_column(column, overflow="fold", min_width=first if index == 0 else None)
+    for row in cells:
+        table.add_row(*row)
     out.print(table)
 
 
@@ -70,6 +74,8 @@ def print_prepared_set(path: Path, manifest: dict) -> None:
         rows.append(("png", str(path / manifest["png"])))
     rows += _provenance_rows(manifest.get("provenance"))
     table = Table(title=printable(f"prepared set {path}"), show_header=False)
+    table.add_column(overflow="fold")
+    table.add_column(overflow="fold")  # a source URL folds, never cut to "…"
     for name, value in rows:
         table.add_row(name, printable(str(value)))
     out.print(table)

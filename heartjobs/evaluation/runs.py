@@ -93,13 +93,32 @@ def evaluate_run(
     record = evaluation_record(run, spec, snapshot, result, against)
     write_record(run, record, settings, own)
     progress.remove()
-    # the end of training's measurements: its own set's (fid.json), then [eval] against's; the run is done
-    # once they are there (a held-out one that failed at the end, measured now, finishes it too)
-    ends = checkpoint is None and settings == spec.eval and (own or (run / RunDir.FID_REPORT).is_file())
+    # the end of training's measurements: its own set's (fid.json), then [eval] against's; a run whose
+    # evaluation failed is done once every one of them is there (one measured now included)
     status = run.status()
-    if ends and status.state == "failed" and status.phase == "evaluating":
+    ends = checkpoint is None and settings == spec.eval
+    if ends and status.state == "failed" and status.phase == "evaluating" and _end_measured(run, spec):
         mark_done(run / RunDir.STATUS)
     return record
+
+
+def _end_measured(run: RunDir, spec) -> bool:
+    """Whether every measurement the end of training makes is recorded: fid.json, and the final generator
+    measured against each of [eval] against's sets (known by content hash: the folder may have moved)."""
+    if not (run / RunDir.FID_REPORT).is_file():
+        return False
+    measured = {
+        r.against.get("content_hash")
+        for r in run.metric_records()
+        if r.against and (r.snapshot or {}).get("file") == RunDir.GENERATOR
+    }
+    for path in spec.eval.against:
+        try:
+            if PreparedSet.open(path).content_hash not in measured:
+                return False
+        except HeartjobsError:
+            return False
+    return True
 
 
 def measure_checkpoints(run_dir: Path, overrides: dict, device: str | None = None) -> list[Measurement]:

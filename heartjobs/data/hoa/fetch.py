@@ -270,6 +270,7 @@ def _request_key(dataset: Dataset, fetch_plan: FetchPlan, params: FetchParams) -
             "size": fetch_plan.size,
             "window": params.window,
             "contrast_limits": list(dataset.contrast_limits or []) or None,
+            "png": params.keep_slices,  # as data prepare's export_png: a set without them is another request
         }
     )
 
@@ -281,6 +282,7 @@ def fetch(dataset: Dataset, source: str, out: Path, params: FetchParams) -> Path
     """The prepared set of `dataset` (read from `source`, inventory.resolve_source's answer) at `out`;
     resumes a fetch killed before it finished, and returns at once where `out` holds this set already."""
     out = Path(out)
+    atomic.refuse_cwd_or_above(out)  # before anything is named after it (`--out .` has no name)
     url = dataset_url(dataset, source)
     volume = open_volume(url, dataset.store_format)
     fetch_plan = plan(dataset, volume, params)
@@ -289,7 +291,6 @@ def fetch(dataset: Dataset, source: str, out: Path, params: FetchParams) -> Path
     if finished_request(out, key, params.force) is not None:
         shutil.rmtree(partial, ignore_errors=True)
         return out
-    atomic.refuse_cwd_or_above(out)
     start, done = _resume(partial, key, params.force)
     if start is None:  # the window first, once: a resumed fetch windows its slabs the same way
         start = {"kind": "start", "request_key": key, "window": _window(dataset, volume, fetch_plan, params)}
