@@ -334,3 +334,6 @@ def test_data_fetch_out_here_level_alone_and_keep_slices_as_a_user_types_them(tm
     assert with_png.returncode == 2 and "--force" in with_png.stderr, with_png.stderr
     assert cli(*base, "--level", 2, "--keep-slices", "--force", "--out", tmp_path / "level2").returncode == 0
     assert len(list((tmp_path / "level2" / "png").glob("*.png"))) == arrays[2].shape[0]
+    (tmp_path / "mirror").rename(tmp_path / "moved")  # offline now: the same command needs no source
+    again = cli(*base, "--level", 2, "--keep-slices", "--out", tmp_path / "level2")
+    assert again.returncode == 0 and "up to date" in again.stdout, again.stderr

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from heartjobs.cli.arguments import positive_int
 from heartjobs.cli.jobs import fail_if_bad
-from heartjobs.cli.output import out, print_error, print_prepared_set, print_rows
+from heartjobs.cli.output import err, out, print_error, print_prepared_set, print_rows
 from heartjobs.data.hoa.inventory import SOURCE_ENV, THESIS_DATASET, dataset_url, datasets, find, pin, resolve_source
 from heartjobs.errors import HeartjobsError
 
@@ -190,7 +190,6 @@ def cmd_fetch(args: argparse.Namespace) -> None:
     if args.out is None and not args.dry_run:
         raise HeartjobsError("fetch: --out: required (the prepared set's folder), except with --dry-run")
     dataset = find(args.dataset)
-    source = resolve_source(args.source)
     # the reader and the fetch engine (tensorstore) only once the arguments are known to be good
     from heartjobs.data.hoa import fetch as fetching
     from heartjobs.data.hoa.volume import open_volume
@@ -205,7 +204,14 @@ def cmd_fetch(args: argparse.Namespace) -> None:
         keep_slices=args.keep_slices,
         force=args.force,
     )
+    if not args.dry_run and fetching.asked_before(args.out, dataset, params):  # no source needed (offline)
+        out.print(f"up to date: {args.out} holds {dataset.name} as asked")
+        return
+    source = resolve_source(args.source)
     if args.dry_run:
+        err.print(
+            f"reading {dataset_url(dataset, source)} (errors are retried for up to about 2.5 minutes per request)"
+        )
         volume = open_volume(dataset_url(dataset, source), dataset.store_format)
         rows = fetching.level_table(dataset, volume)
         columns = list(rows[0]) if rows else []

@@ -37,7 +37,14 @@ from heartjobs.data.slices import Window, area_resize, center_crop
 from heartjobs.errors import HeartjobsError, printable
 from heartjobs.hashing import sha256_array, sha256_file, sha256_json
 from heartjobs.progress import console, track
-from heartjobs.store.prepared import FORMAT_VERSION, IMAGES_DTYPE, IMAGES_FILE, MANIFEST_FILE, MANIFEST_KIND
+from heartjobs.store.prepared import (
+    FORMAT_VERSION,
+    IMAGES_DTYPE,
+    IMAGES_FILE,
+    MANIFEST_FILE,
+    MANIFEST_KIND,
+    read_manifest,
+)
 
 WINDOW_MODES = ("dataset", "percentiles")
 # The percentile sample is read from the coarsest level at least this wide (or the output size, if smaller).
@@ -254,6 +261,19 @@ def _resume(partial: Path, key: str, force: bool) -> tuple[dict | None, dict[int
     return start, done
 
 
+def _asked(dataset: Dataset, params: FetchParams) -> dict:
+    """The request as the user made it (before the store's levels turn it into a plan): what a finished set
+    records, so that the same command again needs no source to know it is done."""
+    return {"dataset": dataset.name, **{k: v for k, v in asdict(params).items() if k != "force"}}
+
+
+def asked_before(out: Path, dataset: Dataset, params: FetchParams) -> bool:
+    manifest = read_manifest(out) if not params.force else None
+    provenance = (manifest or {}).get("provenance")
+    asked = json.loads(json.dumps(_asked(dataset, params)))  # tuples as the manifest's JSON lists
+    return isinstance(provenance, dict) and manifest.get("kind") == MANIFEST_KIND and provenance.get("asked") == asked
+
+
 def _request_key(dataset: Dataset, fetch_plan: FetchPlan, params: FetchParams) -> str:
     """What the images depend on (not the source: a faithful mirror gives the same set)."""
     level = fetch_plan.level
@@ -283,7 +303,12 @@ def fetch(dataset: Dataset, source: str, out: Path, params: FetchParams) -> Path
     resumes a fetch killed before it finished, and returns at once where `out` holds this set already."""
     out = Path(out)
     atomic.refuse_cwd_or_above(out)  # before anything is named after it (`--out .` has no name)
+    if asked_before(out, dataset, params):  # done already: no need to reach the source (offline, say)
+        console.print(f"up to date: {out} holds {dataset.name} as asked")
+        return out
     url = dataset_url(dataset, source)
+    # said first: a source that does not answer is retried for minutes before the error
+    console.print(f"reading {printable(url)} (errors are retried for up to about 2.5 minutes per request)")
     volume = open_volume(url, dataset.store_format)
     fetch_plan = plan(dataset, volume, params)
     key = _request_key(dataset, fetch_plan, params)
@@ -397,6 +422,7 @@ def _assemble(
                 "block_size": list(level.block_zyx),
                 "source": source,
                 "missing_blocks": missing,
+                "asked": _asked(dataset, params),
             },
         }
         write_views(tmp, np.asarray(images), prepare_params, manifest)
