@@ -141,6 +141,20 @@ def loads_json(text: str) -> Any:
     return value
 
 
+def json_object(text: str | bytes, where: object) -> dict:
+    """A JSON object from a file or a store that is not vetted (a manifest, a volume's attributes); anything
+    else, a text nested too deep included, is a one-line error naming `where`."""
+    try:
+        value = loads_json(text.decode() if isinstance(text, bytes) else text)
+    except UnicodeDecodeError:
+        raise HeartjobsError(f"{where}: not UTF-8 text, so not valid JSON") from None
+    except ValueError as exc:
+        raise HeartjobsError(f"{where}: not valid JSON ({' '.join(str(exc).split())[:120]})") from None
+    if not isinstance(value, dict):
+        raise HeartjobsError(f"{where}: not a JSON object")
+    return value
+
+
 def nesting_depth(value: Any) -> int:
     """How many lists and dicts deep `value` nests (a scalar: 0), counted without recursion: the value may
     be deeper than Python's recursion limit."""

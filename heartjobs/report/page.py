@@ -150,21 +150,22 @@ def _runs_table(rows: list[dict], root: Path, header: list[str], cells) -> str:
     return _table("runs", head, body)
 
 
+def prepared_set_text(source: dict) -> str:
+    """One set the runs trained on (report.summary.data_sources), in words after its folder: its content
+    hash, how many runs, and a fetched heart's dataset, DOI, licence and citation. Plain text: each page
+    escapes it its own way."""
+    text = f"(content hash {source['content_hash'][:16]}; {len(source['jobs'])} run(s)): "
+    if dataset := source.get("dataset"):
+        return text + (
+            f"{dataset['name']} from the Human Organ Atlas, doi:{dataset['doi']}, licence {dataset['licence']}; "
+            f"cite: {dataset['citation']}"
+        )
+    return text + "no dataset recorded (prepared from slices or the phantom)"
+
+
 def _data_list(prepared_sets: list[dict]) -> str:
-    """The sets the runs trained on (report.summary.data_sources), a fetched heart's citation with it."""
-    items = []
-    for source in prepared_sets:
-        item = f"<code>{_e(source['prepared'])}</code> (content hash {_e(source['content_hash'][:16])}; "
-        item += f"{len(source['jobs'])} run(s)): "
-        if dataset := source.get("dataset"):
-            item += (
-                f"{_e(dataset['name'])} from the Human Organ Atlas, doi:{_e(dataset['doi'])}, licence "
-                f"{_e(dataset['licence'])}; cite: {_e(dataset['citation'])}"
-            )
-        else:
-            item += "no dataset recorded (prepared from slices or the phantom)"
-        items.append(f"<li>{item}</li>")
-    return "<h2>Data</h2>\n<ul>" + "".join(items) + "</ul>" if items else ""
+    items = "".join(f"<li><code>{_e(s['prepared'])}</code> {_e(prepared_set_text(s))}</li>" for s in prepared_sets)
+    return f"<h2>Data</h2>\n<ul>{items}</ul>" if items else ""
 
 
 def write_page(root: Path, rows: list[dict], configs: list[dict], figures: list[Path], *, note: str, mark: str,

@@ -329,18 +329,7 @@ def data_sources(rows: list[dict]) -> list[dict]:
 
 def data_markdown(sources: list[dict]) -> str:
     """The report's "Data" section: what each set is and, for the Atlas' hearts, how to cite it."""
-    lines = []
-    for source in sources:
-        line = f"- `{markdown_cell(source['prepared'])}` (content hash {markdown_cell(source['content_hash'][:16])}; "
-        line += f"{len(source['jobs'])} run(s)): "
-        if dataset := source.get("dataset"):
-            line += (
-                f"{markdown_cell(dataset['name'])} from the Human Organ Atlas, doi:{markdown_cell(dataset['doi'])}, "
-                f"licence {markdown_cell(dataset['licence'])}; cite: {markdown_cell(dataset['citation'])}"
-            )
-        else:
-            line += "no dataset recorded (prepared from slices or the phantom)"
-        lines.append(line)
+    lines = [f"- `{markdown_cell(s['prepared'])}` {markdown_cell(page.prepared_set_text(s))}" for s in sources]
     return "\n## Data\n\n" + "\n".join(lines) + "\n" if lines else ""
 
 

@@ -4,7 +4,6 @@ uint8), read as a uint8 tensor N x 1 x H x W. heartjobs.data.prepare writes it w
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -67,13 +66,7 @@ def _load_manifest(path: Path) -> dict:
         raise HeartjobsError(f"{path}: cannot read ({exc.strerror or one_line(exc)})") from None
     except UnicodeDecodeError:
         raise HeartjobsError(f"{path}: not UTF-8 text, so not valid JSON") from None
-    try:
-        manifest = json.loads(text)
-    except ValueError as exc:
-        raise HeartjobsError(f"{path}: not valid JSON ({one_line(exc, 120)})") from None
-    if not isinstance(manifest, dict):
-        raise HeartjobsError(f"{path}: not a JSON object")
-    return manifest
+    return atomic.json_object(text, path)
 
 
 def read_manifest(folder: Path) -> dict | None:

@@ -14,7 +14,6 @@ it, read once per process) and then retried. Requests in flight and decoding thr
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from urllib.parse import unquote, urlsplit
 
 import numpy as np
 
+from heartjobs import atomic
 from heartjobs.errors import HeartjobsError, one_line
 
 STORE_FORMATS = ("n5", "zarr")
@@ -157,13 +157,7 @@ class _Source:
         data = self.read_bytes(key, future)
         if data is None:
             raise HeartjobsError(f"{self.url}{key}: missing; is this {what}?")
-        try:
-            value = json.loads(data)
-        except ValueError as exc:
-            raise HeartjobsError(f"{self.url}{key}: not valid JSON ({one_line(exc, 120)})") from None
-        if not isinstance(value, dict):
-            raise HeartjobsError(f"{self.url}{key}: not a JSON object")
-        return value
+        return atomic.json_object(data, f"{self.url}{key}")
 
 
 def _axes_names(axes, where: str) -> tuple[str, ...]:
