@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from heartjobs.errors import HeartjobsError
+from heartjobs.errors import HeartjobsError, one_line
 
 
 def _umask() -> int:
@@ -149,7 +149,7 @@ def json_object(text: str | bytes, where: object) -> dict:
     except UnicodeDecodeError:
         raise HeartjobsError(f"{where}: not UTF-8 text, so not valid JSON") from None
     except ValueError as exc:
-        raise HeartjobsError(f"{where}: not valid JSON ({' '.join(str(exc).split())[:120]})") from None
+        raise HeartjobsError(f"{where}: not valid JSON ({one_line(exc, 120)})") from None
     if not isinstance(value, dict):
         raise HeartjobsError(f"{where}: not a JSON object")
     return value
