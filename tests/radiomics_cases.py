@@ -1,0 +1,129 @@
+"""What pyradiomics' own pipeline hands each feature class, for the torch backend's agreement tests: an
+8-bit slice goes through frd-score's v1 extractor's preprocessing (normalise, resample, pre-crop, mask
+check, the Original and Wavelet image types, crop to the mask), and each feature class of pyradiomics is
+run on the very image and mask it would get. Also test images: phantom slices and adversarial ones."""
+
+from __future__ import annotations
+
+import logging
+from functools import cache
+
+import numpy as np
+
+
+@cache
+def extractor():
+    """frd-score's v1 2D extractor (the reference), quiet."""
+    from frd_score import frd
+    from radiomics import setVerbosity
+
+    setVerbosity(60)
+    logging.getLogger("radiomics").setLevel(logging.ERROR)
+    return frd.get_feature_extractor(frd_version="v1", image_dim=2)
+
+
+def sitk_pair(image: np.ndarray, mask: np.ndarray | None = None):
+    """An H x W image (any dtype) and its mask as frd-score builds them from a PNG: 1 x H x W float32 with
+    spacing 1; the mask all ones less the corner voxel unless given."""
+    import SimpleITK as sitk
+
+    height, width = image.shape
+    sitk_image = sitk.GetImageFromArray(image.astype(np.float32)[np.newaxis])
+    sitk_image.SetSpacing((1.0, 1.0, 1.0))
+    if mask is None:
+        mask = np.ones((height, width), dtype=np.uint8)
+        mask[0, 0] = 0
+    sitk_mask = sitk.GetImageFromArray(mask.astype(np.uint8)[np.newaxis])
+    sitk_mask.SetSpacing((1.0, 1.0, 1.0))
+    return sitk_image, sitk_mask
+
+
+def class_inputs(image: np.ndarray) -> dict:
+    """{image type name ('original', 'wavelet-LH', ...): (sitk image, sitk mask, settings)}: exactly what
+    pyradiomics' computeFeatures receives for each image type of the 8-bit H x W `image`."""
+    from radiomics import imageoperations
+
+    ex = extractor()
+    settings = ex.settings.copy()
+    image_node, mask_node = sitk_pair(image)
+    image_node, mask_node = ex.loadImage(image_node, mask_node, None, **settings)
+    box, corrected = imageoperations.checkMask(image_node, mask_node, **settings)
+    if corrected is not None:
+        mask_node = corrected
+    out = {}
+    for kind, custom in ex.enabledImagetypes.items():
+        args = settings.copy()
+        args.update(custom)
+        for filtered, name, kwargs in getattr(imageoperations, f"get{kind}Image")(image_node, mask_node, **args):
+            cropped, cropped_mask = imageoperations.cropToTumorMask(filtered, mask_node, box, padDistance=0)
+            out[name] = (cropped, cropped_mask, kwargs)
+    return out
+
+
+def class_features(feature_class: str, sitk_image, sitk_mask, settings: dict) -> dict[str, float]:
+    """pyradiomics' values of one feature class ('firstorder', 'glcm', ...) with the v1 extractor's enabled
+    features, in pyradiomics' order."""
+    from radiomics import getFeatureClasses
+
+    names = extractor().enabledFeatures[feature_class]
+    instance = getFeatureClasses()[feature_class](sitk_image, sitk_mask, **settings)
+    for name in names or []:
+        instance.enableFeatureByName(name)
+    return {name: float(value) for name, value in instance.execute().items()}
+
+
+def binned(sitk_image, sitk_mask, settings: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(grey levels, mask) as pyradiomics' texture classes see them: 2D H x W int64 levels 1..Ng inside the
+    mask (0 outside) from imageoperations.binImage with binWidth 5, and the boolean mask."""
+    import SimpleITK as sitk
+    from radiomics import imageoperations
+
+    array = sitk.GetArrayFromImage(sitk_image)[0].astype(np.float64)
+    mask = sitk.GetArrayFromImage(sitk_mask)[0] == settings.get("label", 1)
+    levels, _ = imageoperations.binImage(array, mask, **settings)
+    return levels.astype(np.int64), mask
+
+
+def phantom_slices(size: int, count: int = 4, seed: int = 0) -> np.ndarray:
+    """`count` 8-bit phantom slices at `size` px (the heartjobs phantom, rendered in memory)."""
+    from heartjobs.data.phantom import Phantom, PhantomParams
+
+    phantom = Phantom(PhantomParams(slices=max(count, 2), size=size, seed=seed))
+    out = []
+    for index in range(count):
+        raw, _ = phantom.render_slice(index)
+        out.append(np.round(raw.astype(np.float64) / 65535 * 255).astype(np.uint8))
+    return np.stack(out)
+
+
+def adversarial_images(size: int) -> dict[str, np.ndarray]:
+    """8-bit images that stress a feature implementation: constant, two-level, checkerboard, one bright
+    pixel, maximal zones (stripes, a spiral), a grey range spanning many bins, random noise."""
+    rng = np.random.default_rng(size)
+    y, x = np.mgrid[:size, :size]
+    spiral = np.zeros((size, size), np.uint8)
+    # a one-pixel-wide square spiral: one zone that snakes through the whole image
+    top, left, bottom, right, value = 0, 0, size - 1, size - 1, 200
+    while top <= bottom and left <= right:
+        spiral[top, left : right + 1] = value
+        spiral[top : bottom + 1, right] = value
+        if top + 2 <= bottom:
+            spiral[bottom, left : right + 1] = value
+        if left + 2 <= right:
+            spiral[top + 2 : bottom + 1, left] = value
+        top, left, bottom, right = top + 2, left + 2, bottom - 2, right - 2
+        if top <= bottom and left <= right:
+            spiral[top - 1, left - 1] = value  # join to the next ring
+    single = np.zeros((size, size), np.uint8)
+    single[size // 3, size // 2] = 255
+    return {
+        "constant": np.full((size, size), 77, np.uint8),
+        "two_level": np.where(x < size // 2, 40, 210).astype(np.uint8),
+        "checkerboard": np.where((x + y) % 2 == 0, 0, 255).astype(np.uint8),
+        "checker4": np.where((x // 4 + y // 4) % 2 == 0, 30, 220).astype(np.uint8),
+        "single_bright_pixel": single,
+        "stripes": np.where((y // 3) % 2 == 0, 10, 250).astype(np.uint8),
+        "spiral": spiral,
+        "ramp": ((x + y) * 255 // (2 * size - 2)).astype(np.uint8),
+        "noise": rng.integers(0, 256, (size, size), dtype=np.uint8),
+    }
