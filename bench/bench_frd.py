@@ -1,104 +1,108 @@
-"""FRD benchmark: frd-score's own route versus heartjobs', the same images, at 64 and 256 px.
+"""FRD benchmark: the torch backend against pyradiomics, the same images, at 64 and 256 px.
 
-frd-score's route: the real and generated images written as PNG files, then `python -m frd_score REAL GEN`
-(its default worker count, cpu_count - 2, at least 1; real features extracted on every call). heartjobs:
-the same uint8 images straight to pyradiomics in memory on all cores (heartjobs.evaluation.radiomics),
-real features from an empty cache. Both FRD values are printed (they must agree), with the time of each
-route, their ratio and heartjobs' radiomic images/s, and from that rate the cost of a thesis job's FRD
-on this machine. Appends one JSON line per size to bench/results/frd.jsonl.
+Three ways to the same FRD v1 features, side by side in one run: pyradiomics itself in one process (one
+image at a time, one thread: what one CPU of any machine gives), pyradiomics on all cores (heartjobs'
+pyradiomics backend, a process per core), and the torch backend (preprocessing with SimpleITK in the
+worker processes, every feature class batched on the device: the CPU here, and a CUDA GPU too when there
+is one). Printed: features per second of each, the ratios, the largest column difference between the
+backends, FRD by each, and from the rates the time of a thesis job's FRD (3 x 1000 generated images) and
+of the 3,307 real slices. Appends one JSON line per size and device to bench/results/frd.jsonl.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import re
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
-from results_log import RESULTS, record
+import torch
+from results_log import record
 
-from heartjobs.data.phantom import PhantomParams, generate
-from heartjobs.data.prepare import PrepareParams, prepare
+from heartjobs.data.phantom import Phantom, PhantomParams
 from heartjobs.evaluation import radiomics
-from heartjobs.imaging import save_pngs
-from heartjobs.store.prepared import PreparedSet
 
-# A thesis job's FRD: 3 repeats x frd_n 1000 generated images, plus the 3307 real images once per set.
+# A thesis job's FRD: 3 repeats x frd_n 1000 generated images; the real set (3307 slices) once per set.
 THESIS_FRD_IMAGES = 3 * 1000
 THESIS_REAL = 3307
 
 
-def frd_score_route(real: np.ndarray, generated: np.ndarray, folder: Path) -> float:
-    save_pngs(real, folder / "real")
-    save_pngs(generated, folder / "generated")
-    result = subprocess.run(
-        [sys.executable, "-m", "frd_score", str(folder / "real"), str(folder / "generated")],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return float(re.search(r"FRD \(v1\): ([-0-9.eE+]+)", result.stdout).group(1))
+def phantom_images(size: int, count: int, seed: int) -> np.ndarray:
+    phantom = Phantom(PhantomParams(slices=count, size=size, seed=seed))
+    return np.stack([np.round(phantom.render_slice(i)[0] / 65535 * 255).astype(np.uint8) for i in range(count)])
 
 
-def heartjobs_route(real: np.ndarray, generated: np.ndarray) -> float:
-    features = radiomics.extract(real, "real"), radiomics.extract(generated, "generated")
-    return radiomics.frechet_radiomics_distance(*features).frd
+def timed(label: str, images: np.ndarray, **options) -> tuple[radiomics.RadiomicFeatures, float]:
+    radiomics.extract(images[:2], f"{label} (warm-up)", **options)  # start the pool, import, allocate
+    start = time.perf_counter()
+    features = radiomics.extract(images, label, **options)
+    return features, time.perf_counter() - start
+
+
+def largest_difference(ours: np.ndarray, reference: np.ndarray) -> float:
+    """The largest relative difference over all columns (absolute where the reference is below 1e-12)."""
+    scale = np.maximum(np.abs(reference), 1e-12)
+    return float(np.nanmax(np.abs(ours - reference) / scale))
+
+
+def minutes(rate: float, images: int) -> str:
+    return f"{images / rate / 60:.1f} min"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=48, help="images per set (real and 'generated': two halves)")
+    parser.add_argument("--n", type=int, default=48, help="images per set (two sets: real and 'generated')")
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 256])
     args = parser.parse_args()
-
-    RESULTS.mkdir(exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=RESULTS) as tmp:
-        tmp = Path(tmp)
-        os.environ["HEARTJOBS_CACHE"] = str(tmp / "cache")
-        generate(tmp / "phantom", PhantomParams(slices=2 * args.n, size=2 * max(args.sizes), seed=5))
-        for size in args.sizes:
-            prepare(tmp / "phantom", tmp / f"prepared{size}", PrepareParams(size=size))
-            images = np.asarray(PreparedSet.open(tmp / f"prepared{size}").images)
-            # the two halves interleaved, so both cover the whole heart
-            real, generated = images[0::2][: args.n], images[1::2][: args.n]
-
-            start = time.perf_counter()
-            reference = frd_score_route(real, generated, tmp / f"png{size}")
-            reference_s = time.perf_counter() - start
-            start = time.perf_counter()
-            ours = heartjobs_route(real, generated)
-            ours_s = time.perf_counter() - start
-
-            rate = 2 * args.n / ours_s
-            thesis_minutes = (THESIS_FRD_IMAGES + THESIS_REAL) / rate / 60
-            cores = os.cpu_count()
-            print(f"FRD v1, {args.n} vs {args.n} phantom images at {size} px, {cores} cores")
-            print(f"  frd-score route (PNG files + its CLI)  : {reference_s:7.1f} s   FRD {reference:.6f}")
-            print(f"  heartjobs (in memory, all cores)      : {ours_s:7.1f} s   FRD {ours:.6f}")
-            print(f"  speed-up                              : {reference_s / ours_s:.2f}x")
-            print(f"  heartjobs radiomic features           : {rate:.2f} images/s")
+    cores = len(os.sched_getaffinity(0))
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    for size in args.sizes:
+        images = phantom_images(size, 2 * args.n, seed=5)
+        real, generated = images[0::2], images[1::2]  # interleaved: both cover the whole heart
+        one, one_s = timed("pyradiomics, one process", images, workers=1, backend="pyradiomics")
+        every, every_s = timed(f"pyradiomics, {cores} processes", images, backend="pyradiomics")
+        reference_frd = radiomics.frechet_radiomics_distance(
+            radiomics.RadiomicFeatures(every.names, every.values[0::2]),
+            radiomics.RadiomicFeatures(every.names, every.values[1::2]),
+        ).frd
+        print(f"FRD v1 features of {len(images)} phantom images at {size} px, {cores} cores")
+        print(f"  pyradiomics, one process     : {len(images) / one_s:8.2f} images/s")
+        print(f"  pyradiomics, {cores} processes    : {len(images) / every_s:8.2f} images/s   FRD {reference_frd:.9f}")
+        for device in devices:
+            ours, ours_s = timed(f"torch on {device}", images, backend="torch", device=device)
+            frd = radiomics.frechet_radiomics_distance(
+                radiomics.RadiomicFeatures(ours.names, ours.values[0::2]),
+                radiomics.RadiomicFeatures(ours.names, ours.values[1::2]),
+            ).frd
+            rate = len(images) / ours_s
+            card = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{cores}-core CPU"
+            difference = largest_difference(ours.values, every.values)
+            print(f"  torch on {device} ({card}): {rate:8.2f} images/s   FRD {frd:.9f}")
+            print(f"    vs pyradiomics on {cores} cores: {every_s / ours_s:.1f}x; vs one process: {one_s / ours_s:.1f}x")
+            print(f"    largest column difference to pyradiomics: {difference:.2e} relative")
             print(
-                f"  a thesis job's FRD here ({THESIS_FRD_IMAGES} generated + {THESIS_REAL} real, first time): "
-                f"{thesis_minutes:.0f} min"
+                f"    a thesis job's FRD ({THESIS_FRD_IMAGES} images): {minutes(rate, THESIS_FRD_IMAGES)} "
+                f"(pyradiomics on {cores} cores {minutes(len(images) / every_s, THESIS_FRD_IMAGES)}); "
+                f"the {THESIS_REAL} real slices: {minutes(rate, THESIS_REAL)} "
+                f"({minutes(len(images) / every_s, THESIS_REAL)})"
             )
             record(
                 "frd",
                 {
                     "size": size,
-                    "n": args.n,
+                    "images": len(images),
                     "cores": cores,
-                    "frd_score_s": round(reference_s, 2),
-                    "heartjobs_s": round(ours_s, 2),
-                    "ratio": round(reference_s / ours_s, 2),
-                    "images_per_s": round(rate, 2),
-                    "frd_score_frd": reference,
-                    "heartjobs_frd": ours,
-                    "thesis_job_frd_minutes": round(thesis_minutes, 1),
+                    "device": card,
+                    "pyradiomics_one_process_images_per_s": round(len(images) / one_s, 2),
+                    "pyradiomics_all_cores_images_per_s": round(len(images) / every_s, 2),
+                    "torch_images_per_s": round(rate, 2),
+                    "ratio_vs_all_cores": round(every_s / ours_s, 2),
+                    "ratio_vs_one_process": round(one_s / ours_s, 2),
+                    "largest_relative_difference": difference,
+                    "frd_pyradiomics": reference_frd,
+                    "frd_torch": frd,
+                    "thesis_job_frd_minutes": round(THESIS_FRD_IMAGES / rate / 60, 2),
+                    "real_set_minutes": round(THESIS_REAL / rate / 60, 2),
                 },
             )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
 import shutil
 import stat
@@ -187,8 +188,26 @@ def copy_file(source: Path, path: Path) -> None:
         shutil.copyfile(source, tmp)
 
 
+def dumps_json(obj: object, indent: int | None = None) -> str:
+    """The one way heartjobs writes JSON: strict JSON, which every parser reads. A float that is not a
+    finite number (a diverged loss, an undefined correlation) is written as null, never as the NaN,
+    Infinity or -Infinity Python's json would write; a value that must not be lost that way (FRD's log of
+    a zero distance) is turned into a recorded reason before it gets here."""
+    return json.dumps(_finite(obj), indent=indent, allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
+
+
 def write_json(path: Path, obj: object) -> None:
-    write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+    write_bytes(path, (dumps_json(obj, indent=2) + "\n").encode())
 
 
 def temp_dir(final: Path) -> Path:

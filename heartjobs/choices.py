@@ -1,5 +1,6 @@
 """The choices a spec and the command line share, spelled once: where to compute, how generated images
-become pixels for a feature extractor, and the Inception feature sizes pytorch-fid offers."""
+become pixels for a feature extractor, the Inception feature sizes pytorch-fid offers, and how FRD's
+features are computed."""
 
 from __future__ import annotations
 
@@ -14,3 +15,7 @@ NORMALIZATIONS: tuple[str, ...] = get_args(Normalize)
 # pytorch-fid's InceptionV3 blocks: the pool3 features (2048) and three earlier, smaller ones
 FeatureDims = Literal[64, 192, 768, 2048]
 FEATURE_DIMS: tuple[int, ...] = get_args(FeatureDims)
+# how FRD's radiomic features are computed: torch (batched, on the job's device; equal to pyradiomics within
+# 1e-9, heartjobs.evaluation.radiomics_torch) or pyradiomics itself (the reference, one image per CPU)
+FrdBackend = Literal["torch", "pyradiomics"]
+FRD_BACKENDS: tuple[str, ...] = get_args(FrdBackend)

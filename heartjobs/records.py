@@ -11,7 +11,6 @@ validate reads as missing; neither ever raises.
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -101,7 +100,7 @@ class Record(BaseModel):
 
     def line(self) -> str:
         """The record as one line of a JSON-lines log."""
-        return json.dumps(self.data())
+        return atomic.dumps_json(self.data())
 
 
 def _note(problems: list[str] | None, found: dict[str, str]) -> None:

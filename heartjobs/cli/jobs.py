@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from heartjobs import atomic
 from heartjobs.choices import DEVICES
 from heartjobs.cli.output import out, print_error
 from heartjobs.errors import HeartjobsError
@@ -82,13 +83,12 @@ def cmd_validate(args: argparse.Namespace) -> None:
 
 
 def cmd_show(args: argparse.Namespace) -> None:
-    import json
 
     from heartjobs.spec.loading import load_spec
 
     spec = load_spec(args.spec)
     shown = {"spec_hash": spec.spec_hash, **spec.model_dump(mode="json"), "parameters": _parameter_counts(spec)}
-    out.print_json(json.dumps(shown))
+    out.print_json(atomic.dumps_json(shown))
 
 
 def _parameter_counts(spec) -> dict:

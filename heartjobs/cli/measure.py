@@ -7,7 +7,7 @@ import argparse
 import os
 from pathlib import Path
 
-from heartjobs.choices import DEVICES, FEATURE_DIMS, NORMALIZATIONS
+from heartjobs.choices import DEVICES, FEATURE_DIMS, FRD_BACKENDS, NORMALIZATIONS
 from heartjobs.cli.arguments import positive_int
 from heartjobs.cli.output import out, print_rows
 from heartjobs.errors import HeartjobsError
@@ -50,6 +50,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--frd", action=argparse.BooleanOptionalAction, help="FRD too (default: the spec's [eval] frd)")
     p.add_argument("--frd-n", type=positive_int, help="generated images per repeat FRD measures (default: the spec's)")
     p.add_argument(
+        "--frd-backend",
+        choices=FRD_BACKENDS,
+        help="FRD's features by torch (batched, on the device) or by pyradiomics itself (the reference; "
+        "default: the spec's)",
+    )
+    p.add_argument(
         "--save-images",
         type=Path,
         metavar="DIR",
@@ -91,6 +97,7 @@ _EVAL_OPTIONS = {
     "n_real": "--n-real",
     "frd": "--frd",
     "frd_n": "--frd-n",
+    "frd_backend": "--frd-backend",
 }
 
 

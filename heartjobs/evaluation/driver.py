@@ -125,7 +125,7 @@ def measure(
     metrics = wanted(settings)
     frd_wanted = bool(in_space(metrics, "radiomics"))
     if frd_wanted:
-        radiomics.check_available()  # before any image is generated
+        radiomics.check_available(settings.frd_backend)  # before any image is generated
     weights = resolve_weights(settings.weights)
     if not weights.standard:
         warnings.append(
@@ -136,7 +136,8 @@ def measure(
         console.print(Text.assemble(("warning: ", "bold yellow"), text))
     extractor = FeatureExtractor(weights, settings.dims, device, settings.batch_size)
     real = real_statistics(prepared, extractor, weights, settings, poll)
-    real_frd = radiomics.real_features(prepared, n_real, poll=poll) if frd_wanted else None
+    frd_backend = {"backend": settings.frd_backend, "device": device}
+    real_frd = radiomics.real_features(prepared, n_real, poll=poll, **frd_backend) if frd_wanted else None
     if save_images is not None:
         save_pngs(prepared.images[:n_real], save_images / "real")
     repeats, frd_results, frd_error = [], [], None
@@ -165,7 +166,7 @@ def measure(
             if wants_frd and not has_frd(saved):
                 try:
                     label = f"repeat {r + 1}/{settings.repeats} radiomic features"
-                    generated = radiomics.extract(keeper.images(), label, poll=poll)
+                    generated = radiomics.extract(keeper.images(), label, poll=poll, **frd_backend)
                     options = Options.of(settings, seed)
                     values, frd_result = METRICS["frd"].compute(real_frd.features, generated, options)
                     saved = {**saved, **values}
@@ -206,7 +207,13 @@ def measure(
     for values in spread.values():
         result |= values  # fid's first, as before; the others after the protocol
     if real_frd is not None and frd_error is not None:
-        result["frd"] = {"error": frd_error, "version": radiomics.FRD_VERSION, "n_generated": frd_n, "n_real": n_real}
+        result["frd"] = {
+            "error": frd_error,
+            "version": radiomics.FRD_VERSION,
+            "n_generated": frd_n,
+            "n_real": n_real,
+            "backend": settings.frd_backend,
+        }
     elif real_frd is not None:
         used = frd_results[0].features_used
         # known only now: how many features frd-score's v1 keeps depends on the images
@@ -222,12 +229,18 @@ def measure(
             "n_real": n_real,
             "features_used": frd_results[0].features_used,
             "features_extracted": len(real_frd.features.names),
+            "backend": settings.frd_backend,
             "top_differences": radiomics.top_differences(frd_results),
             "real_features": {"file": str(real_frd.path), "from_cache": real_frd.cached},
-            "versions": radiomics.versions(),
+            "versions": radiomics.versions(settings.frd_backend),
         }
+        if settings.frd_drop_degenerate:  # another feature space than published FRD v1's
+            result["frd"]["degenerate_dropped"] = frd_results[0].degenerate_dropped
+            result["frd"]["comparable"] = "not comparable to published FRD v1: round-off columns dropped"
     # what the validity ladder found for each metric on this set and feature space (None: never laddered)
-    space = {"weights_sha256": weights.sha256, "dims": settings.dims, "frd_version": radiomics.FRD_VERSION}
+    # (a measurement with FRD's round-off columns dropped is in another feature space, which no ladder measured)
+    frd_space = radiomics.FRD_VERSION + ("+drop_degenerate" if settings.frd_drop_degenerate else "")
+    space = {"weights_sha256": weights.sha256, "dims": settings.dims, "frd_version": frd_space}
     result["ladder"] = {m.name: verdicts.lookup(prepared.content_hash, m.name, **space) for m in metrics}
     if save_images is not None:
         result["saved_images"] = str(save_images.resolve())

@@ -186,13 +186,13 @@ def run_ladder(
         inception_protocol = {"weights": inception.describe(), "standard_weights": inception.standard, "dims": dims}
         protocol |= {m.name: inception_protocol for m in in_space(chosen, "inception")}
     if in_space(chosen, "radiomics"):
-        real_radiomics = radiomics.extract(reference, "reference: radiomic features")
+        real_radiomics = radiomics.extract(reference, "reference: radiomic features", device=device)
         for rung in RUNGS:
-            generated = radiomics.extract(sets[rung.name], f"{rung.name}: radiomic features")
+            generated = radiomics.extract(sets[rung.name], f"{rung.name}: radiomic features", device=device)
             for metric in in_space(chosen, "radiomics"):
                 values[rung.name][metric.name] = metric.value(metric.compute(real_radiomics, generated, options)[0])
         protocol |= {
-            m.name: {"version": radiomics.FRD_VERSION, "versions": radiomics.versions()}
+            m.name: {"version": radiomics.FRD_VERSION, "versions": radiomics.versions(radiomics.DEFAULT_BACKEND)}
             for m in in_space(chosen, "radiomics")
         }
     warnings = []

@@ -2,7 +2,7 @@
 measurement's settings ask for it, and how its value is computed from real and generated features.
 
 Two feature spaces exist: "inception" (pytorch-fid's InceptionV3, heartjobs.evaluation.inception) and
-"radiomics" (pyradiomics via frd-score's v1 features, heartjobs.evaluation.radiomics). The driver
+"radiomics" (frd-score's v1 features, by pyradiomics or its torch equal, heartjobs.evaluation.radiomics). The driver
 (heartjobs.evaluation.driver) extracts each space's features once per repeat from one stream of generated
 images and hands them to every metric of that space; the validity ladder computes the same functions on
 its rungs. Adding a metric is one module with its compute function and one entry in METRICS (and, for a
@@ -39,15 +39,17 @@ class Reference:
 
 @dataclass(frozen=True)
 class Options:
-    """What a computation may depend on beyond the two feature sets: the repeat's seed and KID's subsets."""
+    """What a computation may depend on beyond the two feature sets: the repeat's seed, KID's subsets and
+    whether FRD leaves out its round-off columns."""
 
     seed: int = 0
     kid_subsets: int = 100
     kid_subset_size: int = 1000
+    frd_drop_degenerate: bool = False
 
     @classmethod
     def of(cls, settings: EvalSection, seed: int) -> Options:
-        return cls(seed, settings.kid_subsets, settings.kid_subset_size)
+        return cls(seed, settings.kid_subsets, settings.kid_subset_size, settings.frd_drop_degenerate)
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,7 @@ def _kid(real: Reference, generated: np.ndarray, options: Options) -> tuple[dict
 def _frd(real, generated, options: Options) -> tuple[dict, Any]:
     from . import radiomics
 
-    result = radiomics.frechet_radiomics_distance(real, generated)
+    result = radiomics.frechet_radiomics_distance(real, generated, options.frd_drop_degenerate)
     return {"frd": result.frd}, result
 
 

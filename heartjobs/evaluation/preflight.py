@@ -68,7 +68,7 @@ def check_measurable(spec: ResolvedSpec, path: Path | str) -> None:
             ) from None
     if settings.frd:
         try:
-            radiomics.check_available()
+            radiomics.check_available(settings.frd_backend)
         except HeartjobsError as exc:
             raise HeartjobsError(f"{path}: eval.frd: {exc}") from None
     for other in spec.eval.against:

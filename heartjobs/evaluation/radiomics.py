@@ -4,10 +4,14 @@ metric's own package, frd-score, computes it, and the features that differ most.
 FRD needs no network and no weights: pyradiomics extracts ~400 hand-crafted radiomic features per image
 (first order, GLCM, GLRLM, GLSZM, NGTDM on the original, LoG and wavelet images, frd-score's 2D config),
 both sets are z-scored with the real set's statistics, and FRD = log of the Fréchet distance between them.
-Images go to pyradiomics in memory exactly as frd-score builds them from a PNG file (a float32 image of
-the 0..255 pixel values, spacing 1, the full-image mask minus one corner voxel), so the value equals
-`python -m frd_score REAL_DIR GENERATED_DIR` on the same images saved as PNG (tests/test_frd.py).
-Extraction runs on all cores; the real set's features are cached per (content, settings, versions).
+Two backends compute the features. "torch" (the default) preprocesses each slice on the CPUs with
+pyradiomics' own operations (SimpleITK, PyWavelets) and computes every feature class for a batch of slices
+at once on the job's device (heartjobs.evaluation.radiomics_torch), equal to pyradiomics within 1e-9 per
+column. "pyradiomics" runs frd-score's extractor itself, one slice per CPU: the reference. Either way the
+slices go in as frd-score builds them from a PNG file (a float32 image of the 0..255 pixel values, spacing
+1, the full-image mask minus one corner voxel), so the value equals `python -m frd_score REAL_DIR
+GENERATED_DIR` on the same images saved as PNG (tests/test_frd.py, tests/test_radiomics_torch.py). The
+real set's features are cached per (content, backend, versions).
 """
 
 from __future__ import annotations
@@ -20,8 +24,10 @@ from functools import cache
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from heartjobs import atomic
+from heartjobs.choices import FrdBackend
 from heartjobs.data.pool import ordered_map, worker_count
 from heartjobs.errors import HeartjobsError
 from heartjobs.hashing import sha256_json
@@ -35,6 +41,7 @@ FRD_VERSION = "v1"
 # images than this make FRD's covariance singular.
 FEATURES_KEPT = 390
 CHUNK = 8  # images per task sent to a worker process: fewer round trips, still a smooth progress bar
+DEFAULT_BACKEND: FrdBackend = "torch"
 HOW_TO_INSTALL = (
     "install it with `make install` (scripts/install.sh builds pyradiomics 3.0.1 from source: "
     "pip install numpy setuptools wheel && pip install --no-build-isolation pyradiomics==3.0.1 && "
@@ -42,20 +49,35 @@ HOW_TO_INSTALL = (
 )
 
 
-def check_available() -> None:
-    """Fail with one line saying how to install frd-score and pyradiomics when either is missing."""
+def check_available(backend: FrdBackend = DEFAULT_BACKEND) -> None:
+    """Fail with one line saying how to install what the backend needs when it is missing: frd-score (its
+    distance) and pyradiomics (the reference backend; SimpleITK and PyWavelets for both)."""
     try:
         import frd_score  # noqa: F401
-        import radiomics  # noqa: F401
+        import pywt  # noqa: F401
+        import SimpleITK  # noqa: F401
+
+        if backend == "pyradiomics":
+            import radiomics  # noqa: F401
     except Exception as exc:  # an ImportError, or a broken build failing on import
         raise HeartjobsError(f"FRD: frd-score/pyradiomics not importable ({exc}); {HOW_TO_INSTALL}") from None
 
 
-def versions() -> dict:
-    """The packages an FRD value depends on (part of the real-feature cache key and of every record)."""
+def versions(backend: FrdBackend = DEFAULT_BACKEND) -> dict:
+    """The packages an FRD value depends on, with the backend that computed its features (part of the
+    real-feature cache key and of every record). The torch backend reproduces pyradiomics 3.0.1, so
+    pyradiomics' version is named for it too."""
     names = {"frd_score": "frd-score", "pyradiomics": "pyradiomics", "simpleitk": "SimpleITK"}
     names |= {"pywavelets": "PyWavelets", "scipy": "scipy", "numpy": "numpy"}
-    return {key: md.version(dist) for key, dist in names.items()}
+    found = {"backend": backend}
+    for key, dist in names.items():
+        try:
+            found[key] = md.version(dist)
+        except md.PackageNotFoundError:  # the torch backend runs without pyradiomics installed
+            found[key] = None
+    if backend == "torch":
+        found["torch"] = torch.__version__
+    return found
 
 
 # --- features, in worker processes ---
@@ -136,16 +158,26 @@ class RadiomicFeatures:
 
 
 def extract(
-    images: np.ndarray, label: str, workers: int | None = None, poll: Callable[[], None] | None = None
+    images: np.ndarray,
+    label: str,
+    workers: int | None = None,
+    poll: Callable[[], None] | None = None,
+    *,
+    backend: FrdBackend = DEFAULT_BACKEND,
+    device: torch.device | None = None,
 ) -> RadiomicFeatures:
-    """Radiomic features of N x H x W (or N x 1 x H x W) uint8 images, on the CPUs this process was given,
-    with progress; poll() between chunks (a stop request raises there, cancelling the chunks not begun)."""
+    """Radiomic features of N x H x W (or N x 1 x H x W) uint8 images, with progress; poll() between
+    chunks (a stop request raises there, cancelling the chunks not begun). torch: preprocessing on the CPUs
+    this process was given, features in batches on `device` (the CPU when None); pyradiomics: everything
+    on those CPUs."""
     images = np.asarray(images)
     if images.ndim == 4:
         images = images[:, 0]
     if images.dtype != np.uint8 or images.ndim != 3:
         raise ValueError(f"FRD: expected N x H x W uint8 images, got {images.shape} {images.dtype}")
-    check_available()
+    check_available(backend)
+    if backend == "torch":
+        return _extract_torch(images, label, workers, poll, device or torch.device("cpu"))
     chunks = [images[i : i + CHUNK] for i in range(0, len(images), CHUNK)]
     names: list[str] = []
     rows: list[list[float] | None] = []
@@ -170,6 +202,46 @@ def extract(
     return RadiomicFeatures(names, np.array([failed if row is None else row for row in rows], dtype=np.float64))
 
 
+def _prepare_chunk(images: np.ndarray) -> list:
+    """In a worker: pyradiomics' preprocessing of each slice of a chunk (radiomics_torch.preprocessing)."""
+    from .radiomics_torch.preprocessing import prepare
+
+    return [prepare(image) for image in images]
+
+
+def _extract_torch(
+    images: np.ndarray, label: str, workers: int | None, poll: Callable[[], None] | None, device: torch.device
+) -> RadiomicFeatures:
+    """The torch backend: slices preprocessed in the worker processes (SimpleITK, PyWavelets: CPU work),
+    their features computed here on `device` a batch at a time, while the workers prepare the next."""
+    from .radiomics_torch import extraction
+
+    per_batch = extraction.batch_size(images.shape[1], images.shape[2], device)
+    chunk = max(1, min(CHUNK * 2, per_batch // 2))
+    chunks = [images[i : i + chunk] for i in range(0, len(images), chunk)]
+    rows: list[np.ndarray] = []
+    waiting: list = []
+    count = worker_count(workers, len(chunks))
+    if count == 1:
+        import SimpleITK as sitk
+
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    pool = ordered_map(count, initializer=_ignore_stop_signals)
+    with track(label, len(images)) as advance, pool as pmap:
+        for index, prepared in enumerate(pmap(_prepare_chunk, chunks)):
+            waiting.extend(prepared)
+            if len(waiting) >= per_batch or index == len(chunks) - 1:
+                rows.append(extraction.features_of(waiting, device))
+                advance(len(waiting))
+                waiting = []
+            if poll:
+                poll()
+    values = np.concatenate(rows) if rows else np.zeros((0, len(extraction.feature_names())))
+    if np.isnan(values).all(axis=1).all():
+        raise HeartjobsError(f"FRD: pyradiomics could not process any of the {len(images)} images ({label})")
+    return RadiomicFeatures(list(extraction.feature_names()), values)
+
+
 # --- the real set, cached ---
 
 
@@ -181,18 +253,26 @@ class RealRadiomics:
 
 
 def real_features(
-    prepared: PreparedSet, n_real: int, workers: int | None = None, poll: Callable[[], None] | None = None
+    prepared: PreparedSet,
+    n_real: int,
+    workers: int | None = None,
+    poll: Callable[[], None] | None = None,
+    *,
+    backend: FrdBackend = DEFAULT_BACKEND,
+    device: torch.device | None = None,
 ) -> RealRadiomics:
     """The first n_real real images' features, from the cache or extracted once and cached atomically.
-    The key: the set's content, n_real, the FRD version and the versions of every package involved."""
+    The key: the set's content, n_real, the FRD version, the backend and the versions of every package
+    involved (not the device: CPU and GPU agree within 1e-9)."""
     key = sha256_json(
-        {"content_hash": prepared.content_hash, "n_real": n_real, "frd": FRD_VERSION, "versions": versions()}
+        {"content_hash": prepared.content_hash, "n_real": n_real, "frd": FRD_VERSION, "versions": versions(backend)}
     )[:20]
     path = cache_dir() / "frd_features" / f"real_{key}.npz"
     if path.is_file():
         with np.load(path) as cached:
             return RealRadiomics(RadiomicFeatures(list(cached["names"]), cached["values"]), path, True)
-    features = extract(prepared.images[:n_real], f"real radiomic features ({n_real})", workers, poll)
+    label = f"real radiomic features ({n_real})"
+    features = extract(prepared.images[:n_real], label, workers, poll, backend=backend, device=device)
     with atomic.replacing(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, names=np.array(features.names), values=features.values)
     return RealRadiomics(features, path, False)
@@ -209,19 +289,47 @@ class FrdResult:
     features_used: int  # feature columns left after it drops those that are NaN/Inf once normalized
     shift: np.ndarray  # per feature used: mean of the generated set, in standard deviations of the real set
     names: list[str]
+    degenerate_dropped: int = 0  # columns left out by drop_degenerate (0 when it is off)
 
 
-def frechet_radiomics_distance(real: RadiomicFeatures, generated: RadiomicFeatures) -> FrdResult:
+class FrdUnmeasurable(HeartjobsError):
+    """Two sets FRD gives no finite number for (identical or degenerate sets, too few images for the
+    features kept): the reason, never a -inf or NaN value."""
+
+
+# drop_degenerate's rule: a column whose real-set values are all round-off (|x| <= 1e-9: the images are
+# normalised to a scale of 100, so every genuine feature lies many orders of magnitude above), or whose
+# real-set spread is round-off of its size (std <= 1e-9 x max |x|). FRD v1 keeps such columns, and its
+# z-scoring turns their round-off into O(1) values (three wavelet Means; docs/evaluation.md).
+DEGENERATE_ABSOLUTE = 1e-9
+DEGENERATE_RELATIVE = 1e-9
+
+
+def degenerate_columns(real: np.ndarray) -> np.ndarray:
+    """Which columns of the real set's features (N x F, NaN rows left out) drop_degenerate drops."""
+    largest = np.abs(real).max(axis=0)
+    return (largest <= DEGENERATE_ABSOLUTE) | (real.std(axis=0) <= DEGENERATE_RELATIVE * largest)
+
+
+def frechet_radiomics_distance(
+    real: RadiomicFeatures, generated: RadiomicFeatures, drop_degenerate: bool = False
+) -> FrdResult:
     """FRD v1 exactly as frd-score computes it (its calculate_feature_statistics and compute_frd, with its
     own normalisation and distance functions): rows with a NaN dropped, float32, z-scored with the real
-    set's mean and std, columns with NaN/Inf dropped, Fréchet distance, natural log."""
+    set's mean and std, columns with NaN/Inf dropped, Fréchet distance, natural log. drop_degenerate first
+    leaves out the columns degenerate_columns names (not comparable to published FRD values). Raises
+    FrdUnmeasurable, with the reason, where the log of the distance is not a finite number."""
     from frd_score import frd
 
     if real.names != generated.names:
         raise HeartjobsError("FRD: the real and generated feature lists differ (different pyradiomics settings?)")
-    sets = [x[~np.isnan(x).any(axis=1)].astype(np.float32) for x in (real.values, generated.values)]
+    sets = [x[~np.isnan(x).any(axis=1)] for x in (real.values, generated.values)]
     if min(len(s) for s in sets) < 2:
-        raise HeartjobsError("FRD: fewer than 2 images with finite features in a set")
+        raise FrdUnmeasurable("FRD: fewer than 2 images with finite features in a set")
+    columns = np.ones(sets[0].shape[1], bool)
+    if drop_degenerate:
+        columns = ~degenerate_columns(sets[0])
+    sets = [s[:, columns].astype(np.float32) for s in sets]
     normalized = [
         frd.z_score_normalize(s, 0, 1, base_distribution=sets[0], replace_nan=False, handle_std_zero=False)
         for s in sets
@@ -231,9 +339,33 @@ def frechet_radiomics_distance(real: RadiomicFeatures, generated: RadiomicFeatur
     mus = [np.mean(n, axis=0) for n in normalized]
     sigmas = [np.cov(n, rowvar=False) for n in normalized]
     squared = frd.calculate_frechet_distance(mus[0], sigmas[0], mus[1], sigmas[1])
-    value = float(np.log(squared)) if squared > 0 else float("-inf")
-    names = [name for name, k in zip(real.names, keep, strict=True) if k]
-    return FrdResult(value, len(sets[0]), len(sets[1]), int(keep.sum()), mus[1].astype(np.float64), names)
+    if not (np.isfinite(squared) and squared > 0):
+        raise FrdUnmeasurable(_why_unmeasurable(float(squared), normalized, sigmas))
+    names = [name for name, c in zip(real.names, columns, strict=True) if c]
+    names = [name for name, k in zip(names, keep, strict=True) if k]
+    return FrdResult(
+        float(np.log(squared)),
+        len(sets[0]),
+        len(sets[1]),
+        int(keep.sum()),
+        mus[1].astype(np.float64),
+        names,
+        int((~columns).sum()),
+    )
+
+
+def _why_unmeasurable(squared: float, normalized: list[np.ndarray], sigmas: list[np.ndarray]) -> str:
+    """One line: why the squared distance has no finite log, with the sizes and covariance ranks."""
+    features = normalized[0].shape[1]
+    ranks = [int(np.linalg.matrix_rank(np.atleast_2d(s))) for s in sigmas]
+    if len(normalized[0]) == len(normalized[1]) and np.array_equal(normalized[0], normalized[1]):
+        cause = "the two sets have the same features (identical images?), a distance of 0"
+    else:
+        cause = f"the squared distance is {squared:.3g}, whose log is not a finite number"
+    return (
+        f"FRD unmeasurable: {cause}; n_real={len(normalized[0])}, n_generated={len(normalized[1])} against "
+        f"{features} features, covariance ranks {ranks[0]} (real) and {ranks[1]} (generated)"
+    )
 
 
 def top_differences(results: list[FrdResult], count: int = 10) -> list[dict]:

@@ -40,12 +40,19 @@ def evaluation_record(
     )
 
 
+# [eval] keys added after settings were first hashed, with their defaults
+ADDED_SINCE = {"frd_drop_degenerate": False}
+
+
 def settings_hash(settings: EvalSection, against: str | None = None) -> str:
     """What a measurement's value depends on, hashed: not when or how often it is taken, nor where copies of
     its images go. `against`: the content hash of the real set measured against when it is not the run's
     own; such a measurement is another setting, so it never joins the own set's curve or best checkpoint."""
     values = settings.model_dump(mode="json", exclude=set(EvalSection.NOT_MEASURED))
     values["fid"] = values.pop("measure")  # hashed under its first name, so a curve's earlier records still match
+    for key, default in ADDED_SINCE.items():  # at its default, a later setting hashes as before it existed
+        if values.get(key) == default:
+            values.pop(key)
     if against is not None:
         values["against"] = against
     return sha256_json(values)[:8]
@@ -92,7 +99,7 @@ def summary_line(report: Measurement) -> str:
         text += f"  [{report.weights.get('kind')} weights: not comparable to published FID]"
     frd = report.frd
     if frd and "error" in frd:
-        text += f"  FRD not measured: {frd['error']}"
+        text += f"  FRD unmeasurable: {frd['error'].removeprefix('FRD unmeasurable: ').removeprefix('FRD: ')}"
     elif frd:
         text += f"  FRD {frd['mean']:.3f} +- {frd['std']:.3f}{mark('frd')} ({frd['version']}, n={frd['n_generated']} x "
         text += f"{len(report.repeats)}, real n={frd['n_real']})"

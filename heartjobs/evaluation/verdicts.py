@@ -6,7 +6,6 @@ verdict, so that a metric that failed the ladder is labelled as such wherever it
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from heartjobs import atomic
@@ -45,7 +44,7 @@ def remember(ladder: dict, source: Path | None = None) -> None:
             "n": ladder["n"],
             "ladder": str(Path(source).resolve()) if source else None,
         }
-        lines.append(json.dumps(line))
+        lines.append(atomic.dumps_json(line))
     atomic.append_lines(path, lines)
 
 

@@ -70,6 +70,7 @@ class ReportRow(BaseModel):
     kid_mean: float | None = None
     frd_mean: float | None = None
     frd_std: float | None = None
+    frd_unmeasurable: str | None = None  # why FRD has no value (identical or degenerate sets), when it has none
     epochs: int | None = None
     train_seconds: float | None = None
     images_per_s: float | None = None
@@ -197,6 +198,8 @@ def _row(job: str, run_dir: Path | None, warnings: list[str]) -> dict:
         if "mean" in (fid.frd or {}):
             row.update(frd_mean=round(fid.frd["mean"], 3), frd_std=round(fid.frd["std"], 3))
             row["metrics"]["frd"] = fid.frd["mean"]
+        elif "error" in (fid.frd or {}):
+            row["frd_unmeasurable"] = one_line(str(fid.frd["error"]), 300)
         laddered = _with_verdicts(fid, spec)
         row["ladder_fails"] = ",".join(m for m in ("fid", "kid", "frd") if failed_ladder(laddered, m)) or None
         row["assessment"] = best.assess(laddered)  # what the one rule of "best" needs of this run
@@ -284,6 +287,8 @@ def cells(row: dict) -> list[str]:
     kid = "-" if r["kid_mean"] is None else f"{r['kid_mean']:.4f}{mark('kid')}"
     fid = "-" if r["fid_mean"] is None else _fmt_mean(r["fid_mean"], r["fid_std"]) + mark("fid")
     frd = "-" if r["frd_mean"] is None else _fmt_mean(r["frd_mean"], r["frd_std"]) + mark("frd")
+    if r.get("frd_unmeasurable"):
+        frd = "unmeasurable"
     values = [
         r["job"], r["model"] or "-", r["configuration"] or "-", r["state"], fid, kid, frd, _epochs_cell(r),
         r["train_seconds"] or "-", r["images_per_s"] or "-", _yes_no(r["standard_weights"]), r["protocol"] or "-",
@@ -331,6 +336,12 @@ def data_markdown(sources: list[dict]) -> str:
     """The report's "Data" section: what each set is and, for the Atlas' hearts, how to cite it."""
     lines = [f"- `{markdown_cell(s['prepared'])}` {markdown_cell(page.prepared_set_text(s))}" for s in sources]
     return "\n## Data\n\n" + "\n".join(lines) + "\n" if lines else ""
+
+
+def unmeasurable_markdown(rows: list[dict]) -> str:
+    """Why each run's FRD has no value: a reason, never a -inf in a table."""
+    lines = [f"- {markdown_cell(r['job'])}: {markdown_cell(r['frd_unmeasurable'])}" for r in rows if r["frd_unmeasurable"]]
+    return "\n## FRD unmeasurable\n\n" + "\n".join(lines) + "\n" if lines else ""
 
 
 def markdown(rows: list[dict]) -> str:
@@ -386,6 +397,7 @@ def write_report(
             + "\n\n"
             + configurations.markdown(configs, FAILS_LADDER_MARK)
         )
+    text += unmeasurable_markdown(rows)
     sources = data_sources(rows)
     text += data_markdown(sources)
     atomic.write_bytes(written[0], text.encode())

@@ -5,7 +5,6 @@ during training ([eval] every) without touching training's random state."""
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -105,7 +104,7 @@ def newest_checkpoint(run: RunDir, spec: ResolvedSpec) -> tuple[Path, dict] | No
 
 
 def _write_losses(run: RunDir, history: list[dict]) -> None:
-    atomic.write_bytes(run / RunDir.LOSSES, "".join(json.dumps(h) + "\n" for h in history).encode())
+    atomic.write_bytes(run / RunDir.LOSSES, "".join(atomic.dumps_json(h) + "\n" for h in history).encode())
 
 
 def _epochs(
@@ -129,7 +128,7 @@ def _epochs(
 
         while trainer.epoch < t.epochs:
             stats = trainer.train_epoch(lambda: stop.signal is not None, on_batch).as_dict()
-            atomic.append_lines(run / RunDir.LOSSES, [json.dumps(stats)])  # one short line per epoch
+            atomic.append_lines(run / RunDir.LOSSES, [atomic.dumps_json(stats)])  # one short line per epoch
             progress.epoch(stats)
             if log is not None:
                 log.epoch(stats)

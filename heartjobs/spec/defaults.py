@@ -76,7 +76,7 @@ BOOKKEEPING_KEYS: tuple[str, ...] = ("sample_every", "checkpoint_every", "keep_c
 # keeps its identity (resume, "already finished") under the new code. A section left empty goes too:
 # [architecture] at the thesis' widths hashes as a spec from before it existed.
 LATER_DEFAULTS: dict[str, dict[str, Any]] = {
-    "eval": {"frd": True, "frd_n": 1000},
+    "eval": {"frd": True, "frd_n": 1000, "frd_drop_degenerate": False},
     "train": {"gp_lambda": None, "augment": "none"},
     "architecture": {"hidden": list(ARCHITECTURE_DEFAULTS["hidden"]), "width": ARCHITECTURE_DEFAULTS["width"]},
 }

@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from heartjobs.choices import Device, FeatureDims, Normalize
+from heartjobs.choices import Device, FeatureDims, FrdBackend, Normalize
 from heartjobs.hashing import sha256_json
 from heartjobs.models import FAMILIES, MODELS, Networks
 from heartjobs.spec.defaults import (
@@ -189,7 +189,16 @@ class EvalSection(_SpecSection):
     # measured images go, what is measured on the way, and which other sets are measured besides (each
     # such measurement carries its set's content hash in its own settings hash), not what is measured at
     # the end against the run's own set.
-    NOT_MEASURED: ClassVar[tuple[str, ...]] = ("save_images", "every", "during", "keep_best", "against")
+    # How FRD's features are computed is left out too: both backends give the same values within 1e-9 per
+    # feature (tests/test_radiomics_torch.py); the backend is recorded in every result.
+    NOT_MEASURED: ClassVar[tuple[str, ...]] = (
+        "save_images",
+        "every",
+        "during",
+        "keep_best",
+        "against",
+        "frd_backend",
+    )
 
     measure: bool = Field(True, validation_alias=AliasChoices("measure", "fid"))
     n_generated: int = Field(3000, ge=2, le=MAX_IMAGES)
@@ -209,6 +218,12 @@ class EvalSection(_SpecSection):
     # n_generated); 1000 keeps the covariance of its ~400 features full rank (docs/evaluation.md).
     frd: bool = True
     frd_n: int = Field(1000, ge=2, le=MAX_IMAGES)
+    # torch: FRD's features in batches on the job's device (equal to pyradiomics within 1e-9); pyradiomics:
+    # frd-score's extractor itself, one image per CPU (the reference, about 40x slower).
+    frd_backend: FrdBackend = "torch"
+    # Leave out the feature columns whose real-set values are round-off (radiomics.degenerate_columns) before
+    # FRD; the value is then not comparable to published FRD v1 values (docs/evaluation.md).
+    frd_drop_degenerate: bool = False
     # Write the images each repeat measured (and the real ones) as PNG into the run's eval_images/.
     save_images: bool = False
     # Measure the checkpoint every N epochs during training (and the last) with [eval.during]'s settings,

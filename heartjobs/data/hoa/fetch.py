@@ -320,7 +320,7 @@ def fetch(dataset: Dataset, source: str, out: Path, params: FetchParams) -> Path
     if start is None:  # the window first, once: a resumed fetch windows its slabs the same way
         start = {"kind": "start", "request_key": key, "window": _window(dataset, volume, fetch_plan, params)}
         partial.mkdir(parents=True, exist_ok=True)
-        atomic.append_lines(partial / JOURNAL, [json.dumps(start)])
+        atomic.append_lines(partial / JOURNAL, [atomic.dumps_json(start)])
     window = Window(start["window"]["low"], start["window"]["high"])
     _fetch_slabs(volume, fetch_plan, window, partial, done)
     _assemble(dataset, source, volume, fetch_plan, params, start, done, partial, out, key)
@@ -358,7 +358,7 @@ def _fetch_slabs(volume: Volume, fetch_plan: FetchPlan, window: Window, partial:
                 "sha256": sha256_file(partial / name),
                 "missing_blocks": missing,
             }
-            atomic.append_lines(partial / JOURNAL, [json.dumps(record)])
+            atomic.append_lines(partial / JOURNAL, [atomic.dumps_json(record)])
             done[index] = record
 
 
