@@ -56,6 +56,8 @@ def _hand_made() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     holes[2:4, 2:5] = False
     holes[0, 0] = False
     checker = (np.add.outer(np.arange(5), np.arange(6)) % 2).astype(bool)  # pixels touch only diagonally
+    corner = np.zeros((3, 3), bool)
+    corner[0, 0] = corner[1, 1] = True  # only the (1, 1) angle has a line with two mask pixels
     made = {
         "pyradiomics_docstring": (readme, None),
         "one_level": (np.full((4, 5), 3), None),
@@ -68,9 +70,12 @@ def _hand_made() -> dict[str, tuple[np.ndarray, np.ndarray]]:
         "row_1x3": (np.array([[1, 1, 2]]), None),
         "row_1x6_gap": (np.array([[2, 2, 0, 2, 1, 1]]), np.array([[1, 1, 0, 1, 1, 1]], bool)),
         "column_4x1": (np.array([[1], [1], [2], [2]]), None),
+        # one angle, no run left: RunEntropy and RunVariance 0 (sums over no column), the others NaN
+        "row_1x3_one_pixel": (np.array([[3, 0, 0]]), np.array([[1, 0, 0]], bool)),
         "single_pixel_mask": (np.full((2, 2), 3), np.array([[0, 1], [0, 0]], bool)),
         "isolated_pixels": (np.array([[2, 0, 0], [0, 0, 4]]), np.array([[1, 0, 0], [0, 0, 1]], bool)),
         "diagonal_neighbours_only": (rng.integers(1, 3, (5, 6)), checker),
+        "two_pixels_touching_at_a_corner": (np.array([[1, 0, 0], [0, 2, 0], [0, 0, 0]]), corner),
         "two_pixels_one_row_apart": (np.array([[2, 0, 3]]), np.array([[1, 0, 1]], bool)),
         "noise": (rng.integers(1, 30, (20, 13)), None),
     }
@@ -91,12 +96,14 @@ def test_hand_made_levels_equal_pyradiomics(name):
 
 
 def test_angles_pyradiomics_drops_leave_the_mean():
-    """One pixel in the mask: every angle has no line with two mask pixels, pyradiomics drops them all (NaN);
-    pixels touching only diagonally: the row and column angles go, the diagonals stay."""
+    """An angle none of whose lines holds two mask pixels is dropped: with one pixel every angle (NaN); with two
+    pixels touching at a corner all but that diagonal, whose two runs of length 1 alone make the values."""
     levels, mask = HAND_MADE["single_pixel_mask"]
     assert all(np.isnan(value) for value in ours(levels, mask).values())
-    levels, mask = HAND_MADE["diagonal_neighbours_only"]
-    assert not any(np.isnan(value) for value in ours(levels, mask).values())
+    levels, mask = HAND_MADE["two_pixels_touching_at_a_corner"]
+    got = ours(levels, mask)
+    assert got["ShortRunLowGrayLevelEmphasis"] == pytest.approx((1 + 1 / 4) / 2, rel=1e-15)
+    assert got["RunPercentage"] == 1.0 and got["GrayLevelVariance"] == 0.25
 
 
 def test_one_pixel_image_and_empty_mask_give_nan():

@@ -65,6 +65,7 @@ def _hand_made() -> dict[str, tuple[np.ndarray, np.ndarray]]:
         "holes": (rng.integers(1, 4, (6, 7)), holes),
         "row_1x4": (np.array([[1, 2, 3, 5]]), None),
         "column_3x1": (np.array([[1], [2], [4]]), None),
+        "row_1x3_one_pixel": (np.array([[3, 0, 0]]), np.array([[1, 0, 0]], bool)),
         "single_pixel_mask": (np.full((2, 2), 3), np.array([[0, 1], [0, 0]], bool)),
         "isolated_pixels": (np.array([[2, 0, 0], [0, 0, 4]]), np.array([[1, 0, 0], [0, 0, 1]], bool)),
         "isolated_and_joined": (np.array([[2, 3, 0, 4]]), np.array([[1, 1, 0, 1]], bool)),

@@ -10,21 +10,27 @@ How pyradiomics does it (radiomics/glrlm.py and the C calculate_glrlm, probed on
   horizontal angle, an H x 1 image only the vertical one, a 1 x 1 image none (pyradiomics then raises
   "Error getting angle count"; here every feature is NaN, as for an empty mask). The angles depend on the
   array's shape, not on the mask's bounding box (pyradiomics gets the image cropped to the mask).
+- An angle none of whose lines holds two or more mask pixels is dropped: the C code ("segmentation is 2D
+  for this angle", its multiElement flag) zeroes that angle's runs, so it has Nr = 0. A one-pixel mask loses
+  every angle and every feature is NaN; a mask of two pixels touching at a corner keeps only that diagonal.
 - P(i, j | angle) counts runs of grey level i and length j. Empty grey levels are deleted, so i runs over
   the grey-level VALUES present in the mask (ivector = grayLevels), and j over the run-length VALUES 1..;
   3.0.1 also deletes run lengths no angle has. Neither deletion changes a value (an all-zero row or column
   adds 0 to every sum, also to the entropy: 0 * log2(0 + eps) = 0), so here P has a row for each grey level
-  present in the image (ranked, with its value alongside) and a column for each length 1..max(H, W).
+  present in the image (ranked, with its value alongside) and a column for each length 1..the batch's
+  longest run.
 - Every feature is computed on each angle's P separately (normalised by that angle's number of runs Nr)
   and the angles are averaged with nanmean; an angle without runs (Nr = 0 -> NaN) drops out of the mean.
 - RunEntropy uses eps = numpy.spacing(1) = 2.220446049250313e-16 inside the log2.
 
 Runs without a per-image loop: for each angle the pixels are put in "line order" (a fixed permutation that
-lays every line of that angle out contiguously, first pixel first), so the previous pixel along the line
-is the previous element. A run continues where the previous element is on the same line, in the mask, and
-of the same level; a run ends where the next element does not continue it. The start of the run each end
-belongs to is the latest start before it (cummax over the start positions), which gives its length. The
-runs go into the B x angles x grey levels x lengths matrix with one scatter_add.
+lays every line of that angle out contiguously, first pixel first, with a spare slot between lines), so the
+previous pixel along the line is the previous element. Each element holds the pixel's grey-level rank, or,
+outside the mask and in the spare slots, a negative value of its own: an element continues the previous
+one's run exactly when the two are equal. Runs of length >= 2 begin where the next element continues and
+the element does not, and end the other way round; one nonzero lists their starts and ends in pairs, which
+gives their lengths. They are few on real images (most runs there have length 1), and runs of length 1 need
+no listing: per grey level they are the pixels left over once the long runs have taken theirs.
 """
 
 from __future__ import annotations
@@ -177,8 +183,8 @@ def matrix(levels: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torc
     in_long.scatter_add_(0, line * ranks + long_rank, length.to(torch.float64))
     P[..., 0] = pixels[:, None, :] - in_long.reshape(batch, n_angles, ranks)
     # pyradiomics' C code drops an angle none of whose lines holds two mask pixels ("segmentation is 2D for
-    # this angle"; e.g. a one-pixel mask, or pixels that touch only diagonally for the axis angles): it zeroes
-    # that angle's length-1 runs, its only ones, so Nr = 0 and the angle leaves the mean (all gone: NaN)
+    # this angle"; e.g. every angle of a one-pixel mask): it zeroes that angle's length-1 runs, its only
+    # ones, so Nr = 0 and the angle leaves the mean (all gone: NaN)
     several = torch.zeros(batch * n_angles, dtype=torch.bool, device=device)
     several[line] = True  # a long run: two mask pixels on its line
     several = several.reshape(batch, n_angles)
@@ -208,8 +214,8 @@ def features(levels: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor
     i2 = ivector[:, None, :] ** 2  # B x 1 x Ngp
     j2 = jvector**2
 
-    nr = P.sum((2, 3))
-    nr = torch.where(nr == 0, torch.nan, nr)  # an angle without runs: NaN, left out of the mean
+    runs = P.sum((2, 3))
+    nr = torch.where(runs == 0, torch.nan, runs)  # an angle without runs: NaN, left out of the mean
     pg = P.sum(3)  # B x angles x Ngp
     pr = P.sum(2)  # B x angles x Nr
     pg2 = (pg**2).sum(2)
@@ -222,6 +228,15 @@ def features(levels: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor
 
     p = P / nr[..., None, None]
     entropy = -(p * torch.log2(p + EPS)).sum((2, 3))
+    run_variance = variance(pr, jvector)
+    if P.shape[1] == 1:
+        # one angle (a 1 x W or H x 1 image) and no runs: pyradiomics keeps the lone empty angle, deletes every
+        # run-length column (none has a run), and RunEntropy and RunVariance, sums over those columns alone,
+        # are sums over nothing: 0, where the other features divide by Nr = NaN (with more angles, all empty,
+        # all are deleted and the mean over no angle is NaN)
+        lone = (runs == 0) & mask.flatten(1).any(1, keepdim=True)
+        entropy = torch.where(lone, 0.0, entropy)
+        run_variance = torch.where(lone, 0.0, run_variance)
     # sum_ij P(i, j) i^a j^b = sum_i i^a (P @ j^b)_i
     by_j = P @ torch.stack((1 / j2, j2), 1)  # B x angles x Ngp x 2: sum_j P / j^2, sum_j P j^2
     short, long = by_j[..., 0], by_j[..., 1]
@@ -239,7 +254,7 @@ def features(levels: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor
         "RunLengthNonUniformity": pr2 / nr,
         "RunLengthNonUniformityNormalized": pr2 / nr**2,
         "RunPercentage": nr / (pr * jvector).sum(2),
-        "RunVariance": variance(pr, jvector),
+        "RunVariance": run_variance,
         "ShortRunEmphasis": (pr / j2).sum(2) / nr,
         "ShortRunHighGrayLevelEmphasis": (short * i2).sum(2) / nr,
         "ShortRunLowGrayLevelEmphasis": (short / i2).sum(2) / nr,

@@ -19,8 +19,12 @@ How pyradiomics does it (radiomics/ngtdm.py and the C calculate_ngtdm, probed on
   as for an empty mask. (An H x 1 or 1 x W image loses the angles along its size-1 dimension, but those
   neighbours would be outside the image anyway.)
 
-Terms are computed as pyradiomics does (p_i = n_i / N_vp, then i * p_i, pairwise sums over i, j) so that
-the exact-zero tests above fall the same way.
+Without a per-image loop: the neighbourhood sums are one 3 x 3 box sum over the batch (grey level and
+mask packed in one integer), n_i and s_i one scatter_add each over the image's present grey levels ranked.
+p_i = n_i / N_vp and i * p_i are formed as pyradiomics forms them and Busyness and Complexity summed over
+all pairs (i, j) as it does, so that the tests for exactly 0 fall the same way; Contrast and Strength use
+the equal centred sums (sum_ij p_i p_j (i - j)^2 = 2 (sum_i p_i) sum_i p_i (i - mean)^2), which avoid
+a pairwise pass and have no cancellation.
 """
 
 from __future__ import annotations
@@ -29,8 +33,6 @@ import torch
 
 # pyradiomics' order (the class's features in the order execute() returns them: alphabetical)
 NAMES = ("Busyness", "Coarseness", "Complexity", "Contrast", "Strength")
-
-NEIGHBOURS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
 
 
 def _nan(batch: int, device: torch.device) -> dict[str, torch.Tensor]:
@@ -45,24 +47,24 @@ def matrix(levels: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torc
     device = levels.device
     inside = mask & (levels > 0)
     lev = torch.where(inside, levels, 0)
-    value = lev.to(torch.float64)
-    weight = inside.to(torch.float64)
-    # the 8 neighbours by shifting a zero-padded copy: outside the image counts as outside the mask
-    padded_value = torch.nn.functional.pad(value, (1, 1, 1, 1))
-    padded_weight = torch.nn.functional.pad(weight, (1, 1, 1, 1))
-    total = torch.zeros_like(value)
-    count = torch.zeros_like(value)
-    for dy, dx in NEIGHBOURS:
-        total += padded_value[:, 1 + dy : 1 + dy + height, 1 + dx : 1 + dx + width]
-        count += padded_weight[:, 1 + dy : 1 + dy + height, 1 + dx : 1 + dx + width]
-    # an isolated pixel adds 0 (C: `if (count == 0) diff = 0`); sum / count as the C code divides
-    diff = torch.where(count > 0, (value - total / count.clamp(min=1)).abs(), 0.0) * weight
-
     flat = lev.reshape(batch, -1)
     top = int(flat.max()) if flat.numel() else 0  # one sync per batch: sizes the tables below
     present = torch.zeros(batch, top + 1, dtype=torch.bool, device=device)
     present.scatter_(1, flat, True)
     present[:, 0] = False  # 0 is outside the mask
+
+    # the sum and number of the 8 neighbours in the mask, packed in one integer (16 * level + in mask) for
+    # a 3 x 3 box sum (rows, then columns) of the zero-padded image (outside the image counts as outside
+    # the mask), less the centre; integers, so exact
+    packed = (lev * 16 + inside).to(torch.int32 if top < 2**26 else torch.int64)
+    padded = torch.nn.functional.pad(packed, (1, 1, 1, 1))
+    rows = padded[..., :-2] + padded[..., 1:-1] + padded[..., 2:]
+    box = rows[..., :-2, :] + rows[..., 1:-1, :] + rows[..., 2:, :] - packed
+    total, count = (box >> 4).to(torch.float64), (box & 15).to(torch.float64)
+    # an isolated pixel adds 0 (C: `if (count == 0) diff = 0`); sum / count as the C code divides; pixels
+    # outside the mask are cut off below with their rank
+    diff = torch.where(count > 0, (lev - total / count).abs(), 0.0)
+
     rank_of = present.long().cumsum(1) - 1
     ranks = max(int(present.sum(1).max()), 1)  # second sync: the most grey levels one image has
     # rank ranks (one past the last) collects the outside pixels, with weight 0, and is cut off
@@ -71,7 +73,7 @@ def matrix(levels: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torc
     ivector.scatter_(1, slot, torch.arange(top + 1, device=device, dtype=torch.float64).expand(batch, -1))
     rank = slot.gather(1, flat)
     n = torch.zeros(batch, ranks + 1, dtype=torch.float64, device=device)
-    n.scatter_add_(1, rank, weight.reshape(batch, -1))
+    n.scatter_add_(1, rank, torch.ones_like(diff).reshape(batch, -1))
     s = torch.zeros(batch, ranks + 1, dtype=torch.float64, device=device)
     s.scatter_add_(1, rank, diff.reshape(batch, -1))
     return n[:, :ranks], s[:, :ranks], ivector[:, :ranks]
@@ -89,30 +91,37 @@ def features(levels: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor
     nvp = n.sum(1)
     empty = nvp == 0
     p = n / nvp[:, None]  # 0/0 = NaN for an empty mask: every feature NaN below
-    ngp = (n > 0).sum(1).to(torch.float64)
-    both = (n[:, :, None] > 0) & (n[:, None, :] > 0)  # the (i, j) terms pyradiomics keeps (p_i, p_j != 0)
-    di = i[:, :, None] - i[:, None, :]
+    present = (n > 0).to(torch.float64)
+    ngp = present.sum(1)
     ps = p * s
+    sum_p = p.sum(1)
+    sum_s = s.sum(1)
 
     coarse = ps.sum(1)
     coarseness = torch.where(coarse != 0, 1 / coarse, 1e6)
 
+    # sum_ij p_i p_j (i - j)^2 = 2 sum p * sum_i p_i (i - mean)^2: centred, so no cancellation
+    mean = (p * i).sum(1, keepdim=True) / sum_p[:, None]
+    contrast = 2 * sum_p * (p * (i - mean) ** 2).sum(1) * sum_s / nvp
     div = ngp * (ngp - 1)
-    contrast = (p[:, :, None] * p[:, None, :] * di**2).sum((1, 2)) * s.sum(1) / nvp
     contrast = torch.where(div != 0, contrast / div, 0.0)
 
+    # sum over present i, j of (p_i + p_j)(i - j)^2 = 2 sum_i p_i (Ngp (i - m)^2 + sum_j (j - m)^2), with m the
+    # plain mean of the present levels (centred again)
+    middle = (present * i).sum(1, keepdim=True) / ngp[:, None]
+    spread = (present * (i - middle) ** 2).sum(1)
+    strength = 2 * (ngp * (p * (i - middle) ** 2).sum(1) + spread * sum_p)
+    strength = torch.where(sum_s != 0, strength / sum_s, 0.0)
+
+    # pairwise as pyradiomics (Busyness tests the sum for exactly 0); terms with p_i = 0 or p_j = 0 out
+    both = present[:, :, None] * present[:, None, :]
     ip = i * p
-    absdiff = torch.where(both, (ip[:, :, None] - ip[:, None, :]).abs(), 0.0).sum((1, 2))
+    absdiff = ((ip[:, :, None] - ip[:, None, :]).abs() * both).sum((1, 2))
     busyness = torch.where(absdiff != 0, coarse / absdiff, 0.0)
 
-    numerator = torch.where(both, ps[:, :, None] + ps[:, None, :], 0.0)
-    divisor = p[:, :, None] + p[:, None, :]
-    divisor = torch.where(divisor == 0, 1.0, divisor)
-    complexity = (di.abs() * numerator / divisor).sum((1, 2)) / nvp
-
-    sum_s = s.sum(1)
-    strength = torch.where(both, (p[:, :, None] + p[:, None, :]) * di**2, 0.0).sum((1, 2))
-    strength = torch.where(sum_s != 0, strength / sum_s, 0.0)
+    p_one = torch.where(present > 0, p, 1.0)  # keeps p_i + p_j > 0 on the masked-out terms
+    pairs = (i[:, :, None] - i[:, None, :]).abs() * (ps[:, :, None] + ps[:, None, :]) * both
+    complexity = (pairs / (p_one[:, :, None] + p_one[:, None, :])).sum((1, 2)) / nvp
 
     out = {
         "Busyness": busyness,
