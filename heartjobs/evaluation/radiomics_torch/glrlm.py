@@ -131,7 +131,7 @@ def matrix(levels: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torc
     device = levels.device
     count = height * width
     inside = mask & (levels > 0)
-    lev = torch.where(inside, levels, 0).reshape(batch, count)
+    lev = torch.where(inside, levels, 0).long().reshape(batch, count)
     top = int(lev.max()) if lev.numel() else 0  # one sync per batch: sizes the tables below
     present = torch.zeros(batch, top + 1, dtype=torch.bool, device=device)
     present.scatter_(1, lev, True)
@@ -160,7 +160,9 @@ def matrix(levels: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torc
         ),
         1,
     )
-    code = code[:, order]  # B x angles x size: each angle's lines one after another, spare slots between
+    # B x angles x size: each angle's lines one after another, spare slots between
+    shape = (batch, n_angles, size)
+    code = code[:, None].expand(shape).gather(2, order.expand(shape))
     cont = code[..., 1:] == code[..., :-1]  # element k + 1 continues the run of element k
     # a run of length >= 2 starts where the next element continues it but the element does not continue
     # the previous one, and ends the other way round; starts and ends alternate, so one nonzero gives both
@@ -168,25 +170,25 @@ def matrix(levels: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torc
     edge = cont[..., 1:] ^ cont[..., :-1]
     where = torch.nonzero(edge.reshape(-1)).reshape(-1, 2)  # third sync: the number of long runs
     inner = size - 2
-    line = where[:, 0] // inner  # the (image, angle) of each long run
+    row = where[:, 0] // inner  # the (image, angle) row of each long run
     start = where[:, 0] % inner + 1
     length = where[:, 1] - where[:, 0] + 1
     longest = max(int(length.max()), 1) if length.numel() else 1  # fourth sync: the longest run
-    long_rank = code.reshape(batch * n_angles, size)[line, start].long()
+    long_rank = code.reshape(batch * n_angles, size)[row, start].long()
 
     # P[b, a, i, j - 1] = long runs counted directly, runs of length 1 as the pixels left over
     flat = torch.zeros(batch * n_angles * ranks * longest, dtype=torch.float64, device=device)
     ones = torch.ones_like(length, dtype=torch.float64)
-    flat.scatter_add_(0, (line * ranks + long_rank) * longest + length - 1, ones)
+    flat.scatter_add_(0, (row * ranks + long_rank) * longest + length - 1, ones)
     P = flat.reshape(batch, n_angles, ranks, longest)
     in_long = torch.zeros(batch * n_angles * ranks, dtype=torch.float64, device=device)
-    in_long.scatter_add_(0, line * ranks + long_rank, length.to(torch.float64))
+    in_long.scatter_add_(0, row * ranks + long_rank, length.to(torch.float64))
     P[..., 0] = pixels[:, None, :] - in_long.reshape(batch, n_angles, ranks)
     # pyradiomics' C code drops an angle none of whose lines holds two mask pixels ("segmentation is 2D for
     # this angle"; e.g. every angle of a one-pixel mask): it zeroes that angle's length-1 runs, its only
     # ones, so Nr = 0 and the angle leaves the mean (all gone: NaN)
     several = torch.zeros(batch * n_angles, dtype=torch.bool, device=device)
-    several[line] = True  # a long run: two mask pixels on its line
+    several[row] = True  # a long run: two mask pixels on its line
     several = several.reshape(batch, n_angles)
     # no long run: all runs have length 1, one per mask pixel; more of them than lines puts two on a line
     lines = torch.tensor(

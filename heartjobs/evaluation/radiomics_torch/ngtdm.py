@@ -46,7 +46,7 @@ def matrix(levels: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torc
     batch, height, width = levels.shape
     device = levels.device
     inside = mask & (levels > 0)
-    lev = torch.where(inside, levels, 0)
+    lev = torch.where(inside, levels, 0).long()
     flat = lev.reshape(batch, -1)
     top = int(flat.max()) if flat.numel() else 0  # one sync per batch: sizes the tables below
     present = torch.zeros(batch, top + 1, dtype=torch.bool, device=device)
@@ -56,7 +56,7 @@ def matrix(levels: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torc
     # the sum and number of the 8 neighbours in the mask, packed in one integer (16 * level + in mask) for
     # a 3 x 3 box sum (rows, then columns) of the zero-padded image (outside the image counts as outside
     # the mask), less the centre; integers, so exact
-    packed = (lev * 16 + inside).to(torch.int32 if top < 2**26 else torch.int64)
+    packed = (lev * 16 + inside).to(torch.int32 if top < 2**23 else torch.int64)  # 9 * 16 * 2**23 < 2**31
     padded = torch.nn.functional.pad(packed, (1, 1, 1, 1))
     rows = padded[..., :-2] + padded[..., 1:-1] + padded[..., 2:]
     box = rows[..., :-2, :] + rows[..., 1:-1, :] + rows[..., 2:, :] - packed
