@@ -78,7 +78,9 @@ def main() -> None:
             card = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{cores}-core CPU"
             difference = largest_difference(ours.values, every.values)
             print(f"  torch on {device} ({card}): {rate:8.2f} images/s   FRD {frd:.9f}")
-            print(f"    vs pyradiomics on {cores} cores: {every_s / ours_s:.1f}x; vs one process: {one_s / ours_s:.1f}x")
+            print(
+                f"    vs pyradiomics on {cores} cores: {every_s / ours_s:.1f}x; vs one process: {one_s / ours_s:.1f}x"
+            )
             print(f"    largest column difference to pyradiomics: {difference:.2e} relative")
             print(
                 f"    a thesis job's FRD ({THESIS_FRD_IMAGES} images): {minutes(rate, THESIS_FRD_IMAGES)} "

@@ -28,9 +28,12 @@ def prepared64(tmp_path_factory, phantom_dir):
     return out
 
 
-def _cli_frd(real, generated) -> float:
+def _cli_frd(real, generated, *options: str) -> float:
     result = subprocess.run(
-        [sys.executable, "-m", "frd_score", str(real), str(generated)], capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "frd_score", str(real), str(generated), *options],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr
     return float(re.search(r"FRD \(v1\): ([-0-9.eE+]+)", result.stdout).group(1))

@@ -209,33 +209,58 @@ def _prepare_chunk(images: np.ndarray) -> list:
     return [prepare(image) for image in images]
 
 
+def _features_chunk(images: np.ndarray) -> np.ndarray:
+    """In a worker (CPU): a chunk's preprocessing and its features, batched on this worker's one CPU."""
+    from .radiomics_torch.extraction import features_of
+
+    return features_of(_prepare_chunk(images), torch.device("cpu"))
+
+
+def _torch_worker() -> None:
+    """A torch-backend worker: stop signals left to the parent (as _ignore_stop_signals says), and one
+    thread for SimpleITK and torch each: the worker is one of the CPUs the job was given."""
+    _ignore_stop_signals()
+    torch.set_num_threads(1)
+
+
 def _extract_torch(
     images: np.ndarray, label: str, workers: int | None, poll: Callable[[], None] | None, device: torch.device
 ) -> RadiomicFeatures:
-    """The torch backend: slices preprocessed in the worker processes (SimpleITK, PyWavelets: CPU work),
-    their features computed here on `device` a batch at a time, while the workers prepare the next."""
+    """The torch backend. On the CPU each worker process preprocesses a chunk of slices and computes their
+    features, batched, on its own CPU (one torch thread each: small batched kernels scale across processes
+    better than across threads). On a GPU the workers preprocess (SimpleITK, PyWavelets: CPU work) and the
+    features of a batch are computed here on the device while the workers prepare the next."""
     from .radiomics_torch import extraction
 
     per_batch = extraction.batch_size(images.shape[1], images.shape[2], device)
-    chunk = max(1, min(CHUNK * 2, per_batch // 2))
+    on_cpu = device.type == "cpu"
+    count = worker_count(workers, max(1, len(images) // 4))
+    chunk = max(1, min(per_batch // 2, -(-len(images) // (2 * count)))) if on_cpu else max(1, min(16, per_batch // 4))
     chunks = [images[i : i + chunk] for i in range(0, len(images), chunk)]
+    count = min(count, len(chunks))
     rows: list[np.ndarray] = []
     waiting: list = []
-    count = worker_count(workers, len(chunks))
     if count == 1:
         import SimpleITK as sitk
 
         sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
-    pool = ordered_map(count, initializer=_ignore_stop_signals)
+    pool = ordered_map(count, initializer=_torch_worker)
     with track(label, len(images)) as advance, pool as pmap:
-        for index, prepared in enumerate(pmap(_prepare_chunk, chunks)):
-            waiting.extend(prepared)
-            if len(waiting) >= per_batch or index == len(chunks) - 1:
-                rows.append(extraction.features_of(waiting, device))
-                advance(len(waiting))
-                waiting = []
-            if poll:
-                poll()
+        if on_cpu:
+            for done in pmap(_features_chunk, chunks):
+                rows.append(done)
+                advance(len(done))
+                if poll:
+                    poll()
+        else:
+            for index, prepared in enumerate(pmap(_prepare_chunk, chunks)):
+                waiting.extend(prepared)
+                if len(waiting) >= per_batch or index == len(chunks) - 1:
+                    rows.append(extraction.features_of(waiting, device))
+                    advance(len(waiting))
+                    waiting = []
+                if poll:
+                    poll()
     values = np.concatenate(rows) if rows else np.zeros((0, len(extraction.feature_names())))
     if np.isnan(values).all(axis=1).all():
         raise HeartjobsError(f"FRD: pyradiomics could not process any of the {len(images)} images ({label})")
@@ -297,7 +322,7 @@ class FrdUnmeasurable(HeartjobsError):
     features kept): the reason, never a -inf or NaN value."""
 
 
-# drop_degenerate's rule: a column whose real-set values are all round-off (|x| <= 1e-9: the images are
+# drop_degenerate's rule: a column that varies, but whose real-set values are all round-off (|x| <= 1e-9: the images are
 # normalised to a scale of 100, so every genuine feature lies many orders of magnitude above), or whose
 # real-set spread is round-off of its size (std <= 1e-9 x max |x|). FRD v1 keeps such columns, and its
 # z-scoring turns their round-off into O(1) values (three wavelet Means; docs/evaluation.md).
@@ -306,9 +331,12 @@ DEGENERATE_RELATIVE = 1e-9
 
 
 def degenerate_columns(real: np.ndarray) -> np.ndarray:
-    """Which columns of the real set's features (N x F, NaN rows left out) drop_degenerate drops."""
+    """Which columns of the real set's features (N x F, NaN rows left out) drop_degenerate drops: those
+    that vary, but only by round-off. (A column that does not vary at all FRD v1 drops itself: its
+    z-scores are NaN.)"""
     largest = np.abs(real).max(axis=0)
-    return (largest <= DEGENERATE_ABSOLUTE) | (real.std(axis=0) <= DEGENERATE_RELATIVE * largest)
+    spread = real.std(axis=0)
+    return (spread > 0) & ((largest <= DEGENERATE_ABSOLUTE) | (spread <= DEGENERATE_RELATIVE * largest))
 
 
 def frechet_radiomics_distance(

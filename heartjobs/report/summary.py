@@ -340,7 +340,9 @@ def data_markdown(sources: list[dict]) -> str:
 
 def unmeasurable_markdown(rows: list[dict]) -> str:
     """Why each run's FRD has no value: a reason, never a -inf in a table."""
-    lines = [f"- {markdown_cell(r['job'])}: {markdown_cell(r['frd_unmeasurable'])}" for r in rows if r["frd_unmeasurable"]]
+    lines = [
+        f"- {markdown_cell(r['job'])}: {markdown_cell(r['frd_unmeasurable'])}" for r in rows if r["frd_unmeasurable"]
+    ]
     return "\n## FRD unmeasurable\n\n" + "\n".join(lines) + "\n" if lines else ""
 
 

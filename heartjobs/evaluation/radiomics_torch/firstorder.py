@@ -36,37 +36,41 @@ NAMES = (
 EPS = torch.finfo(torch.float64).eps  # numpy.spacing(1), pyradiomics' guard inside log2
 
 
-def _moment(values: torch.Tensor, mean: torch.Tensor, order: int) -> torch.Tensor:
-    return torch.nanmean((values - mean[:, None]) ** order, 1)
-
-
 def features(
     image: torch.Tensor, levels: torch.Tensor, mask: torch.Tensor, mean: torch.Tensor, voxel_volume: float
 ) -> dict[str, torch.Tensor]:
     """B x H x W float64 grey values, their levels (binning.discretize) and masks, the exact Mean per
     image (B) and the volume of a voxel in mm^3 -> feature name -> B values, in pyradiomics' order."""
     batch = image.shape[0]
-    nan = torch.tensor(float("nan"), dtype=image.dtype, device=image.device)
-    values = torch.where(mask, image, nan).reshape(batch, -1)
+    full = bool(mask.all())  # FRD's slices: the whole image (then no NaN bookkeeping is needed)
+    if full:
+        values = image.reshape(batch, -1)
+        average, total, quantile = torch.mean, torch.sum, torch.quantile
+    else:
+        values = torch.where(mask, image, torch.nan).reshape(batch, -1)
+        average, total, quantile = torch.nanmean, torch.nansum, torch.nanquantile
     count = mask.reshape(batch, -1).sum(1).to(image.dtype)
     quantiles = torch.tensor([0.10, 0.25, 0.50, 0.75, 0.90], dtype=image.dtype, device=image.device)
-    p10, p25, median, p75, p90 = torch.nanquantile(values, quantiles, dim=1)
+    p10, p25, median, p75, p90 = quantile(values, quantiles, dim=1)
     lowest = torch.where(mask, image, torch.inf).reshape(batch, -1).amin(1)
     highest = torch.where(mask, image, -torch.inf).reshape(batch, -1).amax(1)
     shifted = values + VOXEL_ARRAY_SHIFT
-    energy = torch.nansum(shifted**2, 1)
-    own_mean = torch.nanmean(values, 1)
-    m2 = _moment(values, own_mean, 2)
-    m3 = _moment(values, own_mean, 3)
-    m4 = _moment(values, own_mean, 4)
+    energy = total(shifted * shifted, 1)
+    deviation = values - average(values, 1)[:, None]
+    squared = deviation * deviation
+    m2 = average(squared, 1)
+    m3 = average(squared * deviation, 1)
+    m4 = average(squared * squared, 1)
+    variance = m2.clone()
     m2 = torch.where(m2 == 0, torch.ones_like(m2), m2)  # a flat region: pyradiomics divides by 1
-    robust = torch.where((values >= p10[:, None]) & (values <= p90[:, None]), values, nan)
+    robust = torch.where((values >= p10[:, None]) & (values <= p90[:, None]), values, torch.nan)
     robust_mean = torch.nanmean(robust, 1)
     # the histogram of levels: p_i over the levels present (absent ones add 0 to both sums)
     flat_levels = levels.reshape(batch, -1)
     size = int(flat_levels.max()) + 1
     offsets = (torch.arange(batch, device=image.device) * size)[:, None]
-    counts = torch.bincount((flat_levels + offsets)[mask.reshape(batch, -1)], minlength=batch * size)
+    keys = flat_levels + offsets
+    counts = torch.bincount(keys.flatten() if full else keys[mask.reshape(batch, -1)], minlength=batch * size)
     p = counts.view(batch, size)[:, 1:].to(image.dtype)
     p = p / p.sum(1, keepdim=True).clamp_min(1)
     out = {
@@ -75,9 +79,9 @@ def features(
         "Energy": energy,
         "Entropy": -1.0 * torch.sum(p * torch.log2(p + EPS), 1),
         "InterquartileRange": p75 - p25,
-        "Kurtosis": m4 / m2**2.0,
+        "Kurtosis": m4 / (m2 * m2),
         "Maximum": highest,
-        "MeanAbsoluteDeviation": torch.nanmean((values - own_mean[:, None]).abs(), 1),
+        "MeanAbsoluteDeviation": average(deviation.abs(), 1),
         "Mean": mean,
         "Median": median,
         "Minimum": lowest,
@@ -86,7 +90,7 @@ def features(
         "RootMeanSquared": torch.sqrt(energy / count),
         "Skewness": m3 / m2**1.5,
         "TotalEnergy": energy * voxel_volume,
-        "Uniformity": torch.nansum(p**2, 1),
-        "Variance": torch.nanmean((values - own_mean[:, None]) ** 2, 1),
+        "Uniformity": torch.sum(p * p, 1),
+        "Variance": variance,
     }
     return {name: out[name] for name in NAMES}
