@@ -58,9 +58,9 @@ def main() -> None:
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     for size in args.sizes:
         images = phantom_images(size, 2 * args.n, seed=5)
-        real, generated = images[0::2], images[1::2]  # interleaved: both cover the whole heart
         one, one_s = timed("pyradiomics, one process", images, workers=1, backend="pyradiomics")
         every, every_s = timed(f"pyradiomics, {cores} processes", images, backend="pyradiomics")
+        # FRD between the two interleaved halves (both cover the whole heart), by each backend's features
         reference_frd = radiomics.frechet_radiomics_distance(
             radiomics.RadiomicFeatures(every.names, every.values[0::2]),
             radiomics.RadiomicFeatures(every.names, every.values[1::2]),
