@@ -93,8 +93,8 @@ def test_the_features_that_differ_most_are_named_with_their_direction(prepared64
     real = radiomics.extract(images, "real", workers=1)
     brighter = radiomics.extract(np.clip(images.astype(int) + 30, 0, 255).astype(np.uint8), "brighter", workers=1)
     result = radiomics.frechet_radiomics_distance(real, brighter)
-    same = radiomics.frechet_radiomics_distance(real, real)
-    assert result.frd > same.frd
+    near = radiomics.extract(np.clip(images.astype(int) + 2, 0, 255).astype(np.uint8), "a little brighter", workers=1)
+    assert result.frd > radiomics.frechet_radiomics_distance(real, near).frd
     top = radiomics.top_differences([result], 3)
     # pyradiomics z-scores each image (normalize: true), so the shift shows in the raw image mean
     assert top[0]["feature"] == "diagnostics_Image-original_Mean" and top[0]["shift_sd"] > 5
@@ -102,20 +102,31 @@ def test_the_features_that_differ_most_are_named_with_their_direction(prepared64
 
 
 def test_a_job_without_frd_installed_fails_before_training(tmp_path, prepared64):
-    # a `radiomics` package that cannot be imported, ahead of the real one on the path of a fresh process
-    # (a real process: it also shows that nothing on the way to the check imports pyradiomics early)
-    broken = tmp_path / "broken" / "radiomics"
-    broken.mkdir(parents=True)
-    (broken / "__init__.py").write_text("raise ImportError('pyradiomics was not built')\n")
+    # a package that cannot be imported, ahead of the real one on the path of a fresh process (a real
+    # process: it also shows that nothing on the way to the check imports it early): frd-score, which
+    # both backends need (its distance), then pyradiomics, which only the pyradiomics backend needs
+    def broken(package: str) -> dict:
+        folder = tmp_path / f"broken_{package}" / package
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "__init__.py").write_text(f"raise ImportError('{package} was not built')\n")
+        return {"PYTHONPATH": str(folder.parent)}
+
     spec = write_spec(tmp_path, "no_frd", "gan", prepared64, eval={"weights": "untrained"}, epochs=1, device="cpu")
-    result = run_cli("run", spec, env={"PYTHONPATH": str(tmp_path / "broken")})
+    result = run_cli("run", spec, env=broken("frd_score"))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     [error] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert f"{spec}: eval.frd:" in error and "pyradiomics was not built" in error and "make install" in error
+    assert f"{spec}: eval.frd:" in error and "frd_score was not built" in error and "make install" in error
     assert not (tmp_path / "artifacts").exists()  # nothing trained
+    # without pyradiomics, the torch backend (the default) is fine and the pyradiomics backend is not
+    no_pyradiomics = broken("radiomics")
+    assert run_cli("validate", spec, env=no_pyradiomics).returncode == 0
+    reference = {"weights": "untrained", "frd_backend": "pyradiomics"}
+    spec = write_spec(tmp_path, "no_frd", "gan", prepared64, eval=reference, epochs=1, device="cpu")
+    result = run_cli("validate", spec, env=no_pyradiomics)
+    assert result.returncode == 2 and "radiomics was not built" in result.stderr and "Traceback" not in result.stderr
     # with FRD off, the same spec is fine on the same machine
     spec = write_spec(tmp_path, "no_frd", "gan", prepared64, eval={"frd": False, "weights": "untrained"}, epochs=1)
-    assert run_cli("validate", spec, env={"PYTHONPATH": str(tmp_path / "broken")}).returncode == 0
+    assert run_cli("validate", spec, env=broken("frd_score")).returncode == 0
 
 
 def test_constant_images_count_as_unmeasurable_not_as_a_crash(prepared64):
@@ -152,3 +163,43 @@ def test_the_save_images_switch_keeps_the_own_measurements_images_in_the_run(tmp
     before = sorted(p.name for p in (images / "repeat_0").iterdir())
     evaluate_run(run_dir, EvalSection(**{**settings, "n_generated": 4}))
     assert sorted(p.name for p in (images / "repeat_0").iterdir()) == before
+
+
+def test_a_copycat_generator_leaves_frd_unmeasurable_with_its_reason_in_strict_json(tmp_path, prepared64):
+    """A generator that returns the real slices themselves: FID and KID are measured, FRD (log 0) is
+    recorded as unmeasurable with its reason, on the console line and in the report, and the record is
+    strict JSON."""
+    import torch
+
+    from heartjobs import atomic
+    from heartjobs.evaluation.driver import measure
+    from heartjobs.evaluation.records import summary_line
+    from heartjobs.records import Measurement
+    from heartjobs.report.summary import ReportRow, cells, unmeasurable_markdown
+    from heartjobs.spec.schema import EvalSection
+
+    prepared = PreparedSet.open(prepared64)
+    real = torch.from_numpy(np.asarray(prepared.images)).float()[:, None] / 127.5 - 1.0
+
+    class Copycat(torch.nn.Module):
+        def forward(self, z: torch.Tensor) -> torch.Tensor:
+            return real[: len(z)]
+
+    settings = EvalSection(
+        n_generated=12, repeats=1, dims=64, batch_size=12, weights="untrained", kid_subset_size=6, frd_n=12
+    )
+    result = measure(Copycat(), 4, prepared, settings, torch.device("cpu"))
+    assert result["fid_mean"] == pytest.approx(0.0, abs=1e-3) and "kid_mean" in result
+    frd = result["frd"]
+    assert "mean" not in frd and frd["backend"] == "torch"
+    assert frd["error"].startswith("FRD unmeasurable: the two sets have the same features")
+    assert "n_real=12, n_generated=12 against" in frd["error"] and "covariance ranks" in frd["error"]
+    assert "frd" not in result["repeats"][0]
+    atomic.write_json(tmp_path / "fid.json", result)
+    strict = json.loads((tmp_path / "fid.json").read_text(), parse_constant=lambda c: pytest.fail(c))
+    assert strict["frd"]["error"] == frd["error"]
+    record = Measurement(metric="fid", run="r", job="copycat", spec_hash="0", snapshot={"file": "g"}, **result)
+    assert "FRD unmeasurable: the two sets have the same features" in summary_line(record)
+    row = ReportRow(job="copycat", frd_unmeasurable=frd["error"]).model_dump()
+    assert cells(row)[6] == "unmeasurable"
+    assert "## FRD unmeasurable" in unmeasurable_markdown([row]) and "covariance ranks" in unmeasurable_markdown([row])

@@ -70,7 +70,6 @@ class ReportRow(BaseModel):
     kid_mean: float | None = None
     frd_mean: float | None = None
     frd_std: float | None = None
-    frd_unmeasurable: str | None = None  # why FRD has no value (identical or degenerate sets), when it has none
     epochs: int | None = None
     train_seconds: float | None = None
     images_per_s: float | None = None
@@ -90,6 +89,7 @@ class ReportRow(BaseModel):
     last_measured_epoch: int | None = None
     best_epoch_by: str | None = None
     assessment: dict | None = None
+    frd_unmeasurable: str | None = None  # why FRD has no value (identical or degenerate sets), when it has none
 
 
 ROW_KEYS = list(ReportRow.model_fields)
