@@ -164,6 +164,24 @@ def one_line_error(result: CliResult | subprocess.CompletedProcess, *fragments: 
     return errors[0]
 
 
+def strict_json_files(folder: Path) -> int:
+    """Parse every .json and .jsonl file under `folder` with a strict parser (NaN, Infinity and -Infinity
+    refused, as most JSON parsers outside Python refuse them); returns how many files were read."""
+
+    def refuse(constant: str):
+        raise AssertionError(f"not strict JSON: {constant}")
+
+    count = 0
+    for path in sorted(Path(folder).rglob("*.json*")):
+        if path.suffix in (".json", ".jsonl") and path.is_file():
+            text = path.read_text()
+            lines = text.splitlines() if path.suffix == ".jsonl" else [text]
+            for line in filter(str.strip, lines):
+                json.loads(line, parse_constant=refuse)
+            count += 1
+    return count
+
+
 def shared_root(tmp_path_factory) -> Path:
     """A folder of this test session that every pytest-xdist worker sees (the workers' base folders are
     siblings in it); the session's own base folder without xdist."""

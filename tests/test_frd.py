@@ -17,7 +17,7 @@ from heartjobs.errors import HeartjobsError
 from heartjobs.evaluation import radiomics
 from heartjobs.store.prepared import PreparedSet
 
-from .conftest import cli, run_cli, write_spec
+from .conftest import cli, run_cli, strict_json_files, write_spec
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +66,7 @@ def test_frd_equals_frd_scores_cli_on_the_images_it_saved(tmp_path, prepared64):
         reference = _cli_frd(saved / "real", saved / f"repeat_{r}_frd")
         assert record["repeats"][r]["frd"] == pytest.approx(reference, rel=1e-6)
     assert record["repeats"][0]["frd"] != record["repeats"][1]["frd"]  # different seeds, different images
+    assert strict_json_files(run_dir) >= 4  # status, resolved spec, losses, metrics.jsonl...: all strict JSON
     # an existing folder is refused before anything is measured
     again = cli("fid", run_dir, *args, "--save-images", saved)
     assert again.returncode == 2 and "exists and is not an empty folder" in again.stderr
