@@ -17,20 +17,18 @@ How pyradiomics does it (radiomics/glrlm.py and the C calculate_glrlm, probed on
   the grey-level VALUES present in the mask (ivector = grayLevels), and j over the run-length VALUES 1..;
   3.0.1 also deletes run lengths no angle has. Neither deletion changes a value (an all-zero row or column
   adds 0 to every sum, also to the entropy: 0 * log2(0 + eps) = 0), so here P has a row for each grey level
-  present in the image (ranked, with its value alongside) and a column for each length 1..the batch's
-  longest run.
+  1..the batch's highest and a column for each length 1..the batch's longest run.
 - Every feature is computed on each angle's P separately (normalised by that angle's number of runs Nr)
   and the angles are averaged with nanmean; an angle without runs (Nr = 0 -> NaN) drops out of the mean.
 - RunEntropy uses eps = numpy.spacing(1) = 2.220446049250313e-16 inside the log2.
 
-Runs without a per-image loop: for each angle the pixels are put in "line order" (a fixed permutation that
-lays every line of that angle out contiguously, first pixel first, with a spare slot between lines), so the
-previous pixel along the line is the previous element. Each element holds the pixel's grey-level rank, or,
-outside the mask and in the spare slots, a negative value of its own: an element continues the previous
-one's run exactly when the two are equal. Runs of length >= 2 begin where the next element continues and
-the element does not, and end the other way round; one nonzero lists their starts and ends in pairs, which
-gives their lengths. They are few on real images (most runs there have length 1), and runs of length 1 need
-no listing: per grey level they are the pixels left over once the long runs have taken theirs.
+Runs without a per-image loop: for each angle, n[p] = how many pixels back along the angle the run of pixel p
+goes (0 at its first pixel) comes from the shifted image compared with itself (a pixel continues the
+previous one's run when both are in the mask with one grey level) and pointer doubling (n capped at 1, 2,
+4, ... in one small-integer pass each, as long as some pixel reaches the cap). The pixels with n = j - 1
+at grey level i are one per run of length >= j, so one bincount over (image, grey level, n) gives
+H(i, j) = the number of runs of length >= j, and P(i, j) = H(i, j) - H(i, j + 1). Absent grey levels keep
+empty rows (here P has a row per level 1..the batch's highest, not per present level: the same sums).
 """
 
 from __future__ import annotations

@@ -19,10 +19,11 @@ How pyradiomics does it (radiomics/ngtdm.py and the C calculate_ngtdm, probed on
   as for an empty mask. (An H x 1 or 1 x W image loses the angles along its size-1 dimension, but those
   neighbours would be outside the image anyway.)
 
-Without a per-image loop: the neighbourhood sums are one 3 x 3 box sum over the batch (grey level and
-mask packed in one integer), n_i and s_i one scatter_add each over the image's present grey levels ranked.
-p_i = n_i / N_vp and i * p_i are formed as pyradiomics forms them and Busyness and Complexity summed over
-all pairs (i, j) as it does, so that the tests for exactly 0 fall the same way; Contrast and Strength use
+Without a per-image loop: the neighbourhood sums are one 3 x 3 box sum over the batch (on a full mask of the
+levels alone in a small integer type, else grey level and mask packed in one integer), n_i and s_i one
+bincount each over (image, grey level), then ranked. p_i = n_i / N_vp and i * p_i are formed as pyradiomics
+forms them; Busyness's sum over pairs of |i p_i - j p_j| comes from the sorted values' gaps (exactly 0 iff
+all are equal, as pyradiomics' pairwise sum), Complexity is summed over all pairs (i, j); Contrast and Strength use
 the equal centred sums (sum_ij p_i p_j (i - j)^2 = 2 (sum_i p_i) sum_i p_i (i - mean)^2), which avoid
 a pairwise pass and have no cancellation.
 """
