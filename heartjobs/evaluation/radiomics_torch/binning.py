@@ -29,9 +29,13 @@ def bin_edges(minimum: np.float64, maximum: np.float64, width: float = BIN_WIDTH
 def discretize(image: torch.Tensor, mask: torch.Tensor, width: float = BIN_WIDTH) -> torch.Tensor:
     """Grey levels 1..Ng of B x H x W float64 images inside their masks (0 outside), as binImage gives them.
     Every mask must hold at least one voxel."""
-    inf = torch.tensor(float("inf"), dtype=image.dtype, device=image.device)
-    lows = torch.where(mask, image, inf).flatten(1).amin(1)
-    highs = torch.where(mask, image, -inf).flatten(1).amax(1)
+    full = bool(mask.all())  # FRD's slices: the whole image, no masking needed
+    if full:
+        lows, highs = image.flatten(1).aminmax(dim=1)
+    else:
+        inf = torch.tensor(float("inf"), dtype=image.dtype, device=image.device)
+        lows = torch.where(mask, image, inf).flatten(1).amin(1)
+        highs = torch.where(mask, image, -inf).flatten(1).amax(1)
     extremes = torch.stack([lows, highs], 1).cpu().numpy()  # one small transfer per batch
     edges = [bin_edges(np.float64(low), np.float64(high), width) for low, high in extremes]
     count = max(len(e) for e in edges)
@@ -46,5 +50,6 @@ def discretize(image: torch.Tensor, mask: torch.Tensor, width: float = BIN_WIDTH
     flat = guess.flatten(1)
     below = torch.gather(table, 1, flat - 1).view_as(image)  # the edge the guess puts at or below
     above = torch.gather(table, 1, flat).view_as(image)  # the next edge, which must lie above
-    guess = guess - (image < below).long() + (image >= above).long()
-    return torch.where(mask, guess, torch.zeros_like(guess))
+    guess -= (image < below).view(torch.uint8)
+    guess += (image >= above).view(torch.uint8)
+    return guess if full else torch.where(mask, guess, torch.zeros_like(guess))

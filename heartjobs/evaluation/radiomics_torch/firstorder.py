@@ -52,19 +52,25 @@ def features(
     count = mask.reshape(batch, -1).sum(1).to(image.dtype)
     quantiles = torch.tensor([0.10, 0.25, 0.50, 0.75, 0.90], dtype=image.dtype, device=image.device)
     p10, p25, median, p75, p90 = quantile(values, quantiles, dim=1)
-    lowest = torch.where(mask, image, torch.inf).reshape(batch, -1).amin(1)
-    highest = torch.where(mask, image, -torch.inf).reshape(batch, -1).amax(1)
+    if full:
+        lowest, highest = values.aminmax(dim=1)
+    else:
+        lowest = torch.where(mask, image, torch.inf).reshape(batch, -1).amin(1)
+        highest = torch.where(mask, image, -torch.inf).reshape(batch, -1).amax(1)
     shifted = values + VOXEL_ARRAY_SHIFT
-    energy = total(shifted * shifted, 1)
+    energy = total(shifted.mul_(shifted), 1)
     deviation = values - average(values, 1)[:, None]
     squared = deviation * deviation
     m2 = average(squared, 1)
     m3 = average(squared * deviation, 1)
-    m4 = average(squared * squared, 1)
+    m4 = average(squared.mul_(squared), 1)  # in place: squared is not needed after
     variance = m2.clone()
     m2 = torch.where(m2 == 0, torch.ones_like(m2), m2)  # a flat region: pyradiomics divides by 1
-    robust = torch.where((values >= p10[:, None]) & (values <= p90[:, None]), values, torch.nan)
+    mean_deviation = average(deviation.abs_(), 1)
+    within = (values >= p10[:, None]) & (values <= p90[:, None])
+    robust = torch.where(within, values, torch.nan)
     robust_mean = torch.nanmean(robust, 1)
+    robust_deviation = torch.nanmean(robust.sub_(robust_mean[:, None]).abs_(), 1)
     # the histogram of levels: p_i over the levels present (absent ones add 0 to both sums)
     flat_levels = levels.reshape(batch, -1)
     size = int(flat_levels.max()) + 1
@@ -81,12 +87,12 @@ def features(
         "InterquartileRange": p75 - p25,
         "Kurtosis": m4 / (m2 * m2),
         "Maximum": highest,
-        "MeanAbsoluteDeviation": average(deviation.abs(), 1),
+        "MeanAbsoluteDeviation": mean_deviation,
         "Mean": mean,
         "Median": median,
         "Minimum": lowest,
         "Range": highest - lowest,
-        "RobustMeanAbsoluteDeviation": torch.nanmean((robust - robust_mean[:, None]).abs(), 1),
+        "RobustMeanAbsoluteDeviation": robust_deviation,
         "RootMeanSquared": torch.sqrt(energy / count),
         "Skewness": m3 / m2**1.5,
         "TotalEnergy": energy * voxel_volume,

@@ -17,25 +17,21 @@ How pyradiomics does it (radiomics/glrlm.py and the C calculate_glrlm, probed on
   the grey-level VALUES present in the mask (ivector = grayLevels), and j over the run-length VALUES 1..;
   3.0.1 also deletes run lengths no angle has. Neither deletion changes a value (an all-zero row or column
   adds 0 to every sum, also to the entropy: 0 * log2(0 + eps) = 0), so here P has a row for each grey level
-  present in the image (ranked, with its value alongside) and a column for each length 1..the batch's
-  longest run.
+  1..the batch's highest and a column for each length 1..the batch's longest run.
 - Every feature is computed on each angle's P separately (normalised by that angle's number of runs Nr)
   and the angles are averaged with nanmean; an angle without runs (Nr = 0 -> NaN) drops out of the mean.
 - RunEntropy uses eps = numpy.spacing(1) = 2.220446049250313e-16 inside the log2.
 
-Runs without a per-image loop: for each angle the pixels are put in "line order" (a fixed permutation that
-lays every line of that angle out contiguously, first pixel first, with a spare slot between lines), so the
-previous pixel along the line is the previous element. Each element holds the pixel's grey-level rank, or,
-outside the mask and in the spare slots, a negative value of its own: an element continues the previous
-one's run exactly when the two are equal. Runs of length >= 2 begin where the next element continues and
-the element does not, and end the other way round; one nonzero lists their starts and ends in pairs, which
-gives their lengths. They are few on real images (most runs there have length 1), and runs of length 1 need
-no listing: per grey level they are the pixels left over once the long runs have taken theirs.
+Runs without a per-image loop: for each angle, n[p] = how many pixels back along the angle the run of pixel p
+goes (0 at its first pixel) comes from the shifted image compared with itself (a pixel continues the
+previous one's run when both are in the mask with one grey level) and pointer doubling (n capped at 1, 2,
+4, ... in one small-integer pass each, as long as some pixel reaches the cap). The pixels with n = j - 1
+at grey level i are one per run of length >= j, so one bincount over (image, grey level, n) gives
+H(i, j) = the number of runs of length >= j, and P(i, j) = H(i, j) - H(i, j + 1). Absent grey levels keep
+empty rows (here P has a row per level 1..the batch's highest, not per present level: the same sums).
 """
 
 from __future__ import annotations
-
-from functools import lru_cache
 
 import torch
 
@@ -69,31 +65,19 @@ def angles(height: int, width: int) -> tuple[tuple[int, int], ...]:
     return tuple((dy, dx) for dy, dx in ANGLES if (dy == 0 or height > 1) and (dx == 0 or width > 1))
 
 
-@lru_cache(maxsize=16)
-def _line_order(height: int, width: int, device: torch.device) -> torch.Tensor:
-    """angles x (height * width + height + width) indices into a row of height * width pixels followed by
-    height + width spare slots: for each angle, every line of pixels contiguously from its first pixel, each
-    line preceded by a spare slot, and the row filled up with spare slots (each used once per angle)."""
-    y = torch.arange(height, device=device).repeat_interleave(width)
-    x = torch.arange(width, device=device).repeat(height)
-    count = height * width
-    size = count + height + width
-    orders = []
-    for dy, dx in angles(height, width):
-        # a line is {(y0 + k dy, x0 + k dx)}: key names the line, step is the position along it
-        key, step = (x - dx * y, y) if dy else (y, x)
-        order = torch.argsort((key + height) * (height + width) + step)
-        key = key[order]
-        new_line = torch.ones(count, dtype=torch.long, device=device)
-        new_line[1:] = (key[1:] != key[:-1]).long()
-        # pixel k goes to position k + (the number of lines begun up to it): one spare slot before each line
-        slot = torch.arange(count, device=device) + new_line.cumsum(0)
-        row = torch.full((size,), -1, dtype=torch.long, device=device)
-        row[slot] = order
-        spare = row < 0
-        row[spare] = count + torch.arange(int(spare.sum()), device=device)
-        orders.append(row)
-    return torch.stack(orders)
+def _shift(height: int, width: int, dy: int, dx: int, k: int) -> tuple[tuple[slice, slice], tuple[slice, slice]] | None:
+    """(target, source) slices of the last two dimensions that pair each pixel p with p - k (dy, dx), the
+    pixel k steps back along the angle; None when no pixel has one inside the image."""
+    if k * dy >= height or k * abs(dx) >= width:
+        return None
+    rows = (slice(k * dy, height), slice(0, height - k * dy))
+    if dx > 0:
+        cols = (slice(k, width), slice(0, width - k))
+    elif dx < 0:
+        cols = (slice(0, width - k), slice(k, width))
+    else:
+        cols = (slice(None), slice(None))
+    return (rows[0], cols[0]), (rows[1], cols[1])
 
 
 def _nan(batch: int, device: torch.device) -> dict[str, torch.Tensor]:
@@ -123,83 +107,71 @@ def _lines_with_two(inside: torch.Tensor) -> torch.Tensor:
 
 
 def matrix(levels: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(P, ivector): P is B x angles x Ngp x Lmax float64, the run counts per angle, grey-level rank (the
-    images' present grey levels in ascending order, padded with empty rows) and run length 1..Lmax (the
-    longest run in the batch); ivector is B x Ngp, the grey-level value of each rank (1 on padding rows,
-    which are all zero)."""
+    """(P, ivector): P is B x angles x Ng x Lmax float64, the run counts per angle, grey level 1..Ng (the
+    batch's highest level; absent levels have empty rows) and run length 1..Lmax (the longest run in the
+    batch); ivector is B x Ng, the grey-level value of each row (1..Ng)."""
     batch, height, width = levels.shape
     device = levels.device
-    count = height * width
-    inside = mask & (levels > 0)
-    lev = torch.where(inside, levels, 0).long().reshape(batch, count)
-    top = int(lev.max()) if lev.numel() else 0  # one sync per batch: sizes the tables below
-    present = torch.zeros(batch, top + 1, dtype=torch.bool, device=device)
-    present.scatter_(1, lev, True)
-    present[:, 0] = False  # 0 is outside the mask
-    rank_of = present.to(torch.int32).cumsum(1) - 1  # the rank of each grey level among the image's present ones
-    ranks = max(int(present.sum(1).max()), 1)  # second sync: the most grey levels one image has
-    # the value of each rank; padding ranks get 1 (their rows are zero, 1 keeps i^-2 finite)
-    values = torch.ones(batch, ranks + 1, dtype=torch.float64, device=device)
-    slot = torch.where(present, rank_of, ranks).long()
-    values.scatter_(1, slot, torch.arange(top + 1, device=device, dtype=torch.float64).expand(batch, -1))
-    ivector = values[:, :ranks]
-    rank = slot.gather(1, lev)  # B x count; `ranks` outside the mask
-    pixels = torch.zeros(batch, ranks + 1, dtype=torch.float64, device=device)
-    pixels.scatter_add_(1, rank, torch.ones_like(rank, dtype=torch.float64))
-    pixels = pixels[:, :ranks]  # B x Ngp: the image's pixels of each grey level
+    lowest, top = torch.aminmax(levels)
+    full = bool(mask.all()) and int(lowest) > 0  # FRD's slices: the whole image in the mask
+    inside = mask if full else mask & (levels > 0)
+    lev = levels if full else torch.where(inside, levels, 0)  # 0 outside the mask
+    top = int(top) if full else int(lev.amax())  # sizes the tables below
+    lev = lev.to(torch.uint8 if top < 256 else torch.int16 if top < 2**15 else torch.int32)
+    # n[p] (below) <= the longest line
+    counter = torch.uint8 if max(height, width) < 255 else torch.int16 if max(height, width) < 2**15 else torch.int32
+    runs_so_far = []
+    for dy, dx in angles(height, width):
+        # n[p]: how many pixels back along the angle p's run goes (0 at a run's first pixel), by doubling:
+        # n_m = min(n, 2^m); where n_m reaches 2^m the run goes on past p - 2^m (dy, dx): add n_m there
+        target, source = _shift(height, width, dy, dx, 1)
+        cont = lev[(..., *target)] == lev[(..., *source)]  # continues the previous pixel's run
+        if not full:
+            cont &= inside[(..., *target)]
+        n = torch.zeros(batch, height, width, dtype=counter, device=device)
+        n[(..., *target)] = cont.view(torch.uint8) if counter == torch.uint8 else cont
+        m = 0
+        while (pair := _shift(height, width, dy, dx, 1 << m)) is not None and int(n.amax()) == 1 << m:
+            target, source = pair
+            # n_m >> m: 1 where n_m = 2^m, else 0 (n_m <= 2^m); integer ops throughout, exact
+            n[(..., *target)] += (n >> m)[(..., *target)] * n[(..., *source)]  # the right side is built first
+            m += 1
+        runs_so_far.append(n)
+    n_angles = len(runs_so_far)
+    longest = int(max(n.amax() for n in runs_so_far)) + 1  # the longest run in the batch
+    # H(b, a, i, j) = how many pixels of grey level i are the j-th pixel of their run (j = n + 1): the number of
+    # runs of level i with length >= j; outside pixels go to level 0, dropped
+    width_key = longest + 1
+    per_angle = batch * (top + 1) * width_key
+    key_type = torch.int32 if per_angle < 2**31 else torch.int64
+    base = torch.arange(batch, device=device, dtype=key_type)[:, None, None] * (top + 1) + lev
+    base.mul_(width_key)
+    counts = []
+    for n in runs_so_far:  # an angle at a time: smaller buffers, fewer fresh pages to fault in
+        keys = n.to(key_type)
+        keys += base
+        counts.append(torch.bincount(keys.flatten(), minlength=per_angle))
+    counts = torch.stack(counts).view(n_angles, batch, top + 1, width_key)
+    counts = counts.transpose(0, 1)[:, :, 1:].to(torch.float64)  # B x angles x Ng x (0..longest): H(j = index + 1)
+    # P(i, j) = H(i, j) - H(i, j + 1), H(i, longest + 1) = 0
+    P = counts[..., :longest] - counts[..., 1:]
 
-    order = _line_order(height, width, device)
-    n_angles, size = order.shape
-    # each pixel's rank, and for outside pixels and spare slots a value of its own (negative): two elements
-    # are equal only if both are in the mask with the same grey level
-    unique = -1 - torch.arange(size, dtype=torch.int32, device=device)
-    code = torch.cat(
-        (
-            torch.where(inside.reshape(batch, count), rank.to(torch.int32), unique[:count]),
-            unique[count:].expand(batch, -1),
-        ),
-        1,
-    )
-    # B x angles x size: each angle's lines one after another, spare slots between
-    shape = (batch, n_angles, size)
-    code = code[:, None].expand(shape).gather(2, order.expand(shape))
-    cont = code[..., 1:] == code[..., :-1]  # element k + 1 continues the run of element k
-    # a run of length >= 2 starts where the next element continues it but the element does not continue
-    # the previous one, and ends the other way round; starts and ends alternate, so one nonzero gives both
-    # (spare slots begin and end each row, so the first and last element are neither)
-    edge = cont[..., 1:] ^ cont[..., :-1]
-    where = torch.nonzero(edge.reshape(-1)).reshape(-1, 2)  # third sync: the number of long runs
-    inner = size - 2
-    row = where[:, 0] // inner  # the (image, angle) row of each long run
-    start = where[:, 0] % inner + 1
-    length = where[:, 1] - where[:, 0] + 1
-    longest = max(int(length.max()), 1) if length.numel() else 1  # fourth sync: the longest run
-    long_rank = code.reshape(batch * n_angles, size)[row, start].long()
-
-    # P[b, a, i, j - 1] = long runs counted directly, runs of length 1 as the pixels left over
-    flat = torch.zeros(batch * n_angles * ranks * longest, dtype=torch.float64, device=device)
-    ones = torch.ones_like(length, dtype=torch.float64)
-    flat.scatter_add_(0, (row * ranks + long_rank) * longest + length - 1, ones)
-    P = flat.reshape(batch, n_angles, ranks, longest)
-    in_long = torch.zeros(batch * n_angles * ranks, dtype=torch.float64, device=device)
-    in_long.scatter_add_(0, row * ranks + long_rank, length.to(torch.float64))
-    P[..., 0] = pixels[:, None, :] - in_long.reshape(batch, n_angles, ranks)
     # pyradiomics' C code drops an angle none of whose lines holds two mask pixels ("segmentation is 2D for
     # this angle"; e.g. every angle of a one-pixel mask): it zeroes that angle's length-1 runs, its only
     # ones, so Nr = 0 and the angle leaves the mean (all gone: NaN)
-    several = torch.zeros(batch * n_angles, dtype=torch.bool, device=device)
-    several[row] = True  # a long run: two mask pixels on its line
-    several = several.reshape(batch, n_angles)
+    several = torch.stack([n.flatten(1).amax(1) > 0 for n in runs_so_far], 1)  # a run of two mask pixels
     # no long run: all runs have length 1, one per mask pixel; more of them than lines puts two on a line
     lines = torch.tensor(
         [height if dy == 0 else width if dx == 0 else height + width - 1 for dy, dx in angles(height, width)],
         device=device,
     )
-    several |= inside.reshape(batch, count).sum(1, keepdim=True) > lines
+    pixels = height * width if full else inside.reshape(batch, -1).sum(1, keepdim=True)
+    several |= pixels > lines
     if not bool(several.all()):  # rare (tiny or scattered masks): count the mask pixels on each line
         keep = [ANGLES.index(angle) for angle in angles(height, width)]
         several |= _lines_with_two(inside)[:, keep]
     P *= several[:, :, None, None]
+    ivector = torch.arange(1, top + 1, dtype=torch.float64, device=device).expand(batch, -1)
     return P, ivector
 
 
@@ -229,7 +201,8 @@ def features(levels: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor
         return (p * (values - mean) ** 2).sum(2)
 
     p = P / nr[..., None, None]
-    entropy = -(p * torch.log2(p + EPS)).sum((2, 3))
+    log = p + EPS
+    entropy = -log.log2_().mul_(p).sum((2, 3))
     run_variance = variance(pr, jvector)
     if P.shape[1] == 1:
         # one angle (a 1 x W or H x 1 image) and no runs: pyradiomics keeps the lone empty angle, deletes every
