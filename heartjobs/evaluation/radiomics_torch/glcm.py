@@ -4,17 +4,25 @@ Equal to ``radiomics.glcm.RadiomicsGLCM`` (pyradiomics 3.0.1) with FRD v1's sett
 dimension 0 so 4 angles, symmetrical GLCM, no distance weighting): each feature is computed on the normalised GLCM of
 every angle separately and averaged over the angles (``numpy.nanmean``).
 
-How, without a per-image loop or a dense B x 4 x Ng x Ng pass: the grey levels present in each image are ranked
-(the tables below are sized by how many levels are present, not by Ng: a wavelet of one bright pixel has Ng 2483
-and 38 levels); every neighbour pair of every image and angle gets one key, its unordered cell (lower rank, higher
-rank) in its (angle, image) group's triangle of one flat table (the symmetrical GLCM needs only the unordered pair),
-and one ``bincount`` over all keys gives every co-occurrence count. The table's non-zero cells (about a sixth of it
-on real images) are the sparse GLCMs that the features are reduced from, per group, with index_add. Grey levels
-enter the formulas as their VALUES (1..Ng), as pyradiomics' i, j, k do after it deletes the rows/columns of absent
-levels: an absent level has no cell and adds nothing, which is all that the deletion does. Sums over cells of
-integer counts are exact in float64 and normalised once; Autocorrelation is sum p i j = (sum p (i + j)^2 -
-sum p (i - j)^2) / 4 from the sum and difference histograms, and corm = (ClusterTendency - Contrast) / 4, a difference
-of two sums of squares (off by ~eps x the variance, like pyradiomics' own sum).
+How, without a per-image loop or a dense B x 4 x Ng x Ng pass: each voxel gets a code, its grey level, or, where
+the levels present are so sparse that tables by level would outgrow the voxels (a wavelet of one bright pixel has
+Ng 2483 and 38 levels), its rank among the levels present in its image; every neighbour pair of every image and
+angle gets one key, its unordered cell (lower code, higher code) in its (angle, image) group's triangle of one flat
+table (the symmetrical GLCM needs only the unordered pair), and one ``bincount`` over all keys gives every
+co-occurrence count. The images are padded with a row and a column of code 0 (outside the mask) and flattened, so
+that each angle is one offset and the keys are a few passes over cache-sized chunks. The table's non-zero cells
+(about a fifth of it on real images) are the sparse GLCMs; one pass of index_add per sum reduces them to each
+group's row sums and sum and difference histograms (by grey level) and to three sums of a function of each cell's
+count c: c^2, c log2 c and c / (r_i r_j); the features follow from these small per-group tables. Grey levels enter
+the formulas as their VALUES (1..Ng), as pyradiomics' i, j, k do after it deletes the rows/columns of absent levels:
+an absent level has no cell and adds nothing, which is all that the deletion does. Sums of integer counts are exact
+in float64 and normalised once; Autocorrelation is sum p i j = (sum p (i + j)^2 - sum p (i - j)^2) / 4 from the sum
+and difference histograms, and corm = (ClusterTendency - Contrast) / 4, a difference of two sums of squares (off by
+~eps x the variance, like pyradiomics' own sum). With P the full symmetrical count matrix (a cell c stands for P_ij
+= P_ji = c, or P_ii = 2 c), T = sum P and r its row sums, the entropies are expanded exactly but for terms below
+1e-13: HXY = log2 T - sum P log2 P / T - eps / ln 2 x (the non-zero entries of P), to first order in eps T / P <=
+2^-37, and HXY1 = 2 log2 T - 2 sum_i r_i log2 r_i / T - eps T / ln 2 sum P_ij / (r_i r_j), to first order in
+eps T^2 / (r_i r_j) <= 2^-20.
 
 What pyradiomics does that matters here (radiomics/glcm.py and base.py):
 - ``Ng`` (in Idmn and Idn, and the range of k) is the MAXIMUM grey level in the mask, not the number of levels
@@ -32,7 +40,8 @@ What pyradiomics does that matters here (radiomics/glcm.py and base.py):
   angle (tested in integers) gets 0, pyradiomics' value with one grey level; for the other exactly-independent
   angles (possible in hand-made 2-level patterns, not seen in real images) the two may differ by that noise.
 - Imc1 divides by max(HX, HY), which with one grey level is -log2(1 + eps), negative and not 0 (the ``div == 0``
-  branch only guards empty angles); the numerator HXY - HXY1 is then exactly 0, so Imc1 is 0.
+  branch only guards empty angles); the numerator HXY - HXY1 is then exactly 0, so Imc1 is 0 (set here: the
+  expanded HXY and HXY1 may differ by rounding).
 - Correlation is 1 for an angle with zero variance (one grey level), else corm / (sigx * sigy + eps).
 - eps is numpy.spacing(1) = 2**-52, added inside every log2.
 
@@ -137,7 +146,7 @@ def features(levels: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor
     if levels.numel() == 0:
         return {name: torch.full((batch,), math.nan, dtype=torch.float64, device=device) for name in NAMES}
 
-    if not bool(mask.view(torch.uint8).min()):  # sync 1 of 4 (or 5; none per image)
+    if not bool(mask.view(torch.uint8).min()):  # sync 1 of 4 (5 with ranks; none per image)
         levels = torch.where(mask, levels, 0)
     levels = levels.long()
     ng = levels.flatten(1).amax(1)  # pyradiomics' Ng: the largest grey level in the mask
@@ -290,7 +299,7 @@ def features(levels: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor
     # and every cell's p == px_i px_j (in integers: P_ij T == r_i r_j), tested where the first holds (rare: one
     # level, or hand-made patterns)
     independent = present & (cells == levels_in_angle * (levels_in_angle + 1) / 2)
-    if bool(independent.any()):  # sync 4, only then
+    if bool(independent.any()):  # sync 4; the per-cell test only then
         row_flat = row.view(-1)
         symmetrical = torch.where(i == j, 2 * count, count)
         product = row_flat.index_select(0, row_key) * row_flat.index_select(0, col_key)
