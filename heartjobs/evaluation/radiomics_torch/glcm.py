@@ -100,19 +100,19 @@ def _cell_counts(q: torch.Tensor, code: torch.Tensor, per_angle: int) -> torch.T
     Slot-major (angle ANGLES[TABLE_ORDER[slot]]): group g = slot * B + image starts at slot * per_angle +
     image_base[image] and holds the upper triangle of its image's (K + 1) x (K + 1) grid of codes (grey levels or
     their ranks), cell (lo, hi) at q(hi) + lo, q(l) = l (l + 1) / 2, lo <= hi. ``code`` is B x (H + 1) x (W + 1):
-    each voxel's code, 0 outside the mask and in the padding row and column; ``q`` each voxel's q(code) +
-    image_base (the same type, int32 or int64: the keys'). In the padded images, flattened, every angle is one
+    each voxel's code (int32), 0 outside the mask and in the padding row and column; ``q`` each voxel's q(code) +
+    image_base (int32 or int64: the keys' type). In the padded images, flattened, every angle is one
     offset, and a pair that would cross a row's or an image's end has a padding voxel, as a pair with a voxel
     outside the mask has: such a pair lands in a cell (0, hi), which the caller ignores (a padding voxel's q is
     its own image's base, not above that of the other voxel's image)."""
     row = code.shape[2]
     code, q = code.reshape(-1), q.reshape(-1)
     length = code.numel() - row - 1  # every pair whose first voxel is not in the last padding row
-    keys = torch.empty(len(ANGLES) * length, dtype=code.dtype, device=code.device)
+    keys = torch.empty(len(ANGLES) * length, dtype=q.dtype, device=q.device)
     down, right = keys[: 3 * length].view(3, length), keys[3 * length :]
     chunk = CPU_CHUNK if code.device.type == "cpu" else length
-    swapped = torch.empty(3 * min(chunk, length), dtype=code.dtype, device=code.device)
-    slot_offset = torch.arange(3, dtype=code.dtype, device=code.device)[:, None] * per_angle
+    swapped = torch.empty(3 * min(chunk, length), dtype=q.dtype, device=q.device)
+    slot_offset = torch.arange(3, dtype=q.dtype, device=q.device)[:, None] * per_angle
     for start in range(0, length, chunk):
         end = min(start + chunk, length)
         size = end - start
@@ -149,7 +149,10 @@ def features(levels: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor
     if not bool(mask.view(torch.uint8).min()):  # sync 1 of 4 (5 with ranks; none per image)
         levels = torch.where(mask, levels, 0)
     levels = levels.long()
-    ng = levels.flatten(1).amax(1)  # pyradiomics' Ng: the largest grey level in the mask
+    # each voxel's code (below), in images padded with a row and a column of code 0 (see _cell_counts)
+    code = torch.zeros(batch, height + 1, width + 1, dtype=torch.int32, device=device)
+    code[:, :height, :width] = levels
+    ng = code.view(batch, -1).amax(1).long()  # pyradiomics' Ng: the largest grey level in the mask
     value_triangle = (ng + 1) * (ng + 2) // 2
     n, value_cells = torch.stack([ng.max(), value_triangle.sum()]).tolist()  # sync 2
     n = max(n, 1)
@@ -176,14 +179,11 @@ def features(levels: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor
     image_base = torch.cumsum(triangle, 0) - triangle
     index_dtype = torch.int32 if n_angles * per_angle < 2**31 else torch.int64
     q_of = (code_q * (code_q + 1) // 2 + image_base[:, None]).to(index_dtype)
-    # each voxel's code and q(code) + image_base, in images padded with a row and a column of code 0 (_cell_counts)
-    code = torch.zeros(batch, height + 1, width + 1, dtype=index_dtype, device=device)
-    if level_of is None:
-        code[:, :height, :width] = levels
-    else:
-        ranks = code_q.to(index_dtype)[:, None, :].expand(batch, height, -1)
+    # each voxel's code and q(code) + image_base, in the padded images
+    if level_of is not None:
+        ranks = code_q.to(torch.int32)[:, None, :].expand(batch, height, -1)
         torch.gather(ranks, 2, levels, out=code[:, :height, :width])
-    q = torch.empty_like(code)
+    q = torch.empty(code.shape, dtype=index_dtype, device=device)
     q[:, height, :] = image_base[:, None]
     q[:, :, width] = image_base[:, None]
     torch.gather(q_of[:, None, :].expand(batch, height, -1), 2, levels, out=q[:, :height, :width])
@@ -265,20 +265,24 @@ def features(levels: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor
 
     out = {}
     # sum p i j = (sum p (i + j)^2 - sum p (i - j)^2) / 4, in integers
-    out["Autocorrelation"] = ((add_counts * k_sum**2).sum(1) - (sub_counts * k_diff**2).sum(1)) / 2 / total
+    k_diff_2 = k_diff * k_diff
+    out["Autocorrelation"] = (add_counts @ (k_sum * k_sum) - sub_counts @ k_diff_2) / 2 / total
     out["JointAverage"] = ux
     centred = k_sum - 2 * ux[:, None]  # i + j - ux - uy
     centred_2 = centred * centred
-    out["ClusterProminence"] = (p_add * centred_2 * centred_2).sum(1)
-    out["ClusterShade"] = (p_add * centred_2 * centred).sum(1)
-    out["ClusterTendency"] = (p_add * centred_2).sum(1)
-    out["Contrast"] = (p_sub * k_diff**2).sum(1)
+    p_centred_2 = p_add * centred_2
+    out["ClusterProminence"] = (p_centred_2 * centred_2).sum(1)
+    out["ClusterShade"] = (p_centred_2 * centred).sum(1)
+    out["ClusterTendency"] = p_centred_2.sum(1)
+    # the sums of p_{x-y}(k) with weights of k alone, in one product
+    weights = [k_diff_2, k_diff, 1 / (1 + k_diff_2), 1 / (1 + k_diff), torch.where(k_diff > 0, 1 / k_diff_2, 0.0)]
+    contrast, difference_average, idm, id_, inverse_variance = (p_sub @ torch.stack(weights, 1)).unbind(1)
+    out["Contrast"] = contrast
     variance = (px * (value - ux[:, None]) ** 2).sum(1)  # levels absent: px 0
     sigma = variance.sqrt()  # sigx == sigy
     # corm = sum p (i - ux)(j - uy) = (cluster tendency - contrast) / 4, both sums of squares: ~eps x variance off
     corm = (out["ClusterTendency"] - out["Contrast"]) / 4
     out["Correlation"] = torch.where(sigma * sigma == 0, 1.0, corm / (sigma * sigma + EPS))
-    difference_average = (p_sub * k_diff).sum(1)
     out["DifferenceAverage"] = difference_average
     out["DifferenceEntropy"] = -(p_sub * torch.log2(p_sub + EPS)).sum(1)
     out["DifferenceVariance"] = (p_sub * (k_diff - difference_average[:, None]) ** 2).sum(1)
@@ -309,11 +313,11 @@ def features(levels: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor
     out["Imc2"] = torch.where(independent, 0.0, torch.sqrt(1 - torch.exp(-2 * (hxy2 - hxy))))
 
     ng_group = ng.double().repeat(n_angles)[:, None]
-    out["Idm"] = (p_sub / (1 + k_diff**2)).sum(1)
-    out["Idmn"] = (p_sub / (1 + k_diff**2 / ng_group**2)).sum(1)
-    out["Id"] = (p_sub / (1 + k_diff)).sum(1)
+    out["Idm"] = idm
+    out["Idmn"] = (p_sub / (1 + k_diff_2 / ng_group**2)).sum(1)
+    out["Id"] = id_
     out["Idn"] = (p_sub / (1 + k_diff / ng_group)).sum(1)
-    out["InverseVariance"] = (p_sub[:, 1:] / k_diff[1:] ** 2).sum(1)
+    out["InverseVariance"] = inverse_variance
     out["MaximumProbability"] = torch.maximum(largest, 2 * diagonal.amax(1)) / total
     out["SumEntropy"] = -(p_add * torch.log2(p_add + EPS)).sum(1)
     out["SumSquares"] = variance
