@@ -20,9 +20,9 @@ in float64 and normalised once; Autocorrelation is sum p i j = (sum p (i + j)^2 
 and difference histograms, and corm = (ClusterTendency - Contrast) / 4, a difference of two sums of squares (off by
 ~eps x the variance, like pyradiomics' own sum). With P the full symmetrical count matrix (a cell c stands for P_ij
 = P_ji = c, or P_ii = 2 c), T = sum P and r its row sums, the entropies are expanded exactly but for terms below
-1e-13: HXY = log2 T - sum P log2 P / T - eps / ln 2 x (the non-zero entries of P), to first order in eps T / P <=
-2^-37, and HXY1 = 2 log2 T - 2 sum_i r_i log2 r_i / T - eps T / ln 2 sum P_ij / (r_i r_j), to first order in
-eps T^2 / (r_i r_j) <= 2^-20.
+1e-13: HXY = log2 T - sum P log2 P / T - eps / ln 2 x (the non-zero entries of P), to first order in eps T / P,
+and HXY1 = 2 log2 T - 2 sum_i r_i log2 r_i / T - eps T / ln 2 sum P_ij / (r_i r_j), to first order in
+eps T^2 / (r_i r_j) (for 128 x 128 images, T <= 2^15: below 2^-37 and 2^-22).
 
 What pyradiomics does that matters here (radiomics/glcm.py and base.py):
 - ``Ng`` (in Idmn and Idn, and the range of k) is the MAXIMUM grey level in the mask, not the number of levels
@@ -150,7 +150,9 @@ def features(levels: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor
         levels = torch.where(mask, levels, 0)
     levels = levels.long()
     # each voxel's code (below), in images padded with a row and a column of code 0 (see _cell_counts)
-    code = torch.zeros(batch, height + 1, width + 1, dtype=torch.int32, device=device)
+    code = torch.empty(batch, height + 1, width + 1, dtype=torch.int32, device=device)
+    code[:, height, :] = 0
+    code[:, :, width] = 0
     code[:, :height, :width] = levels
     ng = code.view(batch, -1).amax(1).long()  # pyradiomics' Ng: the largest grey level in the mask
     value_triangle = (ng + 1) * (ng + 2) // 2
@@ -255,11 +257,11 @@ def features(levels: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor
     # sum p^2 over the full matrix: 2 c^2 per off-diagonal cell, (2 c)^2 per diagonal one
     energy = 2 * (square_sum + (diagonal * diagonal).sum(1)) / total**2
     # -sum p log2(p + eps) = -sum p log2 p + log2 T (sum p = 1) - eps / ln 2 per non-zero entry (to first order in
-    # eps T / P <= 2^-37); sum_full P log2 P = 2 sum c log2 c + 2 sum_diagonal c (2 c log2 2 c on the diagonal)
+    # eps T / P); sum_full P log2 P = 2 sum c log2 c + 2 sum_diagonal c (2 c log2 2 c on the diagonal)
     full_entries = 2 * cells - diagonal_cells
     hxy = log_total - 2 * (clogc_sum + diagonal_sum) / total - full_entries * (EPS / math.log(2))
     # -sum p log2(px_i py_j + eps) = 2 log2 T - (2 / T) sum_i r_i log2 r_i - eps T / ln 2 sum P_ij / (r_i r_j)
-    # (eps T^2 / (r_i r_j) <= 2^-20; the second order is below 1e-13)
+    # (to first order in eps T^2 / (r_i r_j): see the module's docstring)
     row_log = (row * torch.log2(row.clamp(min=1.0))).sum(1)
     hxy1 = 2 * log_total - 2 * row_log / total - total * spread * (EPS / math.log(2))
 
