@@ -33,7 +33,7 @@ def phantom_images(size: int, count: int, seed: int) -> np.ndarray:
 
 
 def timed(label: str, images: np.ndarray, **options) -> tuple[radiomics.RadiomicFeatures, float]:
-    radiomics.extract(images[:2], f"{label} (warm-up)", **options)  # start the pool, import, allocate
+    radiomics.extract(images[:16], f"{label} (warm-up)", **options)  # start the pool (16: enough to), import
     start = time.perf_counter()
     features = radiomics.extract(images, label, **options)
     return features, time.perf_counter() - start

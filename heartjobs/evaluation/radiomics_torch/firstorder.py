@@ -3,13 +3,15 @@
 The grey values are the preprocessed image's (float64), shifted by voxelArrayShift (300) where pyradiomics
 shifts them (Energy, TotalEnergy, RootMeanSquared); Entropy and Uniformity use the discretised levels.
 Voxels outside the mask are NaN and every statistic ignores them, as pyradiomics' nan-functions do.
-Percentiles interpolate linearly between order statistics, as numpy's default does; the Median is the 50th
-percentile, which numpy's nanmedian equals (torch's nanmedian would take the lower middle value).
+Percentiles interpolate linearly between order statistics, as numpy's default does (on the CPU numpy's
+own percentile computes them, a partial sort; on a GPU torch.quantile); the Median is the 50th percentile,
+which numpy's nanmedian equals (torch's nanmedian would take the lower middle value).
 Mean is not computed here: pyradiomics' numpy mean is kept bit for bit (preprocessing.py says why).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 VOXEL_ARRAY_SHIFT = 300
@@ -50,8 +52,13 @@ def features(
         values = torch.where(mask, image, torch.nan).reshape(batch, -1)
         average, total, quantile = torch.nanmean, torch.nansum, torch.nanquantile
     count = mask.reshape(batch, -1).sum(1).to(image.dtype)
-    quantiles = torch.tensor([0.10, 0.25, 0.50, 0.75, 0.90], dtype=image.dtype, device=image.device)
-    p10, p25, median, p75, p90 = quantile(values, quantiles, dim=1)
+    if image.device.type == "cpu":  # numpy's own (nan)percentile, pyradiomics' call: a partial sort, cheaper
+        percentile = np.percentile if full else np.nanpercentile
+        found = percentile(values.numpy(), [10, 25, 50, 75, 90], axis=1)
+        p10, p25, median, p75, p90 = torch.from_numpy(np.ascontiguousarray(found))
+    else:
+        quantiles = torch.tensor([0.10, 0.25, 0.50, 0.75, 0.90], dtype=image.dtype, device=image.device)
+        p10, p25, median, p75, p90 = quantile(values, quantiles, dim=1)
     if full:
         lowest, highest = values.aminmax(dim=1)
     else:
