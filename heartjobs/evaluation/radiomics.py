@@ -22,9 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from heartjobs import atomic
 from heartjobs.choices import FrdBackend
@@ -35,6 +35,9 @@ from heartjobs.progress import track
 from heartjobs.store.prepared import PreparedSet
 
 from .cache import cache_dir
+
+if TYPE_CHECKING:  # torch is imported where the torch backend runs: a queue worker checks specs without it
+    import torch
 
 FRD_VERSION = "v1"
 # About how many feature columns v1 keeps on CT-like 2D images (392-398 on the phantom at 32-256 px): fewer
@@ -76,7 +79,7 @@ def versions(backend: FrdBackend = DEFAULT_BACKEND) -> dict:
         except md.PackageNotFoundError:  # the torch backend runs without pyradiomics installed
             found[key] = None
     if backend == "torch":
-        found["torch"] = torch.__version__
+        found["torch"] = md.version("torch")
     return found
 
 
@@ -177,6 +180,8 @@ def extract(
         raise ValueError(f"FRD: expected N x H x W uint8 images, got {images.shape} {images.dtype}")
     check_available(backend)
     if backend == "torch":
+        import torch
+
         return _extract_torch(images, label, workers, poll, device or torch.device("cpu"))
     chunks = [images[i : i + CHUNK] for i in range(0, len(images), CHUNK)]
     names: list[str] = []
@@ -211,6 +216,8 @@ def _prepare_chunk(images: np.ndarray) -> list:
 
 def _features_chunk(images: np.ndarray) -> np.ndarray:
     """In a worker (CPU): a chunk's preprocessing and its features, batched on this worker's one CPU."""
+    import torch
+
     from .radiomics_torch.extraction import features_of
 
     return features_of(_prepare_chunk(images), torch.device("cpu"))
@@ -219,6 +226,8 @@ def _features_chunk(images: np.ndarray) -> np.ndarray:
 def _torch_worker() -> None:
     """A torch-backend worker: stop signals left to the parent (as _ignore_stop_signals says), and one
     thread for SimpleITK and torch each: the worker is one of the CPUs the job was given."""
+    import torch
+
     _ignore_stop_signals()
     torch.set_num_threads(1)
 
