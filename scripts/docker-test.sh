@@ -150,7 +150,7 @@ echo "smoke job: $((SECONDS - start)) s in the container"
 run=artifacts/smoke_gan/v0001
 check "fid.json written" test -f "$run/fid.json"
 frd=$(python3 -c "import json; print(json.load(open('$run/fid.json'))['frd']['mean'])")
-check "FRD measured inside the image (pyradiomics built there): $frd" python3 -c "import math; assert math.isfinite(float('$frd'))"
+check "FRD measured inside the image (torch backend; frd-score and pyradiomics built there): $frd" python3 -c "import math; assert math.isfinite(float('$frd'))"
 check "artifacts owned by the caller" test "$(stat -c %u "$run/fid.json")" = 0
 commit=$(python3 -c "import json; print(json.load(open('$run/env.json'))['git_commit'])")
 check "env.json names the commit the image was built from ($commit vs $GIT_COMMIT)" test "$commit" = "$GIT_COMMIT"
