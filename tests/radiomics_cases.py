@@ -127,3 +127,80 @@ def adversarial_images(size: int) -> dict[str, np.ndarray]:
         "ramp": ((x + y) * 255 // (2 * size - 2)).astype(np.uint8),
         "noise": rng.integers(0, 256, (size, size), dtype=np.uint8),
     }
+
+
+def reference_on_levels(feature_class: str, levels: np.ndarray, mask: np.ndarray | None) -> dict[str, float]:
+    """pyradiomics' values of a feature class on these very grey levels: the class run with its binning
+    replaced by the identity (levels outside the mask 0)."""
+    import warnings
+    from unittest import mock
+
+    import radiomics.imageoperations
+
+    image, sitk_mask = sitk_pair(levels, mask)
+
+    def identity(matrix, coordinates=None, **_):
+        return np.where(coordinates, matrix, 0).astype(int), None
+
+    with mock.patch.object(radiomics.imageoperations, "binImage", identity), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # e.g. the nanmean of all-NaN angles
+        return class_features(feature_class, image, sitk_mask, extractor().settings.copy())
+
+
+def assert_agree(expected: dict[str, float], got: dict[str, float], label: str) -> None:
+    """The same features in the same order, each within 1e-9 relative or 1e-12 absolute; NaN for NaN."""
+    assert list(got) == list(expected), label
+    for name, want in expected.items():
+        have = got[name]
+        if np.isnan(want):
+            assert np.isnan(have), f"{label} {name}: {have} != NaN"
+        else:
+            assert abs(have - want) <= max(1e-12, 1e-9 * abs(want)), f"{label} {name}: {have} != {want}"
+
+
+@cache
+def pipeline_inputs(feature_class: str) -> dict[int, list[tuple[str, np.ndarray, np.ndarray, dict[str, float]]]]:
+    """size -> [(label, levels, mask, pyradiomics' values)]: what FRD v1's pipeline hands a feature class
+    for phantom slices (64 and 256 px) and the adversarial images (32 and 64 px; 'constant' fails
+    pyradiomics' preprocessing), every image type."""
+    images: dict[int, list] = {32: [], 64: [], 256: []}
+    for size in (32, 64):
+        images[size] += [(name, image) for name, image in adversarial_images(size).items() if name != "constant"]
+    images[64] += [(f"phantom{index}", image) for index, image in enumerate(phantom_slices(64, 3))]
+    images[256] += [(f"phantom{index}", image) for index, image in enumerate(phantom_slices(256, 2))]
+    out: dict[int, list] = {}
+    for size, named in images.items():
+        out[size] = []
+        for label, image in named:
+            for kind, (sitk_image, sitk_mask, settings) in class_inputs(image).items():
+                levels, mask = binned(sitk_image, sitk_mask, settings)
+                expected = class_features(feature_class, sitk_image, sitk_mask, settings)
+                out[size].append((f"{size}px {label} {kind}", levels, mask, expected))
+    return out
+
+
+def assert_pipeline_batch_agrees(features, names: tuple[str, ...], feature_class: str, size: int) -> None:
+    """`features` (a radiomics_torch class's function) on all of pipeline_inputs' inputs of a size in one
+    batch: float64, one value per image, each image's values agreeing with pyradiomics'."""
+    import torch
+
+    inputs = pipeline_inputs(feature_class)[size]
+    levels = torch.from_numpy(np.stack([item[1] for item in inputs]))
+    mask = torch.from_numpy(np.stack([item[2] for item in inputs]))
+    got = features(levels, mask)
+    assert list(got) == list(names)
+    assert all(value.dtype == torch.float64 and value.shape == (len(inputs),) for value in got.values())
+    for index, (label, *_, expected) in enumerate(inputs):
+        assert_agree(expected, {name: float(value[index]) for name, value in got.items()}, label)
+
+
+def assert_batch_equals_alone(features, images: list[np.ndarray], masks: list[np.ndarray]) -> None:
+    """`features` of the images in one batch equals their features one image at a time (1e-12)."""
+    import pytest
+    import torch
+
+    got = features(torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(masks)))
+    for index, (levels, mask) in enumerate(zip(images, masks, strict=True)):
+        alone = features(torch.from_numpy(levels)[None], torch.from_numpy(mask)[None])
+        for name, value in alone.items():
+            assert float(got[name][index]) == pytest.approx(float(value[0]), rel=1e-12, abs=1e-15, nan_ok=True), name

@@ -5,9 +5,6 @@ pixels, 1 x W, H x 1, the special values), NaN where pyradiomics raises, and a b
 
 from __future__ import annotations
 
-from functools import cache
-from unittest import mock
-
 import numpy as np
 import pytest
 import torch
@@ -20,16 +17,7 @@ CLASS = "ngtdm"
 
 
 def reference(levels: np.ndarray, mask: np.ndarray) -> dict[str, float]:
-    """pyradiomics' values on these very levels: the class run with its binning replaced by the identity."""
-    import radiomics.imageoperations
-
-    image, sitk_mask = cases.sitk_pair(levels, mask)
-
-    def identity(matrix, coordinates=None, **_):
-        return np.where(coordinates, matrix, 0).astype(int), None
-
-    with mock.patch.object(radiomics.imageoperations, "binImage", identity):
-        return cases.class_features(CLASS, image, sitk_mask, cases.extractor().settings.copy())
+    return cases.reference_on_levels(CLASS, levels, mask)
 
 
 def ours(levels: np.ndarray, mask: np.ndarray) -> dict[str, float]:
@@ -37,14 +25,7 @@ def ours(levels: np.ndarray, mask: np.ndarray) -> dict[str, float]:
     return {name: float(value[0]) for name, value in got.items()}
 
 
-def assert_agree(expected: dict[str, float], got: dict[str, float], label: str) -> None:
-    assert list(got) == list(expected), label
-    for name, want in expected.items():
-        have = got[name]
-        if np.isnan(want):
-            assert np.isnan(have), f"{label} {name}: {have} != NaN"
-        else:
-            assert abs(have - want) <= max(1e-12, 1e-9 * abs(want)), f"{label} {name}: {have} != {want}"
+assert_agree = cases.assert_agree
 
 
 def _hand_made() -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -123,41 +104,9 @@ def test_a_batch_equals_one_image_at_a_time():
         mask = rng.random((9, 12)) > 0.2
         images.append(np.where(mask, levels, 0))
         masks.append(mask)
-    got = ngtdm.features(torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(masks)))
-    for index, (levels, mask) in enumerate(zip(images, masks, strict=True)):
-        alone = ours(levels, mask)
-        for name, value in alone.items():
-            assert float(got[name][index]) == pytest.approx(value, rel=1e-12, abs=1e-15, nan_ok=True), name
-
-
-@cache
-def pipeline_inputs() -> dict[int, list[tuple[str, np.ndarray, np.ndarray, dict[str, float]]]]:
-    """size -> [(label, levels, mask, pyradiomics' values)]: what FRD v1's pipeline hands the class for phantom
-    slices (64 and 256 px) and the adversarial images (32 and 64 px; 'constant' fails pyradiomics'
-    preprocessing), every image type."""
-    images = {32: [], 64: [], 256: []}
-    for size in (32, 64):
-        images[size] += [(name, image) for name, image in cases.adversarial_images(size).items() if name != "constant"]
-    images[64] += [(f"phantom{index}", image) for index, image in enumerate(cases.phantom_slices(64, 3))]
-    images[256] += [(f"phantom{index}", image) for index, image in enumerate(cases.phantom_slices(256, 2))]
-    out = {}
-    for size, named in images.items():
-        out[size] = []
-        for label, image in named:
-            for kind, (sitk_image, sitk_mask, settings) in cases.class_inputs(image).items():
-                levels, mask = cases.binned(sitk_image, sitk_mask, settings)
-                expected = cases.class_features(CLASS, sitk_image, sitk_mask, settings)
-                out[size].append((f"{size}px {label} {kind}", levels, mask, expected))
-    return out
+    cases.assert_batch_equals_alone(ngtdm.features, images, masks)
 
 
 @pytest.mark.parametrize("size", [32, 64, 256])
 def test_pipeline_inputs_in_one_batch_equal_pyradiomics(size):
-    inputs = pipeline_inputs()[size]
-    levels = torch.from_numpy(np.stack([item[1] for item in inputs]))
-    mask = torch.from_numpy(np.stack([item[2] for item in inputs]))
-    got = ngtdm.features(levels, mask)
-    assert list(got) == list(ngtdm.NAMES)
-    assert all(value.dtype == torch.float64 and value.shape == (len(inputs),) for value in got.values())
-    for index, (label, *_, expected) in enumerate(inputs):
-        assert_agree(expected, {name: float(value[index]) for name, value in got.items()}, label)
+    cases.assert_pipeline_batch_agrees(ngtdm.features, ngtdm.NAMES, CLASS, size)
