@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -132,6 +133,10 @@ def test_real_statistics_are_cached_and_reused(trained_run):
     np.savez(cache, **{**arrays, "mu": arrays["mu"] + 1.0})
     shifted = evaluate_run(trained_run, settings).data()
     assert shifted["repeats"][0]["fid"] > first["repeats"][0]["fid"] + 1.0
+    # a cache file cut short is a miss: computed again, the first numbers back
+    Path(cache).write_bytes(Path(cache).read_bytes()[:100])
+    again = evaluate_run(trained_run, settings).data()
+    assert again["real_statistics"]["from_cache"] is False and again["repeats"] == first["repeats"]
     assert (trained_run / "evals").is_dir()  # not the spec's settings: not fid.json
 
 

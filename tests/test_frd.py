@@ -67,6 +67,15 @@ def test_frd_equals_frd_scores_cli_on_the_images_it_saved(tmp_path, prepared64):
         assert record["repeats"][r]["frd"] == pytest.approx(reference, rel=1e-6)
     assert record["repeats"][0]["frd"] != record["repeats"][1]["frd"]  # different seeds, different images
     assert strict_json_files(run_dir) >= 4  # status, resolved spec, losses, metrics.jsonl...: all strict JSON
+    # the reference backend on the same images: the same values, in a record of its own beside the default's
+    reference_run = cli("fid", run_dir, *args, "--batch-size", "8", "--frd-backend", "pyradiomics")
+    assert reference_run.returncode == 0, reference_run.stderr
+    [path] = [p for p in (run_dir / "evals").glob("*_pyradiomics.json")]
+    assert f"recorded in {path}" in reference_run.stderr
+    by_pyradiomics = json.loads(path.read_text())
+    assert by_pyradiomics["frd"]["backend"] == "pyradiomics" and record["frd"]["backend"] == "torch"
+    for r in (0, 1):
+        assert by_pyradiomics["repeats"][r]["frd"] == pytest.approx(record["repeats"][r]["frd"], rel=1e-6)
     # an existing folder is refused before anything is measured
     again = cli("fid", run_dir, *args, "--save-images", saved)
     assert again.returncode == 2 and "exists and is not an empty folder" in again.stderr
@@ -87,6 +96,12 @@ def test_real_radiomic_features_are_cached_and_reused(prepared64):
     np.testing.assert_array_equal(radiomics.real_features(prepared, 6).features.values, first.features.values + 1.0)
     # another number of real images is another entry
     assert radiomics.real_features(prepared, 5, workers=1).path != first.path
+    # a cache file cut short (a full disk, a copy from elsewhere) is a miss: extracted again and replaced
+    first.path.write_bytes(first.path.read_bytes()[:100])
+    again = radiomics.real_features(prepared, 6, workers=1)
+    assert again.cached is False
+    np.testing.assert_array_equal(again.features.values, first.features.values)
+    assert radiomics.real_features(prepared, 6, workers=1).cached is True
 
 
 def test_the_features_that_differ_most_are_named_with_their_direction(prepared64):
@@ -141,9 +156,9 @@ def test_constant_images_count_as_unmeasurable_not_as_a_crash(prepared64):
     result = radiomics.frechet_radiomics_distance(real, generated)
     assert result.n_generated == len(images) - 4 and np.isfinite(result.frd)
     # a fully collapsed one: FRD is undefined, and says so in one line (measure() then keeps FID and KID)
-    with pytest.raises(HeartjobsError, match=r"FRD: pyradiomics could not process any of the 12 images \(flat\)"):
+    with pytest.raises(HeartjobsError, match=r"FRD unmeasurable: none of the 12 images has radiomic features \(flat\)"):
         radiomics.extract(np.full_like(images, 128), "flat", workers=1)
-    with pytest.raises(HeartjobsError, match="FRD: fewer than 2 images with finite features"):
+    with pytest.raises(HeartjobsError, match="fewer than 2 images with finite features in the generated set"):
         radiomics.frechet_radiomics_distance(real, radiomics.extract(mixed[:5], "one left", workers=1))
 
 
@@ -178,6 +193,7 @@ def test_a_copycat_generator_leaves_frd_unmeasurable_with_its_reason_in_strict_j
     from heartjobs.records import Measurement
     from heartjobs.report.summary import ReportRow, cells, unmeasurable_markdown
     from heartjobs.spec.schema import EvalSection
+    from heartjobs.store import best
 
     prepared = PreparedSet.open(prepared64)
     real = torch.from_numpy(np.asarray(prepared.images)).float()[:, None] / 127.5 - 1.0
@@ -204,3 +220,20 @@ def test_a_copycat_generator_leaves_frd_unmeasurable_with_its_reason_in_strict_j
     row = ReportRow(job="copycat", frd_unmeasurable=frd["error"]).model_dump()
     assert cells(row)[6] == "unmeasurable"
     assert "## FRD unmeasurable" in unmeasurable_markdown([row]) and "covariance ranks" in unmeasurable_markdown([row])
+    assert best.distrust(record, "frd") == "unmeasurable"
+
+    # half collapsed: 4 of the 12 images constant. FRD v1 leaves them out: said, and the counts recorded;
+    # with the round-off columns dropped, the value is named as another feature space, which best never picks
+    class HalfCollapsed(torch.nn.Module):
+        def forward(self, z: torch.Tensor) -> torch.Tensor:
+            return torch.cat([torch.zeros_like(real[:4]), real[4:]])[: len(z)] * 0.9
+
+    dropping = settings.model_copy(update={"frd_drop_degenerate": True})
+    result = measure(HalfCollapsed(), 4, prepared, dropping, torch.device("cpu"))
+    frd = result["frd"]
+    assert (frd["n_generated"], frd["n_generated_used"], frd["n_real_used"]) == (12, 8, 12)
+    assert any(w.startswith("FRD: 4 of the 12 generated images have no radiomic features") for w in result["warnings"])
+    assert frd["version"] == "v1+drop_degenerate" and frd["degenerate_dropped"] >= 1
+    record = Measurement(metric="fid", run="r", job="half", spec_hash="0", snapshot={"file": "g"}, **result)
+    assert "(v1+drop_degenerate, n=12 x 1" in summary_line(record)
+    assert best.distrust(record, "frd") == "FRD v1+drop_degenerate, not FRD v1"

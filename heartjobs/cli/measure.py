@@ -56,6 +56,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "default: the spec's)",
     )
     p.add_argument(
+        "--frd-drop-degenerate",
+        action=argparse.BooleanOptionalAction,
+        help="leave out FRD's round-off columns (then not comparable to published FRD v1; default: the spec's)",
+    )
+    p.add_argument(
         "--save-images",
         type=Path,
         metavar="DIR",
@@ -98,6 +103,7 @@ _EVAL_OPTIONS = {
     "frd": "--frd",
     "frd_n": "--frd-n",
     "frd_backend": "--frd-backend",
+    "frd_drop_degenerate": "--frd-drop-degenerate",
 }
 
 
@@ -157,6 +163,8 @@ def cmd_ladder(args: argparse.Namespace) -> None:
 
     use_allotted_cpus()
 
+    if args.n < 2:
+        raise HeartjobsError(f"--n: {args.n} images per rung; FID, KID and FRD need at least 2")
     metrics = parse_metrics(args.metrics)
     prepared = PreparedSet.open(args.prepared)
     try:  # the output folder first: not found unusable after minutes of measuring

@@ -10,6 +10,22 @@ from pathlib import Path
 from heartjobs.errors import HeartjobsError
 
 
+def load_arrays(path: Path, names: tuple[str, ...]) -> dict | None:
+    """The named arrays of a cached .npz (never unpickled), or None when there is none or it cannot be
+    read whole (cut short, damaged, written by something else): a cache miss, computed again and replaced."""
+    import zipfile
+
+    import numpy as np
+
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as cached:
+            return {name: cached[name] for name in names}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+
+
 def cache_dir() -> Path:
     """heartjobs' own cache ($HEARTJOBS_CACHE, default ~/.cache/heartjobs); an empty HOME is refused
     rather than taken for one (see refuse_empty)."""

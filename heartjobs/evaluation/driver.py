@@ -132,6 +132,9 @@ def measure(
             f"{weights.kind} Inception weights ({weights.path.name}): FID values are not comparable to published ones"
         )
     frd_n = min(settings.frd_n, settings.n_generated)
+    # with FRD's round-off columns dropped, another feature space than FRD v1's: named so wherever it shows
+    # (the console line, the report), and no ladder verdict or published value carries over to it
+    frd_version = radiomics.FRD_VERSION + ("+drop_degenerate" if settings.frd_drop_degenerate else "")
     for text in warnings:
         console.print(Text.assemble(("warning: ", "bold yellow"), text))
     extractor = FeatureExtractor(weights, settings.dims, device, settings.batch_size)
@@ -209,7 +212,7 @@ def measure(
     if real_frd is not None and frd_error is not None:
         result["frd"] = {
             "error": frd_error,
-            "version": radiomics.FRD_VERSION,
+            "version": frd_version,
             "n_generated": frd_n,
             "n_real": n_real,
             "backend": settings.frd_backend,
@@ -220,14 +223,28 @@ def measure(
         for text in singular_warnings("radiomics", {"frd_n": frd_n, "n_real": n_real}, used):
             console.print(Text.assemble(("warning: ", "bold yellow"), text))
             warnings.append(text)
+        # FRD v1 leaves out images pyradiomics cannot process (constant ones: a collapsing generator's);
+        # the value then rests on fewer images than asked for, which is said and recorded
+        used_generated = min(r.n_generated for r in frd_results)
+        used_real = frd_results[0].n_real
+        for label, used, asked in (("generated", used_generated, frd_n), ("real", used_real, n_real)):
+            if used < asked:
+                text = (
+                    f"FRD: {asked - used} of the {asked} {label} images have no radiomic features (constant "
+                    f"images) and are left out, as FRD v1 does: FRD rests on {used}"
+                )
+                console.print(Text.assemble(("warning: ", "bold yellow"), text))
+                warnings.append(text)
         frds = np.array([e["frd"] for e in repeats])
         result["frd"] = {
             "mean": float(frds.mean()),
             "std": float(frds.std()),
-            "version": radiomics.FRD_VERSION,
+            "version": frd_version,
             "n_generated": frd_n,
             "n_real": n_real,
             "features_used": frd_results[0].features_used,
+            "n_generated_used": used_generated,  # fewest images of a repeat with features (NaN rows left out)
+            "n_real_used": used_real,
             "features_extracted": len(real_frd.features.names),
             "backend": settings.frd_backend,
             "top_differences": radiomics.top_differences(frd_results),
@@ -238,9 +255,7 @@ def measure(
             result["frd"]["degenerate_dropped"] = frd_results[0].degenerate_dropped
             result["frd"]["comparable"] = "not comparable to published FRD v1: round-off columns dropped"
     # what the validity ladder found for each metric on this set and feature space (None: never laddered)
-    # (a measurement with FRD's round-off columns dropped is in another feature space, which no ladder measured)
-    frd_space = radiomics.FRD_VERSION + ("+drop_degenerate" if settings.frd_drop_degenerate else "")
-    space = {"weights_sha256": weights.sha256, "dims": settings.dims, "frd_version": frd_space}
+    space = {"weights_sha256": weights.sha256, "dims": settings.dims, "frd_version": frd_version}
     result["ladder"] = {m.name: verdicts.lookup(prepared.content_hash, m.name, **space) for m in metrics}
     if save_images is not None:
         result["saved_images"] = str(save_images.resolve())
@@ -280,5 +295,10 @@ def write_image_readme(folder: Path, result: dict) -> None:
             f"FRD ({result['frd']['version']}, the first {n} images of each repeat"
             + (", also in repeat_R_frd/" if subset != "repeat_0" else "")
             + f"): python -m frd_score real {subset}"
+            + (
+                "  (gives FRD v1; the recorded value left out the round-off columns: frd_drop_degenerate)"
+                if result["frd"]["version"] != radiomics.FRD_VERSION
+                else ""
+            )
         )
     atomic.write_bytes(folder / "README.txt", ("\n".join(lines) + "\n").encode())

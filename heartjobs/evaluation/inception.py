@@ -19,7 +19,7 @@ from heartjobs.progress import track
 from heartjobs.spec.schema import EvalSection
 from heartjobs.store.prepared import PreparedSet
 
-from .cache import cache_dir
+from .cache import cache_dir, load_arrays
 from .statistics import mean_and_covariance
 from .weights import InceptionWeights, build_inception
 
@@ -90,9 +90,9 @@ def real_statistics(
         }
     )[:20]
     path = cache_dir() / "fid_stats" / f"real_{key}.npz"
-    if path.is_file():
-        with np.load(path) as cached:
-            return RealStatistics(cached["mu"], cached["sigma"], cached["features"], path, True)
+    cached = load_arrays(path, ("mu", "sigma", "features"))
+    if cached is not None:
+        return RealStatistics(cached["mu"], cached["sigma"], cached["features"], path, True)
     images = prepared.tensor()[:n_real]
     batches = (images[i : i + extractor.batch_size] for i in range(0, n_real, extractor.batch_size))
     features = extractor.of_batches(batches, n_real, f"real features ({n_real})", poll)

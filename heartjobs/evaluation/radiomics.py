@@ -2,7 +2,8 @@
 metric's own package, frd-score, computes it, and the features that differ most.
 
 FRD needs no network and no weights: pyradiomics extracts ~400 hand-crafted radiomic features per image
-(first order, GLCM, GLRLM, GLSZM, NGTDM on the original, LoG and wavelet images, frd-score's 2D config),
+(first order, GLCM, GLRLM, GLSZM, NGTDM on the original and wavelet images, frd-score's 2D config: its
+LoG filter needs 4 voxels in z, which a slice does not have),
 both sets are z-scored with the real set's statistics, and FRD = log of the Fréchet distance between them.
 Two backends compute the features. "torch" (the default) preprocesses each slice on the CPUs with
 pyradiomics' own operations (SimpleITK, PyWavelets) and computes every feature class for a batch of slices
@@ -34,7 +35,7 @@ from heartjobs.hashing import sha256_json
 from heartjobs.progress import track
 from heartjobs.store.prepared import PreparedSet
 
-from .cache import cache_dir
+from .cache import cache_dir, load_arrays
 
 if TYPE_CHECKING:  # torch is imported where the torch backend runs: a queue worker checks specs without it
     import torch
@@ -202,9 +203,16 @@ def extract(
             if poll:
                 poll()
     if not names:
-        raise HeartjobsError(f"FRD: pyradiomics could not process any of the {len(images)} images ({label})")
+        raise FrdUnmeasurable(_no_features(len(images), label))
     failed = np.full(len(names), np.nan)
     return RadiomicFeatures(names, np.array([failed if row is None else row for row in rows], dtype=np.float64))
+
+
+def _no_features(count: int, label: str) -> str:
+    return (
+        f"FRD unmeasurable: none of the {count} images has radiomic features ({label}): pyradiomics cannot "
+        "process a constant image (a collapsed generator?)"
+    )
 
 
 def _prepare_chunk(images: np.ndarray) -> list:
@@ -272,7 +280,7 @@ def _extract_torch(
                     poll()
     values = np.concatenate(rows) if rows else np.zeros((0, len(extraction.feature_names())))
     if np.isnan(values).all(axis=1).all():
-        raise HeartjobsError(f"FRD: pyradiomics could not process any of the {len(images)} images ({label})")
+        raise FrdUnmeasurable(_no_features(len(images), label))
     return RadiomicFeatures(list(extraction.feature_names()), values)
 
 
@@ -302,9 +310,9 @@ def real_features(
         {"content_hash": prepared.content_hash, "n_real": n_real, "frd": FRD_VERSION, "versions": versions(backend)}
     )[:20]
     path = cache_dir() / "frd_features" / f"real_{key}.npz"
-    if path.is_file():
-        with np.load(path) as cached:
-            return RealRadiomics(RadiomicFeatures(list(cached["names"]), cached["values"]), path, True)
+    cached = load_arrays(path, ("names", "values"))
+    if cached is not None:
+        return RealRadiomics(RadiomicFeatures(list(cached["names"]), cached["values"]), path, True)
     label = f"real radiomic features ({n_real})"
     features = extract(prepared.images[:n_real], label, workers, poll, backend=backend, device=device)
     with atomic.replacing(path) as tmp, open(tmp, "wb") as f:
@@ -361,8 +369,12 @@ def frechet_radiomics_distance(
     if real.names != generated.names:
         raise HeartjobsError("FRD: the real and generated feature lists differ (different pyradiomics settings?)")
     sets = [x[~np.isnan(x).any(axis=1)] for x in (real.values, generated.values)]
-    if min(len(s) for s in sets) < 2:
-        raise FrdUnmeasurable("FRD: fewer than 2 images with finite features in a set")
+    for label, kept, given in zip(("real", "generated"), sets, (real.values, generated.values), strict=True):
+        if len(kept) < 2:
+            raise FrdUnmeasurable(
+                f"FRD unmeasurable: fewer than 2 images with finite features in the {label} set ({len(kept)} of "
+                f"{len(given)}; the others are constant)"
+            )
     columns = np.ones(sets[0].shape[1], bool)
     if drop_degenerate:
         columns = ~degenerate_columns(sets[0])
@@ -397,6 +409,8 @@ def _why_unmeasurable(squared: float, normalized: list[np.ndarray], sigmas: list
     ranks = [int(np.linalg.matrix_rank(np.atleast_2d(s))) for s in sigmas]
     if len(normalized[0]) == len(normalized[1]) and np.array_equal(normalized[0], normalized[1]):
         cause = "the two sets have the same features (identical images?), a distance of 0"
+    elif np.isfinite(squared):
+        cause = f"the squared distance is {squared:.3g}: round-off around 0, the sets are (near-)identical"
     else:
         cause = f"the squared distance is {squared:.3g}, whose log is not a finite number"
     return (

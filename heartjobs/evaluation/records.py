@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from heartjobs import atomic
-from heartjobs.evaluation.radiomics import describe_difference
+from heartjobs.evaluation.radiomics import DEFAULT_BACKEND, describe_difference
 from heartjobs.hashing import sha256_json
 from heartjobs.records import Measurement
 from heartjobs.spec.schema import EvalSection, ResolvedSpec
@@ -58,19 +58,24 @@ def settings_hash(settings: EvalSection, against: str | None = None) -> str:
     return sha256_json(values)[:8]
 
 
-def write_record(run: RunDir, record: Measurement, settings: EvalSection, own: bool) -> None:
+def write_record(run: RunDir, record: Measurement, settings: EvalSection, own: bool) -> Path:
     """The run's own measurement (its final generator with the spec's own settings) goes to fid.json; any
-    other snapshot, settings or real set to evals/<snapshot>_<settings hash>.json. Every record is also
-    appended to metrics.jsonl, with the hash of the settings it was measured with (records of one curve
-    share it; one against another set has its own)."""
+    other snapshot, settings or real set to evals/<snapshot>_<settings hash>.json (with _pyradiomics when
+    FRD's features came from the reference backend: the same setting, a record of its own beside the
+    default backend's). Every record is also appended to metrics.jsonl, with the hash of the settings it
+    was measured with (records of one curve share it; one against another set has its own). Returns
+    where the record went."""
     tag = settings_hash(settings, (record.against or {}).get("content_hash"))
     record.settings_hash = tag
     if own:
-        record.write(run / RunDir.FID_REPORT)
+        path = run / RunDir.FID_REPORT
     else:
         name = record.snapshot["file"].replace("/", "_").removesuffix(".pt")
-        record.write(run / RunDir.EVALS / f"{name}_{tag}.json")
+        backend = "" if settings.frd_backend == DEFAULT_BACKEND or not settings.frd else f"_{settings.frd_backend}"
+        path = run / RunDir.EVALS / f"{name}_{tag}{backend}.json"
+    record.write(path)
     atomic.append_lines(run / RunDir.METRICS, [record.line()])  # one line per evaluation
+    return path
 
 
 def failed_ladder(report: Measurement, metric: str) -> bool:

@@ -91,7 +91,8 @@ def evaluate_run(
         staged.rename(run / RunDir.EVAL_IMAGES)
         result["saved_images"] = str((run / RunDir.EVAL_IMAGES).resolve())
     record = evaluation_record(run, spec, snapshot, result, against)
-    write_record(run, record, settings, own)
+    where = write_record(run, record, settings, own)
+    console.print(f"recorded in {where}")
     progress.remove()
     # the end of training's measurements: its own set's (fid.json), then [eval] against's; a run whose
     # evaluation failed is done once every one of them is there (one measured now included)

@@ -219,7 +219,7 @@ class EvalSection(_SpecSection):
     frd: bool = True
     frd_n: int = Field(1000, ge=2, le=MAX_IMAGES)
     # torch: FRD's features in batches on the job's device (equal to pyradiomics within 1e-9); pyradiomics:
-    # frd-score's extractor itself, one image per CPU (the reference, about 40x slower).
+    # frd-score's extractor itself, one image per CPU (the reference; 10x slower on 2 cores at 256 px).
     frd_backend: FrdBackend = "torch"
     # Leave out the feature columns whose real-set values are round-off (radiomics.degenerate_columns) before
     # FRD; the value is then not comparable to published FRD v1 values (docs/evaluation.md).

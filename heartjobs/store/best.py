@@ -29,7 +29,10 @@ def value(measurement: Measurement, metric: str) -> float | None:
 def distrust(measurement: Measurement, metric: str) -> str | None:
     """Why `metric` is not to be trusted in this measurement; None when it is."""
     if value(measurement, metric) is None:
-        return "not measured"
+        return "unmeasurable" if "error" in (getattr(measurement, metric, None) or {}) else "not measured"
+    version = (measurement.frd or {}).get("version", "v1") if metric == "frd" else None
+    if version not in (None, "v1"):  # frd_drop_degenerate: not comparable to FRD v1's values
+        return f"FRD {version}, not FRD v1"
     verdict = (measurement.ladder or {}).get(metric)
     if isinstance(verdict, dict) and verdict.get("passes") is False:
         return "fails the validity ladder"
