@@ -147,6 +147,24 @@ def reference_on_levels(feature_class: str, levels: np.ndarray, mask: np.ndarray
         return class_features(feature_class, image, sitk_mask, extractor().settings.copy())
 
 
+def one_image(features, levels: np.ndarray, mask: np.ndarray) -> dict[str, float]:
+    """A radiomics_torch class's `features` of one H x W image, as floats."""
+    import torch
+
+    got = features(torch.from_numpy(levels)[None], torch.from_numpy(mask)[None])
+    return {name: float(value[0]) for name, value in got.items()}
+
+
+def masked_levels(made: dict[str, tuple[np.ndarray, np.ndarray | None]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Hand-made (levels, mask or None for the whole image) cases as a class receives them: int64 levels,
+    0 outside the mask, and the mask itself."""
+    out = {}
+    for name, (levels, mask) in made.items():
+        mask = np.ones(levels.shape, bool) if mask is None else mask
+        out[name] = (np.where(mask, levels, 0).astype(np.int64), mask)
+    return out
+
+
 def assert_agree(expected: dict[str, float], got: dict[str, float], label: str) -> None:
     """The same features in the same order, each within 1e-9 relative or 1e-12 absolute; NaN for NaN."""
     assert list(got) == list(expected), label

@@ -21,8 +21,7 @@ def reference(levels: np.ndarray, mask: np.ndarray) -> dict[str, float]:
 
 
 def ours(levels: np.ndarray, mask: np.ndarray) -> dict[str, float]:
-    got = glrlm.features(torch.from_numpy(levels)[None], torch.from_numpy(mask)[None])
-    return {name: float(value[0]) for name, value in got.items()}
+    return cases.one_image(glrlm.features, levels, mask)
 
 
 assert_agree = cases.assert_agree
@@ -58,11 +57,7 @@ def _hand_made() -> dict[str, tuple[np.ndarray, np.ndarray]]:
         "two_pixels_one_row_apart": (np.array([[2, 0, 3]]), np.array([[1, 0, 1]], bool)),
         "noise": (rng.integers(1, 30, (20, 13)), None),
     }
-    out = {}
-    for name, (levels, mask) in made.items():
-        mask = np.ones(levels.shape, bool) if mask is None else mask
-        out[name] = (np.where(mask, levels, 0).astype(np.int64), mask)
-    return out
+    return cases.masked_levels(made)
 
 
 HAND_MADE = _hand_made()

@@ -221,20 +221,18 @@ def measure(
         used = frd_results[0].features_used
         # known only now: how many features frd-score's v1 keeps depends on the images
         for text in singular_warnings("radiomics", {"frd_n": frd_n, "n_real": n_real}, used):
-            console.print(Text.assemble(("warning: ", "bold yellow"), text))
-            warnings.append(text)
+            _warn(warnings, text)
         # FRD v1 leaves out images pyradiomics cannot process (constant ones: a collapsing generator's);
         # the value then rests on fewer images than asked for, which is said and recorded
         used_generated = min(r.n_generated for r in frd_results)
         used_real = frd_results[0].n_real
         for label, used, asked in (("generated", used_generated, frd_n), ("real", used_real, n_real)):
             if used < asked:
-                text = (
+                _warn(
+                    warnings,
                     f"FRD: {asked - used} of the {asked} {label} images have no radiomic features (constant "
-                    f"images) and are left out, as FRD v1 does: FRD rests on {used}"
+                    f"images) and are left out, as FRD v1 does: FRD rests on {used}",
                 )
-                console.print(Text.assemble(("warning: ", "bold yellow"), text))
-                warnings.append(text)
         frds = np.array([e["frd"] for e in repeats])
         result["frd"] = {
             "mean": float(frds.mean()),
@@ -262,6 +260,12 @@ def measure(
         write_image_readme(save_images, result)
     result["seconds"] = round(time.perf_counter() - started, 3)
     return result
+
+
+def _warn(warnings: list[str], text: str) -> None:
+    """A warning found once measuring is under way: said now and kept in the record's warnings."""
+    console.print(Text.assemble(("warning: ", "bold yellow"), text))
+    warnings.append(text)
 
 
 def _link_first(source: Path, target: Path, n: int) -> None:
