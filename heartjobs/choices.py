@@ -14,6 +14,10 @@ Normalize = Literal["fixed", "per_image_minmax"]
 NORMALIZATIONS: tuple[str, ...] = get_args(Normalize)
 # pytorch-fid's InceptionV3 blocks: the pool3 features (2048) and three earlier, smaller ones
 FeatureDims = Literal[64, 192, 768, 2048]
+# the feature network of FID, KID, PRDC and feature-space memorisation: pytorch-fid's InceptionV3 or
+# RadImageNet's ResNet-50 (2048-d, weights supplied by the user; heartjobs.evaluation.radimagenet)
+FeatureNetwork = Literal["inception", "radimagenet"]
+FEATURE_NETWORKS: tuple[str, ...] = get_args(FeatureNetwork)
 FEATURE_DIMS: tuple[int, ...] = get_args(FeatureDims)
 # how FRD's radiomic features are computed: torch (batched, on the job's device; equal to pyradiomics within
 # 1e-9, heartjobs.evaluation.radiomics_torch) or pyradiomics itself (the reference, one image per CPU)

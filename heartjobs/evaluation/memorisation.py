@@ -10,7 +10,11 @@ closest 1 % of held-out images" threshold follows the distance-to-closest-record
 medical and tabular data):
 
 1. d_gen[i]  = distance from generated image i to its nearest training image;
-   d_held[j] = distance from held-out real image j to its nearest training image.
+   d_held[j] = distance from held-out real image j to its nearest training image. With no held-out set
+   (held_out=None: a run trained on every slice, as the thesis does), the baseline is leave-one-out: each
+   training slice's distance to its nearest *other* training slice. For slices of one volume that is the
+   distance a slice held out at random would have (its neighbours in the stack stay in training), so the
+   threshold means the same; the record says which baseline was used.
 2. threshold = the `quantile` (default 0.01) quantile of d_held (numpy's default linear interpolation).
 3. fraction  = share of generated images with d_gen <= threshold ("<=" so that an exact copy counts even
    when the threshold itself is 0). The held-out baseline, the same share of d_held, is ~`quantile` by
@@ -73,8 +77,11 @@ def nearest_neighbours(
     block_mib: float = BLOCK_MIB,
     exact_search: bool | None = None,
     device: torch.device | str = "cpu",
+    exclude_self: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """For each query row, the index of its nearest reference row (L2) and that distance (float64).
+    exclude_self: the queries are the references, and each row's nearest *other* row is wanted (leave one
+    out).
 
     queries N x ..., references M x ... (flattened to vectors). `exact_search` runs the block search in
     float64; by default so for float inputs (features) and in float32 for integer inputs (pixels, where the
@@ -102,6 +109,10 @@ def nearest_neighbours(
         for rs in range(0, len(r), rows):
             rb, rn = block(r[rs : rs + rows])
             d2 = torch.addmm(qn[:, None] + rn[None, :], qb, rb.T, alpha=-2.0)
+            if exclude_self:  # a row is not its own neighbour
+                rows_q = torch.arange(qs, qs + len(qb), device=device)
+                same = rows_q[:, None] == torch.arange(rs, rs + len(rb), device=device)[None, :]
+                d2.masked_fill_(same, float("inf"))
             value, where = d2.min(1)
             better = value < best[qs : qs + rows]
             best[qs : qs + rows] = torch.where(better, value, best[qs : qs + rows])
@@ -136,15 +147,17 @@ def memorisation(
     """The memorisation test of the module docstring in one space.
 
     generated, training, held_out: images (N x [C x] H x W, pixel space) or features (N x d) of the same
-    width; `space` names the space in the result ("pixel", "inception-2048", "radiomics"...). Returns a
-    plain dict: the counts, the threshold, the generated fraction and held-out baseline below it, the flag
-    with its rule, the distance quantiles of both sets, and the `pairs` closest (generated, training) pairs
-    (indices into the arrays as given) with their distances, closest first.
+    width (held_out None: the leave-one-out baseline of the module docstring); `space` names the space
+    in the result ("pixel", "inception-2048", "radiomics"...). Returns a plain dict: the counts, the
+    threshold, the generated fraction and held-out baseline below it, the flag with its rule, the
+    distance quantiles of both sets, and the `pairs` closest (generated, training) pairs (indices into
+    the arrays as given) with their distances, closest first.
     """
     if not 0.0 < quantile < 1.0:
         raise ValueError(f"quantile must lie in (0, 1), got {quantile}")
     sets = {"generated": _rows(generated, "generated"), "training": _rows(training, "training")}
-    sets["held_out"] = _rows(held_out, "held_out")
+    leave_one_out = held_out is None
+    sets["held_out"] = sets["training"] if leave_one_out else _rows(held_out, "held_out")
     widths = {name: rows.shape[1] for name, rows in sets.items()}
     if len(set(widths.values())) != 1:
         raise ValueError(f"the three sets differ in width: {widths}")
@@ -158,7 +171,9 @@ def memorisation(
     gen_index, gen_distance = nearest_neighbours(
         used["generated"], used["training"], block_mib=block_mib, device=device
     )
-    _, held_distance = nearest_neighbours(used["held_out"], used["training"], block_mib=block_mib, device=device)
+    _, held_distance = nearest_neighbours(
+        used["held_out"], used["training"], block_mib=block_mib, device=device, exclude_self=leave_one_out
+    )
     threshold = float(np.quantile(held_distance, quantile))
     below = gen_distance <= threshold
     count = int(below.sum())
@@ -197,6 +212,7 @@ def memorisation(
         "pairs": pair_list,
         "protocol": {
             "distance": "L2",
+            "baseline": "leave-one-out training slices" if leave_one_out else "held-out slices",
             "threshold": f"quantile {quantile} of held-out nearest-training distances (numpy linear)",
             "quantile": quantile,
             "below": "distance <= threshold",

@@ -11,6 +11,7 @@ from heartjobs import atomic
 from heartjobs.evaluation.radiomics import DEFAULT_BACKEND, describe_difference
 from heartjobs.hashing import sha256_json
 from heartjobs.records import Measurement
+from heartjobs.spec.defaults import EVAL_LATER_SETTINGS
 from heartjobs.spec.schema import EvalSection, ResolvedSpec
 from heartjobs.store.checkpoint import Snapshot
 from heartjobs.store.prepared import PreparedSet
@@ -41,7 +42,7 @@ def evaluation_record(
 
 
 # [eval] keys added after settings were first hashed, with their defaults
-ADDED_SINCE = {"frd_drop_degenerate": False}
+ADDED_SINCE = {"frd_drop_degenerate": False, **EVAL_LATER_SETTINGS}
 
 
 def settings_hash(settings: EvalSection, against: str | None = None) -> str:

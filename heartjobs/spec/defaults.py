@@ -75,8 +75,19 @@ BOOKKEEPING_KEYS: tuple[str, ...] = ("sample_every", "checkpoint_every", "keep_c
 # None: a key that does not apply to the model, such as gp_lambda for gan), so a run recorded before them
 # keeps its identity (resume, "already finished") under the new code. A section left empty goes too:
 # [architecture] at the thesis' widths hashes as a spec from before it existed.
+# [eval] keys added once both hashes existed (fidelity, diversity, memorisation; the feature network): at
+# their defaults neither the spec hash nor a measurement's settings hash (evaluation.records) changes.
+EVAL_LATER_SETTINGS: dict[str, Any] = {
+    "features": "inception",
+    "prdc": True,
+    "prdc_k": 5,
+    "ms_ssim": True,
+    "ms_ssim_pairs": 1000,
+    "memorisation": True,
+    "memorisation_quantile": 0.01,
+}
 LATER_DEFAULTS: dict[str, dict[str, Any]] = {
-    "eval": {"frd": True, "frd_n": 1000, "frd_drop_degenerate": False},
+    "eval": {"frd": True, "frd_n": 1000, "frd_drop_degenerate": False, **EVAL_LATER_SETTINGS},
     "train": {"gp_lambda": None, "augment": "none"},
     "architecture": {"hidden": list(ARCHITECTURE_DEFAULTS["hidden"]), "width": ARCHITECTURE_DEFAULTS["width"]},
 }

@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from heartjobs.choices import Device, FeatureDims, FrdBackend, Normalize
+from heartjobs.choices import Device, FeatureDims, FeatureNetwork, FrdBackend, Normalize
 from heartjobs.hashing import sha256_json
 from heartjobs.models import FAMILIES, MODELS, Networks
 from heartjobs.spec.defaults import (
@@ -224,6 +224,20 @@ class EvalSection(_SpecSection):
     # Leave out the feature columns whose real-set values are round-off (radiomics.degenerate_columns) before
     # FRD; the value is then not comparable to published FRD v1 values (docs/evaluation.md).
     frd_drop_degenerate: bool = False
+    # The feature network of FID, KID, PRDC and feature-space memorisation: "inception" (pytorch-fid's) or
+    # "radimagenet" (RadImageNet's ResNet-50, 2048-d; weights = the path of a file the user supplies)
+    features: FeatureNetwork = "inception"
+    # Fidelity and diversity apart (docs/evaluation.md, "Fidelity, diversity, memorisation"): precision,
+    # recall, density and coverage with k nearest neighbours, in the feature network's space and (with frd)
+    # the radiomic one; MS-SSIM between ms_ssim_pairs random pairs of generated and of real images (the
+    # first frd_n of each repeat); memorisation: the share of those images nearer a training slice than the
+    # nearest memorisation_quantile of real slices come, in pixels, the feature network's and the radiomic space.
+    prdc: bool = True
+    prdc_k: int = Field(5, ge=1, le=MAX_COUNT)
+    ms_ssim: bool = True
+    ms_ssim_pairs: int = Field(1000, ge=1, le=MAX_IMAGES)
+    memorisation: bool = True
+    memorisation_quantile: float = Field(0.01, gt=0, lt=1)
     # Write the images each repeat measured (and the real ones) as PNG into the run's eval_images/.
     save_images: bool = False
     # Measure the checkpoint every N epochs during training (and the last) with [eval.during]'s settings,
@@ -259,6 +273,19 @@ class EvalSection(_SpecSection):
     def _against_is_measured(self) -> EvalSection:
         if self.against and not self.measure:
             raise _FieldError(("eval", "against"), "measured at the end of training, which measure = false turns off")
+        return self
+
+    @model_validator(mode="after")
+    def _radimagenet_weights(self) -> EvalSection:
+        if self.features == "radimagenet":
+            if self.weights in ("standard", "untrained"):
+                raise _FieldError(
+                    ("eval", "weights"),
+                    'features = "radimagenet" needs the path of RadImageNet\'s ResNet-50 weights file '
+                    '(heartjobs cannot download it: docs/evaluation.md, "RadImageNet")',
+                )
+            if self.dims != 2048:
+                raise _FieldError(("eval", "dims"), "RadImageNet's ResNet-50 gives 2048 features; leave dims at 2048")
         return self
 
     @field_validator("weights")
