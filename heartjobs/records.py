@@ -132,7 +132,13 @@ class Measurement(Record):
     kid_mean: float | None = None
     kid_std: float | None = None
     frd: dict | None = None  # {"mean", "std", "version", ...} or {"error", ...}
-    ladder: dict | None = None  # the validity ladder's verdict per metric (None: never laddered)
+    # fidelity and diversity apart, and memorisation (heartjobs.evaluation.driver's result documents them):
+    # {"k", "space", "network", "dims", "n_real", "n_generated", "precision": {"mean", "std"}, "recall", ...}
+    prdc: dict | None = None
+    prdc_radiomics: dict | None = None  # the same in the radiomic space, or {"error": ...}
+    ms_ssim: dict | None = None  # {"ratio": {"mean", "std"}, "generated": ..., "real": ..., "pairs", ...}
+    memorisation: dict | None = None  # {"memorised": bool, "spaces": {"pixels": {...}, ...}, "figure": ...}
+    ladder: dict | None = None  # the validity ladder's verdict per number (None: never laddered)
     settings_hash: str | None = None
     # measured against another prepared set than the run's own (`evaluate --against`, [eval] against):
     # {"prepared": its path, "content_hash": ..., "count": ...}; None: the run's own set
