@@ -42,28 +42,56 @@ def plot_losses(history: list[dict], path: Path, title: str) -> None:
 
 
 def plot_ladder(ladder: dict, path: Path) -> None:
-    """Each metric's value per rung of the validity ladder, scaled to its own 0..1 range so that all fit
-    one axis; a metric that passes rises from left to right. Saved atomically."""
+    """The validity ladder, one panel per question: each number's value on the rungs it is judged on,
+    scaled to its own 0..1 range and turned so that worse is up (a number that passes rises from the
+    held-out images on the left); memorisation as the fraction below the threshold itself, a flagged rung
+    marked. Saved atomically. A ladder.json from before the questions (no "question_rungs") is drawn as
+    one overall panel."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rungs = [r["name"] for r in ladder["rungs"]]
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
-    for metric in ladder["metrics"]:
-        series = [r[metric] for r in ladder["rungs"]]
-        low, high = min(series), max(series)
-        scaled = [(v - low) / (high - low) if high > low else 0.0 for v in series]
-        verdict = ladder["verdicts"][metric]
-        rho = "-" if verdict["spearman"] is None else f"{verdict['spearman']:.2f}"
-        label = f"{metric} (rho {rho}, {'passes' if verdict['passes'] else 'FAILS'})"
-        ax.plot(range(len(rungs)), scaled, marker="o", label=label)
-    ax.set_xticks(range(len(rungs)), rungs, rotation=30, ha="right")
-    ax.set_ylabel("value, scaled to the metric's range")
-    ax.set_title(f"validity ladder: {Path(ladder['prepared']).name}, n={ladder['n']} per rung")
-    ax.legend()
-    ax.grid(alpha=0.3)
+    all_rungs = [r["name"] for r in ladder["rungs"]]
+    by_name = {r["name"]: r for r in ladder["rungs"]}
+    question_rungs = ladder.get("question_rungs") or {"overall": all_rungs}
+    panels = [
+        (question, rungs, [k for k, v in ladder["verdicts"].items() if v.get("question", "overall") == question])
+        for question, rungs in question_rungs.items()
+    ]
+    panels = [panel for panel in panels if panel[2]]
+    columns = min(2, len(panels))
+    rows = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(7 * columns, 4.2 * rows), dpi=100, squeeze=False)
+    for ax, (question, rungs, keys) in zip(axes.flat, panels, strict=False):
+        for key in keys:
+            verdict = ladder["verdicts"][key]
+            series = [by_name[rung].get(key) for rung in rungs]
+            series = [float("nan") if v is None else float(v) for v in series]
+            rho = "-" if verdict.get("spearman") is None else f"{verdict['spearman']:.2f}"
+            label = f"{key} ({'passes' if verdict['passes'] else 'FAILS'}"
+            if question == "memorisation":
+                ax.plot(range(len(rungs)), series, marker="o", label=f"{label})")
+                flagged = [i for i, rung in enumerate(rungs) if by_name[rung].get(f"{key}_flag")]
+                ax.plot(flagged, [series[i] for i in flagged], "kx", markersize=12)
+                continue
+            finite = [v for v in series if v == v]
+            low, high = (min(finite), max(finite)) if finite else (0.0, 0.0)
+            scaled = [(v - low) / (high - low) if high > low else 0.0 for v in series]
+            if verdict.get("better") == "higher":
+                scaled = [1.0 - v for v in scaled]
+            ax.plot(range(len(rungs)), scaled, marker="o", label=f"{label}, rho {rho})")
+        ax.set_xticks(range(len(rungs)), rungs, rotation=30, ha="right", fontsize=8)
+        if question == "memorisation":
+            ax.set_ylabel("fraction nearer a training image (x: flagged)", fontsize=8)
+        else:
+            ax.set_ylabel("value scaled to its range, worse up", fontsize=8)
+        ax.set_title(question, fontsize=10)
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.set_visible(False)
+    fig.suptitle(f"validity ladder: {Path(ladder['prepared']).name}, n={ladder['n']} per rung")
     fig.tight_layout()
     save_figure(fig, path)
 

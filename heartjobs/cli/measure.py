@@ -71,10 +71,18 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_fid)
 
     p = commands.add_parser(
-        "ladder", help="check that FID, KID and FRD rank image sets of known, decreasing quality in order"
+        "ladder",
+        help="check that every metric's numbers rank image sets of known quality as their question says: "
+        "degradations (overall, fidelity), half the modes and mode collapse (diversity), training slices "
+        "returned (memorisation)",
     )
     p.add_argument("prepared", type=Path, help="a prepared set, e.g. data/prepared/phantom64")
-    p.add_argument("--metrics", default="fid,kid,frd", help="comma-separated: fid, kid, frd (default all)")
+    p.add_argument(
+        "--metrics",
+        help="comma-separated metrics of the registry: fid, kid, frd, prdc, prdc_radiomics, ms_ssim, "
+        "memorisation_pixels, memorisation_inception, memorisation_radiomics (default: all whose feature "
+        "space is available here)",
+    )
     p.add_argument("--n", type=positive_int, default=100, help="images per rung (default 100; at most half the set)")
     p.add_argument(
         "--out",
@@ -154,7 +162,8 @@ def cmd_fid(args: argparse.Namespace) -> None:
 
 def cmd_ladder(args: argparse.Namespace) -> None:
     from heartjobs import atomic
-    from heartjobs.evaluation.ladder import parse_metrics, run_ladder
+    from heartjobs.evaluation.ladder import PASS_RULES, parse_metrics, run_ladder
+    from heartjobs.evaluation.metrics import QUESTIONS
     from heartjobs.evaluation.verdicts import remember
     from heartjobs.plots import plot_ladder
     from heartjobs.store.prepared import PreparedSet
@@ -183,17 +192,42 @@ def cmd_ladder(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         device=resolve_device(args.device, "--device"),
     )
-    rows = [{"rung": r["name"], **{m: f"{r[m]:.4g}" for m in metrics}} for r in ladder["rungs"]]
-    rho = {m: "-" if v["spearman"] is None else f"{v['spearman']:.3f}" for m, v in ladder["verdicts"].items()}
-    rows.append({"rung": "spearman rho", **rho})
-    rows.append({"rung": "verdict", **{m: "passes" if v["passes"] else "FAILS" for m, v in ladder["verdicts"].items()}})
-    weights = ladder["protocol"].get("fid", ladder["protocol"].get("kid", {})).get("weights", {}).get("kind")
+    weights = next((p["weights"]["kind"] for m, p in ladder["protocol"].items() if m in ("fid", "kid", "prdc")), None)
     title = f"validity ladder: {args.prepared}, n={ladder['n']} per rung"
     title += f", {weights} Inception" if weights else ""
-    if not out.is_terminal:  # plain lines: say which column is which
-        rows.insert(0, {"rung": "rung", **{m: m for m in metrics}})
-    print_rows(title, ["rung", *metrics], rows)
+    for question, keys, rows in ladder_tables(ladder):
+        if not out.is_terminal:  # plain lines: say which column is which
+            rows.insert(0, {"rung": "rung", **{k: k for k in keys}})
+        print_rows(f"{title}; {question}: {QUESTIONS[question]}", ["rung", *keys], rows)
+        out.print(f"{question} passes when {PASS_RULES[question]}; (rung): shown, not judged", soft_wrap=True)
     atomic.write_json(args.out / "ladder.json", ladder)
     plot_ladder(ladder, args.out / "ladder.png")
     remember(ladder, args.out / "ladder.json")  # later measurements on this set carry these verdicts
     out.print(f"wrote {args.out / 'ladder.json'} and {args.out / 'ladder.png'} ({ladder['seconds']:.0f} s)")
+
+
+def ladder_tables(ladder: dict) -> list[tuple[str, list[str], list[dict]]]:
+    """The ladder as one table per question: (question, its number keys, rows): a row per rung (a rung not
+    judged for the question in parentheses), a memorisation value with "flagged" where its rule flags it,
+    then Spearman's rho and the verdict of each number."""
+    tables = []
+    for question, judged in ladder["question_rungs"].items():
+        keys = [key for key, v in ladder["verdicts"].items() if v["question"] == question]
+        if not keys:
+            continue
+        rows = []
+        for rung in ladder["rungs"]:
+            name = rung["name"] if rung["name"] in judged else f"({rung['name']})"
+            rows.append({"rung": name, **{key: _value(rung, key) for key in keys}})
+        verdicts = {key: ladder["verdicts"][key] for key in keys}
+        rho = {k: "-" if v["spearman"] is None else f"{v['spearman']:.3f}" for k, v in verdicts.items()}
+        rows.append({"rung": "spearman rho", **rho})
+        rows.append({"rung": "verdict", **{k: "passes" if v["passes"] else "FAILS" for k, v in verdicts.items()}})
+        tables.append((question, keys, rows))
+    return tables
+
+
+def _value(rung: dict, key: str) -> str:
+    value = rung.get(key)
+    text = "-" if value is None or value != value else f"{value:.4g}"  # NaN: unmeasurable there
+    return f"{text} flagged" if rung.get(f"{key}_flag") else text
