@@ -85,11 +85,23 @@ def test_checkpoints_measured_during_training_leave_training_unchanged_and_keep_
         (4, round(fids[1], 4)),
     ]
     assert [e.step for e in events.Scalars("fid/final")] == [4]
+    # fidelity, diversity and memorisation (measured by default) under their questions, as fid.json has them
+    final = json.loads((run / RunDir.FID_REPORT).read_text())
+    for tag, value in {
+        "fidelity/precision/final": final["prdc"]["precision"]["mean"],
+        "diversity/coverage/final": final["prdc"]["coverage"]["mean"],
+        "diversity/ms_ssim_ratio/final": final["ms_ssim"]["ratio"]["mean"],
+        "memorisation/memorised_pixels/final": final["memorisation"]["spaces"]["pixels"]["fraction"]["mean"],
+        "memorisation/memorised/final": float(final["memorisation"]["memorised"]),
+    }.items():
+        assert [(e.step, round(e.value, 4)) for e in events.Scalars(tag)] == [(4, round(value, 4))], tag
     assert [e.step for e in events.Images("samples")] == [2, 4]
     assert not (plain / "tensorboard").exists()
 
     row = next(r for r in collect(tmp_path / "artifacts") if r["job"] == "during")
     assert row["best_epoch"] == curve["best_epoch"]
+    assert row["coverage"] == round(final["prdc"]["coverage"]["mean"], 4) and row["memorised"] is False
+    assert row["memorisation_figure"] == str(run / "memorisation_pairs.png")  # the driver drew it
     if curve["best_epoch"] == 4:
         expected = "4 (best FRD at the last measured, 4)"
     else:

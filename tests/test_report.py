@@ -595,7 +595,7 @@ def test_fidelity_diversity_and_memorisation_stand_beside_fid_labelled_with_thei
     # every number's protocol: k, n, feature space, pairs, the memorisation threshold
     protocol = md.split("## Fidelity, diversity and memorisation: protocol")[1]
     assert "k = 5 in inception's feature space (2048-d), generated n = 3000 vs real n = 3307" in protocol
-    assert "MS-SSIM: 1000 random pairs among the first 1000 generated and among the 3307 real images" in protocol
+    assert "MS-SSIM: 1000 pairs among the first 1000 generated, 1000 pairs among the 3307 real images" in protocol
     assert "0.01 quantile of the leave-one-out training slices nearest distances" in protocol
     assert "wgan_default" not in protocol
 

@@ -294,19 +294,27 @@ def numbers_protocol(fid: Measurement) -> str | None:
         else:
             parts.append(
                 f"in the radiomic space: k = {_plain(radiomic.get('k'))}, {_plain(radiomic.get('features_used'))} "
-                f"features ({_plain(radiomic.get('normalisation'))}), generated n = "
+                f"features, generated n = "
                 f"{_plain(radiomic.get('n_generated_used'))} vs real n = {_plain(radiomic.get('n_real_used'))}"
             )
-    if isinstance(ms_ssim := fid.ms_ssim, dict):
+    if isinstance(ms_ssim := fid.ms_ssim, dict) and "error" in ms_ssim:
+        parts.append(f"MS-SSIM: unmeasurable ({_plain(ms_ssim['error'])})")
+    elif isinstance(ms_ssim, dict):
         protocol = ms_ssim.get("protocol") if isinstance(ms_ssim.get("protocol"), dict) else {}
+
+        def pairs(side: str) -> str:  # the pairs drawn on one side (all of them where there are fewer)
+            drawn = protocol.get(side) if isinstance(protocol.get(side), dict) else {}
+            mode = f" ({_plain(drawn['pairs_mode'])})" if "pairs_mode" in drawn else ""
+            return f"{_plain(drawn.get('pairs', ms_ssim.get('pairs')))} pairs{mode}"
+
         parts.append(
-            f"MS-SSIM: {_plain(ms_ssim.get('pairs'))} random pairs among the first "
-            f"{_plain(ms_ssim.get('n_generated'))} generated and among the {_plain(ms_ssim.get('n_real'))} real "
-            f"images, {_plain(protocol.get('scales'))} scales, window {_plain(protocol.get('window'))}"
+            f"MS-SSIM: {pairs('generated')} among the first {_plain(ms_ssim.get('n_generated'))} generated, "
+            f"{pairs('real')} among the {_plain(ms_ssim.get('n_real'))} real images, "
+            f"{_plain(protocol.get('scales'))} scales, window {_plain(protocol.get('window'))}"
         )
     if isinstance(memorisation := fid.memorisation, dict):
         spaces = memorisation.get("spaces") if isinstance(memorisation.get("spaces"), dict) else {}
-        first = next((space for space in spaces.values() if isinstance(space, dict)), {})
+        first = next((space for space in spaces.values() if isinstance(space, dict) and "error" not in space), {})
         names = [str(name) for name in spaces]
         parts.append(
             f"memorisation in {_plain(', '.join(names))}: nearer a training slice than the "
