@@ -11,6 +11,8 @@ validate reads as missing; neither ever raises.
 from __future__ import annotations
 
 import contextlib
+import math
+import re
 import sys
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -109,6 +111,25 @@ def _note(problems: list[str] | None, found: dict[str, str]) -> None:
         problems.extend(one_line(why, 300) for why in found.values())
 
 
+PRDC_NUMBERS = ("precision", "recall", "density", "coverage")
+_SPACE_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
+
+
+def finite(value: object) -> float | None:
+    """`value` as a float when it is a finite number (not a bool); None otherwise."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    return float(value) if number and math.isfinite(value) else None
+
+
+def _at(data: object, *keys: str) -> object:
+    """data[k1][k2]...; None where a level is missing or is not an object."""
+    for key in keys:
+        if not isinstance(data, dict):
+            return None
+        data = data.get(key)
+    return data
+
+
 class Measurement(Record):
     """A measurement of a generator (heartjobs.evaluation.driver.measure's result) with what it
     measured: fid.json (the run's own), evals/<snapshot>_<settings hash>.json, a line of metrics.jsonl.
@@ -156,6 +177,43 @@ class Measurement(Record):
                 if not (number and abs(value) <= sys.float_info.max):  # NaN compares False too
                     raise ValueError(f"{key} is not a finite number")
         return frd
+
+    def number(self, key: str) -> float | None:
+        """The mean over repeats of one ranked number (heartjobs.evaluation.metrics.numbers()' keys: "fid",
+        "kid", "frd", "precision", "coverage_radiomics", "ms_ssim_ratio", "memorised_pixels", ...); None
+        where it was not measured or is not a finite number (a file made elsewhere may hold anything)."""
+        if key in ("fid", "kid"):
+            value = getattr(self, f"{key}_mean")
+        elif key == "frd":
+            value = _at(self.frd, "mean")
+        elif key == "ms_ssim_ratio":
+            value = _at(self.ms_ssim, "ratio", "mean")
+        elif key.startswith("memorised_"):
+            value = _at(self.memorisation, "spaces", key.removeprefix("memorised_"), "fraction", "mean")
+        elif key.removesuffix("_radiomics") in PRDC_NUMBERS:
+            value = _at(self.prdc_radiomics if key.endswith("_radiomics") else self.prdc, key.split("_")[0], "mean")
+        else:
+            value = None
+        return finite(value)
+
+    def memorised_spaces(self) -> list[str] | None:
+        """The spaces in which memorisation was flagged (in the mean or in any repeat), in the record's order;
+        None where memorisation was not measured. Only names that look like a space's are kept (they are
+        shown in tables and on pages)."""
+        if not isinstance(self.memorisation, dict):
+            return None
+        spaces = self.memorisation.get("spaces")
+        spaces = spaces if isinstance(spaces, dict) else {}
+        flagged = [
+            name
+            for name, space in spaces.items()
+            if _SPACE_NAME.fullmatch(str(name))
+            and (
+                (isinstance(space, dict) and space.get("memorised") is True)
+                or any(isinstance(r, dict) and r.get(f"memorised_{name}_flag") is True for r in self.repeats)
+            )
+        ]
+        return flagged
 
     @property
     def epoch(self) -> int | None:

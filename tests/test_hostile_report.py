@@ -91,6 +91,58 @@ def test_hostile_names_add_no_element_or_attribute_to_report_html(tmp_path, spec
     assert len(grids) == 2 and all(unquote(v).endswith(HOSTILE_GRID) for v in grids)
 
 
+def test_fidelity_diversity_and_memorisation_values_from_elsewhere_are_checked_and_escaped(tmp_path, specs):
+    from .test_report import one_question
+
+    # a benign study: a measured run with every number and its memorisation figure
+    benign = tmp_path / "benign"
+    made = _run(benign, specs("gan_default", "gan"), fids=[250.0] * 3, **one_question(figure="memorisation_pairs.png"))
+    (made / "memorisation_pairs.png").write_bytes((made / "real.png").read_bytes())
+    write_report(benign)
+
+    hostile = tmp_path / "hostile"
+    fields = one_question(memorised=("pixels",), figure="../../../outside.png")
+    fields["prdc"]["network"] = "<script>alert(1)</script>"
+    fields["memorisation"]["spaces"]["pixels"]["rule"] = "<img src=x onerror=alert(1)>"
+    fields["memorisation"]["spaces"]["<b onclick=alert(1)>"] = {"memorised": True}  # no space's name: not shown
+    bad = _run(hostile, specs("gan_default", "gan"), fids=[250.0] * 3, **fields)
+    (hostile / "outside.png").write_bytes((bad / "real.png").read_bytes())
+    data = json.loads((bad / "fid.json").read_text())
+    data["prdc"]["recall"]["mean"] = float("nan")  # JSON's NaN, which Python's reader takes
+    data["ms_ssim"]["ratio"]["mean"] = "abc"
+    data["prdc"]["coverage"]["mean"] = float("inf")
+    (bad / "fid.json").write_text(json.dumps(data))
+    linked = _run(hostile, specs("gan_odd", "gan", lr=0.0001), fids=[240.0] * 3, **one_question(figure="pairs.png"))
+    (linked / "pairs.png").symlink_to(hostile / "outside.png")  # a link heartjobs did not make: not followed
+    result = cli("report", hostile)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+
+    rows = {row["job"]: row for row in json.loads((hostile / "summary.json").read_text())["rows"]}
+    row = rows["gan_default"]
+    assert row["recall"] is row["coverage"] is row["ms_ssim_ratio"] is None and row["precision"] == 0.7
+    assert row["memorised"] is True and row["memorised_spaces"] == "pixels" and row["memorisation_figure"] is None
+    assert rows["gan_odd"]["memorisation_figure"] is None and rows["gan_odd"]["precision"] == 0.7
+    warnings = result.stderr.strip().splitlines()
+    [line] = [w for w in warnings if "/gan_default/v0001/fid.json" in w]
+    for said in ("prdc: recall is not a finite number", "prdc: coverage is not", "ms_ssim: ms_ssim_ratio is not",
+                 "memorisation: figure is not a .png path inside the run folder"):  # fmt: skip
+        assert said in line, line
+    [line] = [w for w in warnings if "/gan_odd/v0001/fid.json" in w]
+    assert "memorisation: figure pairs.png is reached through a symbolic link" in line
+
+    made, page = _parsed(benign / "report.html"), _parsed(hostile / "report.html")
+    assert page.pairs <= made.pairs, page.pairs - made.pairs
+    assert not [a for a in page.attributes if a[1].startswith("on")]
+    for _, name, value in page.attributes:
+        if name in ("src", "href"):
+            assert (hostile / unquote(value)).resolve().is_relative_to(hostile.resolve()), value
+            assert "outside.png" not in value and "pairs.png" not in value, value
+    text = "".join(page.text)
+    assert "<script>alert(1)</script>'s feature space" in text and "<img src=x onerror=alert(1)>" in text
+    md = (hostile / "summary.md").read_text()
+    assert "<script>" not in md and "&lt;script&gt;" in md and "<b onclick" not in md
+
+
 def _table_cells(line: str) -> list[str]:
     """A markdown table row's cells: split at each | that no backslash escapes."""
     cells, cell, chars = [], "", iter(line.strip()[1:-1])
@@ -135,7 +187,7 @@ def test_summary_csv_and_md_cells_from_names_stay_inert(tmp_path, specs):
         assert re.match(r'^"[^=+\-@\t\r]', line), line  # every job cell quoted, none starts a formula
 
     md = (artifacts / "summary.md").read_text()
-    lines = [line for line in md.splitlines() if line.startswith("|")]
+    lines = [line for line in md.split("\n## ")[0].splitlines() if line.startswith("|")]  # the runs' table
     assert len(lines) == 2 + len(FORMULAS) + len(MARKDOWN) + 1  # header, rule, one line per job
     assert all(len(_table_cells(line)) == len(HEADER) for line in lines)
     assert "<img" not in md and "](" not in md

@@ -160,3 +160,17 @@ def test_inputs_are_not_modified():
     memorisation(features[:20], features[20:40], features[40:])
     nearest_neighbours(features[:20], features[20:])
     assert np.array_equal(features, before)
+
+
+def test_leave_one_out_finds_each_rows_nearest_other_row_and_flags_only_copies():
+    rng = np.random.default_rng(0)
+    training = rng.integers(0, 255, (60, 16, 16), dtype=np.uint8)
+    index, distance = nearest_neighbours(training, training, exclude_self=True, block_mib=0.01)  # several blocks
+    rows = training.reshape(60, -1).astype(np.float64)
+    brute = np.sqrt(((rows[:, None] - rows[None]) ** 2).sum(-1))
+    np.fill_diagonal(brute, np.inf)
+    assert (index == brute.argmin(1)).all() and np.allclose(distance, brute.min(1))
+    copies = memorisation(training[:20], training, None)
+    assert copies["memorised"] and copies["protocol"]["baseline"] == "leave-one-out training slices"
+    fresh = memorisation(rng.integers(0, 255, (20, 16, 16), dtype=np.uint8), training, None)
+    assert not fresh["memorised"] and fresh["n_held_out"] == 60

@@ -9,7 +9,7 @@ import json
 import torch
 
 from heartjobs.evaluation.records import settings_hash
-from heartjobs.report.summary import cells, collect
+from heartjobs.report.summary import HEADER, cells, collect
 from heartjobs.runner.lifecycle import run_job
 from heartjobs.spec.loading import load_spec
 from heartjobs.store.rundir import RunDir
@@ -85,16 +85,28 @@ def test_checkpoints_measured_during_training_leave_training_unchanged_and_keep_
         (4, round(fids[1], 4)),
     ]
     assert [e.step for e in events.Scalars("fid/final")] == [4]
+    # fidelity, diversity and memorisation (measured by default) under their questions, as fid.json has them
+    final = json.loads((run / RunDir.FID_REPORT).read_text())
+    for tag, value in {
+        "fidelity/precision/final": final["prdc"]["precision"]["mean"],
+        "diversity/coverage/final": final["prdc"]["coverage"]["mean"],
+        "diversity/ms_ssim_ratio/final": final["ms_ssim"]["ratio"]["mean"],
+        "memorisation/memorised_pixels/final": final["memorisation"]["spaces"]["pixels"]["fraction"]["mean"],
+        "memorisation/memorised/final": float(final["memorisation"]["memorised"]),
+    }.items():
+        assert [(e.step, round(e.value, 4)) for e in events.Scalars(tag)] == [(4, round(value, 4))], tag
     assert [e.step for e in events.Images("samples")] == [2, 4]
     assert not (plain / "tensorboard").exists()
 
     row = next(r for r in collect(tmp_path / "artifacts") if r["job"] == "during")
     assert row["best_epoch"] == curve["best_epoch"]
+    assert row["coverage"] == round(final["prdc"]["coverage"]["mean"], 4) and row["memorised"] is False
+    assert row["memorisation_figure"] == str(run / "memorisation_pairs.png")  # the driver drew it
     if curve["best_epoch"] == 4:
         expected = "4 (best FRD at the last measured, 4)"
     else:
         expected = "4 (best FRD at 2, not the last measured, 4)"
-    assert cells(row)[7] == expected
+    assert cells(row)[HEADER.index("epochs")] == expected
 
 
 def test_fid_all_checkpoints_measures_each_kept_checkpoint_afterwards(tmp_path, prepared32):
@@ -125,3 +137,38 @@ def test_fid_all_checkpoints_measures_each_kept_checkpoint_afterwards(tmp_path, 
 
     both = cli("fid", run.path, "--all-checkpoints", "--checkpoint", run / "checkpoints" / "epoch_0001.pt")
     assert both.returncode == 2 and both.stderr.count("\n") == 1 and "--all-checkpoints" in both.stderr
+
+
+def test_the_event_files_carry_each_number_under_its_question_and_old_records_only_theirs(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from heartjobs.runner.eventlog import EventLog
+
+    from .test_report import _fid_report, one_question
+
+    record = {"spec": {"name": "tb", "data": {"count": 50}}, "spec_hash": "abc"}
+    copycat = one_question(memorised=("pixels",), pixels=0.9)
+    copycat["prdc_radiomics"] = {"k": 5, "precision": {"mean": 0.4, "std": 0.0}}  # only part measured
+    with EventLog(tmp_path / "new", None) as log:
+        log.measurement(_fid_report(tmp_path, record, [30.0], 4, **copycat), during=False)
+    with EventLog(tmp_path / "old", None) as log:
+        log.measurement(_fid_report(tmp_path, record, [31.0], 4), during=True)  # before issue 31
+
+    events = EventAccumulator(str(tmp_path / "new"), size_guidance={"scalars": 0}).Reload()
+    found = {tag: [(e.step, round(e.value, 4)) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+    assert found == {
+        "fid/final": [(4, 30.0)],
+        "kid/final": [(4, 0.203)],
+        "frd/final": [(4, 5.3)],
+        "fidelity/precision/final": [(4, 0.7)],
+        "fidelity/density/final": [(4, 0.9)],
+        "diversity/recall/final": [(4, 0.6)],
+        "diversity/coverage/final": [(4, 0.8)],
+        "fidelity/precision_radiomics/final": [(4, 0.4)],
+        "diversity/ms_ssim_ratio/final": [(4, 1.05)],
+        "memorisation/memorised_pixels/final": [(4, 0.9)],
+        "memorisation/memorised_inception/final": [(4, 0.0)],
+        "memorisation/memorised/final": [(4, 1.0)],
+    }
+    old = EventAccumulator(str(tmp_path / "old"), size_guidance={"scalars": 0}).Reload()
+    assert sorted(old.Tags()["scalars"]) == ["fid/during", "frd/during", "kid/during"]

@@ -122,6 +122,66 @@ def _run(
     return run
 
 
+def one_question(
+    *,
+    precision: float = 0.7,
+    density: float = 0.9,
+    recall: float = 0.6,
+    coverage: float = 0.8,
+    ratio: float = 1.05,
+    memorised: tuple[str, ...] = (),
+    pixels: float = 0.001,
+    figure: str | None = None,
+    ladder: dict | None = None,
+) -> dict:
+    """The fields issue 31 adds to fid.json, in the metric driver's format (means over repeats with their
+    std, each with its protocol): PRDC in the feature network's space, the MS-SSIM ratio, memorisation in
+    pixels and Inception features (the spaces in `memorised` flagged), and a ladder keyed per number."""
+
+    def spread(value: float) -> dict:
+        return {"mean": value, "std": 0.01}
+
+    spaces = {
+        space: {
+            "fraction": spread(0.9 if space in memorised else pixels if space == "pixels" else 0.0),
+            "memorised": space in memorised,
+            "threshold": 12.5,
+            "baseline": "leave-one-out training slices",
+            "n_generated": 3000,
+            "n_training": 3307,
+            "rule": "memorised when more than 5 x the quantile, and at least 5 images, lie below the threshold",
+            "pairs": [{"generated": 3, "training": 7, "distance": 0.0}],
+        }
+        for space in ("pixels", "inception")
+    }
+    values = {"precision": precision, "density": density, "recall": recall, "coverage": coverage}
+    fields = {
+        "prdc": {
+            "k": 5,
+            "space": "inception",
+            "network": "inception",
+            "dims": 2048,
+            "n_real": 3307,
+            "n_generated": 3000,
+            **{key: spread(value) for key, value in values.items()},
+        },  # fmt: skip
+        "ms_ssim": {
+            "ratio": spread(ratio),
+            "generated": spread(0.3 * ratio),
+            "real": spread(0.3),
+            "pairs": 1000,
+            "n_generated": 1000,
+            "n_real": 3307,
+            "protocol": {"scales": 3, "window": 7},
+        },  # fmt: skip
+        "memorisation": {"memorised": bool(memorised), "quantile": 0.01, "spaces": spaces}
+        | ({"figure": figure} if figure else {}),
+    }
+    if ladder is not None:
+        fields["ladder"] = ladder
+    return fields
+
+
 def _by_job(rows: list[dict]) -> dict[str, dict]:
     return {r["job"]: r for r in rows}
 
@@ -237,7 +297,7 @@ def test_a_failed_run_shows_failed_with_no_fid(tmp_path, specs):
     assert row["epochs"] == 1  # how far it got
     assert row["thesis_fid"] is None and row["protocol"] == "differs: not measured"
     line = next(line for line in markdown([row]).splitlines() if "gan_lr0.0004" in line)
-    assert "| failed | - | - | - | 1 |" in line and line.endswith("| differs: not measured | - |")
+    assert "| failed |" + " - |" * 9 + " 1 |" in line and line.endswith("| differs: not measured | - |")
 
 
 def test_the_newest_version_of_a_job_is_the_one_reported(tmp_path, specs):
@@ -273,7 +333,7 @@ def test_write_report_writes_summaries_that_agree_with_the_rows(tmp_path, specs)
     assert float(table[1]["fid_mean"]) == rows[1]["fid_mean"] == 269.0
     assert table[0]["fid_mean"] == table[2]["fid_mean"] == ""  # no value: an empty cell
     md = (artifacts / "summary.md").read_text()
-    assert md.startswith("# heartjobs summary") and md.endswith(markdown(rows))
+    assert md.startswith("# heartjobs summary") and md.split("\n## ")[0].endswith(markdown(rows))
     assert "| gan_default | gan | default | done | 269.00 ± 0.82 |" in md
     assert "| thesis | 269.07 ± 1.06 |" in md
 
@@ -497,6 +557,78 @@ def test_runs_over_seeds_form_configurations_with_intervals_and_a_welch_comparis
     assert "| 244.37 ± 0.25 |" in line
 
 
+def test_fidelity_diversity_and_memorisation_stand_beside_fid_labelled_with_their_question(tmp_path, specs):
+    artifacts = tmp_path / "artifacts"
+    passed, failed = {"passes": True, "failures": []}, {"passes": False, "failures": ["blur not worse"]}
+    ladder = {"fid": passed, "kid": passed, "frd": passed, "precision": failed, "memorised_pixels": failed}
+    _run(artifacts, specs("gan_default", "gan"), fids=[250.0] * 3, **one_question(ladder=ladder))
+    copycat = _run(
+        artifacts,
+        specs("gan_lr0.0001", "gan", lr=0.0001),
+        fids=[20.0] * 3,  # a generator that returns training slices scores a fine FID
+        **one_question(memorised=("pixels", "inception"), figure="memorisation_pairs.png"),
+    )
+    _png(copycat / "memorisation_pairs.png", 120)
+    _run(artifacts, specs("dcgan_default", "dcgan"), fids=[200.0] * 3, **one_question(recall=0.05, ratio=2.4))
+    _run(artifacts, specs("wgan_default", "wgan"), fids=[210.0] * 3)  # measured before issue 31: no such fields
+    rows, written = write_report(artifacts)
+    by_job = _by_job(rows)
+
+    good, copy, collapsed, old = (by_job[j] for j in ("gan_default", "gan_lr0.0001", "dcgan_default", "wgan_default"))
+    assert (good["precision"], good["density"], good["recall"], good["coverage"]) == (0.7, 0.9, 0.6, 0.8)
+    assert good["ms_ssim_ratio"] == 1.05 and good["memorised"] is False and good["memorised_pixels"] == 0.001
+    assert good["concerns"] is None and good["ladder_fails"] == "precision,memorised_pixels"
+    assert copy["memorised"] is True and copy["memorised_spaces"] == "pixels, inception"
+    assert copy["concerns"] == "memorised: pixels, inception"
+    assert collapsed["concerns"] == "collapsed: recall 0.05 < 0.25, MS-SSIM generated/real 2.40 > 1.5"
+    assert all(old[k] is None for k in ("precision", "recall", "ms_ssim_ratio", "memorised", "numbers_protocol"))
+    assert old["fid_mean"] == 210.0 and old["concerns"] is None
+
+    md = (artifacts / "summary.md").read_text()
+    head = "| FRD | fidelity: precision | fidelity: density | diversity: recall | diversity: coverage | "
+    assert head + "diversity: MS-SSIM gen/real | memorisation | epochs |" in md
+    assert "| 0.700 † | 0.900 | 0.600 | 0.800 | 1.05 | no (pixels 0.10 % †) |" in md  # failed verdicts marked
+    assert "| memorised: pixels, inception |" in md
+    old_line = next(line for line in md.splitlines() if line.startswith("| wgan_default |"))
+    assert "| - | - | - | - | - | - | 2 |" in old_line  # the old record: blanks
+    assert "fidelity (are the images realistic): precision and density" in md
+    # every number's protocol: k, n, feature space, pairs, the memorisation threshold
+    protocol = md.split("## Fidelity, diversity and memorisation: protocol")[1]
+    assert "k = 5 in inception's feature space (2048-d), generated n = 3000 vs real n = 3307" in protocol
+    assert "MS-SSIM: 1000 pairs among the first 1000 generated, 1000 pairs among the 3307 real images" in protocol
+    assert "0.01 quantile of the leave-one-out training slices nearest distances" in protocol
+    assert "wgan_default" not in protocol
+
+    # best per model: by FID, each shown with its fidelity, diversity and memorisation, flagged where wrong
+    summary = json.loads((artifacts / "summary.json").read_text())
+    assert summary["best_by"] == "fid"
+    best = {entry["model"]: entry for entry in summary["best"]}
+    assert [best[m]["job"] for m in ("dcgan", "gan", "wgan")] == ["dcgan_default", "gan_lr0.0001", "wgan_default"]
+    assert best["gan"]["concerns"] == ["memorised: pixels, inception"] and best["gan"]["value"] == 20.0
+    assert best["dcgan"]["concerns"][0].startswith("collapsed: recall 0.05") and best["wgan"]["concerns"] == []
+    section = md.split("## Best per model")[1].split("\n## ")[0]
+    assert "recall or coverage below 0.25" in section
+    assert "| gan | gan_lr0.0001 | lr = 0.0001 | FID | 20.00 | 0.700 | 0.600 | 0.800 | 1.05 |" in section
+    assert section.rstrip().endswith("| wgan | wgan_default | default | FID | 210.00 | - | - | - | - | - | no |")
+
+    with open(artifacts / "summary.csv", newline="") as f:
+        table = {row["job"]: row for row in csv.DictReader(f)}
+    assert float(table["gan_default"]["coverage"]) == 0.8 and table["wgan_default"]["coverage"] == ""
+    assert table["gan_lr0.0001"]["memorised"] == "True" and table["wgan_default"]["memorised"] == ""
+
+    page = (artifacts / "report.html").read_text()
+    assert "<h2>Best per model</h2>" in page and '<td class="flagged">memorised: pixels, inception</td>' in page
+    assert '<img src="gan_lr0.0001/v0001/memorisation_pairs.png"' in page  # the copycat's closest pairs
+    assert page.count("memorisation_pairs.png") == 1
+    assert "<th>diversity: MS-SSIM gen/real</th>" in page and "<th>fidelity: precision / density</th>" in page
+    configs = {c["configuration"]: c for c in summary["configurations"] if c["model"] == "gan"}
+    assert configs["default"]["precision"]["mean"] == 0.7 and configs["lr = 0.0001"]["memorised_runs"] == {
+        "flagged": 1,
+        "of": 1,
+    }
+    assert artifacts / "report_best_grids.png" in written
+
+
 # --- report.html in a real browser: headless Chromium (Debian's chromium and chromium-driver, which the test
 # setup installs) opens the page of a hand-built 3-seed study; every image on it loads (checked through the
 # page's DOM), the configuration table has a row per configuration and sorts by a click. The screenshot is
@@ -528,10 +660,14 @@ def browser():
 
 
 def _study(artifacts: Path, specs) -> None:
-    """Two dcgan configurations x three seeds, each run with a sample grid and the real grid."""
+    """Two dcgan configurations x three seeds, each run with a sample grid and the real grid; the first run
+    with the numbers that ask one question each and its memorisation figure."""
     for seed, fids in enumerate(([290.0, 288.0, 289.0], [280.0, 282.0, 281.0], [295.0, 297.0, 296.0])):
         suffix = f"_s{seed}" if seed else ""
-        _run(artifacts, specs(f"dcgan_default{suffix}", "dcgan", seed=seed), fids=fids)
+        first = one_question(figure="memorisation_pairs.png") if seed == 0 else {}  # one run's closest pairs
+        made = _run(artifacts, specs(f"dcgan_default{suffix}", "dcgan", seed=seed), fids=fids, **first)
+        if first:
+            _png(made / "memorisation_pairs.png", 60)
         variant = specs(f"dcgan_lr0.0001{suffix}", "dcgan", lr=0.0001, seed=seed)
         _run(artifacts, variant, fids=[f - 60 for f in fids])
 
@@ -549,8 +685,9 @@ def test_the_study_page_loads_every_image_and_has_a_sortable_row_per_configurati
     browser.get(page.as_uri())
     assert browser.execute_script("return document.readyState") == "complete"
     images = browser.execute_script("return Array.from(document.images).map(i => i.getAttribute('src'))")
-    # 2 configurations x (3 seeds + the real grid), the best grids, FID vs lr, the dcgan loss curves
-    assert len(images) == 8 + 3, images
+    # 2 configurations x (3 seeds + the real grid), the best grids, FID vs lr, the dcgan loss curves, and
+    # the memorisation figure of one run
+    assert len(images) == 8 + 3 + 1, images
     assert browser.execute_script(BROKEN_IMAGES) == []
     rows = browser.find_elements(By.CSS_SELECTOR, "#configurations tbody tr")
     assert [r.find_elements(By.TAG_NAME, "td")[1].text for r in rows] == ["default", "lr = 0.0001"]

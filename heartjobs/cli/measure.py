@@ -7,7 +7,7 @@ import argparse
 import os
 from pathlib import Path
 
-from heartjobs.choices import DEVICES, FEATURE_DIMS, FRD_BACKENDS, NORMALIZATIONS
+from heartjobs.choices import DEVICES, FEATURE_DIMS, FEATURE_NETWORKS, FRD_BACKENDS, NORMALIZATIONS
 from heartjobs.cli.arguments import positive_int
 from heartjobs.cli.output import out, print_rows
 from heartjobs.errors import HeartjobsError
@@ -61,6 +61,21 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="leave out FRD's round-off columns (then not comparable to published FRD v1; default: the spec's)",
     )
     p.add_argument(
+        "--features",
+        choices=FEATURE_NETWORKS,
+        help="the feature network of FID, KID and PRDC: inception, or radimagenet with --weights FILE "
+        "(default: the spec's)",
+    )
+    p.add_argument("--prdc", action=argparse.BooleanOptionalAction, help="precision/recall/density/coverage")
+    p.add_argument("--prdc-k", type=positive_int, help="PRDC's nearest neighbours (default: the spec's, 5)")
+    p.add_argument("--ms-ssim", action=argparse.BooleanOptionalAction, help="MS-SSIM diversity, generated / real")
+    p.add_argument("--ms-ssim-pairs", type=positive_int, help="random pairs per set (default: the spec's, 1000)")
+    p.add_argument(
+        "--memorisation",
+        action=argparse.BooleanOptionalAction,
+        help="are training slices returned? (pixels, features, radiomics; default: the spec's)",
+    )
+    p.add_argument(
         "--save-images",
         type=Path,
         metavar="DIR",
@@ -112,6 +127,12 @@ _EVAL_OPTIONS = {
     "frd_n": "--frd-n",
     "frd_backend": "--frd-backend",
     "frd_drop_degenerate": "--frd-drop-degenerate",
+    "features": "--features",
+    "prdc": "--prdc",
+    "prdc_k": "--prdc-k",
+    "ms_ssim": "--ms-ssim",
+    "ms_ssim_pairs": "--ms-ssim-pairs",
+    "memorisation": "--memorisation",
 }
 
 

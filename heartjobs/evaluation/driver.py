@@ -30,8 +30,9 @@ from heartjobs.spec.schema import EvalSection
 from heartjobs.store.prepared import PreparedSet
 
 from . import radiomics, verdicts
-from .inception import FeatureExtractor, RealStatistics, real_count, real_statistics
-from .metrics import METRICS, Options, in_space, singular_warnings, wanted
+from .inception import FeatureExtractor, real_count, real_statistics
+from .memorisation import plot_pairs
+from .metrics import METRICS, SPACES, Metric, Options, in_space, singular_warnings, wanted
 from .repeatlog import RepeatLog, entry_of, frd_of, has_frd
 from .weights import resolve_weights
 
@@ -71,18 +72,26 @@ def check_sizes(settings: EvalSection, n_real: int) -> list[str]:
     return singular_warnings("inception", counts, settings.dims)
 
 
-def _measure_repeat(real: RealStatistics, features: np.ndarray, settings: EvalSection, repeat: int, seed: int) -> dict:
-    """A repeat's entry: its number and seed, then the value of every Inception-space metric asked for."""
-    entry = {"repeat": repeat, "seed": seed}
-    for metric in in_space(wanted(settings), "inception"):
-        values, _ = metric.compute(real, features, Options.of(settings, seed))
-        entry |= values
-    return entry
+def feature_network(settings: EvalSection, device: torch.device):
+    """The feature network of FID, KID, PRDC and feature-space memorisation, and its checked weights:
+    pytorch-fid's InceptionV3, or RadImageNet's ResNet-50 from the file [eval] weights names."""
+    if settings.features == "radimagenet":
+        from . import radimagenet
+
+        weights = radimagenet.resolve_weights(settings.weights)
+        return radimagenet.FeatureExtractor(weights, device, settings.batch_size), weights
+    weights = resolve_weights(settings.weights)
+    return FeatureExtractor(weights, settings.dims, device, settings.batch_size), weights
+
+
+def network_dims(settings: EvalSection) -> int:
+    """The feature network's feature count: the spec's dims for Inception, 2048 for RadImageNet's ResNet-50."""
+    return 2048 if settings.features == "radimagenet" else settings.dims
 
 
 class _Keeper:
-    """Passes generated batches through, keeping the first `keep` images (for FRD) and writing every one
-    as PNG into `folder` when given."""
+    """Passes generated batches through, keeping the first `keep` images (for FRD, MS-SSIM and
+    memorisation) and writing every one as PNG into `folder` when given."""
 
     def __init__(self, keep: int, folder: Path | None):
         self.keep, self.folder, self.kept, self.seen = keep, folder, [], 0
@@ -102,6 +111,27 @@ class _Keeper:
         return np.concatenate(self.kept)
 
 
+class _Repeat:
+    """One repeat's entry as it fills, space by space, each metric computed once (a stopped measurement
+    goes on with what its repeat log kept): values under the metrics' keys; _errors, a metric's reason for
+    having no value; _details, what a metric says beyond its numbers (JSON)."""
+
+    def __init__(self, saved: dict | None, repeat: int, seed: int):
+        self.saved = dict(saved) if saved else {"repeat": repeat, "seed": seed}
+        self.saved.setdefault("_errors", {})
+        self.saved.setdefault("_details", {})
+        if "_frd_error" in self.saved:  # a log written before errors were kept per metric
+            self.saved["_errors"].setdefault("frd", self.saved["_frd_error"])
+
+    def settled(self, metric: Metric) -> bool:
+        if metric.name == "frd":
+            return has_frd(self.saved) or "frd" in self.saved["_errors"]
+        return all(key in self.saved for key in metric.keys) or metric.name in self.saved["_errors"]
+
+    def open(self, metrics: list[Metric]) -> list[Metric]:
+        return [metric for metric in metrics if not self.settled(metric)]
+
+
 def measure(
     generator: torch.nn.Module,
     latent_dim: int,
@@ -112,22 +142,31 @@ def measure(
     poll: Callable[[], None] | None = None,
     save_images: Path | None = None,
     progress: RepeatLog | None = None,
+    figures: Path | None = None,
 ) -> dict:
-    """Every metric the settings ask for (FID; KID, FRD) of `generator` against `prepared`: each repeat's
-    values, mean and std, and the protocol they were measured under (weights, n, dims, normalisation,
-    versions, warnings). With save_images, the real images and each repeat's generated images go there as PNG (see
-    write_image_readme for the layout). With progress, each finished repeat is kept there as it ends, and
-    repeats found there are not measured again. poll() is called between batches and repeats (a heartbeat;
-    a stop request raises there, and the repeat under way is measured again next time)."""
+    """Every metric the settings ask for (FID; KID, FRD, PRDC in both spaces, MS-SSIM diversity,
+    memorisation in three spaces) of `generator` against `prepared`: each repeat's values, mean and std,
+    and the protocol they were measured under (the feature network and its weights, n, dims,
+    normalisation, versions, warnings). With save_images, the real images and each repeat's generated
+    images go there as PNG (see write_image_readme for the layout). With figures, the closest pairs of
+    the first repeat's pixel-space memorisation are drawn there (memorisation_pairs.png). With progress,
+    each finished repeat is kept there as it ends, and what was measured there is not measured again.
+    poll() is called between batches and repeats (a heartbeat; a stop request raises there, and the part
+    of a repeat under way is measured again next time)."""
     started = time.perf_counter()
     n_real = real_count(prepared, settings)
     warnings = check_sizes(settings, n_real)
     metrics = wanted(settings)
-    frd_wanted = bool(in_space(metrics, "radiomics"))
-    if frd_wanted:
+    by_space = {space: in_space(metrics, space) for space in SPACES}
+    if by_space["radiomics"]:
         radiomics.check_available(settings.frd_backend)  # before any image is generated
-    weights = resolve_weights(settings.weights)
-    if not weights.standard:
+    extractor, weights = feature_network(settings, device)
+    if settings.features == "radimagenet":
+        warnings.append(
+            f"RadImageNet ResNet-50 features ({weights.path.name}, sha256 {weights.sha256[:12]}): FID, KID and "
+            "PRDC in this space are not comparable to published (Inception) values"
+        )
+    elif not weights.standard:
         warnings.append(
             f"{weights.kind} Inception weights ({weights.path.name}): FID values are not comparable to published ones"
         )
@@ -137,69 +176,75 @@ def measure(
     frd_version = radiomics.FRD_VERSION + ("+drop_degenerate" if settings.frd_drop_degenerate else "")
     for text in warnings:
         console.print(Text.assemble(("warning: ", "bold yellow"), text))
-    extractor = FeatureExtractor(weights, settings.dims, device, settings.batch_size)
     real = real_statistics(prepared, extractor, weights, settings, poll)
     frd_backend = {"backend": settings.frd_backend, "device": device}
-    real_frd = radiomics.real_features(prepared, n_real, poll=poll, **frd_backend) if frd_wanted else None
+    real_frd = radiomics.real_features(prepared, n_real, poll=poll, **frd_backend) if by_space["radiomics"] else None
+    real_pixels = np.asarray(prepared.images[:n_real]) if by_space["pixels"] else None
     if save_images is not None:
         save_pngs(prepared.images[:n_real], save_images / "real")
-    repeats, frd_results, frd_error = [], [], None
+    keep = frd_n if by_space["radiomics"] or by_space["pixels"] else 0
+    repeats, frd_results, details, frd_error = [], [], [], None
     for r in range(settings.repeats):
         seed = settings.seed + r
-        saved = progress.get(r) if progress is not None else None
-        frd_error = frd_error or (saved or {}).get("_frd_error")
-        frd_result = frd_of(saved) if saved is not None else None
-        wants_frd = real_frd is not None and frd_error is None
-        if saved is not None and (not wants_frd or has_frd(saved)) and save_images is None:
-            console.print(f"repeat {r + 1}/{settings.repeats}: measured before this process, kept")
-        else:  # this repeat's images are needed: for FID/KID, for its FRD, or to save them
-            keeper = _Keeper(frd_n if wants_frd else 0, save_images / f"repeat_{r}" if save_images else None)
+        repeat = _Repeat(progress.get(r) if progress is not None else None, r, seed)
+        if frd_error is not None:  # FRD unmeasurable in an earlier repeat: not extracted again
+            repeat.saved["_errors"].setdefault("frd", frd_error)
+        frd_result = frd_of(repeat.saved)
+        todo = {space: repeat.open(chosen) for space, chosen in by_space.items()}
+        label = f"repeat {r + 1}/{settings.repeats}"
+        if not any(todo.values()) and save_images is None:
+            console.print(f"{label}: measured before this process, kept")
+        else:  # this repeat's images are needed: for a metric not yet measured, or to save them
+            options = Options.of(settings, seed, device)
+            keeper = _Keeper(keep if todo["radiomics"] or todo["pixels"] else 0, _folder(save_images, r))
             batches = keeper(generated_batches(generator, latent_dim, settings.n_generated, seed, settings, device))
-            if saved is None:
-                label = f"repeat {r + 1}/{settings.repeats}"
+            if todo["inception"]:
                 features = extractor.of_batches(batches, settings.n_generated, label, poll)
-                saved = _measure_repeat(real, features, settings, r, seed)
-                if progress is not None:
-                    progress.put(r, saved)
-            else:  # FID and KID were measured before a stop; the same seed draws the same images again
+                _compute(repeat, todo["inception"], real, features, options, warnings)
+                _keep(progress, r, repeat)
+            else:  # measured before a stop; the same seed draws the same images again
                 for _ in batches:
                     pass
             if save_images is not None and settings.frd and frd_n < settings.n_generated:
                 _link_first(save_images / f"repeat_{r}", save_images / f"repeat_{r}_frd", frd_n)
-            if wants_frd and not has_frd(saved):
-                try:
-                    label = f"repeat {r + 1}/{settings.repeats} radiomic features"
-                    generated = radiomics.extract(keeper.images(), label, poll=poll, **frd_backend)
-                    options = Options.of(settings, seed)
-                    values, frd_result = METRICS["frd"].compute(real_frd.features, generated, options)
-                    saved = {**saved, **values}
-                    if progress is not None:
-                        progress.put(r, saved, frd=frd_result)
-                except JobInterrupted:  # a stop request from poll(), not an FRD that can't be measured
-                    raise
-                except HeartjobsError as exc:  # e.g. every generated image constant: FRD is undefined, FID is not
-                    frd_error = str(exc)
-                    console.print(Text.assemble(("warning: ", "bold yellow"), f"{frd_error}; FID and KID kept"))
-                    if progress is not None:
-                        progress.put(r, saved, frd_error=frd_error)
-        if real_frd is not None and frd_error is None:
+            if todo["radiomics"]:
+                generated = radiomics.extract(keeper.images(), f"{label} radiomic features", poll=poll, **frd_backend)
+                found = _compute(repeat, todo["radiomics"], real_frd.features, generated, options, warnings)
+                frd_result = found.get("frd", frd_result)
+                _keep(progress, r, repeat, frd_result)
+            if todo["pixels"]:
+                _compute(repeat, todo["pixels"], real_pixels, _grey(keeper.images()), options, warnings)
+                _keep(progress, r, repeat, frd_result)
+                if r == 0 and figures is not None and "memorisation_pixels" in repeat.saved["_details"]:
+                    plot_pairs(
+                        repeat.saved["_details"]["memorisation_pixels"],
+                        _grey(keeper.images()),
+                        real_pixels,
+                        figures / MEMORISATION_FIGURE,
+                    )
+        frd_error = repeat.saved["_errors"].get("frd", frd_error)
+        if frd_result is not None and frd_error is None:
             frd_results.append(frd_result)
-        repeats.append(entry_of(saved))
+        repeats.append(entry_of(repeat.saved))
+        details.append(repeat.saved)
         if poll:
             poll()
-    # the Inception-space metrics' mean and population std (numpy's default) over the repeats
+    # FID's and KID's mean and population std (numpy's default) over the repeats
     spread = {}
-    for metric in in_space(metrics, "inception"):
-        values = np.array([metric.value(e) for e in repeats])
-        spread[metric.name] = {f"{metric.name}_mean": float(values.mean()), f"{metric.name}_std": float(values.std())}
+    for metric in metrics:
+        if metric.name in ("fid", "kid"):
+            values = np.array([metric.value(e) for e in repeats])
+            spread |= {f"{metric.name}_mean": float(values.mean()), f"{metric.name}_std": float(values.std())}
     result = {
-        **spread["fid"],
+        "fid_mean": spread["fid_mean"],
+        "fid_std": spread["fid_std"],
         "repeats": repeats,
         "n_generated": settings.n_generated,
         "n_real": n_real,
-        "dims": settings.dims,
+        "dims": network_dims(settings),
         "normalize": settings.normalize,
         "batch_size": settings.batch_size,
+        "features": settings.features,
         "weights": weights.describe(),
         "standard_weights": weights.standard,
         "real_statistics": {"file": str(real.path), "from_cache": real.cached},
@@ -207,59 +252,192 @@ def measure(
         "versions": library_versions(),
         "warnings": warnings,
     }
-    for values in spread.values():
-        result |= values  # fid's first, as before; the others after the protocol
-    if real_frd is not None and frd_error is not None:
-        result["frd"] = {
-            "error": frd_error,
-            "version": frd_version,
-            "n_generated": frd_n,
-            "n_real": n_real,
-            "backend": settings.frd_backend,
-        }
-    elif real_frd is not None:
-        used = frd_results[0].features_used
-        # known only now: how many features frd-score's v1 keeps depends on the images
-        for text in singular_warnings("radiomics", {"frd_n": frd_n, "n_real": n_real}, used):
-            _warn(warnings, text)
-        # FRD v1 leaves out images pyradiomics cannot process (constant ones: a collapsing generator's);
-        # the value then rests on fewer images than asked for, which is said and recorded
-        used_generated = min(r.n_generated for r in frd_results)
-        used_real = frd_results[0].n_real
-        for label, used, asked in (("generated", used_generated, frd_n), ("real", used_real, n_real)):
-            if used < asked:
-                _warn(
-                    warnings,
-                    f"FRD: {asked - used} of the {asked} {label} images have no radiomic features (constant "
-                    f"images) and are left out, as FRD v1 does: FRD rests on {used}",
-                )
-        frds = np.array([e["frd"] for e in repeats])
-        result["frd"] = {
-            "mean": float(frds.mean()),
-            "std": float(frds.std()),
-            "version": frd_version,
-            "n_generated": frd_n,
-            "n_real": n_real,
-            "features_used": frd_results[0].features_used,
-            "n_generated_used": used_generated,  # fewest images of a repeat with features (NaN rows left out)
-            "n_real_used": used_real,
-            "features_extracted": len(real_frd.features.names),
-            "backend": settings.frd_backend,
-            "top_differences": radiomics.top_differences(frd_results),
-            "real_features": {"file": str(real_frd.path), "from_cache": real_frd.cached},
-            "versions": radiomics.versions(settings.frd_backend),
-        }
-        if settings.frd_drop_degenerate:  # another feature space than published FRD v1's
-            result["frd"]["degenerate_dropped"] = frd_results[0].degenerate_dropped
-            result["frd"]["comparable"] = "not comparable to published FRD v1: round-off columns dropped"
-    # what the validity ladder found for each metric on this set and feature space (None: never laddered)
-    space = {"weights_sha256": weights.sha256, "dims": settings.dims, "frd_version": frd_version}
-    result["ladder"] = {m.name: verdicts.lookup(prepared.content_hash, m.name, **space) for m in metrics}
+    result |= {key: value for key, value in spread.items() if not key.startswith("fid")}
+    if real_frd is not None and by_space["radiomics"] and METRICS["frd"] in metrics:
+        result["frd"] = _frd_block(settings, frd_results, frd_error, frd_version, frd_n, n_real, real_frd, warnings)
+    result |= _beyond_fid(metrics, details, settings, frd_n, n_real)
+    # what the validity ladder found for each number on this set and feature space (None: never laddered)
+    space = {"weights_sha256": weights.sha256, "dims": result["dims"], "frd_version": frd_version}
+    result["ladder"] = {
+        number.key: verdicts.lookup(prepared.content_hash, number.key, **space)
+        for metric in metrics
+        for number in metric.numbers
+    }
     if save_images is not None:
         result["saved_images"] = str(save_images.resolve())
         write_image_readme(save_images, result)
     result["seconds"] = round(time.perf_counter() - started, 3)
     return result
+
+
+MEMORISATION_FIGURE = "memorisation_pairs.png"
+
+
+def _folder(save_images: Path | None, repeat: int) -> Path | None:
+    return save_images / f"repeat_{repeat}" if save_images is not None else None
+
+
+def _grey(images: np.ndarray) -> np.ndarray:
+    """N x 1 x H x W -> N x H x W, as the prepared set holds its images."""
+    return images[:, 0] if images.ndim == 4 and images.shape[1] == 1 else images
+
+
+def _compute(repeat: _Repeat, metrics: list[Metric], real, generated, options: Options, warnings: list[str]) -> dict:
+    """Each metric's values into the repeat's entry (its detail kept beside them); a metric that cannot be
+    measured on these images (FRD of constant images) is said once and recorded with its reason, the others
+    still measured. Returns the details of the metrics measured now."""
+    found = {}
+    for metric in metrics:
+        try:
+            values, detail = metric.compute(real, generated, options)
+        except JobInterrupted:  # a stop request, not a metric that can't be measured
+            raise
+        except HeartjobsError as exc:
+            why = str(exc)
+            repeat.saved["_errors"][metric.name] = why
+            if why not in warnings:
+                kept = "FID and KID kept" if metric.name == "frd" else "the other metrics kept"
+                _warn(warnings, f"{why}; {kept}")
+            continue
+        repeat.saved |= values
+        found[metric.name] = detail
+        if metric.name != "frd":  # FRD's detail (an FrdResult) is kept by the repeat log itself
+            repeat.saved["_details"][metric.name] = detail
+    return found
+
+
+def _keep(progress: RepeatLog | None, r: int, repeat: _Repeat, frd: radiomics.FrdResult | None = None) -> None:
+    if progress is not None:
+        progress.put(r, repeat.saved, frd=frd)
+
+
+def _mean_std(values: list[float]) -> dict:
+    array = np.array(values, dtype=float)
+    return {"mean": float(array.mean()), "std": float(array.std())}
+
+
+def _beyond_fid(metrics: list[Metric], details: list[dict], settings: EvalSection, frd_n: int, n_real: int) -> dict:
+    """The record's blocks for PRDC (both spaces), MS-SSIM diversity and memorisation: each number's mean
+    and std over the repeats that have it, with the protocol it was measured under."""
+    blocks: dict[str, dict] = {}
+    names = {m.name for m in metrics}
+    network = {"network": settings.features, "dims": network_dims(settings)}
+    for name, suffix, space in (("prdc", "", "inception"), ("prdc_radiomics", "_radiomics", "radiomics")):
+        if name not in names:
+            continue
+        measured = [d for d in details if f"precision{suffix}" in d]
+        if not measured:
+            blocks[name] = {"error": _first_error(details, name)}
+            continue
+        protocol = measured[0]["_details"].get(name, {})
+        block = {"k": settings.prdc_k, "space": space, **(network if space == "inception" else {})}
+        block |= {k: v for k, v in protocol.items() if k not in ("k", "space", "dims")} | {"dims": protocol.get("dims")}
+        for key in ("precision", "recall", "density", "coverage"):
+            block[key] = _mean_std([d[f"{key}{suffix}"] for d in measured])
+        blocks[name] = block
+    if "ms_ssim" in names:
+        measured = [d for d in details if "ms_ssim_ratio" in d]
+        if measured:
+            blocks["ms_ssim"] = {
+                "ratio": _mean_std([d["ms_ssim_ratio"] for d in measured]),
+                "generated": _mean_std([d["ms_ssim_generated"] for d in measured]),
+                "real": _mean_std([d["ms_ssim_real"] for d in measured]),
+                "pairs": settings.ms_ssim_pairs,
+                "n_generated": frd_n,
+                "n_real": n_real,
+                "protocol": measured[0]["_details"].get("ms_ssim", {}),
+            }
+        else:
+            blocks["ms_ssim"] = {"error": _first_error(details, "ms_ssim")}
+    spaces = {}
+    for space in SPACES:
+        name = f"memorisation_{space}"
+        if name not in names:
+            continue
+        measured = [d for d in details if f"memorised_{space}" in d]
+        if not measured:
+            spaces[space] = {"error": _first_error(details, name)}
+            continue
+        first = measured[0]["_details"].get(name, {})
+        spaces[space] = {
+            "fraction": _mean_std([d[f"memorised_{space}"] for d in measured]),
+            "memorised": any(d[f"memorised_{space}_flag"] for d in measured),
+            "threshold": first.get("threshold"),
+            "baseline": first.get("protocol", {}).get("baseline"),
+            "n_generated": first.get("n_generated"),
+            "n_training": first.get("n_training"),
+            "dims": first.get("dims"),
+            "rule": first.get("protocol", {}).get("rule"),
+            "exact_copies": first.get("generated_exact_copies"),
+            "pairs": first.get("pairs", []),
+        }
+    if spaces:
+        blocks["memorisation"] = {
+            "memorised": any(s.get("memorised", False) for s in spaces.values()),
+            "quantile": settings.memorisation_quantile,
+            "spaces": spaces,
+        }
+    return blocks
+
+
+def _first_error(details: list[dict], name: str) -> str:
+    return next((d["_errors"][name] for d in details if name in d["_errors"]), "not measured")
+
+
+def _frd_block(
+    settings: EvalSection,
+    frd_results: list,
+    frd_error: str | None,
+    frd_version: str,
+    frd_n: int,
+    n_real: int,
+    real_frd,
+    warnings: list[str],
+) -> dict:
+    """The record's FRD: its mean and std over the repeats with the protocol, or why it is unmeasurable."""
+    if frd_error is not None or not frd_results:
+        return {
+            "error": frd_error or "not measured",
+            "version": frd_version,
+            "n_generated": frd_n,
+            "n_real": n_real,
+            "backend": settings.frd_backend,
+        }
+    used = frd_results[0].features_used
+    # known only now: how many features frd-score's v1 keeps depends on the images
+    for text in singular_warnings("radiomics", {"frd_n": frd_n, "n_real": n_real}, used):
+        _warn(warnings, text)
+    # FRD v1 leaves out images pyradiomics cannot process (constant ones: a collapsing generator's); the
+    # value then rests on fewer images than asked for, which is said and recorded
+    used_generated = min(r.n_generated for r in frd_results)
+    used_real = frd_results[0].n_real
+    for label, count, asked in (("generated", used_generated, frd_n), ("real", used_real, n_real)):
+        if count < asked:
+            _warn(
+                warnings,
+                f"FRD: {asked - count} of the {asked} {label} images have no radiomic features (constant "
+                f"images) and are left out, as FRD v1 does: FRD rests on {count}",
+            )
+    frds = np.array([r.frd for r in frd_results])
+    block = {
+        "mean": float(frds.mean()),
+        "std": float(frds.std()),
+        "version": frd_version,
+        "n_generated": frd_n,
+        "n_real": n_real,
+        "features_used": used,
+        "n_generated_used": used_generated,  # fewest images of a repeat with features (NaN rows left out)
+        "n_real_used": used_real,
+        "features_extracted": len(real_frd.features.names),
+        "backend": settings.frd_backend,
+        "top_differences": radiomics.top_differences(frd_results),
+        "real_features": {"file": str(real_frd.path), "from_cache": real_frd.cached},
+        "versions": radiomics.versions(settings.frd_backend),
+    }
+    if settings.frd_drop_degenerate:  # another feature space than published FRD v1's
+        block["degenerate_dropped"] = frd_results[0].degenerate_dropped
+        block["comparable"] = "not comparable to published FRD v1: round-off columns dropped"
+    return block
 
 
 def _warn(warnings: list[str], text: str) -> None:

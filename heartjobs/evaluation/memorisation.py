@@ -269,8 +269,8 @@ def plot_pairs(result: dict, generated, training, path: Path, *, k: int = 8, per
     flag = "MEMORISED" if result["memorised"] else "not memorised"
     fig.suptitle(
         f"closest pairs, generated | nearest training slice ({result['space']}): "
-        f"{result['fraction_below']:.1%} below the held-out {result['protocol']['quantile']:.0%} "
-        f"threshold {result['threshold']:.4g}, {flag}",
+        f"{result['fraction_below']:.1%} below the {result['protocol']['quantile']:.0%} threshold "
+        f"{result['threshold']:.4g} of {result['protocol'].get('baseline', 'held-out slices')}, {flag}",
         fontsize=9,
     )
     fig.tight_layout()

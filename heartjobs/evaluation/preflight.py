@@ -47,16 +47,38 @@ def check_measurable(spec: ResolvedSpec, path: Path | str) -> None:
     if not settings.measure:
         return
     cache_dir()  # an environment that gives the cache no place (an empty HOME) fails now, not after training
-    from .weights import ENV_WEIGHTS, how_to_get, hub_path, resolve_weights  # torch: only when there is a check
+    if settings.features == "radimagenet":
+        _check_radimagenet(settings.weights, path)
+    else:
+        _check_inception(settings.weights, path)
+    if settings.frd:
+        try:
+            radiomics.check_available(settings.frd_backend)
+        except HeartjobsError as exc:
+            raise HeartjobsError(f"{path}: eval.frd: {exc}") from None
+    for other in spec.eval.against:
+        open_against(other, spec, f"{path}: eval.against: ")
 
-    if settings.weights == "standard" and not os.environ.get(ENV_WEIGHTS):
-        check_torch_hub_place()  # likewise torch.hub's folder, where the standard weights are looked for
+
+def _check_radimagenet(weights: str, path: Path | str) -> None:
+    from .radimagenet import resolve_weights  # torch: only when there is a check
 
     try:
-        resolve_weights(settings.weights, download=False)
+        resolve_weights(weights)
+    except HeartjobsError as exc:
+        raise HeartjobsError(f"{path}: eval.weights: {exc}") from None
+
+
+def _check_inception(weights: str, path: Path | str) -> None:
+    from .weights import ENV_WEIGHTS, how_to_get, hub_path, resolve_weights  # torch: only when there is a check
+
+    if weights == "standard" and not os.environ.get(ENV_WEIGHTS):
+        check_torch_hub_place()  # likewise torch.hub's folder, where the standard weights are looked for
+    try:
+        resolve_weights(weights, download=False)
     except HeartjobsError as exc:
         # a named file, or a standard file that is here but wrong: nothing a download would fix
-        if settings.weights != "standard" or os.environ.get(ENV_WEIGHTS) or hub_path().is_file():
+        if weights != "standard" or os.environ.get(ENV_WEIGHTS) or hub_path().is_file():
             raise HeartjobsError(f"{path}: eval.weights: {exc}; {LATER}") from None
         from pytorch_fid.inception import FID_WEIGHTS_URL
 
@@ -66,13 +88,6 @@ def check_measurable(spec: ResolvedSpec, path: Path | str) -> None:
                 f"{path}: eval.weights: the standard Inception file is not here and cannot be downloaded now "
                 f"({why}); {how_to_get()}; {LATER}"
             ) from None
-    if settings.frd:
-        try:
-            radiomics.check_available(settings.frd_backend)
-        except HeartjobsError as exc:
-            raise HeartjobsError(f"{path}: eval.frd: {exc}") from None
-    for other in spec.eval.against:
-        open_against(other, spec, f"{path}: eval.against: ")
 
 
 def open_against(path: Path, spec: ResolvedSpec, where: str) -> PreparedSet:

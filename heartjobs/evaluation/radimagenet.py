@@ -95,6 +95,8 @@ class RadImageNetWeights:
     path: Path
     sha256: str
     layout: str
+    kind = "radimagenet"  # beside InceptionWeights' kinds: what a record's weights.kind says
+    standard = False  # no published FID is computed in this space
 
     def describe(self) -> dict:
         return {**asdict(self), "path": str(self.path), "network": "radimagenet_resnet50"}

@@ -111,7 +111,56 @@ def summary_line(report: Measurement) -> str:
         text += f"{len(report.repeats)}, real n={frd['n_real']})"
         if frd["top_differences"]:
             text += "; generated: " + ", ".join(describe_difference(e) for e in frd["top_differences"][:2])
-    return text
+    beyond = beyond_fid_line(report)
+    return text + (f"\n  {beyond}" if beyond else "")
+
+
+def beyond_fid_line(report: Measurement) -> str:
+    """Fidelity, diversity and memorisation apart, on one line with their protocol: PRDC in the feature
+    network's space (and the radiomic one), MS-SSIM generated / real, memorisation's flag; each number
+    whose ladder verdict failed labelled so. Empty for a record from before they were measured."""
+
+    def mark(key: str) -> str:
+        return f" [{FAILS_LADDER}]" if failed_ladder(report, key) else ""
+
+    def mean(block: dict, key: str) -> str:
+        value = (block.get(key) or {}).get("mean")
+        return "?" if not isinstance(value, int | float) else f"{value:.3f}"
+
+    parts = []
+    for name, suffix, label in (("prdc", "", "features"), ("prdc_radiomics", "_radiomics", "radiomics")):
+        block = getattr(report, name) or {}
+        if "error" in block:
+            parts.append(f"PRDC ({label}) unmeasurable: {block['error']}")
+        elif block:
+            space = f"{block.get('network', 'inception')} {block.get('dims')}-d" if not suffix else "radiomics"
+            parts.append(
+                f"fidelity: precision {mean(block, 'precision')}{mark('precision' + suffix)} density "
+                f"{mean(block, 'density')}{mark('density' + suffix)}, diversity: recall {mean(block, 'recall')}"
+                f"{mark('recall' + suffix)} coverage {mean(block, 'coverage')}{mark('coverage' + suffix)} "
+                f"({space}, k={block.get('k')})"
+            )
+    ms_ssim = report.ms_ssim or {}
+    if "error" in ms_ssim:
+        parts.append(f"MS-SSIM unmeasurable: {ms_ssim['error']}")
+    elif ms_ssim:
+        parts.append(
+            f"MS-SSIM generated/real {mean(ms_ssim, 'ratio')}{mark('ms_ssim_ratio')} "
+            f"({mean(ms_ssim, 'generated')} / {mean(ms_ssim, 'real')}, {ms_ssim.get('pairs')} pairs of "
+            f"n={ms_ssim.get('n_generated')})"
+        )
+    memorisation = report.memorisation or {}
+    if memorisation:
+        spaces = memorisation.get("spaces") or {}
+        flagged = [space for space, block in spaces.items() if isinstance(block, dict) and block.get("memorised")]
+        pixels = spaces.get("pixels") or {}
+        share = f", {mean(pixels, 'fraction')} of images in pixels" if "fraction" in pixels else ""
+        verdict = f"MEMORISED in {', '.join(flagged)}" if flagged else "not memorised"
+        parts.append(
+            f"memorisation: {verdict} ({', '.join(spaces)}; nearer a training slice than the nearest "
+            f"{memorisation.get('quantile', 0.01):.0%} of real ones{share})"
+        )
+    return "  ".join(parts)
 
 
 def against_label(against: dict) -> str:

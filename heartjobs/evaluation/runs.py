@@ -13,7 +13,7 @@ import torch
 
 from heartjobs import atomic
 from heartjobs.errors import HeartjobsError
-from heartjobs.evaluation.driver import measure
+from heartjobs.evaluation.driver import MEMORISATION_FIGURE, measure
 from heartjobs.evaluation.records import evaluation_record, settings_hash, summary_line, write_record
 from heartjobs.evaluation.repeatlog import RepeatLog
 from heartjobs.hashing import sha256_json
@@ -85,7 +85,10 @@ def evaluate_run(
         poll=poll,
         save_images=save_images,
         progress=progress,
+        figures=run.path if own else None,
     )
+    if own and (run / MEMORISATION_FIGURE).is_file() and result.get("memorisation"):
+        result["memorisation"]["figure"] = MEMORISATION_FIGURE
     if staged is not None:
         shutil.rmtree(run / RunDir.EVAL_IMAGES, ignore_errors=True)
         staged.rename(run / RunDir.EVAL_IMAGES)

@@ -15,13 +15,19 @@ from heartjobs.report.cells import markdown_table
 from heartjobs.report.statistics import TEST, summarize, welch
 
 METRICS = ("fid", "kid", "frd")
+# The numbers that ask one question each (fidelity, diversity, memorisation), summarised over runs too:
+# shown as three compact cells, one per question.
+NUMBERS = ("precision", "density", "recall", "coverage", "ms_ssim_ratio", "memorised_pixels")
+GROUPS = {"fidelity": ("precision", "density"), "diversity": ("recall", "coverage", "ms_ssim_ratio")}
 NOTE = (
     "Configurations: the runs of one configuration with different training seeds taken together (one run per "
     "seed). mean ± std over runs (each run's value is its mean over its FID repeats), 95 % CI from the t "
     f"distribution. vs default: the difference to the model's default configuration, its 95 % CI and p by {TEST}; "
     "a p below 0.05 says the difference is unlikely under seed noise alone (no correction for the many "
     "comparisons of a study: among 20 variants without any effect, one such p is expected). The thesis' Table 1 std is "
-    "between FID repeats of one training, not between trainings: it cannot tell seed noise from an effect."
+    "between FID repeats of one training, not between trainings: it cannot tell seed noise from an effect. "
+    "fidelity, diversity: the mean over runs of each number the column names, in its order; memorisation: the "
+    "runs in which memorisation was flagged."
 )
 
 
@@ -78,8 +84,10 @@ def _configuration(key: str, members: list[dict]) -> dict:
         "thesis_fid": first["thesis_fid"],
         "thesis_fid_std": first["thesis_fid_std"],
     }
-    for metric in METRICS:
+    for metric in (*METRICS, *NUMBERS):
         config[metric] = summarize(_values(config, metric))
+    measured = [run["memorised"] for run in runs if run.get("memorised") is not None]
+    config["memorised_runs"] = {"flagged": sum(measured), "of": len(measured)} if measured else None
     return config
 
 
@@ -126,10 +134,27 @@ def _comparison(result: dict | None, digits: int) -> str:
 
 
 DIGITS = {"fid": 2, "kid": 4, "frd": 2}
+TITLES = {"ms_ssim_ratio": "MS-SSIM gen/real"}
 HEADER = [
     "model", "configuration", "runs", "seeds", "FID mean ± std [95 % CI]", "KID", "FRD", "vs default",
-    "ΔFID [95 % CI], p", "ΔFRD [95 % CI], p", "thesis FID (std over FID repeats)", "protocol",
+    "ΔFID [95 % CI], p", "ΔFRD [95 % CI], p",
+    *(f"{question}: {' / '.join(TITLES.get(k, k) for k in keys)}" for question, keys in GROUPS.items()),
+    "memorisation: runs flagged", "thesis FID (std over FID repeats)", "protocol",
 ]  # fmt: skip
+
+
+def _group(config: dict, keys: tuple[str, ...], flagged) -> str:
+    """The means over runs of `keys`, "0.71 / 0.93"; "-" for a number not measured."""
+    means = [(key, (config.get(key) or {}).get("mean")) for key in keys]
+    if all(mean is None for _, mean in means):
+        return "-"
+    texts = [flagged(k, "-" if m is None else f"{m:.2f}" if k == "ms_ssim_ratio" else f"{m:.3f}") for k, m in means]
+    return " / ".join(texts)
+
+
+def _memorised(config: dict) -> str:
+    counts = config.get("memorised_runs")
+    return "-" if counts is None else f"{counts['flagged']} of {counts['of']}"
 
 
 def cells(config: dict, mark: str) -> list[str]:
@@ -150,6 +175,8 @@ def cells(config: dict, mark: str) -> list[str]:
         config["reference"] or "-",
         flagged("fid", _comparison(vs.get("fid"), DIGITS["fid"])),
         flagged("frd", _comparison(vs.get("frd"), DIGITS["frd"])),
+        *(_group(config, keys, flagged) for keys in GROUPS.values()),
+        _memorised(config),
         thesis,
         config["protocol"] or "-",
     ]

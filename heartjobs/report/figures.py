@@ -24,16 +24,16 @@ METRICS_VS_EPOCH = REPORT_FIGURE.format(what="metrics_vs_epoch")
 LOG_SCALE = ("lr", "batchnorm_eps")  # spaced by factors, not steps
 
 
-def figures(root: Path, rows: list[dict], configs: list[dict], metric: str | None) -> list[Path]:
+def figures(root: Path, rows: list[dict], configs: list[dict], best: list[dict]) -> list[Path]:
+    """The figures that have data to show; `best`: each model's best run (report.summary.best_runs)."""
     import matplotlib
 
     matplotlib.use("Agg")
-    measured = [r for r in rows if r["fid_mean"] is not None]
     # Labels and titles hold names and values from run folders made elsewhere: "$...$" in one is text,
     # not mathtext (which fails on a symbol it does not know).
     with matplotlib.rc_context({"text.parse_math": False}):
         made = [
-            _best_grids(root / BEST_GRIDS, measured, metric) if metric else None,
+            _best_grids(root / BEST_GRIDS, best) if best else None,
             _metrics_vs_hyperparameters(root / METRICS_VS_HYPERPARAMETERS, configs),
             *(_losses(root / LOSSES.format(model=model), model, rows, configs) for model in _models(rows)),
             _metrics_vs_epoch(root / METRICS_VS_EPOCH, rows, configs),
@@ -48,23 +48,20 @@ def _models(rows: list[dict]) -> list[str]:
     return list(dict.fromkeys(r["model"] for r in rows if r["model"] in MODELS))
 
 
-def _best_grids(path: Path, measured: list[dict], metric: str) -> Path | None:
-    """Each model's best run by `metric` (lowest mean): its last sample grid beside the real grid (the
-    thesis' Figure 2)."""
+def _best_grids(path: Path, best: list[dict]) -> Path | None:
+    """Each model's best run: its last sample grid beside the real grid (the thesis' Figure 2), its title
+    naming what it was flagged for (collapsed, memorised)."""
     import matplotlib.pyplot as plt
     from PIL import Image
 
-    best: dict[str, dict] = {}
-    for r in measured:
-        if r["model"] not in best or r[f"{metric}_mean"] < best[r["model"]][f"{metric}_mean"]:
-            best[r["model"]] = r
-    if not best:
-        return None
     fig, axes = plt.subplots(len(best), 2, figsize=(8, 4 * len(best)), squeeze=False)
-    for ax_row, (model, r) in zip(axes, sorted(best.items()), strict=True):
+    for ax_row, r in zip(axes, best, strict=True):
         run = RunDir(r["run_dir"])
         samples = run.sample_grids()
-        title = f"{model} best by {metric.upper()}: {r['configuration']}, {metric.upper()} {r[f'{metric}_mean']:.2f}"
+        metric = r["by"].upper()
+        title = f"{r['model']} best by {metric}: {r['configuration']}, {metric} {r['value']:.2f}"
+        if r["concerns"]:
+            title += "\n" + "; ".join(r["concerns"])
         for ax, image, text in (
             (ax_row[0], samples[-1] if samples else None, title),
             (ax_row[1], run / RunDir.REAL_GRID, "real"),

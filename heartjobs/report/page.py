@@ -1,8 +1,10 @@
 """report.html: the study on one self-contained page, opened from the artifacts folder without a server.
 
 The configuration table (every metric with its interval over seeds and the comparison to the model's
-default, sortable by a click on a column), the report's figures, per configuration the last sample grid of
-each seed beside the real grid, the table of runs, and the protocol of every number. Images are relative
+default, sortable by a click on a column), each model's best run with its fidelity, diversity and
+memorisation and what it was flagged for, the report's figures, per configuration the last sample grid of
+each seed beside the real grid, each run's memorisation figure (its closest generated and training slices),
+the table of runs, and the protocol of every number. Images are relative
 links to the PNGs in the artifacts folder and its run folders; no CDN, no framework, a few lines of plain
 JavaScript for sorting.
 """
@@ -34,6 +36,8 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: now
 figure { margin: 0; } figure img { width: 192px; image-rendering: pixelated; border: 1px solid #ccc; }
 figcaption { font-size: 12px; }
 .figure img { max-width: 100%; border: 1px solid #eee; }
+figure.pairs img { width: auto; max-width: 640px; }
+td.flagged { color: #a00; font-weight: 600; }
 """
 
 # Click a header: sort the table's rows by that column (numbers by data-sort where a cell has one).
@@ -105,6 +109,8 @@ def _config_table(configs: list[dict], root: Path, mark: str) -> str:
             *((config[m] or {}).get("mean") for m in configurations.METRICS),
             None,
             *((config["vs_reference"].get(m) or {}).get("difference") for m in ("fid", "frd")),
+            *((config.get(keys[0]) or {}).get("mean") for keys in configurations.GROUPS.values()),
+            (config.get("memorised_runs") or {}).get("flagged"),
             config["thesis_fid"],
         ]  # fmt: skip
         cells = []
@@ -150,6 +156,50 @@ def _runs_table(rows: list[dict], root: Path, header: list[str], cells) -> str:
     return _table("runs", head, body)
 
 
+def _best_table(best: tuple | None, root: Path) -> str:
+    """Each model's best run (report.summary.best_runs) with its fidelity, diversity and memorisation; the
+    run links to its folder, a flagged one is set apart."""
+    header, texts, entries, rule = best or ([], [], [], "")
+    if not entries:
+        return ""
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = []
+    for cells, entry in zip(texts, entries, strict=True):
+        parts = [f"<td>{_e(text)}</td>" for text in cells]
+        parts[1] = f'<td><a href="{_link(entry["run_dir"], root)}/">{_e(cells[1])}</a></td>'
+        if entry["concerns"]:
+            parts[-1] = f'<td class="flagged">{_e(cells[-1])}</td>'
+        body.append("<tr>" + "".join(parts) + "</tr>")
+    return f'<h2>Best per model</h2>\n<p class="note">Flagged (never passed over): {_e(rule)}.</p>\n' + _table(
+        "best", head, body
+    )
+
+
+def _memorisation_figures(rows: list[dict], root: Path) -> str:
+    """Each run's memorisation figure (the closest generated | training pairs), beside its verdict. The path
+    was checked by the report (a PNG in the run folder, through no link)."""
+    figures = []
+    for row in rows:
+        if not row.get("memorisation_figure"):
+            continue
+        folder = f'<a href="{_link(row["run_dir"], root)}/">{_e(row["job"])}</a>'
+        verdict = f"memorised: {row['memorised_spaces'] or 'flagged'}" if row["memorised"] else "not memorised"
+        caption = f"{folder}: {_e(verdict)}"
+        image = _figure(_link(row["memorisation_figure"], root), f"{row['job']} memorisation pairs", caption)
+        figures.append(image.replace("<figure>", '<figure class="pairs">', 1))
+    if not figures:
+        return ""
+    return (
+        "<h2>Memorisation: the closest generated images and their nearest training slices</h2>"
+        f'<div class="grids">{"".join(figures)}</div>'
+    )
+
+
+def _protocols(protocols: list[tuple[list[str], str]], title: str) -> str:
+    items = "".join(f"<li>{_e(', '.join(jobs))}: {_e(text)}</li>" for jobs, text in protocols)
+    return f"<h2>{_e(title)}</h2>\n<ul>{items}</ul>" if items else ""
+
+
 def prepared_set_text(source: dict) -> str:
     """One set the runs trained on (report.summary.data_sources), in words after its folder: its content
     hash, how many runs, and a fetched heart's dataset, DOI, licence and citation. Plain text: each page
@@ -169,8 +219,11 @@ def _data_list(prepared_sets: list[dict]) -> str:
 
 
 def write_page(root: Path, rows: list[dict], configs: list[dict], figures: list[Path], *, note: str, mark: str,
-               header: list[str], cells, prepared_sets: list[dict] = ()) -> Path:  # fmt: skip
-    """Write root/report.html; returns its path."""
+               header: list[str], cells, prepared_sets: list[dict] = (), best: tuple | None = None,
+               protocols: list[tuple[list[str], str]] = (),
+               protocols_title: str = "Fidelity, diversity and memorisation: protocol") -> Path:  # fmt: skip
+    """Write root/report.html; returns its path. `best`: (its header, its rows as text, report.summary's
+    best_runs, the rule that flags one); `protocols`: the one-question numbers' protocols with their jobs."""
     root = Path(root)
     images = "".join(
         f'<div class="figure"><h3>{_e(p.stem.removeprefix("report_").replace("_", " "))}</h3>'
@@ -186,13 +239,16 @@ def write_page(root: Path, rows: list[dict], configs: list[dict], figures: list[
 <h2>Configurations</h2>
 <p class="note">{_e(configurations.NOTE)}</p>
 {_config_table(configs, root, mark)}
+{_best_table(best, root)}
 <h2>Figures</h2>
 {images or "<p>No figures: nothing measured to plot yet.</p>"}
 <h2>Samples: the last grid of each seed beside the real grid</h2>
 {_grids(configs, root) or "<p>No sample grids yet.</p>"}
+{_memorisation_figures(rows, root)}
 <h2>Runs</h2>
 <p class="note">{_e(note)}</p>
 {_runs_table(rows, root, header, cells)}
+{_protocols(list(protocols), protocols_title)}
 {_data_list(prepared_sets)}
 <script>{SORT_SCRIPT}</script>
 </body></html>

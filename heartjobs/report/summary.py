@@ -4,9 +4,12 @@ It only reads artifacts. It writes summary.md, summary.csv and summary.json into
 plus two figures: each model's best sample grid next to the real grid (the thesis' Figure 2), and FID
 and FRD against each varied hyperparameter per model. A run stands beside a Table 1 value only when it
 was measured and trained as the thesis was (THESIS_PROTOCOL); otherwise its `protocol` cell names what
-differs. A value whose metric failed the validity ladder (`heartjobs ladder`, recorded in fid.json) is
-marked. The best runs follow heartjobs.store.best's one rule. The thesis' own values and protocol are in
-thesis.py.
+differs. Beside FID, KID and FRD, the numbers that ask one question each (issue 31: precision and density
+for fidelity; recall, coverage and the MS-SSIM ratio for diversity; memorisation), labelled with it, and
+their protocol per run. A value whose number failed the validity ladder (`heartjobs ladder`, recorded in
+fid.json) is marked. The best runs follow heartjobs.store.best's one rule, each shown with its fidelity,
+diversity and memorisation and flagged where it collapsed or memorised. The thesis' own values and
+protocol are in thesis.py.
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ from pydantic import BaseModel, ConfigDict
 from heartjobs import atomic
 from heartjobs.errors import HeartjobsError, one_line
 from heartjobs.evaluation import verdicts
+from heartjobs.evaluation.metrics import QUESTIONS, numbers
 from heartjobs.evaluation.records import FAILS_LADDER, failed_ladder
 from heartjobs.models import MODELS
-from heartjobs.records import Measurement, Record
+from heartjobs.records import Measurement, Record, finite
 from heartjobs.report import configurations, figures, page
 from heartjobs.report.cells import csv_text, markdown_cell, markdown_table
 from heartjobs.report.statistics import TEST
@@ -46,8 +50,9 @@ HYPERPARAMETERS = tuple(
 )
 COLUMNS = [
     "job", "model", "configuration", "seed", "state", "fid_mean", "fid_std", "kid_mean", "frd_mean", "frd_std",
-    "epochs", "train_seconds", "images_per_s", "standard_weights", "n_generated", "ladder_fails", "protocol",
-    "thesis_fid", "thesis_fid_std", "best_epoch", "run_dir",
+    "precision", "density", "recall", "coverage", "ms_ssim_ratio", "memorised", "memorised_spaces", "memorised_pixels",
+    "concerns", "epochs", "train_seconds", "images_per_s", "standard_weights", "n_generated", "ladder_fails",
+    "protocol", "thesis_fid", "thesis_fid_std", "best_epoch", "run_dir",
 ]  # fmt: skip
 
 
@@ -70,6 +75,15 @@ class ReportRow(BaseModel):
     kid_mean: float | None = None
     frd_mean: float | None = None
     frd_std: float | None = None
+    precision: float | None = None  # the numbers that ask one question each (QUESTION_OF), means over repeats
+    density: float | None = None
+    recall: float | None = None
+    coverage: float | None = None
+    ms_ssim_ratio: float | None = None
+    memorised: bool | None = None  # memorisation flagged in some space; None: not measured
+    memorised_spaces: str | None = None  # where, comma-separated
+    memorised_pixels: float | None = None  # the fraction of generated images nearer a training slice, pixels
+    concerns: str | None = None  # heartjobs.store.best.concerns: collapsed, memorised ("; "-separated)
     epochs: int | None = None
     train_seconds: float | None = None
     images_per_s: float | None = None
@@ -90,6 +104,8 @@ class ReportRow(BaseModel):
     best_epoch_by: str | None = None
     assessment: dict | None = None
     frd_unmeasurable: str | None = None  # why FRD has no value (identical or degenerate sets), when it has none
+    numbers_protocol: str | None = None  # how the one-question numbers were measured (k, n, space, pairs), in words
+    memorisation_figure: str | None = None  # the run's closest (generated | training) pairs, a PNG in its folder
 
 
 ROW_KEYS = list(ReportRow.model_fields)
@@ -107,12 +123,20 @@ class Summary(Record):
     thesis_protocol: dict
     best_by: str | None = None
     best_choice: str | None = None
+    best: list[dict] = []  # each model's best run with its fidelity, diversity, memorisation and concerns
     note: str
     warnings: list[str] = []  # what in the run folders could not be read, one line per file (collect)
     prepared_sets: list[
         dict
     ] = []  # the sets the runs trained on, with a fetched set's dataset and citation (data_sources)
 
+
+# The numbers beside FID, KID and FRD that the tables show, each with its question (the registry's), and
+# the question's label; ladder verdicts are read for every number of the registry.
+SHOWN = ("precision", "density", "recall", "coverage", "ms_ssim_ratio")
+QUESTION_OF = {key: number.question for key, (_, number) in numbers().items()}
+LADDERED = ("fid", "kid", "frd", *(key for key in QUESTION_OF if key not in ("fid", "kid", "frd")))
+NUMBER_TITLES = {"ms_ssim_ratio": "MS-SSIM gen/real"}
 
 UNREADABLE = "unreadable"  # the state of a run whose resolved spec is not one (skipped)
 FAILS_LADDER_MARK = "†"  # after a value whose metric failed the validity ladder
@@ -200,10 +224,126 @@ def _row(job: str, run_dir: Path | None, warnings: list[str]) -> dict:
             row["metrics"]["frd"] = fid.frd["mean"]
         elif "error" in (fid.frd or {}):
             row["frd_unmeasurable"] = one_line(str(fid.frd["error"]), 300)
+        values, unrounded = _one_question_numbers(fid, run_dir, problems)
+        row.update(values)
+        row["metrics"].update(unrounded)
+        _warn(warnings, run / RunDir.FID_REPORT, problems, "those values left out")
         laddered = _with_verdicts(fid, spec)
-        row["ladder_fails"] = ",".join(m for m in ("fid", "kid", "frd") if failed_ladder(laddered, m)) or None
+        row["ladder_fails"] = ",".join(m for m in LADDERED if failed_ladder(laddered, m)) or None
         row["assessment"] = best.assess(laddered)  # what the one rule of "best" needs of this run
     return ReportRow.model_validate(row).model_dump()
+
+
+def _one_question_numbers(fid: Measurement, run_dir: Path, problems: list[str]) -> tuple[dict, dict]:
+    """The row's values of the numbers that ask one question each (fidelity, diversity, memorisation) and
+    its metrics' entries for them (unrounded), with what a reviewer must know of it (best.concerns), the protocol of
+    those numbers in words and its memorisation figure. A value that is there but no finite number, or a
+    figure that is not a PNG inside the run folder, goes into `problems` (fid.json comes from elsewhere)."""
+    values = {key: fid.number(key) for key in QUESTION_OF if key not in ("fid", "kid", "frd")}
+    spaces = (fid.memorisation or {}).get("spaces")
+    spaces = spaces if isinstance(spaces, dict) else {}
+    for key, value in values.items():
+        if key.startswith("memorised_"):
+            section, data = "memorisation", spaces.get(key.removeprefix("memorised_"))
+        elif key == "ms_ssim_ratio":
+            section, data = "ms_ssim", fid.ms_ssim
+        elif key.endswith("_radiomics"):
+            section, data = "prdc_radiomics", fid.prdc_radiomics
+        else:
+            section, data = "prdc", fid.prdc
+        if value is None and isinstance(data, dict) and "error" not in data:  # there, but not a number
+            problems.append(f"{section}: {key} is not a finite number")
+    flagged = fid.memorised_spaces()
+    memorised = None if flagged is None else bool(flagged) or fid.memorisation.get("memorised") is True
+    pixels = values.get("memorised_pixels")
+    row = {key: None if values.get(key) is None else round(values[key], 4) for key in SHOWN}
+    row.update(
+        memorised=memorised,
+        memorised_spaces=", ".join(flagged) if flagged else None,
+        memorised_pixels=None if pixels is None else round(pixels, 5),
+        concerns="; ".join(best.concerns(fid)) or None,
+        numbers_protocol=numbers_protocol(fid),
+        memorisation_figure=_memorisation_figure(run_dir, fid.memorisation, problems),
+    )
+    return row, {**values, "memorised": memorised}
+
+
+def _plain(value: object) -> str:
+    """A protocol value from a record as short text: a whole or finite number, or a short text; "?" else."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if (number := finite(value)) is not None:
+        return f"{number:g}"
+    return one_line(value, 80) if isinstance(value, str) and value else "?"
+
+
+def numbers_protocol(fid: Measurement) -> str | None:
+    """How the one-question numbers of a measurement were taken, in words (k, n, feature space, pairs, the
+    memorisation threshold and rule); None where it has none of them."""
+    parts = []
+    if isinstance(prdc := fid.prdc, dict) and "error" not in prdc:
+        network = prdc.get("network", prdc.get("space"))
+        parts.append(
+            f"precision, recall, density, coverage: k = {_plain(prdc.get('k'))} in {_plain(network)}'s feature "
+            f"space ({_plain(prdc.get('dims'))}-d), generated n = {_plain(prdc.get('n_generated'))} vs real "
+            f"n = {_plain(prdc.get('n_real'))}"
+        )
+    if isinstance(radiomic := fid.prdc_radiomics, dict):
+        if "error" in radiomic:
+            parts.append(f"in the radiomic space: unmeasurable ({_plain(radiomic['error'])})")
+        else:
+            parts.append(
+                f"in the radiomic space: k = {_plain(radiomic.get('k'))}, {_plain(radiomic.get('features_used'))} "
+                f"features, generated n = "
+                f"{_plain(radiomic.get('n_generated_used'))} vs real n = {_plain(radiomic.get('n_real_used'))}"
+            )
+    if isinstance(ms_ssim := fid.ms_ssim, dict) and "error" in ms_ssim:
+        parts.append(f"MS-SSIM: unmeasurable ({_plain(ms_ssim['error'])})")
+    elif isinstance(ms_ssim, dict):
+        protocol = ms_ssim.get("protocol") if isinstance(ms_ssim.get("protocol"), dict) else {}
+
+        def pairs(side: str) -> str:  # the pairs drawn on one side (all of them where there are fewer)
+            drawn = protocol.get(side) if isinstance(protocol.get(side), dict) else {}
+            mode = f" ({_plain(drawn['pairs_mode'])})" if "pairs_mode" in drawn else ""
+            return f"{_plain(drawn.get('pairs', ms_ssim.get('pairs')))} pairs{mode}"
+
+        parts.append(
+            f"MS-SSIM: {pairs('generated')} among the first {_plain(ms_ssim.get('n_generated'))} generated, "
+            f"{pairs('real')} among the {_plain(ms_ssim.get('n_real'))} real images, "
+            f"{_plain(protocol.get('scales'))} scales, window {_plain(protocol.get('window'))}"
+        )
+    if isinstance(memorisation := fid.memorisation, dict):
+        spaces = memorisation.get("spaces") if isinstance(memorisation.get("spaces"), dict) else {}
+        first = next((space for space in spaces.values() if isinstance(space, dict) and "error" not in space), {})
+        names = [str(name) for name in spaces]
+        parts.append(
+            f"memorisation in {_plain(', '.join(names))}: nearer a training slice than the "
+            f"{_plain(memorisation.get('quantile'))} quantile of the {_plain(first.get('baseline'))} nearest "
+            f"distances; {_plain(first.get('rule'))}"
+        )
+    return one_line("; ".join(parts), 1500) if parts else None
+
+
+def _memorisation_figure(run_dir: Path, memorisation: dict | None, problems: list[str]) -> str | None:
+    """The path of the run's memorisation figure (memorisation.figure, relative to the run folder): a PNG file
+    inside the run folder, reached through no symbolic link (heartjobs makes none there); None otherwise."""
+    name = memorisation.get("figure") if isinstance(memorisation, dict) else None
+    if name is None:
+        return None
+    relative = Path(name) if isinstance(name, str) and name and "\0" not in name else None
+    if relative is None or relative.is_absolute() or ".." in relative.parts or relative.suffix != ".png":
+        problems.append("memorisation: figure is not a .png path inside the run folder")
+        return None
+    path = Path(run_dir)
+    for part in relative.parts:
+        path = path / part
+        if path.is_symlink():
+            problems.append(f"memorisation: figure {one_line(name, 100)} is reached through a symbolic link")
+            return None
+    if not path.is_file():
+        problems.append(f"memorisation: figure {one_line(name, 100)} is not a file in the run folder")
+        return None
+    return str(path)
 
 
 def _warn(warnings: list[str], path: Path, problems: list[str], consequence: str) -> None:
@@ -222,7 +362,7 @@ def _with_verdicts(fid: Measurement, spec: dict) -> Measurement:
         "dims": fid.dims,
         "frd_version": (fid.frd or {}).get("version"),
     }
-    for metric in ("fid", "kid", "frd"):
+    for metric in ("fid", "kid", "frd"):  # the ladder's memory holds these three (newer records carry the rest)
         if ladder.get(metric) is None:
             ladder[metric] = verdicts.lookup(spec.get("data", {}).get("content_hash"), metric, **space)
     return fid.model_copy(update={"ladder": ladder})
@@ -265,10 +405,52 @@ def _fmt_mean(mean, std) -> str:
     return "-" if mean is None else f"{mean:.2f} ± {std:.2f}"
 
 
+def number_title(key: str) -> str:
+    """A one-question number's column title, led by its question: "fidelity: precision"."""
+    return f"{QUESTION_OF[key]}: {NUMBER_TITLES.get(key, key)}"
+
+
+NUMBER_HEADER = [*map(number_title, SHOWN), "memorisation"]
 HEADER = [
-    "job", "model", "configuration", "state", "FID", "KID", "FRD", "epochs", "train s", "img/s", "standard weights",
-    "protocol", "thesis FID",
+    "job", "model", "configuration", "state", "FID", "KID", "FRD", *NUMBER_HEADER, "epochs", "train s", "img/s",
+    "standard weights", "protocol", "thesis FID",
 ]  # fmt: skip
+LEGEND = (
+    "Beside FID, KID and FRD (which fold both questions into one number), each number asks one question, "
+    f"named in its column: fidelity ({QUESTIONS['fidelity']}): precision and density; diversity "
+    f"({QUESTIONS['diversity']}): recall and coverage (k-NN manifolds in the feature network's space, "
+    "Kynkäänniemi et al. 2019, Naeem et al. 2020; higher is better, about 1 for a sample of the real set), and "
+    "MS-SSIM gen/real (the mean MS-SSIM of random generated pairs over that of random real pairs, Odena et al. "
+    f"2017; above 1: less varied than the real set); memorisation ({QUESTIONS['memorisation']}): `memorised` "
+    "and the spaces where the test flagged it, else `no` and the fraction of generated images nearer a "
+    "training slice (in pixels) than the nearest 1 % (the memorisation quantile) of real slices are. Means over "
+    'repeats; their k, n, feature space and pairs per run under "Fidelity, diversity and memorisation: '
+    'protocol". '
+)
+
+
+def number_cell(value: float | None, key: str, failed: list[str]) -> str:
+    """A one-question number as text, marked where its ladder verdict failed."""
+    if value is None:
+        return "-"
+    text = f"{value:.2f}" if key == "ms_ssim_ratio" else f"{value:.3f}"
+    return text + (f" {FAILS_LADDER_MARK}" if key in failed else "")
+
+
+def memorisation_cell(row: dict, failed: list[str]) -> str:
+    """ "memorised: pixels, inception" (the spaces flagged), or "no (pixels 0.20 %)" (the pixel-space fraction);
+    a space whose memorisation number failed the ladder is marked."""
+    if row["memorised"] is None:
+        return "-"
+
+    def mark(space: str) -> str:
+        return f" {FAILS_LADDER_MARK}" if f"memorised_{space}" in failed else ""
+
+    if row["memorised"]:
+        spaces = (row["memorised_spaces"] or "").split(", ")
+        return "memorised: " + (", ".join(f"{s}{mark(s)}" for s in spaces if s) or "flagged")
+    pixels = row["memorised_pixels"]
+    return "no" if pixels is None else f"no (pixels {100 * pixels:.2f} %{mark('pixels')})"
 
 
 def _yes_no(value: bool | None) -> str:
@@ -289,10 +471,11 @@ def cells(row: dict) -> list[str]:
     frd = "-" if r["frd_mean"] is None else _fmt_mean(r["frd_mean"], r["frd_std"]) + mark("frd")
     if r.get("frd_unmeasurable"):
         frd = "unmeasurable"
+    one_question = [*(number_cell(r[key], key, failed) for key in SHOWN), memorisation_cell(r, failed)]
     values = [
-        r["job"], r["model"] or "-", r["configuration"] or "-", r["state"], fid, kid, frd, _epochs_cell(r),
-        r["train_seconds"] or "-", r["images_per_s"] or "-", _yes_no(r["standard_weights"]), r["protocol"] or "-",
-        _fmt_mean(r["thesis_fid"], r["thesis_fid_std"]),
+        r["job"], r["model"] or "-", r["configuration"] or "-", r["state"], fid, kid, frd, *one_question,
+        _epochs_cell(r), r["train_seconds"] or "-", r["images_per_s"] or "-", _yes_no(r["standard_weights"]),
+        r["protocol"] or "-", _fmt_mean(r["thesis_fid"], r["thesis_fid_std"]),
     ]  # fmt: skip
     return [str(v) for v in values]
 
@@ -355,6 +538,73 @@ def ranking(rows: list[dict]) -> best.Choice:
     return best.choose([r["assessment"] for r in rows if r["assessment"] is not None])
 
 
+def best_runs(rows: list[dict], metric: str | None) -> list[dict]:
+    """Each model's best run by `metric` (the lowest mean; the earliest row of equals), in model order, with
+    its fidelity, diversity and memorisation beside it and what a reviewer must know of it (best.concerns:
+    collapsed, memorised). None best without a metric."""
+    found: dict[str, dict] = {}
+    for row in rows:
+        value = (row["metrics"] or {}).get(metric) if metric and row["assessment"] else None
+        if value is not None and (row["model"] not in found or value < found[row["model"]]["metrics"][metric]):
+            found[row["model"]] = row
+    keys = ("job", "configuration", "run_dir", *SHOWN, "memorised", "memorised_spaces", "memorised_pixels")
+    return [
+        {
+            "model": model,
+            **{key: row[key] for key in keys},
+            "by": metric,
+            "value": row["metrics"][metric],
+            "ladder_fails": row["ladder_fails"],
+            "concerns": row["concerns"].split("; ") if row["concerns"] else [],
+            "memorisation_figure": row["memorisation_figure"],
+        }
+        for model, row in sorted(found.items(), key=lambda item: str(item[0]))
+    ]
+
+
+BEST_HEADER = [
+    "model", "best run", "configuration", "by", "value", number_title("precision"), number_title("recall"),
+    number_title("coverage"), number_title("ms_ssim_ratio"), "memorisation", "flagged",
+]  # fmt: skip
+
+
+def best_cells(entry: dict) -> list[str]:
+    """One best run as text, in BEST_HEADER's order."""
+    failed = (entry["ladder_fails"] or "").split(",")
+    by = entry["by"]
+    return [
+        str(entry["model"]), entry["job"], entry["configuration"] or "-", by.upper(),
+        f"{entry['value']:.4f}" if by == "kid" else f"{entry['value']:.2f}",
+        *(number_cell(entry[key], key, failed) for key in ("precision", "recall", "coverage", "ms_ssim_ratio")),
+        memorisation_cell(entry, failed), "; ".join(entry["concerns"]) or "no",
+    ]  # fmt: skip
+
+
+def best_markdown(entries: list[dict]) -> str:
+    """The report's "Best per model" section: each best run with its fidelity, diversity and memorisation."""
+    if not entries:
+        return ""
+    rule = f"Flagged (never passed over): {best.CONCERNS_RULE}."
+    return "\n## Best per model\n\n" + rule + "\n\n" + markdown_table(BEST_HEADER, list(map(best_cells, entries)))
+
+
+def protocols(rows: list[dict]) -> list[tuple[list[str], str]]:
+    """The runs that share each protocol of the one-question numbers: [(jobs, protocol in words)]."""
+    found: dict[str, list[str]] = {}
+    for row in rows:
+        if row.get("numbers_protocol"):
+            found.setdefault(row["numbers_protocol"], []).append(row["job"])
+    return [(jobs, text) for text, jobs in found.items()]
+
+
+PROTOCOL_TITLE = "Fidelity, diversity and memorisation: protocol"
+
+
+def protocols_markdown(rows: list[dict]) -> str:
+    lines = [f"- {markdown_cell(', '.join(jobs))}: {markdown_cell(text)}" for jobs, text in protocols(rows)]
+    return f"\n## {PROTOCOL_TITLE}\n\n" + "\n".join(lines) + "\n" if lines else ""
+
+
 def write_report(
     root: Path, expected: list[str] | None = None, warnings: list[str] | None = None
 ) -> tuple[list[dict], list[Path]]:
@@ -378,9 +628,11 @@ def write_report(
     choice = ranking(rows)
     metric = choice.metric
     written = [root / name for name in SUMMARY_FILES]  # .md, .csv, .json
+    one_question = any(r["memorised"] is not None or any(r[k] is not None for k in SHOWN) for r in rows)
     note = (
         "FID, KID, FRD: mean ± std over repeats. FRD: Fréchet Radiomics Distance (frd-score v1, log scale). "
-        f"{FAILS_LADDER_MARK}: the metric {FAILS_LADDER} (`heartjobs ladder`) on this data and feature space. "
+        + (LEGEND if one_question else "")
+        + f"{FAILS_LADDER_MARK}: the number {FAILS_LADDER} (`heartjobs ladder`) on this data and feature space. "
         "`standard weights` no: an Inception other than pytorch-fid's file; such FID and KID are not comparable "
         "to the thesis' values. A thesis FID stands beside a run only when its protocol (weights, n, repeats, "
         "dims, normalize, real set, epochs, precision) is the thesis'; `protocol` names what differs. "
@@ -399,6 +651,9 @@ def write_report(
             + "\n\n"
             + configurations.markdown(configs, FAILS_LADDER_MARK)
         )
+    best_entries = best_runs(rows, metric)
+    text += best_markdown(best_entries)
+    text += protocols_markdown(rows)
     text += unmeasurable_markdown(rows)
     sources = data_sources(rows)
     text += data_markdown(sources)
@@ -411,11 +666,12 @@ def write_report(
         thesis_protocol=THESIS_PROTOCOL,
         best_by=metric,
         best_choice=choice.describe(),
+        best=best_entries,
         note=note.strip(),
         warnings=warnings,
         prepared_sets=sources,
     ).write(written[2])
-    drawn = figures.figures(root, rows, configs, metric)
+    drawn = figures.figures(root, rows, configs, best_entries)
     written_page = page.write_page(
         root,
         rows,
@@ -426,6 +682,9 @@ def write_report(
         header=HEADER,
         cells=cells,
         prepared_sets=sources,
+        best=(BEST_HEADER, [best_cells(e) for e in best_entries], best_entries, best.CONCERNS_RULE),
+        protocols=protocols(rows),
+        protocols_title=PROTOCOL_TITLE,
     )
     written += [*drawn, written_page]
     return rows, written

@@ -1,5 +1,7 @@
 """TensorBoard event files for a run ([output] tensorboard = true), with the `tensorboard` package's writer:
-the losses per epoch, every measurement (during training and at the end) and the sample grids, in the run
+the losses per epoch, every measurement (during training and at the end: FID, KID, FRD, and each number
+that asks one question under that question's name, "fidelity/precision/final", "diversity/ms_ssim_ratio/final",
+"memorisation/memorised_pixels/final") and the sample grids, in the run
 folder's tensorboard/, so that `tensorboard --logdir artifacts` shows a whole study. Optional: heartjobs
 runs without the package unless a spec asks for this.
 """
@@ -12,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from heartjobs.errors import HeartjobsError
+from heartjobs.evaluation.metrics import numbers
 
 if TYPE_CHECKING:
     from heartjobs.records import Measurement
@@ -62,6 +65,14 @@ class EventLog:
             self._writer.add_scalar(f"kid/{kind}", record.kid_mean, step)
         if "mean" in (record.frd or {}):
             self._writer.add_scalar(f"frd/{kind}", record.frd["mean"], step)
+        for key, (_, number) in numbers().items():
+            value = record.number(key)
+            if number.question != "overall" and value is not None:
+                self._writer.add_scalar(f"{number.question}/{key}/{kind}", value, step)
+        spaces = record.memorised_spaces()
+        if spaces is not None:  # 1: flagged in some space (memorisation.memorised), 0: in none
+            flagged = bool(spaces) or record.memorisation.get("memorised") is True
+            self._writer.add_scalar(f"memorisation/memorised/{kind}", float(flagged), step)
 
     def __enter__(self) -> EventLog:
         return self

@@ -5,6 +5,9 @@ validity ladder failed it on that data and feature space, nor when it is an Ince
 other than pytorch-fid's standard file: those values are not comparable to published ones, and a ladder
 pass is necessary, not sufficient (the README's demo: untrained FID passed the ladder at 192-d, yet ranked
 a generator of pure noise best). When no metric is trusted, nothing is best, and the choice says why.
+
+A best run is then checked on the numbers that ask one question each (issue 31; concerns): flagged, never
+passed over, when it collapsed or memorised.
 """
 
 from __future__ import annotations
@@ -39,6 +42,38 @@ def distrust(measurement: Measurement, metric: str) -> str | None:
     if metric in INCEPTION_METRICS and not measurement.standard_weights:
         return f"{(measurement.weights or {}).get('kind', 'non-standard')} Inception weights"
     return None
+
+
+# A best run "collapsed" when recall or coverage (k-NN manifolds in the feature network's space) fall
+# below COLLAPSE_FLOOR, a quarter of what a sample of the real set itself reaches (coverage 1 - 2^-k, 0.97
+# at k = 5, Naeem et al. 2020; recall near 1 likewise), or when random pairs of its images are more alike
+# than random real pairs by more than MS_SSIM_CEILING (Odena et al. 2017's mode-collapse check).
+COLLAPSE_FLOOR = 0.25
+MS_SSIM_CEILING = 1.5
+CONCERNS_RULE = (
+    f"collapsed: recall or coverage below {COLLAPSE_FLOOR} (a sample of the real set reaches ~1: coverage "
+    f"1 - 2^-k, 0.97 at k = 5), or MS-SSIM generated/real above {MS_SSIM_CEILING}; memorised: memorisation "
+    "flagged in any space"
+)
+
+
+def concerns(measurement: Measurement) -> list[str]:
+    """What a reviewer must know of a run beside its one trusted metric (CONCERNS_RULE), in words:
+    ["collapsed: coverage 0.04 < 0.25", "memorised: pixels, inception"]; [] when nothing is wrong or the
+    numbers were not measured."""
+    low = [
+        f"{key} {number:.2f} < {COLLAPSE_FLOOR}"
+        for key in ("recall", "coverage")
+        if (number := measurement.number(key)) is not None and number < COLLAPSE_FLOOR
+    ]
+    ratio = measurement.number("ms_ssim_ratio")
+    if ratio is not None and ratio > MS_SSIM_CEILING:
+        low.append(f"MS-SSIM generated/real {ratio:.2f} > {MS_SSIM_CEILING}")
+    found = [f"collapsed: {', '.join(low)}"] if low else []
+    spaces = measurement.memorised_spaces()
+    if spaces or (spaces is not None and measurement.memorisation.get("memorised") is True):
+        found.append(f"memorised: {', '.join(spaces) or 'flagged'}")
+    return found
 
 
 def assess(measurement: Measurement) -> dict[str, dict]:
