@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from heartjobs import atomic
@@ -283,3 +284,29 @@ def test_ladder_refuses_an_unusable_out_folder_before_measuring(tmp_path, prepar
     result = cli("ladder", prepared48, "--metrics", "frd", "--out", taken)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert f"--out {taken}: cannot make the folder" in result.stderr and "radiomic" not in result.stderr
+
+
+@pytest.mark.slow  # ResNet-50 at 224 px on 12 sets: ~20-50 s on 2 CPU cores
+def test_the_ladder_judges_radimagenets_space_from_a_users_file(tmp_path, prepared48):
+    # an untrained network of RadImageNet's architecture (the weights cannot be downloaded here)
+    from torchvision.models import resnet50
+
+    weights = tmp_path / "radimagenet_untrained.pt"
+    torch.save({k: v for k, v in resnet50(weights=None).state_dict().items() if not k.startswith("fc.")}, weights)
+    out = tmp_path / "ladder"
+    args = ["--features", "radimagenet", "--weights", weights, "--metrics", "fid,prdc", "--n", "6", "--out", out]
+    result = cli("ladder", prepared48, *args)
+    assert result.returncode == 0, result.stderr
+    ladder = json.loads((out / "ladder.json").read_text())
+    protocol = ladder["protocol"]["prdc"]
+    assert (ladder["features"], protocol["network"], protocol["dims"]) == ("radimagenet", "radimagenet", 2048)
+    assert protocol["weights"]["network"] == "radimagenet_resnet50" and "RadImageNet ResNet-50" in result.stdout
+    # remembered in that space: the file's sha256 and 2048 dims, not Inception's
+    space = {"weights_sha256": protocol["weights"]["sha256"], "dims": 2048}
+    assert verdicts.lookup(ladder["content_hash"], "recall", **space)["question"] == "diversity"
+    assert verdicts.lookup(ladder["content_hash"], "fid", **space)["passes"] == ladder["verdicts"]["fid"]["passes"]
+    # a file whose layers do not fit the architecture: one line, before anything is measured
+    wrong = tmp_path / "wrong.pt"
+    torch.save({"conv.weight": torch.zeros(1)}, wrong)
+    refused = cli("ladder", prepared48, "--features", "radimagenet", "--weights", wrong, "--metrics", "fid")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr and "wrong.pt" in refused.stderr

@@ -105,7 +105,16 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         default=Path("artifacts/ladder"),
         help="folder for ladder.json and ladder.png (default artifacts/ladder, where make run-all puts it)",
     )
-    p.add_argument("--weights", default="standard", help="FID/KID Inception: standard | untrained | a path")
+    p.add_argument(
+        "--features",
+        choices=FEATURE_NETWORKS,
+        default="inception",
+        help="the feature network of FID, KID, PRDC and feature memorisation: pytorch-fid's Inception, or "
+        "RadImageNet's ResNet-50 from the file --weights names (default inception)",
+    )
+    p.add_argument(
+        "--weights", default="standard", help="Inception: standard | untrained | a path; RadImageNet: its file"
+    )
     dims_help = "Inception feature dimensions (default 2048)"
     p.add_argument("--dims", type=int, choices=FEATURE_DIMS, default=2048, help=dims_help)
     p.add_argument("--batch-size", type=positive_int, default=50, help="images per Inception batch (default 50)")
@@ -212,10 +221,13 @@ def cmd_ladder(args: argparse.Namespace) -> None:
         dims=args.dims,
         batch_size=args.batch_size,
         device=resolve_device(args.device, "--device"),
+        features=args.features,
     )
-    weights = next((p["weights"]["kind"] for m, p in ladder["protocol"].items() if m in ("fid", "kid", "prdc")), None)
+    network = next((p for p in ladder["protocol"].values() if "standard_weights" in p), None)  # if measured
     title = f"validity ladder: {args.prepared}, n={ladder['n']} per rung"
-    title += f", {weights} Inception" if weights else ""
+    if network is not None:
+        radimagenet = args.features == "radimagenet"
+        title += ", RadImageNet ResNet-50" if radimagenet else f", {network['weights']['kind']} Inception"
     for question, keys, rows in ladder_tables(ladder):
         if not out.is_terminal:  # plain lines: say which column is which
             rows.insert(0, {"rung": "rung", **{k: k for k in keys}})

@@ -285,6 +285,7 @@ def run_ladder(
     dims: int = 2048,
     batch_size: int = 50,
     device: torch.device | None = None,
+    features: str = "inception",
 ) -> dict:
     """Every rung measured by every metric against the reference (the training half); every number's
     value per rung, its verdict on its question's rungs, and the protocol of each metric."""
@@ -325,19 +326,29 @@ def run_ladder(
                 protocol[metric.name] = _own_protocol(metric, detail, options)
 
     if in_space(chosen, "inception"):
-        inception = resolve_weights(weights)
-        extractor = FeatureExtractor(inception, dims, device, batch_size)
+        # the feature network's space: pytorch-fid's Inception, or RadImageNet's ResNet-50 from a user's file
+        # (2048-d), loaded as the driver loads them (heartjobs.evaluation.driver.feature_network)
+        if features == "radimagenet":
+            from . import radimagenet
 
-        def features(images: np.ndarray, label: str) -> np.ndarray:
+            inception = radimagenet.resolve_weights(weights)
+            extractor = radimagenet.FeatureExtractor(inception, device, batch_size)
+            dims = radimagenet.FEATURE_DIMS
+        else:
+            inception = resolve_weights(weights)
+            extractor = FeatureExtractor(inception, dims, device, batch_size)
+
+        def embed(images: np.ndarray, label: str) -> np.ndarray:
             tensor = torch.from_numpy(images).unsqueeze(1)
             chunks = (tensor[i : i + batch_size] for i in range(0, len(tensor), batch_size))
             return extractor.of_batches(chunks, len(tensor), label)
 
-        real = Reference.of(features(reference, "reference: Inception features"))
+        real = Reference.of(embed(reference, "reference: network features"))
         for rung in RUNGS:
-            generated = features(sets[rung.name], f"{rung.name}: Inception features")
+            generated = embed(sets[rung.name], f"{rung.name}: network features")
             measure(in_space(chosen, "inception"), real, generated, rung.name)
         space = {"weights": inception.describe(), "standard_weights": inception.standard, "dims": dims}
+        space["network"] = features
         for metric in in_space(chosen, "inception"):
             protocol[metric.name] = space | protocol[metric.name]
     if in_space(chosen, "radiomics"):
@@ -372,6 +383,7 @@ def run_ladder(
         "n": n,
         "seed": seed,
         "metrics": list(metrics),
+        "features": features,
         "numbers": list(numbers),
         "rungs": [{"name": r.name, "description": r.description, **values[r.name]} for r in RUNGS],
         "verdicts": verdicts,

@@ -362,9 +362,11 @@ def _with_verdicts(fid: Measurement, spec: dict) -> Measurement:
         "dims": fid.dims,
         "frd_version": (fid.frd or {}).get("version"),
     }
-    for metric in ("fid", "kid", "frd"):  # the ladder's memory holds these three (newer records carry the rest)
-        if ladder.get(metric) is None:
-            ladder[metric] = verdicts.lookup(spec.get("data", {}).get("content_hash"), metric, **space)
+    # FID, KID, FRD, and every other number the measurement holds (the ladder's memory has one line per number)
+    measured = [key for key in numbers() if key in ("fid", "kid", "frd") or any(key in r for r in fid.repeats)]
+    for key in measured:
+        if ladder.get(key) is None:
+            ladder[key] = verdicts.lookup(spec.get("data", {}).get("content_hash"), key, **space)
     return fid.model_copy(update={"ladder": ladder})
 
 
