@@ -217,7 +217,8 @@ def test_radimagenet_features_run_through_the_driver_and_a_wrong_file_is_refused
     torch.save({"conv1.weight": torch.zeros(3, 3, 3, 3)}, tmp_path / "wrong.pt")
     spec = write_spec(
         tmp_path, "fd_radimagenet", "gan", prepared120.path,
-        eval={**EVAL, "features": "radimagenet", "dims": 2048, "weights": str(tmp_path / "wrong.pt")}, epochs=1, device="cpu",
+        eval={**EVAL, "features": "radimagenet", "dims": 2048, "weights": str(tmp_path / "wrong.pt")},
+        epochs=1, device="cpu",
     )  # fmt: skip
     result = cli("run", str(spec))
     assert result.returncode == 2

@@ -256,7 +256,7 @@ def test_ladder_cli_scores_every_number_on_its_question_and_its_verdicts_reach_l
         assert all(failure.endswith("(tied)") for failure in ladder["verdicts"][key]["failures"]), key
     assert ladder["protocol"]["fid"]["weights"]["kind"] == "untrained" and ladder["protocol"]["fid"]["dims"] == 64
     assert ladder["protocol"]["prdc"]["k"] == 5 and ladder["protocol"]["ms_ssim"]["scales"] == 3
-    assert ladder["protocol"]["memorisation_pixels"]["baseline"] == "leave-one-out training slices"
+    assert ladder["protocol"]["memorisation_pixels"]["baseline"] == "held-out slices"
     for question in ("overall", "fidelity", "diversity", "memorisation"):
         assert f"; {question}: " in result.stdout
     assert "spearman rho" in result.stdout and "verdict" in result.stdout and "1 flagged" in result.stdout

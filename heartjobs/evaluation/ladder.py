@@ -17,21 +17,20 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
 from heartjobs.errors import HeartjobsError
 from heartjobs.progress import console
+from heartjobs.spec.schema import EvalSection
 from heartjobs.store.prepared import PreparedSet
 
 from . import radiomics
-from .driver import library_versions
-from .inception import FeatureExtractor
+from .driver import feature_network, library_versions, network_dims
 from .metrics import METRICS as REGISTRY
 from .metrics import Metric, Number, Options, Reference, in_space, singular_warnings
-from .weights import resolve_weights
 
 METRICS = tuple(REGISTRY)
 # Within each kind of degradation, (weaker, stronger): the stronger must score worse.
@@ -313,10 +312,12 @@ def run_ladder(
     protocol: dict[str, dict] = {}
     unmeasurable: list[str] = []  # said, and the values NaN (null in ladder.json): a failure where judged
 
-    def measure(space_metrics: list[Metric], real, generated, rung: str) -> None:
+    def measure(space_metrics: list[Metric], real, sides: dict, rung: str) -> None:
+        # memorisation's baseline: the held-out half, real images the reference never held (the test)
+        with_held_out = replace(options, held_out=sides["held_out"])
         for metric in space_metrics:
             try:
-                entry, detail = metric.compute(real, generated, options)
+                entry, detail = metric.compute(real, sides[rung], with_held_out)
             except radiomics.FrdUnmeasurable as exc:  # FRD of the memorised rung: the reference itself
                 values[rung] |= dict.fromkeys(metric.keys, math.nan)
                 unmeasurable.append(f"{metric.name} on {rung}: {exc}")
@@ -328,15 +329,9 @@ def run_ladder(
     if in_space(chosen, "inception"):
         # the feature network's space: pytorch-fid's Inception, or RadImageNet's ResNet-50 from a user's file
         # (2048-d), loaded as the driver loads them (heartjobs.evaluation.driver.feature_network)
-        if features == "radimagenet":
-            from . import radimagenet
-
-            inception = radimagenet.resolve_weights(weights)
-            extractor = radimagenet.FeatureExtractor(inception, device, batch_size)
-            dims = radimagenet.FEATURE_DIMS
-        else:
-            inception = resolve_weights(weights)
-            extractor = FeatureExtractor(inception, dims, device, batch_size)
+        settings = EvalSection(features=features, weights=weights, dims=dims, batch_size=batch_size)
+        extractor, inception = feature_network(settings, device)
+        dims = network_dims(settings)
 
         def embed(images: np.ndarray, label: str) -> np.ndarray:
             tensor = torch.from_numpy(images).unsqueeze(1)
@@ -344,24 +339,27 @@ def run_ladder(
             return extractor.of_batches(chunks, len(tensor), label)
 
         real = Reference.of(embed(reference, "reference: network features"))
+        sides = {rung.name: embed(sets[rung.name], f"{rung.name}: network features") for rung in RUNGS}
         for rung in RUNGS:
-            generated = embed(sets[rung.name], f"{rung.name}: network features")
-            measure(in_space(chosen, "inception"), real, generated, rung.name)
+            measure(in_space(chosen, "inception"), real, sides, rung.name)
         space = {"weights": inception.describe(), "standard_weights": inception.standard, "dims": dims}
         space["network"] = features
         for metric in in_space(chosen, "inception"):
             protocol[metric.name] = space | protocol[metric.name]
     if in_space(chosen, "radiomics"):
         real_radiomics = radiomics.extract(reference, "reference: radiomic features", device=device)
+        sides = {
+            rung.name: radiomics.extract(sets[rung.name], f"{rung.name}: radiomic features", device=device)
+            for rung in RUNGS
+        }
         for rung in RUNGS:
-            generated = radiomics.extract(sets[rung.name], f"{rung.name}: radiomic features", device=device)
-            measure(in_space(chosen, "radiomics"), real_radiomics, generated, rung.name)
+            measure(in_space(chosen, "radiomics"), real_radiomics, sides, rung.name)
         space = {"version": radiomics.FRD_VERSION, "versions": radiomics.versions(radiomics.DEFAULT_BACKEND)}
         for metric in in_space(chosen, "radiomics"):
             protocol[metric.name] = space | protocol[metric.name]
     if in_space(chosen, "pixels"):
         for rung in RUNGS:
-            measure(in_space(chosen, "pixels"), reference, sets[rung.name], rung.name)
+            measure(in_space(chosen, "pixels"), reference, sets, rung.name)
     warnings = []
     if in_space(chosen, "inception"):
         warnings += singular_warnings("inception", {"n": n}, dims)

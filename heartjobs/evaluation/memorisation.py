@@ -15,10 +15,13 @@ medical and tabular data):
    training slice's distance to its nearest *other* training slice. For slices of one volume that is the
    distance a slice held out at random would have (its neighbours in the stack stay in training), so the
    threshold means the same; the record says which baseline was used.
-2. threshold = the `quantile` (default 0.01) quantile of d_held (numpy's default linear interpolation).
-3. fraction  = share of generated images with d_gen <= threshold ("<=" so that an exact copy counts even
-   when the threshold itself is 0). The held-out baseline, the same share of d_held, is ~`quantile` by
-   construction (exactly so only for large n_held_out: at n = 50 the 1 % quantile is near the minimum).
+2. threshold = the `quantile` (default 0.01) quantile of d_held, numpy's method "lower": a distance some
+   held-out slice has (at n_held_out < 100 the closest one), never one interpolated between two.
+3. fraction  = share of generated images strictly closer than the threshold, or exact copies (d_gen = 0,
+   so that a copy counts even when the threshold itself is 0). Strictly: at small n the 1 % quantile is
+   the held-out minimum, and a generator that repeats that one held-out slice (mode collapse) is not
+   closer than the closest held-out slice. The held-out baseline, the same share of d_held, is about
+   `quantile` by construction for large n_held_out (0 when the quantile is the minimum).
 4. Flag rule: memorised when fraction > `multiple` x `quantile` (default 5 x 1 % = 5 %) AND at least
    `min_count` (default 5) generated images are below the threshold. The multiple guards against the
    binomial noise of a generator that is merely good (at n = 1000 the share of a non-copying generator
@@ -174,11 +177,11 @@ def memorisation(
     _, held_distance = nearest_neighbours(
         used["held_out"], used["training"], block_mib=block_mib, device=device, exclude_self=leave_one_out
     )
-    threshold = float(np.quantile(held_distance, quantile))
-    below = gen_distance <= threshold
+    threshold = float(np.quantile(held_distance, quantile, method="lower"))
+    below = (gen_distance < threshold) | (gen_distance == 0)
     count = int(below.sum())
     fraction = count / len(gen_distance)
-    baseline = float((held_distance <= threshold).mean())
+    baseline = float(((held_distance < threshold) | (held_distance == 0)).mean())
     flagged = bool(fraction > multiple * quantile and count >= min_count)
 
     closest = np.argsort(gen_distance, kind="stable")[:pairs]
@@ -213,9 +216,9 @@ def memorisation(
         "protocol": {
             "distance": "L2",
             "baseline": "leave-one-out training slices" if leave_one_out else "held-out slices",
-            "threshold": f"quantile {quantile} of held-out nearest-training distances (numpy linear)",
+            "threshold": f"quantile {quantile} of held-out nearest-training distances (numpy method lower)",
             "quantile": quantile,
-            "below": "distance <= threshold",
+            "below": "distance < threshold, or 0 (an exact copy)",
             "rule": f"memorised when fraction_below > {multiple} x {quantile} and count_below >= {min_count}",
             "multiple": multiple,
             "min_count": min_count,
@@ -263,7 +266,7 @@ def plot_pairs(result: dict, generated, training, path: Path, *, k: int = 8, per
         left.imshow(_display(generated[pair["generated"]]), cmap="gray", vmin=0, vmax=vmax)
         right.imshow(_display(training[pair["training"]]), cmap="gray", vmin=0, vmax=vmax)
         # red: below the threshold, i.e. closer than the closest held-out slices come
-        color = "tab:red" if pair["distance"] <= result["threshold"] else "black"
+        color = "tab:red" if pair["distance"] < result["threshold"] or pair["distance"] == 0 else "black"
         left.set_title(f"gen {pair['generated']}, d = {pair['distance']:.4g}", fontsize=8, color=color)
         right.set_title(f"train {pair['training']}", fontsize=8)
     flag = "MEMORISED" if result["memorised"] else "not memorised"

@@ -68,6 +68,9 @@ class Options:
     ms_ssim_pairs: int = 1000
     memorisation_quantile: float = 0.01
     device: str = "cpu"
+    # memorisation's baseline: the held-out real images' side in the metric's space (the ladder's held-out
+    # half); None: leave-one-out within the training set (a run trained on every slice)
+    held_out: Any = None
 
     @classmethod
     def of(cls, settings: EvalSection, seed: int, device: object = "cpu") -> Options:
@@ -161,24 +164,28 @@ def _ms_ssim(real: np.ndarray, generated: np.ndarray, options: Options) -> tuple
 
 
 def _memorisation(space: str) -> Callable[[Any, Any, Options], tuple[dict, dict]]:
-    """Memorisation in one space: the real side is the training set (the run trained on every real image
-    it is measured against; the baseline is leave-one-out, heartjobs.evaluation.memorisation)."""
+    """Memorisation in one space: the real side is the training set (a run trained on every real image it
+    is measured against). The baseline is options.held_out, the held-out real images in this space, where
+    there are some (the ladder's held-out half); else leave-one-out (heartjobs.evaluation.memorisation)."""
 
     def compute(real, generated, options: Options) -> tuple[dict, dict]:
         from .memorisation import memorisation
 
+        held_out = options.held_out
         if space == "inception":
             training, generated_rows = real.features, generated
         elif space == "radiomics":
             from .manifold import radiomic_space
 
             training, generated_rows, _ = radiomic_space(real, generated)
+            if held_out is not None:  # z-scored on the training set as the generated images are
+                _, held_out, _ = radiomic_space(real, held_out)
         else:
             training, generated_rows = real, generated
         result = memorisation(
             generated_rows,
             training,
-            None,
+            held_out,
             space=space,
             quantile=options.memorisation_quantile,
             device=options.device,
