@@ -50,15 +50,30 @@ def check(root: Path, jobs: Path) -> list[str]:
         frd = fid.get("frd") or {}
         if not math.isfinite(frd.get("mean", math.nan)):
             problems.append(f"{run}: fid.json: no FRD")
+        # fidelity, diversity and memorisation apart, each with its protocol, and no smoke GAN a copier
+        for block, protocol in (
+            ("prdc", "k"),
+            ("prdc_radiomics", "k"),
+            ("ms_ssim", "pairs"),
+            ("memorisation", "spaces"),
+        ):
+            if protocol not in (fid.get(block) or {}):
+                problems.append(f"{run}: fid.json: no {block} with its {protocol}: {fid.get(block)}")
+        if (fid.get("memorisation") or {}).get("memorised") is not False:
+            problems.append(f"{run}: fid.json: a smoke GAN flagged as memorising training slices")
         # a verdict per number of the measured metrics (the ladder ran every metric, in the jobs' spaces)
         said = fid.get("ladder") or {}
-        if not {"fid", "kid", "frd"} <= set(said) or None in said.values():
+        if not {"fid", "kid", "frd", "precision", "recall", "memorised_pixels"} <= set(said) or None in said.values():
             problems.append(f"{run}: fid.json: the ladder's verdicts are not all there: {fid.get('ladder')}")
         if not run.sample_grids() or not list(run.checkpoints.glob("*.pt")):
             problems.append(f"{run}: no sample grids or checkpoints")
     for name in ("summary.md", "summary.csv", "summary.json", "ladder/ladder.json", "ladder/ladder.png"):
         if not (root / name).is_file():
             problems.append(f"{root / name}: missing")
+    summary = (root / "summary.md").read_text() if (root / "summary.md").is_file() else ""
+    for column in ("fidelity: precision", "diversity: recall", "diversity: MS-SSIM", "memorisation"):
+        if column not in summary:
+            problems.append(f"{root / 'summary.md'}: no {column!r} column")
     if not problems:
         best_by = json.loads((root / "summary.json").read_text())["best_by"]
         ladder = json.loads((root / "ladder" / "ladder.json").read_text())
