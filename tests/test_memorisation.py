@@ -174,3 +174,24 @@ def test_leave_one_out_finds_each_rows_nearest_other_row_and_flags_only_copies()
     assert copies["memorised"] and copies["protocol"]["baseline"] == "leave-one-out training slices"
     fresh = memorisation(rng.integers(0, 255, (20, 16, 16), dtype=np.uint8), training, None)
     assert not fresh["memorised"] and fresh["n_held_out"] == 60
+
+
+def test_the_leave_one_out_baseline_is_searched_once_per_training_set(monkeypatch):
+    import heartjobs.evaluation.memorisation as module
+
+    searches = []
+    real_search = module.nearest_neighbours
+    monkeypatch.setattr(module, "_BASELINES", [])
+    monkeypatch.setattr(
+        module,
+        "nearest_neighbours",
+        lambda *a, **k: searches.append(k.get("exclude_self", False)) or real_search(*a, **k),
+    )
+    rng = np.random.default_rng(1)
+    training = rng.integers(0, 255, (40, 8, 8), dtype=np.uint8)
+    first = memorisation(training[:10], training, None)
+    again = memorisation(rng.integers(0, 255, (10, 8, 8), dtype=np.uint8), training, None)
+    assert searches == [False, True, False]  # the second measurement reused the baseline
+    assert first["threshold"] == again["threshold"] and first["memorised"] and not again["memorised"]
+    memorisation(training[:10], training.copy(), None)  # an equal but other set: searched again
+    assert searches[-1] is True

@@ -130,18 +130,21 @@ def nearest_neighbours(
     return index, distance
 
 
-# The last training set's leave-one-out distances, by the very object given: a measurement's repeats share
-# their training set, and its baseline (3307 x 3307 searches at 65536-d, most of pixel memorisation's cost
-# at 256 px: docs/performance.md) depends on nothing else. One entry: a worker holds no more than one set.
-_BASELINE: list[tuple[object, tuple, np.ndarray]] = []
+# The last training sets' leave-one-out distances, by the very object given: a measurement's repeats share
+# their training set in each space, and its baseline (3307 x 3307 searches at 65536-d, most of pixel
+# memorisation's cost at 256 px: docs/performance.md) depends on nothing else. One entry per space a
+# measurement searches (pixels, features; the radiomic rows are z-scored anew each time and miss).
+_BASELINES: list[tuple[object, tuple, np.ndarray]] = []
+_KEPT_BASELINES = 3
 
 
 def _leave_one_out(given, rows: np.ndarray, **search) -> np.ndarray:
     """Each row's distance to its nearest other row, computed once per training set object."""
-    if _BASELINE and _BASELINE[0][0] is given and _BASELINE[0][1] == rows.shape:
-        return _BASELINE[0][2]
+    for kept, shape, distances in _BASELINES:
+        if kept is given and shape == rows.shape:
+            return distances
     _, distances = nearest_neighbours(rows, rows, exclude_self=True, **search)
-    _BASELINE[:] = [(given, rows.shape, distances)]
+    _BASELINES[:] = [(given, rows.shape, distances), *_BASELINES[: _KEPT_BASELINES - 1]]
     return distances
 
 
