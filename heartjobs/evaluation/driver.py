@@ -32,7 +32,7 @@ from heartjobs.store.prepared import PreparedSet
 from . import radiomics, verdicts
 from .inception import FeatureExtractor, real_count, real_statistics
 from .memorisation import plot_pairs
-from .metrics import METRICS, SPACES, Metric, Options, in_space, singular_warnings, wanted
+from .metrics import METRICS, PRDC_KEYS, SPACES, Metric, Options, in_space, singular_warnings, wanted
 from .repeatlog import RepeatLog, entry_of, frd_of, has_frd
 from .weights import resolve_weights
 
@@ -321,7 +321,6 @@ def _beyond_fid(metrics: list[Metric], details: list[dict], settings: EvalSectio
     and std over the repeats that have it, with the protocol it was measured under."""
     blocks: dict[str, dict] = {}
     names = {m.name for m in metrics}
-    network = {"network": settings.features, "dims": network_dims(settings)}
     for name, suffix, space in (("prdc", "", "inception"), ("prdc_radiomics", "_radiomics", "radiomics")):
         if name not in names:
             continue
@@ -330,9 +329,11 @@ def _beyond_fid(metrics: list[Metric], details: list[dict], settings: EvalSectio
             blocks[name] = {"error": _first_error(details, name)}
             continue
         protocol = measured[0]["_details"].get(name, {})
-        block = {"k": settings.prdc_k, "space": space, **(network if space == "inception" else {})}
-        block |= {k: v for k, v in protocol.items() if k not in ("k", "space", "dims")} | {"dims": protocol.get("dims")}
-        for key in ("precision", "recall", "density", "coverage"):
+        block = {"k": settings.prdc_k, "space": space}
+        if space == "inception":  # the feature network's space: which network
+            block["network"] = settings.features
+        block |= {key: value for key, value in protocol.items() if key not in ("k", "space")}
+        for key in PRDC_KEYS:
             block[key] = _mean_std([d[f"{key}{suffix}"] for d in measured])
         blocks[name] = block
     if "ms_ssim" in names:
