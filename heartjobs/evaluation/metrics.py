@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from heartjobs.errors import HeartjobsError
 from heartjobs.spec.schema import EvalSection
 
 from .statistics import frechet_distance, kernel_inception_distance, mean_and_covariance
@@ -296,6 +297,22 @@ METRICS: dict[str, Metric] = {
 def numbers() -> dict[str, tuple[Metric, Number]]:
     """Every ranked number of the registry by its key, with its metric."""
     return {number.key: (metric, number) for metric in METRICS.values() for number in metric.numbers}
+
+
+def check_prdc_k(settings: EvalSection, n_real: int) -> None:
+    """PRDC's k nearest neighbours need more images than k in every set it compares: refused before any
+    image is generated (and by the preflight, before training)."""
+    if not settings.prdc:
+        return
+    counts = {"n_generated": settings.n_generated, "n_real": n_real}
+    if settings.frd:
+        counts["frd_n"] = min(settings.frd_n, settings.n_generated)  # the radiomic space's generated set
+    label, fewest = min(counts.items(), key=lambda item: item[1])
+    if settings.prdc_k >= fewest:
+        raise HeartjobsError(
+            f"eval.prdc_k: k = {settings.prdc_k} nearest neighbours need more than k images in each set, but "
+            f"{label} = {fewest}; lower prdc_k or set prdc = false"
+        )
 
 
 def wanted(settings: EvalSection) -> list[Metric]:

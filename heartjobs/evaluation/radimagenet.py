@@ -99,7 +99,13 @@ class RadImageNetWeights:
     standard = False  # no published FID is computed in this space
 
     def describe(self) -> dict:
-        return {**asdict(self), "path": str(self.path), "network": "radimagenet_resnet50"}
+        return {
+            **asdict(self),
+            "path": str(self.path.resolve()),
+            "network": "radimagenet_resnet50",
+            "kind": self.kind,
+            "standard": self.standard,
+        }
 
 
 # --- the network ---
