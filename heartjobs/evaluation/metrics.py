@@ -197,6 +197,12 @@ def _memorisation(space: str) -> Callable[[Any, Any, Options], tuple[dict, dict]
     return compute
 
 
+def _prdc_numbers(suffix: str) -> tuple[Number, ...]:
+    """PRDC's four numbers in one space: precision and density ask fidelity, recall and coverage diversity."""
+    questions = {"precision": "fidelity", "density": "fidelity", "recall": "diversity", "coverage": "diversity"}
+    return tuple(Number(key + suffix, question, "higher") for key, question in questions.items())
+
+
 def _on(flag: str) -> Callable[[EvalSection], bool]:
     return lambda settings: bool(getattr(settings, flag))
 
@@ -238,12 +244,7 @@ METRICS: dict[str, Metric] = {
             "inception",
             _on("prdc"),
             _prdc,
-            (
-                Number("precision", "fidelity", "higher"),
-                Number("density", "fidelity", "higher"),
-                Number("recall", "diversity", "higher"),
-                Number("coverage", "diversity", "higher"),
-            ),
+            _prdc_numbers(""),
         ),
         Metric(
             "prdc_radiomics",
@@ -251,12 +252,7 @@ METRICS: dict[str, Metric] = {
             "radiomics",
             _radiomic_and("prdc"),
             _prdc_radiomics,
-            (
-                Number("precision_radiomics", "fidelity", "higher"),
-                Number("density_radiomics", "fidelity", "higher"),
-                Number("recall_radiomics", "diversity", "higher"),
-                Number("coverage_radiomics", "diversity", "higher"),
-            ),
+            _prdc_numbers("_radiomics"),
         ),
         Metric(
             "ms_ssim",
