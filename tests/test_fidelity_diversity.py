@@ -206,6 +206,12 @@ def test_settings_no_measurement_can_use_are_refused_before_training(tmp_path, p
     # k nearest neighbours in a set of no more than k images; a quantile no run could ever be flagged at
     spec = write_spec(tmp_path, "fd_bad_k", "gan", prepared120.path, eval={**EVAL, "prdc_k": 60}, epochs=1)
     one_line_error(cli("validate", str(spec)), "fd_bad_k.toml: eval.prdc_k", "k = 60")
+    # the default k on a set too small for it is no mistake of the spec: PRDC recorded unmeasurable, with why
+    small = _measure(Noise(), prepared120, n_generated=4, repeats=1, frd=False, kid=False, ms_ssim=False)
+    assert small["prdc"] == {
+        "error": "PRDC (inception): 4 generated samples, but k = 5 nearest neighbours need at least 6"
+    }
+    assert "memorisation" in small and "fid_mean" in small
     spec = write_spec(tmp_path, "fd_bad_q", "gan", prepared120.path, eval={**EVAL, "memorisation_quantile": 0.5})
     one_line_error(cli("validate", str(spec)), "fd_bad_q.toml", "eval.memorisation_quantile")
 

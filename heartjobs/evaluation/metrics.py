@@ -27,6 +27,7 @@ from typing import Any, Literal
 import numpy as np
 
 from heartjobs.errors import HeartjobsError
+from heartjobs.spec.defaults import EVAL_LATER_SETTINGS
 from heartjobs.spec.schema import EvalSection
 
 from .statistics import frechet_distance, kernel_inception_distance, mean_and_covariance
@@ -296,9 +297,11 @@ def numbers() -> dict[str, tuple[Metric, Number]]:
 
 
 def check_prdc_k(settings: EvalSection, n_real: int) -> None:
-    """PRDC's k nearest neighbours need more images than k in every set it compares: refused before any
-    image is generated (and by the preflight, before training)."""
-    if not settings.prdc:
+    """A PRDC k the settings chose that some set it compares cannot hold (k nearest neighbours need more
+    than k images) is refused, before any image is generated and, by the preflight, before training. The
+    default k on a set too small for it is no mistake of the spec: PRDC is then recorded as unmeasurable,
+    with why, as FRD on too few images is."""
+    if not settings.prdc or settings.prdc_k == EVAL_LATER_SETTINGS["prdc_k"]:
         return
     counts = {"n_generated": settings.n_generated, "n_real": n_real}
     if settings.frd:
