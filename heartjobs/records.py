@@ -150,6 +150,7 @@ class Measurement(Record):
     normalize: str
     standard_weights: bool
     weights: dict = {}
+    features: str = "inception"  # the feature network: inception, or radimagenet (records before it: inception)
     kid_mean: float | None = None
     kid_std: float | None = None
     frd: dict | None = None  # {"mean", "std", "version", ...} or {"error", ...}

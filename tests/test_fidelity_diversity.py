@@ -20,7 +20,7 @@ from heartjobs.errors import JobInterrupted
 from heartjobs.evaluation.driver import MEMORISATION_FIGURE, measure
 from heartjobs.evaluation.manifold import prdc
 from heartjobs.evaluation.metrics import METRICS
-from heartjobs.evaluation.records import beyond_fid_line
+from heartjobs.evaluation.records import beyond_fid_line, summary_line
 from heartjobs.evaluation.repeatlog import RepeatLog
 from heartjobs.records import Measurement
 from heartjobs.spec.schema import EvalSection
@@ -196,6 +196,24 @@ def test_the_console_line_labels_memorisation_and_collapse():
     assert "recall 0.100 [fails the validity ladder]" in line and "precision 0.900 " in line
     assert "MEMORISED in pixels" in line and "0.500 of images in pixels" in line
     assert "MS-SSIM generated/real 3.000" in line
+    # the feature network's space named as measured, whichever network
+    radimagenet = record.model_copy(update={"features": "radimagenet"})
+    radimagenet.memorisation["spaces"]["inception"]["memorised"] = True
+    assert "MEMORISED in pixels, radimagenet (pixels, radimagenet;" in beyond_fid_line(radimagenet)
+
+
+def test_settings_no_measurement_can_use_are_refused_before_training(tmp_path, prepared120):
+    # k nearest neighbours in a set of no more than k images; a quantile no run could ever be flagged at
+    spec = write_spec(tmp_path, "fd_bad_k", "gan", prepared120.path, eval={**EVAL, "prdc_k": 60}, epochs=1)
+    one_line_error(cli("validate", str(spec)), "fd_bad_k.toml: eval.prdc_k", "k = 60")
+    # the default k on a set too small for it is no mistake of the spec: PRDC recorded unmeasurable, with why
+    small = _measure(Noise(), prepared120, n_generated=4, repeats=1, frd=False, kid=False, ms_ssim=False)
+    assert small["prdc"] == {
+        "error": "PRDC (inception): 4 generated samples, but k = 5 nearest neighbours need at least 6"
+    }
+    assert "memorisation" in small and "fid_mean" in small
+    spec = write_spec(tmp_path, "fd_bad_q", "gan", prepared120.path, eval={**EVAL, "memorisation_quantile": 0.5})
+    one_line_error(cli("validate", str(spec)), "fd_bad_q.toml", "eval.memorisation_quantile")
 
 
 def test_radimagenet_features_run_through_the_driver_and_a_wrong_file_is_refused_before_training(prepared120, tmp_path):
@@ -205,11 +223,21 @@ def test_radimagenet_features_run_through_the_driver_and_a_wrong_file_is_refused
     state = {k: v for k, v in net.state_dict().items() if not k.startswith("fc.")}
     weights = tmp_path / "radimagenet_untrained.pt"
     torch.save(state, weights)
-    result = _measure(
-        Noise(), prepared120, features="radimagenet", weights=str(weights), dims=2048, frd=False, ms_ssim=False,
-        memorisation=False, repeats=1, n_generated=30, kid=False, n_real=40,
-    )  # fmt: skip
+    settings = EvalSection(**{
+        **EVAL, "features": "radimagenet", "weights": str(weights), "dims": 2048, "frd": False, "ms_ssim": False,
+        "memorisation": False, "repeats": 1, "n_generated": 30, "kid": False, "n_real": 40,
+    })  # fmt: skip
+    result = measure(Noise(), 8, prepared120, settings, torch.device("cpu"), save_images=tmp_path / "images")
     assert result["weights"]["network"] == "radimagenet_resnet50" and len(result["weights"]["sha256"]) == 64
+    assert (result["weights"]["kind"], result["weights"]["standard"], result["features"]) == (
+        "radimagenet",
+        False,
+        "radimagenet",
+    )
+    # the saved images' README says no reference tool recomputes a number in this space
+    assert "RadImageNet ResNet-50's space" in (tmp_path / "images" / "README.txt").read_text()
+    record = Measurement.parse(result)
+    assert "RadImageNet ResNet-50's feature space: not comparable" in summary_line(record)
     assert result["prdc"]["network"] == "radimagenet" and result["prdc"]["dims"] == 2048 and result["dims"] == 2048
     assert any("RadImageNet" in w and "not comparable" in w for w in result["warnings"])
 

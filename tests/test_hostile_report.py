@@ -111,6 +111,7 @@ def test_fidelity_diversity_and_memorisation_values_from_elsewhere_are_checked_a
     data["prdc"]["recall"]["mean"] = float("nan")  # JSON's NaN, which Python's reader takes
     data["ms_ssim"]["ratio"]["mean"] = "abc"
     data["prdc"]["coverage"]["mean"] = float("inf")
+    data["prdc_radiomics"]["recall"]["mean"] = True  # a bool is no number
     (bad / "fid.json").write_text(json.dumps(data))
     linked = _run(hostile, specs("gan_odd", "gan", lr=0.0001), fids=[240.0] * 3, **one_question(figure="pairs.png"))
     (linked / "pairs.png").symlink_to(hostile / "outside.png")  # a link heartjobs did not make: not followed
@@ -120,11 +121,13 @@ def test_fidelity_diversity_and_memorisation_values_from_elsewhere_are_checked_a
     rows = {row["job"]: row for row in json.loads((hostile / "summary.json").read_text())["rows"]}
     row = rows["gan_default"]
     assert row["recall"] is row["coverage"] is row["ms_ssim_ratio"] is None and row["precision"] == 0.7
+    assert row["recall_radiomics"] is None and row["coverage_radiomics"] == 0.75
     assert row["memorised"] is True and row["memorised_spaces"] == "pixels" and row["memorisation_figure"] is None
     assert rows["gan_odd"]["memorisation_figure"] is None and rows["gan_odd"]["precision"] == 0.7
     warnings = result.stderr.strip().splitlines()
     [line] = [w for w in warnings if "/gan_default/v0001/fid.json" in w]
     for said in ("prdc: recall is not a finite number", "prdc: coverage is not", "ms_ssim: ms_ssim_ratio is not",
+                 "prdc_radiomics: recall_radiomics is not a finite number",
                  "memorisation: figure is not a .png path inside the run folder"):  # fmt: skip
         assert said in line, line
     [line] = [w for w in warnings if "/gan_odd/v0001/fid.json" in w]

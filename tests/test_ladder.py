@@ -33,7 +33,7 @@ from heartjobs.evaluation.records import FAILS_LADDER, summary_line
 from heartjobs.records import Measurement
 from heartjobs.store.prepared import PreparedSet
 
-from .conftest import cli
+from .conftest import cli, one_line_error
 
 
 @pytest.fixture(scope="module")
@@ -311,3 +311,6 @@ def test_the_ladder_judges_radimagenets_space_from_a_users_file(tmp_path, prepar
     torch.save({"conv.weight": torch.zeros(1)}, wrong)
     refused = cli("ladder", prepared48, "--features", "radimagenet", "--weights", wrong, "--metrics", "fid")
     assert refused.returncode == 2 and "Traceback" not in refused.stderr and "wrong.pt" in refused.stderr
+    # no file at all, or Inception's dims with RadImageNet: one line each, as `evaluate` says it
+    one_line_error(cli("ladder", prepared48, "--features", "radimagenet"), "weights", "RadImageNet")
+    one_line_error(cli("ladder", prepared48, "--features", "radimagenet", "--weights", weights, "--dims", "64"), "dims")

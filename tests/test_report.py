@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from heartjobs.records import Measurement
+from heartjobs.report import configurations
 from heartjobs.report.summary import COLUMNS, ROW_KEYS, Summary, collect, differences, label, markdown, write_report
 from heartjobs.spec.loading import load_spec
 
@@ -128,6 +129,7 @@ def one_question(
     density: float = 0.9,
     recall: float = 0.6,
     coverage: float = 0.8,
+    radiomic: tuple[float, float, float, float] | None = (0.65, 0.85, 0.5, 0.75),
     ratio: float = 1.05,
     memorised: tuple[str, ...] = (),
     pixels: float = 0.001,
@@ -135,8 +137,9 @@ def one_question(
     ladder: dict | None = None,
 ) -> dict:
     """The fields issue 31 adds to fid.json, in the metric driver's format (means over repeats with their
-    std, each with its protocol): PRDC in the feature network's space, the MS-SSIM ratio, memorisation in
-    pixels and Inception features (the spaces in `memorised` flagged), and a ladder keyed per number."""
+    std, each with its protocol): PRDC in the feature network's space and (`radiomic`: precision, density,
+    recall, coverage; None: not measured) in the radiomic space, the MS-SSIM ratio, memorisation in pixels and
+    Inception features (the spaces in `memorised` flagged), and a ladder keyed per number."""
 
     def spread(value: float) -> dict:
         return {"mean": value, "std": 0.01}
@@ -177,6 +180,19 @@ def one_question(
         "memorisation": {"memorised": bool(memorised), "quantile": 0.01, "spaces": spaces}
         | ({"figure": figure} if figure else {}),
     }
+    if radiomic is not None:
+        fields["prdc_radiomics"] = {
+            "k": 5,
+            "space": "radiomics",
+            "dims": 91,
+            "n_real": 1000,
+            "n_generated": 1000,
+            "n_real_used": 1000,
+            "n_generated_used": 998,
+            "features_used": 91,
+            "normalisation": "z-score on the real set (FRD v1)",
+            **{key: spread(value) for key, value in zip(values, radiomic, strict=True)},
+        }  # fmt: skip
     if ladder is not None:
         fields["ladder"] = ladder
     return fields
@@ -297,7 +313,7 @@ def test_a_failed_run_shows_failed_with_no_fid(tmp_path, specs):
     assert row["epochs"] == 1  # how far it got
     assert row["thesis_fid"] is None and row["protocol"] == "differs: not measured"
     line = next(line for line in markdown([row]).splitlines() if "gan_lr0.0004" in line)
-    assert "| failed |" + " - |" * 9 + " 1 |" in line and line.endswith("| differs: not measured | - |")
+    assert "| failed |" + " - |" * 13 + " 1 |" in line and line.endswith("| differs: not measured | - |")
 
 
 def test_the_newest_version_of_a_job_is_the_one_reported(tmp_path, specs):
@@ -422,9 +438,12 @@ def test_metrics_that_failed_the_ladder_are_marked_and_best_runs_follow_frd(tmp_
     assert "fails the validity ladder" in summary["note"] and "by FRD" in (artifacts / "summary.md").read_text()
 
 
-def test_no_best_runs_when_no_metric_is_trusted_and_verdicts_from_a_later_ladder_count(tmp_path, specs):
+def test_no_best_runs_when_no_metric_is_trusted_and_verdicts_from_a_later_ladder_count(tmp_path, specs, monkeypatch):
     from heartjobs.evaluation import verdicts
 
+    # the ladder's memory in a cache of this test's own: the session's prepared set is every test's, and a
+    # failed FRD remembered for it would leave later tests' runs (test_metrics_over_training's) no best
+    monkeypatch.setenv("HEARTJOBS_CACHE", str(tmp_path / "cache"))
     artifacts = tmp_path / "artifacts"
     untrained = {"kind": "untrained", "path": "/cache/untrained.pth", "sha256": "ab12", "standard": False}
     off = {"weights": untrained, "standard_weights": False}  # measured before any ladder: no verdicts inside
@@ -561,6 +580,7 @@ def test_fidelity_diversity_and_memorisation_stand_beside_fid_labelled_with_thei
     artifacts = tmp_path / "artifacts"
     passed, failed = {"passes": True, "failures": []}, {"passes": False, "failures": ["blur not worse"]}
     ladder = {"fid": passed, "kid": passed, "frd": passed, "precision": failed, "memorised_pixels": failed}
+    ladder |= {"recall_radiomics": failed, "coverage_radiomics": passed}
     _run(artifacts, specs("gan_default", "gan"), fids=[250.0] * 3, **one_question(ladder=ladder))
     copycat = _run(
         artifacts,
@@ -569,7 +589,8 @@ def test_fidelity_diversity_and_memorisation_stand_beside_fid_labelled_with_thei
         **one_question(memorised=("pixels", "inception"), figure="memorisation_pairs.png"),
     )
     _png(copycat / "memorisation_pairs.png", 120)
-    _run(artifacts, specs("dcgan_default", "dcgan"), fids=[200.0] * 3, **one_question(recall=0.05, ratio=2.4))
+    collapsing = one_question(recall=0.05, ratio=2.4, radiomic=None)  # measured without the radiomic space
+    _run(artifacts, specs("dcgan_default", "dcgan"), fids=[200.0] * 3, **collapsing)
     _run(artifacts, specs("wgan_default", "wgan"), fids=[210.0] * 3)  # measured before issue 31: no such fields
     rows, written = write_report(artifacts)
     by_job = _by_job(rows)
@@ -577,24 +598,37 @@ def test_fidelity_diversity_and_memorisation_stand_beside_fid_labelled_with_thei
     good, copy, collapsed, old = (by_job[j] for j in ("gan_default", "gan_lr0.0001", "dcgan_default", "wgan_default"))
     assert (good["precision"], good["density"], good["recall"], good["coverage"]) == (0.7, 0.9, 0.6, 0.8)
     assert good["ms_ssim_ratio"] == 1.05 and good["memorised"] is False and good["memorised_pixels"] == 0.001
-    assert good["concerns"] is None and good["ladder_fails"] == "precision,memorised_pixels"
+    assert (good["precision_radiomics"], good["density_radiomics"]) == (0.65, 0.85)
+    assert (good["recall_radiomics"], good["coverage_radiomics"]) == (0.5, 0.75)
+    assert good["concerns"] is None and good["ladder_fails"] == "precision,recall_radiomics,memorised_pixels"
+    assert collapsed["recall"] == 0.05 and collapsed["recall_radiomics"] is collapsed["coverage_radiomics"] is None
     assert copy["memorised"] is True and copy["memorised_spaces"] == "pixels, inception"
     assert copy["concerns"] == "memorised: pixels, inception"
     assert collapsed["concerns"] == "collapsed: recall 0.05 < 0.25, MS-SSIM generated/real 2.40 > 1.5"
-    assert all(old[k] is None for k in ("precision", "recall", "ms_ssim_ratio", "memorised", "numbers_protocol"))
+    assert all(old[k] is None for k in ("precision", "recall", "recall_radiomics", "ms_ssim_ratio", "memorised"))
+    assert old["numbers_protocol"] is None
     assert old["fid_mean"] == 210.0 and old["concerns"] is None
 
     md = (artifacts / "summary.md").read_text()
-    head = "| FRD | fidelity: precision | fidelity: density | diversity: recall | diversity: coverage | "
-    assert head + "diversity: MS-SSIM gen/real | memorisation | epochs |" in md
-    assert "| 0.700 † | 0.900 | 0.600 | 0.800 | 1.05 | no (pixels 0.10 % †) |" in md  # failed verdicts marked
+    # each number under its question and space: the feature network's, then the radiomic
+    head = (
+        "| FRD | fidelity: precision | fidelity: density | fidelity: precision (radiomic) | fidelity: density "
+        "(radiomic) | diversity: recall | diversity: coverage | diversity: recall (radiomic) | diversity: coverage "
+        "(radiomic) | diversity: MS-SSIM gen/real | memorisation | epochs |"
+    )
+    assert head in md
+    # failed verdicts marked, each number on its own
+    assert "| 0.700 † | 0.900 | 0.650 | 0.850 | 0.600 | 0.800 | 0.500 † | 0.750 | 1.05 | no (pixels 0.10 % †) |" in md
     assert "| memorised: pixels, inception |" in md
-    old_line = next(line for line in md.splitlines() if line.startswith("| wgan_default |"))
-    assert "| - | - | - | - | - | - | 2 |" in old_line  # the old record: blanks
+    lines = {line.split(" | ")[0].removeprefix("| "): line for line in md.splitlines() if line.startswith("| ")}
+    assert "| 0.700 | 0.900 | - | - | 0.050 | 0.800 | - | - | 2.40 |" in lines["dcgan_default"]  # no radiomic space
+    assert "| - | - | - | - | - | - | - | - | - | - | 2 |" in lines["wgan_default"]  # the old record: blanks
+    assert "`(radiomic)`: the same in the radiomic space" in md
     assert "fidelity (are the images realistic): precision and density" in md
     # every number's protocol: k, n, feature space, pairs, the memorisation threshold
     protocol = md.split("## Fidelity, diversity and memorisation: protocol")[1]
     assert "k = 5 in inception's feature space (2048-d), generated n = 3000 vs real n = 3307" in protocol
+    assert "in the radiomic space: k = 5, 91 features, generated n = 998 vs real n = 1000" in protocol
     assert "MS-SSIM: 1000 pairs among the first 1000 generated, 1000 pairs among the 3307 real images" in protocol
     assert "0.01 quantile of the leave-one-out training slices nearest distances" in protocol
     assert "wgan_default" not in protocol
@@ -608,12 +642,20 @@ def test_fidelity_diversity_and_memorisation_stand_beside_fid_labelled_with_thei
     assert best["dcgan"]["concerns"][0].startswith("collapsed: recall 0.05") and best["wgan"]["concerns"] == []
     section = md.split("## Best per model")[1].split("\n## ")[0]
     assert "recall or coverage below 0.25" in section
-    assert "| gan | gan_lr0.0001 | lr = 0.0001 | FID | 20.00 | 0.700 | 0.600 | 0.800 | 1.05 |" in section
-    assert section.rstrip().endswith("| wgan | wgan_default | default | FID | 210.00 | - | - | - | - | - | no |")
+    best_head = "| fidelity: precision (radiomic) | diversity: recall | diversity: coverage | diversity: recall ("
+    assert best_head in section
+    best_line = "| gan | gan_lr0.0001 | lr = 0.0001 | FID | 20.00 | 0.700 | 0.650 | 0.600 | 0.800 | 0.500 | 0.750 |"
+    assert best_line in section
+    assert "| dcgan | dcgan_default | default | FID | 200.00 | 0.700 | - | 0.050 | 0.800 | - | - | 2.40 |" in section
+    blanks = " - |" * 8
+    assert section.rstrip().endswith(f"| wgan | wgan_default | default | FID | 210.00 |{blanks} no |")
+    assert best["gan"]["recall_radiomics"] == 0.5 and best["dcgan"]["coverage_radiomics"] is None
 
     with open(artifacts / "summary.csv", newline="") as f:
         table = {row["job"]: row for row in csv.DictReader(f)}
     assert float(table["gan_default"]["coverage"]) == 0.8 and table["wgan_default"]["coverage"] == ""
+    assert float(table["gan_default"]["coverage_radiomics"]) == 0.75
+    assert table["dcgan_default"]["recall_radiomics"] == ""
     assert table["gan_lr0.0001"]["memorised"] == "True" and table["wgan_default"]["memorised"] == ""
 
     page = (artifacts / "report.html").read_text()
@@ -621,11 +663,22 @@ def test_fidelity_diversity_and_memorisation_stand_beside_fid_labelled_with_thei
     assert '<img src="gan_lr0.0001/v0001/memorisation_pairs.png"' in page  # the copycat's closest pairs
     assert page.count("memorisation_pairs.png") == 1
     assert "<th>diversity: MS-SSIM gen/real</th>" in page and "<th>fidelity: precision / density</th>" in page
+    assert "<th>diversity: recall (radiomic)</th>" in page and "<td>0.500 †</td>" in page  # runs, best run
     configs = {c["configuration"]: c for c in summary["configurations"] if c["model"] == "gan"}
     assert configs["default"]["precision"]["mean"] == 0.7 and configs["lr = 0.0001"]["memorised_runs"] == {
         "flagged": 1,
         "of": 1,
     }
+    # over seeds: the radiomic recall and coverage beside the feature network's, each failed verdict marked
+    assert configs["default"]["recall_radiomics"]["mean"] == 0.5
+    texts = dict(zip(configurations.HEADER, configurations.cells(configs["default"], "†"), strict=True))
+    assert texts["diversity: recall / coverage / MS-SSIM gen/real"] == "0.600 / 0.800 / 1.05"
+    assert texts["diversity (radiomic): recall / coverage"] == "0.500 † / 0.750"
+    assert texts["fidelity (radiomic): precision / density"] == "0.650 / 0.850"
+    dcgan = next(c for c in summary["configurations"] if c["model"] == "dcgan")
+    radiomic_diversity = configurations.HEADER.index("diversity (radiomic): recall / coverage")
+    assert configurations.cells(dcgan, "†")[radiomic_diversity] == "-"
+    assert "<th>diversity (radiomic): recall / coverage</th>" in page and "0.500 † / 0.750" in page
     assert artifacts / "report_best_grids.png" in written
 
 

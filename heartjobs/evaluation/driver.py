@@ -32,7 +32,7 @@ from heartjobs.store.prepared import PreparedSet
 from . import radiomics, verdicts
 from .inception import FeatureExtractor, real_count, real_statistics
 from .memorisation import plot_pairs
-from .metrics import METRICS, PRDC_KEYS, SPACES, Metric, Options, in_space, singular_warnings, wanted
+from .metrics import METRICS, PRDC_KEYS, SPACES, Metric, Options, check_prdc_k, in_space, singular_warnings, wanted
 from .repeatlog import RepeatLog, entry_of, frd_of, has_frd
 from .weights import resolve_weights
 
@@ -69,6 +69,7 @@ def check_sizes(settings: EvalSection, n_real: int) -> list[str]:
     for label, n in counts.items():
         if n < 2:
             raise HeartjobsError(f"eval.{label}: {n} images; FID needs at least 2")
+    check_prdc_k(settings, n_real)
     return singular_warnings("inception", counts, settings.dims)
 
 
@@ -467,9 +468,14 @@ def write_image_readme(folder: Path, result: dict) -> None:
         "Images measured by heartjobs, exactly as measured (uint8 PNG). Run the commands below in this folder.",
         f"real/: the {result['n_real']} real images; repeat_R/: the {result['n_generated']} generated images of "
         f"repeat R (0..{repeats - 1}), seed in the record.",
-        f"FID ({result['dims']}-d, {result['weights']['kind']} weights): "
-        f"python -m pytorch_fid real repeat_0 --dims {result['dims']}"
-        + ("" if result["standard_weights"] else "  (pytorch-fid's CLI uses the standard weights only)"),
+        (
+            f"FID ({result['dims']}-d, {result['weights']['kind']} weights): "
+            f"python -m pytorch_fid real repeat_0 --dims {result['dims']}"
+            + ("" if result["standard_weights"] else "  (pytorch-fid's CLI uses the standard weights only)")
+        )
+        if result.get("features", "inception") == "inception"
+        else "FID, KID, PRDC: in RadImageNet ResNet-50's space, which no reference tool computes (pytorch-fid's CLI "
+        "uses Inception)",
     ]
     if "frd" in result and "mean" in result["frd"]:
         n = result["frd"]["n_generated"]

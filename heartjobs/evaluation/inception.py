@@ -24,13 +24,32 @@ from .statistics import mean_and_covariance
 from .weights import InceptionWeights, build_inception
 
 
-class FeatureExtractor:
+class BatchedFeatures:
+    """A feature network called on uint8 batches (self(batch) -> N x dims float64), with progress."""
+
+    dims: int
+
+    def of_batches(
+        self, batches: Iterator[torch.Tensor], total: int, label: str, poll: Callable[[], None] | None = None
+    ) -> np.ndarray:
+        """The features of every batch, in order; poll() after each (a stop request raises there)."""
+        parts = []
+        with track(label, total) as advance:
+            for batch in batches:
+                parts.append(self(batch))
+                advance(len(batch))
+                if poll:
+                    poll()
+        return np.concatenate(parts) if parts else np.zeros((0, self.dims))
+
+
+class FeatureExtractor(BatchedFeatures):
     """uint8 images N x C x H x W -> Inception features N x dims (float64), batch by batch."""
 
     def __init__(self, weights: InceptionWeights, dims: int, device: torch.device, batch_size: int):
         # NHWC: Inception's convolutions run faster so on the CPU (bench/bench_fid.py measures it)
         self.model = build_inception(weights, dims, device).to(memory_format=torch.channels_last)
-        self.device, self.batch_size = device, batch_size
+        self.device, self.batch_size, self.dims = device, batch_size, dims
 
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor) -> np.ndarray:
@@ -42,18 +61,6 @@ class FeatureExtractor:
         if features.shape[2:] != (1, 1):  # blocks below 2048 dims: global average pool, as pytorch-fid does
             features = F.adaptive_avg_pool2d(features, (1, 1))
         return features.flatten(1).double().cpu().numpy()
-
-    def of_batches(
-        self, batches: Iterator[torch.Tensor], total: int, label: str, poll: Callable[[], None] | None = None
-    ) -> np.ndarray:
-        parts = []
-        with track(label, total) as advance:
-            for batch in batches:
-                parts.append(self(batch))
-                advance(len(batch))
-                if poll:
-                    poll()
-        return np.concatenate(parts)
 
 
 @dataclass

@@ -24,6 +24,7 @@ import torch
 
 from heartjobs.errors import HeartjobsError
 from heartjobs.progress import console
+from heartjobs.spec.loading import overridden
 from heartjobs.spec.schema import EvalSection
 from heartjobs.store.prepared import PreparedSet
 
@@ -329,7 +330,15 @@ def run_ladder(
     if in_space(chosen, "inception"):
         # the feature network's space: pytorch-fid's Inception, or RadImageNet's ResNet-50 from a user's file
         # (2048-d), loaded as the driver loads them (heartjobs.evaluation.driver.feature_network)
-        settings = EvalSection(features=features, weights=weights, dims=dims, batch_size=batch_size)
+        # checked as `evaluate` checks the same options: one line naming the option (no RadImageNet file, dims)
+        given = {"features": features, "weights": weights, "dims": dims, "batch_size": batch_size}
+        options_named = {
+            "features": "--features",
+            "weights": "--weights",
+            "dims": "--dims",
+            "batch_size": "--batch-size",
+        }
+        settings = overridden(EvalSection(), given, options_named)
         extractor, inception = feature_network(settings, device)
         dims = network_dims(settings)
 

@@ -26,6 +26,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from heartjobs.errors import HeartjobsError
+from heartjobs.spec.defaults import EVAL_LATER_SETTINGS
 from heartjobs.spec.schema import EvalSection
 
 from .statistics import frechet_distance, kernel_inception_distance, mean_and_covariance
@@ -196,6 +198,12 @@ def _memorisation(space: str) -> Callable[[Any, Any, Options], tuple[dict, dict]
     return compute
 
 
+def _prdc_numbers(suffix: str) -> tuple[Number, ...]:
+    """PRDC's four numbers in one space: precision and density ask fidelity, recall and coverage diversity."""
+    questions = {"precision": "fidelity", "density": "fidelity", "recall": "diversity", "coverage": "diversity"}
+    return tuple(Number(key + suffix, question, "higher") for key, question in questions.items())
+
+
 def _on(flag: str) -> Callable[[EvalSection], bool]:
     return lambda settings: bool(getattr(settings, flag))
 
@@ -237,12 +245,7 @@ METRICS: dict[str, Metric] = {
             "inception",
             _on("prdc"),
             _prdc,
-            (
-                Number("precision", "fidelity", "higher"),
-                Number("density", "fidelity", "higher"),
-                Number("recall", "diversity", "higher"),
-                Number("coverage", "diversity", "higher"),
-            ),
+            _prdc_numbers(""),
         ),
         Metric(
             "prdc_radiomics",
@@ -250,12 +253,7 @@ METRICS: dict[str, Metric] = {
             "radiomics",
             _radiomic_and("prdc"),
             _prdc_radiomics,
-            (
-                Number("precision_radiomics", "fidelity", "higher"),
-                Number("density_radiomics", "fidelity", "higher"),
-                Number("recall_radiomics", "diversity", "higher"),
-                Number("coverage_radiomics", "diversity", "higher"),
-            ),
+            _prdc_numbers("_radiomics"),
         ),
         Metric(
             "ms_ssim",
@@ -296,6 +294,24 @@ METRICS: dict[str, Metric] = {
 def numbers() -> dict[str, tuple[Metric, Number]]:
     """Every ranked number of the registry by its key, with its metric."""
     return {number.key: (metric, number) for metric in METRICS.values() for number in metric.numbers}
+
+
+def check_prdc_k(settings: EvalSection, n_real: int) -> None:
+    """A PRDC k the settings chose that some set it compares cannot hold (k nearest neighbours need more
+    than k images) is refused, before any image is generated and, by the preflight, before training. The
+    default k on a set too small for it is no mistake of the spec: PRDC is then recorded as unmeasurable,
+    with why, as FRD on too few images is."""
+    if not settings.prdc or settings.prdc_k == EVAL_LATER_SETTINGS["prdc_k"]:
+        return
+    counts = {"n_generated": settings.n_generated, "n_real": n_real}
+    if settings.frd:
+        counts["frd_n"] = min(settings.frd_n, settings.n_generated)  # the radiomic space's generated set
+    label, fewest = min(counts.items(), key=lambda item: item[1])
+    if settings.prdc_k >= fewest:
+        raise HeartjobsError(
+            f"eval.prdc_k: k = {settings.prdc_k} nearest neighbours need more than k images in each set, but "
+            f"{label} = {fewest}; lower prdc_k or set prdc = false"
+        )
 
 
 def wanted(settings: EvalSection) -> list[Metric]:

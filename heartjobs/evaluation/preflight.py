@@ -17,6 +17,7 @@ from heartjobs.store.prepared import PreparedSet
 
 from . import radiomics
 from .cache import cache_dir, check_torch_hub_place
+from .metrics import check_prdc_k
 
 REACH_TIMEOUT_S = 5.0
 LATER = (
@@ -56,6 +57,10 @@ def check_measurable(spec: ResolvedSpec, path: Path | str) -> None:
             radiomics.check_available(settings.frd_backend)
         except HeartjobsError as exc:
             raise HeartjobsError(f"{path}: eval.frd: {exc}") from None
+    try:  # PRDC's k against the set sizes: known from the spec and the prepared set's count
+        check_prdc_k(settings, min(settings.n_real or spec.data.count, spec.data.count))
+    except HeartjobsError as exc:
+        raise HeartjobsError(f"{path}: {exc}") from None
     for other in spec.eval.against:
         open_against(other, spec, f"{path}: eval.against: ")
 

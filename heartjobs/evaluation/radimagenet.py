@@ -54,7 +54,6 @@ with 2 threads, 8.4 s with 1; channels-last memory format, used here, is about 1
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -65,8 +64,9 @@ from torch import nn
 
 from heartjobs.errors import HeartjobsError, one_line
 from heartjobs.hashing import sha256_file
-from heartjobs.progress import track
 from heartjobs.store.checkpoint import load_tensors
+
+from .inception import BatchedFeatures
 
 FEATURE_DIMS = 2048
 INPUT_SIZE = 224
@@ -99,7 +99,13 @@ class RadImageNetWeights:
     standard = False  # no published FID is computed in this space
 
     def describe(self) -> dict:
-        return {**asdict(self), "path": str(self.path), "network": "radimagenet_resnet50"}
+        return {
+            **asdict(self),
+            "path": str(self.path.resolve()),
+            "network": "radimagenet_resnet50",
+            "kind": self.kind,
+            "standard": self.standard,
+        }
 
 
 # --- the network ---
@@ -251,7 +257,7 @@ def load_backbone(weights: RadImageNetWeights, device: torch.device) -> nn.Modul
 # --- features ---
 
 
-class FeatureExtractor:
+class FeatureExtractor(BatchedFeatures):
     """uint8 images N x 1 (or 3) x H x W -> RadImageNet ResNet-50 features N x 2048 (float64), batch by batch;
     the same interface as heartjobs.evaluation.inception.FeatureExtractor."""
 
@@ -280,18 +286,6 @@ class FeatureExtractor:
         x = self.preprocess(images).contiguous(memory_format=torch.channels_last)
         features = _backbone_forward(self.model, x)
         return features.mean(dim=(2, 3)).double().cpu().numpy()
-
-    def of_batches(
-        self, batches: Iterator[torch.Tensor], total: int, label: str, poll: Callable[[], None] | None = None
-    ) -> np.ndarray:
-        parts = []
-        with track(label, total) as advance:
-            for batch in batches:
-                parts.append(self(batch))
-                advance(len(batch))
-                if poll:
-                    poll()
-        return np.concatenate(parts) if parts else np.zeros((0, FEATURE_DIMS))
 
     def protocol(self) -> dict:
         """What a result records about this feature space."""

@@ -101,7 +101,9 @@ def summary_line(report: Measurement) -> str:
     )
     if report.kid_mean is not None:
         text += f"  KID {report.kid_mean:.5f} +- {report.kid_std:.5f}{mark('kid')}"
-    if not report.standard_weights:
+    if report.features == "radimagenet":
+        text += "  [in RadImageNet ResNet-50's feature space: not comparable to published (Inception) FID]"
+    elif not report.standard_weights:
         text += f"  [{report.weights.get('kind')} weights: not comparable to published FID]"
     frd = report.frd
     if frd and "error" in frd:
@@ -155,9 +157,13 @@ def beyond_fid_line(report: Measurement) -> str:
         flagged = [space for space, block in spaces.items() if isinstance(block, dict) and block.get("memorised")]
         pixels = spaces.get("pixels") or {}
         share = f", {mean(pixels, 'fraction')} of images in pixels" if "fraction" in pixels else ""
+        # the feature network's space is keyed "inception" whichever network it is: named as measured
+        names = {"inception": report.features}
+        flagged = [names.get(space, space) for space in flagged]
         verdict = f"MEMORISED in {', '.join(flagged)}" if flagged else "not memorised"
+        measured = ", ".join(names.get(space, space) for space in spaces)
         parts.append(
-            f"memorisation: {verdict} ({', '.join(spaces)}; nearer a training slice than the nearest "
+            f"memorisation: {verdict} ({measured}; nearer a training slice than the nearest "
             f"{memorisation.get('quantile', 0.01):.0%} of real ones{share})"
         )
     return "  ".join(parts)

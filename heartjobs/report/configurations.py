@@ -16,9 +16,17 @@ from heartjobs.report.statistics import TEST, summarize, welch
 
 METRICS = ("fid", "kid", "frd")
 # The numbers that ask one question each (fidelity, diversity, memorisation), summarised over runs too:
-# shown as three compact cells, one per question.
-NUMBERS = ("precision", "density", "recall", "coverage", "ms_ssim_ratio", "memorised_pixels")
-GROUPS = {"fidelity": ("precision", "density"), "diversity": ("recall", "coverage", "ms_ssim_ratio")}
+# shown as compact cells, one per question and space (PRDC's radiomic space beside the feature network's).
+NUMBERS = (
+    "precision", "density", "precision_radiomics", "density_radiomics", "recall", "coverage", "recall_radiomics",
+    "coverage_radiomics", "ms_ssim_ratio", "memorised_pixels",
+)  # fmt: skip
+GROUPS = {
+    "fidelity": ("precision", "density"),
+    "fidelity (radiomic)": ("precision_radiomics", "density_radiomics"),
+    "diversity": ("recall", "coverage", "ms_ssim_ratio"),
+    "diversity (radiomic)": ("recall_radiomics", "coverage_radiomics"),
+}
 NOTE = (
     "Configurations: the runs of one configuration with different training seeds taken together (one run per "
     "seed). mean ± std over runs (each run's value is its mean over its FID repeats), 95 % CI from the t "
@@ -26,8 +34,8 @@ NOTE = (
     "a p below 0.05 says the difference is unlikely under seed noise alone (no correction for the many "
     "comparisons of a study: among 20 variants without any effect, one such p is expected). The thesis' Table 1 std is "
     "between FID repeats of one training, not between trainings: it cannot tell seed noise from an effect. "
-    "fidelity, diversity: the mean over runs of each number the column names, in its order; memorisation: the "
-    "runs in which memorisation was flagged."
+    "fidelity, diversity: the mean over runs of each number the column names, in its order (in the feature "
+    "network's space; (radiomic): in the radiomic space); memorisation: the runs in which memorisation was flagged."
 )
 
 
@@ -134,7 +142,10 @@ def _comparison(result: dict | None, digits: int) -> str:
 
 
 DIGITS = {"fid": 2, "kid": 4, "frd": 2}
-TITLES = {"ms_ssim_ratio": "MS-SSIM gen/real"}
+# a group's titles; the space is named once, with its question ("diversity (radiomic): recall / coverage")
+TITLES = {"ms_ssim_ratio": "MS-SSIM gen/real"} | {
+    f"{key}_radiomics": key for key in ("precision", "density", "recall", "coverage")
+}
 HEADER = [
     "model", "configuration", "runs", "seeds", "FID mean ± std [95 % CI]", "KID", "FRD", "vs default",
     "ΔFID [95 % CI], p", "ΔFRD [95 % CI], p",

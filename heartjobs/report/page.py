@@ -81,7 +81,12 @@ def protocol_text(values: dict) -> str:
     """How a configuration's numbers were measured and trained, in words."""
     if "dims" not in values:
         return "not measured"
-    weights = "standard Inception weights" if values["standard_weights"] else "other Inception weights (not comparable)"
+    if values.get("features", "inception") != "inception":
+        weights = f"{values['features']} features (not comparable to Inception FID)"
+    elif values["standard_weights"]:
+        weights = "standard Inception weights"
+    else:
+        weights = "other Inception weights (not comparable)"
     return (
         f"{weights}, n={values['n_generated']} × {values['repeats']} repeats, dims {values['dims']}, "
         f"normalize {values['normalize']}, real n={values['n_real']}; {values['epochs']} epochs, tf32 "

@@ -5,11 +5,11 @@ plus two figures: each model's best sample grid next to the real grid (the thesi
 and FRD against each varied hyperparameter per model. A run stands beside a Table 1 value only when it
 was measured and trained as the thesis was (THESIS_PROTOCOL); otherwise its `protocol` cell names what
 differs. Beside FID, KID and FRD, the numbers that ask one question each (issue 31: precision and density
-for fidelity; recall, coverage and the MS-SSIM ratio for diversity; memorisation), labelled with it, and
-their protocol per run. A value whose number failed the validity ladder (`heartjobs ladder`, recorded in
-fid.json) is marked. The best runs follow heartjobs.store.best's one rule, each shown with its fidelity,
-diversity and memorisation and flagged where it collapsed or memorised. The thesis' own values and
-protocol are in thesis.py.
+for fidelity; recall, coverage and the MS-SSIM ratio for diversity, PRDC in the feature network's space and
+in the radiomic; memorisation), labelled with their question and space, and their protocol per run. A value
+whose number failed the validity ladder (`heartjobs ladder`, recorded in fid.json) is marked. The best runs
+follow heartjobs.store.best's one rule, each shown with its fidelity, diversity and memorisation and flagged
+where it collapsed or memorised. The thesis' own values and protocol are in thesis.py.
 """
 
 from __future__ import annotations
@@ -50,7 +50,8 @@ HYPERPARAMETERS = tuple(
 )
 COLUMNS = [
     "job", "model", "configuration", "seed", "state", "fid_mean", "fid_std", "kid_mean", "frd_mean", "frd_std",
-    "precision", "density", "recall", "coverage", "ms_ssim_ratio", "memorised", "memorised_spaces", "memorised_pixels",
+    "precision", "density", "precision_radiomics", "density_radiomics", "recall", "coverage", "recall_radiomics",
+    "coverage_radiomics", "ms_ssim_ratio", "memorised", "memorised_spaces", "memorised_pixels",
     "concerns", "epochs", "train_seconds", "images_per_s", "standard_weights", "n_generated", "ladder_fails",
     "protocol", "thesis_fid", "thesis_fid_std", "best_epoch", "run_dir",
 ]  # fmt: skip
@@ -75,10 +76,16 @@ class ReportRow(BaseModel):
     kid_mean: float | None = None
     frd_mean: float | None = None
     frd_std: float | None = None
-    precision: float | None = None  # the numbers that ask one question each (QUESTION_OF), means over repeats
+    # the numbers that ask one question each (QUESTION_OF), means over repeats; PRDC in the feature network's
+    # space, and with _radiomics in the radiomic space
+    precision: float | None = None
     density: float | None = None
+    precision_radiomics: float | None = None
+    density_radiomics: float | None = None
     recall: float | None = None
     coverage: float | None = None
+    recall_radiomics: float | None = None
+    coverage_radiomics: float | None = None
     ms_ssim_ratio: float | None = None
     memorised: bool | None = None  # memorisation flagged in some space; None: not measured
     memorised_spaces: str | None = None  # where, comma-separated
@@ -132,8 +139,13 @@ class Summary(Record):
 
 
 # The numbers beside FID, KID and FRD that the tables show, each with its question (the registry's), and
-# the question's label; ladder verdicts are read for every number of the registry.
-SHOWN = ("precision", "density", "recall", "coverage", "ms_ssim_ratio")
+# the question's label; ladder verdicts are read for every number of the registry. PRDC in both its spaces,
+# the radiomic beside the feature network's: on the phantom the radiomic recall and coverage are the
+# diversity numbers that pass the validity ladder.
+SHOWN = (
+    "precision", "density", "precision_radiomics", "density_radiomics",
+    "recall", "coverage", "recall_radiomics", "coverage_radiomics", "ms_ssim_ratio",
+)  # fmt: skip
 QUESTION_OF = {key: number.question for key, (_, number) in numbers().items()}
 LADDERED = ("fid", "kid", "frd", *(key for key in QUESTION_OF if key not in ("fid", "kid", "frd")))
 NUMBER_TITLES = {"ms_ssim_ratio": "MS-SSIM gen/real"}
@@ -408,7 +420,10 @@ def _fmt_mean(mean, std) -> str:
 
 
 def number_title(key: str) -> str:
-    """A one-question number's column title, led by its question: "fidelity: precision"."""
+    """A one-question number's column title, led by its question and naming a space other than the feature
+    network's: "fidelity: precision", "diversity: recall (radiomic)"."""
+    if key.endswith("_radiomics"):
+        return f"{QUESTION_OF[key]}: {key.removesuffix('_radiomics')} (radiomic)"
     return f"{QUESTION_OF[key]}: {NUMBER_TITLES.get(key, key)}"
 
 
@@ -421,7 +436,8 @@ LEGEND = (
     "Beside FID, KID and FRD (which fold both questions into one number), each number asks one question, "
     f"named in its column: fidelity ({QUESTIONS['fidelity']}): precision and density; diversity "
     f"({QUESTIONS['diversity']}): recall and coverage (k-NN manifolds in the feature network's space, "
-    "Kynkäänniemi et al. 2019, Naeem et al. 2020; higher is better, about 1 for a sample of the real set), and "
+    "Kynkäänniemi et al. 2019, Naeem et al. 2020; higher is better, about 1 for a sample of the real set; "
+    "`(radiomic)`: the same in the radiomic space, FRD's z-scored radiomic features), and "
     "MS-SSIM gen/real (the mean MS-SSIM of random generated pairs over that of random real pairs, Odena et al. "
     f"2017; above 1: less varied than the real set); memorisation ({QUESTIONS['memorisation']}): `memorised` "
     "and the spaces where the test flagged it, else `no` and the fraction of generated images nearer a "
@@ -564,9 +580,13 @@ def best_runs(rows: list[dict], metric: str | None) -> list[dict]:
     ]
 
 
+# The best runs' numbers: precision, recall and coverage in both spaces, the MS-SSIM ratio.
+BEST_NUMBERS = (
+    "precision", "precision_radiomics", "recall", "coverage", "recall_radiomics", "coverage_radiomics",
+    "ms_ssim_ratio",
+)  # fmt: skip
 BEST_HEADER = [
-    "model", "best run", "configuration", "by", "value", number_title("precision"), number_title("recall"),
-    number_title("coverage"), number_title("ms_ssim_ratio"), "memorisation", "flagged",
+    "model", "best run", "configuration", "by", "value", *map(number_title, BEST_NUMBERS), "memorisation", "flagged",
 ]  # fmt: skip
 
 
@@ -577,7 +597,7 @@ def best_cells(entry: dict) -> list[str]:
     return [
         str(entry["model"]), entry["job"], entry["configuration"] or "-", by.upper(),
         f"{entry['value']:.4f}" if by == "kid" else f"{entry['value']:.2f}",
-        *(number_cell(entry[key], key, failed) for key in ("precision", "recall", "coverage", "ms_ssim_ratio")),
+        *(number_cell(entry[key], key, failed) for key in BEST_NUMBERS),
         memorisation_cell(entry, failed), "; ".join(entry["concerns"]) or "no",
     ]  # fmt: skip
 

@@ -38,6 +38,7 @@ THESIS_KEYS = ("lr", "latent_dim", "batch_size")
 # real set of 3307 slices, 2048-d, after 200 epochs under PyTorch's default precision of its time (TF32
 # convolutions, FP32 matmuls). A run's n_real counts only when it is its whole prepared set.
 THESIS_PROTOCOL: dict = {
+    "features": "inception",
     "standard_weights": True,
     "n_generated": 3000,
     "repeats": 3,
@@ -57,6 +58,7 @@ def measured_protocol(spec: dict, fid: Measurement | None) -> dict:
     if fid:
         count = spec.get("data", {}).get("count")
         protocol |= {
+            "features": fid.features,
             "standard_weights": fid.standard_weights,
             "n_generated": fid.n_generated,
             "repeats": len(fid.repeats),

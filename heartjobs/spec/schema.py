@@ -237,7 +237,8 @@ class EvalSection(_SpecSection):
     ms_ssim: bool = True
     ms_ssim_pairs: int = Field(1000, ge=1, le=MAX_IMAGES)
     memorisation: bool = True
-    memorisation_quantile: float = Field(0.01, gt=0, lt=1)
+    # below 0.2: a run is flagged when more than 5 x this share of its images lie below the threshold
+    memorisation_quantile: float = Field(0.01, gt=0, lt=0.2)
     # Write the images each repeat measured (and the real ones) as PNG into the run's eval_images/.
     save_images: bool = False
     # Measure the checkpoint every N epochs during training (and the last) with [eval.during]'s settings,
