@@ -34,7 +34,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["UpsampleConv", "phase_conv", "phase_kernels", "rewrite_upsample_convs", "upsample_conv"]
+__all__ = [
+    "UpsampleConv",
+    "phase_conv",
+    "phase_kernels",
+    "rewrite_generator",
+    "rewrite_upsample_convs",
+    "upsample_conv",
+]
 
 # Row r of _COLLAPSE[a] sums the 3x3 taps that land on low-resolution tap r of phase a (see the docstring).
 _COLLAPSE = ((1.0, 0.0, 0.0), (0.0, 1.0, 1.0)), ((1.0, 1.0, 0.0), (0.0, 0.0, 1.0))
@@ -146,4 +153,14 @@ def rewrite_upsample_convs(sequential: nn.Sequential) -> int:
             sequential[index + 1] = UpsampleConv.from_conv(conv)
             sequential[index] = nn.Identity()
             swapped += 1
+    return swapped
+
+
+def rewrite_generator(generator: nn.Module) -> int:
+    """rewrite_upsample_convs on every nn.Sequential in `generator` ([train] phase_conv: the trainer's
+    generator); the number swapped. A generator with nothing to swap is refused: the spec check
+    (family.upsample_conv) lets the switch through only for generators that have the pattern."""
+    swapped = sum(rewrite_upsample_convs(m) for m in list(generator.modules()) if isinstance(m, nn.Sequential))
+    if not swapped:
+        raise ValueError(f"{type(generator).__name__} has no nearest x2 upsampling followed by a 3x3 convolution")
     return swapped
