@@ -83,6 +83,12 @@ def test_a_phase_conv_run_saves_a_plain_dcgan_generator_and_is_not_resumed_witho
     status = json.loads((run / "status.json").read_text())
     (run / "status.json").write_text(json.dumps({**status, "state": "interrupted", "pid": None}))
     off = write_spec(tmp_path, "phased", "dcgan", prepared32, **QUICK)
+    # the rewrite draws no random numbers: the same seed starts from the plain run's weights
+    plain_trainer = Trainer(load_spec(off), PreparedSet.open(prepared32).tensor(), torch.device("cpu"))
+    a, b = plain_trainer.G.state_dict(), trainer.G.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    a, b = plain_trainer.D.state_dict(), trainer.D.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(HeartjobsError, match="refusing to resume") as refused:
         run_job(off, resume=True)
     assert "train.phase_conv: True -> (none)" in str(refused.value)
