@@ -302,3 +302,105 @@ def test_a_recovered_job_whose_version_another_process_runs_is_skipped_not_faile
     record = json.loads((queue.root / "done" / "000001_taken.r1.json").read_text())
     assert record["state"] == "skipped" and "another process is running it" in record["reason"]
     assert record["exit_code"] == 75
+
+
+# --- overlap: a job measured while the next one trains ---
+
+# measured with untrained Inception weights (no download), enough repeats for a stop to land between them
+OVERLAP_EVAL = {"weights": "untrained", "dims": 64, "n_generated": 48, "repeats": 3, "batch_size": 48, "frd": False}
+
+
+@pytest.fixture(scope="module")
+def measured_reference(tmp_path_factory, prepared32) -> dict:
+    """fid.json of job "measured" trained and measured in one process: what its overlapped measurement equals."""
+    from heartjobs.runner.lifecycle import run_job
+
+    folder = tmp_path_factory.mktemp("measured_reference")
+    run_dir = run_job(write_spec(folder, "measured", "gan", prepared32, eval=OVERLAP_EVAL, **QUICK))
+    return json.loads((run_dir / "fid.json").read_text())
+
+
+def _measured_then_training(tmp_path, prepared32, slot: str, **after):
+    """A queue holding job "measured" (GAN, measured) then job "after" (DCGAN, batches of 2, `after`'s epochs),
+    a worker with --overlap 1 serving it, and the two run folders."""
+    queue = tmp_path / "q"
+    Queue(queue).add(write_spec(tmp_path, "measured", "gan", prepared32, eval=OVERLAP_EVAL, **QUICK))
+    Queue(queue).add(write_spec(tmp_path, "after", "dcgan", prepared32, **{**SLOW, **after}))
+    runs = tmp_path / "artifacts" / "measured" / "v0001", tmp_path / "artifacts" / "after" / "v0001"
+    return queue, runs, _worker(queue, "--slot", slot, "--overlap", "1")
+
+
+def _same_measurement(ours: dict, reference: dict) -> bool:
+    """Every number of every repeat, and the summaries, alike."""
+    same = ("repeats", "fid_mean", "fid_std", "kid_mean", "kid_std", "n_generated", "dims", "settings_hash")
+    return all(ours[key] == reference[key] for key in same)
+
+
+@pytest.mark.slow
+def test_with_overlap_a_job_is_measured_while_the_next_trains_and_measures_as_in_one_process(
+    tmp_path, prepared32, measured_reference
+):
+    from heartjobs.queue.folders import status as queue_status
+    from heartjobs.system.liveness import process_alive
+
+    # "after" trains far longer than this test waits: it is still training whenever "measured" is recorded
+    queue, (measured, after), worker = _measured_then_training(tmp_path, prepared32, "test-overlap", epochs=100000)
+    beat = queue / "running" / "000001_measured.worker.json"
+    wait_for(lambda: beat.exists() and json.loads(beat.read_text()).get("phase") == "evaluating", proc=worker)
+    rows = {row["name"]: row for row in queue_status(Queue(queue))["running"]}
+    assert rows["measured"]["phase"] == "evaluating"
+
+    wait_for((queue / "done" / "000001_measured.json").exists, proc=worker)
+    after_status = json.loads((after / "status.json").read_text())
+    assert after_status["state"] == "running" and process_alive(after_status)  # the next job trains meanwhile
+    assert queue_status(Queue(queue))["running"][0]["phase"] == "training"
+    record = json.loads((queue / "done" / "000001_measured.json").read_text())
+    assert record["state"] == "done" and record["training_s"] > 0 and record["evaluation_s"] > 0
+    assert record["seconds"] >= record["training_s"]
+    # measured in its own process, the run is what one process makes: its status done, not counted as a resume
+    status = json.loads((measured / "status.json").read_text())
+    assert status["state"] == "done" and status["resumed"] == 0 and "phase" not in status
+    assert not list(measured.glob("env.resumed*"))
+    assert _same_measurement(json.loads((measured / "fid.json").read_text()), measured_reference)
+
+    worker.send_signal(signal.SIGTERM)
+    _, err = worker.communicate(timeout=120)
+    assert worker.returncode == 0, err
+    assert "measured: trained; measuring it while the next job trains" in err
+    assert _names(queue, "pending") == ["after"] and _names(queue, "done") == ["measured"]
+
+
+@pytest.mark.slow
+def test_a_worker_killed_while_a_measurement_is_pending_is_recovered_and_measures_as_in_one_process(
+    tmp_path, prepared32, measured_reference
+):
+    from heartjobs.system.liveness import process_alive
+
+    queue, (measured, after), worker = _measured_then_training(tmp_path, prepared32, "test-pending")
+    status_file = measured / "status.json"
+
+    def measuring() -> bool:
+        status = json.loads(status_file.read_text()) if status_file.exists() else {}
+        return status.get("state") == "running" and status.get("phase") == "evaluating"
+
+    wait_for(measuring, proc=worker)
+    measurement = json.loads(status_file.read_text())  # the measurement's own process
+    os.kill(measurement["pid"], signal.SIGSTOP)  # held mid-measurement while its worker dies
+    try:
+        assert json.loads(status_file.read_text())["state"] != "done"
+        worker.kill()
+        worker.wait()
+    finally:
+        os.kill(measurement["pid"], signal.SIGCONT)  # it takes the SIGTERM its worker's death sent it
+    wait_for(lambda: not process_alive(measurement))
+    wait_for(lambda: not process_alive(json.loads((after / "status.json").read_text())))
+    assert _names(queue, "running") == ["measured", "after"]
+    assert json.loads(status_file.read_text())["state"] == "interrupted"
+
+    again = cli("worker", "--queue", queue, "--slot", "test-pending", "--overlap", "1")
+    assert again.returncode == 0, again.stderr
+    assert _names(queue, "done") == ["measured", "after"]
+    assert _names(queue, "pending") == _names(queue, "running") == _names(queue, "failed") == []
+    assert [p.name for p in versions(tmp_path / "artifacts" / "measured")] == ["v0001"]
+    assert json.loads(status_file.read_text())["state"] == "done"
+    assert _same_measurement(json.loads((measured / "fid.json").read_text()), measured_reference)

@@ -20,6 +20,12 @@ def add_run(commands: argparse._SubParsersAction) -> None:
         "--result", type=Path, metavar="FILE", help="write how the run ended here as JSON (what the queue reads)"
     )
     p.add_argument(
+        "--defer-evaluation",
+        action="store_true",
+        help="train only: leave the run 'trained', its measurement to a later --resume (what a queue worker with "
+        "--overlap does, to measure one job while the next trains)",
+    )
+    p.add_argument(
         "--device",
         choices=DEVICES,
         help="where to train this time (default: the spec's train.device; not part of the job's identity)",
@@ -49,6 +55,7 @@ def add_checks(commands: argparse._SubParsersAction) -> None:
 
 def cmd_run(args: argparse.Namespace) -> None:
     from heartjobs.runner.lifecycle import run_job
+    from heartjobs.store.rundir import RunDir
 
     if args.result is not None and args.result.is_dir():  # found out now, not after hours of training
         raise HeartjobsError(f"--result {args.result}: is a folder; give a file path")
@@ -59,10 +66,20 @@ def cmd_run(args: argparse.Namespace) -> None:
     stop = stop_on_signals_until_exit()  # taken first: a signal during setup is a request, not a death
     die_with_starter()
     use_allotted_cpus()
-    run_dir = run_job(args.spec, resume=args.resume, result_file=args.result, stop=stop, device=args.device)
+    run_dir = run_job(
+        args.spec,
+        resume=args.resume,
+        result_file=args.result,
+        stop=stop,
+        device=args.device,
+        defer_evaluation=args.defer_evaluation,
+    )
     if stop.signal is not None:  # it came after the job had finished: nothing was stopped
         out.print("a stop signal came after the job had finished; nothing to stop")
-    out.print(f"done: {run_dir}")
+    if RunDir(run_dir).status().state == "trained":
+        out.print(f"trained: {run_dir}; measure it with: heartjobs run {args.spec} --resume")
+    else:
+        out.print(f"done: {run_dir}")
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from heartjobs.cli.arguments import positive_float
+from heartjobs.cli.arguments import count, positive_float
 from heartjobs.cli.jobs import fail_if_bad, valid_specs
 from heartjobs.cli.output import out, print_error, print_rows
 from heartjobs.errors import HeartjobsError, one_line
@@ -25,6 +25,14 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="rerun jobs that already have a finished version")
     p.add_argument("--slot", help="device lock name (default: cuda<N> by CUDA_VISIBLE_DEVICES, or cpu)")
     p.add_argument("--poll", type=positive_float, default=2.0, help="seconds between looks at pending/ with --watch")
+    p.add_argument(
+        "--overlap",
+        type=count,
+        default=0,
+        metavar="N",
+        help="measure up to N trained jobs while the next one trains (each job's measurement in a process of its "
+        "own; the job stays in running/ until it is recorded); 0 (default): each job measured before the next",
+    )
     p.set_defaults(func=cmd_worker)
 
     p = commands.add_parser("queue", help="queue inspection")
@@ -55,7 +63,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
     from heartjobs.queue.worker import Worker
 
     try:
-        worker = Worker(Queue(args.queue), slot=args.slot, force=args.force, poll_s=args.poll)
+        worker = Worker(Queue(args.queue), slot=args.slot, force=args.force, poll_s=args.poll, overlap=args.overlap)
     except OSError as exc:
         raise HeartjobsError(f"--queue {args.queue}: cannot use it as a queue ({one_line(exc, 200)})") from None
     counts = worker.serve(watch=args.watch)

@@ -37,7 +37,9 @@ MAX_NAME_BYTES = 200  # a spelled name; with the order, the recovery count and a
 
 class Outcome(Record):
     """done/<entry>.json or failed/<entry>.json: how a queued job ended (done, skipped, failed), its run
-    folder, its error or why it was skipped, its exit code and how long the worker spent on it."""
+    folder, its error or why it was skipped, its exit code and how long the worker spent on it; with a
+    worker's --overlap, the wall seconds of its training child and of its measurement's child (which ran
+    while the next job trained)."""
 
     state: str | None = None
     run_dir: str | None = None
@@ -45,11 +47,14 @@ class Outcome(Record):
     reason: str | None = None
     exit_code: int | None = None
     seconds: float | None = None
+    training_s: float | None = None
+    evaluation_s: float | None = None
 
 
 class WorkerBeat(Record):
     """<entry>.worker.json beside a running job: the worker running it (liveness.this_process()), its device
-    slot, when it started the job, and its heartbeat (heartjobs.store.status)."""
+    slot, when it started the job, its heartbeat (heartjobs.store.status), and the job's phase: training, or
+    evaluating (with --overlap, its measurement while the next job trains)."""
 
     pid: int | None = None
     host: str | None = None
@@ -57,6 +62,7 @@ class WorkerBeat(Record):
     slot: str | None = None
     started: str | None = None
     heartbeat: str | float | None = None
+    phase: str | None = None
 
     def process(self) -> dict:
         """The worker's process and heartbeat, as liveness.alive reads them."""
@@ -249,15 +255,21 @@ def status(queue: Queue) -> dict[str, list[dict]]:
                 age = heartbeat_age(beat.process())
                 row["heartbeat_age_s"] = None if age is None else round(age, 1)
                 row["worker"] = beat.pid
+                if beat.phase:
+                    row["phase"] = beat.phase
                 with contextlib.suppress(HeartjobsError):
                     spec = parse_spec(entry.path)
                     runs = versions(spec.output.root / spec.name)
                     if runs:
                         row["run_dir"] = str(runs[-1])
-                        row["progress"] = f"{progress_text(RunDir(runs[-1]).status())} epochs"
+                        run_status = RunDir(runs[-1]).status()
+                        row["progress"] = f"{progress_text(run_status)} epochs"
+                        if run_status.state == "trained":  # between its training child and its measurement's
+                            row["progress"] += ", measurement pending"
             elif state in ("done", "failed"):
                 record = (Outcome.read(entry.sidecar("json")) or Outcome()).data()
-                row.update({k: record.get(k) for k in ("state", "run_dir", "error", "seconds") if record.get(k)})
+                shown = ("state", "run_dir", "error", "seconds", "training_s", "evaluation_s")
+                row.update({k: record.get(k) for k in shown if record.get(k)})
             rows.append(row)
         out[state] = rows
     return out

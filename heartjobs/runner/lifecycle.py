@@ -49,6 +49,7 @@ def run_job(
     result_file: Path | None = None,
     stop: stopping.StopRequest | None = None,
     device: str | None = None,
+    defer_evaluation: bool = False,
 ) -> Path:
     """Train the job in `spec_path` to the end and measure it; returns its run folder.
 
@@ -59,12 +60,14 @@ def run_job(
     there, atomically, however this function ends: what a queue worker reads instead of the log. (A
     process killed outright, or one that fails before it gets here, writes none.) device: where to train
     this time instead of the spec's train.device (not part of the job's identity: the run's env.json
-    records where it ran, and a resume may run elsewhere).
+    records where it ran, and a resume may run elsewhere). defer_evaluation: train only; a job that is
+    measured is left "trained" (status.json, and the result record), its measurement done by the next
+    `--resume`, which skips training: how a queue worker measures one job while the next one trains.
     """
     outcome = launching.RunResult(spec=str(spec_path), run_dir=None)
     try:
         with contextlib.nullcontext(stop) if stop is not None else stopping.stop_on_signals() as stop:
-            run_dir = _run(Path(spec_path), resume, outcome, stop, device)
+            run_dir = _run(Path(spec_path), resume, outcome, stop, device, defer_evaluation)
     except JobInterrupted as exc:
         _write_result(result_file, outcome, "interrupted", str(exc), exc.exit_code)
         raise
@@ -74,7 +77,7 @@ def run_job(
     except BaseException as exc:
         _write_result(result_file, outcome, "failed", one_line(exc, with_type=True), 1)
         raise
-    _write_result(result_file, outcome, "done", None, 0)
+    _write_result(result_file, outcome, "trained" if RunDir(run_dir).status().state == "trained" else "done", None, 0)
     return run_dir
 
 
@@ -91,7 +94,12 @@ def _write_result(
 
 
 def _run(
-    spec_path: Path, resume: bool, outcome: launching.RunResult, stop: stopping.StopRequest, device_override: str | None
+    spec_path: Path,
+    resume: bool,
+    outcome: launching.RunResult,
+    stop: stopping.StopRequest,
+    device_override: str | None,
+    defer_evaluation: bool,
 ) -> Path:
     spec = load_spec(spec_path)
     check_measurable(spec, spec_path)  # fail now, not after hours of training
@@ -116,7 +124,7 @@ def _run(
             return done
         run = _open_run(spec, spec_path, resume, device, held, stop)
         outcome.run_dir = str(run.path)
-        return _run_locked(spec, spec_path, run, device, stop)
+        return _run_locked(spec, spec_path, run, device, stop, defer_evaluation)
 
 
 def _stop_before_a_version(stop: stopping.StopRequest, when: str) -> None:
@@ -127,12 +135,18 @@ def _stop_before_a_version(stop: stopping.StopRequest, when: str) -> None:
 
 
 def _run_locked(
-    spec: ResolvedSpec, spec_path: Path, run: RunDir, device: torch.device, stop: stopping.StopRequest
+    spec: ResolvedSpec,
+    spec_path: Path,
+    run: RunDir,
+    device: torch.device,
+    stop: stopping.StopRequest,
+    defer_evaluation: bool,
 ) -> Path:
     for path in run.remove_stale_temp_files():  # left by a process killed mid-write
         console.print(f"{spec.name}: removed {path.relative_to(run.path)}, left by a killed process")
     t = spec.train
     prepared = PreparedSet.open(spec.data.prepared)
+    trained = run.training_finished()  # read before this process's status replaces it
     status = run.status_file(t.epochs, liveness.this_process())
     # The stop signals are a stop request for the whole job: training stops between batches, evaluation
     # between repeats; either way the run is left resumable. Once "done" is written, there is nothing to stop.
@@ -148,8 +162,14 @@ def _run_locked(
 
     try:
         stop_if_requested("before training")
-        train(spec, run, prepared, device, status, stop, stop_if_requested)
+        if trained:
+            console.print(f"{spec.name}: {run} finished training; measuring it")
+        else:
+            train(spec, run, prepared, device, status, stop, stop_if_requested)
         stop_if_requested("after training, before evaluation")
+        if spec.eval.measure and defer_evaluation:
+            status.finish("trained")  # measured by the next --resume (a queue worker's, while the next job trains)
+            return run.path
         if spec.eval.measure:
             _evaluate(run, prepared, status, lambda: stop_if_requested("during evaluation"))
     except JobInterrupted:
@@ -188,8 +208,9 @@ def _open_run(
             run.refuse_links()
             held.enter_context(locks.run_lock(run.path))
             newest_checkpoint(run, spec)  # one that is not this run's is refused before anything is written
-            env = environment(str(device), spec.data.prepared)
-            atomic.write_json(run.resumed_env(run.status().resumed + 1), env)
+            if run.status().state != "trained":  # measuring a trained run is its next step, not a resume
+                env = environment(str(device), spec.data.prepared)
+                atomic.write_json(run.resumed_env(run.status().resumed + 1), env)
             return run
         console.print(f"{spec.name}: nothing to resume; starting a new version")
     run = _new_version(spec, spec_path, device)

@@ -281,6 +281,12 @@ class RunDir:
     def status(self) -> Status:
         return read_status(self.path / self.STATUS)
 
+    def training_finished(self) -> bool:
+        """Whether the run's training has finished and only its measurement is left: its status says
+        "trained" (a --defer-evaluation run) or it stopped while evaluating, and its generator is saved."""
+        status = self.status()
+        return (status.state == "trained" or status.phase == "evaluating") and self.generator.is_file()
+
     def status_file(self, epochs_total: int, process: dict) -> StatusFile:
         return StatusFile(self.path / self.STATUS, epochs_total, process)
 

@@ -52,7 +52,8 @@ def progress_text(status: Status) -> str:
 
 
 class Status(Record):
-    """status.json: a run's state (running, interrupted, failed, done; None: no status), its heartbeat, start
+    """status.json: a run's state (running, interrupted, failed, done; trained: training finished and its
+    measurement left to the next --resume, heartjobs run --defer-evaluation; None: no status), its heartbeat, start
     and end times, epochs done, error, the phase it is in ("evaluating"; none while training or once done),
     and the process that runs it (liveness.this_process(): pid, host, pid_started), which `resumed` times
     took it over."""
@@ -87,7 +88,9 @@ class StatusFile:
         previous = read_status(path)
         # a resume is another process taking the run over (its own first record, written when the
         # version was claimed, is no resume)
-        taken_over = previous.state is not None and any(
+        # (nor is measuring a run left "trained": that is the step after its training, by design in another
+        # process)
+        taken_over = previous.state not in (None, "trained") and any(
             getattr(previous, k) != process.get(k) for k in ("pid", "pid_started", "host")
         )
         self.path = Path(path)

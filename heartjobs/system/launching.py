@@ -20,7 +20,8 @@ from heartjobs.records import Record
 
 class RunResult(Record):
     """The result record of `heartjobs run --result FILE` (heartjobs.runner.lifecycle writes it): how the run
-    ended (done, interrupted, failed), its run folder, its error and exit code. What a queue worker reads instead of the
+    ended (done; trained: with --defer-evaluation, trained and its measurement left for a later --resume;
+    interrupted; failed), its run folder, its error and exit code. What a queue worker reads instead of the
     log."""
 
     spec: str | None = None
@@ -30,10 +31,14 @@ class RunResult(Record):
     exit_code: int | None = None
 
 
-def run_command(spec_path: Path, *, resume: bool, result_file: Path | None = None) -> list[str]:
+def run_command(
+    spec_path: Path, *, resume: bool, result_file: Path | None = None, defer_evaluation: bool = False
+) -> list[str]:
     command = [sys.executable, "-m", "heartjobs", "run", str(spec_path)]
     if resume:
         command.append("--resume")
+    if defer_evaluation:
+        command.append("--defer-evaluation")
     if result_file is not None:
         command += ["--result", str(result_file)]
     return command
@@ -54,11 +59,13 @@ def die_with_parent(sig: int = signal.SIGTERM) -> None:
 STARTER_ENV = "HEARTJOBS_DIE_WITH"
 
 
-def start_run(spec_path: Path, *, resume: bool, result_file: Path | None = None, **popen) -> subprocess.Popen:
-    """Start `heartjobs run SPEC [--resume] [--result FILE]` as a child that stops (SIGTERM) when this
-    process dies; popen: stdout, stderr, cwd, env as for subprocess.Popen. The result file (see
-    heartjobs.runner.lifecycle) says how the run ended."""
-    command = run_command(spec_path, resume=resume, result_file=result_file)
+def start_run(
+    spec_path: Path, *, resume: bool, result_file: Path | None = None, defer_evaluation: bool = False, **popen
+) -> subprocess.Popen:
+    """Start `heartjobs run SPEC [--resume] [--result FILE] [--defer-evaluation]` as a child that stops
+    (SIGTERM) when this process dies; popen: stdout, stderr, cwd, env as for subprocess.Popen. The result
+    file (see heartjobs.runner.lifecycle) says how the run ended."""
+    command = run_command(spec_path, resume=resume, result_file=result_file, defer_evaluation=defer_evaluation)
     env = {**(popen.pop("env", None) or os.environ), STARTER_ENV: str(os.getpid())}
     return subprocess.Popen(command, env=env, **popen)
 
