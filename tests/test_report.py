@@ -762,3 +762,9 @@ def test_the_study_page_loads_every_image_and_has_a_sortable_row_per_configurati
     browser.get(page.as_uri())
     broken = browser.execute_script(BROKEN_IMAGES)
     assert [Path(src).name for src in broken] == ["epoch_0002.png"] and "dcgan_lr0.0001_s2" in broken[0]
+    # measured while the next job trains (a worker's --overlap): trained, then evaluating, then done
+    (newer / "status.json").write_text(json.dumps({**status, "state": "trained"}))
+    assert collect(artifacts)[0]["state"] == "done; v0002 trained, measurement pending"
+    alive = {**status, **this_process(), "heartbeat": now_iso(), "phase": "evaluating"}
+    (newer / "status.json").write_text(json.dumps(alive))
+    assert collect(artifacts)[0]["state"] == "done; v0002 evaluating"

@@ -384,10 +384,15 @@ def _with_verdicts(fid: Measurement, spec: dict) -> Measurement:
 
 def _state(status: Status) -> str:
     """A run's state as the report shows it: "running" only while its process lives (a run whose process
-    was killed outright still says "running" in its status.json)."""
+    was killed outright still says "running" in its status.json), "evaluating" while it is being measured,
+    and "trained, measurement pending" between its training and its measurement (a queue worker's --overlap)."""
     state = status.state or "unknown"
     if state == "running" and not liveness.alive(status.process(), stale_after=RUN_DEAD_AFTER_S):
         return "died"
+    if state == "running" and status.phase == "evaluating":
+        return "evaluating"
+    if state == "trained":
+        return "trained, measurement pending"
     return state
 
 
