@@ -38,7 +38,7 @@ LEAVE_OUT ?=
 .DEFAULT_GOAL := help
 .PHONY: help install test test-fast lint pytest ci demo run-all hipct submit-all smoke study-smoke slurm-test faults report bench fid-weights docker-folders docker-build docker-run-all docker-test \
 	wheelhouse wheelhouse-test \
-	sif gpu-check gpu-bench clean
+	sif gpu-check gpu-bench gpu-study clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -129,6 +129,9 @@ gpu-check: install ## GPU smoke: each model a few hundred steps at 256 px, FID w
 
 gpu-bench: install ## GPU: heartjobs against the thesis' own pipeline, side by side (images/s per model and batch size at 256 px, FID time, speed switches, the 21-job projection); bench/results/gpu_bench.json
 	$(BIN)/python bench/gpu_bench.py
+
+gpu-study: install ## GPU: the 21 thesis jobs shortened through the real queue and worker with full evaluation, timed per job, and the 200-epoch matrix projected with and without each speed switch; bench/recorded/gpu_study_<date>_<card>.json
+	$(BIN)/python bench/gpu_study.py
 
 wheelhouse: install ## dist/wheelhouse/ (WHEELHOUSE=DIR): heartjobs and its runtime dependencies for an offline install (PYTHON_VERSION=3.12 WITH_TORCH=1 LEAN=1 LEAVE_OUT=numpy,... FID_WEIGHTS=FILE)
 	$(BIN)/python scripts/wheelhouse.py --out $(WHEELHOUSE) $(if $(PYTHON_VERSION),--python-version $(PYTHON_VERSION)) \
