@@ -28,6 +28,9 @@ SMOKE_LADDER := data/prepared/phantom64 --weights untrained --dims 192 --n 100
 # the same before the study smoke (make study-smoke), in its jobs' feature space (64-d)
 STUDY_LADDER := data/prepared/phantom32 --weights untrained --dims 64 --n 50
 LADDER ?=
+# queue workers: measurements in flight while the next job trains (heartjobs worker --overlap; docs/queue.md):
+# run-all 0 unless set, docker-run-all (the GPU worker) 1 unless set
+OVERLAP ?=
 # make wheelhouse: where, for which Python, and what goes in (scripts/wheelhouse.py); make install OFFLINE=DIR
 WHEELHOUSE ?= dist/wheelhouse
 PYTHON_VERSION ?=
@@ -84,7 +87,7 @@ run-all: install ## prepare data if needed (data/prepared/hipct: from the slices
 	BIN=$(BIN) HIPCT_SRC=$(HIPCT_SRC) bash scripts/prepare-data.sh $(JOBS)
 	$(if $(LADDER),$(BIN)/heartjobs ladder $(LADDER) --out $(ARTIFACTS)/ladder)
 	$(BIN)/heartjobs enqueue $(filter-out %.sweep.toml,$(wildcard $(JOBS)/*.toml)) --queue $(QUEUE)
-	$(BIN)/heartjobs worker --queue $(QUEUE) --until-empty
+	$(BIN)/heartjobs worker --queue $(QUEUE) --until-empty --overlap $(or $(OVERLAP),0)
 	$(BIN)/heartjobs report $(ARTIFACTS) --jobs $(JOBS)
 
 hipct: install ## fetch the thesis' heart (LADAF-2020-27, level 1: 3307 slices) from the Human Organ Atlas into data/prepared/hipct at 256 px (internet; resumable)
@@ -152,7 +155,7 @@ docker-build: docker-folders ## build the CUDA image (FID_WEIGHTS=download|skip|
 docker-run-all: docker-folders ## the whole matrix in containers: prepare data, queue $(JOBS)/*.toml, GPU worker until empty, report
 	HEARTJOBS="docker compose run --rm -T cli" HIPCT_SRC=$(HIPCT_SRC) bash scripts/prepare-data.sh $(JOBS)
 	docker compose run --rm -T cli enqueue $(filter-out %.sweep.toml,$(wildcard $(JOBS)/*.toml)) --queue /app/queue
-	docker compose run --rm --entrypoint heartjobs worker worker --queue /app/queue --until-empty
+	docker compose run --rm --entrypoint heartjobs worker worker --queue /app/queue --until-empty --overlap $(or $(OVERLAP),1)
 	docker compose run --rm -T cli report /app/artifacts --jobs /app/$(JOBS)
 
 docker-test: ## the image built and run for real: engine, stand-in base, compose services (root; several GB)

@@ -2,7 +2,8 @@
 runner's invariants checked after every iteration.
 
 Each iteration queues the same two tiny jobs (one of them twice, as a duplicate submission; the other
-measures FID, so faults land in evaluation too), starts a worker, and at a random moment (setup, training,
+measures FID, so faults land in evaluation too), starts a worker (every other iteration with --overlap 1, so
+that faults land in a measurement running beside the next job's training too), and at a random moment (setup, training,
 a checkpoint write, FID, between jobs) sends one fault: SIGTERM or SIGINT to the worker; SIGKILL to the
 worker; SIGKILL to the worker's whole process group (worker and job together); SIGTERM or SIGKILL to the
 job's own process from outside the worker; a second worker racing the first over the same queue; or a
@@ -133,8 +134,9 @@ def one_iteration(
     fault = rng.choice(FAULTS)
     delay = rng.uniform(0.5, max_delay)
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    worker = heartjobs("worker", "--queue", queue, "--slot", f"faults-{iteration}-a", start_new_session=True,
-                       **quiet)  # fmt: skip
+    overlap = str(iteration % 2)  # odd iterations measure fa_dcgan while the next job trains
+    worker = heartjobs("worker", "--queue", queue, "--slot", f"faults-{iteration}-a", "--overlap", overlap,
+                       start_new_session=True, **quiet)  # fmt: skip
     others, outcome = [], ""
     time.sleep(delay)  # the fault's random moment: setup, training, a checkpoint write, FID, the end
     if fault in ("sigterm_run", "sigkill_run"):  # the job's own process, from outside the worker
@@ -152,7 +154,8 @@ def one_iteration(
     elif fault == "sigkill_group":
         os.killpg(worker.pid, signal.SIGKILL)
     elif fault == "second_worker":  # races the first one over the same queue (and the duplicate entry)
-        others.append(heartjobs("worker", "--queue", queue, "--slot", f"faults-{iteration}-b", **quiet))
+        others.append(heartjobs("worker", "--queue", queue, "--slot", f"faults-{iteration}-b", "--overlap", overlap,
+                                **quiet))  # fmt: skip
     else:  # a user resumes a queued job while the worker may be running it: one trains it, once
         env = {**os.environ, "HEARTJOBS_RESUME_WAIT_S": USER_RESUME_WAIT_S}
         others.append(heartjobs("run", specs["fa_gan"], "--resume", env=env, **quiet))
@@ -164,10 +167,11 @@ def one_iteration(
     # what is left: recover the dead worker's job and drain with a fresh worker
     Queue(queue).recover_stale(stale_after=0)
     subprocess.run([sys.executable, "-m", "heartjobs", "worker", "--queue", str(queue), "--slot",
-                    f"faults-{iteration}-drain"], check=True, capture_output=True)  # fmt: skip
+                    f"faults-{iteration}-drain", "--overlap", overlap], check=True, capture_output=True)  # fmt: skip
     counts = check(iteration, queue, root, references, queued=len(entries))
     shutil.rmtree(work)
-    return fault, f"iteration {iteration}: {fault} after {delay:.1f} s{outcome}: ok ({dict(counts)})", counts
+    line = f"iteration {iteration}: {fault} after {delay:.1f} s, overlap {overlap}{outcome}: ok ({dict(counts)})"
+    return fault, line, counts
 
 
 def main() -> None:

@@ -82,7 +82,11 @@ def test_mounts_jobs_read_only_artifacts_writable_and_the_shared_lock_folder(ser
 def test_workers_serve_the_mounted_queue_restart_and_have_time_to_checkpoint(service):
     worker = COMPOSE["services"][service]
     assert _mounts(service)["/app/queue"] == ("./queue", False)
-    assert worker["entrypoint"] == ["heartjobs", "worker", "--watch", "--queue", "/app/queue"]
+    assert worker["entrypoint"][:5] == ["heartjobs", "worker", "--watch", "--queue", "/app/queue"]
+    # the GPU worker measures one job while the next trains (OVERLAP, 1 unless set); the CPU one does not, whose
+    # cores a measurement beside training would only share
+    overlap = ["--overlap", "${OVERLAP:-1}"] if service == "worker" else []
+    assert worker["entrypoint"][5:] == overlap
     assert worker["restart"] == "unless-stopped"
     assert _default(worker["stop_grace_period"]) == "300s"
 

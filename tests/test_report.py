@@ -482,6 +482,12 @@ def test_a_killed_run_shows_as_died_and_the_finished_version_keeps_its_numbers(t
     status = json.loads((newer / "status.json").read_text())
     (newer / "status.json").write_text(json.dumps({**status, **this_process(), "heartbeat": now_iso()}))
     assert collect(artifacts)[0]["state"] == "done; v0002 running"
+    # measured while the next job trains (a worker's --overlap): trained, then evaluating, then done
+    (newer / "status.json").write_text(json.dumps({**status, "state": "trained"}))
+    assert collect(artifacts)[0]["state"] == "done; v0002 trained, measurement pending"
+    alive = {**status, **this_process(), "heartbeat": now_iso(), "phase": "evaluating"}
+    (newer / "status.json").write_text(json.dumps(alive))
+    assert collect(artifacts)[0]["state"] == "done; v0002 evaluating"
 
 
 def test_report_on_a_folder_that_is_not_there_is_an_error(tmp_path):
@@ -762,9 +768,3 @@ def test_the_study_page_loads_every_image_and_has_a_sortable_row_per_configurati
     browser.get(page.as_uri())
     broken = browser.execute_script(BROKEN_IMAGES)
     assert [Path(src).name for src in broken] == ["epoch_0002.png"] and "dcgan_lr0.0001_s2" in broken[0]
-    # measured while the next job trains (a worker's --overlap): trained, then evaluating, then done
-    (newer / "status.json").write_text(json.dumps({**status, "state": "trained"}))
-    assert collect(artifacts)[0]["state"] == "done; v0002 trained, measurement pending"
-    alive = {**status, **this_process(), "heartbeat": now_iso(), "phase": "evaluating"}
-    (newer / "status.json").write_text(json.dumps(alive))
-    assert collect(artifacts)[0]["state"] == "done; v0002 evaluating"

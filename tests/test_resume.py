@@ -254,3 +254,27 @@ def test_resume_leaves_an_older_unfinished_version_of_a_configuration_that_finis
     result = cli("run", spec, "--resume")
     assert result.returncode == 0 and f"already finished in {second}" in result.stderr, result.stderr
     assert json.loads((first / "status.json").read_text())["state"] == "interrupted"  # left, not retrained
+
+
+def test_a_run_trained_with_deferred_evaluation_is_measured_by_its_resume_without_training_again(tmp_path, prepared32):
+    fid = {"n_generated": 16, "repeats": 1, "dims": 64, "weights": "untrained", "frd": False}
+    spec = write_spec(tmp_path, "deferred", "gan", prepared32, eval=fid, epochs=2, batch_size=4, device="cpu")
+    trained = cli("run", spec, "--defer-evaluation")
+    assert trained.returncode == 0, trained.stderr
+    run_dir = tmp_path / "artifacts" / "deferred" / "v0001"
+    assert f"trained: {run_dir}; measure it with: heartjobs run {spec} --resume" in trained.stdout
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "trained"
+    assert not (run_dir / "fid.json").exists() and (run_dir / "generator.pt").is_file()
+    training = {p.name: p.stat().st_mtime_ns for p in [*run_dir.glob("checkpoints/*"), run_dir / "generator.pt"]}
+
+    measured = cli("run", spec, "--resume")
+    assert measured.returncode == 0, measured.stderr
+    assert "finished training; measuring it" in measured.stderr and "epoch 1/2" not in measured.stderr
+    assert {
+        p.name: p.stat().st_mtime_ns for p in [*run_dir.glob("checkpoints/*"), run_dir / "generator.pt"]
+    } == training
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "done" and status["resumed"] == 0 and (run_dir / "fid.json").is_file()
+    # a spec that is not measured has nothing to defer: done at once
+    unmeasured = write_spec(tmp_path, "unmeasured", "gan", prepared32, epochs=1, batch_size=4, device="cpu")
+    assert "done: " in cli("run", unmeasured, "--defer-evaluation").stdout
