@@ -12,7 +12,7 @@ In one run, at the thesis' image size (256 px) and on the embedded phantom:
   (heartjobs.models), so the difference is the pipeline, not the architecture, under the thesis' precision
   (TF32 convolutions, FP32 matmuls: what the matrix's jobs set), over the same number of images, warm-up
   excluded, with the peak GPU memory of each.
-- heartjobs' speed switches (train.tf32, train.bf16, train.compile), each against the thesis-exact setting
+- heartjobs' speed switches (train.tf32, train.bf16, train.compile, train.phase_conv), each against the thesis-exact setting
   on DCGAN at batch 64: images/s, and one short run's FID with and without (n stated).
 - FID: heartjobs' evaluation of 3 x 3000 generated images at 2048-d (cold, then with the real statistics
   cached), the thesis' route for one repeat (each image generated alone and saved with
@@ -63,7 +63,12 @@ ROOT = Path(__file__).resolve().parent.parent
 SWEEP = ROOT / "jobs" / "thesis.sweep.toml"  # the thesis' 21 jobs
 THESIS_IMAGES = 3307  # the thesis' training set (every second slice of the 6613 of LADAF-2020-27)
 THESIS_PRECISION = {"tf32": "convolutions", "compile": False, "bf16": False}  # PyTorch's defaults of its time
-SWITCHES = {"tf32": {"tf32": True}, "bf16": {"bf16": True}, "compile": {"compile": True}}
+SWITCHES = {
+    "tf32": {"tf32": True},
+    "bf16": {"bf16": True},
+    "compile": {"compile": True},
+    "phase_conv": {"phase_conv": True},  # the exact rewrite of upsample + 3x3 conv (heartjobs.models.phase_conv)
+}
 PROFILES = {
     # one H100 or H200: about 4-5 minutes in all (the docstring of main() has the budget)
     "gpu": {
@@ -77,7 +82,7 @@ PROFILES = {
         "fid_dims": 2048,
         "switch_epochs": 6,
         "switch_fid_n": 1000,
-        "switches": "tf32,bf16,compile",
+        "switches": "tf32,bf16,compile,phase_conv",
     },
     # the CPU, in CI: every phase at toy sizes in about 30 s on 2 cores (compile left out: minutes there)
     "tiny": {
@@ -91,7 +96,7 @@ PROFILES = {
         "fid_dims": 64,
         "switch_epochs": 1,
         "switch_fid_n": 10,
-        "switches": "tf32,bf16",
+        "switches": "tf32,bf16,phase_conv",
     },
 }
 
@@ -534,7 +539,7 @@ def main() -> None:
     parser.add_argument("--fid-dims", type=int, choices=(64, 192, 768, 2048), help="Inception features (2048)")
     parser.add_argument("--switch-epochs", type=int, help="timed epochs of each speed-switch run (6)")
     parser.add_argument("--switch-fid-n", type=int, help="generated images of each speed-switch run's FID (1000)")
-    parser.add_argument("--switches", help="comma-separated, of tf32,bf16,compile; 'none' for none")
+    parser.add_argument("--switches", help="comma-separated, of tf32,bf16,compile,phase_conv; 'none' for none")
     parser.add_argument("--no-thesis-fid", action="store_true", help="skip the thesis' FID route")
     args = parser.parse_args()
     cuda = torch.cuda.is_available()
