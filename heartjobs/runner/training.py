@@ -22,6 +22,7 @@ from heartjobs.plots import plot_losses, plot_metric_curve
 from heartjobs.progress import TrainingProgress, console
 from heartjobs.runner.eventlog import EventLog
 from heartjobs.spec.schema import ResolvedSpec
+from heartjobs.store.background import BackgroundWriter
 from heartjobs.store.checkpoint import (
     checkpoint_epoch,
     list_checkpoints,
@@ -29,7 +30,6 @@ from heartjobs.store.checkpoint import (
     save_checkpoint_in_background,
     save_generator,
 )
-from heartjobs.store.background import BackgroundWriter
 from heartjobs.store.prepared import PreparedSet
 from heartjobs.store.rundir import RunDir
 from heartjobs.store.status import StatusFile
