@@ -119,6 +119,7 @@ bench: install ## benchmarks: each prints the ratio of two ways of doing the sam
 	$(BIN)/python bench/bench_train.py
 	$(BIN)/python bench/bench_flops.py
 	$(BIN)/python bench/bench_metrics.py
+	$(BIN)/python bench/bench_phase_conv.py
 
 fid-weights: install ## download pytorch-fid's standard Inception weights (needs internet) and check their sha256
 	$(BIN)/python -c "from heartjobs.evaluation.weights import resolve_weights; w = resolve_weights('standard'); print(f'{w.path}  sha256 {w.sha256}')"

@@ -150,6 +150,7 @@ def test_a_run_recorded_before_the_new_knobs_keeps_its_identity(tmp_path, prepar
         spec = load_spec(_spec(tmp_path, _minimal(prepared32, model)))
         recorded = spec.model_dump(mode="json")
         del recorded["architecture"], recorded["train"]["augment"], recorded["train"]["gp_lambda"]
+        del recorded["train"]["phase_conv"]
         assert ResolvedSpec.model_validate(recorded).spec_hash == spec.spec_hash
         assert configuration_differences(recorded, spec) == []
 
@@ -191,6 +192,15 @@ BAD_SPECS = [
     ("augment = 'none,cutout'", 'train.augment: "none" stands alone'),
     ("augment = 'cutout,cutout'", "train.augment: name each augmentation once"),
     ("gp_lambda = 10", "train.gp_lambda: applies to wgan_gp, not wgan"),
+    (
+        "phase_conv = true",
+        "train.phase_conv: applies to dcgan (nearest x2 upsampling then a 3x3 convolution), not wgan",
+    ),
+    (
+        'name = "x"\nmodel = "sngan"\n[data]\nprepared = "{prepared}"\n[train]\nphase_conv = true\n',
+        "train.phase_conv: applies to dcgan (nearest x2 upsampling then a 3x3 convolution), not sngan",
+    ),
+    ("phase_conv = 1", "train.phase_conv: Input should be a valid boolean"),
     (
         'name = "x"\nmodel = "sngan2"\n[data]\nprepared = "{prepared}"\n',
         "model: Input should be 'gan', 'wgan' or 'dcgan' (the thesis' models), or 'wgan_gp' or 'sngan' (beyond "

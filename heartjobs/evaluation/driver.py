@@ -85,11 +85,6 @@ def feature_network(settings: EvalSection, device: torch.device):
     return FeatureExtractor(weights, settings.dims, device, settings.batch_size), weights
 
 
-def network_dims(settings: EvalSection) -> int:
-    """The feature network's feature count: the spec's dims for Inception, 2048 for RadImageNet's ResNet-50."""
-    return 2048 if settings.features == "radimagenet" else settings.dims
-
-
 class _Keeper:
     """Passes generated batches through, keeping the first `keep` images (for FRD, MS-SSIM and
     memorisation) and writing every one as PNG into `folder` when given."""
@@ -214,12 +209,13 @@ def measure(
                 frd_result = found.get("frd", frd_result)
                 _keep(progress, r, repeat, frd_result)
             if todo["pixels"]:
-                _compute(repeat, todo["pixels"], real_pixels, _grey(keeper.images()), options, warnings)
+                pixels = _grey(keeper.images())
+                _compute(repeat, todo["pixels"], real_pixels, pixels, options, warnings)
                 _keep(progress, r, repeat, frd_result)
                 if r == 0 and figures is not None and "memorisation_pixels" in repeat.saved["_details"]:
                     plot_pairs(
                         repeat.saved["_details"]["memorisation_pixels"],
-                        _grey(keeper.images()),
+                        pixels,
                         real_pixels,
                         figures / MEMORISATION_FIGURE,
                     )
@@ -242,7 +238,7 @@ def measure(
         "repeats": repeats,
         "n_generated": settings.n_generated,
         "n_real": n_real,
-        "dims": network_dims(settings),
+        "dims": extractor.dims,  # the spec's for Inception, 2048 for RadImageNet's ResNet-50
         "normalize": settings.normalize,
         "batch_size": settings.batch_size,
         "features": settings.features,

@@ -29,7 +29,7 @@ from heartjobs.spec.schema import EvalSection
 from heartjobs.store.prepared import PreparedSet
 
 from . import radiomics
-from .driver import feature_network, library_versions, network_dims
+from .driver import feature_network, library_versions
 from .metrics import METRICS as REGISTRY
 from .metrics import Metric, Number, Options, Reference, in_space, singular_warnings
 
@@ -340,7 +340,7 @@ def run_ladder(
         }
         settings = overridden(EvalSection(), given, options_named)
         extractor, inception = feature_network(settings, device)
-        dims = network_dims(settings)
+        dims = extractor.dims
 
         def embed(images: np.ndarray, label: str) -> np.ndarray:
             tensor = torch.from_numpy(images).unsqueeze(1)

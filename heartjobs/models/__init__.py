@@ -46,6 +46,7 @@ FAMILIES: dict[str, ModelFamily] = {
             defaults={"optimizer": "adam", "lr": 2e-4, "betas": (0.5, 0.999)},
             knob="width",
             convolutional=True,
+            upsample_conv=True,  # nearest x2 resizes, each followed by a 3x3 convolution
         ),
         # Gulrajani et al. 2017, Algorithm 1: Adam (0.0, 0.9) at 1e-4, 5 critic steps per generator step,
         # penalty weight 10.

@@ -77,7 +77,8 @@ class ModelFamily:
     and lr always; betas for Adam; the family's own keys such as n_critic): a [train] key that some family
     has among its defaults applies only to the families that have it. knob: the [architecture] key that
     sizes its networks. convolutional: its networks are convolutional (trained channels-last; the image
-    size must be divisible by 16)."""
+    size must be divisible by 16). upsample_conv: its generator resizes by nearest x2 then a 3x3
+    convolution, so [train] phase_conv applies (heartjobs.models.phase_conv)."""
 
     name: str
     summary: str
@@ -86,6 +87,7 @@ class ModelFamily:
     defaults: Mapping[str, Any]
     knob: Literal["hidden", "width"]
     convolutional: bool
+    upsample_conv: bool = False
 
     def implementation(self) -> ModuleType:
         return importlib.import_module(self.module)

@@ -38,7 +38,7 @@ from heartjobs.store.status import RUN_DEAD_AFTER_S, Status
 from heartjobs.system import liveness
 
 # Speed and precision switches: part of the protocol, not of a configuration's name.
-PRECISION_KEYS = ("tf32", "compile", "bf16")
+PRECISION_KEYS = ("tf32", "compile", "bf16", "phase_conv")
 # Values that don't name a configuration: how a run is bookkept, where it ran, the optimizer (which the
 # model's defaults fix), and the precision switches.
 # The training seed is not part of a configuration either: runs with different seeds are its repeats.

@@ -39,6 +39,9 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "tf32": True,
     "compile": False,
     "bf16": False,
+    # Nearest x2 upsampling + 3x3 conv computed as four 2x2 phase convolutions (heartjobs.models.phase_conv):
+    # the same function, float round-off apart; only for families whose generator has it (upsample_conv).
+    "phase_conv": False,
     # DiffAugment policy applied to every image the discriminator sees: "none", or AUGMENTATIONS' names.
     "augment": "none",
 }
@@ -88,6 +91,6 @@ EVAL_LATER_SETTINGS: dict[str, Any] = {
 }
 LATER_DEFAULTS: dict[str, dict[str, Any]] = {
     "eval": {"frd": True, "frd_n": 1000, "frd_drop_degenerate": False, **EVAL_LATER_SETTINGS},
-    "train": {"gp_lambda": None, "augment": "none"},
+    "train": {"gp_lambda": None, "augment": "none", "phase_conv": False},
     "architecture": {"hidden": list(ARCHITECTURE_DEFAULTS["hidden"]), "width": ARCHITECTURE_DEFAULTS["width"]},
 }

@@ -116,6 +116,8 @@ class TrainSection(_SpecSection):
     # WGAN-GP's penalty weight (0: an unconstrained critic, the ablation)
     gp_lambda: float | None = Field(None, ge=0)
     augment: str | None = None
+    # the generator's upsampling convolutions as phase convolutions (models whose family has upsample_conv)
+    phase_conv: bool | None = None
 
     @field_validator("betas")
     @classmethod
@@ -339,6 +341,12 @@ class JobSpec(_SpecSection):
             if key != family.knob and getattr(self.architecture, key) is not None:
                 having = [m for m in MODELS if FAMILIES[m].knob == key]
                 raise _FieldError(("architecture", key), f"applies to {', '.join(having)}, not {self.model}")
+        if self.train.phase_conv and not family.upsample_conv:
+            having = [m for m in MODELS if FAMILIES[m].upsample_conv]
+            raise _FieldError(
+                ("train", "phase_conv"),
+                f"applies to {', '.join(having)} (nearest x2 upsampling then a 3x3 convolution), not {self.model}",
+            )
         return self
 
 
@@ -369,6 +377,7 @@ class ResolvedTrain(_Strict):
     # defaults for resolved specs recorded before these keys existed
     gp_lambda: float | None = None
     augment: str = "none"
+    phase_conv: bool = False
 
 
 class ResolvedArchitecture(_Strict):

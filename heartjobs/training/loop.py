@@ -21,6 +21,7 @@ from torch import nn
 
 from heartjobs.imaging import to_uint8
 from heartjobs.models import FAMILIES, build_networks
+from heartjobs.models.phase_conv import rewrite_generator
 from heartjobs.spec.schema import ResolvedSpec
 from heartjobs.training.augment import DiffAugment
 
@@ -88,6 +89,8 @@ class Trainer:
         seed_everything(t.seed)
         self.family = FAMILIES[spec.model]
         self.G, self.D = build_networks(spec.networks())
+        if t.phase_conv:  # the same parameters (state_dict keys, counts), computed as phase convolutions
+            rewrite_generator(self.G)
         self.G.to(device)
         self.D.to(device)
         cuda = device.type == "cuda"
