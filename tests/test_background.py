@@ -1,9 +1,12 @@
 """Checkpoints written off the critical path (heartjobs.store.background): the same bytes as a write in the
-foreground, one write at a time, and a failed write raised in the training thread, on a real Trainer and
-real files. Signals during a run with background writes: tests/test_resume.py and tests/test_faults.py."""
+foreground, a deep snapshot of the state, one write at a time, and a failed write raised in the training
+thread, on a real Trainer and real files. Signals during a background write: tests/test_resume.py (SIGKILL,
+then a bit-identical resume) and tests/test_faults.py (a stop waits for the write in flight). The pinned
+CUDA copy: bench/gpu_check.py (`make gpu-check`), on a GPU box."""
 
 from __future__ import annotations
 
+import io
 import threading
 
 import pytest
@@ -116,11 +119,45 @@ def test_when_the_block_fails_too_its_error_is_kept_and_the_write_error_noted():
     assert any("disk gone" in note for note in raised.value.__notes__)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: pinned host memory")
-def test_on_cuda_the_copy_is_pinned_host_memory_with_the_same_values():
-    state = {"w": torch.randn(64, 3, 3, 3, device="cuda").to(memory_format=torch.channels_last), "n": [1, (2, 3)]}
-    copied = host_copy(state, torch.device("cuda"))
-    state["w"].add_(1)
-    assert copied["w"].device.type == "cpu" and copied["w"].is_pinned()
-    assert copied["w"].stride() == state["w"].stride()
-    assert torch.equal(copied["w"], (state["w"] - 1).cpu()) and copied["n"] == [1, (2, 3)]
+def _saved(state: object) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def _tensors(value: object) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list | tuple) else []
+    return [tensor for item in items for tensor in _tensors(item)]
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])  # "cuda": pinning asked for, and nothing on CUDA to pin
+def test_the_host_copy_is_a_deep_snapshot_of_nested_state_optimizer_state_included(device):
+    # What a trainer's state holds: a state_dict (its metadata too), an optimizer's state (tensors under int
+    # keys, param groups in a list, Adam's step counters), one tensor under two names, plain values.
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    adam = torch.optim.Adam(model.parameters(), lr=0.1)
+
+    def step() -> None:
+        model(torch.randn(8, 3)).square().sum().backward()
+        adam.step()
+
+    step()
+    shared = torch.arange(6.0).reshape(2, 3).t()  # not contiguous
+    state = {"G": model.state_dict(), "opt": adam.state_dict(), "a": shared, "b": [shared, (1, "x")], "epoch": 1}
+    before = _saved(state)
+    copied = host_copy(state, device)
+    assert copied["opt"]["state"][0]["exp_avg"] is not state["opt"]["state"][0]["exp_avg"]
+    assert copied["G"]._metadata == state["G"]._metadata and copied["b"][1] == (1, "x")
+    assert copied["a"] is copied["b"][0] and copied["a"].stride() == shared.stride()  # shared as before
+    originals = {tensor.untyped_storage().data_ptr() for tensor in _tensors(state)}
+    for tensor in _tensors(copied):  # fresh host memory, nothing pinned without a GPU to pin for
+        assert tensor.device.type == "cpu" and not tensor.is_pinned()
+        assert tensor.untyped_storage().data_ptr() not in originals
+    assert _saved(copied) == before  # what torch.save writes from it: the originals' bytes
+    # training goes on in place: weights, BatchNorm's running statistics, Adam's moments and step counters
+    step()
+    shared.add_(1)
+    assert _saved(state) != before
+    assert _saved(copied) == before  # the snapshot did not move
