@@ -6,9 +6,12 @@ measures FID, so faults land in evaluation too), starts a worker (every other it
 that faults land in a measurement running beside the next job's training too), and at a random moment (setup, training,
 a checkpoint write, FID, between jobs) sends one fault: SIGTERM or SIGINT to the worker; SIGKILL to the
 worker; SIGKILL to the worker's whole process group (worker and job together); SIGTERM or SIGKILL to the
-job's own process from outside the worker; a second worker racing the first over the same queue; or a
-user's `heartjobs run --resume` of a queued job racing the worker. Then a fresh worker drains the queue and
-these must hold:
+job's own process from outside the worker; SIGKILL to the job's process while one of its checkpoints is
+being written (by the background writer, while training goes on: at the first temporary checkpoint file
+seen after the random moment, so mid-write or just after); a second worker racing the first over the same
+queue; or a user's `heartjobs run --resume` of a queued job racing the worker. The first iteration's fault
+is always the SIGKILL mid-write, so that every campaign (CI's `make faults N=3` too) has one; the others are
+drawn at random. Then a fresh worker drains the queue and these must hold:
 - every queued entry ended in done/ or failed/ exactly once, and none failed;
 - one finished version per configuration in this iteration, and no version without status.json;
 - no run says "running" without a live process; no temp files left in a run folder;
@@ -59,9 +62,11 @@ FAULTS = (
     "sigkill_group",
     "sigterm_run",
     "sigkill_run",
+    "sigkill_run_writing",
     "second_worker",
     "concurrent_resume",
 )
+WRITE_POLL_S = 0.0005  # how often sigkill_run_writing looks for a checkpoint being written (catches each one)
 USER_RESUME_WAIT_S = "5"  # how long the user's --resume waits for a running version before it gives up (75)
 
 
@@ -88,6 +93,21 @@ def children(pid: int) -> list[int]:
         if int(fields[1]) == pid:
             found.append(int(stat.parent.name))
     return found
+
+
+def kill_mid_write(worker: subprocess.Popen, root: Path) -> str:
+    """SIGKILL the worker's job process the moment a checkpoint of this iteration is being written (its
+    temporary file exists); what happened, for the iteration's line."""
+    while worker.poll() is None:
+        writing = [p.name for p in root.glob("*/v*/checkpoints/.epoch_*.tmp")]
+        if writing:
+            runs = children(worker.pid)
+            for pid in runs:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            return f" (writing {writing[0]}: {'killed' if runs else 'no run to signal'})"
+        time.sleep(WRITE_POLL_S)
+    return " (no checkpoint written after the delay: nothing killed)"
 
 
 def check(iteration: int, queue: Path, root: Path, references: dict[str, Path], queued: int) -> Counter:
@@ -132,6 +152,8 @@ def one_iteration(
     subprocess.run([sys.executable, "-m", "heartjobs", "enqueue", *map(str, entries), "--queue", str(queue)],
                    check=True, capture_output=True)  # fmt: skip
     fault = rng.choice(FAULTS)
+    if iteration == 1:  # every campaign, CI's short one included, kills a job in a background write
+        fault = "sigkill_run_writing"
     delay = rng.uniform(0.5, max_delay)
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     overlap = str(iteration % 2)  # odd iterations measure fa_dcgan while the next job trains
@@ -145,6 +167,8 @@ def one_iteration(
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM if fault == "sigterm_run" else signal.SIGKILL)
         outcome = "" if runs else " (between jobs: no run to signal)"
+    elif fault == "sigkill_run_writing":
+        outcome = kill_mid_write(worker, root)
     elif fault == "sigterm_worker":
         worker.send_signal(signal.SIGTERM)
     elif fault == "sigint_worker":

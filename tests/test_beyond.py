@@ -251,17 +251,18 @@ def test_the_augmentations_have_the_reference_ranges():
 # --- tiny runs: train, checkpoint, stop, resume ---
 
 
-class _StopAfterCheckpoint(StopRequest):
-    """The stop request a SIGTERM would set (run_job's `stop`), arriving deterministically: at the
-    `batch`-th check after `checkpoint` exists, i.e. just before that batch of the next epoch."""
+class _StopInEpoch(StopRequest):
+    """The stop request a SIGTERM would set (run_job's `stop`), arriving deterministically: at the `batch`-th
+    check after the run logged `epochs` epochs (losses.jsonl, written before that epoch's checkpoint is
+    handed to the background writer), i.e. just before that batch of the next epoch."""
 
-    def __init__(self, checkpoint: Path, batch: int):
+    def __init__(self, run_dir: Path, epochs: int, batch: int):
         super().__init__()
-        self.checkpoint, self.checks_left = checkpoint, batch
+        self.losses, self.epochs, self.checks_left = run_dir / "losses.jsonl", epochs, batch
 
     @property
     def signal(self) -> int | None:
-        if super().signal is None and self.checkpoint.exists():
+        if super().signal is None and self.losses.exists() and len(losses(self.losses.parent)) >= self.epochs:
             self.checks_left -= 1
             if self.checks_left < 0:
                 self.request(signal.SIGTERM)
@@ -282,7 +283,7 @@ def test_a_tiny_run_trains_checkpoints_and_resumes_bit_identical(tmp_path, tmp_p
 
     spec = write_spec(tmp_path, run, model, prepared32, **TINY, **extra)
     run_dir = tmp_path / "artifacts" / run / "v0001"
-    stop = _StopAfterCheckpoint(run_dir / "checkpoints" / "epoch_0001.pt", batch=3)
+    stop = _StopInEpoch(run_dir, epochs=1, batch=3)
     with pytest.raises(JobInterrupted):
         run_job(spec, stop=stop)
     assert json.loads((run_dir / "status.json").read_text())["state"] == "interrupted"

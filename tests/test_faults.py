@@ -1,7 +1,8 @@
 """Faults the runner must survive, each reproduced for real: a disk that fills up (a real tmpfs, mounted for
 the test: these tests need root, as CI has, and say so otherwise), damaged and hostile input, and stop
-signals at the edges of a run. `heartjobs` runs in this process (`cli`), a real SIGTERM included; a real
-subprocess where the process itself is at stake (a set cut under it, which would kill it with SIGBUS)."""
+signals at the edges of a run and during a background checkpoint write. `heartjobs` runs in this process
+(`cli`), a real SIGTERM included; a real subprocess where the process itself is at stake (a set cut under it,
+which would kill it with SIGBUS). SIGKILL during a background write: tests/test_resume.py."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -216,6 +218,50 @@ def test_sigterm_just_after_the_job_finished_exits_0(tmp_path, prepared32, monke
     assert "a stop signal came after the job had finished; nothing to stop" in result.stdout
     status = json.loads((tmp_path / "artifacts" / "edge" / "v0001" / "status.json").read_text())
     assert status["state"] == "done"
+
+
+def test_a_stop_signal_waits_for_the_background_checkpoint_write_in_flight(tmp_path, prepared32, monkeypatch):
+    # The background writer, about to write epoch_0001.pt, sends the process a real SIGTERM and holds that
+    # write until the training thread hands over the stop's checkpoint: the stop arrives with a write in
+    # flight, and the run must finish that write and then its own before it says it stopped.
+    import heartjobs.store.checkpoint
+    from heartjobs.spec.loading import load_spec
+    from heartjobs.store.background import BackgroundWriter
+    from heartjobs.store.checkpoint import load_checkpoint
+
+    save, submit = heartjobs.store.checkpoint.save_checkpoint, BackgroundWriter.submit
+    signalled, stop_handed_over, written = threading.Event(), threading.Event(), []
+
+    def save_checkpoint(folder, state, spec_hash, keep):
+        if state["epoch"] == 1 and state["position"] is None and not signalled.is_set():
+            signalled.set()
+            os.kill(os.getpid(), signal.SIGTERM)  # handled in the training thread: a stop request
+            if not stop_handed_over.wait(timeout=120):
+                raise AssertionError("nothing was handed to the writer after the SIGTERM")
+        written.append(save(folder, state, spec_hash, keep))
+        return written[-1]
+
+    def submit_after_the_signal(self, write):
+        if signalled.is_set():
+            stop_handed_over.set()  # the write in flight may go on now; submit itself waits for it
+        submit(self, write)
+
+    monkeypatch.setattr(heartjobs.store.checkpoint, "save_checkpoint", save_checkpoint)
+    monkeypatch.setattr(BackgroundWriter, "submit", submit_after_the_signal)
+    spec = write_spec(tmp_path, "inflight", "gan", prepared32, epochs=3, checkpoint_every=1, device="cpu")
+    result = cli("run", spec)
+    assert result.returncode == 128 + signal.SIGTERM, (result.returncode, result.stderr)
+    assert "stopped by SIGTERM" in result.stderr and "Traceback" not in result.stderr
+    run_dir = tmp_path / "artifacts" / "inflight" / "v0001"
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "interrupted"
+    # the write in flight, then the stop's own (the same name when the stop came before the next batch)
+    assert len(written) == 2 and written[0].name == "epoch_0001.pt", written
+    assert f"checkpoint {written[1].name} written" in result.stderr + result.stdout
+    spec_hash = load_spec(spec).spec_hash
+    for path in written:  # on disk, whole, when the process said it stopped
+        assert load_checkpoint(path, spec_hash)["epoch"] == status["epochs_done"] == 1
+    assert not list(run_dir.rglob(".*.tmp"))
 
 
 @pytest.mark.slow

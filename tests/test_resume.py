@@ -1,6 +1,6 @@
 """Interruption and resume: real signals (SIGKILL, SIGTERM, SIGINT, SIGUSR2) to real `heartjobs run`
-processes, then the resume in this process (`cli`), bit for bit against the session's reference run; and
-refusing a changed spec."""
+processes, SIGKILL in the middle of a background checkpoint write included, then the resume in this process
+(`cli`), bit for bit against the session's reference run; and refusing a changed spec."""
 
 from __future__ import annotations
 
@@ -32,20 +32,47 @@ def _start(spec):
     )
 
 
+# `heartjobs run` in a real process whose torch.save, when the background writer (not the training thread)
+# writes epoch_0004.pt, writes the first half of the file and then SIGKILLs its own process: the kill lands
+# in the middle of a background write, with the training thread gone on past that checkpoint.
+_KILLED_MID_WRITE = """
+import io, os, signal, sys, threading, torch
+from heartjobs.cli.main import main
+save = torch.save
+def half_then_sigkill(obj, f, *args, **kwargs):
+    name = os.path.basename(getattr(f, "name", ""))
+    if name.startswith(".epoch_0004.pt.") and threading.current_thread() is not threading.main_thread():
+        whole = io.BytesIO()
+        save(obj, whole, *args, **kwargs)
+        f.write(whole.getvalue()[: len(whole.getvalue()) // 2])
+        f.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return save(obj, f, *args, **kwargs)
+torch.save = half_then_sigkill
+sys.exit(main(["run", sys.argv[1]]))
+"""
+
+
 @pytest.mark.slow
-def test_sigkill_after_a_checkpoint_then_resume_is_bit_identical(tmp_path, prepared32, slow_dcgan_reference):
+def test_sigkill_in_the_middle_of_a_background_checkpoint_write_then_resume_is_bit_identical(
+    tmp_path, prepared32, slow_dcgan_reference
+):
     spec = write_spec(tmp_path, "resume_me", "dcgan", prepared32, **SLOW)
     run_dir = tmp_path / "artifacts" / "resume_me" / "v0001"
-    proc = _start(spec)
-    wait_for(lambda: (run_dir / "checkpoints" / "epoch_0004.pt").exists(), proc=proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILLED_MID_WRITE, str(spec)], capture_output=True, text=True, timeout=300
+    )
+    assert killed.returncode == -signal.SIGKILL, (killed.returncode, killed.stderr)
     status = json.loads((run_dir / "status.json").read_text())
-    assert status["state"] == "running" and status["epochs_done"] < SLOW["epochs"]  # died mid-run
+    assert status["state"] == "running" and status["epochs_done"] >= 4  # died mid-run, training gone on
+    assert [p.name for p in list_checkpoints(run_dir / "checkpoints")] == ["epoch_0002.pt"]
+    [partial] = (run_dir / "checkpoints").glob(".epoch_0004.pt.*.tmp")  # half a file, never renamed
+    assert partial.stat().st_size > 0
 
     result = cli("run", spec, "--resume")
     assert result.returncode == 0, result.stderr
     assert "resuming" in result.stderr and "v0001" in result.stdout
+    assert f"removed checkpoints/{partial.name}, left by a killed process" in result.stderr
     assert not (run_dir.parent / "v0002").exists()  # continued in place, no new version
     status = json.loads((run_dir / "status.json").read_text())
     assert status["state"] == "done" and status["resumed"] == 1

@@ -1,6 +1,8 @@
 """A run's training context: the Trainer driven from its newest checkpoint to the spec's epochs, with the
 sample grids, losses, checkpoints and TensorBoard events a run writes on the way, and its checkpoints measured
-during training ([eval] every) without touching training's random state."""
+during training ([eval] every) without touching training's random state. Checkpoints and sample grids are
+written in the background (heartjobs.store.background), one at a time: a stop and the end of training wait
+for the write in flight, and a failed write is raised at the next checkpoint or at the end."""
 
 from __future__ import annotations
 
@@ -20,11 +22,12 @@ from heartjobs.plots import plot_losses, plot_metric_curve
 from heartjobs.progress import TrainingProgress, console
 from heartjobs.runner.eventlog import EventLog
 from heartjobs.spec.schema import ResolvedSpec
+from heartjobs.store.background import BackgroundWriter
 from heartjobs.store.checkpoint import (
     checkpoint_epoch,
     list_checkpoints,
     load_checkpoint,
-    save_checkpoint,
+    save_checkpoint_in_background,
     save_generator,
 )
 from heartjobs.store.prepared import PreparedSet
@@ -44,8 +47,9 @@ def train(
     stop_if_requested: Callable[[str], None],
 ) -> None:
     """Train from the newest checkpoint (or the start) to the spec's epochs, then save the generator.
-    On a stop request: a checkpoint at the exact batch, then JobInterrupted. With [output] tensorboard, the
-    run's event files are written on the way."""
+    On a stop request: a checkpoint at the exact batch (written before it returns), then JobInterrupted. With
+    [output] tensorboard, the run's event files are written on the way. Every background write is finished
+    (or its error raised) before this returns."""
     trainer = Trainer(spec, prepared.tensor(), device)
     if (newest := newest_checkpoint(run, spec)) is not None:
         path, state = newest
@@ -58,7 +62,7 @@ def train(
     _write_losses(run, trainer.history)  # drops epochs logged after the checkpoint
     t = spec.train
     events = EventLog(run / RunDir.TENSORBOARD, trainer.epoch) if spec.output.tensorboard else contextlib.nullcontext()
-    with events as log:
+    with events as log, BackgroundWriter() as writer:
         _measure_missed(spec, run, prepared, device, status, log)  # a stop during a measurement left it undone
         if not (run / RunDir.REAL_GRID).exists():
             picks = torch.randperm(prepared.count, generator=torch.Generator().manual_seed(t.seed + 4))
@@ -72,9 +76,13 @@ def train(
                 stop,
                 lambda path: _measure_during(spec, run, path, prepared, device, status, log),
                 log,
+                writer,
             )
         except Interrupted:
-            path = save_checkpoint(run.checkpoints, trainer.state_dict(), spec.spec_hash, t.keep_checkpoints)
+            path = save_checkpoint_in_background(
+                writer, run.checkpoints, trainer.state_dict(), spec.spec_hash, t.keep_checkpoints, trainer.device
+            )
+            writer.wait()  # the stop's checkpoint is on disk before the job says it stopped
             stop_if_requested(f"after {trainer.epoch} epochs; checkpoint {path.name} written")
     save_generator(run.generator, trainer.G, spec.model_dump(mode="json"), trainer.epoch, spec.spec_hash)
 
@@ -115,9 +123,11 @@ def _epochs(
     stop: stopping.StopRequest,
     measure_checkpoint: Callable[[Path], None],
     log: EventLog | None,
+    writer: BackgroundWriter,
 ) -> None:
     """Epochs until the spec's count; raises Interrupted (state consistent, not yet saved) on a stop. Every
-    [eval] every epochs (and the last) the checkpoint is written and measured."""
+    [eval] every epochs (and the last) the checkpoint is written and measured. Sample grids and checkpoints
+    go to `writer`; the last write may still be in flight when this returns."""
     t = spec.train
     title = f"{spec.name} {run.path.name}"
     with TrainingProgress(title, t.epochs, len(trainer.bounds), trainer.epoch) as progress:
@@ -135,14 +145,19 @@ def _epochs(
             status.beat(epochs_done=trainer.epoch)
             last = trainer.epoch == t.epochs
             if trainer.epoch % t.sample_every == 0 or last:
-                save_grid(trainer.samples().numpy(), run.sample_grid(trainer.epoch))
+                grid, images = run.sample_grid(trainer.epoch), trainer.samples().numpy()  # a fresh host array
+                writer.submit(lambda images=images, grid=grid: save_grid(images, grid))
                 if log is not None:
-                    log.samples(run.sample_grid(trainer.epoch), trainer.epoch)
+                    writer.wait()  # the event log reads the PNG the run saved
+                    log.samples(grid, trainer.epoch)
                 plot_losses(trainer.history, run / RunDir.LOSSES_PLOT, title)
             measured = _measured_epoch(spec, trainer.epoch)
             if trainer.epoch % t.checkpoint_every == 0 or last or measured:
-                path = save_checkpoint(run.checkpoints, trainer.state_dict(), spec.spec_hash, t.keep_checkpoints)
+                path = save_checkpoint_in_background(
+                    writer, run.checkpoints, trainer.state_dict(), spec.spec_hash, t.keep_checkpoints, trainer.device
+                )
                 if measured:
+                    writer.wait()  # measured from the file, once it is there
                     measure_checkpoint(path)
     if trainer.history and not (run / RunDir.LOSSES_PLOT).exists():
         plot_losses(trainer.history, run / RunDir.LOSSES_PLOT, title)

@@ -3,8 +3,9 @@
 A checkpoint is named by how far training got: epoch_0004.pt after four whole epochs, and
 epoch_0004_batch_0012.pt when a run was stopped twelve batches into the fifth. It carries the spec
 hash, and a run refuses to continue from a checkpoint made under another configuration. generator.pt
-holds the final generator alone with what it takes to rebuild it. Files are written atomically; the
-newest few checkpoints are kept.
+holds the final generator alone with what it takes to rebuild it. Files are written atomically (during
+training from a host copy, in the background: save_checkpoint_in_background); the newest few checkpoints
+are kept.
 
 Reading trusts no file: torch.load runs with weights_only (no pickled code), and what it returns is
 checked field by field (required keys, their types, a known model) before anything is built from it.
@@ -23,6 +24,7 @@ import torch
 from heartjobs import atomic
 from heartjobs.errors import HeartjobsError, one_line
 from heartjobs.models import FAMILIES, MODELS
+from heartjobs.store.background import BackgroundWriter, host_copy
 from heartjobs.store.rundir import RunDir
 
 CHECKPOINT_FORMAT = 1
@@ -52,10 +54,15 @@ def list_checkpoints(folder: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def checkpoint_path(folder: Path, trainer_state: dict) -> Path:
+    """The file a trainer state is saved as (its epoch, and its batch when stopped inside an epoch)."""
+    position = trainer_state["position"]
+    return folder / checkpoint_name(trainer_state["epoch"], position["batch"] if position else None)
+
+
 def save_checkpoint(folder: Path, trainer_state: dict, spec_hash: str, keep: int) -> Path:
     """Write a checkpoint atomically, then delete all but the newest `keep`."""
-    position = trainer_state["position"]
-    path = folder / checkpoint_name(trainer_state["epoch"], position["batch"] if position else None)
+    path = checkpoint_path(folder, trainer_state)
     payload = {"format": CHECKPOINT_FORMAT, "spec_hash": spec_hash, **trainer_state}
     previous = list_checkpoints(folder)
     if previous:  # the next one is about as large as the last: say so before the disk fills mid-write
@@ -68,6 +75,17 @@ def save_checkpoint(folder: Path, trainer_state: dict, spec_hash: str, keep: int
         with contextlib.suppress(FileNotFoundError):
             old.unlink()
     return path
+
+
+def save_checkpoint_in_background(
+    writer: BackgroundWriter, folder: Path, trainer_state: dict, spec_hash: str, keep: int, device: torch.device
+) -> Path:
+    """save_checkpoint off the critical path: the state is copied to the host now (training may change the
+    originals as soon as this returns), then written by `writer` once its previous write is done (whose
+    error, if any, is raised here). The same bytes as save_checkpoint; returns the path it will have."""
+    copied = host_copy(trainer_state, device)
+    writer.submit(lambda: save_checkpoint(folder, copied, spec_hash, keep))
+    return checkpoint_path(folder, copied)
 
 
 # torch's advice when weights_only refuses a file: load it with weights_only=False, or allowlist the
