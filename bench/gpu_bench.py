@@ -12,8 +12,8 @@ In one run, at the thesis' image size (256 px) and on the embedded phantom:
   (heartjobs.models), so the difference is the pipeline, not the architecture, under the thesis' precision
   (TF32 convolutions, FP32 matmuls: what the matrix's jobs set), over the same number of images, warm-up
   excluded, with the peak GPU memory of each.
-- heartjobs' speed switches (train.tf32, train.bf16, train.compile, train.phase_conv), each against the thesis-exact setting
-  on DCGAN at batch 64: images/s, and one short run's FID with and without (n stated).
+- heartjobs' speed switches (train.tf32, train.bf16, train.compile, train.phase_conv), each against the
+  thesis-exact setting on DCGAN at batch 64: images/s, and one short run's FID with and without (n stated).
 - FID: heartjobs' evaluation of 3 x 3000 generated images at 2048-d (cold, then with the real statistics
   cached), the thesis' route for one repeat (each image generated alone and saved with
   save_image(normalize=True), then pytorch-fid's CLI), and KID's cost per repeat at the thesis' sizes.
