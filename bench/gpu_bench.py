@@ -33,6 +33,7 @@ import os
 import platform
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -135,16 +136,33 @@ def _say(text: str) -> None:
 # --- the data ---
 
 
-def phantom_set(folder: Path, images: int, size: int) -> Path:
-    """The phantom as a prepared set with its 8-bit PNGs in the thesis' ImageFolder layout (one folder per
-    class), as bench_train.py's _prepare makes it, but rendered at the training size (a quarter of the work;
-    the speed measured does not depend on the pictures) and inline at toy sizes (a pool of spawned workers,
-    each importing torch, would cost more than the work)."""
+def phantom_prepared(folder: Path, images: int, size: int, *, export_png: bool = False) -> Path:
+    """The embedded phantom, rendered at the training size (a quarter of the work; the speed measured does not
+    depend on the pictures) and prepared, inline at toy sizes (a pool of spawned workers, each importing
+    torch, would cost more than the work)."""
     workers = 1 if images * size <= 64 * 64 else None
     generate(folder / "phantom", PhantomParams(slices=images, size=size, seed=3), workers=workers)
-    prepare(folder / "phantom", folder / "prepared", PrepareParams(size=size, export_png=True), workers=workers)
-    thesis_pipeline.imagefolder(folder / "prepared")
+    prepare(folder / "phantom", folder / "prepared", PrepareParams(size=size, export_png=export_png), workers=workers)
     return folder / "prepared"
+
+
+def phantom_set(folder: Path, images: int, size: int) -> Path:
+    """phantom_prepared with its 8-bit PNGs in the thesis' ImageFolder layout (one folder per class), as
+    bench_train.py's _prepare makes it."""
+    prepared = phantom_prepared(folder, images, size, export_png=True)
+    thesis_pipeline.imagefolder(prepared)
+    return prepared
+
+
+def phase_recorder(results: dict, out: Path, started: float) -> Callable[[str, float], None]:
+    """phase_done(name, start): the phase's seconds into results["phases_s"], the JSON rewritten, a line said."""
+
+    def phase_done(name: str, start: float) -> None:
+        results["phases_s"][name] = round(time.perf_counter() - start, 1)
+        _write_json(out, results)
+        _say(f"-- {name}: {results['phases_s'][name]} s (total {time.perf_counter() - started:.0f} s)")
+
+    return phase_done
 
 
 # --- the thesis' matrix ---
@@ -585,10 +603,7 @@ def main() -> None:
         "phases_s": {},
     }
 
-    def phase_done(name: str, start: float) -> None:
-        results["phases_s"][name] = round(time.perf_counter() - start, 1)
-        _write_json(args.out, results)
-        _say(f"-- {name}: {results['phases_s'][name]} s (total {time.perf_counter() - started:.0f} s)")
+    phase_done = phase_recorder(results, args.out, started)
 
     RESULTS.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(dir=RESULTS) as tmp:

@@ -51,14 +51,14 @@ from gpu_bench import (
     _write_json,
     bookkeeping,
     heartjobs_route,
+    phantom_prepared,
+    phase_recorder,
     thesis_matrix,
 )
 from results_log import RESULTS
 from rich.console import Console
 from rich.table import Table
 
-from heartjobs.data.phantom import PhantomParams, generate
-from heartjobs.data.prepare import PrepareParams, prepare
 from heartjobs.errors import HeartjobsError
 from heartjobs.evaluation.weights import resolve_weights
 from heartjobs.queue.folders import Queue
@@ -118,15 +118,6 @@ def card_slug(name: str) -> str:
     """A card's short name for file names: 'NVIDIA H100 80GB HBM3' -> 'h100', else the name made safe."""
     found = re.search(r"\b([a-z]{1,2}\d{2,4}[a-z]?)\b", name.lower())
     return found.group(1) if found else re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "gpu"
-
-
-def phantom_prepared(folder: Path, images: int, size: int) -> Path:
-    """The embedded phantom, rendered at the training size and prepared (inline at toy sizes: a pool of
-    spawned workers, each importing torch, would cost more than the work)."""
-    workers = 1 if images * size <= 64 * 64 else None
-    generate(folder / "phantom", PhantomParams(slices=images, size=size, seed=3), workers=workers)
-    prepare(folder / "phantom", folder / "prepared", PrepareParams(size=size), workers=workers)
-    return folder / "prepared"
 
 
 # --- phase_conv side by side ---
@@ -568,10 +559,7 @@ def main() -> None:
         "phases_s": {},
     }
 
-    def phase_done(phase: str, start: float) -> None:
-        results["phases_s"][phase] = round(time.perf_counter() - start, 1)
-        _write_json(args.out, results)
-        _say(f"-- {phase}: {results['phases_s'][phase]} s (total {time.perf_counter() - started:.0f} s)")
+    phase_done = phase_recorder(results, args.out, started)
 
     RESULTS.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(dir=RESULTS) as tmp:
