@@ -241,7 +241,10 @@ class Worker:
             return "skipped", {"run_dir": str(done_after)}
         # A version left "trained" (its measurement pending: a dead worker's, or one in flight in another
         # worker) is this entry's to finish, not to train again beside it.
-        resume = bool(entry.recovered) or _measurement_pending(spec)
+        try:
+            resume = bool(entry.recovered) or _measurement_pending(spec)
+        except HeartjobsError as exc:  # a stray link among its versions (refused, never followed): it fails alone
+            return "failed", {"error": str(exc), "exit_code": 2}
         doing = "resuming" if resume else "running"
         console.print(f"worker: {entry.spelled}: {doing} on {self.slot}")
         try:
