@@ -105,6 +105,8 @@ LATER_DEFAULTS: dict[str, dict[str, Any]] = {
         "augment": "none",
         "phase_conv": False,
         **{key: COMMON_DEFAULTS[key] for key in ("ada_target", "ada_kimg", "ada_p")},
+        # StyleGAN2's own keys: None for every other family (kept for StyleGAN2: its identity)
+        **{key: None for key in ("r1_gamma", "pl_weight", "style_mixing", "ema_kimg", "ema_rampup")},
     },
     "architecture": {
         "hidden": list(ARCHITECTURE_DEFAULTS["hidden"]),
