@@ -153,6 +153,12 @@ def test_a_tiny_run_trains_stops_resumes_bit_identical_and_is_measured_with_its_
     assert run_job(spec, resume=True) == run_dir
     assert_same_run(run_dir, reference)
     assert json.loads((run_dir / "fid.json").read_text())["fid_mean"] == fid["fid_mean"]
+    # the report knows the family: its row, its architecture knobs off paper256 in its configuration
+    report = cli("report", tmp_path / "artifacts")
+    assert report.returncode == 0, report.stderr
+    [row] = json.loads((tmp_path / "artifacts" / "summary.json").read_text())["rows"]
+    assert row["model"] == "stylegan2" and row["state"] == "done" and "channelbase = 256" in row["configuration"]
+    assert (run_dir / "losses.png").is_file()  # with ADA's p and r_t on its second axis
 
 
 def test_sigkill_of_a_stylegan2_run_after_a_checkpoint_then_resume_is_bit_identical(tmp_path, prepared32):

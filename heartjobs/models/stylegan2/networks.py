@@ -434,8 +434,8 @@ class DiscriminatorBlock(nn.Module):
 
 class MinibatchStdLayer(nn.Module):
     """Appends num_channels feature maps: the standard deviation over each group of group_size samples,
-    averaged over channels (in num_channels groups) and pixels. The batch must be divisible by the group
-    (or smaller than it: then the whole batch is one group)."""
+    averaged over channels (in num_channels groups) and pixels. A batch smaller than the group is one group;
+    one the group does not divide is grouped by its largest divisor below the group size."""
 
     def __init__(self, group_size: int | None, num_channels: int = 1):
         super().__init__()
@@ -445,8 +445,8 @@ class MinibatchStdLayer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
         g = min(self.group_size, n) if self.group_size is not None else n
-        if n % g:
-            raise ValueError(f"minibatch std: batch {n} is not divisible by group size {g}")
+        while n % g:  # an epoch's last, smaller batch (3,307 slices in 64s end with 43): the largest group that
+            g -= 1  # divides it (the reference requires the batch to be divisible and never has such a batch)
         f = self.num_channels
         y = x.reshape(g, -1, f, c // f, h, w)  # sample i is in group member i // (n/g), group i % (n/g)
         y = y - y.mean(dim=0)
