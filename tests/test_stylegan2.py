@@ -255,3 +255,12 @@ def test_style_mixing_switches_latents_at_one_cutoff():
     ws = G.mixed_ws(z, 0.9)
     D(G.synthesis(ws)).sum().backward()
     assert all(torch.isfinite(p.grad).all() for p in G.parameters())
+
+
+def test_minibatch_std_groups_a_batch_the_group_does_not_divide_by_its_largest_divisor():
+    from heartjobs.models.stylegan2.networks import MinibatchStdLayer
+
+    x = torch.randn(6, 4, 2, 2)
+    layer = MinibatchStdLayer(group_size=4)
+    out = layer(x)  # 6 images, groups of 4 do not divide them: groups of 3
+    assert out.shape == (6, 5, 2, 2) and torch.equal(out, MinibatchStdLayer(group_size=3)(x))
