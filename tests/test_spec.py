@@ -173,7 +173,10 @@ BAD_SPECS = [
     ("[eval]\nn_generated = 1", "eval.n_generated: Input should be greater than or equal to 2"),
     ("[eval]\ndims = 100", "eval.dims: Input should be 64, 192, 768 or 2048"),
     ("[eval]\nnormalise = 'fixed'", "eval.normalise: unknown key (did you mean 'normalize'?)"),
-    ("betas = [0.5, 0.9]", "train.betas: applies to gan, dcgan, wgan_gp, sngan, stylegan2, not wgan (it trains with RMSprop)"),
+    (
+        "betas = [0.5, 0.9]",
+        "train.betas: applies to gan, dcgan, wgan_gp, sngan, stylegan2, not wgan (it trains with RMSprop)",
+    ),
     (
         'name = "x"\nmodel = "gan"\n[data]\nprepared = "{prepared}"\n[train]\nn_critic = 2\n',
         "train.n_critic: applies to wgan, wgan_gp, not gan",
