@@ -1,5 +1,6 @@
 """Issue 18's models on a GPU: training throughput at 256 px and batch 64 of WGAN-GP and SNGAN beside the
-thesis models they extend (WGAN, DCGAN), and what DiffAugment and bf16 cost or save; each run is a real
+thesis models they extend (WGAN, DCGAN), and what DiffAugment and bf16 cost or save, and StyleGAN2-ADA's
+(issue 33) with and without ADA; each run is a real
 `heartjobs run` (8 epochs over a 256-slice phantom, no evaluation). images/s is the mean over the epochs
 after the first (which includes CUDA's warm-up). Writes one JSON file, rewritten after each case.
 
@@ -30,6 +31,8 @@ CASES = [  # (model, extra [train] line)
     ("dcgan", 'augment = "translation,cutout"'),
     ("sngan", 'augment = "translation,cutout"'),
     ("wgan_gp", 'augment = "translation,cutout,brightness,contrast"'),
+    ("stylegan2", ""),  # paper256 with ADA (issue 33): float32, its batch 64
+    ("stylegan2", 'augment = "none"'),
 ]
 
 

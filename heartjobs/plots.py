@@ -20,7 +20,8 @@ def save_figure(fig, path: Path, dpi: float | None = None) -> Path:
 
 
 def plot_losses(history: list[dict], path: Path, title: str) -> None:
-    """Average D and G loss per epoch (the thesis' Figure 1), saved atomically."""
+    """Average D and G loss per epoch (the thesis' Figure 1), saved atomically; with ADA, its p and r_t at
+    each epoch's end on a second axis."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -35,7 +36,17 @@ def plot_losses(history: list[dict], path: Path, title: str) -> None:
     ax.set_xlabel("epoch")
     ax.set_ylabel("average loss")
     ax.set_title(title)
-    ax.legend()
+    handles, labels = ax.get_legend_handles_labels()
+    ada = [h for h in history if h.get("ada_p") is not None]
+    if ada:
+        right = ax.twinx()
+        right.plot([h["epoch"] for h in ada], [h["ada_p"] for h in ada], "k--", label="ADA p")
+        rt = [h for h in ada if h.get("ada_rt") is not None]
+        right.plot([h["epoch"] for h in rt], [h["ada_rt"] for h in rt], "k:", label="ADA r_t")
+        right.set_ylabel("ADA p, r_t")
+        more = right.get_legend_handles_labels()
+        handles, labels = handles + more[0], labels + more[1]
+    ax.legend(handles, labels)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     save_figure(fig, path)

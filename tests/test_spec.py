@@ -173,7 +173,10 @@ BAD_SPECS = [
     ("[eval]\nn_generated = 1", "eval.n_generated: Input should be greater than or equal to 2"),
     ("[eval]\ndims = 100", "eval.dims: Input should be 64, 192, 768 or 2048"),
     ("[eval]\nnormalise = 'fixed'", "eval.normalise: unknown key (did you mean 'normalize'?)"),
-    ("betas = [0.5, 0.9]", "train.betas: applies to gan, dcgan, wgan_gp, sngan, not wgan (it trains with RMSprop)"),
+    (
+        "betas = [0.5, 0.9]",
+        "train.betas: applies to gan, dcgan, wgan_gp, sngan, stylegan2, not wgan (it trains with RMSprop)",
+    ),
     (
         'name = "x"\nmodel = "gan"\n[data]\nprepared = "{prepared}"\n[train]\nn_critic = 2\n',
         "train.n_critic: applies to wgan, wgan_gp, not gan",
@@ -186,7 +189,7 @@ BAD_SPECS = [
     # beyond the thesis: the new keys and [architecture]
     (
         "augment = 'translation,flip'",
-        "train.augment: unknown augmentation 'flip'; use none or translation, cutout, brightness, contrast",
+        "train.augment: unknown augmentation 'flip'; use none, ada or translation, cutout, brightness, contrast",
     ),
     ("augment = 'cutuot'", "train.augment: unknown augmentation 'cutuot' (did you mean 'cutout'?)"),
     ("augment = 'none,cutout'", 'train.augment: "none" stands alone'),
@@ -203,8 +206,8 @@ BAD_SPECS = [
     ("phase_conv = 1", "train.phase_conv: Input should be a valid boolean"),
     (
         'name = "x"\nmodel = "sngan2"\n[data]\nprepared = "{prepared}"\n',
-        "model: Input should be 'gan', 'wgan' or 'dcgan' (the thesis' models), or 'wgan_gp' or 'sngan' (beyond "
-        "them) (did you mean 'sngan'?)",
+        "model: Input should be 'gan', 'wgan' or 'dcgan' (the thesis' models), or 'wgan_gp', 'sngan' or "
+        "'stylegan2' (beyond them) (did you mean 'sngan'?)",
     ),
     ("[architecture]\nhidden = []", "architecture.hidden: Tuple should have at least 1 item"),
     ("[architecture]\nhidden = [64, 0]", "architecture.hidden.1: Input should be greater than 0"),

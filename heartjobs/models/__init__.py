@@ -1,5 +1,5 @@
-"""The model families, declared once: the thesis' three (GAN, WGAN, DCGAN) and two beyond it (WGAN-GP,
-SNGAN). The spec's model choices, defaults and per-model key checks, the trainer's step and every network
+"""The model families, declared once: the thesis' three (GAN, WGAN, DCGAN) and three beyond it (WGAN-GP,
+SNGAN, StyleGAN2-ADA). The spec's model choices, defaults and per-model key checks, the trainer's step and every network
 build are derived from FAMILIES. Adding a family is one module (its networks, `build` and `step`) and one
 entry here (docs/development.md, "Adding a model").
 
@@ -26,8 +26,9 @@ FAMILIES: dict[str, ModelFamily] = {
             thesis=True,
             module="heartjobs.models.gan",
             defaults={"optimizer": "adam", "lr": 2e-4, "betas": (0.5, 0.999)},
-            knob="hidden",
+            knobs=("hidden",),
             convolutional=False,
+            ada_signal="probability",  # a sigmoid output
         ),
         ModelFamily(
             name="wgan",
@@ -35,8 +36,9 @@ FAMILIES: dict[str, ModelFamily] = {
             thesis=True,
             module="heartjobs.models.wgan",
             defaults={"optimizer": "rmsprop", "lr": 5e-5, "n_critic": 5, "clip_value": 0.01},
-            knob="hidden",
+            knobs=("hidden",),
             convolutional=False,
+            ada_signal=None,  # a critic
         ),
         ModelFamily(
             name="dcgan",
@@ -44,8 +46,9 @@ FAMILIES: dict[str, ModelFamily] = {
             thesis=True,
             module="heartjobs.models.dcgan",
             defaults={"optimizer": "adam", "lr": 2e-4, "betas": (0.5, 0.999)},
-            knob="width",
+            knobs=("width",),
             convolutional=True,
+            ada_signal="probability",
             upsample_conv=True,  # nearest x2 resizes, each followed by a 3x3 convolution
         ),
         # Gulrajani et al. 2017, Algorithm 1: Adam (0.0, 0.9) at 1e-4, 5 critic steps per generator step,
@@ -56,8 +59,9 @@ FAMILIES: dict[str, ModelFamily] = {
             thesis=False,
             module="heartjobs.models.wgan_gp",
             defaults={"optimizer": "adam", "lr": 1e-4, "betas": (0.0, 0.9), "n_critic": 5, "gp_lambda": 10.0},
-            knob="hidden",
+            knobs=("hidden",),
             convolutional=False,
+            ada_signal=None,
         ),
         # Miyato et al. 2018: Adam (0.0, 0.9) at 2e-4 as in its hinge-loss experiments, with one
         # discriminator step per generator step (the thesis DCGAN's schedule, so the two differ in the
@@ -68,8 +72,35 @@ FAMILIES: dict[str, ModelFamily] = {
             thesis=False,
             module="heartjobs.models.sngan",
             defaults={"optimizer": "adam", "lr": 2e-4, "betas": (0.0, 0.9)},
-            knob="width",
+            knobs=("width",),
             convolutional=True,
+        ),
+        # Karras et al. 2020 (NVlabs/stylegan2-ada-pytorch d72cc7d), its paper256 configuration: batch 64, lr
+        # 0.0025, Adam (0, 0.99), R1 gamma 1, EMA half-life 20 kimg without ramp-up, style mixing 0.9,
+        # path length weight 2; z and w 512-d; ADA towards r_t 0.6 (heartjobs.training.ada).
+        ModelFamily(
+            name="stylegan2",
+            summary="StyleGAN2 with adaptive discriminator augmentation (Karras et al. 2020), paper256",
+            thesis=False,
+            module="heartjobs.models.stylegan2.family",
+            defaults={
+                "optimizer": "adam",
+                "lr": 0.0025,
+                "betas": (0.0, 0.99),
+                "batch_size": 64,
+                "latent_dim": 512,
+                "augment": "ada",
+                "r1_gamma": 1.0,
+                "pl_weight": 2.0,
+                "style_mixing": 0.9,
+                "ema_kimg": 20.0,
+                "ema_rampup": 0.0,
+            },
+            knobs=("channel_base", "channel_max", "mapping_layers", "mbstd_group"),
+            convolutional=True,
+            channels_last=False,  # grouped modulated convolutions: not measured in NHWC
+            reg_intervals=(4, 16),  # path length every 4 minibatches, R1 every 16
+            precision_switches=False,  # its step runs mapping and synthesis apart (mixed precision: a later switch)
         ),
     )
 }

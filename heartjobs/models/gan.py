@@ -25,7 +25,9 @@ def step(ctx: StepContext, real: torch.Tensor, index: int) -> tuple[torch.Tensor
     ctx.opt_G.step()
 
     ctx.opt_D.zero_grad(set_to_none=True)
-    real_loss = F.binary_cross_entropy(ctx.score(real), valid)
+    real_scores = ctx.score(real)
+    ctx.observe_real(real_scores)  # ADA's overfitting signal (nothing without it)
+    real_loss = F.binary_cross_entropy(real_scores, valid)
     fake_loss = F.binary_cross_entropy(ctx.score(generated.detach()), fake)
     d_loss = (real_loss + fake_loss) / 2
     d_loss.backward()

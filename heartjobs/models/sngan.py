@@ -85,7 +85,9 @@ def step(ctx: StepContext, real: torch.Tensor, index: int) -> tuple[torch.Tensor
     ctx.opt_G.step()
 
     ctx.opt_D.zero_grad(set_to_none=True)
-    d_loss = F.relu(1 - ctx.score(real)).mean() + F.relu(1 + ctx.score(generated.detach())).mean()
+    real_scores = ctx.score(real)
+    ctx.observe_real(real_scores)  # ADA's overfitting signal (nothing without it)
+    d_loss = F.relu(1 - real_scores).mean() + F.relu(1 + ctx.score(generated.detach())).mean()
     d_loss.backward()
     ctx.opt_D.step()
     return d_loss.detach(), g_loss.detach()

@@ -47,6 +47,9 @@ class EventLog:
             self._writer.add_scalar(f"loss/{key.removesuffix('_loss').upper()}", stats[key], step)
         if "images_per_s" in stats:
             self._writer.add_scalar("speed/images_per_s", stats["images_per_s"], step)
+        for key in ("ada_p", "ada_rt"):  # ADA's augmentation probability and overfitting heuristic
+            if stats.get(key) is not None:
+                self._writer.add_scalar(f"ada/{key.removeprefix('ada_')}", stats[key], step)
 
     def samples(self, grid_png: Path, epoch: int) -> None:
         """A sample grid, as the PNG the run saved."""

@@ -7,19 +7,12 @@ from __future__ import annotations
 from typing import Any
 
 from heartjobs.models import FAMILIES
-from heartjobs.models.family import THESIS_HIDDEN, THESIS_WIDTH
+from heartjobs.models.family import STYLEGAN2_PAPER256, THESIS_HIDDEN, THESIS_WIDTH
 
 # DiffAugment's operations for one-channel images (Zhao et al. 2020 without the colour ones but brightness
 # and contrast); [train] augment names them in the order they are applied. heartjobs.training.augment
 # implements one function of each name (its import fails otherwise).
 AUGMENTATIONS: tuple[str, ...] = ("translation", "cutout", "brightness", "contrast")
-# [train] keys that only some families have among their defaults (betas: Adam's; n_critic, clip_value,
-# gp_lambda: the critics'): each applies to the families that have it, and no other.
-FAMILY_KEYS: tuple[str, ...] = tuple(
-    dict.fromkeys(
-        key for f in FAMILIES.values() for key in f.defaults if not all(key in g.defaults for g in FAMILIES.values())
-    )
-)
 OPTIMIZER_NAMES = {"adam": "Adam", "rmsprop": "RMSprop"}
 COMMON_DEFAULTS: dict[str, Any] = {
     "epochs": 200,
@@ -42,12 +35,29 @@ COMMON_DEFAULTS: dict[str, Any] = {
     # Nearest x2 upsampling + 3x3 conv computed as four 2x2 phase convolutions (heartjobs.models.phase_conv):
     # the same function, float round-off apart; only for families whose generator has it (upsample_conv).
     "phase_conv": False,
-    # DiffAugment policy applied to every image the discriminator sees: "none", or AUGMENTATIONS' names.
+    # DiffAugment policy applied to every image the discriminator sees: "none", AUGMENTATIONS' names, or
+    # "ada" (adaptive discriminator augmentation, heartjobs.training.ada), with its target r_t, the thousands
+    # of images that take p from 0 to 1, and a fixed p instead of the adaptive one (None: adaptive).
     "augment": "none",
+    "ada_target": 0.6,
+    "ada_kimg": 500,
+    "ada_p": None,
 }
+# [train] keys that only some families have among their defaults (betas: Adam's; n_critic, clip_value,
+# gp_lambda: the critics'; StyleGAN2's regularisation, style mixing and EMA): each applies to the families
+# that have it, and no other. A common key a family sets (StyleGAN2's batch size) is its default, no more.
+FAMILY_KEYS: tuple[str, ...] = tuple(
+    dict.fromkeys(
+        key
+        for f in FAMILIES.values()
+        for key in f.defaults
+        if key not in COMMON_DEFAULTS and not all(key in g.defaults for g in FAMILIES.values())
+    )
+)
 # The architectures' knobs ([architecture]) and their thesis values: the fully connected generator's hidden
-# widths, and the convolutional models' base width (heartjobs.models builds the same by default).
-ARCHITECTURE_DEFAULTS: dict[str, Any] = {"hidden": THESIS_HIDDEN, "width": THESIS_WIDTH}
+# widths, and the convolutional models' base width (heartjobs.models builds the same by default); StyleGAN2's
+# at the reference's paper256.
+ARCHITECTURE_DEFAULTS: dict[str, Any] = {"hidden": THESIS_HIDDEN, "width": THESIS_WIDTH, **STYLEGAN2_PAPER256}
 
 
 def train_defaults(model: str) -> dict[str, Any]:
@@ -57,9 +67,8 @@ def train_defaults(model: str) -> dict[str, Any]:
 
 
 def architecture_defaults(model: str) -> dict[str, Any]:
-    """The [architecture] knob `model` has, at the thesis' value ({"hidden": ...} or {"width": ...})."""
-    knob = FAMILIES[model].knob
-    return {knob: ARCHITECTURE_DEFAULTS[knob]}
+    """The [architecture] knobs `model` has, at their defaults ({"hidden": ...}, {"width": ...}, StyleGAN2's)."""
+    return {knob: ARCHITECTURE_DEFAULTS[knob] for knob in FAMILIES[model].knobs}
 
 
 def is_default(default: Any, value: Any) -> bool:
@@ -91,6 +100,17 @@ EVAL_LATER_SETTINGS: dict[str, Any] = {
 }
 LATER_DEFAULTS: dict[str, dict[str, Any]] = {
     "eval": {"frd": True, "frd_n": 1000, "frd_drop_degenerate": False, **EVAL_LATER_SETTINGS},
-    "train": {"gp_lambda": None, "augment": "none", "phase_conv": False},
-    "architecture": {"hidden": list(ARCHITECTURE_DEFAULTS["hidden"]), "width": ARCHITECTURE_DEFAULTS["width"]},
+    "train": {
+        "gp_lambda": None,
+        "augment": "none",
+        "phase_conv": False,
+        **{key: COMMON_DEFAULTS[key] for key in ("ada_target", "ada_kimg", "ada_p")},
+        # StyleGAN2's own keys: None for every other family (kept for StyleGAN2: its identity)
+        **{key: None for key in ("r1_gamma", "pl_weight", "style_mixing", "ema_kimg", "ema_rampup")},
+    },
+    "architecture": {
+        "hidden": list(ARCHITECTURE_DEFAULTS["hidden"]),
+        "width": ARCHITECTURE_DEFAULTS["width"],
+        **{key: None for key in STYLEGAN2_PAPER256},  # None unless the model is StyleGAN2 (kept there: its identity)
+    },
 }

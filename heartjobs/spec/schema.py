@@ -34,6 +34,7 @@ from heartjobs.spec.defaults import (
     FAMILY_KEYS,
     LATER_DEFAULTS,
     OPTIMIZER_NAMES,
+    train_defaults,
 )
 from heartjobs.store.rundir import LADDER_FOLDER, is_report_output
 
@@ -118,6 +119,18 @@ class TrainSection(_SpecSection):
     augment: str | None = None
     # the generator's upsampling convolutions as phase convolutions (models whose family has upsample_conv)
     phase_conv: bool | None = None
+    # StyleGAN2's: R1's gamma, the path-length weight, the style-mixing probability, the EMA's half-life in
+    # thousands of images and its ramp-up (0: none)
+    r1_gamma: float | None = Field(None, ge=0)
+    pl_weight: float | None = Field(None, ge=0)
+    style_mixing: float | None = Field(None, ge=0, le=1)
+    ema_kimg: float | None = Field(None, ge=0)
+    ema_rampup: float | None = Field(None, ge=0)
+    # ADA's (augment = "ada"): the target of r_t = E[sign(D(real))], the thousands of images that take p from
+    # 0 to 1, and a fixed p instead of the adaptive one
+    ada_target: float | None = Field(None, gt=0, lt=1)
+    ada_kimg: float | None = Field(None, gt=0)
+    ada_p: float | None = Field(None, ge=0, le=1)
 
     @field_validator("betas")
     @classmethod
@@ -142,15 +155,16 @@ class TrainSection(_SpecSection):
         if v is None:
             return v
         names = [name.strip() for name in v.split(",")]
-        if names == ["none"]:
-            return "none"
+        if names in (["none"], ["ada"]):
+            return names[0]
         choices = ", ".join(AUGMENTATIONS)
         for name in names:
-            if name == "none":
-                raise ValueError('"none" stands alone')
+            if name in ("none", "ada"):
+                raise ValueError(f'"{name}" stands alone')
             if name not in AUGMENTATIONS:
                 raise ValueError(
-                    f"unknown augmentation {name!r}{did_you_mean(name, list(AUGMENTATIONS))}; use none or {choices}"
+                    f"unknown augmentation {name!r}{did_you_mean(name, [*AUGMENTATIONS, 'ada'])}; use none, ada or "
+                    f"{choices}"
                 )
         if len(set(names)) != len(names):
             raise ValueError("name each augmentation once")
@@ -162,10 +176,17 @@ class ArchitectureSection(_SpecSection):
     [model] table.) hidden: the fully connected generator's hidden widths, any depth (gan, wgan, wgan_gp;
     the discriminator stays the thesis'); width: the convolutional models' base width, their generator's
     channels and their discriminator's widest block (dcgan, sngan; the discriminator's blocks have width/8,
-    /4, /2 and width channels, so a multiple of 8). None means the thesis' value."""
+    /4, /2 and width channels, so a multiple of 8); channel_base, channel_max, mapping_layers and
+    mbstd_group: StyleGAN2's. None means the thesis' value (StyleGAN2: the reference's paper256)."""
 
     hidden: tuple[Annotated[StrictInt, Field(gt=0, le=MAX_WIDTH)], ...] | None = Field(None, min_length=1, strict=False)
     width: int | None = Field(None, ge=8, le=MAX_WIDTH, multiple_of=8)
+    # StyleGAN2 (stylegan2): channels at resolution r are min(channel_base // r, channel_max); the mapping
+    # network's depth; the discriminator's minibatch-std group
+    channel_base: int | None = Field(None, ge=1, le=2**20)
+    channel_max: int | None = Field(None, ge=1, le=MAX_WIDTH)
+    mapping_layers: int | None = Field(None, ge=1, le=64)
+    mbstd_group: int | None = Field(None, ge=1, le=MAX_IMAGES)
 
 
 class DuringTraining(_SpecSection):
@@ -338,9 +359,23 @@ class JobSpec(_SpecSection):
                 why = f" (it trains with {OPTIMIZER_NAMES[family.defaults['optimizer']]})" if key == "betas" else ""
                 raise _FieldError(("train", key), f"applies to {', '.join(having)}, not {self.model}{why}")
         for key in ARCHITECTURE_DEFAULTS:
-            if key != family.knob and getattr(self.architecture, key) is not None:
-                having = [m for m in MODELS if FAMILIES[m].knob == key]
+            if key not in family.knobs and getattr(self.architecture, key) is not None:
+                having = [m for m in MODELS if key in FAMILIES[m].knobs]
                 raise _FieldError(("architecture", key), f"applies to {', '.join(having)}, not {self.model}")
+        augment = self.train.augment or train_defaults(self.model)["augment"]
+        for key in ("ada_target", "ada_kimg", "ada_p"):
+            if augment != "ada" and getattr(self.train, key) is not None:
+                raise _FieldError(("train", key), f'applies with augment = "ada", not {augment!r}')
+        if augment == "ada" and family.ada_signal is None and self.train.ada_p is None:
+            raise _FieldError(
+                ("train", "augment"),
+                f"ADA's adaptive p reads the sign of D's scores on real images, which a critic's ({self.model}) "
+                "does not have; give a fixed train.ada_p",
+            )
+        if not family.precision_switches:
+            for key in ("compile", "bf16"):
+                if getattr(self.train, key):
+                    raise _FieldError(("train", key), f"not offered for {self.model} (float32 throughout)")
         if self.train.phase_conv and not family.upsample_conv:
             having = [m for m in MODELS if FAMILIES[m].upsample_conv]
             raise _FieldError(
@@ -378,6 +413,14 @@ class ResolvedTrain(_Strict):
     gp_lambda: float | None = None
     augment: str = "none"
     phase_conv: bool = False
+    r1_gamma: float | None = None
+    pl_weight: float | None = None
+    style_mixing: float | None = None
+    ema_kimg: float | None = None
+    ema_rampup: float | None = None
+    ada_target: float = 0.6
+    ada_kimg: float = 500
+    ada_p: float | None = None
 
 
 class ResolvedArchitecture(_Strict):
@@ -386,6 +429,10 @@ class ResolvedArchitecture(_Strict):
 
     hidden: tuple[int, ...] | None = None
     width: int | None = None
+    channel_base: int | None = None
+    channel_max: int | None = None
+    mapping_layers: int | None = None
+    mbstd_group: int | None = None
 
 
 class ResolvedData(_Strict):
@@ -445,6 +492,10 @@ class ResolvedSpec(_Strict):
             batchnorm_eps=self.train.batchnorm_eps,
             hidden=self.architecture.hidden,
             width=self.architecture.width,
+            channel_base=self.architecture.channel_base,
+            channel_max=self.architecture.channel_max,
+            mapping_layers=self.architecture.mapping_layers,
+            mbstd_group=self.architecture.mbstd_group,
         )
 
 

@@ -24,6 +24,7 @@ import torch
 from heartjobs import atomic
 from heartjobs.errors import HeartjobsError, one_line
 from heartjobs.models import FAMILIES, MODELS
+from heartjobs.models.family import STYLEGAN2_PAPER256
 from heartjobs.store.background import BackgroundWriter, host_copy
 from heartjobs.store.rundir import RunDir
 
@@ -219,6 +220,7 @@ def _architecture(spec: dict) -> dict:
         "batchnorm_eps": spec["train"]["batchnorm_eps"],
         "hidden": knobs.get("hidden"),
         "width": knobs.get("width"),
+        **{key: knobs.get(key) for key in STYLEGAN2_PAPER256},
     }
 
 
@@ -236,6 +238,7 @@ def build_generator(architecture: dict, state_dict: dict, device: str | torch.de
             batchnorm_eps=architecture["batchnorm_eps"],
             hidden=None if hidden is None else tuple(hidden),
             width=architecture.get("width"),
+            **{key: architecture.get(key) for key in STYLEGAN2_PAPER256},
         )
     )
     generator.load_state_dict(state_dict)

@@ -23,6 +23,7 @@ from heartjobs.imaging import to_uint8
 from heartjobs.models import FAMILIES, build_networks
 from heartjobs.models.phase_conv import rewrite_generator
 from heartjobs.spec.schema import ResolvedSpec
+from heartjobs.training.ada import Ada
 from heartjobs.training.augment import DiffAugment
 
 SAMPLE_GRID = 16  # a 4x4 grid of samples from one fixed noise batch
@@ -39,15 +40,22 @@ class EpochStats:
     g_loss: float
     seconds: float
     images_per_s: float
+    # ADA's augmentation probability and overfitting heuristic at the epoch's end (only with ADA; r_t None
+    # before its first interval)
+    ada_p: float | None = None
+    ada_rt: float | None = None
 
     def as_dict(self) -> dict:
-        return {
+        record = {
             "epoch": self.epoch,
             "d_loss": self.d_loss,
             "g_loss": self.g_loss,
             "seconds": round(self.seconds, 4),
             "images_per_s": round(self.images_per_s, 2),
         }
+        if self.ada_p is not None:
+            record |= {"ada_p": round(self.ada_p, 6), "ada_rt": None if self.ada_rt is None else round(self.ada_rt, 6)}
+        return record
 
 
 @dataclass
@@ -70,6 +78,15 @@ def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
         bounds[-2] = (bounds[-2][0], n)
         bounds.pop()
     return bounds
+
+
+def _lazy(lr: float, betas: tuple[float, float], interval: int) -> dict:
+    """Adam's lr and betas for a network regularised every `interval` minibatches (0: none): the reference's
+    mb_ratio = interval / (interval + 1), lr * mb_ratio and beta ** mb_ratio."""
+    if not interval:
+        return {"lr": lr, "betas": betas}
+    ratio = interval / (interval + 1)
+    return {"lr": lr * ratio, "betas": (betas[0] ** ratio, betas[1] ** ratio)}
 
 
 def seed_everything(seed: int) -> None:
@@ -99,7 +116,8 @@ class Trainer:
             torch.backends.cudnn.allow_tf32 = t.tf32 in (True, "convolutions")
         # Convolutions run faster in NHWC: on tensor cores, and with oneDNN on the CPU (bench/bench_train.py
         # measures it for DCGAN; docs/performance.md has the figures).
-        self.channels_last = self.family.convolutional
+        family_nhwc = self.family.channels_last
+        self.channels_last = self.family.convolutional if family_nhwc is None else family_nhwc
         if self.channels_last:
             self.G.to(memory_format=torch.channels_last)
             self.D.to(memory_format=torch.channels_last)
@@ -107,8 +125,11 @@ class Trainer:
             # Fused Adam: one kernel per step instead of one per tensor, on CUDA and on the CPU
             # (bench/bench_train.py measures it).
             fused = {"fused": True} if device.type in ("cuda", "cpu") else {}
-            self.opt_G = torch.optim.Adam(self.G.parameters(), lr=t.lr, betas=t.betas, **fused)
-            self.opt_D = torch.optim.Adam(self.D.parameters(), lr=t.lr, betas=t.betas, **fused)
+            # lazy regularisation (StyleGAN2): each optimiser's lr and betas scaled by interval / (interval + 1),
+            # the reference's adjustment for the regularisation steps taken every interval minibatches
+            g_interval, d_interval = self.family.reg_intervals or (0, 0)
+            self.opt_G = torch.optim.Adam(self.G.parameters(), **_lazy(t.lr, t.betas, g_interval), **fused)
+            self.opt_D = torch.optim.Adam(self.D.parameters(), **_lazy(t.lr, t.betas, d_interval), **fused)
         else:
             self.opt_G = torch.optim.RMSprop(self.G.parameters(), lr=t.lr)
             self.opt_D = torch.optim.RMSprop(self.D.parameters(), lr=t.lr)
@@ -122,9 +143,12 @@ class Trainer:
         self.fixed_noise = torch.randn(SAMPLE_GRID, t.latent_dim, generator=fixed_gen, device=device)
         # DiffAugment's draws have a stream of their own (seed + 4 picks the real grid in heartjobs.runner), so
         # the other streams, and the thesis runs without augmentation, draw exactly what they did before.
-        self.augment: DiffAugment | None = None
-        if t.augment != "none":
-            self.augment = DiffAugment(t.augment, torch.Generator(device=device).manual_seed(t.seed + 5))
+        self.augment: DiffAugment | Ada | None = None
+        augment_gen = torch.Generator(device=device).manual_seed(t.seed + 5) if t.augment != "none" else None
+        if t.augment == "ada":
+            self.augment = Ada(augment_gen, target=t.ada_target, kimg=t.ada_kimg, fixed_p=t.ada_p)
+        elif t.augment != "none":
+            self.augment = DiffAugment(t.augment, augment_gen)
         self.bounds = batch_bounds(self.images.shape[0], t.batch_size)
         self.epoch = 0  # epochs completed
         self.position: _Position | None = None
@@ -139,6 +163,17 @@ class Trainer:
 
     def noise(self, n: int) -> torch.Tensor:
         return torch.randn(n, self.spec.train.latent_dim, generator=self.noise_gen, device=self.device)
+
+    def progress(self, index: int) -> tuple[int, int]:
+        """Before batch `index` of this epoch: the minibatches trained and the images shown since the start."""
+        return self.epoch * len(self.bounds) + index, self.epoch * self.images.shape[0] + self.bounds[index][0]
+
+    def observe_real(self, scores: torch.Tensor) -> None:
+        """D's scores on a real batch, for ADA's overfitting heuristic (nothing without ADA): the sign of a
+        logit, or of p - 1/2 for a sigmoid output (the family's ada_signal)."""
+        if isinstance(self.augment, Ada) and self.family.ada_signal is not None:
+            logits = scores.detach() - 0.5 if self.family.ada_signal == "probability" else scores.detach()
+            self.augment.observe(logits)
 
     def generate(self, z: torch.Tensor) -> torch.Tensor:
         with self.autocast:
@@ -205,6 +240,9 @@ class Trainer:
             seconds=pos.seconds,
             images_per_s=self.images.shape[0] / pos.seconds if pos.seconds > 0 else 0.0,
         )
+        if isinstance(self.augment, Ada):  # read once an epoch: no host synchronisation inside it
+            stats.ada_p = float(self.augment.p)
+            stats.ada_rt = None if self.augment.rt is None else float(self.augment.rt)
         self.history.append(stats.as_dict())
         self.position = None
         return stats
@@ -240,6 +278,8 @@ class Trainer:
             "opt_G": self.opt_G.state_dict(),
             "opt_D": self.opt_D.state_dict(),
             "fixed_noise": self.fixed_noise.cpu(),
+            # ADA's p and its statistics (only with ADA: other checkpoints are what they were before it)
+            **({"ada": self.augment.state_dict()} if isinstance(self.augment, Ada) else {}),
             "history": list(self.history),
             "rng": self._rng_state(),
         }
@@ -251,6 +291,8 @@ class Trainer:
         self.opt_G.load_state_dict(state["opt_G"])
         self.opt_D.load_state_dict(state["opt_D"])
         self.fixed_noise = state["fixed_noise"].to(self.device)
+        if isinstance(self.augment, Ada):  # augment is in the spec hash: a checkpoint of this run has it
+            self.augment.load_state_dict(state["ada"])
         self.history = list(state["history"])
         pos = state["position"]
         self.position = (
