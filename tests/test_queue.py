@@ -351,6 +351,7 @@ def test_with_overlap_a_job_is_measured_while_the_next_trains_and_measures_as_in
     assert rows["measured"]["phase"] == "evaluating"
 
     wait_for((queue / "done" / "000001_measured.json").exists, proc=worker)
+    wait_for((after / "status.json").exists, proc=worker)  # its process was started before that was recorded
     after_status = json.loads((after / "status.json").read_text())
     assert after_status["state"] == "running" and process_alive(after_status)  # the next job trains meanwhile
     assert queue_status(Queue(queue))["running"][0]["phase"] == "training"
@@ -388,6 +389,7 @@ def test_a_worker_killed_while_a_measurement_is_pending_is_recovered_and_measure
     os.kill(measurement["pid"], signal.SIGSTOP)  # held mid-measurement while its worker dies
     try:
         assert json.loads(status_file.read_text())["state"] != "done"
+        wait_for((after / "status.json").exists, proc=worker)  # meanwhile the worker goes on to train the next job
         worker.kill()
         worker.wait()
     finally:
