@@ -197,6 +197,8 @@ def test_ada_trains_the_other_families_and_is_refused_adaptive_for_a_critic(tmp_
         ("stylegan2", {"bf16": True}, {}, "train.bf16: not offered for stylegan2"),
         ("gan", {"r1_gamma": 1.0}, {}, "train.r1_gamma: applies to stylegan2, not gan"),
         ("gan", {"ada_target": 0.5}, {}, "train.ada_target: applies with augment = \"ada\", not 'none'"),
+        # at 32 px, channel_base // 32 channels at the top: none below 32
+        ("stylegan2", {}, {"channel_base": 16}, "architecture.channel_base: 16 leaves no channels at 32 px"),
     ],
 )
 def test_stylegan2_and_ada_keys_are_refused_where_they_do_not_apply(

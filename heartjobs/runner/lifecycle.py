@@ -163,7 +163,8 @@ def _run_locked(
     try:
         stop_if_requested("before training")
         if trained:
-            console.print(f"{spec.name}: {run} finished training; measuring it")
+            doing = "its measurement is left to --resume" if defer_evaluation else "measuring it"
+            console.print(f"{spec.name}: {run} finished training; {doing}")
         else:
             train(spec, run, prepared, device, status, stop, stop_if_requested)
         stop_if_requested("after training, before evaluation")

@@ -165,6 +165,11 @@ def resolve_with(spec: JobSpec, data: ResolvedData, path: Path) -> ResolvedSpec:
         )
     train = train_defaults(spec.model) | spec.train.model_dump(exclude_none=True)
     knob = architecture_defaults(spec.model) | spec.architecture.model_dump(exclude_none=True)
+    if knob.get("channel_base", data.size) < data.size:  # StyleGAN2: channel_base // r channels at resolution r
+        raise HeartjobsError(
+            f"{path}: architecture.channel_base: {knob['channel_base']} leaves no channels at {data.size} px "
+            f"(channels at resolution r are min(channel_base // r, channel_max)); use at least {data.size}"
+        )
     return ResolvedSpec(
         name=spec.name,
         model=spec.model,
