@@ -11,8 +11,7 @@ In one run, on a prepared phantom at the thesis' size (256 px):
   run folder record: training seconds (the epochs' own seconds in losses.jsonl), evaluation seconds (the
   queue outcome's evaluation_s where the worker runs evaluations apart, else fid.json's seconds), start-up
   (the job's wall time less the two: process start, imports, data, model, checkpoints and grids), and the
-  worker's wall time against the sum of the jobs' (what overlapped evaluation gained, where the worker offers
-  it: Worker(overlap=1), detected, else run without).
+  worker's wall time against the sum of the jobs' (what overlapped evaluation gained: Worker(overlap=1)).
 - Checkpoint and sample-grid cost per job: one synchronous save_checkpoint (written and fsynced) of each
   model's first job's state as its run left it, with its grid and loss plot, timed here; the model's other
   jobs scaled by their checkpoint's size. With background writes only the copy of the state to (pinned) host
@@ -30,7 +29,6 @@ CUDA, `--allow-cpu` runs it at toy sizes (`--tiny` picks those anywhere); CI run
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import platform
@@ -67,15 +65,11 @@ from heartjobs.runner.training import newest_checkpoint
 from heartjobs.spec.defaults import train_defaults
 from heartjobs.spec.loading import load_spec
 from heartjobs.spec.sweep import expand, load_sweep
+from heartjobs.store.background import host_copy as background_host_copy
 from heartjobs.store.prepared import PreparedSet
 from heartjobs.store.rundir import RunDir
 from heartjobs.system import locks
 from heartjobs.training.loop import Trainer
-
-try:  # background checkpoints and grids, where this heartjobs has them (issue 32)
-    from heartjobs.store.background import host_copy as background_host_copy
-except ImportError:
-    background_host_copy = None
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORDED = ROOT / "bench" / "recorded"
@@ -167,17 +161,12 @@ def study_specs(names: list[str], folder: Path, args, prepared: Path, weights: P
     return paths
 
 
-def overlap_options() -> dict:
-    """Worker(overlap=1) where this heartjobs' worker offers overlapped evaluation, else nothing."""
-    return {"overlap": 1} if "overlap" in inspect.signature(Worker).parameters else {}
-
-
 def run_queue(paths: dict[str, Path], root: Path) -> dict:
     """Every spec queued in order, then one worker until the queue is empty, timed."""
     queue = Queue(root)
     for path in paths.values():
         queue.add(path)
-    options = overlap_options()
+    options = {"overlap": 1}  # one job measured while the next trains
     worker = Worker(queue, **options)
     start = time.perf_counter()
     counts = worker.serve()
@@ -242,35 +231,11 @@ def job_figures(queue_root: Path) -> dict[str, dict]:
 
 
 def host_copy_s(state, device: str) -> float:
-    """The copy of a state to host memory that stays on the critical path with background writes, timed:
-    heartjobs' own (heartjobs.store.background.host_copy: fresh pinned tensors on a GPU, a deep copy) where
-    this heartjobs has background writes, else the tensors copied into pinned buffers allocated beforehand
-    (a plain copy on the CPU), the least such a writer could do."""
-    if background_host_copy is not None:
-        _sync(device)
-        start = time.perf_counter()
-        background_host_copy(state, torch.device(device))
-        _sync(device)
-        return time.perf_counter() - start
-    tensors = []
-
-    def collect(value) -> None:
-        if isinstance(value, torch.Tensor):
-            tensors.append(value)
-        elif isinstance(value, dict):
-            for item in value.values():
-                collect(item)
-        elif isinstance(value, list | tuple):
-            for item in value:
-                collect(item)
-
-    collect(state)
-    pinned = device == "cuda"
-    buffers = [torch.empty(t.shape, dtype=t.dtype, pin_memory=pinned) for t in tensors]
+    """The copy of a state to host memory that stays on the critical path with background writes
+    (heartjobs.store.background.host_copy: fresh pinned tensors on a GPU, a deep copy), timed."""
     _sync(device)
     start = time.perf_counter()
-    for buffer, tensor in zip(buffers, tensors, strict=True):
-        buffer.copy_(tensor, non_blocking=pinned)
+    background_host_copy(state, torch.device(device))
     _sync(device)
     return time.perf_counter() - start
 
@@ -552,8 +517,8 @@ def main() -> None:
         "weights": {"kind": "standard" if weights.standard else "untrained", "sha256": weights.sha256},
         # what this heartjobs' runs already do (the study's jobs ran with it): background writes, overlap
         "heartjobs_has": {
-            "background_writes": background_host_copy is not None,
-            "overlapped_evaluation": bool(overlap_options()),
+            "background_writes": True,
+            "overlapped_evaluation": True,
             "phase_conv": True,
         },
         "phases_s": {},

@@ -58,6 +58,7 @@ class EMAGenerator(nn.Module):
         self.ema = _as_buffers(copy.deepcopy(net))
         self.register_buffer("pl_mean", torch.zeros(()))
         self._pairs: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        self._copies: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         if self.training:
@@ -78,13 +79,14 @@ class EMAGenerator(nn.Module):
         if ema_rampup > 0:
             ema_nimg = min(ema_nimg, images_shown * ema_rampup)
         beta = 0.5 ** (batch / max(ema_nimg, 1e-8))
-        if self._pairs is None:
+        if self._pairs is None:  # built once: (average, trained parameter) and (copy, buffer)
             averaged = dict(self.ema.named_buffers())
             self._pairs = [(averaged[name], p) for name, p in self.net.named_parameters()]
-            self._pairs += [(averaged[name], b) for name, b in self.net.named_buffers()]
-        trained = {id(p) for p in self.net.parameters()}
+            self._copies = [(averaged[name], b) for name, b in self.net.named_buffers()]
         for average, value in self._pairs:
-            average.copy_(value.detach().lerp(average, beta) if id(value) in trained else value)
+            average.copy_(value.detach().lerp(average, beta))
+        for copy_, value in self._copies:
+            copy_.copy_(value)
 
 
 def config(networks: Networks) -> StyleGAN2Config:
