@@ -380,7 +380,7 @@ def test_no_figures_without_measured_runs_and_no_curve_from_a_single_point(tmp_p
     assert [p.name for p in written[3:]] == ["report_best_grids.png", "report.html"]
 
 
-def test_report_cli_prints_the_table_with_every_job(tmp_path, specs):
+def test_report_cli_prints_the_compact_table_the_protocol_line_and_the_page_last(tmp_path, specs):
     artifacts = tmp_path / "artifacts"
     _run(artifacts, specs("dcgan_lr0.0001", "dcgan", lr=0.0001), fids=[220.0, 221.0])
     _run(artifacts, specs("dcgan_lr0.0004", "dcgan", lr=0.0004), fids=[248.0, 247.0])
@@ -389,13 +389,69 @@ def test_report_cli_prints_the_table_with_every_job(tmp_path, specs):
     result = cli("report", artifacts, "--jobs", tmp_path / "jobs")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("| job | model | configuration | state | FID |")
-    for job in ("dcgan_lr0.0001", "dcgan_lr0.0004", "wgan_default", "gan_bsize32"):
-        assert any(line.startswith(f"| {job} |") for line in lines), job
-    assert "| dcgan_lr0.0001 | dcgan | lr = 0.0001 | done | 220.50 ± 0.50 |" in result.stdout
-    assert "| gan_bsize32 | - | - | missing |" in result.stdout
+    # the few columns a person reads (no flags column: no run measured them); every column in summary.md
+    assert lines[0] == "| model | configuration | FID (mean ± std) | epochs | time |"
+    assert "| dcgan | lr = 0.0001 | 220.50 ± 0.50 | 2 | 2 s |" in lines
+    assert "| wgan | default | failed | 1 | 1 s |" in lines
+    assert "| - | gan_bsize32 | missing | - | - |" in lines  # a job without a run: its name
+    assert "| job | model | configuration | state | FID |" in (artifacts / "summary.md").read_text()
+    assert "not comparable to Table 1: 2 repeats; see report.html" in lines
     for name in ("summary.md", "summary.csv", "summary.json", *FIGURES):
-        assert f"wrote {artifacts / name}" in result.stdout
+        assert f"wrote {artifacts / name}" in lines
+    assert lines[-1] == f"report: {(artifacts / 'report.html').resolve().as_uri()}"
+
+
+def test_the_compact_table_shows_the_trusted_metric_the_flags_and_the_protocol_in_plain_words(tmp_path, specs):
+    from heartjobs.report.console import compact
+
+    artifacts = tmp_path / "artifacts"
+    untrained = {"kind": "untrained", "path": "/cache/untrained.pth", "sha256": "ab12", "standard": False}
+    off = {"weights": untrained, "standard_weights": False, "dims": 192, "n_generated": 500}
+    _run(artifacts, specs("gan_default", "gan"), fids=[250.0] * 3, **off, **one_question())
+    copycat = one_question(memorised=("pixels",))
+    _run(artifacts, specs("gan_lr0.0001", "gan", lr=0.0001), fids=[20.0] * 3, **off, **copycat)
+    _run(artifacts, specs("dcgan_default", "dcgan"), fids=[200.0] * 3, **off, **one_question(recall=0.05))
+    _run(artifacts, specs("wgan_default", "wgan"), fids=[210.0] * 3, **off)  # no one-question numbers
+    rows, written = write_report(artifacts)
+    table = compact(rows, page_written=True)
+    # FID on untrained Inception weights is not trusted: the column is FRD, the report's ranking metric
+    assert table.header == ["model", "configuration", "FRD (mean ± std)", "flags", "epochs", "time"]
+    cells = {(row[0], row[1]): row for row in table.rows}
+    assert cells[("gan", "default")][2:] == ["7.50 ± 0.00", "no", "2", "2 s"]
+    assert cells[("gan", "lr = 0.0001")][3] == "memorised"
+    assert cells[("dcgan", "default")][3] == "collapsed"
+    assert cells[("wgan", "default")][3] == "-"  # not measured, not "no"
+    assert table.notes == [
+        "not comparable to Table 1: untrained Inception weights, 500 generated images, 192-d features; see report.html",
+        "ranked by FRD (FID: untrained Inception weights)",
+    ]
+    assert "not comparable" in compact(rows).notes[0] and "report.html" not in compact(rows).notes[0]
+
+
+def test_on_a_terminal_the_report_is_the_compact_table_the_protocol_then_the_page_link(tmp_path, specs, monkeypatch):
+    import io
+
+    from heartjobs.cli import output
+    from heartjobs.cli import report as report_command
+    from heartjobs.cli.main import main
+    from heartjobs.progress import PlainConsole
+
+    artifacts = tmp_path / "artifacts"
+    _run(artifacts, specs("dcgan_lr0.0001", "dcgan", lr=0.0001), fids=[220.0, 221.0])
+    screen = io.StringIO()
+    terminal = PlainConsole(highlight=False, file=screen, force_terminal=True, width=100, color_system=None)
+    monkeypatch.setattr(output, "out", terminal)
+    monkeypatch.setattr(report_command, "out", terminal)
+    assert main(["report", str(artifacts)]) == 0
+    lines = screen.getvalue().splitlines()
+    head = next(line for line in lines if "model" in line)
+    assert [cell.strip() for cell in head.strip("┃ ").split("┃")] == [
+        "model", "configuration", "FID (mean ± std)", "epochs", "time",
+    ]  # fmt: skip
+    assert any("dcgan" in line and "lr = 0.0001" in line and "220.50 ± 0.50" in line for line in lines)
+    assert lines[-3] == "not comparable to Table 1: 2 repeats; see report.html"
+    assert lines[-2] == f"wrote 4 files into {artifacts}: summary.md, summary.csv, summary.json, report_best_grids.png"
+    assert lines[-1] == f"report: {(artifacts / 'report.html').resolve().as_uri()}"
 
 
 def test_a_run_measured_or_trained_off_the_thesis_protocol_names_what_differs_and_gets_no_thesis_value(tmp_path, specs):

@@ -24,6 +24,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--slices", type=positive_int, default=200, help="number of slices (default 200)")
     p.add_argument("--size", type=int, default=512, help="slice width and height in px (default 512)")
     p.add_argument("--seed", type=int, default=0, help="anatomy and noise seed (default 0)")
+    p.add_argument(
+        "--kind",
+        choices=("disc", "heart"),
+        default="disc",
+        help="disc: the first phantom (default); heart: slices of a procedural 3-D heart, closer to the scan",
+    )
     p.add_argument("--workers", type=positive_int, default=None, help="processes (default: all cores)")
     p.add_argument("--force", action="store_true", help="replace an existing folder")
     p.set_defaults(func=cmd_phantom)
@@ -113,13 +119,14 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 def cmd_phantom(args: argparse.Namespace) -> None:
     from heartjobs.data.phantom import PhantomParams, contact_sheet_path, generate
 
-    params = PhantomParams(slices=args.slices, size=args.size, seed=args.seed)
+    params = PhantomParams(slices=args.slices, size=args.size, seed=args.seed, kind=args.kind)
     manifest, made = generate(args.out, params, workers=args.workers, force=args.force)
     verb = "wrote" if made else "up to date:"
+    kind = "" if args.kind == "disc" else f"{args.kind}, "
     total = sum(f["bytes"] for f in manifest["files"])
     out.print(
         f"{verb} {args.out}: {len(manifest['files'])} slices {args.size}x{args.size} uint16 jp2 "
-        f"(seed {args.seed}, {total / 2**20:.1f} MiB); contact sheet {contact_sheet_path(Path(args.out))}"
+        f"({kind}seed {args.seed}, {total / 2**20:.1f} MiB); contact sheet {contact_sheet_path(Path(args.out))}"
     )
 
 

@@ -21,7 +21,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from heartjobs.report.summary import HEADER, cells, markdown, write_report
+    from heartjobs.report.cells import markdown_table
+    from heartjobs.report.console import compact
+    from heartjobs.report.summary import write_report
+    from heartjobs.store.rundir import REPORT_PAGE
 
     warnings: list[str] = []
     rows, written = write_report(args.artifacts, _expected_jobs(args.jobs) if args.jobs else None, warnings)
@@ -29,12 +32,22 @@ def cmd_report(args: argparse.Namespace) -> None:
     # study: the report is written, each such file is named here, and the exit code stays 0.
     for line in warnings:
         err.print(Text.assemble(("warning: ", "bold yellow"), printable(line)), soft_wrap=True)
+    page = next((path for path in written if path.name == REPORT_PAGE), None)
+    table = compact(rows, page_written=page is not None)
+    files = [path for path in written if path != page]
     if out.is_terminal:
-        print_table(f"heartjobs summary ({args.artifacts})", HEADER, [cells(row) for row in rows])
-    else:  # plain text for logs: the markdown table
-        out.print(markdown(rows))
-    for path in written:
-        out.print(f"wrote {path}")
+        print_table(f"heartjobs summary ({args.artifacts})", table.header, table.rows)
+        for line in table.notes:
+            out.print(line)
+        out.print(f"wrote {len(files)} files into {args.artifacts}: " + ", ".join(p.name for p in files))
+    else:  # plain text for logs: the same table in markdown, one line per row, and one line per file
+        out.print(markdown_table(table.header, table.rows), end="")
+        for line in table.notes:
+            out.print(line)
+        for path in files:
+            out.print(f"wrote {path}")
+    if page is not None:  # last: a link a terminal opens
+        out.print(f"report: {page.resolve().as_uri()}")
 
 
 def _expected_jobs(folder: Path) -> list[str]:

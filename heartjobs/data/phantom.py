@@ -14,6 +14,7 @@ import math
 from dataclasses import asdict, dataclass
 from functools import cached_property, partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage
@@ -25,6 +26,9 @@ from heartjobs.errors import HeartjobsError
 from heartjobs.hashing import sha256_file
 from heartjobs.progress import track
 from heartjobs.store.prepared import MANIFEST_FILE
+
+if TYPE_CHECKING:
+    from heartjobs.data.phantom_heart import HeartPhantom
 
 MANIFEST_KIND = "heartjobs-phantom"
 
@@ -57,13 +61,22 @@ def _smoothstep(lo: float, hi: float, x: float) -> float:
     return t * t * (3.0 - 2.0 * t)
 
 
+# The phantoms by name: "disc" (the first, the default, which the tests and recorded results rely on) and
+# "heart" (slices of a procedural 3-D heart volume, closer to a HiP-CT heart slice; phantom_heart.py).
+KINDS = ("disc", "heart")
+DEFAULT_KIND = "disc"
+
+
 @dataclass(frozen=True)
 class PhantomParams:
     slices: int = 200
     size: int = 512
     seed: int = 0
+    kind: str = DEFAULT_KIND
 
     def validate(self) -> None:
+        if self.kind not in KINDS:
+            raise HeartjobsError(f"phantom: --kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
         if self.slices < 1:
             raise HeartjobsError(f"phantom: --slices must be >= 1, got {self.slices}")
         if self.size < 16:
@@ -73,6 +86,24 @@ class PhantomParams:
 
     def z(self, index: int) -> float:
         return index / max(1, self.slices - 1)
+
+    def recorded(self) -> dict:
+        """The parameters as the manifest records them: the kind only when not the default, so a default
+        phantom's manifest is the same as before there were kinds."""
+        fields = asdict(self)
+        if self.kind == DEFAULT_KIND:
+            del fields["kind"]
+        return fields
+
+
+def make_phantom(params: PhantomParams) -> Phantom | HeartPhantom:
+    """The renderer of `params.kind` (both have render_slice(index) -> (uint16 image, uint8 labels))."""
+    params.validate()
+    if params.kind == "heart":
+        from heartjobs.data.phantom_heart import HeartPhantom
+
+        return HeartPhantom(params)
+    return Phantom(params)
 
 
 @dataclass(frozen=True)
@@ -130,7 +161,7 @@ class _Canvas:
 
 
 class Phantom:
-    """Renders slices of one phantom; picklable, so worker processes can render slices in parallel."""
+    """Renders slices of the "disc" phantom; picklable, so worker processes can render slices in parallel."""
 
     def __init__(self, params: PhantomParams):
         params.validate()
@@ -297,10 +328,10 @@ def generate(out: Path, params: PhantomParams, *, workers: int | None = None, fo
 
     out = Path(out)
     atomic.refuse_cwd_or_above(out)
-    phantom = Phantom(params)
+    phantom = make_phantom(params)
     if out.exists():
         existing = atomic.read_json(out / MANIFEST_FILE)
-        if existing and existing.get("kind") == MANIFEST_KIND and existing.get("parameters") == asdict(params):
+        if existing and existing.get("kind") == MANIFEST_KIND and existing.get("parameters") == params.recorded():
             return existing, False
         if not force:
             raise HeartjobsError(f"{out}: exists and is not this phantom; choose another --out or pass --force")
@@ -317,7 +348,7 @@ def generate(out: Path, params: PhantomParams, *, workers: int | None = None, fo
         manifest = {
             "kind": MANIFEST_KIND,
             "heartjobs_version": __version__,
-            "parameters": asdict(params),
+            "parameters": params.recorded(),
             "format": {
                 "codec": "JPEG 2000 (glymur/OpenJPEG)",
                 "dtype": "uint16",

@@ -485,15 +485,7 @@ def cells(row: dict) -> list[str]:
     ladder carries FAILS_LADDER_MARK."""
     r = row
     failed = (r["ladder_fails"] or "").split(",")
-
-    def mark(metric: str) -> str:
-        return f" {FAILS_LADDER_MARK}" if metric in failed else ""
-
-    kid = "-" if r["kid_mean"] is None else f"{r['kid_mean']:.4f}{mark('kid')}"
-    fid = "-" if r["fid_mean"] is None else _fmt_mean(r["fid_mean"], r["fid_std"]) + mark("fid")
-    frd = "-" if r["frd_mean"] is None else _fmt_mean(r["frd_mean"], r["frd_std"]) + mark("frd")
-    if r.get("frd_unmeasurable"):
-        frd = "unmeasurable"
+    fid, kid, frd = (metric_cell(r, m) for m in ("fid", "kid", "frd"))
     one_question = [*(number_cell(r[key], key, failed) for key in SHOWN), memorisation_cell(r, failed)]
     values = [
         r["job"], r["model"] or "-", r["configuration"] or "-", r["state"], fid, kid, frd, *one_question,
@@ -501,6 +493,18 @@ def cells(row: dict) -> list[str]:
         r["protocol"] or "-", _fmt_mean(r["thesis_fid"], r["thesis_fid_std"]),
     ]  # fmt: skip
     return [str(v) for v in values]
+
+
+def metric_cell(row: dict, metric: str) -> str:
+    """FID, KID or FRD of a row as text: mean ± std over repeats (KID: its mean), marked where the metric
+    failed the validity ladder; "unmeasurable" for an FRD without a value; "-" where not measured."""
+    if metric == "frd" and row.get("frd_unmeasurable"):
+        return "unmeasurable"
+    mean = row[f"{metric}_mean"]
+    if mean is None:
+        return "-"
+    text = f"{mean:.4f}" if metric == "kid" else _fmt_mean(mean, row[f"{metric}_std"])
+    return text + (f" {FAILS_LADDER_MARK}" if metric in (row["ladder_fails"] or "").split(",") else "")
 
 
 def _epochs_cell(row: dict) -> str:
