@@ -175,3 +175,21 @@ def test_cli_writes_the_heart_phantom_by_name(tmp_path):
     assert all(im.dtype == np.uint16 and im.shape == (32, 32) for im in images)
     bad = cli("data", "phantom", "--kind", "cube", "--out", tmp_path / "x")
     assert bad.returncode == 2
+
+
+def test_a_set_prepared_from_a_phantom_records_its_kind_and_a_run_on_it_says_so(tmp_path):
+    from heartjobs.data.prepare import PrepareParams, prepare
+    from heartjobs.store.provenance import data_record
+
+    slices = tmp_path / "heart"
+    generate(slices, PhantomParams(slices=4, size=32, seed=1, kind="heart"), workers=1)
+    prepare(slices, tmp_path / "heart16", PrepareParams(size=16), workers=1)
+    manifest = json.loads((tmp_path / "heart16" / "manifest.json").read_text())
+    assert manifest["phantom"] == {"kind": "heart", "seed": 1, "slices": 4, "size": 32}
+    record = data_record(tmp_path / "heart16")
+    assert record["phantom"]["kind"] == "heart" and record["image_size"] == 16
+    # slices that no phantom manifest describes (a scan's): nothing recorded
+    (slices / "manifest.json").write_text('{"kind": "something else"}')
+    prepare(slices, tmp_path / "plain16", PrepareParams(size=16), workers=1)
+    assert "phantom" not in json.loads((tmp_path / "plain16" / "manifest.json").read_text())
+    assert data_record(tmp_path / "plain16")["phantom"] is None

@@ -428,6 +428,27 @@ def test_the_compact_table_shows_the_trusted_metric_the_flags_and_the_protocol_i
     assert "not comparable" in compact(rows).notes[0] and "report.html" not in compact(rows).notes[0]
 
 
+def test_the_protocol_line_names_a_phantom_and_an_image_size_other_than_the_thesis(tmp_path, specs):
+    from heartjobs.report.console import protocol_line
+    from heartjobs.report.summary import data_sources
+
+    artifacts = tmp_path / "artifacts"
+    run = _run(artifacts, specs("gan_default", "gan"), fids=[250.0] * 3)
+    rows, _ = write_report(artifacts)
+    env = {"heartjobs": "0.1.0"}
+    data = {"prepared": "data/prepared/heart64", "content_hash": "ab" * 32, "provenance": None}
+    (run / "env.json").write_text(json.dumps({**env, "data": {**data, "phantom": {"kind": "heart"}, "image_size": 64}}))
+    sources = data_sources(rows)
+    assert sources[0]["phantom"] == "heart" and sources[0]["image_size"] == 64
+    line = protocol_line(rows, True, sources)
+    assert line == "not comparable to Table 1: heart phantom, 64 px; see report.html"  # else measured as the thesis was
+    # the thesis' heart at 256 px adds nothing to the line; a run folder from elsewhere shows no markup
+    (run / "env.json").write_text(json.dumps({**env, "data": {**data, "image_size": 256}}))
+    assert ": heart" not in protocol_line(rows, True, data_sources(rows))
+    (run / "env.json").write_text(json.dumps({**env, "data": {**data, "phantom": {"kind": "<b>x</b>"}}}))
+    assert data_sources(rows)[0]["phantom"] == "unknown"
+
+
 def test_on_a_terminal_the_report_is_the_compact_table_the_protocol_then_the_page_link(tmp_path, specs, monkeypatch):
     import io
 

@@ -23,7 +23,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 def cmd_report(args: argparse.Namespace) -> None:
     from heartjobs.report.cells import markdown_table
     from heartjobs.report.console import compact
-    from heartjobs.report.summary import write_report
+    from heartjobs.report.summary import data_sources, write_report
     from heartjobs.store.rundir import REPORT_PAGE
 
     warnings: list[str] = []
@@ -33,7 +33,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     for line in warnings:
         err.print(Text.assemble(("warning: ", "bold yellow"), printable(line)), soft_wrap=True)
     page = next((path for path in written if path.name == REPORT_PAGE), None)
-    table = compact(rows, page_written=page is not None)
+    table = compact(rows, page_written=page is not None, sources=data_sources(rows))
     files = [path for path in written if path != page]
     if out.is_terminal:
         print_table(f"heartjobs summary ({args.artifacts})", table.header, table.rows)

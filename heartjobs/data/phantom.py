@@ -96,6 +96,24 @@ class PhantomParams:
         return fields
 
 
+def phantom_of(folder: Path) -> dict | None:
+    """What a folder of slices is when `data phantom` made it: {"kind", "seed", "slices", "size"} from its
+    manifest, for the sets prepared from it to record (a report then says its numbers are a phantom's);
+    None for any other folder. The manifest may come from elsewhere: only values of the expected types."""
+    manifest = atomic.read_json(Path(folder) / MANIFEST_FILE)
+    if not isinstance(manifest, dict) or manifest.get("kind") != MANIFEST_KIND:
+        return None
+    parameters = manifest.get("parameters")
+    if not isinstance(parameters, dict):
+        return None
+    kind = parameters.get("kind", DEFAULT_KIND)
+    record = {"kind": kind if kind in KINDS else "unknown"}
+    for key in ("seed", "slices", "size"):
+        value = parameters.get(key)
+        record[key] = value if isinstance(value, int) and not isinstance(value, bool) else None
+    return record
+
+
 def make_phantom(params: PhantomParams) -> Phantom | HeartPhantom:
     """The renderer of `params.kind` (both have render_slice(index) -> (uint16 image, uint8 labels))."""
     params.validate()

@@ -24,6 +24,7 @@ import numpy as np
 
 from heartjobs import __version__, atomic
 from heartjobs.data import slices
+from heartjobs.data.phantom import phantom_of
 from heartjobs.data.pool import ordered_map, worker_count
 from heartjobs.data.slices import SliceInfo, Window
 from heartjobs.errors import HeartjobsError
@@ -290,6 +291,8 @@ def _manifest(
         "content_hash": sha256_array(images),
         "sources": sources,
         "skipped": skipped,
+        # a phantom's kind and seed, so that what trains on the set (env.json) and its report can say so
+        **({"phantom": phantom} if (phantom := phantom_of(src)) else {}),
     }
 
 

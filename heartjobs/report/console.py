@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from heartjobs.report.summary import SHOWN, metric_cell, ranking
-from heartjobs.report.thesis import THESIS_PROTOCOL
+from heartjobs.report.thesis import THESIS_IMAGE_SIZE, THESIS_PROTOCOL
 from heartjobs.spec.sweep import format_value
 from heartjobs.store import best
 
@@ -36,9 +36,10 @@ class Compact:
     notes: list[str]
 
 
-def compact(rows: list[dict], page_written: bool = False) -> Compact:
+def compact(rows: list[dict], page_written: bool = False, sources: list[dict] = ()) -> Compact:
     """The report's rows as the compact table: the metric is the one the report's best runs follow
-    (heartjobs.store.best's one rule); with none trusted, the first one measured, said so in its title."""
+    (heartjobs.store.best's one rule); with none trusted, the first one measured, said so in its title.
+    `sources`: the prepared sets the runs trained on (report.summary.data_sources), for the protocol line."""
     choice = ranking(rows)
     metric = choice.metric or next(
         (m for m in best.ORDER if any(r[f"{m}_mean"] is not None for r in rows)), best.ORDER[0]
@@ -65,7 +66,7 @@ def compact(rows: list[dict], page_written: bool = False) -> Compact:
                 _duration(row["train_seconds"]),
             ]
         )
-    notes = [protocol_line(rows, page_written)]
+    notes = [protocol_line(rows, page_written, sources)]
     if choice.passed_over:  # why the column is not FID (or why nothing is ranked)
         notes.append(f"ranked {choice.describe()}" if choice.metric else f"not ranked: {choice.describe()}")
     return Compact(header, table, notes)
@@ -99,17 +100,20 @@ def _duration(seconds: float | None) -> str:
     return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
-def protocol_line(rows: list[dict], page_written: bool = False) -> str:
-    """How the measured runs' protocol differs from the thesis' (each row's protocol_values against
-    THESIS_PROTOCOL), in plain words on one line: "not comparable to Table 1: random Inception weights,
-    500 generated images, 4 epochs; see report.html"."""
+def protocol_line(rows: list[dict], page_written: bool = False, sources: list[dict] = ()) -> str:
+    """How the measured runs' data and protocol differ from the thesis' (a phantom, an image size other
+    than 256 px; each row's protocol_values against THESIS_PROTOCOL), in plain words on one line: "not
+    comparable to Table 1: heart phantom, 64 px, random Inception weights, 500 generated images; see
+    report.html"."""
     measured = [r for r in rows if r["protocol_values"] and "dims" in r["protocol_values"]]
     if not measured:
         return "nothing measured yet: no comparison with Table 1"
     differing = [r for r in measured if r["protocol"] != "thesis"]
-    if not differing:
+    items = _data_words(sources)
+    if not differing and not items:
         return "measured as the thesis was: comparable to Table 1"
-    items = []
+    # other data than the thesis' sets every run apart, whatever its protocol
+    some = "" if items or len(differing) == len(measured) else f" ({len(differing)} of {len(measured)} runs)"
     for key, thesis in THESIS_PROTOCOL.items():
         values = sorted({format_value(v) for r in differing if (v := r["protocol_values"].get(key)) != thesis})
         if not values:
@@ -125,6 +129,14 @@ def protocol_line(rows: list[dict], page_written: bool = False) -> str:
             items.append(", ".join(sorted(kinds)) or "non-standard Inception weights")
         else:
             items.append(_WORDS.get(key, key + " {}").format("/".join(values)))
-    some = "" if len(differing) == len(measured) else f" ({len(differing)} of {len(measured)} runs)"
     see = "; see report.html" if page_written else ""
     return f"not comparable to Table 1{some}: {', '.join(items)}{see}"
+
+
+def _data_words(sources: list[dict]) -> list[str]:
+    """What sets the data apart from the thesis' heart at 256 px: "heart phantom" (a set prepared from
+    `data phantom`'s slices), "64 px"."""
+    kinds = sorted({s["phantom"] for s in sources if s.get("phantom")})
+    sizes = sorted({s["image_size"] for s in sources if s.get("image_size") not in (None, THESIS_IMAGE_SIZE)})
+    words = [f"{'/'.join(kinds)} phantom"] if kinds else []
+    return words + ([f"{'/'.join(map(str, sizes))} px"] if sizes else [])

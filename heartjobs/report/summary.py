@@ -521,7 +521,8 @@ def _epochs_cell(row: dict) -> str:
 
 def data_sources(rows: list[dict]) -> list[dict]:
     """The prepared sets the runs trained on, as each run's env.json records them (one entry per folder and
-    content hash: its folder, the jobs, and for a set `data fetch` made, the dataset, DOI, licence and citation).
+    content hash: its folder, the jobs, its image size, the phantom's kind for a set prepared from one, and for a
+    set `data fetch` made, the dataset, DOI, licence and citation).
     env.json is read as data from elsewhere: what is not shaped like heartjobs' record is left out."""
     found: dict[str, dict] = {}
     for row in rows:
@@ -536,6 +537,12 @@ def data_sources(rows: list[dict]) -> list[dict]:
             {"prepared": prepared, "content_hash": data["content_hash"], "jobs": []},
         )
         entry["jobs"].append(row["job"])
+        phantom, size = data.get("phantom"), data.get("image_size")
+        if isinstance(phantom, dict) and isinstance(phantom.get("kind"), str):
+            kind = phantom["kind"]  # shown in the report: a word, or not what heartjobs records
+            entry["phantom"] = kind if kind.isascii() and kind.isalnum() and len(kind) <= 20 else "unknown"
+        if isinstance(size, int) and not isinstance(size, bool):
+            entry["image_size"] = size
         provenance = data.get("provenance")
         if isinstance(provenance, dict):
             entry["dataset"] = {k: str(provenance.get(k)) for k in ("name", "doi", "licence", "citation")}

@@ -49,6 +49,8 @@ THESIS_PROTOCOL: dict = {
     "tf32": "convolutions",
     "bf16": False,
 }
+# The thesis' slices were resized to 256 x 256 px (REFERENCE.md, Dataset).
+THESIS_IMAGE_SIZE = 256
 
 
 def measured_protocol(spec: dict, fid: Measurement | None) -> dict:

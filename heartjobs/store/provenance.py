@@ -48,10 +48,15 @@ def environment(device: str, prepared: Path | None = None) -> dict:
 def data_record(prepared: Path) -> dict:
     """The prepared set a run trains on: its folder, its content_hash, and where its images came from when
     its manifest says so (`data fetch` records the dataset, its DOI, citation and licence, the level and the
-    source as `provenance`; a set prepared from slices has none)."""
+    source as `provenance`; a set prepared from slices has none; one prepared from a phantom, `phantom`)."""
     manifest = read_manifest(Path(prepared)) or {}
+    shape = manifest.get("shape")
     return {
         "prepared": str(prepared),
         "content_hash": manifest.get("content_hash"),
         "provenance": manifest.get("provenance"),
+        # what the report's protocol line names ("heart phantom, 64 px"): the phantom `data phantom` made,
+        # if the set was prepared from one, and the image size
+        "phantom": manifest.get("phantom"),
+        "image_size": shape[-1] if isinstance(shape, list) and shape and isinstance(shape[-1], int) else None,
     }
