@@ -69,6 +69,9 @@ def test_checkpoints_measured_during_training_leave_training_unchanged_and_keep_
     frds = [r["frd"]["mean"] for r in during_records]
     assert curve["frd"] == frds and curve["best_by"] == "frd"
     assert curve["best_epoch"] == (2 if frds[0] <= frds[1] else 4)
+    # fidelity and diversity apart at each epoch (PRDC is measured by default), for the report's figure
+    assert curve["precision"] == [r["prdc"]["precision"]["mean"] for r in during_records]
+    assert curve["recall"] == [r["prdc"]["recall"]["mean"] for r in during_records]
     assert torch.load(run / RunDir.BEST, map_location="cpu", weights_only=False)["epoch"] == curve["best_epoch"]
     assert (run / RunDir.METRICS_PLOT).stat().st_size > 1000
 

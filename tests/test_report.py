@@ -21,7 +21,8 @@ from heartjobs.spec.loading import load_spec
 
 from .conftest import cli, write_spec
 
-FIGURES = ("report_best_grids.png", "report_fid_vs_hyperparameters.png")  # and a loss figure per model
+# and a loss figure per model
+FIGURES = ("report_samples.png", "report_best_grids.png", "report_fid_vs_hyperparameters.png")
 
 
 @pytest.fixture
@@ -377,7 +378,7 @@ def test_no_figures_without_measured_runs_and_no_curve_from_a_single_point(tmp_p
     _run(artifacts, specs("gan_default", "gan"), fids=[269.0])
     _, written = write_report(artifacts)
     # one value of each: nothing to plot against
-    assert [p.name for p in written[3:]] == ["report_best_grids.png", "report.html"]
+    assert [p.name for p in written[3:]] == ["report_samples.png", "report_best_grids.png", "report.html"]
 
 
 def test_report_cli_prints_the_compact_table_the_protocol_line_and_the_page_last(tmp_path, specs):
@@ -471,7 +472,8 @@ def test_on_a_terminal_the_report_is_the_compact_table_the_protocol_then_the_pag
     ]  # fmt: skip
     assert any("dcgan" in line and "lr = 0.0001" in line and "220.50 ± 0.50" in line for line in lines)
     assert lines[-3] == "not comparable to Table 1: 2 repeats; see report.html"
-    assert lines[-2] == f"wrote 4 files into {artifacts}: summary.md, summary.csv, summary.json, report_best_grids.png"
+    figures = "report_samples.png, report_best_grids.png"
+    assert lines[-2] == f"wrote 5 files into {artifacts}: summary.md, summary.csv, summary.json, {figures}"
     assert lines[-1] == f"report: {(artifacts / 'report.html').resolve().as_uri()}"
 
 
@@ -585,6 +587,7 @@ def test_damaged_run_files_do_not_break_the_report(tmp_path, specs):
     assert by_job["gan_default"]["fid_mean"] is None and by_job["gan_default"]["epochs"] == 1
     assert by_job["wgan_default"]["fid_mean"] == 250.0
     assert artifacts / "report_best_grids.png" in written
+    assert artifacts / "report_samples.png" in written  # the best run's real.png is damaged: said, not fatal
     assert cli("report", artifacts).returncode == 0
 
 
@@ -765,6 +768,84 @@ def test_fidelity_diversity_and_memorisation_stand_beside_fid_labelled_with_thei
     assert artifacts / "report_best_grids.png" in written
 
 
+def _colour_columns(image: Image.Image, shade: int) -> list[int]:
+    """The x of every pixel column of a figure that holds a square of `shade` grey (a uniform grid drawn; the
+    grey colour map's 256 steps may land one off)."""
+    pixels = np.asarray(image.convert("RGB")).astype(int)
+    return [int(x) for x in np.nonzero(((abs(pixels - shade) <= 1).all(axis=2)).sum(axis=0) >= 50)[0]]
+
+
+def test_the_samples_row_is_the_real_grid_then_each_models_best_grid_and_grows_with_the_models(tmp_path, specs):
+    artifacts = tmp_path / "artifacts"
+    _run(artifacts, specs("gan_default", "gan"), fids=[250.0] * 3)
+    _, written = write_report(artifacts)
+    assert written[3] == artifacts / "report_samples.png"  # the page's first figure
+    with Image.open(written[3]) as image:
+        assert image.format == "PNG" and image.size == (2 * 300, 340)  # the real grid, the gan's: 3 in x 3.4 in
+        real, samples = _colour_columns(image, 200), _colour_columns(image, 90)
+    assert real and samples and max(real) < 300 <= min(samples)  # the real grid first, the samples beside it
+
+    copycat = _run(artifacts, specs("dcgan_default", "dcgan"), fids=[200.0] * 3, **one_question(memorised=("pixels",)))
+    _png(copycat / "samples" / "epoch_0002.png", 40)
+    _run(artifacts, specs("wgan_default", "wgan"), fids=[210.0] * 3)
+    shutil.rmtree(artifacts / "wgan_default" / "v0001" / "samples")  # a best run without a grid: a blank panel
+    _, written = write_report(artifacts)
+    summary = json.loads((artifacts / "summary.json").read_text())
+    assert [(b["model"], b["epochs"]) for b in summary["best"]] == [("dcgan", 2), ("gan", 2), ("wgan", 2)]
+    with Image.open(artifacts / "report_samples.png") as image:
+        assert image.size == (4 * 300, 340)  # a panel more per model
+        real, dcgan, gan = (_colour_columns(image, shade) for shade in (200, 40, 90))
+    # in best_runs' order (dcgan, gan, wgan), after the real grid (the first best run's: dcgan's)
+    assert max(real) < 300 <= min(dcgan) and max(dcgan) < 600 <= min(gan) and max(gan) < 900
+
+
+def _measured_at(run: Path, epoch: int, fid: float, **fields) -> None:
+    """A line of the run's metrics.jsonl: its checkpoint of `epoch` measured (FID `fid`, FRD 5 + FID / 100)."""
+    record = json.loads((run / "resolved.json").read_text())
+    snapshot = {"file": f"checkpoints/epoch_{epoch:04d}.pt", "epoch": epoch}
+    measured = _fid_report(run, record, [fid], epoch, snapshot=snapshot, **fields)
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write(measured.line() + "\n")
+
+
+def test_precision_and_recall_over_training_are_read_and_drawn_beside_fid_and_frd(tmp_path, specs):
+    from heartjobs.store.rundir import RunDir
+
+    artifacts = tmp_path / "artifacts"
+    old = _run(artifacts, specs("gan_default", "gan"), fids=[250.0] * 3)
+    for epoch, fid in ((1, 300.0), (2, 250.0)):  # measured before PRDC was
+        _measured_at(old, epoch, fid)
+    curve = RunDir(old).metric_curve()
+    assert curve["epochs"] == [1, 2] and curve["fid"] == [300.0, 250.0]
+    assert curve["precision"] == curve["recall"] == curve["ms_ssim_ratio"] == [None, None]
+    write_report(artifacts)
+    with Image.open(artifacts / "report_metrics_vs_epoch.png") as image:
+        assert image.size == (2 * 600, 400)  # FID and FRD: no panel for numbers never measured
+
+    new = _run(artifacts, specs("gan_lr0.0001", "gan", lr=0.0001), fids=[240.0] * 3)
+    _measured_at(new, 1, 290.0, **one_question(precision=0.4, recall=0.2, ratio=1.8))
+    _measured_at(new, 2, 240.0, **one_question(precision=0.6, recall=0.5, ratio=1.1))
+    _measured_at(new, 3, 230.0)  # a checkpoint measured without PRDC
+    lines = [json.loads(line) for line in (new / "metrics.jsonl").read_text().splitlines()]
+    curve = RunDir(new).metric_curve()
+    assert curve["epochs"] == [1, 2, 3]
+    assert curve["precision"] == [r["prdc"]["precision"]["mean"] for r in lines[:2]] + [None] == [0.4, 0.6, None]
+    assert curve["recall"] == [0.2, 0.5, None] and curve["ms_ssim_ratio"] == [1.8, 1.1, None]
+    write_report(artifacts)
+    with Image.open(artifacts / "report_metrics_vs_epoch.png") as image:
+        assert image.size == (3 * 600, 400)  # FID, FRD, and precision and recall
+        pixels = np.asarray(image.convert("RGB")).astype(int)
+    # each run keeps its colour in every panel (matplotlib's C0 blue, C1 orange): the precision and recall
+    # panel holds the second run's orange alone
+    blue, orange = (31, 119, 180), (255, 127, 14)
+
+    def drawn(colour: tuple[int, int, int], panel: int) -> int:
+        return int((abs(pixels[:, 600 * panel : 600 * (panel + 1)] - colour) <= 2).all(axis=2).sum())
+
+    assert drawn(blue, 0) > 100 and drawn(orange, 0) > 100
+    assert drawn(orange, 2) > 100 and drawn(blue, 2) == 0
+
+
 # --- report.html in a real browser: headless Chromium (Debian's chromium and chromium-driver, which the test
 # setup installs) opens the page of a hand-built 3-seed study; every image on it loads (checked through the
 # page's DOM), the configuration table has a row per configuration and sorts by a click. The screenshot is
@@ -821,9 +902,9 @@ def test_the_study_page_loads_every_image_and_has_a_sortable_row_per_configurati
     browser.get(page.as_uri())
     assert browser.execute_script("return document.readyState") == "complete"
     images = browser.execute_script("return Array.from(document.images).map(i => i.getAttribute('src'))")
-    # 2 configurations x (3 seeds + the real grid), the best grids, FID vs lr, the dcgan loss curves, and
-    # the memorisation figure of one run
-    assert len(images) == 8 + 3 + 1, images
+    # 2 configurations x (3 seeds + the real grid), the samples row, the best grids, FID vs lr, the dcgan
+    # loss curves, and the memorisation figure of one run
+    assert len(images) == 8 + 4 + 1, images
     assert browser.execute_script(BROKEN_IMAGES) == []
     rows = browser.find_elements(By.CSS_SELECTOR, "#configurations tbody tr")
     assert [r.find_elements(By.TAG_NAME, "td")[1].text for r in rows] == ["default", "lr = 0.0001"]

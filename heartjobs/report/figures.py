@@ -1,9 +1,10 @@
-"""The report's figures, from its rows and configurations (summary.py, configurations.py): each model's
-best sample grid beside the real grid (the thesis' Figure 2), each metric against each varied
-hyperparameter with error bars over seeds, the loss curves of every configuration of a model overlaid
-(as the thesis' own plotting code did), and each metric against the training epoch where checkpoints were
-measured during or after training. Written as PNG into the artifacts folder; a figure without data to show
-is not written.
+"""The report's figures, from its rows and configurations (summary.py, configurations.py): one row of the
+real grid and each model's best sample grid (for a README's first screen), each model's best sample grid
+beside the real grid (the thesis' Figure 2), each metric against each varied hyperparameter with error bars
+over seeds, the loss curves of every configuration of a model overlaid (as the thesis' own plotting code
+did), and each metric (precision and recall too: fidelity and diversity apart) against the training epoch
+where checkpoints were measured during or after training. Written as PNG into the artifacts folder; a figure
+without data to show is not written.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from heartjobs.plots import save_figure
 from heartjobs.spec.sweep import abbreviation, format_value
 from heartjobs.store.rundir import REPORT_FIGURE, RunDir
 
+SAMPLES = REPORT_FIGURE.format(what="samples")
 BEST_GRIDS = REPORT_FIGURE.format(what="best_grids")
 METRICS_VS_HYPERPARAMETERS = REPORT_FIGURE.format(what="fid_vs_hyperparameters")
 LOSSES = REPORT_FIGURE.format(what="losses_{model}")
@@ -33,6 +35,7 @@ def figures(root: Path, rows: list[dict], configs: list[dict], best: list[dict])
     # not mathtext (which fails on a symbol it does not know).
     with matplotlib.rc_context({"text.parse_math": False}):
         made = [
+            _samples(root / SAMPLES, best) if best else None,
             _best_grids(root / BEST_GRIDS, best) if best else None,
             _metrics_vs_hyperparameters(root / METRICS_VS_HYPERPARAMETERS, configs),
             *(_losses(root / LOSSES.format(model=model), model, rows, configs) for model in _models(rows)),
@@ -48,11 +51,46 @@ def _models(rows: list[dict]) -> list[str]:
     return list(dict.fromkeys(r["model"] for r in rows if r["model"] in MODELS))
 
 
+def _samples(path: Path, best: list[dict]) -> Path | None:
+    """One row: the real grid (the first best run's), then each model's best run's last sample grid, titled
+    short (model, epochs, the metric it was ranked by, what it was flagged for)."""
+    import matplotlib.pyplot as plt
+
+    panels = [(RunDir(best[0]["run_dir"]) / RunDir.REAL_GRID, "real slices")]
+    for r in best:
+        samples = RunDir(r["run_dir"]).sample_grids()
+        title = str(r["model"]).upper() + (f", {r['epochs']} epochs" if r.get("epochs") is not None else "")
+        title += f"\n{r['by'].upper()} " + (f"{r['value']:.4f}" if r["by"] == "kid" else f"{r['value']:.1f}")
+        if r["concerns"]:  # "collapsed: recall 0.05 < 0.25, ..." -> "collapsed"
+            title += "\n" + ", ".join(concern.split(":")[0] for concern in r["concerns"])
+        panels.append((samples[-1] if samples else None, title))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.4), squeeze=False)
+    for ax, (image, title) in zip(axes[0], panels, strict=True):
+        _show_grid(ax, image, title)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=100)
+    return path
+
+
+def _show_grid(ax, image: Path | None, title: str) -> None:
+    """A sample grid on `ax` under `title`, axis off; a missing grid leaves the panel blank, a damaged PNG
+    says so in the title instead of failing the figure."""
+    from PIL import Image
+
+    ax.axis("off")
+    ax.set_title(title, fontsize=9)
+    if image and image.is_file():
+        try:
+            with Image.open(image) as opened:
+                ax.imshow(opened, cmap="gray", vmin=0, vmax=255)
+        except (OSError, ValueError):
+            ax.set_title(f"{title} ({image.name} unreadable)", fontsize=9)
+
+
 def _best_grids(path: Path, best: list[dict]) -> Path | None:
     """Each model's best run: its last sample grid beside the real grid (the thesis' Figure 2), its title
     naming what it was flagged for (collapsed, memorised)."""
     import matplotlib.pyplot as plt
-    from PIL import Image
 
     fig, axes = plt.subplots(len(best), 2, figsize=(8, 4 * len(best)), squeeze=False)
     for ax_row, r in zip(axes, best, strict=True):
@@ -62,17 +100,8 @@ def _best_grids(path: Path, best: list[dict]) -> Path | None:
         title = f"{r['model']} best by {metric}: {r['configuration']}, {metric} {r['value']:.2f}"
         if r["concerns"]:
             title += "\n" + "; ".join(r["concerns"])
-        for ax, image, text in (
-            (ax_row[0], samples[-1] if samples else None, title),
-            (ax_row[1], run / RunDir.REAL_GRID, "real"),
-        ):
-            ax.axis("off")
-            ax.set_title(text, fontsize=9)
-            if image and image.is_file():
-                try:
-                    ax.imshow(Image.open(image), cmap="gray", vmin=0, vmax=255)
-                except (OSError, ValueError):  # a damaged PNG: the figure says so instead of failing
-                    ax.set_title(f"{text} ({image.name} unreadable)", fontsize=9)
+        _show_grid(ax_row[0], samples[-1] if samples else None, title)
+        _show_grid(ax_row[1], run / RunDir.REAL_GRID, "real")
     fig.tight_layout()
     save_figure(fig, path, dpi=100)
     return path
@@ -200,24 +229,34 @@ def _losses(path: Path, model: str, rows: list[dict], configs: list[dict]) -> Pa
 
 def _metrics_vs_epoch(path: Path, rows: list[dict], configs: list[dict]) -> Path | None:
     """FID and FRD against the epoch of the measured checkpoint, a line per run (configuration and seed),
-    the best epoch of each marked."""
+    the best epoch of each marked; beside them, where measured, precision (fidelity) and recall (diversity)
+    in the feature network's space, which FID and FRD fold into one number."""
     import matplotlib.pyplot as plt
 
     curves = [(c, run, RunDir(run["run_dir"]).metric_curve()) for c in configs for run in c["runs"]]
     curves = [(c, run, curve) for c, run, curve in curves if curve]
     if not curves:
         return None
-    metrics = [m for m in ("fid", "frd") if any(v is not None for _, _, curve in curves for v in curve[m])]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4), squeeze=False)
-    for ax, metric in zip(axes[0], metrics, strict=True):
-        for c, run, curve in curves:
+
+    def measured(metric: str) -> bool:
+        return any(v is not None for _, _, curve in curves for v in curve[metric])
+
+    metrics = [m for m in ("fid", "frd") if measured(m)]
+    prdc = measured("precision") or measured("recall")
+    panels = len(metrics) + prdc
+    fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 4), squeeze=False)
+    if prdc:
+        _precision_recall(axes[0][-1], curves)
+    for ax, metric in zip(axes[0], metrics, strict=False):
+        for index, (c, run, curve) in enumerate(curves):
             points = [(e, v) for e, v in zip(curve["epochs"], curve[metric], strict=True) if v is not None]
             if not points:
                 continue
             epochs, values = zip(*points, strict=True)
-            (line,) = ax.plot(epochs, values, marker=".", label=f"{c['model']} {c['configuration']} s{run['seed']}")
+            colour = _run_colour(index)
+            ax.plot(epochs, values, marker=".", color=colour, label=f"{c['model']} {c['configuration']} s{run['seed']}")
             best = int(np.argmin(values))
-            ax.plot([epochs[best]], [values[best]], marker="*", markersize=12, color=line.get_color())
+            ax.plot([epochs[best]], [values[best]], marker="*", markersize=12, color=colour)
         ax.set_title(f"{metric.upper()} vs epoch (★ best epoch of each run)", fontsize=9)
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric.upper())
@@ -226,3 +265,26 @@ def _metrics_vs_epoch(path: Path, rows: list[dict], configs: list[dict]) -> Path
     fig.tight_layout()
     save_figure(fig, path, dpi=100)
     return path
+
+
+def _precision_recall(ax, curves: list[tuple[dict, dict, dict]]) -> None:
+    """Precision (solid) and recall (dashed) against the epoch, one colour per run: fidelity and diversity
+    apart, where FID mixes them."""
+    for index, (c, run, curve) in enumerate(curves):
+        label = f"{c['model']} {c['configuration']} s{run['seed']}"
+        for metric, style in (("precision", "-"), ("recall", "--")):
+            points = [(e, v) for e, v in zip(curve["epochs"], curve[metric], strict=True) if v is not None]
+            if points:
+                ax.plot(*zip(*points, strict=True), style, marker=".", color=_run_colour(index), label=label)
+                label = None  # one legend entry per run
+    ax.set_title("precision (fidelity) and recall (diversity) vs epoch\n(solid: precision, dashed: recall)", fontsize=9)
+    ax.set_xlabel("epoch")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6)
+
+
+def _run_colour(index: int) -> str:
+    """The colour of the `index`-th run in every panel of a figure (matplotlib's default cycle), so a run
+    keeps its colour where another run has no points."""
+    return f"C{index % 10}"

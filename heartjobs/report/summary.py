@@ -1,15 +1,15 @@
 """The study's summary: one row per job from its newest run folder, beside the thesis' Table 1.
 
-It only reads artifacts. It writes summary.md, summary.csv and summary.json into the artifacts folder,
-plus two figures: each model's best sample grid next to the real grid (the thesis' Figure 2), and FID
-and FRD against each varied hyperparameter per model. A run stands beside a Table 1 value only when it
-was measured and trained as the thesis was (THESIS_PROTOCOL); otherwise its `protocol` cell names what
-differs. Beside FID, KID and FRD, the numbers that ask one question each (issue 31: precision and density
-for fidelity; recall, coverage and the MS-SSIM ratio for diversity, PRDC in the feature network's space and
-in the radiomic; memorisation), labelled with their question and space, and their protocol per run. A value
-whose number failed the validity ladder (`heartjobs ladder`, recorded in fid.json) is marked. The best runs
-follow heartjobs.store.best's one rule, each shown with its fidelity, diversity and memorisation and flagged
-where it collapsed or memorised. The thesis' own values and protocol are in thesis.py.
+It only reads artifacts. It writes summary.md, summary.csv and summary.json into the artifacts folder, plus
+the figures (figures.py: the real grid and each model's best sample grid in one row, each beside the real grid
+as the thesis' Figure 2, FID and FRD against each varied hyperparameter per model, ...). A run stands beside a
+Table 1 value only when it was measured and trained as the thesis was (THESIS_PROTOCOL); otherwise its
+`protocol` cell names what differs. Beside FID, KID and FRD, the numbers that ask one question each (issue 31:
+precision and density for fidelity; recall, coverage and the MS-SSIM ratio for diversity, PRDC in the feature
+network's space and in the radiomic; memorisation), labelled with their question and space, and their protocol
+per run. A value whose number failed the validity ladder (`heartjobs ladder`, recorded in fid.json) is marked.
+The best runs follow heartjobs.store.best's one rule, each shown with its fidelity, diversity and memorisation
+and flagged where it collapsed or memorised. The thesis' own values and protocol are in thesis.py.
 """
 
 from __future__ import annotations
@@ -581,7 +581,7 @@ def best_runs(rows: list[dict], metric: str | None) -> list[dict]:
         value = (row["metrics"] or {}).get(metric) if metric and row["assessment"] else None
         if value is not None and (row["model"] not in found or value < found[row["model"]]["metrics"][metric]):
             found[row["model"]] = row
-    keys = ("job", "configuration", "run_dir", *SHOWN, "memorised", "memorised_spaces", "memorised_pixels")
+    keys = ("job", "configuration", "run_dir", "epochs", *SHOWN, "memorised", "memorised_spaces", "memorised_pixels")
     return [
         {
             "model": model,

@@ -316,7 +316,8 @@ class RunDir:
     def metric_curve(self, settings_hash: str | None = None) -> dict:
         """The run's metrics against the epoch: the measurements (metrics.jsonl) taken with one setting
         (`settings_hash`, else the setting measured at most epochs) at two epochs or more, the newest record
-        per epoch. {"settings_hash", "n_generated", "repeats", "epochs": [...], "fid": [...], "frd": [...]
+        per epoch. {"settings_hash", "n_generated", "repeats", "epochs": [...], "fid": [...], "frd": [...],
+        "precision": [...], "recall": [...] (PRDC in the feature network's space), "ms_ssim_ratio": [...]
         (None where not measured or not a finite number), "best_epoch" (heartjobs.store.best's rule; None when no
         metric is trusted), "best_by" (its metric), "best_choice" (the choice in words), "last_epoch"}; {}
         without such measurements."""
@@ -335,6 +336,7 @@ class RunDir:
             "epochs": epochs,
             "fid": fid,
             "frd": frd,
+            **{key: [r.number(key) for r in records] for key in ("precision", "recall", "ms_ssim_ratio")},
             "best_epoch": best.epoch if best else None,
             "best_by": choice.metric,
             "best_choice": choice.describe(),
