@@ -39,7 +39,7 @@ LEAN ?= 0
 LEAVE_OUT ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast lint pytest ci demo run-all hipct submit-all smoke study-smoke slurm-test faults report bench fid-weights docker-folders docker-build docker-run-all docker-test \
+.PHONY: help install test test-fast lint pytest ci demo demo-figure demo-curves run-all hipct submit-all smoke study-smoke slurm-test faults report bench fid-weights docker-folders docker-build docker-run-all docker-test \
 	wheelhouse wheelhouse-test \
 	sif gpu-check gpu-bench gpu-study clean
 
@@ -80,8 +80,14 @@ test-fast: install ## the inner loop: the suite without the tests marked slow (m
 	bash scripts/ensure-system-packages.sh browser
 	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) -m "not slow and not slurm"
 
-demo: install ## the main job on the embedded phantom: make and prepare it (64 px), the validity ladder, the smoke queue (the 3 thesis models and SNGAN with augmentation, FID/KID/FRD), report
-	$(MAKE) --no-print-directory run-all JOBS=jobs/smoke LADDER="$(SMOKE_LADDER)"
+demo: install ## the main job on the heart phantom, step by step with expected times (scripts/demo.sh): make and prepare it (64 px), the validity ladder, the demo jobs (jobs/demo: GAN, WGAN, DCGAN, SNGAN trained long enough to draw hearts, FID/KID/FRD, fidelity/diversity), report; about 11 min on 2 cores
+	BIN=$(BIN) bash scripts/demo.sh
+
+demo-figure: ## after make demo: copy its one-row figure (real slices, each model's best grid) to the README's docs/img/demo.png
+	cp artifacts/demo/report_samples.png docs/img/demo.png
+
+demo-curves: install ## the learning curves the demo's epochs were chosen from (jobs/demo-curves, docs/demo.md; about 25 min on 2 cores)
+	$(MAKE) --no-print-directory run-all JOBS=jobs/demo-curves ARTIFACTS=artifacts/demo-curves
 
 run-all: install ## prepare data if needed (data/prepared/hipct: from the slices in HIPCT_SRC, else fetched as make hipct does), queue $(JOBS)/*.toml, run them one by one, write the report
 	BIN=$(BIN) HIPCT_SRC=$(HIPCT_SRC) bash scripts/prepare-data.sh $(JOBS)

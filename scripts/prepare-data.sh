@@ -2,6 +2,7 @@
 # Make sure the prepared sets that a folder of jobs trains on exist (used by `make run-all`): the jobs
 # themselves say which (`heartjobs data needs`), and each missing one is made here:
 #   data/prepared/phantom64, data/prepared/phantom32: the embedded phantom, made and prepared at 64 or 32 px.
+#   data/prepared/heart64 (the demo's): the heart phantom (data phantom --kind heart), made and prepared at 64 px.
 #   data/prepared/hipct (the thesis matrix): prepared from the HiP-CT slices in $HIPCT_SRC if there are any,
 #   otherwise fetched from the Human Organ Atlas (what `prepare-data.sh --fetch-hipct`, make hipct, does).
 set -euo pipefail
@@ -45,6 +46,11 @@ while IFS=$'\t' read -r folder state; do
         data/prepared/phantom64 | data/prepared/phantom32)
             [ -d data/phantom ] || $heartjobs data phantom --out data/phantom
             $heartjobs data prepare data/phantom --out "$folder" --size "${folder#data/prepared/phantom}"
+            ;;
+        data/prepared/heart64)
+            # the demo's: slices of the procedural 3-D heart at 256 px (a few seconds), prepared at 64 px
+            [ -d data/heart-phantom ] || $heartjobs data phantom --kind heart --size 256 --out data/heart-phantom
+            $heartjobs data prepare data/heart-phantom --out "$folder" --size 64
             ;;
         data/prepared/hipct)
             if [ ! -d "$hipct_src" ] || [ -z "$(ls -A "$hipct_src" 2>/dev/null)" ]; then

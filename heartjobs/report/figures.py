@@ -60,14 +60,15 @@ def _samples(path: Path, best: list[dict]) -> Path | None:
     for r in best:
         samples = RunDir(r["run_dir"]).sample_grids()
         title = str(r["model"]).upper() + (f", {r['epochs']} epochs" if r.get("epochs") is not None else "")
-        title += f"\n{r['by'].upper()} " + (f"{r['value']:.4f}" if r["by"] == "kid" else f"{r['value']:.1f}")
+        title += f", {r['by'].upper()} " + (f"{r['value']:.4f}" if r["by"] == "kid" else f"{r['value']:.1f}")
         if r["concerns"]:  # "collapsed: recall 0.05 < 0.25, ..." -> "collapsed"
             title += "\n" + ", ".join(concern.split(":")[0] for concern in r["concerns"])
         panels.append((samples[-1] if samples else None, title))
     fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.4), squeeze=False)
     for ax, (image, title) in zip(axes[0], panels, strict=True):
         _show_grid(ax, image, title)
-    fig.tight_layout()
+    # fixed margins: tight_layout placed two-line titles above the figure (the grids keep their aspect)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.86, wspace=0.05)
     save_figure(fig, path, dpi=100)
     return path
 
