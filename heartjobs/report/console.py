@@ -128,7 +128,8 @@ def protocol_line(rows: list[dict], page_written: bool = False, sources: list[di
             }
             items.append(", ".join(sorted(kinds)) or "non-standard Inception weights")
         else:
-            items.append(_WORDS.get(key, key + " {}").format("/".join(values)))
+            words = _WORDS.get(key, key + " {}").format("/".join(values))
+            items.append(words[:-1] if values == ["1"] and words.endswith("s") else words)  # "1 repeat"
     see = "; see report.html" if page_written else ""
     return f"not comparable to Table 1{some}: {', '.join(items)}{see}"
 
