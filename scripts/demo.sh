@@ -43,12 +43,12 @@ finished() {
 }
 
 announce "data: the heart phantom (200 slices of a procedural 3-D heart) prepared at 64 px into $prepared" \
-    "about 15 s on 2 cores; nothing to do when it exists"
+    "about 12 s on 2 cores; nothing to do when it exists"
 BIN=$bin bash "$scripts/prepare-data.sh" "$jobs"
 finished
 
 announce "validity ladder: which metric this data can trust for which question, at the jobs' sizes" \
-    "about 70 s on 2 cores"
+    "about 45 s on 2 cores"
 $heartjobs ladder "$prepared" "${ladder_options[@]}" --out "$artifacts/ladder"
 finished
 
@@ -64,6 +64,6 @@ for spec in "${specs[@]}"; do
     finished
 done
 
-announce "report: the summary, its figures and report.html" "about 15 s on 2 cores"
+announce "report: the summary, its figures and report.html" "about 5 s on 2 cores"
 $heartjobs report "$artifacts" --jobs "$jobs"
 finished
