@@ -84,7 +84,7 @@ demo: install ## the main job on the heart phantom, step by step with expected t
 	BIN=$(BIN) bash scripts/demo.sh
 
 demo-figure: ## after make demo: copy its one-row figure (real slices, each model's best grid) to the README's docs/img/demo.png
-	cp artifacts/demo/report_samples.png docs/img/demo.png
+	cp artifacts/demo/report_overview.png docs/img/demo.png
 
 demo-curves: install ## the learning curves the demo's epochs were chosen from (jobs/demo-curves, docs/demo.md; about 28 min on 2 cores)
 	$(MAKE) --no-print-directory run-all JOBS=jobs/demo-curves ARTIFACTS=artifacts/demo-curves

@@ -263,6 +263,8 @@ def test_a_run_records_the_data_it_trained_on_in_env_json_and_the_report_cites_a
         "prepared": str(fetched),
         "content_hash": manifest["content_hash"],
         "provenance": manifest["provenance"],
+        "phantom": manifest["phantom"],  # the set under the copy was prepared from the session's phantom
+        "image_size": 32,
     }
     plain = run_job(write_spec(tmp_path, "on_slices", "gan", prepared32, **tiny))
     data = json.loads((plain / "env.json").read_text())["data"]

@@ -22,7 +22,7 @@ from heartjobs.spec.loading import load_spec
 from .conftest import cli, write_spec
 
 # and a loss figure per model
-FIGURES = ("report_samples.png", "report_best_grids.png", "report_fid_vs_hyperparameters.png")
+FIGURES = ("report_overview.png", "report_best_grids.png", "report_fid_vs_hyperparameters.png")
 
 
 @pytest.fixture
@@ -378,7 +378,7 @@ def test_no_figures_without_measured_runs_and_no_curve_from_a_single_point(tmp_p
     _run(artifacts, specs("gan_default", "gan"), fids=[269.0])
     _, written = write_report(artifacts)
     # one value of each: nothing to plot against
-    assert [p.name for p in written[3:]] == ["report_samples.png", "report_best_grids.png", "report.html"]
+    assert [p.name for p in written[3:]] == ["report_overview.png", "report_best_grids.png", "report.html"]
 
 
 def test_report_cli_prints_the_compact_table_the_protocol_line_and_the_page_last(tmp_path, specs):
@@ -472,7 +472,7 @@ def test_on_a_terminal_the_report_is_the_compact_table_the_protocol_then_the_pag
     ]  # fmt: skip
     assert any("dcgan" in line and "lr = 0.0001" in line and "220.50 ± 0.50" in line for line in lines)
     assert lines[-3] == "not comparable to Table 1: 2 repeats; see report.html"
-    figures = "report_samples.png, report_best_grids.png"
+    figures = "report_overview.png, report_best_grids.png"
     assert lines[-2] == f"wrote 5 files into {artifacts}: summary.md, summary.csv, summary.json, {figures}"
     assert lines[-1] == f"report: {(artifacts / 'report.html').resolve().as_uri()}"
 
@@ -587,7 +587,7 @@ def test_damaged_run_files_do_not_break_the_report(tmp_path, specs):
     assert by_job["gan_default"]["fid_mean"] is None and by_job["gan_default"]["epochs"] == 1
     assert by_job["wgan_default"]["fid_mean"] == 250.0
     assert artifacts / "report_best_grids.png" in written
-    assert artifacts / "report_samples.png" in written  # the best run's real.png is damaged: said, not fatal
+    assert artifacts / "report_overview.png" in written  # the best run's real.png is damaged: said, not fatal
     assert cli("report", artifacts).returncode == 0
 
 
@@ -779,7 +779,7 @@ def test_the_samples_row_is_the_real_grid_then_each_models_best_grid_and_grows_w
     artifacts = tmp_path / "artifacts"
     _run(artifacts, specs("gan_default", "gan"), fids=[250.0] * 3)
     _, written = write_report(artifacts)
-    assert written[3] == artifacts / "report_samples.png"  # the page's first figure
+    assert written[3] == artifacts / "report_overview.png"  # the page's first figure
     with Image.open(written[3]) as image:
         assert image.format == "PNG" and image.size == (2 * 300, 340)  # the real grid, the gan's: 3 in x 3.4 in
         real, samples = _colour_columns(image, 200), _colour_columns(image, 90)
@@ -792,7 +792,7 @@ def test_the_samples_row_is_the_real_grid_then_each_models_best_grid_and_grows_w
     _, written = write_report(artifacts)
     summary = json.loads((artifacts / "summary.json").read_text())
     assert [(b["model"], b["epochs"]) for b in summary["best"]] == [("dcgan", 2), ("gan", 2), ("wgan", 2)]
-    with Image.open(artifacts / "report_samples.png") as image:
+    with Image.open(artifacts / "report_overview.png") as image:
         assert image.size == (4 * 300, 340)  # a panel more per model
         real, dcgan, gan = (_colour_columns(image, shade) for shade in (200, 40, 90))
     # in best_runs' order (dcgan, gan, wgan), after the real grid (the first best run's: dcgan's)

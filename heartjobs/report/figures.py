@@ -18,7 +18,7 @@ from heartjobs.plots import save_figure
 from heartjobs.spec.sweep import abbreviation, format_value
 from heartjobs.store.rundir import REPORT_FIGURE, RunDir
 
-SAMPLES = REPORT_FIGURE.format(what="samples")
+OVERVIEW = REPORT_FIGURE.format(what="overview")
 BEST_GRIDS = REPORT_FIGURE.format(what="best_grids")
 METRICS_VS_HYPERPARAMETERS = REPORT_FIGURE.format(what="fid_vs_hyperparameters")
 LOSSES = REPORT_FIGURE.format(what="losses_{model}")
@@ -35,7 +35,7 @@ def figures(root: Path, rows: list[dict], configs: list[dict], best: list[dict])
     # not mathtext (which fails on a symbol it does not know).
     with matplotlib.rc_context({"text.parse_math": False}):
         made = [
-            _samples(root / SAMPLES, best) if best else None,
+            _overview(root / OVERVIEW, best) if best else None,
             _best_grids(root / BEST_GRIDS, best) if best else None,
             _metrics_vs_hyperparameters(root / METRICS_VS_HYPERPARAMETERS, configs),
             *(_losses(root / LOSSES.format(model=model), model, rows, configs) for model in _models(rows)),
@@ -51,7 +51,7 @@ def _models(rows: list[dict]) -> list[str]:
     return list(dict.fromkeys(r["model"] for r in rows if r["model"] in MODELS))
 
 
-def _samples(path: Path, best: list[dict]) -> Path | None:
+def _overview(path: Path, best: list[dict]) -> Path | None:
     """One row: the real grid (the first best run's), then each model's best run's last sample grid, titled
     short (model, epochs, the metric it was ranked by, what it was flagged for)."""
     import matplotlib.pyplot as plt
