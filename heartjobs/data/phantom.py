@@ -178,6 +178,12 @@ class _Canvas:
         self.label[alpha > 0.5] = label
 
 
+def pixel_grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) of each pixel's centre in [-1, 1], float32 (both phantoms draw on it)."""
+    c = (np.arange(size, dtype=np.float32) + 0.5) / size * 2 - 1
+    return np.meshgrid(c, c, indexing="xy")
+
+
 class Phantom:
     """Renders slices of the "disc" phantom; picklable, so worker processes can render slices in parallel."""
 
@@ -188,8 +194,7 @@ class Phantom:
 
     @cached_property
     def _grid(self) -> tuple[np.ndarray, np.ndarray]:
-        c = (np.arange(self.params.size, dtype=np.float32) + 0.5) / self.params.size * 2 - 1
-        return np.meshgrid(c, c, indexing="xy")
+        return pixel_grid(self.params.size)
 
     def _noise_plane(self, channel: int, plane: int, grid: int) -> np.ndarray:
         rng = np.random.default_rng(np.random.SeedSequence([self.params.seed, 2, channel, plane]))

@@ -34,6 +34,7 @@ from heartjobs.data.phantom import (
     VESSEL_LUMEN,
     VESSEL_WALL,
     PhantomParams,
+    pixel_grid,
 )
 
 # Seed-stream tag of this phantom, so its draws never coincide with the disc phantom's.
@@ -108,8 +109,7 @@ class HeartPhantom:
 
     @cached_property
     def _grid(self) -> tuple[np.ndarray, np.ndarray]:
-        c = (np.arange(self.params.size, dtype=np.float32) + 0.5) / self.params.size * 2 - 1
-        return np.meshgrid(c, c, indexing="xy")
+        return pixel_grid(self.params.size)
 
     def _plane(self, channel: int, plane: int, cells: int) -> np.ndarray:
         rng = np.random.default_rng(np.random.SeedSequence([self.params.seed, _STREAM, channel, plane]))
