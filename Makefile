@@ -80,8 +80,8 @@ test-fast: install ## the inner loop: the suite without the tests marked slow (m
 	bash scripts/ensure-system-packages.sh browser
 	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) -m "not slow and not slurm"
 
-demo: install ## the main job on the heart phantom, step by step with expected times (scripts/demo.sh): make and prepare it (64 px), the validity ladder, the demo jobs (jobs/demo: the thesis' GAN, WGAN and DCGAN trained long enough to draw hearts, FID/KID/FRD, fidelity/diversity), report; about 8 min on 2 cores with the install
-	BIN=$(BIN) bash scripts/demo.sh
+demo: ## the main job on the heart phantom, step by step with expected times (scripts/demo.sh): install, make and prepare it (64 px), the validity ladder, the demo jobs (jobs/demo: the thesis' GAN, WGAN and DCGAN trained long enough to draw hearts, FID/KID/FRD, fidelity/diversity), report; about 8 min on 2 cores with the install
+	INSTALL="$(MAKE) --no-print-directory install" BIN=$(BIN) bash scripts/demo.sh
 
 demo-figure: ## after make demo: copy its one-row figure (real slices, each model's best grid) to the README's docs/img/demo.png
 	cp artifacts/demo/report_overview.png docs/img/demo.png

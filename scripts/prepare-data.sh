@@ -48,8 +48,9 @@ while IFS=$'\t' read -r folder state; do
             $heartjobs data prepare data/phantom --out "$folder" --size "${folder#data/prepared/phantom}"
             ;;
         data/prepared/heart64)
-            # the demo's: slices of the procedural 3-D heart at 256 px (a few seconds), prepared at 64 px
-            [ -d data/heart-phantom ] || $heartjobs data phantom --kind heart --size 256 --out data/heart-phantom
+            # the demo's: slices of the procedural 3-D heart at 256 px (a few seconds), prepared at 64 px; a
+            # folder there with another phantom or other slices is refused, not used
+            $heartjobs data phantom --kind heart --size 256 --out data/heart-phantom
             $heartjobs data prepare data/heart-phantom --out "$folder" --size 64
             ;;
         data/prepared/hipct)

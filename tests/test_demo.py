@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
-from heartjobs.data.phantom import PhantomParams, generate
-from heartjobs.data.prepare import PrepareParams, prepare
 from heartjobs.spec.loading import parse_spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,7 +23,7 @@ def test_each_demo_job_trains_on_the_heart_phantom_and_says_what_it_is_and_how_l
         line = DEMO_LINE.search(path.read_text())
         assert line, f"{path.name}: no '# demo: WHAT; about TIME on 2 cores' line"
         # the line the demo prints names the epochs the spec trains
-        assert f"{spec.train.epochs} epochs" in line["what"], (path.name, line["what"])
+        assert re.search(rf"\b{spec.train.epochs} epochs\b", line["what"]), (path.name, line["what"])
         assert str(spec.data.prepared) == "data/prepared/heart64" and str(spec.output.root) == "artifacts/demo"
         # measured as the demo's ladder runs: untrained Inception at 192-d, FRD on 100 images a repeat
         assert (spec.eval.weights, spec.eval.dims, spec.eval.frd_n) == ("untrained", 192, 100)
@@ -42,9 +41,6 @@ def _demo(cwd: Path, **env: str) -> subprocess.CompletedProcess:
 
 
 def test_the_demo_announces_each_step_with_its_expected_time_and_ends_with_the_report_link(tmp_path):
-    # where prepare-data.sh finds the demo's set, a small one (it makes the 200-slice one only when missing)
-    generate(tmp_path / "slices", PhantomParams(slices=24, size=64, seed=3, kind="heart"), workers=1)
-    prepare(tmp_path / "slices", tmp_path / "data" / "prepared" / "heart64", PrepareParams(size=32), workers=1)
     jobs = tmp_path / "jobs" / "demo"
     jobs.mkdir(parents=True)
     (jobs / "gan.toml").write_text(
@@ -55,30 +51,42 @@ def test_the_demo_announces_each_step_with_its_expected_time_and_ends_with_the_r
         "kid_subset_size = 10\nfrd = false\nms_ssim_pairs = 20\n"
         '[output]\nroot = "artifacts/demo"\n'
     )
-    (jobs / "wgan.toml").write_text(  # no "# demo:" line: the step says its time is not known
+    # no "# demo:" line: the step says its time is not known; a device this machine lacks: the job fails
+    (jobs / "wgan.toml").write_text(
         'name = "demo_wgan"\nmodel = "wgan"\n[data]\nprepared = "data/prepared/heart64"\n'
-        '[train]\nepochs = 1\ndevice = "cpu"\n[eval]\nmeasure = false\n[output]\nroot = "artifacts/demo"\n'
+        '[train]\nepochs = 1\ndevice = "cuda"\n[eval]\nmeasure = false\n[output]\nroot = "artifacts/demo"\n'
     )
-    result = _demo(tmp_path, LADDER_OPTIONS="--weights untrained --dims 64 --n 10 --metrics fid")
-    assert result.returncode == 0, result.stderr[-3000:]
+    (jobs / "more.sweep.toml").write_text("not a job spec: a sweep file, left out\n")
+    result = _demo(
+        tmp_path, INSTALL="echo installing", LADDER_OPTIONS="--weights untrained --dims 64 --n 10 --metrics fid"
+    )
+    # the failed job fails the demo, after the report
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert result.stderr.splitlines()[-1] == "error: 1 demo job(s) failed; their logs are in queue/demo/failed/"
     out = result.stdout
-    announced = re.findall(r"^\[(\d)/5\] (.*)$", out, re.MULTILINE)
+    announced = re.findall(r"^\[(\d)/6\] (.*)$", out, re.MULTILINE)
     titles = [text for n, text in announced if not text.startswith("done in")]
     assert [t.split(":")[0].split(" (")[0] for t in titles] == [
+        "install",
         "data",
         "validity ladder",
         "job gan",
         "job wgan",
         "report",
     ]
+    assert "installing" in out.split("[1/6] install")[1].split("[1/6] done")[0]
     assert "job gan: GAN, 2 epochs (about 5 s on 2 cores)" in titles
     assert "job wgan (its time not measured: the spec has no '# demo: WHAT; TIME' line)" in titles
-    assert len(re.findall(r"^\[\d/5\] done in \d+ s; \d+ min \d\d s so far$", out, re.MULTILINE)) == 5
-    # the set that was there is used, not made again; every job has its run; the report's link is last
-    assert not (tmp_path / "data" / "heart-phantom").exists()
+    assert len(re.findall(r"^\[\d/6\] done in \d+ s; \d+ min \d\d s so far$", out, re.MULTILINE)) == 6
+    # the demo's set was made (prepare-data.sh: the heart phantom at 256 px, prepared at 64 px) and recorded as
+    # a phantom; every job has its run; the report's link is its last line
+    manifest = json.loads((tmp_path / "data" / "prepared" / "heart64" / "manifest.json").read_text())
+    assert manifest["phantom"]["kind"] == "heart" and manifest["shape"] == [200, 1, 64, 64]
     assert (tmp_path / "artifacts" / "demo" / "demo_gan" / "v0001" / "fid.json").is_file()
     assert (tmp_path / "artifacts" / "demo" / "ladder" / "ladder.json").is_file()
-    assert out.splitlines()[-2].startswith("report: file://") and out.splitlines()[-2].endswith("report.html")
+    report = out.split("[6/6] report")[1]
+    assert "heart phantom, 64 px" in report
+    assert report.splitlines()[-2].startswith("report: file://") and report.splitlines()[-2].endswith("report.html")
 
 
 def test_the_demo_refuses_jobs_on_two_sets_before_any_work(tmp_path):

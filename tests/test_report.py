@@ -435,19 +435,45 @@ def test_the_protocol_line_names_a_phantom_and_an_image_size_other_than_the_thes
 
     artifacts = tmp_path / "artifacts"
     run = _run(artifacts, specs("gan_default", "gan"), fids=[250.0] * 3)
+    other = _run(artifacts, specs("wgan_default", "wgan"), fids=[240.0] * 3)
     rows, _ = write_report(artifacts)
     env = {"heartjobs": "0.1.0"}
     data = {"prepared": "data/prepared/heart64", "content_hash": "ab" * 32, "provenance": None}
-    (run / "env.json").write_text(json.dumps({**env, "data": {**data, "phantom": {"kind": "heart"}, "image_size": 64}}))
-    sources = data_sources(rows)
-    assert sources[0]["phantom"] == "heart" and sources[0]["image_size"] == 64
-    line = protocol_line(rows, True, sources)
-    assert line == "not comparable to Table 1: heart phantom, 64 px; see report.html"  # else measured as the thesis was
-    # the thesis' heart at 256 px adds nothing to the line; a run folder from elsewhere shows no markup
-    (run / "env.json").write_text(json.dumps({**env, "data": {**data, "image_size": 256}}))
-    assert ": heart" not in protocol_line(rows, True, data_sources(rows))
-    (run / "env.json").write_text(json.dumps({**env, "data": {**data, "phantom": {"kind": "<b>x</b>"}}}))
-    assert data_sources(rows)[0]["phantom"] == "unknown"
+    thesis_heart = {**data, "prepared": "data/prepared/hipct", "content_hash": "cd" * 32, "image_size": 256}
+
+    def trained_on(folder, record):
+        (folder / "env.json").write_text(json.dumps({**env, "data": record}))
+        return protocol_line(rows, True, data_sources(rows))
+
+    assert trained_on(other, thesis_heart) == "measured as the thesis was: comparable to Table 1"  # and run: none
+    line = trained_on(run, {**data, "phantom": {"kind": "heart"}, "image_size": 64})
+    assert {(s["prepared"], s.get("phantom"), s["image_size"]) for s in data_sources(rows)} == {
+        ("data/prepared/heart64", "heart", 64),
+        ("data/prepared/hipct", None, 256),
+    }
+    # the phantom's run differs, the other was measured as the thesis was: the line says which share
+    assert line == "not comparable to Table 1 (1 of 2 runs): heart phantom, 64 px; see report.html"
+    trained_on(other, {**thesis_heart, "prepared": "data/prepared/hipct128", "image_size": 128})  # both differ now
+    assert protocol_line(rows, True, data_sources(rows)) == (
+        "not comparable to Table 1: heart phantom, 64/128 px; see report.html"
+    )
+    # the thesis' heart at 256 px adds nothing to the line
+    assert trained_on(run, thesis_heart) == "not comparable to Table 1 (1 of 2 runs): 128 px; see report.html"
+    # a run folder from elsewhere: no markup, no size that isn't one
+    trained_on(run, {**data, "phantom": {"kind": "<b>x</b>"}, "image_size": -1})
+    assert [
+        (s.get("phantom"), s.get("image_size")) for s in data_sources(rows) if s["prepared"].endswith("heart64")
+    ] == [("unknown", None)]
+
+
+def test_the_protocol_line_orders_numbers_as_numbers(tmp_path, specs):
+    from heartjobs.report.console import protocol_line
+
+    artifacts = tmp_path / "artifacts"
+    for name, epochs in (("a", 350), ("b", 50), ("c", 550)):
+        _run(artifacts, specs(name, "gan", epochs=epochs, lr=0.0001 * epochs), fids=[250.0] * 3)
+    rows, _ = write_report(artifacts)
+    assert "50/350/550 epochs" in protocol_line(rows)
 
 
 def test_on_a_terminal_the_report_is_the_compact_table_the_protocol_then_the_page_link(tmp_path, specs, monkeypatch):

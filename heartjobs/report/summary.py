@@ -541,7 +541,7 @@ def data_sources(rows: list[dict]) -> list[dict]:
         if isinstance(phantom, dict) and isinstance(phantom.get("kind"), str):
             kind = phantom["kind"]  # shown in the report: a word, or not what heartjobs records
             entry["phantom"] = kind if kind.isascii() and kind.isalnum() and len(kind) <= 20 else "unknown"
-        if isinstance(size, int) and not isinstance(size, bool):
+        if isinstance(size, int) and not isinstance(size, bool) and size > 0:
             entry["image_size"] = size
         provenance = data.get("provenance")
         if isinstance(provenance, dict):
