@@ -42,6 +42,18 @@ def test_phantom_bad_arguments_are_one_line_errors(tmp_path):
     assert not (tmp_path / "p").exists()
 
 
+def test_a_count_or_size_that_is_no_number_names_the_option_and_the_text():
+    for args, message in (
+        (("worker", "--overlap", "abc"), "argument --overlap: a whole number >= 0, got 'abc'"),
+        (("worker", "--overlap", "-1"), "argument --overlap: must be >= 0, got -1"),
+        (("evaluate", "run", "--n", "2.5"), "argument --n: a whole number >= 1, got '2.5'"),
+        (("worker", "--poll", "soon"), "argument --poll: a number > 0, got 'soon'"),
+    ):
+        result = cli(*args)
+        assert result.returncode == 2, args
+        assert result.stderr.strip().splitlines()[-1].endswith(f"error: {message}"), result.stderr
+
+
 def test_info_on_a_missing_set_is_a_one_line_error(tmp_path):
     result = cli("data", "info", tmp_path / "nothing")
     assert result.returncode == 2
